@@ -1,0 +1,217 @@
+"""Export a config through torchao + torch.export + ExecuTorch's Vulkan partitioner into a fixture.
+
+A fixture is a directory holding the .pte, the packed weights and scales unpacked from the .pte's
+delegate, and manifest.json (sha256 of every file, the config, package versions). It is written
+into a temporary directory and renamed into place, under a file lock, so a killed export never
+leaves a fixture that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock
+
+from q4gsw import inputs
+from q4gsw.matrix import Config
+from q4gsw.unpack import PackedLinear, read_pte
+
+FIXTURE_FORMAT = 1
+MANIFEST = "manifest.json"
+PTE_FILE = "model.pte"
+WEIGHT_FILE = "weight_packed.npy"
+SCALES_FILE = "scales.npy"
+EXPORT_PACKAGES = ("torch", "executorch", "torchao")
+
+
+class FixtureError(RuntimeError):
+    """A fixture is missing, incomplete or does not match its manifest."""
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("Q4GSW_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"),
+                                                         "q4gsw")
+    return Path(root) / "fixtures"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in EXPORT_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "missing"
+    return versions
+
+
+def fixture_identity(config: Config) -> dict[str, Any]:
+    """Everything that determines a fixture's bytes."""
+    return {"format": FIXTURE_FORMAT, "M": config.M, "K": config.K, "N": config.N,
+            "group_size": config.group_size, "weights": config.weights, "weight_seed": config.weight_seed,
+            "versions": package_versions()}
+
+
+def fixture_key(config: Config) -> str:
+    blob = json.dumps(fixture_identity(config), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def fixture_dir(cache: Path, config: Config) -> Path:
+    return cache / f"{config.name}-{fixture_key(config)[:16]}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Fixture:
+    path: Path
+    manifest: dict[str, Any]
+
+    def packed_linear(self) -> PackedLinear:
+        weight = np.load(self.path / WEIGHT_FILE, mmap_mode="r")
+        scales = np.load(self.path / SCALES_FILE)
+        return PackedLinear(weight_packed=weight, scales=scales, group_size=int(self.manifest["config"]["group_size"]))
+
+
+def verify_fixture(path: Path, config: Config | None = None) -> Fixture:
+    """Check the manifest and every file's sha256; raise FixtureError saying what is wrong."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise FixtureError(f"{path}: no {MANIFEST} (incomplete or not a fixture)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise FixtureError(f"{manifest_path}: corrupt manifest ({exc})") from exc
+    for name, expected in manifest.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise FixtureError(f"{file}: missing (listed in {MANIFEST})")
+        if file.stat().st_size != expected["size"]:
+            raise FixtureError(f"{file}: size {file.stat().st_size} != {expected['size']} in {MANIFEST} (truncated?)")
+        if sha256_file(file) != expected["sha256"]:
+            raise FixtureError(f"{file}: sha256 does not match {MANIFEST} (corrupted)")
+    for required in (WEIGHT_FILE, SCALES_FILE):
+        if required not in manifest.get("files", {}):
+            raise FixtureError(f"{path}: {MANIFEST} lists no {required}")
+    if config is not None:
+        recorded = manifest.get("config", {})
+        for key in ("K", "N", "group_size", "weights", "weight_seed"):
+            if recorded.get(key) != getattr(config, key):
+                raise FixtureError(f"{path}: fixture has {key}={recorded.get(key)!r} but config '{config.name}' "
+                                   f"has {key}={getattr(config, key)!r}")
+    return Fixture(path=path, manifest=manifest)
+
+
+def export_pte(config: Config) -> tuple[bytes, Any]:
+    """Quantize a seeded Linear with torchao and lower it with the Vulkan partitioner; returns (.pte, qweight)."""
+    import torch
+    from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from torchao.quantization import IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+
+    model = torch.nn.Linear(config.K, config.N, bias=False)
+    with torch.no_grad():
+        weights = inputs.make_weights(config.weights, config.N, config.K, config.group_size, config.weight_seed)
+        model.weight.copy_(torch.from_numpy(weights))
+        del weights
+    quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(config.group_size)))
+    example = (torch.zeros(config.M, config.K, dtype=torch.float32),)
+    program = torch.export.export(model, example)
+    lowered = to_edge_transform_and_lower(program, partitioner=[VulkanPartitioner()]).to_executorch()
+    return bytes(lowered.buffer), model.weight
+
+
+def cross_check(packed: PackedLinear, qweight: Any, config: Config) -> None:
+    """The .pte's nibbles and scales must equal torchao's quantized tensor exactly."""
+    from q4gsw.unpack import DelegateLayoutError, unpack_int4
+
+    qdata = qweight.qdata.numpy()
+    scale = qweight.scale.numpy().reshape(config.N, -1)
+    zero_point = getattr(qweight, "zero_point", None)
+    if zero_point is not None and int(zero_point.abs().max()) != 0:
+        raise DelegateLayoutError("torchao produced a non-zero zero point; q4gsw is symmetric")
+    if packed.weight_packed.shape != (config.N, config.K // 2):
+        raise DelegateLayoutError(f"packed weight shape {packed.weight_packed.shape} != {(config.N, config.K // 2)}")
+    if packed.group_size != config.group_size:
+        raise DelegateLayoutError(f"delegate group_size {packed.group_size} != config group_size {config.group_size}")
+    for n0 in range(0, config.N, 4096):
+        n1 = min(n0 + 4096, config.N)
+        if not np.array_equal(unpack_int4(packed.weight_packed[n0:n1]), qdata[n0:n1]):
+            raise DelegateLayoutError(f"unpacked int4 rows {n0}..{n1} differ from torchao's qdata")
+    if not np.array_equal(packed.scales[:, : config.N], scale.T):
+        raise DelegateLayoutError("delegate scales differ from torchao's scale (transposed)")
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as f:
+        np.save(f, array)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def build_fixture(config: Config, destination: Path, progress: Callable[[str], None] = print) -> Fixture:
+    """Export `config` into `destination` atomically (temp dir + rename)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.parent / f".tmp-{destination.name}-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    try:
+        timings = {}
+        started = time.perf_counter()
+        progress(f"export {config.name}: quantize + torch.export + Vulkan lowering ({config.M}x{config.K}x{config.N})")
+        pte_bytes, qweight = export_pte(config)
+        timings["export_s"] = time.perf_counter() - started
+        (temporary / PTE_FILE).write_bytes(pte_bytes)
+        started = time.perf_counter()
+        progress(f"export {config.name}: unpacking {len(pte_bytes) / 2**20:.1f} MiB .pte delegate")
+        packed = read_pte(pte_bytes)
+        del pte_bytes
+        cross_check(packed, qweight, config)
+        del qweight
+        timings["unpack_s"] = time.perf_counter() - started
+        _write_npy(temporary / WEIGHT_FILE, np.ascontiguousarray(packed.weight_packed))
+        _write_npy(temporary / SCALES_FILE, np.ascontiguousarray(packed.scales))
+        files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in sorted(temporary.iterdir())}
+        manifest = {"identity": fixture_identity(config), "key": fixture_key(config),
+                    "config": {k: v for k, v in asdict(config).items() if k != "tolerance"},
+                    "operator": "et_vk.linear_q4gsw.default", "cross_checked_against_torchao": True,
+                    "timings": timings, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "files": files}
+        manifest_path = temporary / MANIFEST
+        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.rename(temporary, destination)
+        return Fixture(path=destination, manifest=manifest)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def ensure_fixture(config: Config, cache: Path, progress: Callable[[str], None] = print) -> Fixture:
+    """Return a verified cached fixture, rebuilding it (and saying so) when absent or corrupt."""
+    destination = fixture_dir(cache, config)
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(destination) + ".lock"):
+        if destination.exists():
+            try:
+                return verify_fixture(destination, config)
+            except FixtureError as exc:
+                progress(f"cached fixture rejected, rebuilding: {exc}")
+        return build_fixture(config, destination, progress)
