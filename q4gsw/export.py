@@ -23,6 +23,7 @@ import numpy as np
 from filelock import FileLock
 
 from q4gsw import inputs
+from q4gsw.golden import golden
 from q4gsw.matrix import Config
 from q4gsw.unpack import PackedLinear, read_pte
 
@@ -32,6 +33,10 @@ PTE_FILE = "model.pte"
 WEIGHT_FILE = "weight_packed.npy"
 SCALES_FILE = "scales.npy"
 EXPORT_PACKAGES = ("torch", "executorch", "torchao")
+
+
+def golden_file(input_name: str) -> str:
+    return f"golden-{input_name}.npy"
 
 
 class FixtureError(RuntimeError):
@@ -58,7 +63,7 @@ def fixture_identity(config: Config) -> dict[str, Any]:
     """Everything that determines a fixture's bytes."""
     return {"format": FIXTURE_FORMAT, "M": config.M, "K": config.K, "N": config.N,
             "group_size": config.group_size, "weights": config.weights, "weight_seed": config.weight_seed,
-            "versions": package_versions()}
+            "inputs": list(config.inputs), "versions": package_versions()}
 
 
 def fixture_key(config: Config) -> str:
@@ -82,6 +87,11 @@ def sha256_file(path: Path) -> str:
 class Fixture:
     path: Path
     manifest: dict[str, Any]
+
+    def golden(self, input_name: str) -> np.ndarray | None:
+        """The stored fp64 golden for an input, or None when the fixture does not carry it."""
+        name = golden_file(input_name)
+        return np.load(self.path / name) if name in self.manifest["files"] else None
 
     def packed_linear(self) -> PackedLinear:
         weight = np.load(self.path / WEIGHT_FILE, mmap_mode="r")
@@ -188,11 +198,20 @@ def build_fixture(config: Config, destination: Path, progress: Callable[[str], N
         timings["unpack_s"] = time.perf_counter() - started
         _write_npy(temporary / WEIGHT_FILE, np.ascontiguousarray(packed.weight_packed))
         _write_npy(temporary / SCALES_FILE, np.ascontiguousarray(packed.scales))
+        started = time.perf_counter()
+        input_sha256 = {}
+        for input_name in config.inputs:
+            progress(f"export {config.name}: fp64 golden for input '{input_name}'")
+            x = inputs.make_input(input_name, config.M, config.K, config.weight_seed)
+            input_sha256[input_name] = hashlib.sha256(x.tobytes()).hexdigest()
+            _write_npy(temporary / golden_file(input_name), golden(x, packed))
+        timings["golden_s"] = time.perf_counter() - started
         files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in sorted(temporary.iterdir())}
         manifest = {"identity": fixture_identity(config), "key": fixture_key(config),
                     "config": {k: v for k, v in asdict(config).items() if k != "tolerance"},
                     "operator": "et_vk.linear_q4gsw.default", "cross_checked_against_torchao": True,
-                    "timings": timings, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "input_sha256": input_sha256, "timings": timings,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "files": files}
         manifest_path = temporary / MANIFEST
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))

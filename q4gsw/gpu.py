@@ -204,7 +204,8 @@ def expression_environment(config_shape: Mapping[str, int], limits: Mapping[str,
     return env
 
 
-def resolve_kernel(kernel: Kernel, shape: Mapping[str, int], info: AdapterInfo) -> tuple[dict[str, Any], tuple[int, ...]]:
+def resolve_kernel(kernel: Kernel, shape: Mapping[str, int],
+                   info: AdapterInfo) -> tuple[dict[str, Any], tuple[int, ...]]:
     """Check the kernel's needs against the adapter; return (override constants, workgroup counts)."""
     missing = [f for f in kernel.requires_features if f not in info.features]
     if missing:

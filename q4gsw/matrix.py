@@ -9,17 +9,12 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import sys
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - the package requires 3.11, kept for clarity of intent
-    import tomli as tomllib
 
 from simpleeval import EvalWithCompoundTypes, InvalidExpression
 
@@ -154,7 +149,8 @@ class Matrix:
             if c.name == name:
                 return c
         suggestion = _suggest(name, [c.name for c in self.configs])
-        raise MatrixError(self.path, f"config '{name}'", "name", "no such config", f"{suggestion}run `python -m q4gsw list`")
+        raise MatrixError(self.path, f"config '{name}'", "name", "no such config",
+                          f"{suggestion}see `python -m q4gsw list` for the names")
 
     def backend(self, name: str) -> Backend:
         if name not in self.backends:
@@ -450,7 +446,8 @@ def _load_configs(check: _Checker, data: Mapping[str, Any], defaults: Mapping[st
             raise check.fail(where, "name", "has characters that are not shell-safe",
                              "use letters, digits, '_', '-' and '.' only")
         if name in seen:
-            raise check.fail(where, "name", f"duplicate name (also config #{seen[name]})", "give each config a unique name")
+            raise check.fail(where, "name", f"duplicate name (also config #{seen[name]})",
+                             "give each config a unique name")
         seen[name] = index
         check.known_keys(raw, _CONFIG_KEYS, where)
         merged = {**defaults, **raw}

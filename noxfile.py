@@ -1,0 +1,70 @@
+"""nox sessions, expanded from matrix.toml. Sessions stay thin: each calls `python -m q4gsw ...`.
+
+Arguments after `--` reach the CLI, e.g. `nox -s accuracy-swiftshader -- --config q_proj`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = str(ROOT / "constraints.txt")
+
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["tests"]
+
+
+def _matrix_backends() -> list[str]:
+    # Only the backend names are read here; the package validates the whole file and reports errors.
+    try:
+        data = tomllib.loads((ROOT / "matrix.toml").read_text())
+        return sorted(data.get("backend", {})) or ["swiftshader"]
+    except (OSError, tomllib.TOMLDecodeError):
+        return ["swiftshader"]
+
+
+def _install(session: nox.Session, extras: str) -> None:
+    session.install("-c", CONSTRAINTS, "-e", f".[{extras}]")
+
+
+def _accuracy(backend: str):
+    def session_body(session: nox.Session) -> None:
+        _install(session, "export,report")
+        session.run("python", "-m", "q4gsw", "run", "--backend", backend, "--tier", "required",
+                    "--results", f"results/accuracy-{backend}", *session.posargs)
+
+    session_body.__doc__ = f"Required tier on {backend}."
+    return session_body
+
+
+for _backend in _matrix_backends():
+    nox.session(name=f"accuracy-{_backend}", tags=["accuracy", _backend], default=False)(_accuracy(_backend))
+
+
+@nox.session(default=False, tags=["heavy"])
+def heavy(session: nox.Session) -> None:
+    """Heavy tier (lm_head, 8k prefill); SwiftShader unless `-- --backend NAME`."""
+    _install(session, "export,report")
+    args = list(session.posargs)
+    if "--backend" not in args:
+        args = ["--backend", "swiftshader", *args]
+    session.run("python", "-m", "q4gsw", "run", "--tier", "heavy", "--results", "results/heavy", *args)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Kernel benchmark table (time, GFLOP/s, GB/s, numpy ratio); `-- --backend NAME`."""
+    _install(session, "report")
+    session.run("python", "-m", "q4gsw", "bench", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit + end-to-end tests (pytest)."""
+    _install(session, "export,report,test")
+    session.run("ruff", "check", "q4gsw", "tests", "noxfile.py")
+    session.run("python", "-m", "pytest", "-q", "-rs", *session.posargs)

@@ -1,0 +1,244 @@
+"""Command line: python -m q4gsw {list,run,check,export,...}.
+
+Exit codes: 0 all selected cases passed, 1 any failed, 2 usage or matrix.toml error (nothing run),
+130 interrupted (partial results written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+import time
+from pathlib import Path
+
+from q4gsw import __version__
+from q4gsw.matrix import TIERS, Matrix, MatrixError, load_matrix
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# Subcommands implemented in their own module, each exposing main(argv) -> int.
+EXTERNAL_COMMANDS = {"bench": "q4gsw.bench"}
+
+
+def _add_matrix(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--matrix", default="matrix.toml", help="path to matrix.toml (default: ./matrix.toml)")
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tier", action="append", choices=TIERS,
+                        help="tier(s) to run (default: required); configs of other tiers are reported as skipped")
+    parser.add_argument("--suite", action="append", help="suite(s) to run (default: llama)")
+    parser.add_argument("--config", action="append", default=[], metavar="NAME",
+                        help="run only these configs (any tier); repeatable")
+    parser.add_argument("--fixtures", type=Path, help="run from fixtures exported with `q4gsw export --out DIR` "
+                        "(needs only numpy + wgpu); otherwise fixtures are exported into the cache")
+    parser.add_argument("--cache", type=Path, help="fixture cache (default: $Q4GSW_CACHE or ~/.cache/q4gsw)")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m q4gsw", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"q4gsw {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list configs x backends with tiers")
+    _add_matrix(p)
+
+    p = sub.add_parser("validate", help="check matrix.toml and exit (0 ok, 2 with the error)")
+    _add_matrix(p)
+
+    p = sub.add_parser("run", help="run the matrix on one backend")
+    _add_matrix(p)
+    p.add_argument("--backend", required=True)
+    _add_selection(p)
+
+    p = sub.add_parser("check", help="check a user's WGSL kernel (ExecuTorch binding layout) against the matrix")
+    _add_matrix(p)
+    p.add_argument("--kernel", required=True, type=Path, help="WGSL file with entry point `main`")
+    p.add_argument("--dispatch", required=True, help='workgroup counts, e.g. "ceil(ceil(M/4)*ceil(N/4)/wg_size)"')
+    p.add_argument("--override", action="append", default=[], metavar="NAME=VALUE",
+                   help="pipeline-override constant (number or expression); repeatable")
+    p.add_argument("--backend", required=True)
+    _add_selection(p)
+
+    p = sub.add_parser("export", help="export fixtures (needs torch, executorch, torchao)")
+    _add_matrix(p)
+    p.add_argument("--out", type=Path, help="write portable fixtures to DIR/<config>/ (default: the cache)")
+    _add_selection(p)
+
+    p = sub.add_parser("_export", help=argparse.SUPPRESS)
+    _add_matrix(p)
+    p.add_argument("--config", required=True)
+    p.add_argument("--cache", type=Path, required=True)
+
+    p = sub.add_parser("_execute", help=argparse.SUPPRESS)
+    _add_matrix(p)
+    p.add_argument("--config", required=True)
+    p.add_argument("--backend", required=True)
+    p.add_argument("--fixture", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--kernel-file")
+    p.add_argument("--dispatch")
+    p.add_argument("--override", action="append", default=[])
+
+    for name in EXTERNAL_COMMANDS:
+        sub.add_parser(name, help=f"see `python -m q4gsw {name} --help`", add_help=False)
+    return parser
+
+
+def _parse_overrides(items: list[str]) -> dict[str, str]:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise SystemExit(f"error: --override {item!r}: expected NAME=VALUE, e.g. --override wg_size=64")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def _selection(matrix: Matrix, args: argparse.Namespace):  # -> (configs, skipped)
+    from q4gsw.runner import HEAVY_HINT
+
+    suites = tuple(args.suite) if args.suite else ("llama",)
+    if args.config:
+        return matrix.select(names=tuple(args.config)), ()
+    tiers = tuple(args.tier) if args.tier else ("required",)
+    selected = matrix.select(tiers=tiers, suites=suites)
+    skipped = []
+    for config in matrix.select(suites=suites):
+        if config.tier not in tiers:
+            hint = HEAVY_HINT if config.tier == "heavy" else f"{config.tier}: run with --tier {config.tier}"
+            skipped.append((config, hint))
+    return selected, tuple(skipped)
+
+
+def cmd_list(matrix: Matrix) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{matrix.path}")
+    for column in ("config", "suite", "tier", "M", "K", "N", "group", "inputs", "atol", "rtol", "backends"):
+        table.add_column(column)
+    for c in matrix.configs:
+        table.add_row(c.name, c.suite, c.tier, str(c.M), str(c.K), str(c.N), str(c.group_size), ",".join(c.inputs),
+                      f"{c.tolerance.atol:g}", f"{c.tolerance.rtol:g}", ", ".join(matrix.backends))
+    Console().print(table)
+    kernels = Table(title="kernels")
+    for column in ("kernel", "file", "when", "dispatch", "backends"):
+        kernels.add_column(column)
+    for k in matrix.kernels:
+        kernels.add_row(k.name, k.file, k.when, ", ".join(k.dispatch), ", ".join(k.backends or ["all"]))
+    Console().print(kernels)
+    return EXIT_OK
+
+
+def cmd_run(matrix: Matrix, args: argparse.Namespace, user_kernel=None) -> int:
+    from q4gsw.export import default_cache_dir
+    from q4gsw.report import print_report, write_run_outputs
+    from q4gsw.result import Result, counts
+    from q4gsw.runner import RunOptions, run
+
+    matrix.backend(args.backend)  # unknown backend: MatrixError -> exit 2
+    configs, skipped = _selection(matrix, args)
+    options = RunOptions(backend=args.backend, configs=configs, skipped=skipped, fixtures=args.fixtures,
+                         cache=args.cache or default_cache_dir(), results_dir=args.results, user_kernel=user_kernel)
+    collected: list[Result] = []
+    started = time.time()
+    interrupted = False
+    try:
+        run(matrix, options, on_result=collected.append)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: writing the partial results", file=sys.stderr, flush=True)
+    meta = {"q4gsw_version": __version__, "command": " ".join(sys.argv), "backend": args.backend,
+            "matrix": str(matrix.path), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "wall_s": time.time() - started, "host": platform.node(), "python": platform.python_version(),
+            "interrupted": interrupted}
+    path = write_run_outputs(args.results, collected, meta)
+    print_report(collected)
+    print(f"results: {path} (wall {meta['wall_s']:.1f} s)", file=sys.stderr, flush=True)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAIL if counts(collected)["fail"] else EXIT_OK
+
+
+def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
+    from q4gsw.export import build_fixture, default_cache_dir, ensure_fixture
+
+    configs, _ = _selection(matrix, args)
+    for config in configs:
+        if args.out is not None:
+            fixture = build_fixture(config, args.out / config.name)
+        else:
+            fixture = ensure_fixture(config, args.cache or default_cache_dir())
+        print(f"{config.name}: {fixture.path}", flush=True)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in EXTERNAL_COMMANDS:
+        return int(importlib.import_module(EXTERNAL_COMMANDS[argv[0]]).main(argv[1:]))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        matrix = load_matrix(args.matrix)
+        if args.command == "list":
+            return cmd_list(matrix)
+        if args.command == "validate":
+            print(f"{matrix.path}: ok ({len(matrix.configs)} configs, {len(matrix.kernels)} kernels, "
+                  f"{len(matrix.backends)} backends)")
+            return EXIT_OK
+        if args.command == "run":
+            return cmd_run(matrix, args)
+        if args.command == "check":
+            from q4gsw.runner import UserKernel
+
+            if not args.kernel.is_file():
+                print(f"error: --kernel {args.kernel}: no such file", file=sys.stderr)
+                return EXIT_USAGE
+            user_kernel = UserKernel(file=str(args.kernel.resolve()), dispatch=args.dispatch,
+                                     overrides=_parse_overrides(args.override))
+            _validate_user_kernel(user_kernel)
+            return cmd_run(matrix, args, user_kernel)
+        if args.command == "export":
+            return cmd_export(matrix, args)
+        from q4gsw import runner
+
+        if args.command == "_export":
+            return runner.export_entry(matrix, args.config, args.cache)
+        if args.command == "_execute":
+            user_kernel = None
+            if args.kernel_file:
+                user_kernel = runner.UserKernel(args.kernel_file, args.dispatch, _parse_overrides(args.override))
+            return runner.execute_entry(matrix, args.config, args.backend, args.fixture, args.out, user_kernel)
+    except MatrixError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+def _validate_user_kernel(kernel) -> None:
+    from q4gsw.matrix import MatrixError, evaluate, expression_names, split_dispatch
+
+    names = expression_names()
+    for key, value in kernel.overrides.items():
+        try:
+            names[key] = evaluate(value, names)
+        except Exception as exc:
+            raise MatrixError("command line", "check", f"--override {key}", f"bad expression {value!r}: {exc}",
+                              "use a number or an expression over M, N, K, group_size and adapter limits") from exc
+    parts = split_dispatch(kernel.dispatch)
+    if not 1 <= len(parts) <= 3:
+        raise MatrixError("command line", "check", "--dispatch", f"needs 1 to 3 counts, got {len(parts)}",
+                          'write "X", "X, Y" or "X, Y, Z"')
+    for part in parts:
+        try:
+            evaluate(part, names)
+        except Exception as exc:
+            raise MatrixError("command line", "check", "--dispatch", f"bad expression {part!r}: {exc}",
+                              "use arithmetic over M, N, K, K_packed, group_size, overrides and ceil/min/max") from exc
