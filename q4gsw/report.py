@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ def results_table(results: list[Result], title: str = "q4gsw results") -> Table:
 
 
 def print_report(results: list[Result], console: Console | None = None) -> None:
-    console = console or Console()
+    # Piped output (CI logs, nox) gets a wide table rather than rich's 80-column default.
+    console = console or Console(width=None if sys.stdout.isatty() else 220)
     console.print(results_table(results))
     for r in results:
         if r.status in ("fail", "unsupported"):

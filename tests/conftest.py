@@ -1,0 +1,98 @@
+"""Shared test helpers: repository paths, tiny matrices, and backend availability."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MATRIX = REPO / "matrix.toml"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
+            cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run `python -m q4gsw ARGS` in a child process, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "q4gsw", *args], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, cwd=cwd)
+
+
+@pytest.fixture(scope="session")
+def swiftshader_env() -> dict[str, str]:
+    """Environment that makes wgpu see SwiftShader; skips (locally) when it cannot be provisioned."""
+    from q4gsw.gpu import BackendUnavailable, provision
+    from q4gsw.matrix import load_matrix
+
+    try:
+        return provision(load_matrix(MATRIX).backend("swiftshader"))
+    except BackendUnavailable as exc:
+        if os.environ.get("CI"):
+            raise  # CI installs the backends: a missing one there is a failure, not a skip
+        pytest.skip(f"SwiftShader unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def fixture_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One fixture cache for the whole session, shared by the end-to-end tests."""
+    return tmp_path_factory.mktemp("q4gsw-cache")
+
+
+TINY_MATRIX = '''
+schema_version = 1
+
+[defaults]
+group_size = 32
+
+[backend.swiftshader]
+api = "Vulkan"
+adapter_name = "SwiftShader"
+device_type = "CPU"
+provision = "swiftshader"
+
+[kernel.gemv]
+file = "{root}/q4gsw/kernels/q4gsw_gemv.wgsl"
+when = "M == 1"
+dispatch = "min(ceil(N / 4), max_workgroups_per_dimension)"
+overrides = {{ wg_size = 64 }}
+
+[kernel.tiled]
+file = "{root}/q4gsw/kernels/q4gsw_tiled.wgsl"
+when = "M > 1"
+dispatch = "ceil(N / 32), ceil(M / 32)"
+
+[[config]]
+name = "tiny_gemv"
+M = 1
+K = 64
+N = 16
+tier = "required"
+tolerance = {{ atol = 1e-5, rtol = 1e-4, justification = "K=64: fp32 accumulation error is far below 1e-6." }}
+
+[[config]]
+name = "tiny_gemm"
+M = 5
+K = 96
+N = 40
+tier = "required"
+tolerance = {{ atol = 1e-5, rtol = 1e-4, justification = "K=96: fp32 accumulation error is far below 1e-6." }}
+
+[[config]]
+name = "tiny_heavy"
+M = 1
+K = 64
+N = 8
+tier = "heavy"
+tolerance = {{ atol = 1e-5, rtol = 1e-4, justification = "K=64: fp32 accumulation error is far below 1e-6." }}
+'''
+
+
+@pytest.fixture
+def tiny_matrix(tmp_path: Path) -> Path:
+    """A small but real matrix (two required configs, one heavy) that exports in seconds."""
+    path = tmp_path / "matrix.toml"
+    path.write_text(TINY_MATRIX.format(root=REPO))
+    return path
