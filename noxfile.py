@@ -55,6 +55,13 @@ def heavy(session: nox.Session) -> None:
     session.run("python", "-m", "q4gsw", "run", "--tier", "heavy", "--results", "results/heavy", *args)
 
 
+@nox.session(name="ci-matrix", default=False)
+def ci_matrix(session: nox.Session) -> None:
+    """GitHub Actions matrix (JSON) from matrix.toml; `-- --tier heavy --shards 2 --github-output FILE`."""
+    session.install("-c", CONSTRAINTS, "-e", ".")
+    session.run("python", "-m", "q4gsw", "ci-matrix", *session.posargs)
+
+
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Kernel benchmark table (time, GFLOP/s, GB/s, numpy ratio); `-- --backend NAME`."""

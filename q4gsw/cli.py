@@ -19,7 +19,7 @@ from q4gsw.matrix import TIERS, Matrix, MatrixError, load_matrix
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Subcommands implemented in their own module, each exposing main(argv) -> int.
-EXTERNAL_COMMANDS = {"bench": "q4gsw.bench"}
+EXTERNAL_COMMANDS = {"bench": "q4gsw.bench", "ci-matrix": "q4gsw.ci", "report": "q4gsw.report"}
 
 
 def _add_matrix(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +36,17 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
                         "(needs only numpy + wgpu); otherwise fixtures are exported into the cache")
     parser.add_argument("--cache", type=Path, help="fixture cache (default: $Q4GSW_CACHE or ~/.cache/q4gsw)")
     parser.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
+    parser.add_argument("--shard", type=_shard_arg, metavar="i/N",
+                        help="run only shard i (1-based) of N cost-balanced shards of the selection (CI sharding)")
+
+
+def _shard_arg(text: str) -> tuple[int, int]:
+    from q4gsw.ci import ShardError, parse_shard
+
+    try:
+        return parse_shard(text)
+    except ShardError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +111,17 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
 
 
 def _selection(matrix: Matrix, args: argparse.Namespace):  # -> (configs, skipped)
+    selected, skipped = _select_tiers(matrix, args)
+    shard = getattr(args, "shard", None)
+    if shard is None:
+        return selected, skipped
+    from q4gsw.ci import select_shard
+
+    # Other-tier skips are reported by shard 1 only, so merged shard reports list each once.
+    return select_shard(selected, *shard), (skipped if shard[0] == 1 else ())
+
+
+def _select_tiers(matrix: Matrix, args: argparse.Namespace):  # -> (configs, skipped)
     from q4gsw.runner import HEAVY_HINT
 
     suites = tuple(args.suite) if args.suite else ("llama",)

@@ -1,0 +1,211 @@
+"""CI matrix generation from matrix.toml: `python -m q4gsw ci-matrix` (and `nox -s ci-matrix`).
+
+Prints a GitHub Actions matrix, `{"include": [...]}`, with one entry per (backend, tier, shard). Each
+entry names the real nox session that runs it (accuracy-<backend> for the required tier, heavy with
+`-- --backend B` for the heavy tier), the shard "i/N", a runner label hint and the exact command.
+
+Sharding splits a tier's configs into N shards balanced by Config.cost (FLOPs + bytes): configs are
+taken largest first (ties by name) and each goes onto the least-loaded shard (ties by index), so
+the split is deterministic and `run --shard i/N` selects exactly the configs this module assigned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from q4gsw.matrix import TIERS, Config, Matrix, MatrixError, load_matrix
+
+EXIT_OK, EXIT_USAGE = 0, 2
+# Tiers that a nox session runs; the optional tier has no session (run it with `q4gsw run --tier optional`).
+SESSION_TIERS = ("required", "heavy")
+CPU_RUNNER = "ubuntu-latest"
+GPU_RUNNER = "self-hosted,linux,gpu"
+DEFAULT_SUITE = "llama"
+_SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+class ShardError(ValueError):
+    """A malformed shard spec; the message says what is wrong and the expected form."""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/N' -> (i, N) with 1 <= i <= N; raises ShardError naming the problem."""
+    match = _SHARD_RE.match(str(text))
+    if not match:
+        raise ShardError(f"{text!r} is not of the form i/N (e.g. 1/3): i is the 1-based shard, N the shard count")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count < 1:
+        raise ShardError(f"{text!r}: the shard count N must be at least 1")
+    if not 1 <= index <= count:
+        raise ShardError(f"{text!r}: the shard index i must be between 1 and N={count} (shards are 1-based)")
+    return index, count
+
+
+def shard_configs(configs: Iterable[Config], count: int) -> list[list[Config]]:
+    """Split configs into `count` shards: largest cost first onto the least-loaded shard.
+
+    Deterministic: configs are ordered by (-cost, name), and a tie between equally loaded shards goes
+    to the lowest index. Within a shard, configs keep the matrix.toml order of the input. Shards may
+    be empty when there are fewer configs than shards.
+    """
+    if count < 1:
+        raise ShardError(f"shard count must be at least 1, got {count}")
+    configs = list(configs)
+    order = {c.name: i for i, c in enumerate(configs)}
+    loads = [0.0] * count
+    shards: list[list[Config]] = [[] for _ in range(count)]
+    for config in sorted(configs, key=lambda c: (-c.cost, c.name)):
+        target = min(range(count), key=lambda i: (loads[i], i))
+        shards[target].append(config)
+        loads[target] += config.cost
+    return [sorted(shard, key=lambda c: order[c.name]) for shard in shards]
+
+
+def select_shard(configs: Sequence[Config], index: int, count: int) -> tuple[Config, ...]:
+    """The configs of shard `index` (1-based) of `count`."""
+    if not 1 <= index <= count:
+        raise ShardError(f"shard index {index} is outside 1..{count}")
+    return tuple(shard_configs(configs, count)[index - 1])
+
+
+def session_for(backend: str, tier: str) -> tuple[str, list[str]]:
+    """(nox session name, the arguments it needs after `--`) that runs `tier` on `backend`."""
+    if tier == "required":
+        return f"accuracy-{backend}", []
+    if tier == "heavy":
+        return "heavy", ["--backend", backend]
+    raise ValueError(f"no nox session runs tier {tier!r}: choose one of {', '.join(SESSION_TIERS)}")
+
+
+def runner_for(matrix: Matrix, backend: str, cpu_runner: str = CPU_RUNNER, gpu_runner: str = GPU_RUNNER) -> list[str]:
+    """Runner labels (a runs-on list): a hosted runner for CPU backends, self-hosted GPU labels otherwise."""
+    labels = cpu_runner if matrix.backend(backend).device_type == "CPU" else gpu_runner
+    return [label.strip() for label in labels.split(",") if label.strip()]
+
+
+def _parse_shards(items: Sequence[str], tiers: Sequence[str]) -> dict[str, int]:
+    """--shards N (every tier) and/or --shards TIER=N, later items win."""
+    shards = dict.fromkeys(tiers, 1)
+    for item in items:
+        tier, sep, value = item.rpartition("=")
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ShardError(f"--shards {item!r}: expected N or TIER=N with N >= 1, e.g. --shards 2 or "
+                             "--shards heavy=3")
+        if sep:
+            if tier not in SESSION_TIERS:
+                raise ShardError(f"--shards {item!r}: unknown tier {tier!r}, choose one of {', '.join(SESSION_TIERS)}")
+            shards[tier] = int(value)
+        else:
+            shards = dict.fromkeys(shards, int(value))
+    return shards
+
+
+def build_matrix(matrix: Matrix, tiers: Sequence[str] = ("required",), backends: Sequence[str] | None = None,
+                 shards: dict[str, int] | None = None, suite: str = DEFAULT_SUITE, fixtures: str = "fixtures",
+                 cpu_runner: str = CPU_RUNNER, gpu_runner: str = GPU_RUNNER) -> dict[str, list[dict[str, Any]]]:
+    """The GitHub Actions matrix: one include entry per (backend, tier, shard) with at least one config."""
+    backends = list(backends) if backends else list(matrix.backends)
+    for backend in backends:
+        matrix.backend(backend)  # unknown backend: MatrixError
+    shards = shards or {}
+    include = []
+    for tier in tiers:
+        configs = matrix.select(tiers=(tier,), suites=(suite,))
+        count = max(1, min(shards.get(tier, 1), len(configs))) if configs else 0
+        for backend in backends:
+            session, session_args = session_for(backend, tier)
+            for index, shard in enumerate(shard_configs(configs, count) if count else [], start=1):
+                if not shard:
+                    continue
+                spec = f"{index}/{count}"
+                key = f"{backend}-{tier}-{index}of{count}"
+                results = f"results/{key}"
+                args = [*session_args]
+                if fixtures:
+                    args += ["--fixtures", fixtures]
+                args += ["--shard", spec, "--results", results]
+                timeout_s = sum(c.timeout_s for c in shard)
+                include.append({
+                    "name": f"{backend} {tier} {spec}",
+                    "backend": backend,
+                    "tier": tier,
+                    "session": session,
+                    "shard": spec,
+                    "configs": " ".join(c.name for c in shard),
+                    "cost": sum(c.cost for c in shard),
+                    "runner": runner_for(matrix, backend, cpu_runner, gpu_runner),
+                    "gpu": matrix.backend(backend).device_type != "CPU",
+                    "provision": matrix.backend(backend).provision,
+                    "results": results,
+                    "artifact": f"results-{key}",
+                    "timeout_minutes": min(360, math.ceil(timeout_s / 60) + 20),
+                    "command": " ".join(["nox", "-s", session, "--", *args]),
+                })
+    return {"include": include}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m q4gsw ci-matrix", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--matrix", default="matrix.toml", help="path to matrix.toml (default: ./matrix.toml)")
+    parser.add_argument("--tier", action="append", choices=SESSION_TIERS,
+                        help="tier(s) to generate jobs for (default: required); repeatable")
+    parser.add_argument("--backend", action="append", default=[],
+                        help="backend(s) to generate jobs for (default: every backend in matrix.toml); repeatable "
+                             "or comma-separated")
+    parser.add_argument("--shards", action="append", default=[], metavar="N|TIER=N",
+                        help="split each tier (or only TIER) into N cost-balanced shards (default 1); repeatable")
+    parser.add_argument("--suite", default=DEFAULT_SUITE, help=f"suite the sessions run (default: {DEFAULT_SUITE})")
+    parser.add_argument("--fixtures", default="fixtures",
+                        help="fixtures folder the jobs pass as --fixtures (default: fixtures; '' to export in-job)")
+    parser.add_argument("--cpu-runner", default=os.environ.get("Q4GSW_CPU_RUNNER") or CPU_RUNNER,
+                        help=f"runs-on labels for CPU backends, comma-separated (default: $Q4GSW_CPU_RUNNER or "
+                             f"{CPU_RUNNER})")
+    parser.add_argument("--gpu-runner", default=os.environ.get("Q4GSW_GPU_RUNNER") or GPU_RUNNER,
+                        help=f"runs-on labels for GPU backends, comma-separated (default: $Q4GSW_GPU_RUNNER or "
+                             f"{GPU_RUNNER})")
+    parser.add_argument("--github-output", type=Path, metavar="FILE",
+                        help="also append `matrix=<json>` and `tiers=<tiers>` lines to FILE (e.g. $GITHUB_OUTPUT)")
+    parser.add_argument("--pretty", action="store_true", help="indent the JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    tiers = tuple(dict.fromkeys(args.tier or ["required"]))
+    backends = [b.strip() for item in args.backend for b in item.split(",") if b.strip()]
+    try:
+        shards = _parse_shards(args.shards, tiers)
+        matrix = load_matrix(args.matrix)
+        result = build_matrix(matrix, tiers=tiers, backends=backends or None, shards=shards, suite=args.suite,
+                              fixtures=args.fixtures, cpu_runner=args.cpu_runner, gpu_runner=args.gpu_runner)
+    except ShardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except MatrixError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not result["include"]:
+        print(f"error: no configs of tier(s) {', '.join(tiers)} in suite {args.suite!r}: nothing to run",
+              file=sys.stderr)
+        return EXIT_USAGE
+    text = json.dumps(result, indent=2 if args.pretty else None, sort_keys=False)
+    print(text)
+    if args.github_output is not None:
+        with args.github_output.open("a", encoding="utf-8") as out:
+            out.write(f"matrix={json.dumps(result)}\n")
+            out.write(f"tiers={' '.join(tiers)}\n")
+    for entry in result["include"]:
+        print(f"  {entry['name']:<28} {entry['runner']} {entry['configs']}", file=sys.stderr)
+    return EXIT_OK
+
+
+__all__ = ["TIERS", "build_matrix", "main", "parse_shard", "select_shard", "shard_configs"]
