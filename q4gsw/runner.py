@@ -247,6 +247,7 @@ def execute_entry(matrix: Matrix, config_name: str, backend_name: str, fixture_p
     from q4gsw.compare import compare
     from q4gsw.export import package_versions, verify_fixture
     from q4gsw.golden import golden
+    from q4gsw.histogram import error_histogram
     from q4gsw.matrix import Kernel, split_dispatch
 
     say = _elapsed_printer("    ")
@@ -337,7 +338,8 @@ def execute_entry(matrix: Matrix, config_name: str, backend_name: str, fixture_p
                       "elements": comparison.elements, "nmse": comparison.nmse, "headroom": comparison.headroom,
                       "nonfinite": comparison.nonfinite,
                       "first_nonfinite": list(comparison.first_nonfinite) if comparison.first_nonfinite else None,
-                      "guard_violations": len(run.guard_violations)}
+                      "guard_violations": len(run.guard_violations),
+                      "histogram": error_histogram(run.output, g)}  # |y-g| over log10 bins, for the plots
             gpu_s = run.gpu_s if run.gpu_s is not None else run.wall_s
             result_timings = {**timings, "gpu_s": gpu_s, "gpu_wall_s": run.wall_s, "compare_s": compare_s,
                               "gflops": config.flops / gpu_s / 1e9 if gpu_s > 0 else 0.0}
