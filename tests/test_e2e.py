@@ -1,0 +1,87 @@
+"""End to end: the real export (torchao + torch.export + Vulkan partitioner) and a real SwiftShader kernel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def _results(folder: Path) -> list[dict]:
+    return json.loads((folder / "results.json").read_text())["results"]
+
+
+def test_tiny_matrix_runs_required_and_skips_heavy(swiftshader_env, fixture_cache: Path, tiny_matrix: Path,
+                                                   tmp_path: Path):
+    out = tmp_path / "results"
+    proc = run_cli("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--results", str(out),
+                   env={"Q4GSW_CACHE": str(fixture_cache)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "2 passed, 0 failed, 1 skipped"
+    assert "heavy: run `nox -s heavy`" in proc.stdout
+    results = {r["config"]: r for r in _results(out)}
+    assert results["tiny_gemv"]["kernel"] == "gemv" and results["tiny_gemm"]["kernel"] == "tiled"
+    for name in ("tiny_gemv", "tiny_gemm"):
+        r = results[name]
+        assert r["status"] == "pass"
+        assert "SwiftShader" in r["adapter"]["name"] and r["adapter"]["api"] == "Vulkan"
+        assert 0 <= r["errors"]["headroom"] <= 1 and r["errors"]["mismatches"] == 0
+        assert r["seeds"]["weight_seed"] == 0 and r["tolerance"]["justification"]
+        assert {"export_s", "unpack_s", "golden_s", "gpu_s", "compare_s"} <= set(r["timings"])
+    assert results["tiny_heavy"]["status"] == "skip"
+
+
+def test_kv_proj_and_kv_proj_4k_on_swiftshader(swiftshader_env, fixture_cache: Path, tmp_path: Path):
+    out = tmp_path / "results"
+    proc = run_cli("run", "--backend", "swiftshader", "--config", "kv_proj", "--config", "kv_proj_4k",
+                   "--results", str(out), env={"Q4GSW_CACHE": str(fixture_cache)}, timeout=1200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "2 passed, 0 failed, 0 skipped"
+    results = {r["config"]: r for r in _results(out)}
+    assert results["kv_proj"]["shape"] == {"M": 1, "K": 2048, "N": 512, "group_size": 32}
+    assert results["kv_proj_4k"]["shape"]["M"] == 4096
+    assert all(r["status"] == "pass" for r in results.values())
+
+
+def test_check_user_kernel_and_catch_a_wrong_one(swiftshader_env, fixture_cache: Path, tiny_matrix: Path,
+                                                 tmp_path: Path):
+    env = {"Q4GSW_CACHE": str(fixture_cache)}
+    gemv = REPO / "q4gsw" / "kernels" / "q4gsw_gemv.wgsl"
+    ok = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(gemv), "--dispatch", "ceil(N / 4)",
+                 "--override", "wg_size=64", "--backend", "swiftshader", "--config", "tiny_gemv",
+                 "--results", str(tmp_path / "ok"), env=env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # The same kernel with the nibble offset 8 -> 7 must be caught.
+    wrong = tmp_path / "offset7.wgsl"
+    source = gemv.read_text()
+    assert "& 0xFu) - 8)" in source
+    wrong.write_text(source.replace("& 0xFu) - 8)", "& 0xFu) - 7)"))
+    bad = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(wrong), "--dispatch", "ceil(N / 4)",
+                  "--override", "wg_size=64", "--backend", "swiftshader", "--config", "tiny_gemv",
+                  "--results", str(tmp_path / "bad"), env=env)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "0 passed, 1 failed" in bad.stdout
+    failure = _results(tmp_path / "bad")[0]
+    assert failure["errors"]["mismatches"] > 0
+    assert failure["reproduce"].startswith("python -m q4gsw check --kernel")
+
+
+def test_export_out_then_run_from_fixtures(swiftshader_env, tiny_matrix: Path, tmp_path: Path):
+    fixtures = tmp_path / "fixtures"
+    exported = run_cli("export", "--matrix", str(tiny_matrix), "--out", str(fixtures), "--config", "tiny_gemm")
+    assert exported.returncode == 0, exported.stderr
+    manifest = json.loads((fixtures / "tiny_gemm" / "manifest.json").read_text())
+    assert manifest["cross_checked_against_torchao"] is True
+    assert manifest["operator"] == "et_vk.linear_q4gsw.default"
+    assert {"model.pte", "weight_packed.npy", "scales.npy", "golden-ramp.npy"} <= set(manifest["files"])
+    assert np.load(fixtures / "tiny_gemm" / "weight_packed.npy").shape == (40, 48)
+    ran = run_cli("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--fixtures", str(fixtures),
+                  "--config", "tiny_gemm", "--results", str(tmp_path / "r"))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert _results(tmp_path / "r")[0]["status"] == "pass"

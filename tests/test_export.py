@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from q4gsw.export import FixtureError, build_fixture, fixture_key, verify_fixture
+from q4gsw.matrix import load_matrix
+from q4gsw.unpack import DelegateLayoutError, read_pte, unpack_int4
+
+pytestmark = pytest.mark.e2e
+
+
+def test_fixture_key_changes_with_everything_that_determines_the_bytes(tiny_matrix: Path):
+    config = load_matrix(tiny_matrix).config("tiny_gemm")
+    keys = {fixture_key(config)}
+    for change in ({"M": 6}, {"K": 128}, {"N": 48}, {"group_size": 16}, {"weight_seed": 1}, {"inputs": ("normal",)}):
+        keys.add(fixture_key(dataclasses.replace(config, **change)))
+    assert len(keys) == 7
+    assert fixture_key(dataclasses.replace(config, name="renamed", tier="heavy")) == fixture_key(config)
+
+
+def test_build_fixture_unpacks_the_delegate_and_cross_checks(tiny_matrix: Path, tmp_path: Path):
+    config = load_matrix(tiny_matrix).config("tiny_gemm")
+    fixture = build_fixture(config, tmp_path / "fx", progress=lambda message: None)
+    assert fixture.manifest["cross_checked_against_torchao"] is True
+    packed = fixture.packed_linear()
+    assert packed.weight_packed.shape == (40, 48) and packed.scales.shape == (3, 40) and packed.group_size == 32
+    # Independent check against torchao's own quantized tensor and the .pte bytes on disk.
+    import torch
+    from torchao.quantization import IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+
+    from q4gsw.inputs import make_weights
+
+    model = torch.nn.Linear(96, 40, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.from_numpy(make_weights("linear_init", 40, 96, 32, 0)))
+    quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32)))
+    assert np.array_equal(unpack_int4(packed.weight_packed), model.weight.qdata.numpy())
+    dequantized = model.weight.dequantize().double().numpy()
+    np.testing.assert_allclose(packed.dequantized_rows(0, 40), dequantized, rtol=0, atol=1e-7)
+    reread = read_pte((tmp_path / "fx" / "model.pte").read_bytes())
+    assert np.array_equal(reread.weight_packed, packed.weight_packed)
+    # A fixture for another shape must not be accepted for this config.
+    with pytest.raises(FixtureError, match="K=96 but config"):
+        verify_fixture(tmp_path / "fx", dataclasses.replace(config, K=128))
+    assert not list(tmp_path.glob(".tmp-*")), "temporary export directory left behind"
+
+
+def test_non_delegated_pte_is_rejected():
+    import torch
+    from executorch.exir import to_edge_transform_and_lower
+
+    model = torch.nn.Linear(64, 8, bias=False)
+    program = torch.export.export(model, (torch.zeros(1, 64),))
+    pte = to_edge_transform_and_lower(program).to_executorch().buffer  # no Vulkan partitioner
+    with pytest.raises(DelegateLayoutError, match="VulkanBackend"):
+        read_pte(bytes(pte))

@@ -1,0 +1,30 @@
+import numpy as np
+
+from q4gsw.golden import golden
+from q4gsw.unpack import PackedLinear, pack_int4
+
+
+def _random_linear(rng: np.random.Generator, N: int, K: int, group: int) -> PackedLinear:
+    q = rng.integers(-8, 8, (N, K))
+    scales = rng.random((K // group, N)).astype(np.float32)
+    return PackedLinear(weight_packed=pack_int4(q), scales=scales, group_size=group)
+
+
+def test_golden_matches_dense_fp64_reference():
+    rng = np.random.default_rng(1)
+    packed = _random_linear(rng, 24, 64, 16)
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    dense = packed.dequantized_rows(0, 24)
+    assert np.allclose(golden(x, packed), x.astype(np.float64) @ dense.T, rtol=0, atol=1e-12)
+
+
+def test_golden_chunking_gives_identical_results_and_reports_progress():
+    rng = np.random.default_rng(2)
+    packed = _random_linear(rng, 40, 96, 32)
+    x = rng.standard_normal((7, 96)).astype(np.float32)
+    seen = []
+    # a chunk of 3 fp64 rows of K: forces many N chunks and M chunks
+    chunked = golden(x, packed, chunk_bytes=3 * 8 * 96, progress=lambda done, total: seen.append((done, total)))
+    # BLAS may block the fp64 sums differently per chunk shape: equal to fp64 rounding, not bitwise
+    np.testing.assert_allclose(chunked, golden(x, packed), rtol=1e-13, atol=1e-12)
+    assert seen[-1] == (40, 40) and len(seen) == 14

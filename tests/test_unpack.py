@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+from q4gsw.unpack import PackedLinear, as_u32_words, pack_int4, unpack_int4
+
+
+def test_nibble_order_low_is_even_element():
+    # byte 0x2F: low nibble 0xF -> element 0 = 7, high nibble 0x2 -> element 1 = -6; 0x80 -> -8, 0
+    packed = np.array([[0x2F, 0x80]], dtype=np.uint8)
+    assert unpack_int4(packed).tolist() == [[7, -6, -8, 0]]
+
+
+def test_pack_unpack_roundtrip_all_values():
+    q = np.tile(np.arange(-8, 8), (3, 2))
+    assert np.array_equal(unpack_int4(pack_int4(q)), q)
+
+
+def test_pack_rejects_out_of_range():
+    with pytest.raises(ValueError, match=r"\[-8, 7\]"):
+        pack_int4(np.array([[8, 0]]))
+
+
+def test_u32_words_are_little_endian_bytes():
+    packed = np.array([[0x01, 0x02, 0x03, 0x04]], dtype=np.uint8)
+    assert as_u32_words(packed).tolist() == [0x04030201]
+
+
+def test_dequantized_rows_apply_transposed_group_scales():
+    q = np.array([[1, -2, 3, -4], [7, -8, 0, 1]])
+    scales = np.array([[0.5, 2.0], [0.25, 4.0]], dtype=np.float32)  # [K/group, N], group 2
+    packed = PackedLinear(weight_packed=pack_int4(q), scales=scales, group_size=2)
+    expected = np.array([[0.5, -1.0, 0.75, -1.0], [14.0, -16.0, 0.0, 4.0]])
+    assert np.array_equal(packed.dequantized_rows(0, 2), expected)
+    assert np.array_equal(packed.dequantized_rows(1, 2), expected[1:])
+    assert (packed.N, packed.K, packed.padded_N) == (2, 4, 2)
