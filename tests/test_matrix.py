@@ -1,8 +1,8 @@
 from pathlib import Path
 
 import pytest
-
 from conftest import MATRIX
+
 from q4gsw.matrix import MatrixError, load_matrix, split_dispatch
 
 SEED_CONFIGS = {
