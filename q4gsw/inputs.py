@@ -47,7 +47,73 @@ def linear_init(N: int, K: int, group_size: int, seed: int) -> np.ndarray:
     return w
 
 
-WEIGHTS: dict[str, Callable[[int, int, int, int], np.ndarray]] = {"linear_init": linear_init}
+# --- Edge weight patterns ----------------------------------------------------------------------
+# torchao's symmetric int4 (IntxWeightOnlyConfig, PerGroup) quantizes a group as
+#     scale = max|w| / 7.5 (clamped below at float32's smallest normal, 1.1755e-38),
+#     q = clamp(round_half_even(w / scale), -8, 7).
+# A group holding -7.5*s and +7.5*s with s = 2**e therefore gets scale = s exactly and the nibbles
+# -8 (-7.5 rounds half-to-even to -8) and 7 (7.5 rounds to 8, clamped to 7); every other element is
+# an exact multiple q*s, q in [-7, 7], so it quantizes to q with no rounding at all. An all-zero group
+# gets scale 1.1755e-38 and all-zero values (nibble 8). tests/test_inputs.py checks this on a real
+# export, through the .pte's delegate.
+
+EDGE_LEVEL = np.float32(7.5)  # max|w| / scale for a group that hits both int4 extremes
+
+
+def _group_exponents(N: int, G: int, K: int, rng: np.random.Generator, row_classes: bool) -> np.ndarray:
+    """Per (row, group) power-of-two scale exponents; int [N, G].
+
+    Normal rows sit near nn.Linear's magnitude (max|w| ~ 1/sqrt(K)) and vary 4x between groups so a
+    wrong scale index changes the result. With row_classes, row n % 4 == 1 has tiny scales (2**-24 ..
+    2**-21: products stay normal in fp32 but fall below fp16's normal range) and row n % 4 == 2 huge
+    ones (2**8 .. 2**11: |y| ~ 1e5, beyond fp16's 65504).
+    """
+    base = int(np.floor(np.log2(1.0 / np.sqrt(K) / float(EDGE_LEVEL))))
+    exponents = base + rng.integers(-2, 1, size=(N, G))
+    if row_classes:
+        rows = np.arange(N) % 4
+        exponents[rows == 1] = rng.integers(-24, -20, size=(int((rows == 1).sum()), G))
+        exponents[rows == 2] = rng.integers(8, 12, size=(int((rows == 2).sum()), G))
+    return exponents
+
+
+def int4_edges(N: int, K: int, group_size: int, seed: int) -> np.ndarray:
+    """Groups that hit the int4 edges, deterministic in seed.
+
+    Every non-zero group contains -7.5*s and +7.5*s (nibbles -8 and 7) at seeded positions, the rest
+    random exact levels q*s; every 5th group (staggered by row) is all zero (scale 1.18e-38, nibble 8);
+    every 7th group is saturated (all nibbles -8 or 7); rows cycle through normal, tiny (2**-24..) and
+    huge (2**8..) scales (see _group_exponents).
+    """
+    rng = np.random.default_rng([seed, 0xED6E])
+    G = K // group_size
+    levels = rng.integers(-7, 8, size=(N, G, group_size)).astype(np.float32)
+    saturated = rng.choice(np.array([-EDGE_LEVEL, EDGE_LEVEL], dtype=np.float32), size=(N, G, group_size))
+    n_idx, g_idx = np.meshgrid(np.arange(N), np.arange(G), indexing="ij")
+    is_saturated = (n_idx + 3 * g_idx) % 7 == 3
+    levels[is_saturated] = saturated[is_saturated]
+    # Both extremes in every group, at seeded distinct positions.
+    first = rng.integers(0, group_size, size=(N, G))
+    second = (first + 1 + rng.integers(0, group_size - 1, size=(N, G))) % group_size
+    np.put_along_axis(levels, first[..., None], -EDGE_LEVEL, axis=2)
+    np.put_along_axis(levels, second[..., None], EDGE_LEVEL, axis=2)
+    levels[(2 * n_idx + g_idx) % 5 == 4] = 0.0
+    scales = np.ldexp(np.float32(1.0), _group_exponents(N, G, K, rng, row_classes=True)).astype(np.float32)
+    return (levels * scales[..., None]).reshape(N, K).astype(np.float32)
+
+
+def int4_saturated(N: int, K: int, group_size: int, seed: int) -> np.ndarray:
+    """Every weight at an int4 extreme (-8 or 7 after quantization): the largest sum|x*w| for given
+    scales, i.e. the worst case for accumulation error, and every nibble 0x0 or 0xF."""
+    rng = np.random.default_rng([seed, 0x5A7])
+    G = K // group_size
+    levels = rng.choice(np.array([-EDGE_LEVEL, EDGE_LEVEL], dtype=np.float32), size=(N, G, group_size))
+    scales = np.ldexp(np.float32(1.0), _group_exponents(N, G, K, rng, row_classes=False)).astype(np.float32)
+    return (levels * scales[..., None]).reshape(N, K).astype(np.float32)
+
+
+WEIGHTS: dict[str, Callable[[int, int, int, int], np.ndarray]] = {
+    "linear_init": linear_init, "int4_edges": int4_edges, "int4_saturated": int4_saturated}
 
 
 def make_weights(name: str, N: int, K: int, group_size: int, seed: int) -> np.ndarray:

@@ -1,0 +1,88 @@
+"""Input distributions and weight patterns: deterministic, and the edge patterns really reach the int4 edges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from q4gsw import inputs
+from q4gsw.matrix import Config, Tolerance
+from q4gsw.unpack import unpack_int4
+
+
+def _torchao_like_quantize(w: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """torchao's symmetric int4 group quantization, restated in numpy (checked against the real one below)."""
+    N, K = w.shape
+    groups = w.reshape(N, K // group_size, group_size)
+    scale = np.maximum(np.abs(groups).max(axis=2) / np.float32(7.5), np.finfo(np.float32).tiny).astype(np.float32)
+    q = np.clip(np.round(groups / scale[..., None]), -8, 7).astype(np.int8)
+    return q.reshape(N, K), scale
+
+
+@pytest.mark.parametrize("name", sorted(inputs.INPUTS))
+def test_inputs_are_deterministic_and_finite(name: str):
+    a = inputs.make_input(name, 3, 64, 5)
+    b = inputs.make_input(name, 3, 64, 5)
+    assert a.dtype == np.float32 and a.shape == (3, 64)
+    assert np.array_equal(a, b) and np.isfinite(a).all()
+
+
+@pytest.mark.parametrize("name", sorted(inputs.WEIGHTS))
+def test_weights_are_deterministic(name: str):
+    a = inputs.make_weights(name, 16, 64, 8, 3)
+    assert a.dtype == np.float32 and a.shape == (16, 64)
+    assert np.array_equal(a, inputs.make_weights(name, 16, 64, 8, 3))
+    assert not np.array_equal(a, inputs.make_weights(name, 16, 64, 8, 4))
+
+
+@pytest.mark.parametrize("group_size", [8, 32, 64, 128])
+def test_int4_edges_hits_both_extremes_zero_groups_and_scale_range(group_size: int):
+    N, K = 24, 256
+    w = inputs.int4_edges(N, K, group_size, 0)
+    q, scale = _torchao_like_quantize(w, group_size)
+    groups = q.reshape(N, K // group_size, group_size)
+    zero = (groups == 0).all(axis=2)
+    assert zero.any(), "no all-zero group"
+    live = ~zero
+    assert ((groups == -8).any(axis=2) == live).all(), "a non-zero group lacks nibble -8"
+    assert ((groups == 7).any(axis=2) == live).all(), "a non-zero group lacks nibble 7"
+    # Quantization is exact except at the two extremes, which are +-7.5*s by construction.
+    ratio = w / np.repeat(scale, group_size, axis=1)
+    extreme = np.abs(ratio) == 7.5
+    assert np.array_equal(ratio[~extreme], q[~extreme])
+    assert set(q[extreme].tolist()) == {-8, 7}
+    assert scale[zero].max() == np.finfo(np.float32).tiny
+    live_scales = scale[live]
+    assert live_scales.min() <= 2.0**-21 and live_scales.max() >= 2.0**8
+    assert (np.abs(w).max() * 8 * 0.5 * K) < 65504 * 1e6  # fp32-safe even with |x| ~ 1
+
+
+def test_int4_saturated_is_all_extremes():
+    w = inputs.int4_saturated(8, 128, 32, 1)
+    q, _ = _torchao_like_quantize(w, 32)
+    assert set(np.unique(q).tolist()) == {-8, 7}
+
+
+@pytest.mark.e2e
+def test_exported_pte_holds_the_extreme_nibbles():
+    """The real path: torchao quantize + ExecuTorch Vulkan lowering + unpack of the .pte delegate."""
+    pytest.importorskip("executorch")
+    from q4gsw.export import cross_check, export_pte
+    from q4gsw.unpack import read_pte
+
+    config = Config(name="edges_tiny", M=1, K=64, N=16, group_size=8, tier="required", suite="test",
+                    inputs=("ramp",), weights="int4_edges", weight_seed=0, timeout_s=60,
+                    tolerance=Tolerance(1e-5, 1e-4, "test"))
+    pte, qweight = export_pte(config)
+    packed = read_pte(pte)
+    cross_check(packed, qweight, config)
+    q = unpack_int4(packed.weight_packed)
+    w = inputs.make_weights("int4_edges", 16, 64, 8, 0)
+    expected_q, expected_scale = _torchao_like_quantize(w, 8)
+    assert np.array_equal(q, expected_q)
+    assert np.array_equal(packed.scales[:, :16], expected_scale.T)
+    nibbles = np.concatenate([packed.weight_packed & 0xF, packed.weight_packed >> 4])
+    assert {0x0, 0x8, 0xF} <= set(np.unique(nibbles).tolist())
+    groups = q.reshape(16, 8, 8)
+    zero = (groups == 0).all(axis=2)
+    assert zero.any() and (packed.scales[:, :16].T[zero] == np.finfo(np.float32).tiny).all()
