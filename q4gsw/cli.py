@@ -19,7 +19,7 @@ from q4gsw.matrix import TIERS, Matrix, MatrixError, load_matrix
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Subcommands implemented in their own module, each exposing main(argv) -> int.
-EXTERNAL_COMMANDS = {"bench": "q4gsw.bench", "ci-matrix": "q4gsw.ci", "report": "q4gsw.report"}
+EXTERNAL_COMMANDS = {"bench": "q4gsw.bench", "ci-matrix": "q4gsw.ci", "report": "q4gsw.report_cli"}
 
 
 def _add_matrix(parser: argparse.ArgumentParser) -> None:

@@ -51,7 +51,39 @@ def print_report(results: list[Result], console: Console | None = None) -> None:
     print(summary_line(results), flush=True)
 
 
-def write_run_outputs(results_dir: Path, results: list[Result], meta: dict[str, Any]) -> Path:
+def write_run_outputs(results_dir: Path, results: list[Result], meta: dict[str, Any], *,
+                      write_json: bool = True, step_summary: bool = True, title: str | None = None) -> Path:
+    """Write results.json, junit.xml, summary.md and plots/*.png into results_dir; returns results.json.
+
+    results.json is written first; a problem in any other report is printed as a warning and never
+    loses the run. summary.md is also appended to $GITHUB_STEP_SUMMARY when that is set.
+    """
+    from q4gsw.junit import write_junit
+    from q4gsw.plots import write_plots
+    from q4gsw.summary import append_step_summary, markdown_summary
+
     path = results_dir / "results.json"
-    write_results(path, results, meta)
+    if write_json:
+        write_results(path, results, meta)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    try:
+        write_junit(results_dir / "junit.xml", results, meta)
+    except Exception as exc:  # reports are secondary to results.json
+        notes.append(f"junit.xml not written: {type(exc).__name__}: {exc}")
+    try:
+        plots, plot_notes = write_plots(results_dir / "plots", results)
+    except Exception as exc:
+        plots, plot_notes = [], [f"plots not written: {type(exc).__name__}: {exc}"]
+    notes += plot_notes
+    try:
+        markdown = markdown_summary(results, meta, title=title,
+                                    plots=[str(p.relative_to(results_dir)) for p in plots], notes=notes)
+        (results_dir / "summary.md").write_text(markdown, encoding="utf-8")
+        if step_summary:
+            append_step_summary(markdown)
+    except Exception as exc:
+        notes.append(f"summary.md not written: {type(exc).__name__}: {exc}")
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr, flush=True)
     return path

@@ -1,0 +1,157 @@
+"""PNG plots of a run (matplotlib, Agg backend): per-config |y - g| histograms and a headroom bar chart.
+
+Plotting is optional: without matplotlib, write_plots returns no files and a note saying so, and
+the run carries on. The histograms come from Result.errors['histogram'] (see q4gsw.histogram).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from q4gsw.junit import case_name
+from q4gsw.result import Result
+
+MISSING_MATPLOTLIB = "plots skipped: matplotlib is not installed (pip install 'q4gsw[report]')"
+
+
+def _load_pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def write_plots(out_dir: Path, results: Sequence[Result]) -> tuple[list[Path], list[str]]:
+    """(PNG files written, notes for the reader). Never raises for a plotting problem."""
+    try:
+        plt = _load_pyplot()
+    except ImportError:
+        return [], [MISSING_MATPLOTLIB]
+    written: list[Path] = []
+    notes: list[str] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    configs = list(dict.fromkeys(r.config for r in results))
+    for config in configs:
+        try:
+            path = _histogram(plt, out_dir / f"error-hist-{_safe(config)}.png", config,
+                              [r for r in results if r.config == config])
+        except Exception as exc:  # a plot must never cost the run its other reports
+            notes.append(f"histogram of {config} not written: {type(exc).__name__}: {exc}")
+            plt.close("all")
+            continue
+        if path is None:
+            if any(r.status in ("pass", "fail") for r in results if r.config == config):
+                notes.append(f"no |y-g| histogram for {config}: no result recorded one (run failed before the "
+                             "comparison, or results from an older q4gsw)")
+        else:
+            written.append(path)
+    try:
+        path = _headroom(plt, out_dir / "headroom.png", results)
+        if path is not None:
+            written.append(path)
+    except Exception as exc:
+        notes.append(f"headroom chart not written: {type(exc).__name__}: {exc}")
+        plt.close("all")
+    return written, notes
+
+
+def _histogram(plt, path: Path, config: str, results: Sequence[Result]) -> Path | None:
+    series = [r for r in results if isinstance(r.errors.get("histogram"), dict) and r.errors["histogram"].get("counts")]
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    atols = set()
+    for r in series:
+        h = r.errors["histogram"]
+        edges, counts = h["log10_edges"], h["counts"]
+        extra = []
+        if h.get("zero"):
+            extra.append(f"{h['zero']} exact")
+        if h.get("nonfinite"):
+            extra.append(f"{h['nonfinite']} non-finite")
+        label = f"{r.backend} · {r.kernel or '?'} · {r.input or '?'} [{r.status}]"
+        if extra:
+            label += f" (+{', '.join(extra)})"
+        ax.stairs(counts, edges, label=label, linewidth=1.6)
+        if "atol" in r.tolerance and r.tolerance["atol"] > 0:
+            atols.add(float(r.tolerance["atol"]))
+    for atol in sorted(atols):
+        ax.axvline(math.log10(atol), color="red", linestyle="--", linewidth=1)
+        ax.annotate(f"atol {atol:g}", (math.log10(atol), 1), xycoords=("data", "axes fraction"),
+                    xytext=(3, -12), textcoords="offset points", color="red", fontsize=8)
+    nonzero = [i for r in series for i, c in enumerate(r.errors["histogram"]["counts"]) if c]
+    edges = series[0].errors["histogram"]["log10_edges"]
+    if nonzero:
+        low = edges[max(min(nonzero) - 2, 0)]
+        high = edges[min(max(nonzero) + 3, len(edges) - 1)]
+        if atols:
+            high = max(high, math.log10(max(atols)) + 1.0)
+        ax.set_xlim(low, high)
+    shape = series[0].shape
+    dims = f" {shape.get('M')}×{shape.get('K')}×{shape.get('N')}" if shape else ""
+    ax.set_title(f"{config}{dims}: distribution of |y − g|")
+    ax.set_xlabel("log10 |y − golden|")
+    ax.set_ylabel("outputs")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def _headroom(plt, path: Path, results: Sequence[Result]) -> Path | None:
+    measured = [r for r in results if isinstance(r.errors.get("headroom"), int | float)]
+    if not measured:
+        return None
+    cases = list(dict.fromkeys(case_name(r) for r in measured))
+    backends = sorted({r.backend for r in measured})
+    width = 0.8 / len(backends)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(cases) * max(1, len(backends)) ** 0.5 + 2), 4.8), dpi=100)
+    finite = [float(r.errors["headroom"]) for r in measured if math.isfinite(float(r.errors["headroom"]))]
+    positive = [v for v in finite if v > 0]
+    floor = min([*positive, 1e-3]) / 3
+    ceiling = max([*finite, 1.0]) * 3
+    for b_index, backend in enumerate(backends):
+        xs, heights, colors, values = [], [], [], []
+        for c_index, case in enumerate(cases):
+            match = [r for r in measured if r.backend == backend and case_name(r) == case]
+            if not match:
+                continue
+            value = float(match[0].errors["headroom"])
+            shown = ceiling if not math.isfinite(value) else max(value, floor)
+            xs.append(c_index + (b_index - (len(backends) - 1) / 2) * width)
+            heights.append(shown)
+            values.append(value)
+            colors.append("tab:red" if value > 1 or match[0].status == "fail" else None)
+        bars = ax.bar(xs, heights, width=width * 0.95, label=backend, bottom=0)
+        for bar, color, value in zip(bars, colors, values, strict=True):
+            if color:
+                bar.set_edgecolor(color)
+                bar.set_linewidth(2)
+            ax.annotate(f"{value:.2g}" if math.isfinite(value) else "inf",
+                        (bar.get_x() + bar.get_width() / 2, bar.get_height()), xytext=(0, 2),
+                        textcoords="offset points", ha="center", fontsize=7)
+    ax.axhline(1.0, color="red", linestyle="--", linewidth=1, label="tolerance (fails above 1)")
+    ax.set_yscale("log")
+    ax.set_ylim(floor, ceiling)
+    ax.set_xticks(range(len(cases)))
+    ax.set_xticklabels(cases, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("headroom = max |err| / (atol + rtol·|g|)")
+    ax.set_title("Tolerance used per case and backend (lower is more margin)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,134 @@
+"""`python -m q4gsw report DIR [DIR ...] [--out DIR]`: re-render or merge reports from results.json files.
+
+Each DIR is a results folder (DIR/results.json), a results.json file, or a folder searched
+recursively for results.json (e.g. the downloaded artifacts of every CI job). One DIR without --out
+re-renders junit.xml, summary.md and plots/ in place; several are merged into one table in --out
+(default results/merged), with a merged results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from q4gsw.result import Result, counts, read_results
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+DEFAULT_MERGED = Path("results/merged")
+
+
+class ReportError(Exception):
+    pass
+
+
+def find_results(sources: list[Path]) -> list[Path]:
+    """The results.json files named by the sources, in order, without duplicates."""
+    found: list[Path] = []
+    for source in sources:
+        if source.is_file():
+            candidates = [source]
+        elif (source / "results.json").is_file():
+            candidates = [source / "results.json"]
+        elif source.is_dir():
+            # Skip earlier merged outputs so that re-running a merge never counts a job twice.
+            candidates = [p for p in sorted(source.rglob("results.json")) if not _is_merged(p)]
+        else:
+            raise ReportError(f"{source}: no such file or folder")
+        if not candidates:
+            raise ReportError(f"{source}: no results.json in it (pass a results folder written by `q4gsw run`)")
+        for path in candidates:
+            if path.resolve() not in {p.resolve() for p in found}:
+                found.append(path)
+    return found
+
+
+def _is_merged(path: Path) -> bool:
+    try:
+        return "merged_from" in json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def load_all(paths: list[Path]) -> tuple[list[Result], list[dict[str, Any]]]:
+    results: list[Result] = []
+    metas: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            loaded, meta = read_results(path)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ReportError(f"{path}: not a q4gsw results.json ({type(exc).__name__}: {exc})") from exc
+        results.extend(loaded)
+        metas.append({**meta, "path": str(path)})
+    return results, metas
+
+
+def merge(results: list[Result]) -> list[Result]:
+    """Drop repeated skip/unsupported rows of the same case (e.g. reported by several shards)."""
+    seen: set[tuple[str, str, str]] = set()
+    merged = []
+    for r in results:
+        if r.status in ("skip", "unsupported"):
+            key = (r.case_id, r.status, r.message)
+            if key in seen:
+                continue
+            seen.add(key)
+        merged.append(r)
+    return merged
+
+
+def merged_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(metas) == 1:
+        return {k: v for k, v in metas[0].items() if k != "path"}
+    walls = [m["wall_s"] for m in metas if isinstance(m.get("wall_s"), int | float)]
+    versions = sorted({str(m["q4gsw_version"]) for m in metas if m.get("q4gsw_version")})
+    return {"q4gsw_version": ", ".join(versions), "command": " ".join(sys.argv),
+            "backends": sorted({str(m.get("backend")) for m in metas if m.get("backend")}),
+            "wall_s": sum(walls), "interrupted": any(m.get("interrupted") for m in metas),
+            "merged_from": [{"path": m["path"], "backend": m.get("backend"), "command": m.get("command"),
+                             "host": m.get("host"), "started": m.get("started")} for m in metas]}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m q4gsw report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sources", nargs="+", type=Path, metavar="DIR",
+                        help="results folder(s), results.json file(s), or folders to search for results.json")
+    parser.add_argument("--out", type=Path, help="output folder (default: the one DIR in place, or results/merged)")
+    parser.add_argument("--title", help="summary heading (default: q4gsw accuracy: <backends>)")
+    parser.add_argument("--no-step-summary", action="store_true", help="do not append to $GITHUB_STEP_SUMMARY")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if any merged case failed")
+    parser.add_argument("--quiet", action="store_true", help="do not print the results table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from q4gsw.report import print_report, write_run_outputs
+    from q4gsw.result import summary_line
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        paths = find_results(args.sources)
+        results, metas = load_all(paths)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    results = merge(results)
+    meta = merged_meta(metas)
+    if args.out is not None:
+        out = args.out
+    elif len(paths) == 1:
+        out = paths[0].parent
+    else:
+        out = DEFAULT_MERGED
+    in_place = len(paths) == 1 and out.resolve() == paths[0].parent.resolve()
+    write_run_outputs(out, results, meta, write_json=not in_place, step_summary=not args.no_step_summary,
+                      title=args.title)
+    if not args.quiet:
+        print_report(results)
+    else:
+        print(summary_line(results), flush=True)
+    print(f"report: {out} ({len(paths)} results.json: {', '.join(str(p) for p in paths)})", file=sys.stderr)
+    return EXIT_FAIL if args.strict and counts(results)["fail"] else EXIT_OK

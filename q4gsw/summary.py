@@ -1,0 +1,110 @@
+"""Markdown summary (summary.md) of a run or of merged runs; also appended to $GITHUB_STEP_SUMMARY."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from q4gsw.junit import case_name, reproduce_line
+from q4gsw.result import Result, summary_line
+
+STATUS_MARK = {"pass": "✅ pass", "fail": "❌ FAIL", "skip": "⏭️ skip", "unsupported": "⚠️ unsupported"}
+COLUMNS = ("status", "config", "M×K×N", "kernel", "input", "backend", "adapter", "max abs err", "max rel err",
+           "headroom", "worst (m, n)", "mismatches", "atol / rtol", "GPU s")
+
+
+def cell(value: Any) -> str:
+    """A Markdown table cell: one line, pipes escaped."""
+    text = "" if value is None else str(value)
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _num(value: Any, spec: str) -> str:
+    if value is None or value == "":
+        return ""
+    try:
+        return format(float(value), spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def ordered(results: Sequence[Result]) -> list[Result]:
+    """Group by config (first appearance), then kernel, input and backend, so backends sit side by side."""
+    first = {}
+    for r in results:
+        first.setdefault(r.config, len(first))
+    return sorted(results, key=lambda r: (first[r.config], r.kernel, r.input, r.backend))
+
+
+def row(r: Result) -> list[str]:
+    e, s = r.errors, r.shape
+    worst = e.get("worst_index")
+    mismatches = f"{e['mismatches']}/{e.get('elements', '?')}" if "mismatches" in e else ""
+    tol = f"{r.tolerance['atol']:g} / {r.tolerance['rtol']:g}" if "atol" in r.tolerance else ""
+    gpu = r.timings.get("gpu_s")
+    return [STATUS_MARK.get(r.status, r.status), r.config,
+            f"{s.get('M')}×{s.get('K')}×{s.get('N')}" if s else "", r.kernel, r.input, r.backend,
+            r.adapter.get("name", "") if r.adapter else "", _num(e.get("max_abs"), ".2e"),
+            _num(e.get("max_rel"), ".2e"), _num(e.get("headroom"), ".3f"),
+            f"({worst[0]}, {worst[1]})" if worst else "", mismatches, tol, _num(gpu, ".3f")]
+
+
+def markdown_summary(results: Sequence[Result], meta: dict[str, Any] | None = None, title: str | None = None,
+                     plots: Sequence[str] = (), notes: Sequence[str] = ()) -> str:
+    meta = meta or {}
+    results = ordered(results)
+    backends = sorted({r.backend for r in results})
+    heading = title or f"q4gsw accuracy: {', '.join(backends) or meta.get('backend', 'no results')}"
+    lines = [f"## {heading}", "", f"**{summary_line(list(results))}**", ""]
+    facts = []
+    if meta.get("merged_from"):
+        facts.append(f"merged from {len(meta['merged_from'])} result files")
+    if meta.get("q4gsw_version"):
+        facts.append(f"q4gsw {meta['q4gsw_version']}")
+    if meta.get("host"):
+        facts.append(f"host `{meta['host']}`")
+    if isinstance(meta.get("wall_s"), int | float):
+        facts.append(f"wall {meta['wall_s']:.1f} s")
+    if meta.get("interrupted"):
+        facts.append("**interrupted: partial results**")
+    if facts:
+        lines += [" · ".join(facts), ""]
+    if results:
+        lines.append("| " + " | ".join(COLUMNS) + " |")
+        lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
+        for r in results:
+            lines.append("| " + " | ".join(cell(v) for v in row(r)) + " |")
+        lines.append("")
+        lines.append("headroom = max |y − g| / (atol + rtol·|g|) over all outputs: ≤ 1 passes, 0.01 is 100× margin.")
+        lines.append("")
+    failures = [r for r in results if r.status == "fail"]
+    if failures:
+        lines += ["### Failures", ""]
+        for r in failures:
+            lines.append(f"- **{cell(case_name(r))}** on `{r.backend}`: {cell(r.message)}")
+            lines.append("")
+            lines.append(f"  ```\n  {reproduce_line(r)}\n  ```")
+        lines.append("")
+    other = [r for r in results if r.status in ("skip", "unsupported")]
+    if other:
+        lines += ["### Skipped and unsupported", ""]
+        lines += [f"- {r.status}: **{cell(case_name(r))}** on `{r.backend}`: {cell(r.message)}" for r in other]
+        lines.append("")
+    if plots:
+        lines += ["### Plots", ""] + [f"- `{p}`" for p in plots] + [""]
+    if notes:
+        lines += ["### Notes", ""] + [f"- {cell(n)}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def append_step_summary(markdown: str) -> Path | None:
+    """Append to $GITHUB_STEP_SUMMARY when it is set (GitHub Actions); returns the file written."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return None
+    path = Path(target)
+    with path.open("a", encoding="utf-8") as out:
+        out.write(markdown.rstrip("\n") + "\n\n")
+    return path
