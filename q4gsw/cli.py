@@ -19,7 +19,8 @@ from q4gsw.matrix import TIERS, Matrix, MatrixError, load_matrix
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Subcommands implemented in their own module, each exposing main(argv) -> int.
-EXTERNAL_COMMANDS = {"bench": "q4gsw.bench", "ci-matrix": "q4gsw.ci", "report": "q4gsw.report_cli"}
+EXTERNAL_COMMANDS = {"bench": "q4gsw.bench", "ci-matrix": "q4gsw.ci", "report": "q4gsw.report_cli",
+                     "audit": "q4gsw.audit", "mutants": "q4gsw.mutants"}
 
 
 def _add_matrix(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export fixtures (needs torch, executorch, torchao)")
     _add_matrix(p)
     p.add_argument("--out", type=Path, help="write portable fixtures to DIR/<config>/ (default: the cache)")
+    p.add_argument("--without-pte", action="store_true",
+                   help="leave model.pte out of --out fixtures (running needs only the unpacked weights)")
+    p.add_argument("--max-golden-mib", type=float,
+                   help="leave out golden files larger than this; a run then recomputes them in fp64")
     _add_selection(p)
 
     p = sub.add_parser("_export", help=argparse.SUPPRESS)
@@ -188,15 +193,23 @@ def cmd_run(matrix: Matrix, args: argparse.Namespace, user_kernel=None) -> int:
 
 
 def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
-    from q4gsw.export import build_fixture, default_cache_dir, ensure_fixture
+    from q4gsw.export import GOLDEN_PREFIX, PTE_FILE, copy_fixture, default_cache_dir, ensure_fixture
 
     configs, _ = _selection(matrix, args)
+    max_golden = None if args.max_golden_mib is None else args.max_golden_mib * 2**20
+
+    def keep(name: str, size: int) -> bool:
+        if args.without_pte and name == PTE_FILE:
+            return False
+        return not (max_golden is not None and name.startswith(GOLDEN_PREFIX) and size > max_golden)
+
     for config in configs:
+        # Exported once into the cache, then copied: a second --out costs no re-export.
+        fixture = ensure_fixture(config, args.cache or default_cache_dir())
         if args.out is not None:
-            fixture = build_fixture(config, args.out / config.name)
-        else:
-            fixture = ensure_fixture(config, args.cache or default_cache_dir())
-        print(f"{config.name}: {fixture.path}", flush=True)
+            fixture = copy_fixture(fixture, args.out / config.name, keep)
+        omitted = ", ".join(fixture.manifest.get("omitted", {})) or "nothing"
+        print(f"{config.name}: {fixture.path} (left out: {omitted})", flush=True)
     return EXIT_OK
 
 

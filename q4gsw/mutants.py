@@ -1,0 +1,362 @@
+"""Mutation self-test: does the matrix catch wrong-but-plausible q4gsw kernels?
+
+`python -m q4gsw mutants [--backend swiftshader]` takes a simple, correct one-invocation-per-output
+kernel (q4gsw/kernels/mutants/reference.wgsl), derives a catalogue of mutants from it by exact text
+substitution (each one a bug a real kernel author makes: nibble order, nibble offset, scale index,
+dropped K tail, fp16 accumulation, ...) and runs every mutant, the reference and the kernels declared
+in matrix.toml through the same fixtures, goldens and comparison as `run`/`check`, on the required
+configs. It prints a kill matrix (mutant x config x input) and exits 0 only if every mutant is
+killed by at least one config and no correct kernel fails (zero false alarms).
+
+Each config runs in its own child process (like `run`), which loads the fixture once and runs all
+kernels there, so a crash or hang fails that config, not the whole self-test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REFERENCE = Path(__file__).parent / "kernels" / "mutants" / "reference.wgsl"
+REFERENCE_DISPATCH = "ceil(N / wg_size), M"
+REFERENCE_OVERRIDES = {"wg_size": "64"}
+DEFAULT_SUITES = ("llama", "edges")
+DEFAULT_MAX_GFLOP = 1.0  # one-invocation-per-output kernels run at ~0.5 GFLOP/s on SwiftShader
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    bug: str  # what a kernel author got wrong
+    edits: tuple[tuple[str, str], ...]  # (exact text in reference.wgsl, replacement)
+
+    def source(self, reference: str) -> str:
+        text = reference
+        for old, new in self.edits:
+            if text.count(old) != 1:
+                raise ValueError(f"mutant '{self.name}': {old!r} occurs {text.count(old)} times in "
+                                 f"{REFERENCE.name}; each edit must match exactly once")
+            text = text.replace(old, new)
+        return text
+
+
+def _f16(expr: str) -> str:
+    """Round an f32 expression to the nearest f16 with core WGSL (no shader-f16 needed)."""
+    return f"unpack2x16float(pack2x16float(vec2<f32>({expr}, 0.0))).x"
+
+
+CATALOGUE: tuple[Mutant, ...] = (
+    Mutant("nibbles_swapped", "element 2j read from the high nibble and 2j+1 from the low one",
+           (("let shift = 4u * j;", "let shift = 4u * (j ^ 1u);"),)),
+    Mutant("offset_7", "nibble offset 7 instead of 8 (q = nibble - 7)",
+           (("& 0xFu) - 8;  // MUT:offset", "& 0xFu) - 7;  // MUT:offset"),)),
+    Mutant("twos_complement", "nibble read as a signed two's-complement int4 instead of offset-binary",
+           (("let q = i32((word >> shift) & 0xFu) - 8;", "let q = (i32((word >> shift) & 0xFu) ^ 8) - 8;"),)),
+    Mutant("scale_group_boundary", "scale group off by one at group ends: (k + 1) / group_size",
+           (("let g = k / params.group_size;", "let g = (k + 1u) / params.group_size;"),)),
+    Mutant("scale_group_next", "scale group off by one: k / group_size + 1",
+           (("let g = k / params.group_size;", "let g = k / params.group_size + 1u;"),)),
+    Mutant("group_size_32", "group size hard-coded to 32 instead of read from params",
+           (("let g = k / params.group_size;", "let g = k / 32u;"),)),
+    Mutant("scales_transposed", "scales read as [N, K/group_size] instead of [K/group_size, padded_N]",
+           (("return t_scales[g * params.padded_N + n];",
+             "return t_scales[n * (params.K / params.group_size) + g];"),)),
+    Mutant("k_tail_dropped", "K walked in vec4<u32> steps (32 values), the K % 32 tail dropped",
+           (("let words = words_per_row;", "let words = (words_per_row / 4u) * 4u;"),)),
+    Mutant("fp16_accumulation", "accumulator kept in fp16 (emulated: rounded to f16 after every add)",
+           (("return acc + term;", f"return {_f16('acc + term')};"),)),
+    Mutant("fp16_products", "products rounded to fp16 before an fp32 accumulation",
+           (("return acc + term;", f"return acc + {_f16('term')};"),)),
+    Mutant("row0_reused", "row 0 of x used for every output row",
+           (("let row = m;", "let row = 0u;"),)),
+    Mutant("x_row_stride_n", "x rows strided by N instead of K",
+           (("let v = t_input[row * params.K + k];", "let v = t_input[row * params.N + k];"),)),
+    Mutant("output_transposed", "y stored column-major ([N, M]) instead of row-major",
+           (("t_out[m * params.N + n] = acc;", "t_out[n * params.M + m] = acc;"),)),
+    Mutant("last_n_tile_skipped", "output columns past the last whole 64-wide tile never computed",
+           (("let n_end = params.N;", "let n_end = (params.N / wg_size) * wg_size;"),)),
+    Mutant("inputs_clamped", "activations clamped to [-16, 16] (e.g. to keep an fp16 path safe)",
+           (("return v;  // MUT:clamp", "return clamp(v, -16.0, 16.0);  // MUT:clamp"),)),
+)
+
+
+def mutant_sources(reference: str | None = None) -> dict[str, str]:
+    """name -> WGSL for every mutant; raises if an edit no longer matches the reference."""
+    reference = REFERENCE.read_text() if reference is None else reference
+    return {m.name: m.source(reference) for m in CATALOGUE}
+
+
+# ------------------------------------------------------------------------------------------------
+# Child: one config, every kernel x input
+# ------------------------------------------------------------------------------------------------
+
+
+def child_main(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from q4gsw import gpu, inputs
+    from q4gsw.compare import compare
+    from q4gsw.export import verify_fixture
+    from q4gsw.golden import golden
+    from q4gsw.matrix import Kernel, load_matrix, split_dispatch
+
+    matrix = load_matrix(args.matrix)
+    config = matrix.config(args.config[0])
+    backend = matrix.backend(args.backend)
+    fixture = verify_fixture(Path(args.fixture), config)
+    packed = fixture.packed_linear()
+    packed = type(packed)(weight_packed=np.ascontiguousarray(packed.weight_packed), scales=packed.scales,
+                          group_size=packed.group_size)
+    adapter, info = gpu.select_adapter(backend)
+
+    reference = REFERENCE.read_text()
+    wanted = set(args.mutant)
+
+    def user_kernel(name: str) -> Kernel:
+        return Kernel(name=name, file=str(REFERENCE), when="1", dispatch=split_dispatch(REFERENCE_DISPATCH),
+                      overrides=dict(REFERENCE_OVERRIDES), requires_features=(), requires_limits={},
+                      tolerance=None, backends=None)
+
+    # (role, kernel, source)
+    plan: list[tuple[str, Kernel, str]] = [("correct", user_kernel("reference"), reference)]
+    if not args.no_matrix_kernels:
+        for kernel in gpu.applicable_kernels(matrix.kernels, config, backend):
+            plan.append(("correct", kernel, kernel.path(matrix.root).read_text()))
+    for mutant in CATALOGUE:
+        if not wanted or mutant.name in wanted:
+            plan.append(("mutant", user_kernel(mutant.name), mutant.source(reference)))
+    features = tuple(sorted({f for _, k, _ in plan for f in k.requires_features}))
+    session = gpu.Session(adapter, info, features)
+    records: list[dict[str, Any]] = []
+    out = Path(args.out)
+
+    def flush() -> None:
+        out.write_text(json.dumps(records))
+
+    for input_name in config.inputs:
+        x = inputs.make_input(input_name, config.M, config.K, config.weight_seed)
+        g = fixture.golden(input_name)
+        if g is None:
+            g = golden(x, packed)
+        for role, kernel, source in plan:
+            tolerance = matrix.tolerance_for(config, backend, kernel if role == "correct" else None)
+            record: dict[str, Any] = {"config": config.name, "input": input_name, "kernel": kernel.name,
+                                      "role": role, "adapter": info.name}
+            started = time.perf_counter()
+            try:
+                constants, workgroups = gpu.resolve_kernel(kernel, config.shape_names(), info)
+            except gpu.KernelUnsupported as exc:
+                records.append({**record, "status": "unsupported", "message": str(exc)})
+                flush()
+                continue
+            try:
+                run = session.run(source, kernel.name, constants, workgroups, x, packed)
+            except Exception as exc:  # compile error or device loss: an error, never a kill
+                records.append({**record, "status": "error", "message": f"{type(exc).__name__}: {exc}"[:2000]})
+                flush()
+                continue
+            comparison = compare(run.output, g, tolerance)
+            passed = comparison.passed and not run.guard_violations
+            message = comparison.message
+            if run.guard_violations:
+                message = f"out-of-bounds write ({len(run.guard_violations)} guard words); " + message
+            records.append({**record, "status": "pass" if passed else "fail", "message": message,
+                            "max_abs": comparison.max_abs_error, "headroom": comparison.headroom,
+                            "mismatches": comparison.mismatches, "elements": comparison.elements,
+                            "seconds": time.perf_counter() - started})
+            flush()
+    flush()
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Parent: select configs, prepare fixtures, one child per config, kill matrix
+# ------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from q4gsw.matrix import TIERS
+
+    parser = argparse.ArgumentParser(prog="python -m q4gsw mutants", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--matrix", default="matrix.toml")
+    parser.add_argument("--backend", default="swiftshader")
+    parser.add_argument("--tier", action="append", choices=TIERS, help="tiers (default: required)")
+    parser.add_argument("--suite", action="append", help=f"suites (default: {', '.join(DEFAULT_SUITES)})")
+    parser.add_argument("--config", action="append", default=[], metavar="NAME",
+                        help="only these configs (any tier, any size); repeatable")
+    parser.add_argument("--mutant", action="append", default=[], metavar="NAME", help="only these mutants")
+    parser.add_argument("--max-gflop", type=float, default=DEFAULT_MAX_GFLOP,
+                        help=f"skip selected configs above this many GFLOP (default {DEFAULT_MAX_GFLOP:g}; the "
+                             "one-invocation-per-output kernels would take minutes on the 4k prefill shapes)")
+    parser.add_argument("--no-matrix-kernels", action="store_true",
+                        help="do not run the matrix.toml kernels as correct kernels (the reference still runs)")
+    parser.add_argument("--fixtures", type=Path)
+    parser.add_argument("--cache", type=Path)
+    parser.add_argument("--results", type=Path, default=Path("results/mutants"))
+    parser.add_argument("--list", action="store_true", help="print the catalogue and exit")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--fixture", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    return parser
+
+
+def select_configs(matrix: Any, args: argparse.Namespace) -> tuple[list[Any], list[tuple[Any, str]]]:
+    if args.config:
+        return list(matrix.select(names=tuple(args.config))), []
+    tiers = tuple(args.tier or ("required",))
+    suites = tuple(args.suite or DEFAULT_SUITES)
+    chosen, excluded = [], []
+    for config in matrix.select(tiers=tiers, suites=suites):
+        if config.flops > args.max_gflop * 1e9:
+            excluded.append((config, f"{config.flops / 1e9:.1f} GFLOP > --max-gflop {args.max_gflop:g}"))
+        else:
+            chosen.append(config)
+    return chosen, excluded
+
+
+def kill_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per mutant: killing cases; per correct kernel: failures; overall verdict."""
+    mutants = [m.name for m in CATALOGUE if any(r["kernel"] == m.name for r in records)]
+    killed_by: dict[str, list[str]] = {m: [] for m in mutants}
+    errors: list[dict[str, Any]] = []
+    false_alarms: list[dict[str, Any]] = []
+    for r in records:
+        case = f"{r['config']}/{r['input']}"
+        if r["status"] == "error":
+            errors.append(r)
+        elif r["role"] == "mutant" and r["status"] == "fail":
+            killed_by[r["kernel"]].append(case)
+        elif r["role"] == "correct" and r["status"] == "fail":
+            false_alarms.append(r)
+    survivors = [m for m, cases in killed_by.items() if not cases]
+    cells = [r for r in records if r["role"] == "mutant" and r["status"] in ("pass", "fail")]
+    return {"mutants": len(mutants), "killed": len(mutants) - len(survivors), "survivors": survivors,
+            "killed_by": killed_by, "cells": len(cells), "cells_killing": sum(r["status"] == "fail" for r in cells),
+            "false_alarms": false_alarms, "errors": errors,
+            "ok": not survivors and not false_alarms and not errors and bool(mutants)}
+
+
+def print_kill_matrix(records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cases = list(dict.fromkeys(f"{r['config']}/{r['input']}" for r in records))
+    by_key = {(r["kernel"], f"{r['config']}/{r['input']}"): r for r in records}
+    symbols = {"fail": "[green]K[/]", "pass": "[red]·[/]", "error": "[yellow]E[/]", "unsupported": "u"}
+    correct_symbols = {"pass": "[green]ok[/]", "fail": "[red]FAIL[/]", "error": "[yellow]E[/]", "unsupported": "u"}
+    table = Table(title="kill matrix (K = killed, · = survived; correct kernels: ok / FAIL)", show_lines=False)
+    table.add_column("kernel")
+    for case in cases:
+        table.add_column(case.replace("/", "\n"), justify="center")
+    table.add_column("kills", justify="right")
+    kernels = list(dict.fromkeys(r["kernel"] for r in records))
+    for kernel in kernels:
+        role = next(r["role"] for r in records if r["kernel"] == kernel)
+        row = []
+        for case in cases:
+            r = by_key.get((kernel, case))
+            row.append("" if r is None else (symbols if role == "mutant" else correct_symbols)[r["status"]])
+        kills = sum(1 for c in cases if (kernel, c) in by_key and by_key[(kernel, c)]["status"] == "fail")
+        label = kernel if role == "mutant" else f"[bold]{kernel}[/] (correct)"
+        table.add_row(label, *row, str(kills) if role == "mutant" else "")
+    console = Console(width=max(120, 14 + 12 * len(cases)))
+    console.print(table)
+    line = (f"{summary['killed']}/{summary['mutants']} mutants killed "
+            f"({summary['cells_killing']}/{summary['cells']} mutant x case cells fail), "
+            f"{len(summary['false_alarms'])} false alarms, {len(summary['errors'])} errors")
+    console.print(line)
+    for name in summary["survivors"]:
+        bug = next(m.bug for m in CATALOGUE if m.name == name)
+        console.print(f"[red]SURVIVOR[/] {name}: {bug} — add a config or input that exposes it")
+    for r in summary["false_alarms"]:
+        console.print(f"[red]FALSE ALARM[/] {r['kernel']} on {r['config']}/{r['input']}: {r['message']}")
+    for r in summary["errors"]:
+        console.print(f"[yellow]ERROR[/] {r['kernel']} on {r['config']}/{r['input']}: {r['message'][:300]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list:
+        for m in CATALOGUE:
+            print(f"{m.name:22s} {m.bug}")
+        return 0
+    from q4gsw.matrix import MatrixError, load_matrix
+
+    try:
+        if args.child:
+            return child_main(args)
+        matrix = load_matrix(args.matrix)
+        matrix.backend(args.backend)
+        for name in args.mutant:
+            if name not in {m.name for m in CATALOGUE}:
+                print(f"error: --mutant {name}: no such mutant (see --list)", file=sys.stderr)
+                return 2
+        configs, excluded = select_configs(matrix, args)
+    except MatrixError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    mutant_sources()  # fail fast (exit 1 with the message) if the reference no longer matches an edit
+    return run_parent(matrix, args, configs, excluded)
+
+
+def run_parent(matrix: Any, args: argparse.Namespace, configs: list[Any], excluded: list[tuple[Any, str]]) -> int:
+    from q4gsw.export import default_cache_dir
+    from q4gsw.gpu import BackendUnavailable, provision
+    from q4gsw.runner import RunOptions, _child_env, _describe_exit, prepare_fixture, run_child
+
+    started = time.perf_counter()
+    for config, reason in excluded:
+        print(f"not run: {config.name} ({reason})", flush=True)
+    backend = matrix.backend(args.backend)
+    try:
+        env = provision(backend)
+    except BackendUnavailable as exc:
+        print(f"error: backend '{backend.name}' unavailable: {exc}", file=sys.stderr)
+        return 1
+    options = RunOptions(backend=backend.name, configs=tuple(configs), skipped=(), fixtures=args.fixtures,
+                         cache=args.cache or default_cache_dir(), results_dir=args.results)
+    records: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for index, config in enumerate(configs, start=1):
+        print(f"[{time.perf_counter() - started:6.1f}s] ({index}/{len(configs)}) {config.name} "
+              f"{config.M}x{config.K}x{config.N} gs={config.group_size} inputs={','.join(config.inputs)}", flush=True)
+        fixture, problem, _ = prepare_fixture(config, options, matrix)
+        if fixture is None:
+            problems.append(problem)
+            continue
+        with tempfile.TemporaryDirectory(prefix="q4gsw-mutants-") as tmp:
+            out = Path(tmp) / "records.json"
+            command = [sys.executable, "-m", "q4gsw", "mutants", "--child", "--matrix", str(matrix.path),
+                       "--config", config.name, "--backend", backend.name, "--fixture", str(fixture),
+                       "--out", str(out)]
+            command += [f"--mutant={m}" for m in args.mutant]
+            if args.no_matrix_kernels:
+                command.append("--no-matrix-kernels")
+            outcome = run_child(command, _child_env(env), config.timeout_s)
+            config_records = json.loads(out.read_text()) if out.is_file() else []
+        records.extend(config_records)
+        if outcome.returncode != 0:
+            problems.append(_describe_exit(outcome, f"mutants child for '{config.name}'", config.timeout_s))
+    summary = kill_summary(records)
+    print_kill_matrix(records, summary)
+    for problem in problems:
+        print(f"PROBLEM {problem}", flush=True)
+    args.results.mkdir(parents=True, exist_ok=True)
+    payload = {"backend": backend.name, "wall_s": time.perf_counter() - started,
+               "configs": [c.name for c in configs],
+               "not_run": {c.name: reason for c, reason in excluded},
+               "catalogue": [{"name": m.name, "bug": m.bug} for m in CATALOGUE],
+               "summary": {k: v for k, v in summary.items() if k not in ("false_alarms", "errors")},
+               "false_alarms": summary["false_alarms"], "errors": summary["errors"], "problems": problems,
+               "records": records}
+    path = args.results / "mutants.json"
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    print(f"results: {path} (wall {payload['wall_s']:.1f} s)", file=sys.stderr, flush=True)
+    return 0 if summary["ok"] and not problems else 1
