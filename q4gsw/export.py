@@ -35,8 +35,11 @@ SCALES_FILE = "scales.npy"
 EXPORT_PACKAGES = ("torch", "executorch", "torchao")
 
 
+GOLDEN_PREFIX = "golden-"
+
+
 def golden_file(input_name: str) -> str:
-    return f"golden-{input_name}.npy"
+    return f"{GOLDEN_PREFIX}{input_name}.npy"
 
 
 class FixtureError(RuntimeError):
@@ -234,3 +237,32 @@ def ensure_fixture(config: Config, cache: Path, progress: Callable[[str], None] 
             except FixtureError as exc:
                 progress(f"cached fixture rejected, rebuilding: {exc}")
         return build_fixture(config, destination, progress)
+
+
+def copy_fixture(fixture: Fixture, destination: Path, keep: Callable[[str, int], bool]) -> Fixture:
+    """Copy a verified fixture (atomically) keeping only some files; the others stay listed under
+    "omitted" with their sha256, so the provenance of what was left behind is not lost."""
+    files = fixture.manifest["files"]
+    for required in (WEIGHT_FILE, SCALES_FILE):
+        if not keep(required, files[required]["size"]):
+            raise ValueError(f"{required} is needed to run a fixture and cannot be left out")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.parent / f".tmp-{destination.name}-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    try:
+        manifest = {**fixture.manifest, "files": {}, "omitted": dict(fixture.manifest.get("omitted", {}))}
+        for name, entry in files.items():
+            if keep(name, entry["size"]):
+                shutil.copyfile(fixture.path / name, temporary / name)
+                manifest["files"][name] = entry
+            else:
+                manifest["omitted"][name] = entry
+        (temporary / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        verify_fixture(temporary)
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.rename(temporary, destination)
+        return Fixture(path=destination, manifest=manifest)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)

@@ -71,9 +71,11 @@ def test_check_user_kernel_and_catch_a_wrong_one(swiftshader_env, fixture_cache:
     assert failure["reproduce"].startswith("python -m q4gsw check --kernel")
 
 
-def test_export_out_then_run_from_fixtures(swiftshader_env, tiny_matrix: Path, tmp_path: Path):
+def test_export_out_then_run_from_fixtures(swiftshader_env, fixture_cache: Path, tiny_matrix: Path, tmp_path: Path):
+    env = {"Q4GSW_CACHE": str(fixture_cache)}
     fixtures = tmp_path / "fixtures"
-    exported = run_cli("export", "--matrix", str(tiny_matrix), "--out", str(fixtures), "--config", "tiny_gemm")
+    exported = run_cli("export", "--matrix", str(tiny_matrix), "--out", str(fixtures), "--config", "tiny_gemm",
+                       env=env)
     assert exported.returncode == 0, exported.stderr
     manifest = json.loads((fixtures / "tiny_gemm" / "manifest.json").read_text())
     assert manifest["cross_checked_against_torchao"] is True
@@ -83,4 +85,19 @@ def test_export_out_then_run_from_fixtures(swiftshader_env, tiny_matrix: Path, t
     ran = run_cli("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--fixtures", str(fixtures),
                   "--config", "tiny_gemm", "--results", str(tmp_path / "r"))
     assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert _results(tmp_path / "r")[0]["status"] == "pass"
+
+
+def test_slim_fixtures_recompute_the_golden(swiftshader_env, fixture_cache: Path, tiny_matrix: Path, tmp_path: Path):
+    slim = tmp_path / "slim"
+    exported = run_cli("export", "--matrix", str(tiny_matrix), "--out", str(slim), "--config", "tiny_gemv",
+                       "--without-pte", "--max-golden-mib", "0", env={"Q4GSW_CACHE": str(fixture_cache)})
+    assert exported.returncode == 0, exported.stderr
+    manifest = json.loads((slim / "tiny_gemv" / "manifest.json").read_text())
+    assert set(manifest["omitted"]) == {"model.pte", "golden-ramp.npy"}
+    assert not (slim / "tiny_gemv" / "model.pte").exists()
+    ran = run_cli("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--fixtures", str(slim),
+                  "--config", "tiny_gemv", "--results", str(tmp_path / "r"))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "golden for 'ramp' not in fixture: computing it in fp64" in ran.stdout
     assert _results(tmp_path / "r")[0]["status"] == "pass"
