@@ -31,9 +31,15 @@ def _install(session: nox.Session, extras: str) -> None:
     session.install("-c", CONSTRAINTS, "-e", f".[{extras}]")
 
 
+def _run_extras(session: nox.Session) -> str:
+    # With exported fixtures (`-- --fixtures DIR`, as CI passes) the run needs no torch/executorch.
+    return "report" if any(a == "--fixtures" or a.startswith("--fixtures=") for a in session.posargs) \
+        else "export,report"
+
+
 def _accuracy(backend: str):
     def session_body(session: nox.Session) -> None:
-        _install(session, "export,report")
+        _install(session, _run_extras(session))
         session.run("python", "-m", "q4gsw", "run", "--backend", backend, "--tier", "required",
                     "--results", f"results/accuracy-{backend}", *session.posargs)
 
@@ -48,7 +54,7 @@ for _backend in _matrix_backends():
 @nox.session(default=False, tags=["heavy"])
 def heavy(session: nox.Session) -> None:
     """Heavy tier (lm_head, 8k prefill); SwiftShader unless `-- --backend NAME`."""
-    _install(session, "export,report")
+    _install(session, _run_extras(session))
     args = list(session.posargs)
     if "--backend" not in args:
         args = ["--backend", "swiftshader", *args]

@@ -28,6 +28,9 @@ EXIT_OK, EXIT_USAGE = 0, 2
 SESSION_TIERS = ("required", "heavy")
 CPU_RUNNER = "ubuntu-latest"
 GPU_RUNNER = "self-hosted,linux,gpu"
+# CPU backends run in Debian: its chromium-common ships SwiftShader and mesa-vulkan-drivers lavapipe,
+# which provisioning unpacks or installs as root. GPU runners run on the host (container "").
+CPU_CONTAINER = "python:3.11-slim-trixie"
 DEFAULT_SUITE = "llama"
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
@@ -110,11 +113,14 @@ def _parse_shards(items: Sequence[str], tiers: Sequence[str]) -> dict[str, int]:
 
 def build_matrix(matrix: Matrix, tiers: Sequence[str] = ("required",), backends: Sequence[str] | None = None,
                  shards: dict[str, int] | None = None, suite: str = DEFAULT_SUITE, fixtures: str = "fixtures",
-                 cpu_runner: str = CPU_RUNNER, gpu_runner: str = GPU_RUNNER) -> dict[str, list[dict[str, Any]]]:
+                 cpu_runner: str = CPU_RUNNER, gpu_runner: str = GPU_RUNNER, cpu_container: str = CPU_CONTAINER,
+                 cpu_only: bool = False) -> dict[str, list[dict[str, Any]]]:
     """The GitHub Actions matrix: one include entry per (backend, tier, shard) with at least one config."""
     backends = list(backends) if backends else list(matrix.backends)
     for backend in backends:
         matrix.backend(backend)  # unknown backend: MatrixError
+    if cpu_only:
+        backends = [b for b in backends if matrix.backend(b).device_type == "CPU"]
     shards = shards or {}
     include = []
     for tier in tiers:
@@ -143,6 +149,7 @@ def build_matrix(matrix: Matrix, tiers: Sequence[str] = ("required",), backends:
                     "cost": sum(c.cost for c in shard),
                     "runner": runner_for(matrix, backend, cpu_runner, gpu_runner),
                     "gpu": matrix.backend(backend).device_type != "CPU",
+                    "container": cpu_container if matrix.backend(backend).device_type == "CPU" else "",
                     "provision": matrix.backend(backend).provision,
                     "results": results,
                     "artifact": f"results-{key}",
@@ -172,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu-runner", default=os.environ.get("Q4GSW_GPU_RUNNER") or GPU_RUNNER,
                         help=f"runs-on labels for GPU backends, comma-separated (default: $Q4GSW_GPU_RUNNER or "
                              f"{GPU_RUNNER})")
+    parser.add_argument("--cpu-container", default=os.environ.get("Q4GSW_CPU_CONTAINER", CPU_CONTAINER),
+                        help=f"container image for CPU-backend jobs ('' for none; default: $Q4GSW_CPU_CONTAINER or "
+                             f"{CPU_CONTAINER})")
+    parser.add_argument("--cpu-only", action="store_true",
+                        help="leave out GPU backends (no self-hosted GPU runner available)")
     parser.add_argument("--github-output", type=Path, metavar="FILE",
                         help="also append `matrix=<json>` and `tiers=<tiers>` lines to FILE (e.g. $GITHUB_OUTPUT)")
     parser.add_argument("--pretty", action="store_true", help="indent the JSON")
@@ -186,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         shards = _parse_shards(args.shards, tiers)
         matrix = load_matrix(args.matrix)
         result = build_matrix(matrix, tiers=tiers, backends=backends or None, shards=shards, suite=args.suite,
-                              fixtures=args.fixtures, cpu_runner=args.cpu_runner, gpu_runner=args.gpu_runner)
+                              fixtures=args.fixtures, cpu_runner=args.cpu_runner, gpu_runner=args.gpu_runner,
+                              cpu_container=args.cpu_container, cpu_only=args.cpu_only)
     except ShardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

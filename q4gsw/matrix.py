@@ -45,6 +45,9 @@ class MatrixError(Exception):
         self.key = key
         self.problem = problem
         self.fix = fix
+        # One line, always: multi-line causes (regex, expression or decoder messages) are joined with ' | '.
+        problem = " | ".join(line.strip() for line in str(problem).splitlines() if line.strip())
+        self.problem = problem
         super().__init__(f"{self.path}: {where}: key '{key}': {problem} — {fix}")
 
 
@@ -296,7 +299,7 @@ class _Checker:
         text = self.string(text, where, key)
         try:
             evaluate(text, names)
-        except (InvalidExpression, SyntaxError, TypeError, ZeroDivisionError, ValueError) as exc:
+        except (InvalidExpression, Exception) as exc:  # any failure (IndexError, OverflowError, ...) is the user's
             raise self.fail(where, key, f"bad expression {text!r}: {exc}",
                             f"use arithmetic over {', '.join([*SHAPE_NAMES, *LIMIT_NAMES])}, "
                             "override names and ceil/min/max") from exc
@@ -315,6 +318,9 @@ def load_matrix(path: Path | str, known_inputs: tuple[str, ...] | None = None,
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise check.fail("file", "-", "file not found", "pass --matrix PATH or run from the repository root") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, unreadable, or not UTF-8
+        raise check.fail("file", "-", f"cannot be read: {type(exc).__name__}: {exc}",
+                         "pass --matrix PATH to a readable UTF-8 TOML file") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -432,6 +438,9 @@ def _load_kernels(check: _Checker, data: Mapping[str, Any], backend_names: tuple
 def _load_configs(check: _Checker, data: Mapping[str, Any], defaults: Mapping[str, Any],
                   known_inputs: tuple[str, ...], known_weights: tuple[str, ...]) -> tuple[Config, ...]:
     raw_configs = data.get("config", [])
+    if isinstance(raw_configs, dict):
+        raise check.fail("top level", "config", "is a single table ([config]), not an array of tables",
+                         "write each config under [[config]] (double brackets)")
     if not isinstance(raw_configs, list) or not raw_configs:
         raise check.fail("top level", "config", "no configs defined", "add at least one [[config]] table")
     configs: list[Config] = []
