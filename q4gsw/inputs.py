@@ -60,31 +60,18 @@ def linear_init(N: int, K: int, group_size: int, seed: int) -> np.ndarray:
 EDGE_LEVEL = np.float32(7.5)  # max|w| / scale for a group that hits both int4 extremes
 
 
-def _group_exponents(N: int, G: int, K: int, rng: np.random.Generator, row_classes: bool) -> np.ndarray:
-    """Per (row, group) power-of-two scale exponents; int [N, G].
-
-    Normal rows sit near nn.Linear's magnitude (max|w| ~ 1/sqrt(K)) and vary 4x between groups so a
-    wrong scale index changes the result. With row_classes, row n % 4 == 1 has tiny scales (2**-24 ..
-    2**-21: products stay normal in fp32 but fall below fp16's normal range) and row n % 4 == 2 huge
-    ones (2**8 .. 2**11: |y| ~ 1e5, beyond fp16's 65504).
-    """
-    base = int(np.floor(np.log2(1.0 / np.sqrt(K) / float(EDGE_LEVEL))))
-    exponents = base + rng.integers(-2, 1, size=(N, G))
-    if row_classes:
-        rows = np.arange(N) % 4
-        exponents[rows == 1] = rng.integers(-24, -20, size=(int((rows == 1).sum()), G))
-        exponents[rows == 2] = rng.integers(8, 12, size=(int((rows == 2).sum()), G))
-    return exponents
+def _group_exponents(N: int, G: int, K: int, rng: np.random.Generator,
+                     exponent_range: tuple[int, int] | None) -> np.ndarray:
+    """Per (row, group) power-of-two scale exponents, int [N, G], varying 4x to 8x between groups so a
+    wrong scale index changes the result. Default range: nn.Linear's magnitude (max|w| ~ 1/sqrt(K))."""
+    if exponent_range is None:
+        base = int(np.floor(np.log2(1.0 / np.sqrt(K) / float(EDGE_LEVEL))))
+        exponent_range = (base - 2, base)
+    return rng.integers(exponent_range[0], exponent_range[1] + 1, size=(N, G))
 
 
-def int4_edges(N: int, K: int, group_size: int, seed: int) -> np.ndarray:
-    """Groups that hit the int4 edges, deterministic in seed.
-
-    Every non-zero group contains -7.5*s and +7.5*s (nibbles -8 and 7) at seeded positions, the rest
-    random exact levels q*s; every 5th group (staggered by row) is all zero (scale 1.18e-38, nibble 8);
-    every 7th group is saturated (all nibbles -8 or 7); rows cycle through normal, tiny (2**-24..) and
-    huge (2**8..) scales (see _group_exponents).
-    """
+def _edge_pattern(N: int, K: int, group_size: int, seed: int,
+                  exponent_range: tuple[int, int] | None) -> np.ndarray:
     rng = np.random.default_rng([seed, 0xED6E])
     G = K // group_size
     levels = rng.integers(-7, 8, size=(N, G, group_size)).astype(np.float32)
@@ -98,8 +85,29 @@ def int4_edges(N: int, K: int, group_size: int, seed: int) -> np.ndarray:
     np.put_along_axis(levels, first[..., None], -EDGE_LEVEL, axis=2)
     np.put_along_axis(levels, second[..., None], EDGE_LEVEL, axis=2)
     levels[(2 * n_idx + g_idx) % 5 == 4] = 0.0
-    scales = np.ldexp(np.float32(1.0), _group_exponents(N, G, K, rng, row_classes=True)).astype(np.float32)
+    scales = np.ldexp(np.float32(1.0), _group_exponents(N, G, K, rng, exponent_range)).astype(np.float32)
     return (levels * scales[..., None]).reshape(N, K).astype(np.float32)
+
+
+def int4_edges(N: int, K: int, group_size: int, seed: int) -> np.ndarray:
+    """Groups that hit the int4 edges, deterministic in seed, at nn.Linear-like magnitude.
+
+    Every non-zero group contains -7.5*s and +7.5*s (nibbles -8 and 7) at seeded positions, the rest
+    random exact levels q*s; every 5th group (staggered by row) is all zero (scale 1.18e-38, nibble 8);
+    every 7th group is saturated (all nibbles -8 or 7); s = 2**e varies 4x between groups.
+    """
+    return _edge_pattern(N, K, group_size, seed, None)
+
+
+def int4_tiny_scales(N: int, K: int, group_size: int, seed: int) -> np.ndarray:
+    """int4_edges with scales 2**-24 .. 2**-21: products stay normal fp32 numbers (|x*q*s| >= ~1e-9 for
+    |x| >= 1/16) but fall below fp16's normal range (6.1e-5), so an fp16 path flushes or loses them."""
+    return _edge_pattern(N, K, group_size, seed, (-24, -21))
+
+
+def int4_huge_scales(N: int, K: int, group_size: int, seed: int) -> np.ndarray:
+    """int4_edges with scales 2**8 .. 2**11: |w| up to 15360 and |y| ~ 1e5, beyond fp16's 65504."""
+    return _edge_pattern(N, K, group_size, seed, (8, 11))
 
 
 def int4_saturated(N: int, K: int, group_size: int, seed: int) -> np.ndarray:
@@ -108,12 +116,13 @@ def int4_saturated(N: int, K: int, group_size: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng([seed, 0x5A7])
     G = K // group_size
     levels = rng.choice(np.array([-EDGE_LEVEL, EDGE_LEVEL], dtype=np.float32), size=(N, G, group_size))
-    scales = np.ldexp(np.float32(1.0), _group_exponents(N, G, K, rng, row_classes=False)).astype(np.float32)
+    scales = np.ldexp(np.float32(1.0), _group_exponents(N, G, K, rng, None)).astype(np.float32)
     return (levels * scales[..., None]).reshape(N, K).astype(np.float32)
 
 
 WEIGHTS: dict[str, Callable[[int, int, int, int], np.ndarray]] = {
-    "linear_init": linear_init, "int4_edges": int4_edges, "int4_saturated": int4_saturated}
+    "linear_init": linear_init, "int4_edges": int4_edges, "int4_tiny_scales": int4_tiny_scales,
+    "int4_huge_scales": int4_huge_scales, "int4_saturated": int4_saturated}
 
 
 def make_weights(name: str, N: int, K: int, group_size: int, seed: int) -> np.ndarray:

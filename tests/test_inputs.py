@@ -35,10 +35,14 @@ def test_weights_are_deterministic(name: str):
     assert not np.array_equal(a, inputs.make_weights(name, 16, 64, 8, 4))
 
 
+EDGE_PATTERNS = ["int4_edges", "int4_tiny_scales", "int4_huge_scales"]
+
+
+@pytest.mark.parametrize("pattern", EDGE_PATTERNS)
 @pytest.mark.parametrize("group_size", [8, 32, 64, 128])
-def test_int4_edges_hits_both_extremes_zero_groups_and_scale_range(group_size: int):
+def test_edge_patterns_hit_both_extremes_and_zero_groups(pattern: str, group_size: int):
     N, K = 24, 256
-    w = inputs.int4_edges(N, K, group_size, 0)
+    w = inputs.make_weights(pattern, N, K, group_size, 0)
     q, scale = _torchao_like_quantize(w, group_size)
     groups = q.reshape(N, K // group_size, group_size)
     zero = (groups == 0).all(axis=2)
@@ -52,9 +56,20 @@ def test_int4_edges_hits_both_extremes_zero_groups_and_scale_range(group_size: i
     assert np.array_equal(ratio[~extreme], q[~extreme])
     assert set(q[extreme].tolist()) == {-8, 7}
     assert scale[zero].max() == np.finfo(np.float32).tiny
-    live_scales = scale[live]
-    assert live_scales.min() <= 2.0**-21 and live_scales.max() >= 2.0**8
-    assert (np.abs(w).max() * 8 * 0.5 * K) < 65504 * 1e6  # fp32-safe even with |x| ~ 1
+    assert len(np.unique(scale[live])) >= 3  # scales vary between groups: a wrong group index shows
+
+
+def test_scale_ranges():
+    def live_scales(name: str) -> np.ndarray:
+        _, scale = _torchao_like_quantize(inputs.make_weights(name, 16, 256, 32, 0), 32)
+        return scale[scale > np.finfo(np.float32).tiny]
+
+    tiny, huge = live_scales("int4_tiny_scales"), live_scales("int4_huge_scales")
+    assert tiny.min() == 2.0**-24 and tiny.max() == 2.0**-21
+    assert huge.min() == 2.0**8 and huge.max() == 2.0**11
+    # Products with |x| >= 1/16 stay normal fp32 numbers; huge ones stay far from fp32 overflow.
+    assert tiny.min() / 16 > np.finfo(np.float32).tiny
+    assert huge.max() * 8 * 64 * 8192 < 1e12
 
 
 def test_int4_saturated_is_all_extremes():
