@@ -110,7 +110,8 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise SystemExit(f"error: --override {item!r}: expected NAME=VALUE, e.g. --override wg_size=64")
+            print(f"error: --override {item!r}: expected NAME=VALUE, e.g. --override wg_size=64", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE)
         overrides[key.strip()] = value.strip()
     return overrides
 
@@ -143,22 +144,24 @@ def _select_tiers(matrix: Matrix, args: argparse.Namespace):  # -> (configs, ski
 
 
 def cmd_list(matrix: Matrix) -> int:
-    from rich.console import Console
     from rich.table import Table
 
+    from q4gsw.report import make_console
+
+    console = make_console()
     table = Table(title=f"{matrix.path}")
     for column in ("config", "suite", "tier", "M", "K", "N", "group", "inputs", "atol", "rtol", "backends"):
         table.add_column(column)
     for c in matrix.configs:
         table.add_row(c.name, c.suite, c.tier, str(c.M), str(c.K), str(c.N), str(c.group_size), ",".join(c.inputs),
                       f"{c.tolerance.atol:g}", f"{c.tolerance.rtol:g}", ", ".join(matrix.backends))
-    Console().print(table)
+    console.print(table)
     kernels = Table(title="kernels")
     for column in ("kernel", "file", "when", "dispatch", "backends"):
         kernels.add_column(column)
     for k in matrix.kernels:
         kernels.add_row(k.name, k.file, k.when, ", ".join(k.dispatch), ", ".join(k.backends or ["all"]))
-    Console().print(kernels)
+    console.print(kernels)
     return EXIT_OK
 
 

@@ -18,6 +18,11 @@ def _fmt(value: Any, spec: str = ".2e") -> str:
     return "" if value is None or value == "" else format(value, spec)
 
 
+def make_console() -> Console:
+    # Piped output (CI logs, nox) gets a wide table rather than rich's 80-column default.
+    return Console(width=None if sys.stdout.isatty() else 220)
+
+
 def results_table(results: list[Result], title: str = "q4gsw results") -> Table:
     table = Table(title=title, show_lines=False)
     for column in ("config", "M×K×N", "kernel", "input", "status", "max |err|", "max rel", "headroom",
@@ -37,8 +42,7 @@ def results_table(results: list[Result], title: str = "q4gsw results") -> Table:
 
 
 def print_report(results: list[Result], console: Console | None = None) -> None:
-    # Piped output (CI logs, nox) gets a wide table rather than rich's 80-column default.
-    console = console or Console(width=None if sys.stdout.isatty() else 220)
+    console = console or make_console()
     console.print(results_table(results))
     for r in results:
         if r.status in ("fail", "unsupported"):

@@ -1,0 +1,36 @@
+from pathlib import Path
+
+from conftest import MATRIX, run_cli
+
+
+def test_list_shows_configs_tiers_and_kernels():
+    proc = run_cli("list")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("q_proj", "kv_proj", "gate_proj", "down_proj", "lm_head", "q_proj_4k", "kv_proj_8k"):
+        assert name in proc.stdout
+    assert "heavy" in proc.stdout and "required" in proc.stdout and "gemv" in proc.stdout
+
+
+def test_validate_ok():
+    proc = run_cli("validate", "--matrix", str(MATRIX))
+    assert proc.returncode == 0 and "ok" in proc.stdout
+
+
+def test_unknown_backend_is_a_usage_error_with_suggestion(tiny_matrix: Path, tmp_path: Path):
+    proc = run_cli("run", "--matrix", str(tiny_matrix), "--backend", "swiftshadr", "--results", str(tmp_path))
+    assert proc.returncode == 2
+    assert "did you mean 'swiftshader'" in proc.stderr and "key 'backend'" in proc.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_check_rejects_bad_override_and_dispatch(tiny_matrix: Path, tmp_path: Path):
+    kernel = Path(__file__).resolve().parent.parent / "q4gsw" / "kernels" / "q4gsw_gemv.wgsl"
+    bad_override = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(kernel), "--dispatch", "N",
+                           "--override", "wg_size", "--backend", "swiftshader", "--results", str(tmp_path))
+    assert bad_override.returncode == 2 and "expected NAME=VALUE" in bad_override.stderr
+    bad_dispatch = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(kernel), "--dispatch", "ceil(N/",
+                           "--backend", "swiftshader", "--results", str(tmp_path))
+    assert bad_dispatch.returncode == 2 and "--dispatch" in bad_dispatch.stderr
+    missing = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(tmp_path / "nope.wgsl"),
+                      "--dispatch", "N", "--backend", "swiftshader", "--results", str(tmp_path))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
