@@ -1,0 +1,290 @@
+"""Every malformed matrix.toml gives one line naming the file, the config (or table) and the key, exit 2, and
+nothing is exported or run (issue #8).
+
+Each case edits a small valid matrix. The loader is checked in-process (fast, exact fields of MatrixError), the
+CLI's `validate` and `run` in-process through cli.main (exit code, one stderr line, no cache or results written),
+and a few cases through a real `python -m q4gsw` subprocess.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_cli
+
+from q4gsw import cli
+from q4gsw.matrix import MatrixError, load_matrix
+
+BASE = f'''schema_version = 1
+
+[defaults]
+group_size = 32
+timeout_s = 60
+
+[backend.swiftshader]
+api = "Vulkan"
+adapter_name = "SwiftShader"
+device_type = "CPU"
+provision = "swiftshader"
+
+[kernel.gemv]
+file = "{REPO}/q4gsw/kernels/q4gsw_gemv.wgsl"
+when = "M == 1"
+dispatch = "min(ceil(N / 4), max_workgroups_per_dimension)"
+overrides = {{ wg_size = 64 }}
+
+[[config]]
+name = "a"
+M = 3
+K = 64
+N = 16
+tier = "required"
+tolerance = {{ atol = 1e-5, rtol = 1e-4, justification = "K=64: fp32 rounding is far below 1e-6." }}
+
+[[config]]
+name = "b"
+M = 1
+K = 64
+N = 16
+tier = "required"
+tolerance = {{ atol = 1e-5, rtol = 1e-4, justification = "K=64: fp32 rounding is far below 1e-6." }}
+'''
+
+BACKEND = BASE[BASE.index("[backend.swiftshader]"):BASE.index("[kernel.gemv]")]
+TOL_A = 'tolerance = { atol = 1e-5, rtol = 1e-4, justification = "K=64: fp32 rounding is far below 1e-6." }'
+
+
+def line_of(text: str) -> int:
+    """1-based line of the first occurrence of `text` in BASE."""
+    return BASE[:BASE.index(text)].count("\n") + 1
+
+
+CONFIGS = BASE[BASE.index("[[config]]"):]
+LINE_M, LINE_NAME, LINE_KERNEL = line_of("M = 3"), line_of('name = "a"'), line_of("[kernel.gemv]")
+
+
+def tol_a(**fields: str) -> str:
+    """Config a's tolerance line with some fields replaced (value None drops the field)."""
+    values = {"atol": "1e-5", "rtol": "1e-4", "justification": '"K=64: fp32 rounding is far below 1e-6."', **fields}
+    inner = ", ".join(f"{k} = {v}" for k, v in values.items() if v is not None)
+    return f"tolerance = {{ {inner} }}"
+
+
+@dataclass(frozen=True)
+class Bad:
+    id: str
+    old: str  # replaced (first occurrence) in BASE ...
+    new: str  # ... by this
+    where: str  # MatrixError.where must contain this
+    key: str  # MatrixError.key must equal this
+    says: str  # the message must contain this (regular expression)
+
+
+CASES = [
+    # --- TOML syntax: tomllib's line and column must reach the user
+    Bad("toml-syntax", "M = 3", "M = = 3", "TOML syntax", "-", rf"Invalid value \(at line {LINE_M}, column 5\)"),
+    Bad("toml-unclosed-string", 'name = "a"', 'name = "a', "TOML syntax", "-", rf"\(at line {LINE_NAME}, column \d+\)"),
+    Bad("toml-duplicate-key", "M = 3", "M = 3\nM = 4", "TOML syntax", "-",
+        rf"Cannot overwrite a value \(at line {LINE_M + 1}, column \d+\)"),
+    Bad("toml-unclosed-table", "[kernel.gemv]", "[kernel.gemv", "TOML syntax", "-",
+        rf"\(at line {LINE_KERNEL}, column \d+\)"),
+    # --- unknown keys, with a suggestion
+    Bad("unknown-config-key", 'tier = "required"', 'teir = "required"', "config 'a'", "teir",
+        r"unknown key — did you mean 'tier'\?"),
+    Bad("unknown-tolerance-key", TOL_A, tol_a(atol=None, atoll="1e-5"), "config 'a'", "tolerance.atoll",
+        r"unknown key — did you mean 'atol'\?"),
+    Bad("unknown-top-level-key", "[defaults]", "[defualts]", "top level", "defualts", r"did you mean 'defaults'\?"),
+    Bad("unknown-defaults-key", "group_size = 32", "group_sise = 32", "[defaults]", "group_sise",
+        r"did you mean 'group_size'\?"),
+    Bad("unknown-backend-key", 'adapter_name = "SwiftShader"', 'adapter_name = "SwiftShader"\nadaptor = "x"',
+        "[backend.swiftshader]", "adaptor", r"did you mean 'adapter_name'\?"),
+    Bad("unknown-kernel-key", 'dispatch = "min', 'dispach = "x"\ndispatch = "min', "[kernel.gemv]", "dispach",
+        r"did you mean 'dispatch'\?"),
+    # --- justification
+    Bad("missing-justification", TOL_A, tol_a(justification=None), "config 'a'", "tolerance.justification",
+        r"missing — add a sentence saying why"),
+    Bad("empty-justification", TOL_A, tol_a(justification='"   "'), "config 'a'", "tolerance.justification",
+        r"is empty"),
+    Bad("justification-not-string", TOL_A, tol_a(justification="5"), "config 'a'", "tolerance.justification",
+        r"expected a string, got 5"),
+    Bad("missing-tolerance", "\n" + TOL_A, "", "config 'a'", "tolerance", r"missing"),
+    Bad("tolerance-not-table", TOL_A, "tolerance = 1e-5", "config 'a'", "tolerance", r"expected a table, got float"),
+    # --- wrong types
+    Bad("M-string", "M = 3", 'M = "3"', "config 'a'", "M", r"expected an integer, got '3' \(str\)"),
+    Bad("M-float", "M = 3", "M = 3.0", "config 'a'", "M", r"expected an integer, got 3.0 \(float\)"),
+    Bad("M-bool", "M = 3", "M = true", "config 'a'", "M", r"expected an integer, got True \(bool\)"),
+    Bad("N-array", "N = 16", "N = [16]", "config 'a'", "N", r"expected an integer"),
+    Bad("tier-int", 'tier = "required"', "tier = 1", "config 'a'", "tier", r"expected a string, got 1"),
+    Bad("name-int", 'name = "a"', "name = 7", "config #1", "name", r"expected a string, got 7"),
+    Bad("atol-string", TOL_A, tol_a(atol='"1e-5"'), "config 'a'", "tolerance.atol", r"expected a number, got '1e-5'"),
+    Bad("inputs-not-list", 'tier = "required"', 'tier = "required"\ninputs = 3', "config 'a'", "inputs",
+        r"expected a non-empty list"),
+    Bad("config-single-table", CONFIGS, '[config]\nname = "a"\nM = 3\nK = 64\nN = 16\ntier = "required"\n' + TOL_A,
+        "top level", "config",
+        r"single table \(\[config\]\).*\[\[config\]\]"),
+    # --- dims
+    Bad("M-zero", "M = 3", "M = 0", "config 'a'", "M", r"must be positive, got 0"),
+    Bad("N-negative", "N = 16", "N = -8", "config 'a'", "N", r"must be positive, got -8"),
+    Bad("K-negative", "K = 64", "K = -64", "config 'a'", "K", r"must be positive, got -64"),
+    Bad("group-size-zero", "K = 64", "K = 64\ngroup_size = 0", "config 'a'", "group_size", r"must be positive"),
+    Bad("K-not-multiple-of-group", "K = 64", "K = 48", "config 'a'", "K",
+        r"K=48 is not a multiple of group_size=32"),
+    Bad("K-not-multiple-of-8", "K = 64", "K = 36\ngroup_size = 4", "config 'a'", "K", r"K=36 is not a multiple of 8"),
+    Bad("N-not-multiple-of-8", "N = 16", "N = 12", "config 'a'", "N", r"N=12 is not a multiple of 8"),
+    Bad("weight-seed-negative", "M = 3", "M = 3\nweight_seed = -1", "config 'a'", "weight_seed",
+        r"must not be negative"),
+    # --- unknown names
+    Bad("unknown-tier", 'tier = "required"', 'tier = "reqired"', "config 'a'", "tier",
+        r"unknown value 'reqired' — did you mean 'required'\?"),
+    Bad("unknown-input", 'tier = "required"', 'tier = "required"\ninputs = ["rmap"]', "config 'a'", "inputs",
+        r"unknown value 'rmap' — did you mean 'ramp'\?"),
+    Bad("unknown-kernel-backend", "overrides = {", 'backends = ["swiftshadr"]\noverrides = {', "[kernel.gemv]",
+        "backends", r"did you mean 'swiftshader'\?"),
+    Bad("unknown-api", 'api = "Vulkan"', 'api = "vulkan"', "[backend.swiftshader]", "api", r"did you mean 'Vulkan'\?"),
+    Bad("unknown-provisioner", 'provision = "swiftshader"', 'provision = "swiftshadr"', "[backend.swiftshader]",
+        "provision", r"did you mean 'swiftshader'\?"),
+    Bad("duplicate-name", 'name = "b"', 'name = "a"', "config 'a'", "name", r"duplicate name \(also config #1\)"),
+    Bad("bad-regex", 'adapter_name = "SwiftShader"', 'adapter_name = "(["', "[backend.swiftshader]", "adapter_name",
+        r"not a valid regular expression"),
+    # --- tolerances: negative, NaN, inf (TOML has nan and inf literals)
+    Bad("atol-negative", TOL_A, tol_a(atol="-1e-5"), "config 'a'", "tolerance.atol", r"must not be negative"),
+    Bad("rtol-negative", TOL_A, tol_a(rtol="-1e-4"), "config 'a'", "tolerance.rtol", r"must not be negative"),
+    Bad("atol-nan", TOL_A, tol_a(atol="nan"), "config 'a'", "tolerance.atol", r"must be finite, got nan"),
+    Bad("rtol-neg-nan", TOL_A, tol_a(rtol="-nan"), "config 'a'", "tolerance.rtol", r"must be finite, got nan"),
+    Bad("atol-inf", TOL_A, tol_a(atol="inf"), "config 'a'", "tolerance.atol", r"must be finite, got inf"),
+    Bad("rtol-plus-inf", TOL_A, tol_a(rtol="+inf"), "config 'a'", "tolerance.rtol", r"must be finite, got inf"),
+    Bad("atol-minus-inf", TOL_A, tol_a(atol="-inf"), "config 'a'", "tolerance.atol", r"must be finite, got -inf"),
+    Bad("atol-overflow", TOL_A, tol_a(atol="1e400"), "config 'a'", "tolerance.atol", r"must be finite, got inf"),
+    Bad("timeout-zero", "M = 3", "M = 3\ntimeout_s = 0", "config 'a'", "timeout_s", r"must be positive"),
+    Bad("timeout-nan", "timeout_s = 60", "timeout_s = nan", "config 'a'", "timeout_s", r"must be finite"),
+    # --- kernel expressions (evaluation errors of any kind are the user's)
+    Bad("dispatch-syntax", 'dispatch = "min(ceil(N / 4), max_workgroups_per_dimension)"', 'dispatch = "ceil(N /"',
+        "[kernel.gemv]", "dispatch", r"bad expression 'ceil\(N /'"),
+    Bad("dispatch-unknown-name", 'dispatch = "min(ceil(N / 4), max_workgroups_per_dimension)"',
+        'dispatch = "ceil(N / wg)"', "[kernel.gemv]", "dispatch", r"bad expression .*'wg'"),
+    Bad("dispatch-index-error", 'dispatch = "min(ceil(N / 4), max_workgroups_per_dimension)"',
+        'dispatch = "[1][5]"', "[kernel.gemv]", "dispatch", r"bad expression '\[1\]\[5\]': list index out of range"),
+    Bad("dispatch-overflow", 'dispatch = "min(ceil(N / 4), max_workgroups_per_dimension)"',
+        'dispatch = "ceil(1e308 * 10)"', "[kernel.gemv]", "dispatch", r"bad expression .*infinity"),
+    Bad("dispatch-four-dims", 'dispatch = "min(ceil(N / 4), max_workgroups_per_dimension)"', 'dispatch = "1, 1, 1, 1"',
+        "[kernel.gemv]", "dispatch", r"needs 1 to 3 workgroup counts, got 4"),
+    Bad("kernel-file-missing", "q4gsw/kernels/q4gsw_gemv.wgsl", "q4gsw/kernels/nope.wgsl", "[kernel.gemv]", "file",
+        r"nope.wgsl' does not exist"),
+    # --- whole-file problems
+    Bad("schema-version", "schema_version = 1", "schema_version = 2", "top level", "schema_version",
+        r"unsupported version 2"),
+    Bad("no-backends", BACKEND, "", "top level", "backend", r"no backends defined"),
+]
+
+
+def _write(tmp_path: Path, case: Bad) -> Path:
+    assert case.old in BASE, f"case {case.id}: {case.old!r} is not in the base matrix"
+    path = tmp_path / f"bad-{case.id}.toml"
+    path.write_text(BASE.replace(case.old, case.new, 1))
+    return path
+
+
+def test_base_matrix_is_valid(tmp_path: Path) -> None:
+    path = tmp_path / "matrix.toml"
+    path.write_text(BASE)
+    matrix = load_matrix(path)
+    assert [c.name for c in matrix.configs] == ["a", "b"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_loader_names_file_config_and_key(tmp_path: Path, case: Bad) -> None:
+    path = _write(tmp_path, case)
+    with pytest.raises(MatrixError) as raised:
+        load_matrix(path)
+    error = raised.value
+    message = str(error)
+    assert case.where in error.where, message
+    assert error.key == case.key, message
+    assert re.search(case.says, message), message
+    assert message.startswith(f"{path}: "), message  # names the file
+    assert f"key '{case.key}'" in message
+    assert "\n" not in message  # one line
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_cli_validate_and_run_exit_2_and_touch_nothing(tmp_path: Path, case: Bad, capsys: pytest.CaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path, case)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("Q4GSW_CACHE", str(cache))
+    results = tmp_path / "results"
+    for argv in (["validate", "--matrix", str(path)],
+                 ["run", "--matrix", str(path), "--backend", "swiftshader", "--results", str(results)],
+                 ["check", "--matrix", str(path), "--backend", "swiftshader", "--results", str(results),
+                  "--kernel", str(REPO / "tests/data/good.wgsl"), "--dispatch", "ceil(M * N / 64)"]):
+        assert cli.main(argv) == cli.EXIT_USAGE, argv
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1, captured.err
+        assert lines[0].startswith(f"error: {path}: "), lines[0]
+        assert case.where in lines[0] and f"key '{case.key}'" in lines[0]
+        assert captured.out == ""
+    assert list(cache.iterdir()) == []  # nothing provisioned, exported or cached
+    assert not results.exists()  # nothing run
+
+
+@pytest.mark.parametrize("argv, where, key, says", [
+    (["--backend", "swiftshadr"], "backend 'swiftshadr'", "backend", "no such backend — did you mean 'swiftshader'?"),
+    (["--backend", "swiftshader", "--config", "aa"], "config 'aa'", "name", "no such config — did you mean 'a'?"),
+], ids=["unknown-backend", "unknown-config"])
+def test_cli_unknown_backend_or_config(tmp_path: Path, argv: list[str], where: str, key: str, says: str,
+                                       capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "matrix.toml"
+    path.write_text(BASE)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("Q4GSW_CACHE", str(cache))
+    assert cli.main(["run", "--matrix", str(path), "--results", str(tmp_path / "results"), *argv]) == cli.EXIT_USAGE
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line
+    assert line.startswith(f"error: {path}: {where}: key '{key}': {says}"), line
+    assert list(cache.iterdir()) == [] and not (tmp_path / "results").exists()
+
+
+def test_unreadable_matrix_files(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.toml"
+    with pytest.raises(MatrixError, match="file not found"):
+        load_matrix(missing)
+    with pytest.raises(MatrixError, match="cannot be read: IsADirectoryError"):
+        load_matrix(tmp_path)
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(BASE.replace("far below", "\xe9t\xe9 below").encode("latin-1"))
+    with pytest.raises(MatrixError, match="cannot be read: UnicodeDecodeError"):
+        load_matrix(latin1)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id in ("toml-syntax", "unknown-config-key", "atol-nan")],
+                         ids=lambda c: c.id)
+def test_real_cli_subprocess(tmp_path: Path, case: Bad) -> None:
+    """The same errors through `python -m q4gsw` as a user runs it: stderr is exactly one line, exit 2."""
+    path = _write(tmp_path, case)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for argv in (["validate", "--matrix", str(path)],
+                 ["run", "--matrix", str(path), "--backend", "swiftshader", "--results", str(tmp_path / "r")]):
+        done = run_cli(*argv, env={"Q4GSW_CACHE": str(cache)}, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert done.stdout == ""
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and re.search(case.says, lines[0]), done.stderr
+        assert lines[0].startswith(f"error: {path}: ") and f"key '{case.key}'" in lines[0]
+    assert list(cache.iterdir()) == [] and not (tmp_path / "r").exists()
+
+
+def test_nan_and_inf_literals_are_what_toml_gives() -> None:
+    """Guard against a TOML library change: the tolerance cases above rely on these literals parsing."""
+    import tomllib
+
+    values = tomllib.loads("a = nan\nb = -nan\nc = inf\nd = +inf\ne = -inf\nf = 1e400")
+    assert math.isnan(values["a"]) and math.isnan(values["b"])
+    assert values["c"] == values["d"] == values["f"] == math.inf and values["e"] == -math.inf
