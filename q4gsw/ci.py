@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not result["include"]:
-        print(f"error: no configs of tier(s) {', '.join(tiers)} in suite {args.suite!r}: nothing to run",
+        print(f"error: no jobs: no configs of tier(s) {', '.join(tiers)} in suite {args.suite!r} for the selected "
+              f"backends{' (--cpu-only leaves out GPU backends)' if args.cpu_only else ''}: nothing to run",
               file=sys.stderr)
         return EXIT_USAGE
     text = json.dumps(result, indent=2 if args.pretty else None, sort_keys=False)
