@@ -1,0 +1,375 @@
+"""Tolerance audit: every config's tolerance set against an a-priori fp32 error model.
+
+`python -m q4gsw audit [--results DIR ...]` computes, per config and input, from the config's real
+quantized weights (the fixture unpacked from the .pte) and its real input:
+
+  S[m,n]   = sum_k |x[m,k]| * |w[n,k]|                     (w dequantized exactly, in fp64)
+  worst    = gamma_{K+1} * S,  gamma_j = j*u / (1 - j*u),  u = 2^-24
+             Deterministic: holds for ANY summation order (sequential, split-K, tree) and for the
+             products x*(q*s) or (x*q)*s: each term passes through at most K-1 additions and 2
+             multiplications (Higham, Accuracy and Stability, 2nd ed., sec. 3.1).
+  hm_bound = (exp(lam*sqrt(K+1)*u + (K+1)*u^2/(1-u)) - 1) * S       (Higham & Mary 2019, Thm 2.4)
+             Probabilistic: holds for all M*N outputs at once with probability >= 1 - 1e-3 when the
+             rounding errors are independent and mean-zero; lam = sqrt(2 ln(2 (K+1) M N / 1e-3)).
+  est      = sqrt(2 ln(M N)) * u/sqrt(3) * sqrt(sum_j P_j^2 + 2 sum_j t_j^2)
+             Statistical estimate of the largest error a SEQUENTIAL fp32 kernel makes: t_j = x_j*w_j,
+             P_j the running partial sums (rounding errors uniform in [-u, u]|.|, variance u^2/3;
+             sqrt(2 ln(MN)) is the expected maximum of MN such Gaussian errors). Split-K and tree
+             reductions have smaller partial sums, hence smaller errors.
+  step     = max_k |x[m,k]| * s[n, k // group_size]
+             What ONE nibble off by one at output (m,n)'s most sensitive weight changes y[m,n].
+
+and sets them beside the tolerance T[m,n] = atol + rtol*|golden[m,n]| and the measured max error on
+every backend with results (results.json written by `run`). Flags:
+
+  LOOSE  T > 10*worst everywhere: admits errors 10x beyond anything fp32 rounding can produce.
+  BLIND  T >= step for most outputs: a single wrong nibble would pass the check.
+  TIGHT  est > T/3 somewhere: a correct sequential fp32 kernel could fail (less than 3x margin).
+  FLAKY  measured margin (1/headroom) < max(3, spread of the measured max errors across backends
+         and kernels): another backend or kernel variant could cross the line.
+  MODEL? measured error above the deterministic bound: the kernel is not an fp32 dot product
+         (or the model is wrong) — investigate before trusting the tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+U = 2.0**-24  # unit roundoff of fp32
+DELTA = 1e-3  # failure probability of the probabilistic bound, over all outputs of a config
+LOOSE_FACTOR = 10.0
+TIGHT_MARGIN = 3.0
+FLAKY_MARGIN = 3.0
+CHUNK_ELEMENTS = 8 * 2**20  # fp64 elements held at once (64 MiB)
+
+
+def gamma(n: int, u: float = U) -> float:
+    """Higham's gamma_n = n u / (1 - n u): relative bound of n successive roundings."""
+    if n * u >= 1:
+        return math.inf
+    return n * u / (1 - n * u)
+
+
+def hm_gamma(n: int, lam: float, u: float = U) -> float:
+    """Higham & Mary's probabilistic gamma~_n(lambda) = exp(lambda sqrt(n) u + n u^2 / (1 - u)) - 1."""
+    return math.expm1(lam * math.sqrt(n) * u + n * u * u / (1 - u))
+
+
+def hm_lambda(n: int, outputs: int, delta: float = DELTA) -> float:
+    """lambda with union-bound failure probability <= delta over `outputs` dot products of length n."""
+    return math.sqrt(2 * math.log(2 * n * max(outputs, 1) / delta))
+
+
+@dataclass
+class ErrorModel:
+    """Per-output error model for y = x @ w.T in fp32 (arrays are [M, N] float64)."""
+
+    S: np.ndarray  # sum_k |x w|
+    sigma: np.ndarray  # u/sqrt(3) * sqrt(sum P_j^2 + 2 sum t_j^2), sequential order
+    step: np.ndarray  # max_k |x_k| s_{n,g(k)}
+    K: int
+
+    @property
+    def outputs(self) -> int:
+        return int(self.S.size)
+
+    @property
+    def worst(self) -> np.ndarray:
+        return gamma(self.K + 1) * self.S
+
+    @property
+    def hm_bound(self) -> np.ndarray:
+        return hm_gamma(self.K + 1, hm_lambda(self.K + 1, self.outputs)) * self.S
+
+    @property
+    def est(self) -> np.ndarray:
+        return math.sqrt(2 * math.log(max(self.outputs, 2))) * self.sigma
+
+
+def error_model(x: np.ndarray, w: np.ndarray | None = None, scales: np.ndarray | None = None,
+                group_size: int | None = None, packed: Any = None) -> ErrorModel:
+    """The model for input x [M, K] and either dense weights w [N, K] (+ per-group scales [G, N] for
+    `step`) or a q4gsw PackedLinear. Identical rows of x (the ramp repeats every 17 rows) are done once."""
+    x = np.asarray(x, dtype=np.float64)
+    M, K = x.shape
+    if packed is not None:
+        N, group_size = packed.N, packed.group_size
+        scales = np.asarray(packed.scales[:, :N], dtype=np.float64)
+
+        def rows(n0: int, n1: int) -> np.ndarray:
+            return packed.dequantized_rows(n0, n1)
+    else:
+        assert w is not None
+        w = np.asarray(w, dtype=np.float64)
+        N = w.shape[0]
+
+        def rows(n0: int, n1: int) -> np.ndarray:
+            return w[n0:n1]
+    unique, inverse = np.unique(x, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    R = unique.shape[0]
+    ax = np.abs(unique)
+    S = np.empty((R, N))
+    sigma2 = np.empty((R, N))
+    n_chunk = max(1, CHUNK_ELEMENTS // max(1, R * K))
+    for n0 in range(0, N, n_chunk):
+        n1 = min(N, n0 + n_chunk)
+        wc = rows(n0, n1)  # [n, K]
+        S[:, n0:n1] = ax @ np.abs(wc).T
+        terms = unique[:, None, :] * wc[None, :, :]  # [R, n, K]
+        partial = np.cumsum(terms, axis=2)
+        sigma2[:, n0:n1] = (np.einsum("rnk,rnk->rn", partial, partial) + 2 * np.einsum("rnk,rnk->rn", terms, terms))
+        del terms, partial
+    sigma = U / math.sqrt(3) * np.sqrt(sigma2)
+    if scales is not None and group_size:
+        G = K // group_size
+        xg = ax.reshape(R, G, group_size).max(axis=2)  # [R, G]
+        step = np.zeros((R, N))
+        g_chunk = max(1, CHUNK_ELEMENTS // max(1, R * N))
+        for g0 in range(0, G, g_chunk):
+            g1 = min(G, g0 + g_chunk)
+            step = np.maximum(step, (xg[:, g0:g1, None] * np.abs(scales[g0:g1])[None]).max(axis=1))
+    else:
+        step = np.full((R, N), np.nan)
+    return ErrorModel(S=S[inverse], sigma=sigma[inverse], step=step[inverse], K=K)
+
+
+# ------------------------------------------------------------------------------------------------
+# Audit of one config x input
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    backend: str
+    kernel: str
+    adapter: str
+    status: str
+    max_abs: float
+    headroom: float
+    source: str
+
+
+@dataclass
+class AuditRow:
+    config: str
+    suite: str
+    tier: str
+    input: str
+    M: int
+    K: int
+    N: int
+    group_size: int
+    weights: str
+    atol: float
+    rtol: float
+    S_max: float
+    worst_max: float  # max over outputs of gamma_{K+1} S
+    hm_max: float
+    est_max: float
+    tol_min: float  # min over outputs of atol + rtol |g|
+    tol_median: float
+    worst_over_tol: float  # max over outputs of worst / T  (> 1: T is below the deterministic bound there)
+    hm_over_tol: float
+    est_over_tol: float  # max over outputs of est / T
+    tol_over_worst_min: float  # min over outputs of T / worst (> LOOSE_FACTOR: LOOSE)
+    step_median: float
+    step_over_tol_median: float  # median over outputs of step / T (< 1: one wrong nibble passes)
+    blind_fraction: float  # share of outputs whose T >= step
+    measured: list[Measured] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    suggested_atol: float = 0.0
+
+    @property
+    def measured_max(self) -> float:
+        values = [m.max_abs for m in self.measured if math.isfinite(m.max_abs)]
+        return max(values) if values else math.nan
+
+    @property
+    def measured_headroom(self) -> float:
+        values = [m.headroom for m in self.measured if math.isfinite(m.headroom)]
+        return max(values) if values else math.nan
+
+
+def audit_case(config: Any, input_name: str, model: ErrorModel, g: np.ndarray, atol: float, rtol: float,
+               measured: list[Measured]) -> AuditRow:
+    T = atol + rtol * np.abs(g)
+    live = model.S > 0
+    worst = model.worst
+    with np.errstate(divide="ignore", invalid="ignore"):
+        worst_over_tol = float((worst / T).max())
+        tol_over_worst = float((T[live] / worst[live]).min()) if live.any() else math.inf
+        step_over_tol = model.step / T
+    row = AuditRow(
+        config=config.name, suite=config.suite, tier=config.tier, input=input_name, M=config.M, K=config.K,
+        N=config.N, group_size=config.group_size, weights=config.weights, atol=atol, rtol=rtol,
+        S_max=float(model.S.max()), worst_max=float(worst.max()), hm_max=float(model.hm_bound.max()),
+        est_max=float(model.est.max()), tol_min=float(T.min()), tol_median=float(np.median(T)),
+        worst_over_tol=worst_over_tol, hm_over_tol=float((model.hm_bound / T).max()),
+        est_over_tol=float((model.est / T).max()), tol_over_worst_min=tol_over_worst,
+        step_median=float(np.median(model.step)), step_over_tol_median=float(np.median(step_over_tol)),
+        blind_fraction=float(np.mean(T >= model.step)), measured=measured)
+    # The smallest atol (at this rtol) that keeps TIGHT_MARGIN over the statistical estimate everywhere.
+    need = TIGHT_MARGIN * model.est - rtol * np.abs(g)
+    row.suggested_atol = float(max(need.max(), 0.0))
+    row.flags = flags_for(row)
+    return row
+
+
+def flags_for(row: AuditRow) -> list[str]:
+    flags = []
+    if row.tol_over_worst_min > LOOSE_FACTOR:
+        flags.append("LOOSE")
+    if row.blind_fraction > 0.5:
+        flags.append("BLIND")
+    if row.est_over_tol > 1 / TIGHT_MARGIN:
+        flags.append("TIGHT")
+    finite = [m.max_abs for m in row.measured if math.isfinite(m.max_abs) and m.max_abs > 0]
+    if row.measured and math.isfinite(row.measured_headroom) and row.measured_headroom > 0:
+        spread = max(finite) / min(finite) if finite else 1.0
+        if 1 / row.measured_headroom < max(FLAKY_MARGIN, spread):
+            flags.append("FLAKY")
+    if finite and max(finite) > row.worst_max:
+        flags.append("MODEL?")
+    return flags
+
+
+# ------------------------------------------------------------------------------------------------
+# Results and CLI
+# ------------------------------------------------------------------------------------------------
+
+
+def load_measurements(paths: list[Path]) -> dict[tuple[str, str], list[Measured]]:
+    from q4gsw.result import read_results
+
+    found: dict[tuple[str, str], list[Measured]] = {}
+    files: list[Path] = []
+    for path in paths:
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            files.extend(sorted(path.rglob("results.json")))
+    for file in files:
+        try:
+            results, _ = read_results(file)
+        except (OSError, ValueError, KeyError, TypeError):
+            print(f"warning: {file}: not a q4gsw results.json, ignored", file=sys.stderr)
+            continue
+        for r in results:
+            if r.status not in ("pass", "fail") or "max_abs" not in r.errors:
+                continue
+            found.setdefault((r.config, r.input), []).append(Measured(
+                backend=r.backend, kernel=r.kernel, adapter=str(r.adapter.get("name", "")), status=r.status,
+                max_abs=float(r.errors["max_abs"]), headroom=float(r.errors.get("headroom", math.nan)),
+                source=str(file)))
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from q4gsw.matrix import TIERS
+
+    parser = argparse.ArgumentParser(prog="python -m q4gsw audit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--matrix", default="matrix.toml")
+    parser.add_argument("--results", action="append", type=Path, default=[], metavar="DIR",
+                        help="results.json files or folders searched for them (default: results/ if present)")
+    parser.add_argument("--tier", action="append", choices=TIERS, help="tiers (default: required)")
+    parser.add_argument("--suite", action="append", help="suites (default: all)")
+    parser.add_argument("--config", action="append", default=[], metavar="NAME")
+    parser.add_argument("--cache", type=Path, help="fixture cache (default: $Q4GSW_CACHE or ~/.cache/q4gsw)")
+    parser.add_argument("--fixtures", type=Path, help="read fixtures from DIR/<config>/ instead of the cache")
+    parser.add_argument("--json", type=Path, default=Path("results/audit.json"), help="JSON output path")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if any row is flagged")
+    return parser
+
+
+def _fixture(config: Any, args: argparse.Namespace) -> Any:
+    from q4gsw.export import default_cache_dir, ensure_fixture, verify_fixture
+
+    if args.fixtures is not None:
+        return verify_fixture(args.fixtures / config.name, config)
+    return ensure_fixture(config, args.cache or default_cache_dir(), progress=lambda m: print(f"  {m}", flush=True))
+
+
+def audit_config(config: Any, fixture: Any, measurements: dict[tuple[str, str], list[Measured]]) -> list[AuditRow]:
+    from q4gsw import inputs
+    from q4gsw.golden import golden
+
+    packed = fixture.packed_linear()
+    rows = []
+    for input_name in config.inputs:
+        x = inputs.make_input(input_name, config.M, config.K, config.weight_seed)
+        g = fixture.golden(input_name)
+        if g is None:
+            g = golden(x, packed)
+        model = error_model(x, packed=packed)
+        rows.append(audit_case(config, input_name, model, g, config.tolerance.atol, config.tolerance.rtol,
+                               measurements.get((config.name, input_name), [])))
+    return rows
+
+
+def _fmt(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2g}"
+
+
+def print_table(rows: list[AuditRow]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="tolerance audit (fp32 error model; README 'Error model')")
+    for column in ("config", "input", "K", "max S", "worst γS", "HM bound", "est (seq)", "measured max",
+                   "tol min", "tol median", "est/tol", "step median", "step/tol", "flags"):
+        table.add_column(column, justify="left" if column in ("config", "input", "flags") else "right")
+    for r in rows:
+        table.add_row(r.config, r.input, str(r.K), _fmt(r.S_max), _fmt(r.worst_max), _fmt(r.hm_max),
+                      _fmt(r.est_max), _fmt(r.measured_max), _fmt(r.tol_min), _fmt(r.tol_median),
+                      _fmt(r.est_over_tol), _fmt(r.step_median), _fmt(r.step_over_tol_median),
+                      " ".join(r.flags) or "ok")
+    Console(width=200).print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from q4gsw.matrix import MatrixError, load_matrix
+
+    args = build_parser().parse_args(argv)
+    try:
+        matrix = load_matrix(args.matrix)
+        if args.config:
+            configs = matrix.select(names=tuple(args.config))
+        else:
+            configs = matrix.select(tiers=tuple(args.tier or ("required",)),
+                                    suites=tuple(args.suite) if args.suite else None)
+    except MatrixError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result_paths = args.results or ([Path("results")] if Path("results").is_dir() else [])
+    measurements = load_measurements(result_paths)
+    rows: list[AuditRow] = []
+    for config in configs:
+        print(f"audit {config.name} ({config.M}x{config.K}x{config.N}, gs={config.group_size}, "
+              f"weights={config.weights})", flush=True)
+        rows.extend(audit_config(config, _fixture(config, args), measurements))
+    print_table(rows)
+    overrides = [f"{b.name}:{c}" for b in matrix.backends.values() for c in b.tolerance_overrides]
+    if overrides or any(k.tolerance is not None for k in matrix.kernels):
+        print("note: backend/kernel tolerance overrides exist; this audit checks the configs' own tolerances",
+              file=sys.stderr)
+    payload = {"model": {"u": U, "delta": DELTA, "loose_factor": LOOSE_FACTOR, "tight_margin": TIGHT_MARGIN,
+                         "flaky_margin": FLAKY_MARGIN, "doc": __doc__},
+               "rows": [{**asdict(r), "measured_max": r.measured_max, "measured_headroom": r.measured_headroom}
+                        for r in rows]}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(payload, indent=2, default=float))
+    print(f"audit: {args.json}", file=sys.stderr)
+    flagged = [r for r in rows if r.flags]
+    return 1 if args.strict and flagged else 0
