@@ -172,6 +172,19 @@ def cross_check(packed: PackedLinear, qweight: Any, config: Config) -> None:
         raise DelegateLayoutError("delegate scales differ from torchao's scale (transposed)")
 
 
+def _quarter_progress(label: str, progress: Callable[[str], None]) -> Callable[[int, int], None]:
+    """Report a long chunked computation (lm_head's golden) at each quarter, not at every chunk."""
+    reported = [0]
+
+    def report(done: int, total: int) -> None:
+        quarter = 4 * done // total
+        if quarter > reported[0] and total >= 16384:
+            reported[0] = quarter
+            progress(f"{label} {done}/{total} rows ({25 * quarter}%)")
+
+    return report
+
+
 def _write_npy(path: Path, array: np.ndarray) -> None:
     with path.open("wb") as f:
         np.save(f, array)
@@ -207,7 +220,8 @@ def build_fixture(config: Config, destination: Path, progress: Callable[[str], N
             progress(f"export {config.name}: fp64 golden for input '{input_name}'")
             x = inputs.make_input(input_name, config.M, config.K, config.weight_seed)
             input_sha256[input_name] = hashlib.sha256(x.tobytes()).hexdigest()
-            _write_npy(temporary / golden_file(input_name), golden(x, packed))
+            reference = golden(x, packed, progress=_quarter_progress(f"export {config.name}: golden", progress))
+            _write_npy(temporary / golden_file(input_name), reference)
         timings["golden_s"] = time.perf_counter() - started
         files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in sorted(temporary.iterdir())}
         manifest = {"identity": fixture_identity(config), "key": fixture_key(config),

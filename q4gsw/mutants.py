@@ -327,7 +327,7 @@ def run_parent(matrix: Any, args: argparse.Namespace, configs: list[Any], exclud
     for index, config in enumerate(configs, start=1):
         print(f"[{time.perf_counter() - started:6.1f}s] ({index}/{len(configs)}) {config.name} "
               f"{config.M}x{config.K}x{config.N} gs={config.group_size} inputs={','.join(config.inputs)}", flush=True)
-        fixture, problem, _ = prepare_fixture(config, options, matrix)
+        fixture, problem, *_ = prepare_fixture(config, options, matrix)
         if fixture is None:
             problems.append(problem)
             continue

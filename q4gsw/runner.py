@@ -141,8 +141,9 @@ def _last_lines(text: str, count: int = 3) -> str:
     return " | ".join(lines[-count:]) if lines else "(no output)"
 
 
-def prepare_fixture(config: Config, options: RunOptions, matrix: Matrix) -> tuple[Path | None, str, float]:
-    """(fixture path, failure message, export seconds). Exports in a child process on a cache miss."""
+def prepare_fixture(config: Config, options: RunOptions,
+                    matrix: Matrix) -> tuple[Path | None, str, float, int]:
+    """(fixture path, failure message, export seconds, export peak RSS). Exports in a child on a cache miss."""
     from q4gsw.export import FixtureError, fixture_dir, verify_fixture
 
     if options.fixtures is not None:
@@ -151,15 +152,16 @@ def prepare_fixture(config: Config, options: RunOptions, matrix: Matrix) -> tupl
             verify_fixture(path, config)
         except FixtureError as exc:
             return None, (f"fixture for '{config.name}' rejected: {exc}. Re-export it with "
-                          f"`python -m q4gsw export --out {options.fixtures} --config {config.name}`"), 0.0
-        return path, "", 0.0
+                          f"`python -m q4gsw export --out {options.fixtures} --config {config.name}`"), 0.0, 0
+        return path, "", 0.0, 0
     path = fixture_dir(options.cache, config)
     command = [sys.executable, "-m", "q4gsw", "_export", "--matrix", str(matrix.path), "--config", config.name,
                "--cache", str(options.cache)]
     outcome = run_child(command, _child_env({}), config.timeout_s)
     if outcome.returncode != 0:
-        return None, _describe_exit(outcome, f"export of '{config.name}'", config.timeout_s), outcome.duration_s
-    return path, "", outcome.duration_s
+        message = _describe_exit(outcome, f"export of '{config.name}'", config.timeout_s)
+        return None, message, outcome.duration_s, outcome.peak_rss_bytes
+    return path, "", outcome.duration_s, outcome.peak_rss_bytes
 
 
 def execute_config(config: Config, backend: Backend, fixture: Path, options: RunOptions, matrix: Matrix,
@@ -206,20 +208,22 @@ def run(matrix: Matrix, options: RunOptions,
     for index, config in enumerate(options.configs, start=1):
         say(f"({index}/{len(options.configs)}) {config.name} {config.M}x{config.K}x{config.N} "
             f"gs={config.group_size} [{config.tier}] on {backend.name}")
-        fixture, problem, export_s = prepare_fixture(config, options, matrix)
+        fixture, problem, export_s, export_rss = prepare_fixture(config, options, matrix)
         if fixture is None:
-            record(_failure(config, backend.name, problem, options, timings={"export_s": export_s}))
+            record(_failure(config, backend.name, problem, options, timings={"export_s": export_s},
+                            peak_rss_bytes=export_rss))
             continue
         config_results, outcome = execute_config(config, backend, fixture, options, matrix, env)
         if outcome.returncode != 0 or not config_results:
             message = _describe_exit(outcome, f"GPU run of '{config.name}'", config.timeout_s)
             config_results.append(_failure(config, backend.name, message, options,
                                            timings={"export_s": export_s, "total_s": outcome.duration_s},
-                                           peak_rss_bytes=outcome.peak_rss_bytes))
+                                           peak_rss_bytes=max(export_rss, outcome.peak_rss_bytes)))
         for result in config_results:
             timings = {**result.timings, "export_s": export_s, "total_s": outcome.duration_s + export_s}
             record(Result.from_dict({**result.as_dict(), "timings": timings,
-                                     "peak_rss_bytes": max(result.peak_rss_bytes, outcome.peak_rss_bytes)}))
+                                     "peak_rss_bytes": max(result.peak_rss_bytes, outcome.peak_rss_bytes,
+                                                           export_rss)}))
     return results
 
 
@@ -271,6 +275,8 @@ def execute_entry(matrix: Matrix, config_name: str, backend_name: str, fixture_p
     packed = type(packed)(weight_packed=np.ascontiguousarray(packed.weight_packed), scales=packed.scales,
                           group_size=packed.group_size)
     timings["unpack_s"] = time.perf_counter() - started
+    # How long building this fixture took (export, .pte unpack, fp64 golden), even when it came from the cache.
+    timings.update({f"fixture_{k}": v for k, v in fixture.manifest.get("timings", {}).items()})
     base["fixture"] = fixture.manifest.get("key", str(fixture_path))
 
     adapter, info = gpu.select_adapter(backend)
