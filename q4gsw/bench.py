@@ -73,6 +73,9 @@ class Row:
     correct: bool | None
     message: str
     workgroups: list[int]
+    torch_int4_s: float | None = None  # same-GPU baselines (bench_torch), where torch has CUDA
+    torch_fp32_s: float | None = None
+    speedup_vs_torch_int4: float | None = None  # torch int4 time / kernel time: >= 1 is as fast or faster
 
 
 def _tolerance(K: int) -> Tolerance:
@@ -129,17 +132,27 @@ def _print_table(rows: list[Row], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for name, justify in (("shape MxKxN", "left"), ("kernel", "left"), ("time ms", "right"), ("via", "left"),
-                          ("GFLOP/s", "right"), ("GB/s", "right"), ("numpy ms", "right"),
-                          ("numpy GFLOP/s", "right"), ("ratio", "right"), ("check", "left")):
+    with_torch = any(r.torch_fp32_s is not None for r in rows)
+    columns = [("shape MxKxN", "left"), ("kernel", "left"), ("time ms", "right"), ("via", "left"),
+               ("GFLOP/s", "right"), ("GB/s", "right"), ("numpy ms", "right"), ("numpy GFLOP/s", "right"),
+               ("ratio", "right")]
+    if with_torch:
+        columns += [("torch int4 ms", "right"), ("vs torch int4", "right"), ("torch fp32 ms", "right")]
+    for name, justify in [*columns, ("check", "left")]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
+
+    def ms(seconds: float | None, digits: int = 3) -> str:
+        return f"{seconds * 1e3:.{digits}f}" if seconds else "-"
+
     for r in rows:
         check = "ok" if r.correct else ("[red]WRONG[/red]" if r.correct is False else "-")
-        table.add_row(r.shape, r.kernel, f"{r.time_s * 1e3:.3f}" if r.time_s else "-", r.timing,
-                      f"{r.gflops:.2f}" if r.gflops else "-", f"{r.gbytes_s:.2f}" if r.gbytes_s else "-",
-                      f"{r.numpy_s * 1e3:.2f}", f"{r.numpy_gflops:.2f}",
-                      f"{r.ratio:.3f}" if r.ratio is not None else "-",
-                      check if r.correct is not False else f"{check} {r.message}")
+        cells = [r.shape, r.kernel, ms(r.time_s), r.timing,
+                 f"{r.gflops:.2f}" if r.gflops else "-", f"{r.gbytes_s:.2f}" if r.gbytes_s else "-",
+                 ms(r.numpy_s, 2), f"{r.numpy_gflops:.2f}", f"{r.ratio:.3f}" if r.ratio is not None else "-"]
+        if with_torch:
+            cells += [ms(r.torch_int4_s), f"{r.speedup_vs_torch_int4:.2f}x" if r.speedup_vs_torch_int4 else "-",
+                      ms(r.torch_fp32_s)]
+        table.add_row(*cells, check if r.correct is not False else f"{check} {r.message}")
     # Piped output (CI logs) would otherwise be squeezed into 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(table)
@@ -155,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="results/bench.json", type=Path, help="where to write the results")
     parser.add_argument("--matrix", default="matrix.toml", type=Path)
+    parser.add_argument("--torch", choices=("auto", "on", "off"), default="auto",
+                        help="also time torch's CUDA int4 path and fp32 dequant+matmul on the same GPU "
+                             "(auto: on the native backend when torch sees CUDA)")
     args = parser.parse_args(argv)
     shapes: list[Shape] = args.shapes or [Shape.parse(s) for s in DEFAULT_SHAPES]
     bad = [str(s) for s in shapes if s.K % args.group_size]
@@ -179,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     timing = "gpu timestamp queries" if session.timestamps else "wall time of the dispatches (no timestamp-query)"
     print(f"adapter: {info.name} ({info.device_type}, {info.api}); kernel time from {timing}", flush=True)
 
+    from q4gsw import bench_torch
+
+    use_torch = args.torch == "on" or (args.torch == "auto" and backend.name == "native"
+                                       and bench_torch.cuda_available())
+    if args.torch == "on" and not bench_torch.cuda_available():
+        print("error: --torch on, but torch with CUDA is not importable here")
+        return 2
     rows: list[Row] = []
     for shape in shapes:
         x, packed = _problem(shape, args.group_size, args.seed)
@@ -192,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
                             None, "no kernel in matrix.toml applies", []))
         nbytes = (packed.weight_packed.nbytes + 4 * (shape.K // args.group_size) * shape.N
                   + 4 * shape.M * (shape.K + shape.N))
+        torch_times = None
+        if use_torch:
+            reference = golden(x, packed)
+            torch_times = bench_torch.time_torch(x, packed, reference, args.repeats)
+            print(f"{shape} torch on {torch_times.device}: int4 "
+                  f"{torch_times.int4_s * 1e3 if torch_times.int4_s else float('nan'):.3f} ms, fp32 dequant+mm "
+                  f"{torch_times.fp32_s * 1e3:.3f} ms {torch_times.note}", flush=True)
         for kernel in kernels:
             try:
                 constants, counts = gpu.resolve_kernel(kernel, config.shape_names(), info)
@@ -209,7 +239,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(first.guard_violations)} out-of-bounds writes; {result.message}")
             gflops = shape.flops / seconds / 1e9
             rows.append(Row(str(shape), kernel.name, args.group_size, seconds, via, gflops, nbytes / seconds / 1e9,
-                            numpy_s, numpy_gflops, gflops / numpy_gflops, correct, message, list(first.workgroups)))
+                            numpy_s, numpy_gflops, gflops / numpy_gflops, correct, message, list(first.workgroups),
+                            torch_int4_s=torch_times.int4_s if torch_times else None,
+                            torch_fp32_s=torch_times.fp32_s if torch_times else None,
+                            speedup_vs_torch_int4=(torch_times.int4_s / seconds
+                                                   if torch_times and torch_times.int4_s else None)))
             print(f"{shape} {kernel.name}: {seconds * 1e3:.3f} ms ({via}), {gflops:.2f} GFLOP/s, "
                   f"numpy {numpy_gflops:.2f} GFLOP/s, {'ok' if correct else 'WRONG: ' + message}", flush=True)
 
