@@ -50,7 +50,7 @@ def write_plots(out_dir: Path, results: Sequence[Result]) -> tuple[list[Path], l
             continue
         if path is None:
             if any(r.status in ("pass", "fail") for r in results if r.config == config):
-                notes.append(f"no |y-g| histogram for {config}: no result recorded one (run failed before the "
+                notes.append(f"no error histogram for {config}: no result recorded one (run failed before the "
                              "comparison, or results from an older q4gsw)")
         else:
             written.append(path)

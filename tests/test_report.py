@@ -1,0 +1,354 @@
+"""Reports from Result objects built by hand (no GPU): junit.xml, summary.md, plots, `q4gsw report` merging."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from q4gsw import plots, report_cli
+from q4gsw.histogram import edges, error_histogram
+from q4gsw.report import write_run_outputs
+from q4gsw.result import Result, read_results
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TOL = {"atol": 1e-5, "rtol": 1e-4, "justification": "K=2048 fp32 accumulation bound", "source": "config"}
+ADAPTER = {"name": "SwiftShader Device (Subzero)", "device_type": "CPU", "api": "Vulkan", "driver": ""}
+
+
+def _hist(scale: float, n: int = 512, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal((1, n))
+    y = g + rng.standard_normal((1, n)) * scale
+    return error_histogram(y.astype(np.float32), g)
+
+
+def passing(config="q_proj", backend="swiftshader", kernel="gemv", headroom=0.004, **extra) -> Result:
+    return Result(config=config, backend=backend, status="pass", message=f"max |err| 5.35e-08, headroom {headroom}",
+                  tier="required", suite="llama", kernel=kernel, input="ramp",
+                  shape={"M": 1, "K": 2048, "N": 512, "group_size": 32}, tolerance=dict(TOL),
+                  errors={"max_abs": 5.35e-8, "max_rel": 1.6e-4, "worst_index": [0, 322], "mismatches": 0,
+                          "elements": 512, "headroom": headroom, "nonfinite": 0, "guard_violations": 0,
+                          "histogram": _hist(1e-8)},
+                  adapter={**ADAPTER, "name": f"{backend} adapter"}, timings={"gpu_s": 0.115, "total_s": 3.9},
+                  reproduce=f"nox -s accuracy-{backend} -- --config {config}",
+                  versions={"q4gsw": "0.1.0", "wgpu": "0.32.0"}, **extra)
+
+
+def failing(config="kv_proj", backend="swiftshader") -> Result:
+    return Result(config=config, backend=backend, status="fail",
+                  message="12/512 elements out of tolerance; worst (m, n) = (0, 17): got 1.5, golden 1.49 | pipe",
+                  tier="required", suite="llama", kernel="gemv", input="ramp",
+                  shape={"M": 1, "K": 2048, "N": 512, "group_size": 32}, tolerance=dict(TOL),
+                  errors={"max_abs": 3.1e-4, "max_rel": 2.5e-2, "worst_index": [0, 17], "mismatches": 12,
+                          "elements": 512, "headroom": 31.2, "nonfinite": 0, "guard_violations": 0,
+                          "histogram": _hist(1e-4, seed=1)},
+                  adapter=dict(ADAPTER), timings={"gpu_s": 0.2},
+                  reproduce=f"nox -s accuracy-{backend} -- --config {config}")
+
+
+def crashed(config="gate_proj", backend="swiftshader") -> Result:
+    # A run failure before any comparison: no errors, no histogram.
+    return Result(config=config, backend=backend, status="fail", message="GPU run of 'gate_proj' crashed with SIGSEGV",
+                  tier="required", suite="llama", shape={"M": 1, "K": 2048, "N": 8192, "group_size": 32},
+                  reproduce=f"nox -s accuracy-{backend} -- --config {config}")
+
+
+def skipped(config="lm_head", backend="swiftshader") -> Result:
+    return Result(config=config, backend=backend, status="skip", message="heavy: run `nox -s heavy`", tier="heavy",
+                  suite="llama", reproduce=f"nox -s heavy -- --backend {backend} --config {config}")
+
+
+def unsupported(config="odd", backend="swiftshader") -> Result:
+    return Result(config=config, backend=backend, status="unsupported",
+                  message="no kernel in matrix.toml applies to this shape", tier="required")
+
+
+META = {"q4gsw_version": "0.1.0", "command": "python -m q4gsw run --backend swiftshader", "backend": "swiftshader",
+        "started": "2026-11-25T15:35:22Z", "wall_s": 12.5, "host": "ci-host", "interrupted": False}
+
+
+def _all() -> list[Result]:
+    return [passing(), failing(), crashed(), skipped(), unsupported()]
+
+
+@pytest.fixture(autouse=True)
+def _no_step_summary(monkeypatch):
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+@pytest.fixture
+def no_plots(monkeypatch):
+    """Skip matplotlib where a test is not about plots (rendering costs ~0.5 s a run)."""
+    def unavailable():
+        raise ImportError("plots disabled in this test")
+
+    monkeypatch.setattr(plots, "_load_pyplot", unavailable)
+
+
+# ------------------------------------------------------------------------------------------------
+# JUnit
+# ------------------------------------------------------------------------------------------------
+
+
+def test_junit_counts_names_and_failure_text(tmp_path, no_plots):
+    write_run_outputs(tmp_path, _all(), META)
+    root = ET.parse(tmp_path / "junit.xml").getroot()
+    assert root.tag == "testsuites"
+    assert (root.get("tests"), root.get("failures"), root.get("skipped"), root.get("errors")) == ("5", "2", "2", "0")
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == ["swiftshader"]
+    cases = suites[0].findall("testcase")
+    assert [c.get("name") for c in cases] == ["q_proj/gemv/ramp", "kv_proj/gemv/ramp", "gate_proj", "lm_head", "odd"]
+    assert {c.get("classname") for c in cases} == {"swiftshader"}
+
+    failure = cases[1].find("failure")
+    assert failure.get("type") == "ToleranceExceeded"
+    assert failure.get("message").startswith("12/512 elements out of tolerance")
+    text = failure.text
+    assert "max abs error 3.100e-04" in text and "max rel error 2.500e-02" in text
+    assert "worst (m, n) = (0, 17)" in text
+    assert "12/512 elements out of tolerance" in text
+    assert "atol 1e-05 + rtol 0.0001" in text and "K=2048 fp32 accumulation bound" in text
+    assert text.splitlines()[-1] == "reproduce: nox -s accuracy-swiftshader -- --config kv_proj"
+    assert "--shard" not in text
+
+    crash = cases[2].find("failure")
+    assert crash.get("type") == "RunFailure" and "SIGSEGV" in crash.get("message")
+    assert "reproduce: nox -s accuracy-swiftshader -- --config gate_proj" in crash.text
+
+    assert cases[0].find("failure") is None and cases[0].find("skipped") is None
+    assert cases[3].find("skipped").get("message") == "skip: heavy: run `nox -s heavy`"
+    assert cases[4].find("skipped").get("type") == "unsupported"
+    assert float(cases[0].get("time")) == pytest.approx(0.115)
+    props = {p.get("name"): p.get("value") for p in suites[0].find("properties")}
+    assert props["adapter"] == "swiftshader adapter" and props["version.wgpu"] == "0.32.0"
+
+
+def test_junit_reads_back_with_junitparser(tmp_path, no_plots):
+    junitparser = pytest.importorskip("junitparser")
+    write_run_outputs(tmp_path, _all(), META)
+    xml = junitparser.JUnitXml.fromfile(str(tmp_path / "junit.xml"))
+    suites = list(xml)
+    assert len(suites) == 1
+    suite = suites[0]
+    assert (suite.tests, suite.failures, suite.skipped, suite.errors) == (5, 2, 2, 0)
+    results = {case.name: case.result for case in suite}
+    assert results["q_proj/gemv/ramp"] == []
+    assert isinstance(results["kv_proj/gemv/ramp"][0], junitparser.Failure)
+    assert isinstance(results["lm_head"][0], junitparser.Skipped)
+
+
+def test_junit_escapes_xml_special_characters(tmp_path, no_plots):
+    r = Result(config="c", backend="b", status="fail", message='bad <tag> & "quote" ]]> end', reproduce="x < y")
+    write_run_outputs(tmp_path, [r], {})
+    failure = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite/testcase/failure")
+    assert failure.get("message") == 'bad <tag> & "quote" ]]> end'
+    assert "reproduce: x < y" in failure.text
+
+
+# ------------------------------------------------------------------------------------------------
+# Markdown
+# ------------------------------------------------------------------------------------------------
+
+
+def _table_rows(markdown: str) -> list[list[str]]:
+    rows = [line for line in markdown.splitlines() if line.startswith("| ")]
+    return [[c.strip() for c in line.strip("|").split(" | ")] for line in rows]
+
+
+def test_markdown_table_and_failures(tmp_path, no_plots):
+    write_run_outputs(tmp_path, _all(), META)
+    md = (tmp_path / "summary.md").read_text()
+    assert md.startswith("## q4gsw accuracy: swiftshader")
+    assert "**1 passed, 2 failed, 1 skipped, 1 unsupported**" in md
+    rows = _table_rows(md)
+    header, body = rows[0], rows[1:]
+    assert header[:6] == ["status", "config", "M×K×N", "kernel", "input", "backend"]
+    assert len(body) == 5
+    by_config = {row[1]: dict(zip(header, row, strict=True)) for row in body}
+    assert by_config["q_proj"]["status"] == "✅ pass"
+    assert by_config["q_proj"]["headroom"] == "0.004"
+    assert by_config["q_proj"]["max abs err"] == "5.35e-08"
+    assert by_config["kv_proj"]["status"] == "❌ FAIL"
+    assert by_config["kv_proj"]["worst (m, n)"] == "(0, 17)"
+    assert by_config["kv_proj"]["mismatches"] == "12/512"
+    assert by_config["kv_proj"]["atol / rtol"] == "1e-05 / 0.0001"
+    assert by_config["lm_head"]["status"].endswith("skip")
+    # Failures list the message (pipes escaped) and the exact reproduce line in a code block.
+    failures = md.split("### Failures", 1)[1].split("###", 1)[0]
+    assert "\\| pipe" in failures
+    assert "  nox -s accuracy-swiftshader -- --config kv_proj\n" in failures
+    assert "  nox -s accuracy-swiftshader -- --config gate_proj\n" in failures
+    assert "heavy: run `nox -s heavy`" in md.split("### Skipped and unsupported", 1)[1]
+    assert "matplotlib is not installed" in md  # no_plots: the note replaces the plot list
+
+
+def test_markdown_is_appended_to_github_step_summary(tmp_path, monkeypatch, no_plots):
+    target = tmp_path / "step_summary.md"
+    target.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(target))
+    write_run_outputs(tmp_path / "a", [passing()], META)
+    write_run_outputs(tmp_path / "b", [failing()], META)
+    text = target.read_text()
+    assert text.startswith("earlier step\n")
+    assert text.count("## q4gsw accuracy: swiftshader") == 2
+    assert (tmp_path / "a" / "summary.md").read_text().strip() in text
+
+
+# ------------------------------------------------------------------------------------------------
+# Plots
+# ------------------------------------------------------------------------------------------------
+
+
+def test_plots_are_pngs(tmp_path):
+    pytest.importorskip("matplotlib")
+    write_run_outputs(tmp_path, [*_all(), passing(backend="lavapipe"), passing(kernel="tiled", headroom=0.0)], META)
+    files = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    # One histogram per config that recorded one (gate_proj crashed: none), and the headroom chart.
+    assert files == ["error-hist-kv_proj.png", "error-hist-q_proj.png", "headroom.png"]
+    for name in files:
+        data = (tmp_path / "plots" / name).read_bytes()
+        assert data[:8] == PNG_MAGIC
+        assert len(data) > 5000
+    assert "no error histogram for gate_proj" in (tmp_path / "summary.md").read_text()
+
+
+def test_missing_matplotlib_degrades_gracefully(tmp_path, monkeypatch, capsys):
+    def no_matplotlib():
+        raise ImportError("No module named 'matplotlib'")
+
+    monkeypatch.setattr(plots, "_load_pyplot", no_matplotlib)
+    path = write_run_outputs(tmp_path, _all(), META)
+    assert path == tmp_path / "results.json" and path.is_file()
+    assert (tmp_path / "junit.xml").is_file()
+    assert not (tmp_path / "plots").exists() or not any((tmp_path / "plots").iterdir())
+    assert "matplotlib is not installed" in (tmp_path / "summary.md").read_text()
+    assert "warning: plots skipped: matplotlib is not installed" in capsys.readouterr().err
+
+
+def test_a_broken_report_never_loses_results_json(tmp_path, monkeypatch, capsys, no_plots):
+    import q4gsw.junit
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(q4gsw.junit, "write_junit", boom)
+    write_run_outputs(tmp_path, [passing()], META)
+    results, meta = read_results(tmp_path / "results.json")
+    assert [r.config for r in results] == ["q_proj"] and meta["host"] == "ci-host"
+    assert "junit.xml not written: RuntimeError: disk full" in capsys.readouterr().err
+
+
+def test_error_histogram_counts_every_output():
+    g = np.array([[1.0, 2.0, 3.0, 4.0, 1e-20, 6.0]])
+    y = np.array([[1.0, 2.0 + 3e-7, 3.0 + 3e-3, np.nan, 0.0, 6.0 + 1e6]], dtype=np.float64)
+    h = error_histogram(y, g)
+    assert h["log10_edges"] == edges()
+    assert len(h["counts"]) == len(h["log10_edges"]) - 1
+    assert (h["zero"], h["nonfinite"], h["below"], h["above"]) == (1, 1, 1, 1)
+    assert sum(h["counts"]) == 2  # 3e-7 and 3e-3
+    e = np.array(h["log10_edges"])
+    for value in (3e-7, 3e-3):
+        i = int(np.searchsorted(e, np.log10(value), side="right")) - 1
+        assert h["counts"][i] == 1
+    json.dumps(h)  # stored in results.json
+
+
+# ------------------------------------------------------------------------------------------------
+# python -m q4gsw report: re-render and merge
+# ------------------------------------------------------------------------------------------------
+
+
+def _two_runs(tmp_path: Path) -> tuple[Path, Path]:
+    a, b = tmp_path / "runs" / "swiftshader", tmp_path / "runs" / "lavapipe"
+    write_run_outputs(a, [passing(), failing(), skipped()], {**META, "backend": "swiftshader"})
+    write_run_outputs(b, [passing(backend="lavapipe", headroom=0.02), failing(backend="lavapipe"),
+                          skipped(backend="lavapipe")], {**META, "backend": "lavapipe", "host": "other"})
+    return a, b
+
+
+def test_report_merges_two_result_folders_into_one_table(tmp_path, capsys, monkeypatch):
+    with monkeypatch.context() as m:  # the per-run plots are not under test here, the merged ones are
+        m.setattr(plots, "_load_pyplot", lambda: (_ for _ in ()).throw(ImportError("off")))
+        a, b = _two_runs(tmp_path)
+    out = tmp_path / "merged"
+    assert report_cli.main([str(a), str(b), "--out", str(out), "--no-step-summary", "--quiet"]) == 0
+    assert "2 passed, 2 failed, 2 skipped" in capsys.readouterr().out
+    md = (out / "summary.md").read_text()
+    rows = _table_rows(md)[1:]
+    assert len(rows) == 6
+    # One table, grouped by config with the backends side by side.
+    assert [(r[1], r[5]) for r in rows] == [("q_proj", "lavapipe"), ("q_proj", "swiftshader"),
+                                            ("kv_proj", "lavapipe"), ("kv_proj", "swiftshader"),
+                                            ("lm_head", "lavapipe"), ("lm_head", "swiftshader")]
+    assert "merged from 2 result files" in md
+    assert "nox -s accuracy-lavapipe -- --config kv_proj" in md
+    results, meta = read_results(out / "results.json")
+    assert len(results) == 6
+    assert [m["path"] for m in meta["merged_from"]] == [str(a / "results.json"), str(b / "results.json")]
+    assert meta["backends"] == ["lavapipe", "swiftshader"]
+    root = ET.parse(out / "junit.xml").getroot()
+    assert sorted(s.get("name") for s in root.findall("testsuite")) == ["lavapipe", "swiftshader"]
+    assert root.get("tests") == "6" and root.get("failures") == "2"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert plots.MISSING_MATPLOTLIB in md
+    else:
+        assert (out / "plots" / "headroom.png").read_bytes()[:8] == PNG_MAGIC
+        assert (out / "plots" / "error-hist-kv_proj.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_report_finds_results_recursively_and_skips_earlier_merges(tmp_path, no_plots):
+    _two_runs(tmp_path)
+    runs = tmp_path / "runs"
+    assert report_cli.main([str(runs), "--out", str(runs / "merged"), "--no-step-summary", "--quiet"]) == 0
+    # Re-running over the parent must not count the earlier merged results.json again.
+    assert report_cli.main([str(runs), "--out", str(runs / "merged"), "--no-step-summary", "--quiet"]) == 0
+    results, meta = read_results(runs / "merged" / "results.json")
+    assert len(results) == 6 and len(meta["merged_from"]) == 2
+
+
+def test_report_rerenders_one_folder_in_place(tmp_path, no_plots):
+    a, _ = _two_runs(tmp_path)
+    before = (a / "results.json").read_bytes()
+    (a / "summary.md").unlink()
+    (a / "junit.xml").unlink()
+    assert report_cli.main([str(a), "--no-step-summary", "--quiet"]) == 0
+    assert (a / "results.json").read_bytes() == before
+    assert "| ❌ FAIL | kv_proj |" in (a / "summary.md").read_text()
+    assert ET.parse(a / "junit.xml").getroot().get("tests") == "3"
+
+
+def test_report_dedupes_skips_repeated_by_shards_and_strict_exit(tmp_path, no_plots):
+    one, two = tmp_path / "s1", tmp_path / "s2"
+    write_run_outputs(one, [passing(), skipped()], META)
+    write_run_outputs(two, [failing(), skipped()], META)
+    out = tmp_path / "out"
+    assert report_cli.main([str(one), str(two), "--out", str(out), "--no-step-summary", "--quiet", "--strict"]) == 1
+    results, _ = read_results(out / "results.json")
+    assert [r.status for r in results] == ["pass", "skip", "fail"]
+
+
+def test_report_appends_merged_table_to_step_summary(tmp_path, monkeypatch, no_plots):
+    a, b = _two_runs(tmp_path)
+    target = tmp_path / "summary"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(target))
+    assert report_cli.main([str(a), str(b), "--out", str(tmp_path / "m"), "--title", "all jobs", "--quiet"]) == 0
+    assert target.read_text().startswith("## all jobs\n")
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "garbage"])
+def test_report_usage_errors_exit_2(tmp_path, capsys, make):
+    source = tmp_path / "src"
+    if make == "empty":
+        source.mkdir()
+    elif make == "garbage":
+        source.mkdir()
+        (source / "results.json").write_text("{not json")
+    assert report_cli.main([str(source), "--no-step-summary"]) == 2
+    assert str(source) in capsys.readouterr().err
