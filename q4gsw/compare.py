@@ -38,13 +38,15 @@ def compare(y: np.ndarray, g: np.ndarray, tolerance: Tolerance) -> Comparison:
     diff[nonfinite_mask] = np.inf
     golden_abs = np.abs(g)
     bound = tolerance.bound(golden_abs)
-    ratio = np.divide(diff, bound, out=np.where(diff > 0, np.inf, 0.0), where=bound > 0)
+    with np.errstate(over="ignore"):  # |err| / a subnormal bound (or |g| = 0 below) is legitimately inf
+        ratio = np.divide(diff, bound, out=np.where(diff > 0, np.inf, 0.0), where=bound > 0)
     mismatches = int(np.count_nonzero(~(diff <= bound)))
     worst_flat = int(np.argmax(ratio)) if ratio.size else 0
     worst = (worst_flat // g.shape[1], worst_flat % g.shape[1]) if ratio.size else (0, 0)
     finite = ~nonfinite_mask
     max_abs = float(diff[finite].max()) if finite.any() else float("inf")
-    rel = diff[finite] / np.maximum(golden_abs[finite], np.finfo(np.float64).tiny)
+    with np.errstate(over="ignore"):
+        rel = diff[finite] / np.maximum(golden_abs[finite], np.finfo(np.float64).tiny)
     max_rel = float(rel.max()) if rel.size else float("inf")
     signal = float(np.sum(g * g))
     nmse = float(np.sum((y64[finite] - g[finite]) ** 2) / signal) if signal > 0 else float(np.sum(diff[finite] ** 2))
