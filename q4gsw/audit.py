@@ -99,7 +99,7 @@ def error_model(x: np.ndarray, w: np.ndarray | None = None, scales: np.ndarray |
     """The model for input x [M, K] and either dense weights w [N, K] (+ per-group scales [G, N] for
     `step`) or a q4gsw PackedLinear. Identical rows of x (the ramp repeats every 17 rows) are done once."""
     x = np.asarray(x, dtype=np.float64)
-    M, K = x.shape
+    K = x.shape[1]
     if packed is not None:
         N, group_size = packed.N, packed.group_size
         scales = np.asarray(packed.scales[:, :N], dtype=np.float64)
@@ -216,7 +216,7 @@ def audit_case(config: Any, input_name: str, model: ErrorModel, g: np.ndarray, a
         worst_over_tol=worst_over_tol, hm_over_tol=float((model.hm_bound / T).max()),
         est_over_tol=float((model.est / T).max()), tol_over_worst_min=tol_over_worst,
         step_median=float(np.median(model.step)), step_over_tol_median=float(np.median(step_over_tol)),
-        blind_fraction=float(np.mean(T >= model.step)), measured=measured)
+        blind_fraction=float(np.mean(model.step <= T)), measured=measured)
     # The smallest atol (at this rtol) that keeps TIGHT_MARGIN over the statistical estimate everywhere.
     need = TIGHT_MARGIN * model.est - rtol * np.abs(g)
     row.suggested_atol = float(max(need.max(), 0.0))
