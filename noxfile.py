@@ -81,3 +81,30 @@ def tests(session: nox.Session) -> None:
     _install(session, "export,report,test")
     session.run("ruff", "check", "q4gsw", "tests", "noxfile.py")
     session.run("python", "-m", "pytest", "-q", "-rs", *session.posargs)
+
+
+@nox.session(default=False, tags=["edges"])
+def edges(session: nox.Session) -> None:
+    """Suite "edges" (upstream tile-edge shapes, group sizes 8/64/128, int4 edge weights); SwiftShader unless
+    `-- --backend NAME`."""
+    _install(session, "export,report")
+    args = list(session.posargs)
+    if "--backend" not in args:
+        args = ["--backend", "swiftshader", *args]
+    session.run("python", "-m", "q4gsw", "run", "--suite", "edges", "--tier", "required", "--results",
+                "results/edges", *args)
+
+
+@nox.session(default=False)
+def mutants(session: nox.Session) -> None:
+    """Mutation self-test: every mutant of the reference kernel killed, no false alarm (`-- --backend NAME`)."""
+    _install(session, "export,report")
+    session.run("python", "-m", "q4gsw", "mutants", "--results", "results/mutants", *session.posargs)
+
+
+@nox.session(default=False)
+def audit(session: nox.Session) -> None:
+    """Tolerance audit against the fp32 error model, with the measured errors found under results/."""
+    _install(session, "export,report")
+    session.run("python", "-m", "q4gsw", "audit", "--results", "results", "--json", "results/audit.json",
+                *session.posargs)
