@@ -108,3 +108,17 @@ def audit(session: nox.Session) -> None:
     _install(session, "export,report")
     session.run("python", "-m", "q4gsw", "audit", "--results", "results", "--json", "results/audit.json",
                 *session.posargs)
+
+
+def _edges(backend: str):
+    def session_body(session: nox.Session) -> None:
+        _install(session, "export,report")
+        session.run("python", "-m", "q4gsw", "run", "--suite", "edges", "--backend", backend, "--tier", "required",
+                    "--results", f"results/edges-{backend}", *session.posargs)
+
+    session_body.__doc__ = f"Suite 'edges', required tier, on {backend} (the name the runner's reproduce lines use)."
+    return session_body
+
+
+for _backend in _matrix_backends():
+    nox.session(name=f"accuracy-edges-{_backend}", tags=["edges", _backend], default=False)(_edges(_backend))
