@@ -39,6 +39,8 @@ def write_plots(out_dir: Path, results: Sequence[Result]) -> tuple[list[Path], l
     written: list[Path] = []
     notes: list[str] = []
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*out_dir.glob("error-hist-*.png"), out_dir / "headroom.png"]:  # from an earlier run here
+        stale.unlink(missing_ok=True)
     configs = list(dict.fromkeys(r.config for r in results))
     for config in configs:
         try:

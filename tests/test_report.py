@@ -206,6 +206,8 @@ def test_markdown_is_appended_to_github_step_summary(tmp_path, monkeypatch, no_p
 
 def test_plots_are_pngs(tmp_path):
     pytest.importorskip("matplotlib")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "error-hist-old_config.png").write_bytes(b"stale plot of an earlier run here")
     write_run_outputs(tmp_path, [*_all(), passing(backend="lavapipe"), passing(kernel="tiled", headroom=0.0)], META)
     files = sorted(p.name for p in (tmp_path / "plots").iterdir())
     # One histogram per config that recorded one (gate_proj crashed: none), and the headroom chart.
