@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--cache", type=Path, required=True)
 
+    p = sub.add_parser("_probe", help=argparse.SUPPRESS)
+    _add_matrix(p)
+    p.add_argument("--backend", required=True)
+
     p = sub.add_parser("_execute", help=argparse.SUPPRESS)
     _add_matrix(p)
     p.add_argument("--config", required=True)
@@ -248,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.command == "_export":
             return runner.export_entry(matrix, args.config, args.cache)
+        if args.command == "_probe":
+            return runner.probe_entry(matrix, args.backend)
         if args.command == "_execute":
             user_kernel = None
             if args.kernel_file:

@@ -201,10 +201,15 @@ def run(matrix: Matrix, options: RunOptions,
     say = _elapsed_printer("")
     try:
         env = provision(backend)
+        adapter = probe_adapter(matrix, backend, env)
     except BackendUnavailable as exc:
+        # Stop before exporting anything: every selected config fails (required never turns into skip).
+        print(f"error: backend '{backend.name}' unavailable: {exc}", file=sys.stderr, flush=True)
         for config in options.configs:
             record(_failure(config, backend.name, f"backend '{backend.name}' unavailable: {exc}", options))
         return results
+    say(f"backend {backend.name}: {adapter['name']} ({adapter['device_type']}, {adapter['api']}, "
+        f"driver {adapter['driver'] or 'n/a'})")
     for index, config in enumerate(options.configs, start=1):
         say(f"({index}/{len(options.configs)}) {config.name} {config.M}x{config.K}x{config.N} "
             f"gs={config.group_size} [{config.tier}] on {backend.name}")
@@ -227,9 +232,35 @@ def run(matrix: Matrix, options: RunOptions,
     return results
 
 
+def probe_adapter(matrix: Matrix, backend: Backend, env: dict[str, str]) -> dict[str, Any]:
+    """Find the backend's adapter in a child (the ICD env must be set before wgpu loads); raise if absent."""
+    from q4gsw.gpu import BackendUnavailable
+
+    command = [sys.executable, "-m", "q4gsw", "_probe", "--matrix", str(matrix.path), "--backend", backend.name]
+    try:
+        proc = subprocess.run(command, env=_child_env(env), capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired as exc:
+        raise BackendUnavailable("enumerating adapters hung for 180 s (driver problem?)") from exc
+    if proc.returncode != 0:
+        raise BackendUnavailable(_last_lines(proc.stderr, 1).removeprefix("error: "))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 # ------------------------------------------------------------------------------------------------
-# Child-process entry points (python -m q4gsw _export / _execute)
+# Child-process entry points (python -m q4gsw _probe / _export / _execute)
 # ------------------------------------------------------------------------------------------------
+
+
+def probe_entry(matrix: Matrix, backend_name: str) -> int:
+    from q4gsw.gpu import BackendUnavailable, select_adapter
+
+    try:
+        _, info = select_adapter(matrix.backend(backend_name))
+    except BackendUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    print(json.dumps(info.as_dict()))
+    return 0
 
 
 def export_entry(matrix: Matrix, config_name: str, cache: Path) -> int:
