@@ -48,7 +48,9 @@ class MatrixError(Exception):
         # One line, always: multi-line causes (regex, expression or decoder messages) are joined with ' | '.
         problem = " | ".join(line.strip() for line in str(problem).splitlines() if line.strip())
         self.problem = problem
-        super().__init__(f"{self.path}: {where}: key '{key}': {problem} — {fix}")
+        message = f"{self.path}: {where}: key '{key}': {problem} — {fix}"
+        # Names from the file (quoted TOML keys may hold a newline) are shown escaped.
+        super().__init__("".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in message))
 
 
 @dataclass(frozen=True)
