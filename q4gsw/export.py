@@ -109,8 +109,13 @@ def verify_fixture(path: Path, config: Config | None = None) -> Fixture:
         raise FixtureError(f"{path}: no {MANIFEST} (incomplete or not a fixture)")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # not JSON, or not even UTF-8
         raise FixtureError(f"{manifest_path}: corrupt manifest ({exc})") from exc
+    entries = manifest.get("files") if isinstance(manifest, dict) else None
+    if (not isinstance(entries, dict) or not isinstance(manifest.get("config", {}), dict)
+            or not all(isinstance(e, dict) and isinstance(e.get("size"), int) and isinstance(e.get("sha256"), str)
+                       for e in entries.values())):
+        raise FixtureError(f"{manifest_path}: corrupt manifest (not {{'files': {{NAME: {{'sha256', 'size'}}}}, ...}})")
     for name, expected in manifest.get("files", {}).items():
         file = path / name
         if not file.is_file():
@@ -124,7 +129,7 @@ def verify_fixture(path: Path, config: Config | None = None) -> Fixture:
             raise FixtureError(f"{path}: {MANIFEST} lists no {required}")
     if config is not None:
         recorded = manifest.get("config", {})
-        for key in ("K", "N", "group_size", "weights", "weight_seed"):
+        for key in ("M", "K", "N", "group_size", "weights", "weight_seed"):
             if recorded.get(key) != getattr(config, key):
                 raise FixtureError(f"{path}: fixture has {key}={recorded.get(key)!r} but config '{config.name}' "
                                    f"has {key}={getattr(config, key)!r}")
@@ -245,6 +250,10 @@ def ensure_fixture(config: Config, cache: Path, progress: Callable[[str], None] 
     destination = fixture_dir(cache, config)
     cache.mkdir(parents=True, exist_ok=True)
     with FileLock(str(destination) + ".lock"):
+        # Under the lock no one else builds this fixture: a .tmp-* dir for it is left by a killed export.
+        for stale in cache.glob(f".tmp-{destination.name}-*"):
+            progress(f"removing {stale.name}, left by an interrupted export")
+            shutil.rmtree(stale, ignore_errors=True)
         if destination.exists():
             try:
                 return verify_fixture(destination, config)
