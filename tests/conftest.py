@@ -96,3 +96,77 @@ def tiny_matrix(tmp_path: Path) -> Path:
     path = tmp_path / "matrix.toml"
     path.write_text(TINY_MATRIX.format(root=REPO))
     return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Reliability tests (issue #8): a small matrix for fault injection, exported once per session.
+# ------------------------------------------------------------------------------------------------
+
+FAULT_MATRIX = '''
+schema_version = 1
+
+[defaults]
+group_size = 32
+timeout_s = {timeout_s}
+
+[backend.swiftshader]
+api = "Vulkan"
+adapter_name = "SwiftShader"
+device_type = "CPU"
+provision = "swiftshader"
+
+# Provisions like SwiftShader, but its adapter_name matches no adapter: a backend that is not there.
+[backend.ghost]
+api = "Vulkan"
+adapter_name = "NoSuchAdapter"
+device_type = "CPU"
+provision = "swiftshader"
+
+[kernel.gemv]
+file = "{root}/q4gsw/kernels/q4gsw_gemv.wgsl"
+when = "M == 1"
+dispatch = "min(ceil(N / 4), max_workgroups_per_dimension)"
+overrides = {{ wg_size = 64 }}
+
+[kernel.tiled]
+file = "{root}/{gemm_kernel}"
+when = "M > 1"
+dispatch = "{gemm_dispatch}"
+{configs}'''
+
+FAULT_CONFIGS = {
+    "a": 'name = "a"\nM = 3\nK = 64\nN = 16\ntier = "required"',
+    "b": 'name = "b"\nM = 1\nK = 64\nN = 16\ntier = "required"',
+    "h": 'name = "h"\nM = 1\nK = 64\nN = 8\ntier = "heavy"',
+}
+FAULT_TOLERANCE = 'tolerance = { atol = 1e-5, rtol = 1e-4, justification = "K=64: fp32 rounding is far below 1e-6." }'
+
+
+def write_fault_matrix(path: Path, timeout_s: float = 120, order: str = "abh",
+                       gemm_kernel: str = "q4gsw/kernels/q4gsw_tiled.wgsl",
+                       gemm_dispatch: str = "ceil(N / 32), ceil(M / 32)") -> Path:
+    """Configs a (3x64x16, required), b (1x64x16, required), h (1x64x8, heavy), in `order`; backends swiftshader
+    and ghost (matches no adapter). The M > 1 kernel can be swapped for a fault kernel from tests/data."""
+    configs = "".join(f"\n[[config]]\n{FAULT_CONFIGS[name]}\n{FAULT_TOLERANCE}\n" for name in order)
+    path.write_text(FAULT_MATRIX.format(root=REPO, timeout_s=timeout_s, configs=configs, gemm_kernel=gemm_kernel,
+                                        gemm_dispatch=gemm_dispatch))
+    return path
+
+
+@pytest.fixture(scope="session")
+def fault_fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Portable fixtures (`export --out DIR`) of the fault matrix's configs a and b, exported once per session.
+    Tests copy them; they must not modify this folder."""
+    folder = tmp_path_factory.mktemp("fault-fixtures")
+    matrix = write_fault_matrix(folder / "matrix.toml")
+    done = run_cli("export", "--matrix", str(matrix), "--out", str(folder / "out"), "--config", "a", "--config", "b",
+                   timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder / "out"
+
+
+@pytest.fixture(scope="session")
+def swiftshader_icd(swiftshader_env: dict[str, str]) -> dict[str, str]:
+    """Child environment pointing q4gsw at the already provisioned SwiftShader ICD, so tests that use their own
+    Q4GSW_CACHE do not provision (download) it again."""
+    return {"Q4GSW_SWIFTSHADER_ICD": swiftshader_env["VK_ICD_FILENAMES"]}
