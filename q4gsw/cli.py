@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -182,11 +183,25 @@ def cmd_run(matrix: Matrix, args: argparse.Namespace, user_kernel=None) -> int:
     collected: list[Result] = []
     started = time.time()
     interrupted = False
+
+    def terminate(signum, frame):  # SIGTERM (a CI job cancelled) stops like Ctrl-C: children killed, results kept
+        raise KeyboardInterrupt
+
+    previous_sigterm = signal.signal(signal.SIGTERM, terminate)
     try:
         run(matrix, options, on_result=collected.append)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: writing the partial results", file=sys.stderr, flush=True)
+        done = {r.config for r in collected}
+        for config in configs:  # every selected config stays in the results: those not finished say so
+            if config.name not in done:
+                collected.append(Result(config=config.name, backend=args.backend, status="skip",
+                                        message="not run: the run was interrupted", tier=config.tier,
+                                        suite=config.suite, shape={"M": config.M, "K": config.K, "N": config.N,
+                                                                   "group_size": config.group_size}))
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
     meta = {"q4gsw_version": __version__, "command": " ".join(sys.argv), "backend": args.backend,
             "matrix": str(matrix.path), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "wall_s": time.time() - started, "host": platform.node(), "python": platform.python_version(),

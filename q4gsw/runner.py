@@ -348,7 +348,10 @@ def execute_entry(matrix: Matrix, config_name: str, backend_name: str, fixture_p
             try:
                 constants, workgroups = gpu.resolve_kernel(kernel, config.shape_names(), info)
             except gpu.KernelUnsupported as exc:
-                results.append(Result(**record, status="unsupported", message=str(exc)))
+                # A matrix kernel the adapter cannot run is unsupported; a kernel given to `check` that cannot
+                # be dispatched for this shape (e.g. 0 or too many workgroups) fails: the user asked for it.
+                results.append(Result(**record, status="fail" if user_kernel is not None else "unsupported",
+                                      message=str(exc)))
                 flush()
                 continue
             source = kernel.path(matrix.root).read_text()
