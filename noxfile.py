@@ -112,7 +112,7 @@ def audit(session: nox.Session) -> None:
 
 def _edges(backend: str):
     def session_body(session: nox.Session) -> None:
-        _install(session, "export,report")
+        _install(session, _run_extras(session))
         session.run("python", "-m", "q4gsw", "run", "--suite", "edges", "--backend", backend, "--tier", "required",
                     "--results", f"results/edges-{backend}", *session.posargs)
 

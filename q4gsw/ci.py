@@ -1,8 +1,9 @@
 """CI matrix generation from matrix.toml: `python -m q4gsw ci-matrix` (and `nox -s ci-matrix`).
 
-Prints a GitHub Actions matrix, `{"include": [...]}`, with one entry per (backend, tier, shard). Each
-entry names the real nox session that runs it (accuracy-<backend> for the required tier, heavy with
-`-- --backend B` for the heavy tier), the shard "i/N", a runner label hint and the exact command.
+Prints a GitHub Actions matrix, `{"include": [...]}`, with one entry per (suite, tier, backend, shard).
+Each entry names the real nox session that runs it (accuracy-<backend> for the required tier, heavy
+with `-- --backend B` for the heavy tier, accuracy-<suite>-<backend> for another suite's required
+tier), the shard "i/N", a runner label hint and the exact command.
 
 Sharding splits a tier's configs into N shards balanced by Config.cost (FLOPs + bytes): configs are
 taken largest first (ties by name) and each goes onto the least-loaded shard (ties by index), so
@@ -12,6 +13,7 @@ the split is deterministic and `run --shard i/N` selects exactly the configs thi
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -79,13 +81,25 @@ def select_shard(configs: Sequence[Config], index: int, count: int) -> tuple[Con
     return tuple(shard_configs(configs, count)[index - 1])
 
 
-def session_for(backend: str, tier: str) -> tuple[str, list[str]]:
-    """(nox session name, the arguments it needs after `--`) that runs `tier` on `backend`."""
+def session_for(backend: str, tier: str, suite: str = DEFAULT_SUITE) -> tuple[str, list[str]]:
+    """(nox session name, the arguments it needs after `--`) that runs `tier` of `suite` on `backend`.
+
+    The names are noxfile.py's (and the runner's reproduce lines'): accuracy-<backend> and heavy for
+    the llama suite, accuracy-<suite>-<backend> for the required tier of any other suite.
+    """
     if tier == "required":
-        return f"accuracy-{backend}", []
-    if tier == "heavy":
+        return (f"accuracy-{backend}" if suite == DEFAULT_SUITE else f"accuracy-{suite}-{backend}"), []
+    if tier == "heavy" and suite == DEFAULT_SUITE:
         return "heavy", ["--backend", backend]
-    raise ValueError(f"no nox session runs tier {tier!r}: choose one of {', '.join(SESSION_TIERS)}")
+    raise ValueError(f"no nox session runs tier {tier!r} of suite {suite!r}")
+
+
+def has_session(tier: str, suite: str) -> bool:
+    try:
+        session_for("b", tier, suite)
+    except ValueError:
+        return False
+    return True
 
 
 def runner_for(matrix: Matrix, backend: str, cpu_runner: str = CPU_RUNNER, gpu_runner: str = GPU_RUNNER) -> list[str]:
@@ -112,10 +126,16 @@ def _parse_shards(items: Sequence[str], tiers: Sequence[str]) -> dict[str, int]:
 
 
 def build_matrix(matrix: Matrix, tiers: Sequence[str] = ("required",), backends: Sequence[str] | None = None,
-                 shards: dict[str, int] | None = None, suite: str = DEFAULT_SUITE, fixtures: str = "fixtures",
+                 shards: dict[str, int] | None = None, suites: Sequence[str] | None = None,
+                 fixtures: str = "fixtures",
                  cpu_runner: str = CPU_RUNNER, gpu_runner: str = GPU_RUNNER, cpu_container: str = CPU_CONTAINER,
                  cpu_only: bool = False) -> dict[str, list[dict[str, Any]]]:
-    """The GitHub Actions matrix: one include entry per (backend, tier, shard) with at least one config."""
+    """The GitHub Actions matrix: one include entry per (suite, tier, backend, shard) with at least one config.
+
+    suites: default every suite in matrix.toml; (suite, tier) pairs that no nox session runs are left out
+    (uncovered() lists them).
+    """
+    suites = list(suites) if suites else list(dict.fromkeys(c.suite for c in matrix.configs))
     backends = list(backends) if backends else list(matrix.backends)
     for backend in backends:
         matrix.backend(backend)  # unknown backend: MatrixError
@@ -123,16 +143,19 @@ def build_matrix(matrix: Matrix, tiers: Sequence[str] = ("required",), backends:
         backends = [b for b in backends if matrix.backend(b).device_type == "CPU"]
     shards = shards or {}
     include = []
-    for tier in tiers:
+    for suite, tier in itertools.product(suites, tiers):
         configs = matrix.select(tiers=(tier,), suites=(suite,))
         count = max(1, min(shards.get(tier, 1), len(configs))) if configs else 0
+        if not has_session(tier, suite):
+            continue
         for backend in backends:
-            session, session_args = session_for(backend, tier)
+            session, session_args = session_for(backend, tier, suite)
             for index, shard in enumerate(shard_configs(configs, count) if count else [], start=1):
                 if not shard:
                     continue
                 spec = f"{index}/{count}"
-                key = f"{backend}-{tier}-{index}of{count}"
+                key = f"{backend}-{tier}-{index}of{count}" if suite == DEFAULT_SUITE else \
+                    f"{backend}-{suite}-{tier}-{index}of{count}"
                 results = f"results/{key}"
                 args = [*session_args]
                 if fixtures:
@@ -140,9 +163,10 @@ def build_matrix(matrix: Matrix, tiers: Sequence[str] = ("required",), backends:
                 args += ["--shard", spec, "--results", results]
                 timeout_s = sum(c.timeout_s for c in shard)
                 include.append({
-                    "name": f"{backend} {tier} {spec}",
+                    "name": " ".join([backend, *([suite] if suite != DEFAULT_SUITE else []), tier, spec]),
                     "backend": backend,
                     "tier": tier,
+                    "suite": suite,
                     "session": session,
                     "shard": spec,
                     "configs": " ".join(c.name for c in shard),
@@ -159,6 +183,13 @@ def build_matrix(matrix: Matrix, tiers: Sequence[str] = ("required",), backends:
     return {"include": include}
 
 
+def uncovered(matrix: Matrix, tiers: Sequence[str], suites: Sequence[str] | None = None) -> list[str]:
+    """Configs of the asked tiers and suites that no nox session runs (so no CI job)."""
+    suites = list(suites) if suites else list(dict.fromkeys(c.suite for c in matrix.configs))
+    return [c.name for c in matrix.configs
+            if c.tier in tiers and c.suite in suites and not has_session(c.tier, c.suite)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m q4gsw ci-matrix", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -170,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "or comma-separated")
     parser.add_argument("--shards", action="append", default=[], metavar="N|TIER=N",
                         help="split each tier (or only TIER) into N cost-balanced shards (default 1); repeatable")
-    parser.add_argument("--suite", default=DEFAULT_SUITE, help=f"suite the sessions run (default: {DEFAULT_SUITE})")
+    parser.add_argument("--suite", action="append", default=[],
+                        help="suite(s) to generate jobs for (default: every suite in matrix.toml); repeatable")
     parser.add_argument("--fixtures", default="fixtures",
                         help="fixtures folder the jobs pass as --fixtures (default: fixtures; '' to export in-job)")
     parser.add_argument("--cpu-runner", default=os.environ.get("Q4GSW_CPU_RUNNER") or CPU_RUNNER,
@@ -197,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shards = _parse_shards(args.shards, tiers)
         matrix = load_matrix(args.matrix)
-        result = build_matrix(matrix, tiers=tiers, backends=backends or None, shards=shards, suite=args.suite,
+        suites = [s.strip() for item in args.suite for s in item.split(",") if s.strip()] or None
+        result = build_matrix(matrix, tiers=tiers, backends=backends or None, shards=shards, suites=suites,
                               fixtures=args.fixtures, cpu_runner=args.cpu_runner, gpu_runner=args.gpu_runner,
                               cpu_container=args.cpu_container, cpu_only=args.cpu_only)
     except ShardError as exc:
@@ -207,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not result["include"]:
-        print(f"error: no jobs: no configs of tier(s) {', '.join(tiers)} in suite {args.suite!r} for the selected "
-              f"backends{' (--cpu-only leaves out GPU backends)' if args.cpu_only else ''}: nothing to run",
+        print(f"error: no jobs: no configs of tier(s) {', '.join(tiers)} in suite(s) {suites or 'any'} for the "
+              f"selected backends{' (--cpu-only leaves out GPU backends)' if args.cpu_only else ''}: nothing to run",
               file=sys.stderr)
         return EXIT_USAGE
     text = json.dumps(result, indent=2 if args.pretty else None, sort_keys=False)
@@ -217,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         with args.github_output.open("a", encoding="utf-8") as out:
             out.write(f"matrix={json.dumps(result)}\n")
             out.write(f"tiers={' '.join(tiers)}\n")
+            out.write(f"suites={' '.join(dict.fromkeys(e['suite'] for e in result['include']))}\n")
+    left_out = uncovered(matrix, tiers, suites)
+    if left_out:
+        print(f"warning: no nox session runs these configs, so no job: {', '.join(left_out)}", file=sys.stderr)
     for entry in result["include"]:
         print(f"  {entry['name']:<28} {entry['runner']} {entry['configs']}", file=sys.stderr)
     return EXIT_OK

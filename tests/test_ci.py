@@ -167,15 +167,23 @@ def _ci_matrix(capsys, *argv) -> dict:
 def test_ci_matrix_covers_every_backend_and_tier(matrix, capsys):
     data = _ci_matrix(capsys, "--tier", "required", "--tier", "heavy", "--shards", "2")
     include = data["include"]
-    pairs = {(e["backend"], e["tier"]) for e in include}
-    tiers_with_configs = [t for t in ci.SESSION_TIERS if matrix.select(tiers=(t,), suites=("llama",))]
-    assert pairs == set(itertools.product(matrix.backends, tiers_with_configs))
-    for (backend, tier), group in itertools.groupby(sorted(include, key=lambda e: (e["backend"], e["tier"])),
-                                                    key=lambda e: (e["backend"], e["tier"])):
+    suites = {c.suite for c in matrix.configs}
+    combos = {(s, t) for s in suites for t in ci.SESSION_TIERS
+              if matrix.select(tiers=(t,), suites=(s,)) and ci.has_session(t, s)}
+    assert ("llama", "required") in combos and ("llama", "heavy") in combos
+    assert {(e["backend"], e["tier"]) for e in include} == set(itertools.product(matrix.backends, ci.SESSION_TIERS))
+    assert {(e["backend"], e["suite"], e["tier"]) for e in include} == {
+        (b, s, t) for b in matrix.backends for s, t in combos}
+    # Every config that a session can run is in exactly one job per backend.
+    runnable = {c.name for c in matrix.configs if (c.suite, c.tier) in combos}
+    assert set(ci.uncovered(matrix, ci.SESSION_TIERS)) == {c.name for c in matrix.configs if c.tier in
+                                                           ci.SESSION_TIERS} - runnable
+    key = lambda e: (e["backend"], e["suite"], e["tier"])  # noqa: E731
+    for (backend, suite, tier), group in itertools.groupby(sorted(include, key=key), key=key):
         group = list(group)
-        expected = [c.name for c in matrix.select(tiers=(tier,), suites=("llama",))]
+        expected = [c.name for c in matrix.select(tiers=(tier,), suites=(suite,))]
         listed = [n for e in group for n in e["configs"].split()]
-        assert sorted(listed) == sorted(expected), (backend, tier)
+        assert sorted(listed) == sorted(expected), (backend, suite, tier)
         assert sorted(e["shard"] for e in group) == [f"{i}/{len(group)}" for i in range(1, len(group) + 1)]
 
 
@@ -183,9 +191,12 @@ def test_ci_matrix_entries_are_complete_and_consistent(matrix, capsys):
     data = _ci_matrix(capsys, "--tier", "required", "--tier", "heavy", "--shards", "required=3", "--shards", "heavy=2")
     artifacts = set()
     for e in data["include"]:
-        session, args = ci.session_for(e["backend"], e["tier"])
+        session, args = ci.session_for(e["backend"], e["tier"], e["suite"])
         assert e["session"] == session
-        assert e["session"] == (f"accuracy-{e['backend']}" if e["tier"] == "required" else "heavy")
+        if e["suite"] == "llama":
+            assert e["session"] == (f"accuracy-{e['backend']}" if e["tier"] == "required" else "heavy")
+        else:
+            assert (e["tier"], e["session"]) == ("required", f"accuracy-{e['suite']}-{e['backend']}")
         assert e["command"].startswith(f"nox -s {session} -- ")
         command_args = e["command"].split(" -- ", 1)[1].split()
         assert command_args[:len(args)] == args  # heavy: --backend B
@@ -206,7 +217,9 @@ def test_ci_matrix_commands_select_exactly_their_listed_configs(matrix, capsys):
     data = _ci_matrix(capsys, "--tier", "required", "--tier", "heavy", "--shards", "3")
     for e in data["include"]:
         extra = e["command"].split(" -- ", 1)[1].split()
-        if e["tier"] == "required":  # what noxfile.py's accuracy-<backend> passes before the posargs
+        if e["suite"] != "llama":  # accuracy-<suite>-<backend>
+            argv = ["--suite", e["suite"], "--backend", e["backend"], "--tier", "required", *extra]
+        elif e["tier"] == "required":  # what noxfile.py's accuracy-<backend> passes before the posargs
             argv = ["--backend", e["backend"], "--tier", "required", *extra]
         else:  # heavy: --tier heavy, and --backend comes from the posargs
             argv = ["--tier", "heavy", *extra]
@@ -216,7 +229,7 @@ def test_ci_matrix_commands_select_exactly_their_listed_configs(matrix, capsys):
 
 
 def test_ci_matrix_shards_are_balanced_in_the_real_matrix(matrix, capsys):
-    data = _ci_matrix(capsys, "--tier", "required", "--backend", "swiftshader", "--shards", "2")
+    data = _ci_matrix(capsys, "--tier", "required", "--backend", "swiftshader", "--suite", "llama", "--shards", "2")
     costs = [e["cost"] for e in data["include"]]
     configs = matrix.select(tiers=("required",), suites=("llama",))
     largest = max(c.cost for c in configs)
@@ -234,6 +247,9 @@ def test_ci_matrix_options(matrix, capsys, tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0].startswith("matrix=") and json.loads(lines[0][len("matrix="):]) == data
     assert lines[1] == "tiers=required"
+    assert lines[2] == "suites=" + " ".join(dict.fromkeys(e["suite"] for e in data["include"]))
+    data = _ci_matrix(capsys, "--suite", "llama", "--backend", "swiftshader")
+    assert {e["suite"] for e in data["include"]} == {"llama"}
     data = _ci_matrix(capsys, "--backend", "native", "--gpu-runner", "self-hosted, cuda")
     assert {tuple(e["runner"]) for e in data["include"]} == {("self-hosted", "cuda")}
 
