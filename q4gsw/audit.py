@@ -257,7 +257,11 @@ def load_measurements(paths: list[Path]) -> dict[tuple[str, str], list[Measured]
             files.append(path)
         elif path.is_dir():
             files.extend(sorted(path.rglob("results.json")))
+            files.extend(sorted(path.rglob("mutants.json")))
     for file in files:
+        if file.name == "mutants.json":
+            _load_mutant_records(file, found)
+            continue
         try:
             results, _ = read_results(file)
         except (OSError, ValueError, KeyError, TypeError):
@@ -271,6 +275,22 @@ def load_measurements(paths: list[Path]) -> dict[tuple[str, str], list[Measured]
                 max_abs=float(r.errors["max_abs"]), headroom=float(r.errors.get("headroom", math.nan)),
                 source=str(file)))
     return found
+
+
+def _load_mutant_records(file: Path, found: dict[tuple[str, str], list[Measured]]) -> None:
+    """The correct kernels of a `mutants` run (notably the sequential reference) are measurements too."""
+    try:
+        payload = json.loads(file.read_text())
+        backend = str(payload.get("backend", ""))
+        for r in payload.get("records", []):
+            if r.get("role") != "correct" or r.get("status") not in ("pass", "fail") or "max_abs" not in r:
+                continue
+            found.setdefault((r["config"], r["input"]), []).append(Measured(
+                backend=backend, kernel=f"{r['kernel']} (mutants)", adapter=str(r.get("adapter", "")),
+                status=r["status"], max_abs=float(r["max_abs"]), headroom=float(r.get("headroom", math.nan)),
+                source=str(file)))
+    except (OSError, ValueError, KeyError, TypeError):
+        print(f"warning: {file}: not a q4gsw mutants.json, ignored", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fixtures", type=Path, help="read fixtures from DIR/<config>/ instead of the cache")
     parser.add_argument("--json", type=Path, default=Path("results/audit.json"), help="JSON output path")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any row is flagged")
+    parser.add_argument("--tolerance", metavar="ATOL,RTOL",
+                        help="what-if: audit this tolerance instead of the configs' own (e.g. 1e-3,1e-2)")
     return parser
 
 
@@ -299,10 +321,12 @@ def _fixture(config: Any, args: argparse.Namespace) -> Any:
     return ensure_fixture(config, args.cache or default_cache_dir(), progress=lambda m: print(f"  {m}", flush=True))
 
 
-def audit_config(config: Any, fixture: Any, measurements: dict[tuple[str, str], list[Measured]]) -> list[AuditRow]:
+def audit_config(config: Any, fixture: Any, measurements: dict[tuple[str, str], list[Measured]],
+                 tolerance: tuple[float, float] | None = None) -> list[AuditRow]:
     from q4gsw import inputs
     from q4gsw.golden import golden
 
+    atol, rtol = tolerance or (config.tolerance.atol, config.tolerance.rtol)
     packed = fixture.packed_linear()
     rows = []
     for input_name in config.inputs:
@@ -311,7 +335,7 @@ def audit_config(config: Any, fixture: Any, measurements: dict[tuple[str, str], 
         if g is None:
             g = golden(x, packed)
         model = error_model(x, packed=packed)
-        rows.append(audit_case(config, input_name, model, g, config.tolerance.atol, config.tolerance.rtol,
+        rows.append(audit_case(config, input_name, model, g, atol, rtol,
                                measurements.get((config.name, input_name), [])))
     return rows
 
@@ -352,13 +376,22 @@ def main(argv: list[str] | None = None) -> int:
     except MatrixError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    what_if = None
+    if args.tolerance:
+        try:
+            atol_text, rtol_text = args.tolerance.split(",")
+            what_if = (float(atol_text), float(rtol_text))
+        except ValueError:
+            print(f"error: --tolerance {args.tolerance!r}: expected ATOL,RTOL e.g. 1e-5,1e-4", file=sys.stderr)
+            return 2
+        print(f"what-if: auditing atol={what_if[0]:g}, rtol={what_if[1]:g} instead of matrix.toml's", flush=True)
     result_paths = args.results or ([Path("results")] if Path("results").is_dir() else [])
     measurements = load_measurements(result_paths)
     rows: list[AuditRow] = []
     for config in configs:
         print(f"audit {config.name} ({config.M}x{config.K}x{config.N}, gs={config.group_size}, "
               f"weights={config.weights})", flush=True)
-        rows.extend(audit_config(config, _fixture(config, args), measurements))
+        rows.extend(audit_config(config, _fixture(config, args), measurements, what_if))
     print_table(rows)
     overrides = [f"{b.name}:{c}" for b in matrix.backends.values() for c in b.tolerance_overrides]
     if overrides or any(k.tolerance is not None for k in matrix.kernels):
