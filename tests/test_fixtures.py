@@ -1,0 +1,175 @@
+"""Fixture integrity (issue #8): sha256 manifest checked on load, corrupt cache entries rebuilt (and said so),
+corrupt explicit fixtures fail their config, a shared cache survives concurrent exports, and `kill -9` during an
+export leaves nothing a later run would trust. Every cache here is a temporary one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_cli, write_fault_matrix
+
+from q4gsw.export import MANIFEST, SCALES_FILE, WEIGHT_FILE, FixtureError, fixture_dir, golden_file, verify_fixture
+from q4gsw.matrix import Config, load_matrix
+
+
+@pytest.fixture
+def matrix(tmp_path: Path) -> Path:
+    return write_fault_matrix(tmp_path / "matrix.toml")
+
+
+def _config(matrix: Path, name: str) -> Config:
+    return load_matrix(matrix).config(name)
+
+
+def _flip_byte(path: Path, offset: int = -5) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _edit_manifest(edit: Callable[[dict], object]) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        edit(manifest)
+        (folder / MANIFEST).write_text(json.dumps(manifest))
+    return apply
+
+
+# (id, damage applied to a copy of fixture 'a', expected FixtureError text)
+DAMAGE: list[tuple[str, Callable[[Path], object], str]] = [
+    ("truncated-weights", lambda f: _truncate(f / WEIGHT_FILE), r"weight_packed.npy: size \d+ != \d+ in manifest.json "
+                                                                 r"\(truncated\?\)"),
+    ("corrupted-scales", lambda f: _flip_byte(f / SCALES_FILE), r"scales.npy: sha256 does not match manifest.json "
+                                                                 r"\(corrupted\)"),
+    ("corrupted-golden", lambda f: _flip_byte(f / golden_file("ramp"), 200), r"golden-ramp.npy: sha256 does not match"),
+    ("missing-golden", lambda f: (f / golden_file("ramp")).unlink(), r"golden-ramp.npy: missing \(listed in "
+                                                                      r"manifest.json\)"),
+    ("no-manifest", lambda f: (f / MANIFEST).unlink(), r"no manifest.json \(incomplete or not a fixture\)"),
+    ("truncated-manifest", lambda f: _truncate(f / MANIFEST), r"manifest.json: corrupt manifest \("),
+    ("manifest-not-utf8", lambda f: (f / MANIFEST).write_bytes(b"\xff\xfe{}"), r"manifest.json: corrupt manifest"),
+    ("manifest-a-list", lambda f: (f / MANIFEST).write_text("[]"), r"manifest.json: corrupt manifest \(not"),
+    ("manifest-bad-entry", _edit_manifest(lambda m: m["files"].update({SCALES_FILE: "abc"})),
+     r"manifest.json: corrupt manifest \(not"),
+    ("manifest-without-weights", _edit_manifest(lambda m: m["files"].pop(WEIGHT_FILE)),
+     r"manifest.json lists no weight_packed.npy"),
+    ("other-config", _edit_manifest(lambda m: m["config"].update(M=1)),
+     r"fixture has M=1 but config 'a' has M=3"),
+]
+
+
+@pytest.mark.parametrize("damage, expected", [d[1:] for d in DAMAGE], ids=[d[0] for d in DAMAGE])
+def test_damaged_fixture_is_detected(tmp_path: Path, matrix: Path, fault_fixtures: Path,
+                                     damage: Callable[[Path], object], expected: str) -> None:
+    folder = tmp_path / "a"
+    shutil.copytree(fault_fixtures / "a", folder)
+    config = _config(matrix, "a")
+    verify_fixture(folder, config)  # the copy is sound
+    damage(folder)
+    with pytest.raises(FixtureError, match=expected):
+        verify_fixture(folder, config)
+
+
+def test_fixture_of_another_shape_is_rejected(matrix: Path, fault_fixtures: Path) -> None:
+    """b's fixture (M=1) offered for a (M=3): its golden has the wrong shape, so it must not be trusted."""
+    with pytest.raises(FixtureError, match=r"fixture has M=1 but config 'a' has M=3"):
+        verify_fixture(fault_fixtures / "b", _config(matrix, "a"))
+
+
+def test_corrupt_explicit_fixture_fails_that_config_only(tmp_path: Path, matrix: Path, fault_fixtures: Path,
+                                                         swiftshader_icd: dict) -> None:
+    fixtures = tmp_path / "fixtures"
+    shutil.copytree(fault_fixtures, fixtures)
+    _truncate(fixtures / "a" / WEIGHT_FILE)
+    size = (fixtures / "a" / WEIGHT_FILE).stat().st_size
+    done = run_cli("run", "--matrix", str(matrix), "--backend", "swiftshader", "--fixtures", str(fixtures),
+                   "--config", "a", "--config", "b", "--results", str(tmp_path / "r"), env=swiftshader_icd,
+                   timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    results = {r["config"]: r for r in json.loads((tmp_path / "r" / "results.json").read_text())["results"]}
+    assert results["a"]["status"] == "fail"
+    assert results["a"]["message"] == (
+        f"fixture for 'a' rejected: {fixtures}/a/{WEIGHT_FILE}: size {size} != {2 * size} in {MANIFEST} "
+        f"(truncated?). Re-export it with `python -m q4gsw export --out {fixtures} --config a`")
+    assert results["b"]["status"] == "pass"
+    assert (fixtures / "a" / WEIGHT_FILE).stat().st_size == size  # an explicit fixture is never rebuilt
+    assert "export a:" not in done.stdout
+
+
+def test_corrupt_cached_fixture_is_rebuilt_and_says_so(tmp_path: Path, matrix: Path, fault_fixtures: Path,
+                                                       swiftshader_icd: dict) -> None:
+    cache = tmp_path / "cache"
+    destination = fixture_dir(cache, _config(matrix, "a"))
+    shutil.copytree(fault_fixtures / "a", destination)
+    _flip_byte(destination / WEIGHT_FILE)
+    done = run_cli("run", "--matrix", str(matrix), "--backend", "swiftshader", "--config", "a", "--cache", str(cache),
+                   "--results", str(tmp_path / "r"), env=swiftshader_icd, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (f"cached fixture rejected, rebuilding: {destination}/{WEIGHT_FILE}: sha256 does not match {MANIFEST} "
+            "(corrupted)") in done.stdout
+    assert "export a: quantize + torch.export + Vulkan lowering" in done.stdout
+    verify_fixture(destination, _config(matrix, "a"))
+    assert sorted(p.name for p in cache.iterdir()) == [destination.name, destination.name + ".lock"]
+
+
+def test_concurrent_exports_share_one_cache(tmp_path: Path, matrix: Path) -> None:
+    cache = tmp_path / "cache"
+    command = [sys.executable, "-m", "q4gsw", "_export", "--matrix", str(matrix), "--config", "b", "--cache",
+               str(cache)]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    exported = [out for out, _ in outputs if "export b: quantize" in out]
+    assert len(exported) == 1  # the second waited on the lock and took the first one's verified fixture
+    destination = fixture_dir(cache, _config(matrix, "b"))
+    verify_fixture(destination, _config(matrix, "b"))
+    assert sorted(p.name for p in cache.iterdir()) == [destination.name, destination.name + ".lock"]
+
+
+def test_kill_9_during_export_leaves_nothing_trusted(tmp_path: Path, matrix: Path, swiftshader_icd: dict) -> None:
+    cache = tmp_path / "cache"
+    config = _config(matrix, "a")
+    destination = fixture_dir(cache, config)
+    proc = subprocess.Popen([sys.executable, "-m", "q4gsw", "_export", "--matrix", str(matrix), "--config", "a",
+                             "--cache", str(cache)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=REPO, start_new_session=True)
+    temporary = cache / f".tmp-{destination.name}-{proc.pid}"
+    try:
+        deadline = time.monotonic() + 60
+        while not temporary.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert temporary.exists(), "the export never started its temporary directory"
+        time.sleep(2)  # well inside torch.export / lowering
+        assert proc.poll() is None, "export finished before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not destination.exists()  # nothing was renamed into place
+    assert temporary.exists()
+    with pytest.raises(FixtureError, match=r"no manifest\.json"):
+        verify_fixture(temporary, config)
+
+    done = run_cli("run", "--matrix", str(matrix), "--backend", "swiftshader", "--config", "a", "--cache", str(cache),
+                   "--results", str(tmp_path / "r"), env=swiftshader_icd, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"removing {temporary.name}, left by an interrupted export" in done.stdout
+    assert "export a: quantize + torch.export + Vulkan lowering" in done.stdout
+    assert not temporary.exists()
+    verify_fixture(destination, config)
+    assert sorted(p.name for p in cache.iterdir()) == [destination.name, destination.name + ".lock"]
