@@ -154,8 +154,10 @@ class Measured:
     adapter: str
     status: str
     max_abs: float
-    headroom: float
+    headroom: float  # max |err| / (atol + rtol |g|) under the tolerance the run used
     source: str
+    atol: float = math.nan  # the tolerance the run used (NaN: unknown)
+    rtol: float = math.nan
 
 
 @dataclass
@@ -193,9 +195,15 @@ class AuditRow:
         values = [m.max_abs for m in self.measured if math.isfinite(m.max_abs)]
         return max(values) if values else math.nan
 
+    def headroom_of(self, m: Measured) -> float:
+        """The run's headroom if it used this tolerance, else the bound max|err| / min T (conservative)."""
+        if m.atol == self.atol and m.rtol == self.rtol and math.isfinite(m.headroom):
+            return m.headroom
+        return m.max_abs / self.tol_min if self.tol_min > 0 else math.inf
+
     @property
     def measured_headroom(self) -> float:
-        values = [m.headroom for m in self.measured if math.isfinite(m.headroom)]
+        values = [self.headroom_of(m) for m in self.measured if math.isfinite(m.max_abs)]
         return max(values) if values else math.nan
 
 
@@ -273,7 +281,8 @@ def load_measurements(paths: list[Path]) -> dict[tuple[str, str], list[Measured]
             found.setdefault((r.config, r.input), []).append(Measured(
                 backend=r.backend, kernel=r.kernel, adapter=str(r.adapter.get("name", "")), status=r.status,
                 max_abs=float(r.errors["max_abs"]), headroom=float(r.errors.get("headroom", math.nan)),
-                source=str(file)))
+                source=str(file), atol=float(r.tolerance.get("atol", math.nan)),
+                rtol=float(r.tolerance.get("rtol", math.nan))))
     return found
 
 
@@ -288,7 +297,7 @@ def _load_mutant_records(file: Path, found: dict[tuple[str, str], list[Measured]
             found.setdefault((r["config"], r["input"]), []).append(Measured(
                 backend=backend, kernel=f"{r['kernel']} (mutants)", adapter=str(r.get("adapter", "")),
                 status=r["status"], max_abs=float(r["max_abs"]), headroom=float(r.get("headroom", math.nan)),
-                source=str(file)))
+                source=str(file), atol=float(r.get("atol", math.nan)), rtol=float(r.get("rtol", math.nan))))
     except (OSError, ValueError, KeyError, TypeError):
         print(f"warning: {file}: not a q4gsw mutants.json, ignored", file=sys.stderr)
 

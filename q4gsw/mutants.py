@@ -167,6 +167,7 @@ def child_main(args: argparse.Namespace) -> int:
             if run.guard_violations:
                 message = f"out-of-bounds write ({len(run.guard_violations)} guard words); " + message
             records.append({**record, "status": "pass" if passed else "fail", "message": message,
+                            "atol": tolerance.atol, "rtol": tolerance.rtol,
                             "max_abs": comparison.max_abs_error, "headroom": comparison.headroom,
                             "mismatches": comparison.mismatches, "elements": comparison.elements,
                             "seconds": time.perf_counter() - started})

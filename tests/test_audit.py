@@ -92,11 +92,14 @@ def test_flags_loose_blind_tight_and_flaky():
     assert "TIGHT" in tight.flags and "LOOSE" not in tight.flags
     sound = audit.audit_case(_config(10 * est, 0), "ramp", model, g, 10 * est, 0, [])
     assert sound.flags == [] and sound.suggested_atol == pytest.approx(3 * est, rel=1e-6)
-    flaky_measurement = [audit.Measured("swiftshader", "gemv", "x", "pass", 5 * est, 0.5, "r.json")]
+    flaky_measurement = [audit.Measured("swiftshader", "gemv", "x", "pass", 5 * est, 0.5, "r.json", 10 * est, 0)]
     flaky = audit.audit_case(_config(10 * est, 0), "ramp", model, g, 10 * est, 0, flaky_measurement)
     assert flaky.flags == ["FLAKY"]
-    spread = [audit.Measured("a", "k", "x", "pass", 1e-3 * est, 0.01, "r.json"),
-              audit.Measured("b", "k", "x", "pass", 1.0 * est, 0.1, "r.json")]
+    spread = [audit.Measured("a", "k", "x", "pass", 1e-3 * est, 0.01, "r.json", 10 * est, 0),
+              audit.Measured("b", "k", "x", "pass", 1.0 * est, 0.1, "r.json", 10 * est, 0)]
+    # A run under another tolerance: its headroom is re-derived as max|err| / min T, here 5*est / 10*est.
+    other = [audit.Measured("a", "k", "x", "pass", 5 * est, 0.01, "r.json", 1.0, 0)]
+    assert audit.audit_case(_config(10 * est, 0), "ramp", model, g, 10 * est, 0, other).measured_headroom == 0.5
     assert "FLAKY" in audit.audit_case(_config(10 * est, 0), "ramp", model, g, 10 * est, 0, spread).flags
     impossible = [audit.Measured("a", "k", "x", "fail", 2 * worst, 0.5, "r.json")]
     assert "MODEL?" in audit.audit_case(_config(1.0, 0), "ramp", model, g, 1.0, 0, impossible).flags
