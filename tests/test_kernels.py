@@ -112,3 +112,15 @@ def test_kernel_matches_golden(kernel: str, kernel_results: dict[tuple[str, tupl
     assert not failures, f"{kernel}: {len(failures)}/{len(mine)} shapes wrong:\n" + "\n".join(failures)
     if unsupported and len(unsupported) == len(mine):
         pytest.skip(f"{kernel} unsupported on SwiftShader: {unsupported[0]}")
+
+
+def test_cpu_kernels_run_on_swiftshader(kernel_results: dict[tuple[str, tuple[int, ...]], dict[str, Any]]) -> None:
+    """The subgroup kernels meant for CPU adapters must really run (not skip as unsupported) on SwiftShader."""
+    from q4gsw.matrix import load_matrix
+
+    cpu = [k.name for k in load_matrix(MATRIX).kernels
+           if k.backends is not None and "swiftshader" in k.backends and k.requires_features]
+    for name in cpu:
+        mine = [case for (kernel, _), case in kernel_results.items() if kernel == name]
+        assert mine, f"{name}: no test shape ran"
+        assert all(case["passed"] is not None for case in mine), f"{name}: {mine[0]['message']}"
