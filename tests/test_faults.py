@@ -203,7 +203,9 @@ def test_interrupt_stops_cleanly_with_partial_results(tmp_path: Path, swiftshade
     proc = subprocess.Popen([sys.executable, "-m", "q4gsw", "run", "--matrix", str(matrix), "--backend",
                              "swiftshader", "--fixtures", str(fixtures), "--results", str(results)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-                            env={**os.environ, **swiftshader_icd}, start_new_session=True)
+                            env={**os.environ, **swiftshader_icd}, start_new_session=True,
+                            # even if this pytest was started with SIGINT ignored (a background job of a script)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     try:
         assert proc.stdout is not None
