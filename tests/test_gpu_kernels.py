@@ -50,7 +50,19 @@ GEMM_SHAPES = [
 # on real shapes that takes N > 8.4M, so it is forced here with an explicit 2-workgroup dispatch.
 GRID_STRIDE = {"shape": (1, 512, 1000, 32, "normal"), "dispatch": "2"}
 
-KERNEL_SHAPES = {"gpu_gemv": GEMV_SHAPES, "gpu_gemm": GEMM_SHAPES, "gpu_gemm_f16": GEMM_SHAPES}
+# gpu_gemv_rows picks rows per team (rpt) from N; its edge shapes all get rpt = 1, so rpt = 2, 3
+# (a non-power-of-two block) and 4 are forced on partial blocks, K tails and grid strides.
+GEMV_ROWS_EXTRA = [
+    {"shape": [1, 1000, 136, 8, "normal"], "overrides": {"rpt": 2}},
+    {"shape": [1, 1040, 264, 16, "ramp"], "overrides": {"rpt": 3}},
+    {"shape": [1, 2048, 200, 32, "normal"], "overrides": {"rpt": 4}},
+    {"shape": [1, 4096, 24, 128, "normal"], "overrides": {"rpt": 4}},
+    {"shape": [1, 512, 1000, 32, "normal"], "overrides": {"rpt": 4}, "dispatch": "3"},
+    {"shape": [1, 1280, 72, 64, "ramp"], "overrides": {"rpt": 2}, "dispatch": "2"},
+]
+
+KERNEL_SHAPES = {"gpu_gemv": GEMV_SHAPES, "gpu_gemv_rows": GEMV_SHAPES, "gpu_gemm": GEMM_SHAPES,
+                 "gpu_gemm_f16": GEMM_SHAPES}
 
 
 def make_case(M: int, K: int, N: int, group_size: int, input_name: str, seed: int):
@@ -84,10 +96,12 @@ def child_main(spec: dict) -> None:
     for case in spec["cases"]:
         M, K, N, group_size, input_name = case["shape"]
         x, packed = make_case(M, K, N, group_size, input_name, seed=7)
+        kernel_used = kernel
         if case.get("dispatch"):
-            kernel_used = type(kernel)(**{**kernel.__dict__, "dispatch": split_dispatch(case["dispatch"])})
-        else:
-            kernel_used = kernel
+            kernel_used = type(kernel)(**{**kernel_used.__dict__, "dispatch": split_dispatch(case["dispatch"])})
+        if case.get("overrides"):
+            kernel_used = type(kernel)(**{**kernel_used.__dict__,
+                                          "overrides": {**kernel_used.overrides, **case["overrides"]}})
         shape = {"M": M, "K": K, "N": N, "K_packed": K // 2, "group_size": group_size}
         constants, workgroups = gpu.resolve_kernel(kernel_used, shape, info)
         run = session.run(source, kernel.name, constants, workgroups, x, packed)
@@ -150,8 +164,10 @@ def check_f16(result: dict) -> float:
 @pytest.mark.parametrize("kernel", sorted(KERNEL_SHAPES))
 def test_gpu_kernel_matches_fp64_golden(kernel: str, lavapipe_env: dict[str, str]):
     cases = [{"shape": list(shape)} for shape in KERNEL_SHAPES[kernel]]
-    if kernel == "gpu_gemv":
+    if kernel in ("gpu_gemv", "gpu_gemv_rows"):
         cases.append({"shape": list(GRID_STRIDE["shape"]), "dispatch": GRID_STRIDE["dispatch"]})
+    if kernel == "gpu_gemv_rows":
+        cases += GEMV_ROWS_EXTRA
     results = run_child(kernel, cases, lavapipe_env)
     assert len(results) == len(cases)
     check = check_f16 if kernel.endswith("_f16") else check_fp32

@@ -5,7 +5,8 @@
 //
 // Work split: a 256-invocation workgroup owns a block of R = 8 * rpt CONSECUTIVE output rows
 // (override `rpt`, rows per team, 1..4). Invocations form 8 teams of 32 lanes; team t owns rows
-// t * rpt .. t * rpt + rpt - 1 of the block. K is walked in chunks of KC = 1024 elements (128 u32
+// t * rpt .. t * rpt + rpt - 1 of the block (named per-row registers, no arrays: indexed arrays
+// spilled to local memory on NVIDIA and ran 3x slower). K is walked in chunks of KC = 1024 elements (128 u32
 // words per row); in a chunk lane l reads words s * 32 + l (s = 0..3) of each of its rows, so one
 // load instruction of a team reads 128 contiguous bytes of one row, and a lane has 4 * rpt
 // independent loads in flight (issued before the chunk's staging barrier). Blocks are grid-strided,
@@ -93,10 +94,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
   let team = lid / TEAM;
   let blocks = (N + R - 1u) / R;
   // Chunk-local scale row of each of this lane's words (the same in every chunk: gs divides KC).
-  var sg_row: array<u32, STEPS>;
-  for (var s = 0u; s < STEPS; s = s + 1u) {
-    sg_row[s] = ((s * TEAM + lane) * 8u) / gs * RP;
-  }
+  let sg_row = vec4<u32>(lane * 8u / gs, (TEAM + lane) * 8u / gs, (2u * TEAM + lane) * 8u / gs,
+                         (3u * TEAM + lane) * 8u / gs) * RP;
   // x staging: invocation lid stages vec4 (lid % CW) of half lid / CW (0: xa, 1: xb).
   let stage_w = lid % CW;
   let stage_hi = lid / CW;
@@ -107,23 +106,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
 
   for (var block = wid.x; block < blocks; block = block + groups.x) {
     let n0 = block * R;
-    var row_base: array<u32, RPT_MAX>;
-    for (var i = 0u; i < rpt; i = i + 1u) {
-      row_base[i] = min(n0 + team * rpt + i, N - 1u) * wpr;  // rows past N: copy of row N-1, unwritten
-    }
-    var acc: array<f32, RPT_MAX>;
-    for (var i = 0u; i < RPT_MAX; i = i + 1u) {
-      acc[i] = 0.0;
-    }
+    let r0 = team * rpt;  // first block row of this team
+    // Rows past N read a copy of row N-1 and are not written. Rows i >= rpt are dead code.
+    let b0 = min(n0 + r0, N - 1u) * wpr;
+    let b1 = min(n0 + r0 + 1u, N - 1u) * wpr;
+    let b2 = min(n0 + r0 + 2u, N - 1u) * wpr;
+    let b3 = min(n0 + r0 + 3u, N - 1u) * wpr;
+    var acc = vec4<f32>(0.0);
 
     for (var k_base = 0u; k_base < K; k_base = k_base + KC) {
-      let w_base = k_base / 8u;
       // 1. This chunk's weight words (past the row's end: a clamped in-bounds word, times x = 0).
-      var wv: array<u32, RPT_MAX * STEPS>;
-      for (var i = 0u; i < rpt; i = i + 1u) {
-        for (var s = 0u; s < STEPS; s = s + 1u) {
-          wv[i * STEPS + s] = t_weight[row_base[i] + min(w_base + s * TEAM + lane, wpr - 1u)];
-        }
+      let wb = k_base / 8u + lane;
+      let o = vec4<u32>(min(wb, wpr - 1u), min(wb + TEAM, wpr - 1u), min(wb + 2u * TEAM, wpr - 1u),
+                        min(wb + 3u * TEAM, wpr - 1u));
+      let w0 = vec4<u32>(t_weight[b0 + o.x], t_weight[b0 + o.y], t_weight[b0 + o.z], t_weight[b0 + o.w]);
+      var w1 = vec4<u32>(0u);
+      var w2 = vec4<u32>(0u);
+      var w3 = vec4<u32>(0u);
+      if (rpt > 1u) {
+        w1 = vec4<u32>(t_weight[b1 + o.x], t_weight[b1 + o.y], t_weight[b1 + o.z], t_weight[b1 + o.w]);
+      }
+      if (rpt > 2u) {
+        w2 = vec4<u32>(t_weight[b2 + o.x], t_weight[b2 + o.y], t_weight[b2 + o.z], t_weight[b2 + o.w]);
+      }
+      if (rpt > 3u) {
+        w3 = vec4<u32>(t_weight[b3 + o.x], t_weight[b3 + o.y], t_weight[b3 + o.z], t_weight[b3 + o.w]);
       }
       // 2. Stage x (zero past K) and the block's scale tile (zero past the last group / row N-1).
       let k = k_base + stage_w * 8u + stage_hi * 4u;
@@ -148,26 +155,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
         sc[g * RP + r] = v;
       }
       workgroupBarrier();
-      // 3. Dot products.
+      // 3. Dot products: word s * 32 + lane of each row.
       for (var s = 0u; s < STEPS; s = s + 1u) {
         let w = s * TEAM + lane;
         let a = xa[w];
         let b = xb[w];
-        for (var i = 0u; i < rpt; i = i + 1u) {
-          let r = team * rpt + i;
-          acc[i] = acc[i] + word_dot(wv[i * STEPS + s], a, b) * sc[sg_row[s] + r];
+        let srow = sg_row[s] + r0;
+        acc.x = acc.x + word_dot(w0[s], a, b) * sc[srow];
+        if (rpt > 1u) {
+          acc.y = acc.y + word_dot(w1[s], a, b) * sc[srow + 1u];
+        }
+        if (rpt > 2u) {
+          acc.z = acc.z + word_dot(w2[s], a, b) * sc[srow + 2u];
+        }
+        if (rpt > 3u) {
+          acc.w = acc.w + word_dot(w3[s], a, b) * sc[srow + 3u];
         }
       }
       workgroupBarrier();
     }
 
     // Reduce the 32 lanes of each row: subgroupAdd, then the per-subgroup sums via workgroup memory.
+    let total = vec4<f32>(subgroupAdd(acc.x), subgroupAdd(acc.y), subgroupAdd(acc.z), subgroupAdd(acc.w));
     for (var i = 0u; i < rpt; i = i + 1u) {
-      let total = subgroupAdd(acc[i]);
-      let r = team * rpt + i;
+      let r = r0 + i;
       if (sg_ok) {
         if (sgid == 0u) {
-          partial[r * (TEAM + 1u) + lane / sg] = total;
+          partial[r * (TEAM + 1u) + lane / sg] = total[i];
         }
       } else {
         partial[r * (TEAM + 1u) + lane] = acc[i];
