@@ -51,17 +51,19 @@ def test_kv_proj_and_kv_proj_4k_on_swiftshader(swiftshader_env, fixture_cache: P
 def test_check_user_kernel_and_catch_a_wrong_one(swiftshader_env, fixture_cache: Path, tiny_matrix: Path,
                                                  tmp_path: Path):
     env = {"Q4GSW_CACHE": str(fixture_cache)}
-    gemv = REPO / "q4gsw" / "kernels" / "q4gsw_gemv.wgsl"
-    ok = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(gemv), "--dispatch", "ceil(N / 4)",
+    reference = REPO / "q4gsw" / "kernels" / "mutants" / "reference.wgsl"
+    dispatch = "ceil(N / wg_size), M"
+    ok = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(reference), "--dispatch", dispatch,
                  "--override", "wg_size=64", "--backend", "swiftshader", "--config", "tiny_gemv",
-                 "--results", str(tmp_path / "ok"), env=env)
+                 "--config", "tiny_gemm", "--results", str(tmp_path / "ok"), env=env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.strip().splitlines()[-1] == "2 passed, 0 failed, 0 skipped"
     # The same kernel with the nibble offset 8 -> 7 must be caught.
     wrong = tmp_path / "offset7.wgsl"
-    source = gemv.read_text()
-    assert "& 0xFu) - 8)" in source
-    wrong.write_text(source.replace("& 0xFu) - 8)", "& 0xFu) - 7)"))
-    bad = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(wrong), "--dispatch", "ceil(N / 4)",
+    source = reference.read_text()
+    assert source.count("& 0xFu) - 8;") == 1
+    wrong.write_text(source.replace("& 0xFu) - 8;", "& 0xFu) - 7;"))
+    bad = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(wrong), "--dispatch", dispatch,
                   "--override", "wg_size=64", "--backend", "swiftshader", "--config", "tiny_gemv",
                   "--results", str(tmp_path / "bad"), env=env)
     assert bad.returncode == 1, bad.stdout + bad.stderr
