@@ -29,6 +29,7 @@ LAVAPIPE_ICD_ENV = "Q4GSW_LAVAPIPE_ICD"
 GUARD_WORDS = 256  # per side; 1 KiB keeps the output binding offset 256-byte aligned
 GUARD_PATTERN = 0x7FC0_0BAD  # a quiet-NaN bit pattern: unwritten outputs read back as NaN
 WGPU_API_NAMES = {"Vulkan": "Vulkan", "Metal": "Metal", "D3D12": "DX12"}
+OPTIONAL_SHADER_FEATURES = ("shader-f16", "subgroup")
 
 
 class BackendUnavailable(RuntimeError):

@@ -325,6 +325,10 @@ def execute_entry(matrix: Matrix, config_name: str, backend_name: str, fixture_p
         flush()
         return 0
     wanted_features = tuple(sorted({f for k in kernels for f in k.requires_features}))
+    if user_kernel is not None:
+        # A kernel from the command line declares no needs: offer it the optional shader features the
+        # adapter has, so `enable f16;` or subgroup builtins compile where the hardware allows them.
+        wanted_features = tuple(f for f in gpu.OPTIONAL_SHADER_FEATURES if f in info.features)
     session = gpu.Session(adapter, info, wanted_features)
     for input_name in config.inputs:
         x = inputs.make_input(input_name, config.M, config.K, config.weight_seed)
