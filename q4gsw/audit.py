@@ -25,8 +25,9 @@ every backend with results (results.json written by `run`). Flags:
   LOOSE  T > 10*worst everywhere: admits errors 10x beyond anything fp32 rounding can produce.
   BLIND  T >= step for most outputs: a single wrong nibble would pass the check.
   TIGHT  est > T/3 somewhere: a correct sequential fp32 kernel could fail (less than 3x margin).
-  FLAKY  measured margin (1/headroom) < max(3, spread of the measured max errors across backends
-         and kernels): another backend or kernel variant could cross the line.
+  FLAKY  measured margin (1/headroom) < max(3, spread), spread = largest / median measured max error
+         across backends, kernels and runs: another backend or kernel variant could cross the line.
+         Runs made under a kernel's or backend's own tolerance are audited in a row of their own.
   MODEL? measured error above the deterministic bound: the kernel is not an fp32 dot product
          (or the model is wrong) — investigate before trusting the tolerance.
 """
@@ -158,11 +159,13 @@ class Measured:
     source: str
     atol: float = math.nan  # the tolerance the run used (NaN: unknown)
     rtol: float = math.nan
+    tolerance_source: str = "config"  # config, kernel:<name> or backend:<name> (matrix.tolerance_for)
 
 
 @dataclass
 class AuditRow:
     config: str
+    tolerance_source: str  # "config", or the kernel/backend override this row audits
     suite: str
     tier: str
     input: str
@@ -208,7 +211,7 @@ class AuditRow:
 
 
 def audit_case(config: Any, input_name: str, model: ErrorModel, g: np.ndarray, atol: float, rtol: float,
-               measured: list[Measured]) -> AuditRow:
+               measured: list[Measured], tolerance_source: str = "config") -> AuditRow:
     T = atol + rtol * np.abs(g)
     live = model.S > 0
     worst = model.worst
@@ -217,7 +220,8 @@ def audit_case(config: Any, input_name: str, model: ErrorModel, g: np.ndarray, a
         tol_over_worst = float((T[live] / worst[live]).min()) if live.any() else math.inf
         step_over_tol = model.step / T
     row = AuditRow(
-        config=config.name, suite=config.suite, tier=config.tier, input=input_name, M=config.M, K=config.K,
+        config=config.name, tolerance_source=tolerance_source, suite=config.suite, tier=config.tier,
+        input=input_name, M=config.M, K=config.K,
         N=config.N, group_size=config.group_size, weights=config.weights, atol=atol, rtol=rtol,
         S_max=float(model.S.max()), worst_max=float(worst.max()), hm_max=float(model.hm_bound.max()),
         est_max=float(model.est.max()), tol_min=float(T.min()), tol_median=float(np.median(T)),
@@ -232,6 +236,13 @@ def audit_case(config: Any, input_name: str, model: ErrorModel, g: np.ndarray, a
     return row
 
 
+def measured_spread(measured: list[Measured]) -> float:
+    """Largest measured max error over the median one (across backends, kernels and runs): how far the
+    worst case strays from the typical one. The median keeps one near-exact kernel from inflating it."""
+    values = sorted(m.max_abs for m in measured if math.isfinite(m.max_abs) and m.max_abs > 0)
+    return values[-1] / float(np.median(values)) if values else 1.0
+
+
 def flags_for(row: AuditRow) -> list[str]:
     flags = []
     if row.tol_over_worst_min > LOOSE_FACTOR:
@@ -241,10 +252,10 @@ def flags_for(row: AuditRow) -> list[str]:
     if row.est_over_tol > 1 / TIGHT_MARGIN:
         flags.append("TIGHT")
     finite = [m.max_abs for m in row.measured if math.isfinite(m.max_abs) and m.max_abs > 0]
-    if row.measured and math.isfinite(row.measured_headroom) and row.measured_headroom > 0:
-        spread = max(finite) / min(finite) if finite else 1.0
-        if 1 / row.measured_headroom < max(FLAKY_MARGIN, spread):
-            flags.append("FLAKY")
+    headroom = row.measured_headroom
+    if (row.measured and math.isfinite(headroom) and headroom > 0
+            and 1 / headroom < max(FLAKY_MARGIN, measured_spread(row.measured))):
+        flags.append("FLAKY")
     if finite and max(finite) > row.worst_max:
         flags.append("MODEL?")
     return flags
@@ -282,7 +293,8 @@ def load_measurements(paths: list[Path]) -> dict[tuple[str, str], list[Measured]
                 backend=r.backend, kernel=r.kernel, adapter=str(r.adapter.get("name", "")), status=r.status,
                 max_abs=float(r.errors["max_abs"]), headroom=float(r.errors.get("headroom", math.nan)),
                 source=str(file), atol=float(r.tolerance.get("atol", math.nan)),
-                rtol=float(r.tolerance.get("rtol", math.nan))))
+                rtol=float(r.tolerance.get("rtol", math.nan)),
+                tolerance_source=str(r.tolerance.get("source", "config"))))
     return found
 
 
@@ -344,8 +356,17 @@ def audit_config(config: Any, fixture: Any, measurements: dict[tuple[str, str], 
         if g is None:
             g = golden(x, packed)
         model = error_model(x, packed=packed)
-        rows.append(audit_case(config, input_name, model, g, atol, rtol,
-                               measurements.get((config.name, input_name), [])))
+        measured = measurements.get((config.name, input_name), [])
+        # Runs under a kernel's or backend's own tolerance are audited against that tolerance, in their own row.
+        overrides: dict[str, list[Measured]] = {}
+        for m in measured:
+            if m.tolerance_source != "config" and math.isfinite(m.atol) and math.isfinite(m.rtol):
+                overrides.setdefault(m.tolerance_source, []).append(m)
+        own = [m for m in measured if m.tolerance_source == "config" or m.tolerance_source not in overrides]
+        rows.append(audit_case(config, input_name, model, g, atol, rtol, own))
+        if tolerance is None:
+            for source, runs in sorted(overrides.items()):
+                rows.append(audit_case(config, input_name, model, g, runs[0].atol, runs[0].rtol, runs, source))
     return rows
 
 
@@ -364,7 +385,8 @@ def print_table(rows: list[AuditRow]) -> None:
                    "tol min", "tol median", "est/tol", "step median", "step/tol", "flags"):
         table.add_column(column, justify="left" if column in ("config", "input", "flags") else "right")
     for r in rows:
-        table.add_row(r.config, r.input, str(r.K), _fmt(r.S_max), _fmt(r.worst_max), _fmt(r.hm_max),
+        name = r.config if r.tolerance_source == "config" else f"{r.config} [{r.tolerance_source}]"
+        table.add_row(name, r.input, str(r.K), _fmt(r.S_max), _fmt(r.worst_max), _fmt(r.hm_max),
                       _fmt(r.est_max), _fmt(r.measured_max), _fmt(r.tol_min), _fmt(r.tol_median),
                       _fmt(r.est_over_tol), _fmt(r.step_median), _fmt(r.step_over_tol_median),
                       " ".join(r.flags) or "ok")
