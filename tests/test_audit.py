@@ -97,7 +97,7 @@ def test_flags_loose_blind_tight_and_flaky():
     assert flaky.flags == ["FLAKY"]
     spread = [audit.Measured("a", "k", "x", "pass", 0.1 * est, 0.01, "r.json", 10 * est, 0),
               audit.Measured("b", "k", "x", "pass", 0.1 * est, 0.01, "r.json", 10 * est, 0),
-              audit.Measured("c", "k", "x", "pass", 1.0 * est, 0.1, "r.json", 10 * est, 0)]
+              audit.Measured("c", "k", "x", "pass", 1.0 * est, 0.15, "r.json", 10 * est, 0)]
     assert audit.measured_spread(spread) == pytest.approx(10.0)
     # A run under another tolerance: its headroom is re-derived as max|err| / min T, here 5*est / 10*est.
     other = [audit.Measured("a", "k", "x", "pass", 5 * est, 0.01, "r.json", 1.0, 0)]
