@@ -13,7 +13,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -197,13 +198,26 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
-def build_fixture(config: Config, destination: Path, progress: Callable[[str], None] = print) -> Fixture:
-    """Export `config` into `destination` atomically (temp dir + rename)."""
+@contextmanager
+def _atomic_directory(destination: Path) -> Iterator[Path]:
+    """Yield a temporary sibling directory that replaces `destination` only if the block completes,
+    so a crash or kill -9 never leaves a half-written fixture under the trusted name."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = destination.parent / f".tmp-{destination.name}-{os.getpid()}"
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
     try:
+        yield temporary
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.rename(temporary, destination)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def build_fixture(config: Config, destination: Path, progress: Callable[[str], None] = print) -> Fixture:
+    """Export `config` into `destination` atomically (temp dir + rename)."""
+    with _atomic_directory(destination) as temporary:
         timings = {}
         started = time.perf_counter()
         progress(f"export {config.name}: quantize + torch.export + Vulkan lowering ({config.M}x{config.K}x{config.N})")
@@ -235,14 +249,8 @@ def build_fixture(config: Config, destination: Path, progress: Callable[[str], N
                     "input_sha256": input_sha256, "timings": timings,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "files": files}
-        manifest_path = temporary / MANIFEST
-        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.rename(temporary, destination)
-        return Fixture(path=destination, manifest=manifest)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+        (temporary / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return Fixture(path=destination, manifest=manifest)
 
 
 def ensure_fixture(config: Config, cache: Path, progress: Callable[[str], None] = print) -> Fixture:
@@ -269,11 +277,7 @@ def copy_fixture(fixture: Fixture, destination: Path, keep: Callable[[str, int],
     for required in (WEIGHT_FILE, SCALES_FILE):
         if not keep(required, files[required]["size"]):
             raise ValueError(f"{required} is needed to run a fixture and cannot be left out")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.parent / f".tmp-{destination.name}-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    try:
+    with _atomic_directory(destination) as temporary:
         manifest = {**fixture.manifest, "files": {}, "omitted": dict(fixture.manifest.get("omitted", {}))}
         for name, entry in files.items():
             if keep(name, entry["size"]):
@@ -283,9 +287,4 @@ def copy_fixture(fixture: Fixture, destination: Path, keep: Callable[[str, int],
                 manifest["omitted"][name] = entry
         (temporary / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         verify_fixture(temporary)
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.rename(temporary, destination)
-        return Fixture(path=destination, manifest=manifest)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    return Fixture(path=destination, manifest=manifest)
