@@ -378,6 +378,7 @@ def _fmt(value: float) -> str:
 
 def print_table(rows: list[AuditRow]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="tolerance audit (fp32 error model; README 'Error model')")
@@ -385,7 +386,7 @@ def print_table(rows: list[AuditRow]) -> None:
                    "tol min", "tol median", "est/tol", "step median", "step/tol", "flags"):
         table.add_column(column, justify="left" if column in ("config", "input", "flags") else "right")
     for r in rows:
-        name = r.config if r.tolerance_source == "config" else f"{r.config} [{r.tolerance_source}]"
+        name = r.config if r.tolerance_source == "config" else escape(f"{r.config} [{r.tolerance_source}]")
         table.add_row(name, r.input, str(r.K), _fmt(r.S_max), _fmt(r.worst_max), _fmt(r.hm_max),
                       _fmt(r.est_max), _fmt(r.measured_max), _fmt(r.tol_min), _fmt(r.tol_median),
                       _fmt(r.est_over_tol), _fmt(r.step_median), _fmt(r.step_over_tol_median),
