@@ -61,8 +61,21 @@ GEMV_ROWS_EXTRA = [
     {"shape": [1, 1280, 72, 64, "ramp"], "overrides": {"rpt": 2}, "dispatch": "2"},
 ]
 
-KERNEL_SHAPES = {"gpu_gemv": GEMV_SHAPES, "gpu_gemv_rows": GEMV_SHAPES, "gpu_gemm": GEMM_SHAPES,
-                 "gpu_gemm_f16": GEMM_SHAPES}
+# gpu_gemv_fast: rpt 1-4 and 4-team workgroups (teams override) on partial blocks, K tails (chunks of
+# min(2048, 64 * gs): gs 8 and 16 give several chunks with a partial last one) and grid strides.
+GEMV_FAST_EXTRA = [
+    {"shape": [1, 1000, 136, 8, "normal"], "overrides": {"rpt": 2}},
+    {"shape": [1, 1040, 264, 16, "ramp"], "overrides": {"rpt": 3}},
+    {"shape": [1, 2048, 200, 32, "normal"], "overrides": {"rpt": 4}},
+    {"shape": [1, 4096, 24, 128, "normal"], "overrides": {"rpt": 4}},
+    {"shape": [1, 2600, 100, 8, "ramp"], "overrides": {"rpt": 4, "teams": 4}},
+    {"shape": [1, 6144, 40, 64, "normal"], "overrides": {"rpt": 1, "teams": 4}},
+    {"shape": [1, 512, 1000, 32, "normal"], "overrides": {"rpt": 4}, "dispatch": "3"},
+    {"shape": [1, 1280, 72, 64, "ramp"], "overrides": {"rpt": 2}, "dispatch": "2"},
+]
+
+KERNEL_SHAPES = {"gpu_gemv": GEMV_SHAPES, "gpu_gemv_rows": GEMV_SHAPES, "gpu_gemv_fast": GEMV_SHAPES,
+                 "gpu_gemm": GEMM_SHAPES, "gpu_gemm_f16": GEMM_SHAPES}
 
 
 def make_case(M: int, K: int, N: int, group_size: int, input_name: str, seed: int):
@@ -164,10 +177,12 @@ def check_f16(result: dict) -> float:
 @pytest.mark.parametrize("kernel", sorted(KERNEL_SHAPES))
 def test_gpu_kernel_matches_fp64_golden(kernel: str, lavapipe_env: dict[str, str]):
     cases = [{"shape": list(shape)} for shape in KERNEL_SHAPES[kernel]]
-    if kernel in ("gpu_gemv", "gpu_gemv_rows"):
+    if kernel in ("gpu_gemv", "gpu_gemv_rows", "gpu_gemv_fast"):
         cases.append({"shape": list(GRID_STRIDE["shape"]), "dispatch": GRID_STRIDE["dispatch"]})
     if kernel == "gpu_gemv_rows":
         cases += GEMV_ROWS_EXTRA
+    if kernel == "gpu_gemv_fast":
+        cases += GEMV_FAST_EXTRA
     results = run_child(kernel, cases, lavapipe_env)
     assert len(results) == len(cases)
     check = check_f16 if kernel.endswith("_f16") else check_fp32
