@@ -41,11 +41,15 @@ def test_kv_proj_and_kv_proj_4k_on_swiftshader(swiftshader_env, fixture_cache: P
     proc = run_cli("run", "--backend", "swiftshader", "--config", "kv_proj", "--config", "kv_proj_4k",
                    "--results", str(out), env={"Q4GSW_CACHE": str(fixture_cache)}, timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "2 passed, 0 failed, 0 skipped"
-    results = {r["config"]: r for r in _results(out)}
+    cases = _results(out)
+    # one case per (kernel, input): kv_proj also runs the `outliers` input
+    assert {(r["config"], r["input"]) for r in cases} >= {("kv_proj", "ramp"), ("kv_proj", "outliers"),
+                                                        ("kv_proj_4k", "ramp")}
+    assert proc.stdout.strip().splitlines()[-1] == f"{len(cases)} passed, 0 failed, 0 skipped"
+    results = {r["config"]: r for r in cases}
     assert results["kv_proj"]["shape"] == {"M": 1, "K": 2048, "N": 512, "group_size": 32}
     assert results["kv_proj_4k"]["shape"]["M"] == 4096
-    assert all(r["status"] == "pass" for r in results.values())
+    assert all(r["status"] == "pass" for r in cases)
 
 
 def test_check_user_kernel_and_catch_a_wrong_one(swiftshader_env, fixture_cache: Path, tiny_matrix: Path,
