@@ -93,8 +93,10 @@ def _config(shape: Shape, group_size: int) -> Config:
 def _problem(shape: Shape, group_size: int, seed: int) -> tuple[np.ndarray, PackedLinear]:
     rng = np.random.default_rng(seed)
     q = rng.integers(-8, 8, size=(shape.N, shape.K), dtype=np.int8)
-    # Small positive scales keep |y| ~ 1, like a real layer, so the golden check is meaningful.
-    scales = (rng.random((shape.K // group_size, shape.N), dtype=np.float32) * 0.01).astype(np.float32)
+    # Scales of a quantized nn.Linear (|w| < 1/sqrt(K), so scale ~ max|w| / 7.5): the same magnitudes the
+    # matrix's tolerances were derived for, so the golden check applies them honestly (f16 variants too).
+    typical = 1.0 / (7.5 * np.sqrt(shape.K))
+    scales = (typical * (0.5 + 0.5 * rng.random((shape.K // group_size, shape.N)))).astype(np.float32)
     x = rng.standard_normal((shape.M, shape.K), dtype=np.float32)
     return x, PackedLinear(weight_packed=pack_int4(q), scales=scales, group_size=group_size)
 
