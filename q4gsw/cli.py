@@ -13,9 +13,13 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from q4gsw import __version__
-from q4gsw.matrix import TIERS, Matrix, MatrixError, load_matrix
+from q4gsw.matrix import TIERS, Config, Matrix, MatrixError, load_matrix
+
+if TYPE_CHECKING:  # runner is imported lazily: `list` and `validate` stay fast
+    from q4gsw.runner import UserKernel
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -121,7 +125,10 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
     return overrides
 
 
-def _selection(matrix: Matrix, args: argparse.Namespace):  # -> (configs, skipped)
+Selection = tuple[tuple[Config, ...], tuple[tuple[Config, str], ...]]  # (to run, skipped with reason)
+
+
+def _selection(matrix: Matrix, args: argparse.Namespace) -> Selection:
     selected, skipped = _select_tiers(matrix, args)
     shard = getattr(args, "shard", None)
     if shard is None:
@@ -132,7 +139,7 @@ def _selection(matrix: Matrix, args: argparse.Namespace):  # -> (configs, skippe
     return select_shard(selected, *shard), (skipped if shard[0] == 1 else ())
 
 
-def _select_tiers(matrix: Matrix, args: argparse.Namespace):  # -> (configs, skipped)
+def _select_tiers(matrix: Matrix, args: argparse.Namespace) -> Selection:
     from q4gsw.runner import HEAVY_HINT
 
     suites = tuple(args.suite) if args.suite else ("llama",)
@@ -170,7 +177,7 @@ def cmd_list(matrix: Matrix) -> int:
     return EXIT_OK
 
 
-def cmd_run(matrix: Matrix, args: argparse.Namespace, user_kernel=None) -> int:
+def cmd_run(matrix: Matrix, args: argparse.Namespace, user_kernel: UserKernel | None = None) -> int:
     from q4gsw.export import default_cache_dir
     from q4gsw.report import print_report, write_run_outputs
     from q4gsw.result import Result, counts
@@ -184,7 +191,8 @@ def cmd_run(matrix: Matrix, args: argparse.Namespace, user_kernel=None) -> int:
     started = time.time()
     interrupted = False
 
-    def terminate(signum, frame):  # SIGTERM (a CI job cancelled) stops like Ctrl-C: children killed, results kept
+    # SIGTERM (a cancelled CI job) stops like Ctrl-C: children killed, partial results kept.
+    def terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     previous_sigterm = signal.signal(signal.SIGTERM, terminate)
@@ -281,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-def _validate_user_kernel(kernel) -> None:
+def _validate_user_kernel(kernel: UserKernel) -> None:
     from q4gsw.matrix import MatrixError, evaluate, expression_names, split_dispatch
 
     names = expression_names()
