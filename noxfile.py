@@ -6,6 +6,7 @@ Arguments after `--` reach the CLI, e.g. `nox -s accuracy-swiftshader -- --confi
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import nox
@@ -37,7 +38,7 @@ def _run_extras(session: nox.Session) -> str:
         else "export,report"
 
 
-def _accuracy(backend: str):
+def _accuracy(backend: str) -> Callable[[nox.Session], None]:
     def session_body(session: nox.Session) -> None:
         _install(session, _run_extras(session))
         session.run("python", "-m", "q4gsw", "run", "--backend", backend, "--tier", "required",
@@ -110,7 +111,7 @@ def audit(session: nox.Session) -> None:
                 *session.posargs)
 
 
-def _edges(backend: str):
+def _edges(backend: str) -> Callable[[nox.Session], None]:
     def session_body(session: nox.Session) -> None:
         _install(session, _run_extras(session))
         session.run("python", "-m", "q4gsw", "run", "--suite", "edges", "--backend", backend, "--tier", "required",

@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 from q4gsw.junit import case_name
 from q4gsw.result import Result
@@ -17,7 +18,7 @@ from q4gsw.result import Result
 MISSING_MATPLOTLIB = "plots skipped: matplotlib is not installed (pip install 'q4gsw[report]')"
 
 
-def _load_pyplot():
+def _load_pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -66,7 +67,7 @@ def write_plots(out_dir: Path, results: Sequence[Result]) -> tuple[list[Path], l
     return written, notes
 
 
-def _histogram(plt, path: Path, config: str, results: Sequence[Result]) -> Path | None:
+def _histogram(plt: ModuleType, path: Path, config: str, results: Sequence[Result]) -> Path | None:
     series = [r for r in results if isinstance(r.errors.get("histogram"), dict) and r.errors["histogram"].get("counts")]
     if not series:
         return None
@@ -112,7 +113,7 @@ def _histogram(plt, path: Path, config: str, results: Sequence[Result]) -> Path 
     return path
 
 
-def _headroom(plt, path: Path, results: Sequence[Result]) -> Path | None:
+def _headroom(plt: ModuleType, path: Path, results: Sequence[Result]) -> Path | None:
     measured = [r for r in results if isinstance(r.errors.get("headroom"), int | float)]
     if not measured:
         return None
