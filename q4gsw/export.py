@@ -53,14 +53,15 @@ def default_cache_dir() -> Path:
     return Path(root) / "fixtures"
 
 
+def package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
 def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in EXPORT_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "missing"
-    return versions
+    return {name: package_version(name) for name in EXPORT_PACKAGES}
 
 
 def fixture_identity(config: Config) -> dict[str, Any]:
@@ -98,7 +99,7 @@ class Fixture:
         return np.load(self.path / name) if name in self.manifest["files"] else None
 
     def packed_linear(self) -> PackedLinear:
-        weight = np.load(self.path / WEIGHT_FILE, mmap_mode="r")
+        weight = np.load(self.path / WEIGHT_FILE)
         scales = np.load(self.path / SCALES_FILE)
         return PackedLinear(weight_packed=weight, scales=scales, group_size=int(self.manifest["config"]["group_size"]))
 

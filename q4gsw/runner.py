@@ -280,7 +280,7 @@ def execute_entry(matrix: Matrix, config_name: str, backend_name: str, fixture_p
 
     from q4gsw import gpu, inputs
     from q4gsw.compare import compare
-    from q4gsw.export import package_versions, verify_fixture
+    from q4gsw.export import package_version, package_versions, verify_fixture
     from q4gsw.golden import golden
     from q4gsw.histogram import error_histogram
     from q4gsw.matrix import Kernel, split_dispatch
@@ -288,12 +288,11 @@ def execute_entry(matrix: Matrix, config_name: str, backend_name: str, fixture_p
     say = _elapsed_printer("    ")
     config = matrix.config(config_name)
     backend = matrix.backend(backend_name)
-    options_kernel = user_kernel
     results: list[Result] = []
     base = {"config": config.name, "backend": backend.name, "tier": config.tier, "suite": config.suite,
             "shape": {"M": config.M, "K": config.K, "N": config.N, "group_size": config.group_size},
-            "reproduce": reproduce_command(config, backend.name, options_kernel),
-            "versions": {"q4gsw": __version__, **package_versions(), "wgpu": _version("wgpu"),
+            "reproduce": reproduce_command(config, backend.name, user_kernel),
+            "versions": {"q4gsw": __version__, **package_versions(), "wgpu": package_version("wgpu"),
                          "numpy": np.__version__}}
 
     def flush() -> None:
@@ -303,8 +302,6 @@ def execute_entry(matrix: Matrix, config_name: str, backend_name: str, fixture_p
     started = time.perf_counter()
     fixture = verify_fixture(fixture_path, config)
     packed = fixture.packed_linear()
-    packed = type(packed)(weight_packed=np.ascontiguousarray(packed.weight_packed), scales=packed.scales,
-                          group_size=packed.group_size)
     timings["unpack_s"] = time.perf_counter() - started
     # How long building this fixture took (export, .pte unpack, fp64 golden), even when it came from the cache.
     timings.update({f"fixture_{k}": v for k, v in fixture.manifest.get("timings", {}).items()})
@@ -394,12 +391,3 @@ def execute_entry(matrix: Matrix, config_name: str, backend_name: str, fixture_p
             flush()
     flush()
     return 0
-
-
-def _version(package: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "missing"
