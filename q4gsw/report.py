@@ -23,10 +23,16 @@ def make_console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 220)
 
 
+def _stages(timings: dict[str, float]) -> str:
+    """Per-stage seconds; a golden stored in the fixture was computed during its export."""
+    stages = [timings.get(key) for key in ("export_s", "golden_s", "gpu_s", "compare_s")]
+    return "/".join("-" if value is None else f"{value:.1f}" for value in stages) if any(stages) else ""
+
+
 def results_table(results: list[Result], title: str = "q4gsw results") -> Table:
     table = Table(title=title, show_lines=False)
     for column in ("config", "M×K×N", "kernel", "input", "status", "max |err|", "max rel", "headroom",
-                   "worst (m,n)", "GFLOP/s", "time s", "peak RSS"):
+                   "worst (m,n)", "GFLOP/s", "export/golden/gpu/compare s", "time s", "peak RSS"):
         table.add_column(column, justify="right" if column not in ("config", "kernel", "input", "status") else "left")
     for r in results:
         e, t = r.errors, r.timings
@@ -36,7 +42,7 @@ def results_table(results: list[Result], title: str = "q4gsw results") -> Table:
                       f"[{STATUS_STYLE.get(r.status, '')}]{r.status.upper()}[/]",
                       _fmt(e.get("max_abs")), _fmt(e.get("max_rel")), _fmt(e.get("headroom"), ".3f"),
                       f"({worst[0]},{worst[1]})" if worst else "", _fmt(t.get("gflops"), ".2f"),
-                      _fmt(t.get("total_s"), ".1f"),
+                      _stages(t), _fmt(t.get("total_s"), ".1f"),
                       f"{r.peak_rss_bytes / 2**30:.2f} GiB" if r.peak_rss_bytes else "")
     return table
 
