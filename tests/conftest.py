@@ -53,16 +53,18 @@ adapter_name = "SwiftShader"
 device_type = "CPU"
 provision = "swiftshader"
 
+# The portable kernels, declared as in matrix.toml's [kernel.gemv] / [kernel.tiled].
 [kernel.gemv]
 file = "{root}/q4gsw/kernels/q4gsw_gemv.wgsl"
 when = "M == 1"
-dispatch = "min(ceil(N / 4), max_workgroups_per_dimension)"
-overrides = {{ wg_size = 64 }}
+dispatch = "ceil(N / (8 * wg_size))"
+overrides = {{ wg_size = "min(64, max_invocations_per_workgroup)" }}
 
 [kernel.tiled]
 file = "{root}/q4gsw/kernels/q4gsw_tiled.wgsl"
 when = "M > 1"
-dispatch = "ceil(N / 32), ceil(M / 32)"
+dispatch = "ceil(N / (8 * wg_size)), ceil(M / 8)"
+overrides = {{ wg_size = "min(64, max_invocations_per_workgroup)" }}
 
 [[config]]
 name = "tiny_gemv"

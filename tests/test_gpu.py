@@ -26,10 +26,15 @@ def test_kernel_selection_by_shape(tiny_matrix: Path):
 def test_dispatch_and_overrides_evaluate_against_adapter_limits(tiny_matrix: Path):
     matrix = load_matrix(tiny_matrix)
     gemv = next(k for k in matrix.kernels if k.name == "gemv")
-    constants, counts = resolve_kernel(gemv, {"M": 1, "N": 128256, "K": 2048, "K_packed": 1024, "group_size": 32},
-                                       _info({**SWIFTSHADER_LIMITS, "max-compute-workgroups-per-dimension": 1000}))
-    assert constants == {"wg_size": 64}
-    assert counts == (1000,)  # min(ceil(N / 4), max_workgroups_per_dimension)
+    lm_head = {"M": 1, "N": 128256, "K": 2048, "K_packed": 1024, "group_size": 32}
+    constants, counts = resolve_kernel(gemv, lm_head, _info(SWIFTSHADER_LIMITS))
+    assert constants == {"wg_size": 64}  # min(64, max_invocations_per_workgroup)
+    assert counts == (251,)  # ceil(N / (8 * wg_size))
+    narrow = _info({**SWIFTSHADER_LIMITS, "max-compute-invocations-per-workgroup": 16})
+    assert resolve_kernel(gemv, lm_head, narrow) == ({"wg_size": 16}, (1002,))
+    capped = type(gemv)(**{**gemv.__dict__, "dispatch": ("min(ceil(N / 4), max_workgroups_per_dimension)",)})
+    limited = _info({**SWIFTSHADER_LIMITS, "max-compute-workgroups-per-dimension": 1000})
+    assert resolve_kernel(capped, lm_head, limited)[1] == (1000,)
 
 
 def test_missing_feature_or_limit_is_unsupported(tiny_matrix: Path):
