@@ -38,6 +38,12 @@ def _run_extras(session: nox.Session) -> str:
         else "export,report"
 
 
+def _default_backend(posargs: list[str]) -> list[str]:
+    """SwiftShader unless the user's arguments name a backend (`--backend B` or `--backend=B`)."""
+    named = any(a == "--backend" or a.startswith("--backend=") for a in posargs)
+    return list(posargs) if named else ["--backend", "swiftshader", *posargs]
+
+
 def _accuracy(backend: str) -> Callable[[nox.Session], None]:
     def session_body(session: nox.Session) -> None:
         _install(session, _run_extras(session))
@@ -56,10 +62,8 @@ for _backend in _matrix_backends():
 def heavy(session: nox.Session) -> None:
     """Heavy tier (lm_head, 8k prefill); SwiftShader unless `-- --backend NAME`."""
     _install(session, _run_extras(session))
-    args = list(session.posargs)
-    if "--backend" not in args:
-        args = ["--backend", "swiftshader", *args]
-    session.run("python", "-m", "q4gsw", "run", "--tier", "heavy", "--results", "results/heavy", *args)
+    session.run("python", "-m", "q4gsw", "run", "--tier", "heavy", "--results", "results/heavy",
+                *_default_backend(session.posargs))
 
 
 @nox.session(name="ci-matrix", default=False)
@@ -88,12 +92,9 @@ def tests(session: nox.Session) -> None:
 def edges(session: nox.Session) -> None:
     """Suite "edges" (upstream tile-edge shapes, group sizes 8/64/128, int4 edge weights); SwiftShader unless
     `-- --backend NAME`."""
-    _install(session, "export,report")
-    args = list(session.posargs)
-    if "--backend" not in args:
-        args = ["--backend", "swiftshader", *args]
+    _install(session, _run_extras(session))
     session.run("python", "-m", "q4gsw", "run", "--suite", "edges", "--tier", "required", "--results",
-                "results/edges", *args)
+                "results/edges", *_default_backend(session.posargs))
 
 
 @nox.session(default=False)
