@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from q4gsw.result import Result
+from q4gsw.result import Result, format_number
 
 
 def case_name(result: Result) -> str:
@@ -26,15 +26,6 @@ def reproduce_line(result: Result) -> str:
     if result.reproduce:
         return result.reproduce
     return f"python -m q4gsw run --backend {result.backend} --config {result.config}"
-
-
-def _num(value: Any, spec: str) -> str:
-    if value is None or value == "":
-        return "n/a"
-    try:
-        return format(float(value), spec)
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def failure_kind(result: Result) -> str:
@@ -54,8 +45,9 @@ def failure_details(result: Result) -> str:
     lines = [result.message]
     if e:
         worst = e.get("worst_index")
-        lines.append(f"max abs error {_num(e.get('max_abs'), '.3e')}, max rel error {_num(e.get('max_rel'), '.3e')}, "
-                     f"headroom {_num(e.get('headroom'), '.3f')} (max |err| / bound; <= 1 passes)")
+        max_abs, max_rel = (format_number(e.get(key), ".3e", "n/a") for key in ("max_abs", "max_rel"))
+        lines.append(f"max abs error {max_abs}, max rel error {max_rel}, "
+                     f"headroom {format_number(e.get('headroom'), '.3f', 'n/a')} (max |err| / bound; <= 1 passes)")
         lines.append(f"worst (m, n) = ({worst[0]}, {worst[1]}); " if worst else "worst (m, n) = n/a; ")
         lines[-1] += (f"{e.get('mismatches', 'n/a')}/{e.get('elements', 'n/a')} elements out of tolerance, "
                       f"{e.get('nonfinite', 0)} non-finite, {e.get('guard_violations', 0)} guard words changed")

@@ -9,13 +9,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from q4gsw.result import Result, summary_line, write_results
+from q4gsw.result import Result, format_number, summary_line, write_results
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow", "unsupported": "magenta"}
-
-
-def _fmt(value: Any, spec: str = ".2e") -> str:
-    return "" if value is None or value == "" else format(value, spec)
 
 
 def make_console() -> Console:
@@ -40,9 +36,10 @@ def results_table(results: list[Result], title: str = "q4gsw results") -> Table:
         worst = e.get("worst_index")
         table.add_row(r.config, shape, r.kernel, r.input,
                       f"[{STATUS_STYLE.get(r.status, '')}]{r.status.upper()}[/]",
-                      _fmt(e.get("max_abs")), _fmt(e.get("max_rel")), _fmt(e.get("headroom"), ".3f"),
-                      f"({worst[0]},{worst[1]})" if worst else "", _fmt(t.get("gflops"), ".2f"),
-                      _stages(t), _fmt(t.get("total_s"), ".1f"),
+                      format_number(e.get("max_abs"), ".2e"), format_number(e.get("max_rel"), ".2e"),
+                      format_number(e.get("headroom"), ".3f"),
+                      f"({worst[0]},{worst[1]})" if worst else "", format_number(t.get("gflops"), ".2f"),
+                      _stages(t), format_number(t.get("total_s"), ".1f"),
                       f"{r.peak_rss_bytes / 2**30:.2f} GiB" if r.peak_rss_bytes else "")
     return table
 

@@ -76,3 +76,13 @@ def summary_line(results: list[Result]) -> str:
     c = counts(results)
     line = f"{c['pass']} passed, {c['fail']} failed, {c['skip']} skipped"
     return line + (f", {c['unsupported']} unsupported" if c["unsupported"] else "")
+
+
+def format_number(value: Any, spec: str, missing: str = "") -> str:
+    """A recorded number for a report cell; `missing` when absent, the raw text when not numeric."""
+    if value is None or value == "":
+        return missing
+    try:
+        return format(float(value), spec)
+    except (TypeError, ValueError):
+        return str(value)

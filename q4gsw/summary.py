@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from q4gsw.junit import case_name, reproduce_line
-from q4gsw.result import Result, summary_line
+from q4gsw.result import Result, format_number, summary_line
 
 STATUS_MARK = {"pass": "✅ pass", "fail": "❌ FAIL", "skip": "⏭️ skip", "unsupported": "⚠️ unsupported"}
 COLUMNS = ("status", "config", "M×K×N", "kernel", "input", "backend", "adapter", "max abs err", "max rel err",
@@ -19,15 +19,6 @@ def cell(value: Any) -> str:
     """A Markdown table cell: one line, pipes escaped."""
     text = "" if value is None else str(value)
     return " ".join(text.split()).replace("|", "\\|")
-
-
-def _num(value: Any, spec: str) -> str:
-    if value is None or value == "":
-        return ""
-    try:
-        return format(float(value), spec)
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def ordered(results: Sequence[Result]) -> list[Result]:
@@ -46,9 +37,9 @@ def row(r: Result) -> list[str]:
     gpu = r.timings.get("gpu_s")
     return [STATUS_MARK.get(r.status, r.status), r.config,
             f"{s.get('M')}×{s.get('K')}×{s.get('N')}" if s else "", r.kernel, r.input, r.backend,
-            r.adapter.get("name", "") if r.adapter else "", _num(e.get("max_abs"), ".2e"),
-            _num(e.get("max_rel"), ".2e"), _num(e.get("headroom"), ".3f"),
-            f"({worst[0]}, {worst[1]})" if worst else "", mismatches, tol, _num(gpu, ".3f")]
+            r.adapter.get("name", "") if r.adapter else "", format_number(e.get("max_abs"), ".2e"),
+            format_number(e.get("max_rel"), ".2e"), format_number(e.get("headroom"), ".3f"),
+            f"({worst[0]}, {worst[1]})" if worst else "", mismatches, tol, format_number(gpu, ".3f")]
 
 
 def markdown_summary(results: Sequence[Result], meta: dict[str, Any] | None = None, title: str | None = None,
