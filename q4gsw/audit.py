@@ -287,14 +287,16 @@ def load_measurements(paths: list[Path]) -> dict[tuple[str, str], list[Measured]
             print(f"warning: {file}: not a q4gsw results.json, ignored", file=sys.stderr)
             continue
         for r in results:
-            if r.status not in ("pass", "fail") or "max_abs" not in r.errors:
+            if r.status not in ("pass", "fail") or r.errors is None:
                 continue
+            tol = r.tolerance
             found.setdefault((r.config, r.input), []).append(Measured(
-                backend=r.backend, kernel=r.kernel, adapter=str(r.adapter.get("name", "")), status=r.status,
-                max_abs=float(r.errors["max_abs"]), headroom=float(r.errors.get("headroom", math.nan)),
-                source=str(file), atol=float(r.tolerance.get("atol", math.nan)),
-                rtol=float(r.tolerance.get("rtol", math.nan)),
-                tolerance_source=str(r.tolerance.get("source", "config"))))
+                backend=r.backend, kernel=r.kernel, adapter=r.adapter.name if r.adapter is not None else "",
+                status=r.status, max_abs=float(r.errors.max_abs),
+                headroom=math.nan if r.errors.headroom is None else float(r.errors.headroom), source=str(file),
+                atol=float(tol.atol) if tol is not None else math.nan,
+                rtol=float(tol.rtol) if tol is not None else math.nan,
+                tolerance_source=tol.source if tol is not None else "config"))
     return found
 
 

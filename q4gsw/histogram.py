@@ -1,4 +1,4 @@
-"""A small, mergeable histogram of |y - g| over log10, kept in Result.errors['histogram'].
+"""A small, mergeable histogram of |y - g| over log10, kept in Result.errors.histogram (an Errors field).
 
 The worker does not keep the output arrays, so it records this instead: counts over fixed log10 bins
 (the same edges for every config and backend, so histograms can be compared and plotted together),

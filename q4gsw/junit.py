@@ -1,9 +1,12 @@
 """JUnit XML (junit.xml) of a run or of merged runs, for CI test-report viewers.
 
 One <testsuite> per backend; one <testcase> per config x kernel x input x backend with
-classname = backend and name = "config/kernel/input". A failure carries the max abs/rel error,
-the worst (m, n), the mismatch count, the tolerance and the one line that reproduces it; skipped
-and unsupported cases are <skipped>. Written with xml.etree (no extra dependency).
+classname = "backend.webgpu" (the WebGPU implementation that ran it, e.g. swiftshader.dawn; just the
+backend where that is unknown) and name = "config/kernel/input". Each testcase's <properties> name the
+WebGPU implementation, the variant ExecuTorch would route the config to, the role and the adapter.
+A failure carries the max abs/rel error, the worst (m, n), the mismatch count, the tolerance and the
+one line that reproduces it; skipped and unsupported cases are <skipped>. Written with xml.etree
+(no extra dependency).
 """
 
 from __future__ import annotations
@@ -21,6 +24,16 @@ def case_name(result: Result) -> str:
     return "/".join(p for p in (result.config, result.kernel, result.input) if p)
 
 
+def case_label(result: Result) -> str:
+    """The case id the engine recorded; for results without one, config/kernel/input@backend."""
+    return result.case_id or f"{case_name(result)}@{result.backend}"
+
+
+def class_name(result: Result) -> str:
+    """JUnit classname: backend.webgpu, so the WebGPU implementation that ran the case shows in viewers."""
+    return f"{result.backend}.{result.webgpu}" if result.webgpu else result.backend
+
+
 def reproduce_line(result: Result) -> str:
     """The one command that reproduces this case: always `--config NAME`, never `--shard`."""
     if result.reproduce:
@@ -30,43 +43,53 @@ def reproduce_line(result: Result) -> str:
 
 def failure_kind(result: Result) -> str:
     e = result.errors
-    if e.get("nonfinite"):
+    if e is not None and e.nonfinite:
         return "NonFiniteOutput"
-    if e.get("guard_violations"):
+    if e is not None and e.guard_violations:
         return "OutOfBoundsWrite"
-    if e.get("mismatches"):
+    if e is not None and e.mismatches:
         return "ToleranceExceeded"
     return "RunFailure"  # crash, timeout, unavailable backend, bad fixture, kernel compile error
 
 
 def failure_details(result: Result) -> str:
     """Multi-line failure text: errors, worst element, tolerance, adapter and the reproduce line."""
-    e, tol = result.errors, result.tolerance
+    e, tol, adapter = result.errors, result.tolerance, result.adapter
     lines = [result.message]
-    if e:
-        worst = e.get("worst_index")
-        max_abs, max_rel = (format_number(e.get(key), ".3e", "n/a") for key in ("max_abs", "max_rel"))
+    if e is not None:
+        worst = e.worst_index
+        max_abs, max_rel = (format_number(value, ".3e", "n/a") for value in (e.max_abs, e.max_rel))
         lines.append(f"max abs error {max_abs}, max rel error {max_rel}, "
-                     f"headroom {format_number(e.get('headroom'), '.3f', 'n/a')} (max |err| / bound; <= 1 passes)")
+                     f"headroom {format_number(e.headroom, '.3f', 'n/a')} (max |err| / bound; <= 1 passes)")
         lines.append(f"worst (m, n) = ({worst[0]}, {worst[1]}); " if worst else "worst (m, n) = n/a; ")
-        lines[-1] += (f"{e.get('mismatches', 'n/a')}/{e.get('elements', 'n/a')} elements out of tolerance, "
-                      f"{e.get('nonfinite', 0)} non-finite, {e.get('guard_violations', 0)} guard words changed")
-    if tol:
-        lines.append(f"tolerance: atol {tol.get('atol')} + rtol {tol.get('rtol')} * |golden| "
-                     f"({tol.get('source', 'config')}): {tol.get('justification', '')}")
-    if result.adapter:
-        lines.append(f"adapter: {result.adapter.get('name', '?')} ({result.adapter.get('device_type', '?')}, "
-                     f"{result.adapter.get('api', '?')}, driver {result.adapter.get('driver') or 'n/a'})")
+        lines[-1] += (f"{e.mismatches}/{e.elements} elements out of tolerance, "
+                      f"{e.nonfinite} non-finite, {e.guard_violations} guard words changed")
+    if tol is not None:
+        lines.append(f"tolerance: atol {tol.atol} + rtol {tol.rtol} * |golden| ({tol.source}): {tol.justification}")
+    if adapter is not None:
+        lines.append(f"adapter: {adapter.name or '?'} ({adapter.device_type or '?'}, {adapter.api or '?'}, "
+                     f"driver {adapter.driver or 'n/a'})")
+    if result.webgpu or result.routed:
+        lines.append(f"webgpu: {result.webgpu or 'n/a'}; routed variant: {result.routed or 'n/a'}")
     lines.append(f"reproduce: {reproduce_line(result)}")
     return "\n".join(lines)
 
 
 def _case_time(result: Result) -> float:
     t = result.timings
-    for key in ("gpu_wall_s", "gpu_s", "total_s"):
-        if isinstance(t.get(key), int | float):
-            return float(t[key])
+    for value in (t.gpu_wall_s, t.gpu_s, t.total_s):
+        if isinstance(value, int | float):
+            return float(value)
     return 0.0
+
+
+def case_properties(result: Result) -> list[tuple[str, str]]:
+    """Per-testcase <property> pairs (the empty ones left out)."""
+    adapter = result.adapter
+    pairs = [("webgpu", result.webgpu), ("routed", result.routed),
+             ("role", result.role if result.role != "subject" else ""), ("upstream", result.upstream),
+             ("adapter", adapter.name if adapter is not None else ""), ("shape", result.shape.text())]
+    return [(key, str(value)) for key, value in pairs if value]
 
 
 def build_junit(results: list[Result], meta: dict[str, Any] | None = None) -> ET.ElementTree:
@@ -81,9 +104,11 @@ def build_junit(results: list[Result], meta: dict[str, Any] | None = None) -> ET
         suite = ET.SubElement(root, "testsuite", name=backend, timestamp=str(timestamp).removesuffix("Z"),
                               hostname=str(meta.get("host", "")))
         props = ET.SubElement(suite, "properties")
-        adapter = next((r.adapter for r in cases if r.adapter), {})
-        versions = next((r.versions for r in cases if r.versions), {})
-        for key, value in (("adapter", adapter.get("name", "")), ("adapter_driver", adapter.get("driver", "")),
+        adapter = next((r.adapter for r in cases if r.adapter is not None), None)
+        versions = next((r.provenance.versions for r in cases if r.provenance.versions), {})
+        implementations = ", ".join(dict.fromkeys(r.webgpu for r in cases if r.webgpu))
+        for key, value in (("adapter", adapter.name if adapter else ""),
+                           ("adapter_driver", adapter.driver if adapter else ""), ("webgpu", implementations),
                            ("q4gsw_version", meta.get("q4gsw_version", versions.get("q4gsw", ""))),
                            ("command", meta.get("command", "")), ("matrix", meta.get("matrix", "")),
                            *((f"version.{k}", v) for k, v in sorted(versions.items()))):
@@ -94,7 +119,13 @@ def build_junit(results: list[Result], meta: dict[str, Any] | None = None) -> ET
         for r in cases:
             seconds = _case_time(r)
             suite_time += seconds
-            case = ET.SubElement(suite, "testcase", classname=backend, name=case_name(r), time=f"{seconds:.3f}")
+            case = ET.SubElement(suite, "testcase", classname=class_name(r), name=case_name(r),
+                                 time=f"{seconds:.3f}")
+            pairs = case_properties(r)
+            if pairs:
+                case_props = ET.SubElement(case, "properties")
+                for key, value in pairs:
+                    ET.SubElement(case_props, "property", name=key, value=value)
             if r.status == "fail":
                 failures += 1
                 failure = ET.SubElement(case, "failure", message=r.message.splitlines()[0] if r.message else "failed",
@@ -104,7 +135,7 @@ def build_junit(results: list[Result], meta: dict[str, Any] | None = None) -> ET
                 skipped += 1
                 ET.SubElement(case, "skipped", message=f"{r.status}: {r.message}", type=r.status)
             out = ET.SubElement(case, "system-out")
-            out.text = f"{r.status.upper()} {r.case_id}: {r.message}\nreproduce: {reproduce_line(r)}\n"
+            out.text = f"{r.status.upper()} {case_label(r)}: {r.message}\nreproduce: {reproduce_line(r)}\n"
         suite.set("tests", str(len(cases)))
         suite.set("failures", str(failures))
         suite.set("errors", "0")

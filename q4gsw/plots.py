@@ -1,7 +1,7 @@
 """PNG plots of a run (matplotlib, Agg backend): per-config |y - g| histograms and a headroom bar chart.
 
 Plotting is optional: without matplotlib, write_plots returns no files and a note saying so, and
-the run carries on. The histograms come from Result.errors['histogram'] (see q4gsw.histogram).
+the run carries on. The histograms come from Result.errors.histogram (see q4gsw.histogram).
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ def _load_pyplot() -> ModuleType:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _runner(r: Result) -> str:
+    """The backend and, where recorded, the WebGPU implementation: one bar series / legend entry each."""
+    return f"{r.backend} ({r.webgpu})" if r.webgpu else r.backend
 
 
 def write_plots(out_dir: Path, results: Sequence[Result]) -> tuple[list[Path], list[str]]:
@@ -68,39 +73,38 @@ def write_plots(out_dir: Path, results: Sequence[Result]) -> tuple[list[Path], l
 
 
 def _histogram(plt: ModuleType, path: Path, config: str, results: Sequence[Result]) -> Path | None:
-    series = [r for r in results if isinstance(r.errors.get("histogram"), dict) and r.errors["histogram"].get("counts")]
+    series = [(r, r.errors.histogram) for r in results if r.errors is not None and r.errors.histogram.get("counts")]
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     atols = set()
-    for r in series:
-        h = r.errors["histogram"]
+    for r, h in series:
         edges, counts = h["log10_edges"], h["counts"]
         extra = []
         if h.get("zero"):
             extra.append(f"{h['zero']} exact")
         if h.get("nonfinite"):
             extra.append(f"{h['nonfinite']} non-finite")
-        label = f"{r.backend} · {r.kernel or '?'} · {r.input or '?'} [{r.status}]"
+        label = f"{_runner(r)} · {r.kernel or '?'} · {r.input or '?'} [{r.status}]"
         if extra:
             label += f" (+{', '.join(extra)})"
         ax.stairs(counts, edges, label=label, linewidth=1.6)
-        if "atol" in r.tolerance and r.tolerance["atol"] > 0:
-            atols.add(float(r.tolerance["atol"]))
+        if r.tolerance is not None and r.tolerance.atol > 0:
+            atols.add(float(r.tolerance.atol))
     for atol in sorted(atols):
         ax.axvline(math.log10(atol), color="red", linestyle="--", linewidth=1)
         ax.annotate(f"atol {atol:g}", (math.log10(atol), 1), xycoords=("data", "axes fraction"),
                     xytext=(3, -12), textcoords="offset points", color="red", fontsize=8)
-    nonzero = [i for r in series for i, c in enumerate(r.errors["histogram"]["counts"]) if c]
-    edges = series[0].errors["histogram"]["log10_edges"]
+    nonzero = [i for _, h in series for i, c in enumerate(h["counts"]) if c]
+    edges = series[0][1]["log10_edges"]
     if nonzero:
         low = edges[max(min(nonzero) - 2, 0)]
         high = edges[min(max(nonzero) + 3, len(edges) - 1)]
         if atols:
             high = max(high, math.log10(max(atols)) + 1.0)
         ax.set_xlim(low, high)
-    shape = series[0].shape
-    dims = f" {shape.get('M')}×{shape.get('K')}×{shape.get('N')}" if shape else ""
+    shape = series[0][0].shape.text()
+    dims = f" {shape}" if shape else ""
     ax.set_title(f"{config}{dims}: distribution of |y − g|")
     ax.set_xlabel("log10 |y − golden|")
     ax.set_ylabel("outputs")
@@ -114,24 +118,24 @@ def _histogram(plt: ModuleType, path: Path, config: str, results: Sequence[Resul
 
 
 def _headroom(plt: ModuleType, path: Path, results: Sequence[Result]) -> Path | None:
-    measured = [r for r in results if isinstance(r.errors.get("headroom"), int | float)]
+    measured = [r for r in results if r.errors is not None and isinstance(r.errors.headroom, int | float)]
     if not measured:
         return None
     cases = list(dict.fromkeys(case_name(r) for r in measured))
-    backends = sorted({r.backend for r in measured})
+    backends = sorted({_runner(r) for r in measured})
     width = 0.8 / len(backends)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(cases) * max(1, len(backends)) ** 0.5 + 2), 4.8), dpi=100)
-    finite = [float(r.errors["headroom"]) for r in measured if math.isfinite(float(r.errors["headroom"]))]
+    finite = [float(r.headroom) for r in measured if math.isfinite(float(r.headroom))]
     positive = [v for v in finite if v > 0]
     floor = min([*positive, 1e-3]) / 3
     ceiling = max([*finite, 1.0]) * 3
     for b_index, backend in enumerate(backends):
         xs, heights, colors, values = [], [], [], []
         for c_index, case in enumerate(cases):
-            match = [r for r in measured if r.backend == backend and case_name(r) == case]
+            match = [r for r in measured if _runner(r) == backend and case_name(r) == case]
             if not match:
                 continue
-            value = float(match[0].errors["headroom"])
+            value = float(match[0].headroom)
             shown = ceiling if not math.isfinite(value) else max(value, floor)
             xs.append(c_index + (b_index - (len(backends) - 1) / 2) * width)
             heights.append(shown)

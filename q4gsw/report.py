@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from q4gsw.result import Result, format_number, summary_line, write_results
@@ -14,47 +16,60 @@ from q4gsw.result import Result, format_number, summary_line, write_results
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow", "unsupported": "magenta"}
 
 
+CONSOLE_WIDTH = 100  # the results table is laid out to fit this
+
+
 def make_console() -> Console:
-    # Piped output (CI logs, nox) gets a wide table rather than rich's 80-column default.
-    return Console(width=None if sys.stdout.isatty() else 220)
+    # Piped output (CI logs, nox) gets a fixed width rather than rich's 80-column default.
+    return Console(width=None if sys.stdout.isatty() else CONSOLE_WIDTH)
 
 
-def _stages(timings: dict[str, float]) -> str:
-    """Per-stage seconds; a golden stored in the fixture was computed during its export."""
-    stages = [timings.get(key) for key in ("export_s", "golden_s", "gpu_s", "compare_s")]
-    return "/".join("-" if value is None else f"{value:.1f}" for value in stages) if any(stages) else ""
+def _by_backend(results: list[Result]) -> dict[str, list[Result]]:
+    """Results by backend, in order of first appearance."""
+    groups: dict[str, list[Result]] = {}
+    for r in results:
+        groups.setdefault(r.backend, []).append(r)
+    return groups
+
+
+def table_title(backend: str, results: list[Result]) -> str:
+    """'q4gsw results: BACKEND (WEBGPU)': the WebGPU implementation(s) that ran the backend's cases."""
+    implementations = ", ".join(dict.fromkeys(r.webgpu for r in results if r.webgpu))
+    return f"q4gsw results: {backend}" + (f" ({implementations})" if implementations else "")
 
 
 def results_table(results: list[Result], title: str = "q4gsw results") -> Table:
-    table = Table(title=title, show_lines=False)
-    for column in ("config", "M×K×N", "kernel", "input", "status", "max |err|", "max rel", "headroom",
-                   "worst (m,n)", "GFLOP/s", "export/golden/gpu/compare s", "time s", "peak RSS"):
-        table.add_column(column, justify="right" if column not in ("config", "kernel", "input", "status") else "left")
+    """The compact console table (fits 100 columns). Worst index, per-stage seconds, peak RSS and the
+    adapter are in summary.md and results.json; the backend and WebGPU implementation are in the title."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+                  title_justify="left")
+    for column in ("config", "kernel", "input", "status", "max |err|", "headroom", "GFLOP/s", "time s"):
+        table.add_column(column, justify="left" if column in ("config", "kernel", "input", "status") else "right")
     for r in results:
         e, t = r.errors, r.timings
-        shape = f"{r.shape.get('M')}×{r.shape.get('K')}×{r.shape.get('N')}" if r.shape else ""
-        worst = e.get("worst_index")
-        table.add_row(r.config, shape, r.kernel, r.input,
-                      f"[{STATUS_STYLE.get(r.status, '')}]{r.status.upper()}[/]",
-                      format_number(e.get("max_abs"), ".2e"), format_number(e.get("max_rel"), ".2e"),
-                      format_number(e.get("headroom"), ".3f"),
-                      f"({worst[0]},{worst[1]})" if worst else "", format_number(t.get("gflops"), ".2f"),
-                      _stages(t), format_number(t.get("total_s"), ".1f"),
-                      f"{r.peak_rss_bytes / 2**30:.2f} GiB" if r.peak_rss_bytes else "")
+        table.add_row(r.config, r.kernel, r.input, f"[{STATUS_STYLE.get(r.status, '')}]{r.status.upper()}[/]",
+                      format_number(e.max_abs if e is not None else None, ".2e"),
+                      format_number(e.headroom if e is not None else None, ".3f"),
+                      format_number(t.gflops, ".2f"), format_number(t.total_s, ".1f"))
     return table
 
 
 def print_report(results: list[Result], console: Console | None = None) -> None:
+    from q4gsw.junit import case_label
+
     console = console or make_console()
-    console.print(results_table(results))
+    for index, (backend, group) in enumerate(_by_backend(results).items()):
+        if index:
+            console.print()
+        console.print(results_table(group, title=table_title(backend, group)))
     for r in results:
         if r.status in ("fail", "unsupported"):
-            console.print(f"[{STATUS_STYLE[r.status]}]{r.status.upper()}[/] {r.case_id}: {r.message}", markup=True,
-                          highlight=False)
+            console.print(f"[{STATUS_STYLE[r.status]}]{r.status.upper()}[/] {escape(case_label(r))}: "
+                          f"{escape(r.message)}", markup=True, highlight=False)
             if r.status == "fail":
                 console.print(f"  reproduce: {r.reproduce}", highlight=False, markup=False)
         elif r.status == "skip":
-            console.print(f"[yellow]SKIP[/] {r.config}: {r.message}", highlight=False)
+            console.print(f"[yellow]SKIP[/] {escape(r.config)}: {escape(r.message)}", highlight=False)
     print(summary_line(results), flush=True)
 
 

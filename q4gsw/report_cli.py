@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from q4gsw.result import Result, counts, read_results
+from q4gsw.junit import case_label
+from q4gsw.result import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Result, counts, read_results
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DEFAULT_MERGED = Path("results/merged")
 
 
@@ -67,11 +67,11 @@ def load_all(paths: list[Path]) -> tuple[list[Result], list[dict[str, Any]]]:
 
 def merge(results: list[Result]) -> list[Result]:
     """Drop repeated skip/unsupported rows of the same case (e.g. reported by several shards)."""
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[str, str, str, str]] = set()
     merged = []
     for r in results:
         if r.status in ("skip", "unsupported"):
-            key = (r.case_id, r.status, r.message)
+            key = (case_label(r), r.webgpu, r.status, r.message)
             if key in seen:
                 continue
             seen.add(key)

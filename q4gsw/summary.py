@@ -11,8 +11,9 @@ from q4gsw.junit import case_name, reproduce_line
 from q4gsw.result import Result, format_number, summary_line
 
 STATUS_MARK = {"pass": "✅ pass", "fail": "❌ FAIL", "skip": "⏭️ skip", "unsupported": "⚠️ unsupported"}
-COLUMNS = ("status", "config", "M×K×N", "kernel", "input", "backend", "adapter", "max abs err", "max rel err",
-           "headroom", "worst (m, n)", "mismatches", "atol / rtol", "GPU s")
+COLUMNS = ("status", "config", "M×K×N", "kernel", "input", "backend", "webgpu", "routed", "adapter", "max abs err",
+           "max rel err", "headroom", "worst (m, n)", "mismatches", "atol / rtol", "GPU s", "GFLOP/s",
+           "export/golden/gpu/compare s", "peak RSS")
 
 
 def cell(value: Any) -> str:
@@ -26,20 +27,34 @@ def ordered(results: Sequence[Result]) -> list[Result]:
     first = {}
     for r in results:
         first.setdefault(r.config, len(first))
-    return sorted(results, key=lambda r: (first[r.config], r.kernel, r.input, r.backend))
+    return sorted(results, key=lambda r: (first[r.config], r.kernel, r.input, r.backend, r.webgpu))
+
+
+def stages(r: Result) -> str:
+    """Per-stage seconds (- where a stage did not run); a golden stored in the fixture came with its export."""
+    t = r.timings
+    values = (t.export_s, t.golden_s, t.gpu_s, t.compare_s)
+    return "/".join("-" if v is None else f"{v:.1f}" for v in values) if any(v is not None for v in values) else ""
 
 
 def row(r: Result) -> list[str]:
-    e, s = r.errors, r.shape
-    worst = e.get("worst_index")
-    mismatches = f"{e['mismatches']}/{e.get('elements', '?')}" if "mismatches" in e else ""
-    tol = f"{r.tolerance['atol']:g} / {r.tolerance['rtol']:g}" if "atol" in r.tolerance else ""
-    gpu = r.timings.get("gpu_s")
-    return [STATUS_MARK.get(r.status, r.status), r.config,
-            f"{s.get('M')}×{s.get('K')}×{s.get('N')}" if s else "", r.kernel, r.input, r.backend,
-            r.adapter.get("name", "") if r.adapter else "", format_number(e.get("max_abs"), ".2e"),
-            format_number(e.get("max_rel"), ".2e"), format_number(e.get("headroom"), ".3f"),
-            f"({worst[0]}, {worst[1]})" if worst else "", mismatches, tol, format_number(gpu, ".3f")]
+    e, tol = r.errors, r.tolerance
+    worst = e.worst_index if e is not None else None
+    return [STATUS_MARK.get(r.status, r.status), r.config, r.shape.text(), r.kernel, r.input, r.backend, r.webgpu,
+            r.routed, r.adapter.name if r.adapter is not None else "",
+            format_number(e.max_abs if e is not None else None, ".2e"),
+            format_number(e.max_rel if e is not None else None, ".2e"),
+            format_number(e.headroom if e is not None else None, ".3f"),
+            f"({worst[0]}, {worst[1]})" if worst else "",
+            f"{e.mismatches}/{e.elements}" if e is not None else "",
+            f"{tol.atol:g} / {tol.rtol:g}" if tol is not None else "",
+            format_number(r.timings.gpu_s, ".3f"), format_number(r.timings.gflops, ".2f"), stages(r),
+            f"{r.peak_rss_bytes / 2**30:.2f} GiB" if r.peak_rss_bytes else ""]
+
+
+def where(r: Result) -> str:
+    """`backend` and, where recorded, the WebGPU implementation that ran the case."""
+    return f"`{r.backend}`" + (f" ({r.webgpu})" if r.webgpu else "")
 
 
 def markdown_summary(results: Sequence[Result], meta: dict[str, Any] | None = None, title: str | None = None,
@@ -54,6 +69,9 @@ def markdown_summary(results: Sequence[Result], meta: dict[str, Any] | None = No
         facts.append(f"merged from {len(meta['merged_from'])} result files")
     if meta.get("q4gsw_version"):
         facts.append(f"q4gsw {meta['q4gsw_version']}")
+    implementations = list(dict.fromkeys(r.webgpu for r in results if r.webgpu))
+    if implementations:
+        facts.append(f"WebGPU {', '.join(implementations)}")
     if meta.get("host"):
         facts.append(f"host `{meta['host']}`")
     if isinstance(meta.get("wall_s"), int | float):
@@ -74,14 +92,14 @@ def markdown_summary(results: Sequence[Result], meta: dict[str, Any] | None = No
     if failures:
         lines += ["### Failures", ""]
         for r in failures:
-            lines.append(f"- **{cell(case_name(r))}** on `{r.backend}`: {cell(r.message)}")
+            lines.append(f"- **{cell(case_name(r))}** on {where(r)}: {cell(r.message)}")
             lines.append("")
             lines.append(f"  ```\n  {reproduce_line(r)}\n  ```")
         lines.append("")
     other = [r for r in results if r.status in ("skip", "unsupported")]
     if other:
         lines += ["### Skipped and unsupported", ""]
-        lines += [f"- {r.status}: **{cell(case_name(r))}** on `{r.backend}`: {cell(r.message)}" for r in other]
+        lines += [f"- {r.status}: **{cell(case_name(r))}** on {where(r)}: {cell(r.message)}" for r in other]
         lines.append("")
     if plots:
         lines += ["### Plots", ""] + [f"- `{p}`" for p in plots] + [""]

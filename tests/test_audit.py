@@ -9,6 +9,7 @@ import pytest
 
 from q4gsw import audit
 from q4gsw.matrix import Config, Tolerance
+from q4gsw.result import AdapterRecord, Errors, Result, ToleranceRecord, write_results
 
 U = 2.0**-24
 
@@ -105,3 +106,31 @@ def test_flags_loose_blind_tight_and_flaky():
     assert "FLAKY" in audit.audit_case(_config(10 * est, 0), "ramp", model, g, 10 * est, 0, spread).flags
     impossible = [audit.Measured("a", "k", "x", "fail", 2 * worst, 0.5, "r.json")]
     assert "MODEL?" in audit.audit_case(_config(1.0, 0), "ramp", model, g, 1.0, 0, impossible).flags
+
+
+def _errors(max_abs: float, headroom: float) -> Errors:
+    return Errors(max_abs=max_abs, max_rel=0.0, worst_index=(0, 0), mismatches=0, elements=64, nmse=0.0,
+                  headroom=headroom)
+
+
+def test_load_measurements_reads_typed_results(tmp_path):
+    results = [
+        Result(config="t", backend="swiftshader", status="pass", message="", kernel="gemv", input="ramp",
+               webgpu="dawn", errors=_errors(1e-6, 0.1), tolerance=ToleranceRecord(1e-5, 1e-4),
+               adapter=AdapterRecord(name="SwiftShader Device (Subzero)", webgpu="dawn")),
+        # Under a kernel's own tolerance; no adapter recorded.
+        Result(config="t", backend="lavapipe", status="fail", message="", kernel="tiled", input="ramp",
+               errors=_errors(2e-4, 2.0), tolerance=ToleranceRecord(1e-4, 0.0, source="kernel:tiled")),
+        # Nothing measured: a crash before the comparison, a skip.
+        Result(config="t", backend="swiftshader", status="fail", message="crashed", kernel="gemv", input="normal"),
+        Result(config="t", backend="swiftshader", status="skip", message="heavy", input="ramp"),
+    ]
+    write_results(tmp_path / "run" / "results.json", results, {"backend": "mixed"})
+    found = audit.load_measurements([tmp_path])
+    assert list(found) == [("t", "ramp")]
+    first, second = found[("t", "ramp")]
+    assert (first.backend, first.kernel, first.adapter, first.status) == (
+        "swiftshader", "gemv", "SwiftShader Device (Subzero)", "pass")
+    assert (first.max_abs, first.headroom, first.atol, first.rtol, first.tolerance_source) == (
+        1e-6, 0.1, 1e-5, 1e-4, "config")
+    assert (second.adapter, second.max_abs, second.atol, second.tolerance_source) == ("", 2e-4, 1e-4, "kernel:tiled")

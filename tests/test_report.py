@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from q4gsw import plots, report_cli
 from q4gsw.histogram import edges, error_histogram
-from q4gsw.report import write_run_outputs
-from q4gsw.result import Result, read_results
+from q4gsw.report import make_console, print_report, write_run_outputs
+from q4gsw.result import AdapterRecord, Errors, Provenance, Result, Shape, Timings, ToleranceRecord, read_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TOL = {"atol": 1e-5, "rtol": 1e-4, "justification": "K=2048 fp32 accumulation bound", "source": "config"}
-ADAPTER = {"name": "SwiftShader Device (Subzero)", "device_type": "CPU", "api": "Vulkan", "driver": ""}
+TOL = ToleranceRecord(atol=1e-5, rtol=1e-4, justification="K=2048 fp32 accumulation bound", source="config")
+ADAPTER = AdapterRecord(name="SwiftShader Device (Subzero)", device_type="CPU", api="Vulkan", driver="",
+                        webgpu="dawn")
+SHAPE = Shape(M=1, K=2048, N=512, group_size=32)
 
 
 def _hist(scale: float, n: int = 512, seed: int = 0) -> dict:
@@ -27,33 +33,33 @@ def _hist(scale: float, n: int = 512, seed: int = 0) -> dict:
 
 
 def passing(config="q_proj", backend="swiftshader", kernel="gemv", headroom=0.004, **extra) -> Result:
+    extra = {"case_id": f"{config}/{kernel}/ramp@{backend}", "webgpu": "dawn", "routed": "gpu_gemv_fast", **extra}
     return Result(config=config, backend=backend, status="pass", message=f"max |err| 5.35e-08, headroom {headroom}",
-                  tier="required", suite="llama", kernel=kernel, input="ramp",
-                  shape={"M": 1, "K": 2048, "N": 512, "group_size": 32}, tolerance=dict(TOL),
-                  errors={"max_abs": 5.35e-8, "max_rel": 1.6e-4, "worst_index": [0, 322], "mismatches": 0,
-                          "elements": 512, "headroom": headroom, "nonfinite": 0, "guard_violations": 0,
-                          "histogram": _hist(1e-8)},
-                  adapter={**ADAPTER, "name": f"{backend} adapter"}, timings={"gpu_s": 0.115, "total_s": 3.9},
-                  reproduce=f"nox -s accuracy-{backend} -- --config {config}",
-                  versions={"q4gsw": "0.1.0", "wgpu": "0.32.0"}, **extra)
+                  tier="required", suite="llama", kernel=kernel, input="ramp", shape=SHAPE, tolerance=TOL,
+                  errors=Errors(max_abs=5.35e-8, max_rel=1.6e-4, worst_index=(0, 322), mismatches=0, elements=512,
+                                nmse=1e-15, headroom=headroom, histogram=_hist(1e-8)),
+                  adapter=AdapterRecord(name=f"{backend} adapter", device_type="CPU", api="Vulkan", webgpu="dawn"),
+                  timings=Timings(export_s=1.2, golden_s=0.4, gpu_s=0.115, compare_s=0.01, total_s=3.9, gflops=0.02),
+                  peak_rss_bytes=3 * 2**29, reproduce=f"nox -s accuracy-{backend} -- --config {config}",
+                  provenance=Provenance(fixture="q_proj-abc123", versions={"q4gsw": "0.1.0", "wgpu": "0.32.0"}),
+                  **extra)
 
 
 def failing(config="kv_proj", backend="swiftshader") -> Result:
     return Result(config=config, backend=backend, status="fail",
                   message="12/512 elements out of tolerance; worst (m, n) = (0, 17): got 1.5, golden 1.49 | pipe",
-                  tier="required", suite="llama", kernel="gemv", input="ramp",
-                  shape={"M": 1, "K": 2048, "N": 512, "group_size": 32}, tolerance=dict(TOL),
-                  errors={"max_abs": 3.1e-4, "max_rel": 2.5e-2, "worst_index": [0, 17], "mismatches": 12,
-                          "elements": 512, "headroom": 31.2, "nonfinite": 0, "guard_violations": 0,
-                          "histogram": _hist(1e-4, seed=1)},
-                  adapter=dict(ADAPTER), timings={"gpu_s": 0.2},
+                  case_id=f"{config}/gemv/ramp@{backend}", webgpu="dawn",
+                  tier="required", suite="llama", kernel="gemv", input="ramp", shape=SHAPE, tolerance=TOL,
+                  errors=Errors(max_abs=3.1e-4, max_rel=2.5e-2, worst_index=(0, 17), mismatches=12, elements=512,
+                                nmse=1e-9, headroom=31.2, histogram=_hist(1e-4, seed=1)),
+                  adapter=ADAPTER, timings=Timings(gpu_s=0.2),
                   reproduce=f"nox -s accuracy-{backend} -- --config {config}")
 
 
 def crashed(config="gate_proj", backend="swiftshader") -> Result:
-    # A run failure before any comparison: no errors, no histogram.
+    # A run failure before any comparison: no errors, no histogram, and (older data) no case id.
     return Result(config=config, backend=backend, status="fail", message="GPU run of 'gate_proj' crashed with SIGSEGV",
-                  tier="required", suite="llama", shape={"M": 1, "K": 2048, "N": 8192, "group_size": 32},
+                  tier="required", suite="llama", shape=Shape(M=1, K=2048, N=8192, group_size=32),
                   reproduce=f"nox -s accuracy-{backend} -- --config {config}")
 
 
@@ -103,7 +109,13 @@ def test_junit_counts_names_and_failure_text(tmp_path, no_plots):
     assert [s.get("name") for s in suites] == ["swiftshader"]
     cases = suites[0].findall("testcase")
     assert [c.get("name") for c in cases] == ["q_proj/gemv/ramp", "kv_proj/gemv/ramp", "gate_proj", "lm_head", "odd"]
-    assert {c.get("classname") for c in cases} == {"swiftshader"}
+    # classname names the WebGPU implementation that ran the case, where the result records one.
+    assert [c.get("classname") for c in cases] == ["swiftshader.dawn", "swiftshader.dawn", "swiftshader",
+                                                   "swiftshader", "swiftshader"]
+    case_props = {p.get("name"): p.get("value") for p in cases[0].find("properties")}
+    assert case_props["webgpu"] == "dawn" and case_props["routed"] == "gpu_gemv_fast"
+    assert case_props["shape"] == "1×2048×512"
+    assert cases[4].find("properties") is None  # nothing recorded: no empty <properties>
 
     failure = cases[1].find("failure")
     assert failure.get("type") == "ToleranceExceeded"
@@ -113,6 +125,7 @@ def test_junit_counts_names_and_failure_text(tmp_path, no_plots):
     assert "worst (m, n) = (0, 17)" in text
     assert "12/512 elements out of tolerance" in text
     assert "atol 1e-05 + rtol 0.0001" in text and "K=2048 fp32 accumulation bound" in text
+    assert "webgpu: dawn; routed variant: n/a" in text
     assert text.splitlines()[-1] == "reproduce: nox -s accuracy-swiftshader -- --config kv_proj"
     assert "--shard" not in text
 
@@ -126,6 +139,10 @@ def test_junit_counts_names_and_failure_text(tmp_path, no_plots):
     assert float(cases[0].get("time")) == pytest.approx(0.115)
     props = {p.get("name"): p.get("value") for p in suites[0].find("properties")}
     assert props["adapter"] == "swiftshader adapter" and props["version.wgpu"] == "0.32.0"
+    assert props["webgpu"] == "dawn"
+    # system-out names the case by its recorded id, or config/kernel/input@backend for results without one.
+    assert cases[0].find("system-out").text.startswith("PASS q_proj/gemv/ramp@swiftshader: ")
+    assert cases[2].find("system-out").text.startswith("FAIL gate_proj@swiftshader: ")
 
 
 def test_junit_reads_back_with_junitparser(tmp_path, no_plots):
@@ -167,12 +184,23 @@ def test_markdown_table_and_failures(tmp_path, no_plots):
     assert "**1 passed, 2 failed, 1 skipped, 1 unsupported**" in md
     rows = _table_rows(md)
     header, body = rows[0], rows[1:]
-    assert header[:6] == ["status", "config", "M×K×N", "kernel", "input", "backend"]
+    assert header[:8] == ["status", "config", "M×K×N", "kernel", "input", "backend", "webgpu", "routed"]
     assert len(body) == 5
     by_config = {row[1]: dict(zip(header, row, strict=True)) for row in body}
     assert by_config["q_proj"]["status"] == "✅ pass"
     assert by_config["q_proj"]["headroom"] == "0.004"
     assert by_config["q_proj"]["max abs err"] == "5.35e-08"
+    assert by_config["q_proj"]["M×K×N"] == "1×2048×512"
+    # Which WebGPU implementation ran, the routed variant, and the details the console table leaves out.
+    assert (by_config["q_proj"]["webgpu"], by_config["q_proj"]["routed"]) == ("dawn", "gpu_gemv_fast")
+    assert by_config["kv_proj"]["routed"] == "" and by_config["gate_proj"]["webgpu"] == ""
+    assert by_config["q_proj"]["adapter"] == "swiftshader adapter"
+    assert by_config["q_proj"]["worst (m, n)"] == "(0, 322)"
+    assert by_config["q_proj"]["export/golden/gpu/compare s"] == "1.2/0.4/0.1/0.0"
+    assert by_config["kv_proj"]["export/golden/gpu/compare s"] == "-/-/0.2/-"
+    assert by_config["q_proj"]["peak RSS"] == "1.50 GiB"
+    assert by_config["q_proj"]["GFLOP/s"] == "0.02"
+    assert "WebGPU dawn" in md
     assert by_config["kv_proj"]["status"] == "❌ FAIL"
     assert by_config["kv_proj"]["worst (m, n)"] == "(0, 17)"
     assert by_config["kv_proj"]["mismatches"] == "12/512"
@@ -181,6 +209,7 @@ def test_markdown_table_and_failures(tmp_path, no_plots):
     # Failures list the message (pipes escaped) and the exact reproduce line in a code block.
     failures = md.split("### Failures", 1)[1].split("###", 1)[0]
     assert "\\| pipe" in failures
+    assert "on `swiftshader` (dawn)" in failures
     assert "  nox -s accuracy-swiftshader -- --config kv_proj\n" in failures
     assert "  nox -s accuracy-swiftshader -- --config gate_proj\n" in failures
     assert "heavy: run `nox -s heavy`" in md.split("### Skipped and unsupported", 1)[1]
@@ -197,6 +226,54 @@ def test_markdown_is_appended_to_github_step_summary(tmp_path, monkeypatch, no_p
     assert text.startswith("earlier step\n")
     assert text.count("## q4gsw accuracy: swiftshader") == 2
     assert (tmp_path / "a" / "summary.md").read_text().strip() in text
+
+
+# ------------------------------------------------------------------------------------------------
+# Console table
+# ------------------------------------------------------------------------------------------------
+
+
+def _realistic() -> list[Result]:
+    """A run's worth of results with the matrix's longest names, every status and wide numbers."""
+    long = [passing(config="edge_weights_gemm", kernel=kernel, headroom=h)
+            for kernel, h in (("gpu_gemv_rows", 0.0123), ("gpu_gemm_f16", 0.4567), ("gpu_gemv_fast", 0.0))]
+    slow = replace(passing(config="lm_head", kernel="gpu_gemv_fast"),
+                   timings=Timings(export_s=812.3, golden_s=95.0, gpu_s=0.000113, compare_s=2.5, total_s=1234.5,
+                                   gflops=12345.67), peak_rss_bytes=37 * 2**30)
+    nonfinite = replace(failing(config="edge_huge_scales"), input="outliers",
+                        case_id="edge_huge_scales/gemv/outliers@swiftshader", message="4096 non-finite outputs",
+                        errors=Errors(max_abs=float("inf"), max_rel=float("nan"), worst_index=(16, 4095),
+                                      mismatches=4096, elements=4096, nmse=float("nan"), headroom=float("inf"),
+                                      nonfinite=4096))
+    return [*long, slow, nonfinite, failing(), crashed(config="edge_partial_tiles"), skipped(), unsupported(),
+            unsupported(config="edge_weights_gemv"), passing(config="kv_proj_8k", backend="lavapipe",
+                                                              kernel="gpu_gemv_rows", webgpu="wgpu-native")]
+
+
+def test_console_table_fits_100_columns(capsys):
+    results = _realistic()
+    console = Console(width=100, record=True, force_terminal=False, file=io.StringIO())
+    print_report(results, console)
+    text = console.export_text()
+    assert text.strip()
+    too_long = [line for line in text.splitlines() if len(line) > 100]
+    assert not too_long, too_long
+    # One line per case: nothing is wrapped onto a second line at this width.
+    table_lines = [line for line in text.splitlines() if line.split()[:1] and line.split()[0] in
+                   {r.config for r in results}]
+    assert len(table_lines) == len(results)
+    assert "…" not in text  # and nothing truncated
+    assert "q4gsw results: swiftshader (dawn)" in text and "q4gsw results: lavapipe (wgpu-native)" in text
+    # The wide details are left to summary.md and results.json.
+    assert "GiB" not in text and "322" not in text and "swiftshader adapter" not in text
+    assert "FAIL edge_partial_tiles@swiftshader: GPU run" in text
+    assert "FAIL kv_proj/gemv/ramp@swiftshader: 12/512" in text
+    assert capsys.readouterr().out.strip() == "5 passed, 3 failed, 1 skipped, 2 unsupported"
+
+
+def test_piped_console_is_100_columns(monkeypatch):
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # not a terminal, like CI logs and nox
+    assert make_console().width == 100
 
 
 # ------------------------------------------------------------------------------------------------
