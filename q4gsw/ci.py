@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from q4gsw.matrix import TIERS, Config, Matrix, MatrixError, load_matrix
+from q4gsw.sessions import DEFAULT_SUITE, has_session, session_for
 
 EXIT_OK, EXIT_USAGE = 0, 2
 # Tiers that a nox session runs; the optional tier has no session (run it with `q4gsw run --tier optional`).
@@ -33,7 +34,6 @@ GPU_RUNNER = "self-hosted,linux,gpu"
 # CPU backends run in Debian: its chromium-common ships SwiftShader and mesa-vulkan-drivers lavapipe,
 # which provisioning unpacks or installs as root. GPU runners run on the host (container "").
 CPU_CONTAINER = "python:3.11-slim-trixie"
-DEFAULT_SUITE = "llama"
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 
@@ -79,27 +79,6 @@ def select_shard(configs: Sequence[Config], index: int, count: int) -> tuple[Con
     if not 1 <= index <= count:
         raise ShardError(f"shard index {index} is outside 1..{count}")
     return tuple(shard_configs(configs, count)[index - 1])
-
-
-def session_for(backend: str, tier: str, suite: str = DEFAULT_SUITE) -> tuple[str, list[str]]:
-    """(nox session name, the arguments it needs after `--`) that runs `tier` of `suite` on `backend`.
-
-    The names are noxfile.py's (and the runner's reproduce lines'): accuracy-<backend> and heavy for
-    the llama suite, accuracy-<suite>-<backend> for the required tier of any other suite.
-    """
-    if tier == "required":
-        return (f"accuracy-{backend}" if suite == DEFAULT_SUITE else f"accuracy-{suite}-{backend}"), []
-    if tier == "heavy" and suite == DEFAULT_SUITE:
-        return "heavy", ["--backend", backend]
-    raise ValueError(f"no nox session runs tier {tier!r} of suite {suite!r}")
-
-
-def has_session(tier: str, suite: str) -> bool:
-    try:
-        session_for("b", tier, suite)
-    except ValueError:
-        return False
-    return True
 
 
 def runner_for(matrix: Matrix, backend: str, cpu_runner: str = CPU_RUNNER, gpu_runner: str = GPU_RUNNER) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import platform
 import signal
 import sys
@@ -16,12 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from q4gsw import __version__
-from q4gsw.matrix import TIERS, Config, Matrix, MatrixError, load_matrix
+from q4gsw.matrix import TIERS, Kernel, Matrix, MatrixError, load_matrix
+from q4gsw.result import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
-if TYPE_CHECKING:  # runner is imported lazily: `list` and `validate` stay fast
-    from q4gsw.runner import UserKernel
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+if TYPE_CHECKING:
+    from q4gsw.cases import Selection
 
 # Subcommands implemented in their own module, each exposing main(argv) -> int.
 EXTERNAL_COMMANDS = {"bench": "q4gsw.bench", "ci-matrix": "q4gsw.ci", "report": "q4gsw.report_cli",
@@ -44,6 +44,8 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
     parser.add_argument("--shard", type=_shard_arg, metavar="i/N",
                         help="run only shard i (1-based) of N cost-balanced shards of the selection (CI sharding)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show library output (torch warnings, partitioner and driver messages) as it happens")
 
 
 def _shard_arg(text: str) -> tuple[int, int]:
@@ -92,22 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("_export", help=argparse.SUPPRESS)
     _add_matrix(p)
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", action="append", required=True)
     p.add_argument("--cache", type=Path, required=True)
 
     p = sub.add_parser("_probe", help=argparse.SUPPRESS)
-    _add_matrix(p)
-    p.add_argument("--backend", required=True)
+    p.add_argument("--backend-json", required=True)
 
-    p = sub.add_parser("_execute", help=argparse.SUPPRESS)
-    _add_matrix(p)
-    p.add_argument("--config", required=True)
-    p.add_argument("--backend", required=True)
-    p.add_argument("--fixture", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--kernel-file")
-    p.add_argument("--dispatch")
-    p.add_argument("--override", action="append", default=[])
+    p = sub.add_parser("_child", help=argparse.SUPPRESS)
+    p.add_argument("job", type=Path)
 
     for name in EXTERNAL_COMMANDS:
         sub.add_parser(name, help=f"see `python -m q4gsw {name} --help`", add_help=False)
@@ -125,34 +119,29 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
     return overrides
 
 
-Selection = tuple[tuple[Config, ...], tuple[tuple[Config, str], ...]]  # (to run, skipped with reason)
+def selection_from_args(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...] | None = None,
+                        applies: bool = True) -> Selection:
+    """The one Selection of a command: names checked against the matrix, an empty result is a usage error."""
+    from q4gsw.cases import build_selection
+
+    backend = getattr(args, "backend", None) or next(iter(matrix.backends))
+    selection = build_selection(matrix, backend, tiers=args.tier, suites=args.suite, names=tuple(args.config),
+                                kernels=kernels, shard=getattr(args, "shard", None), applies=applies)
+    if selection.is_empty() and getattr(args, "shard", None) is None:
+        option = "--config" if args.config else "--suite/--tier"
+        raise MatrixError("command line", args.command, option, "selects no config of the matrix",
+                          "see `python -m q4gsw list` for the configs, suites and tiers")
+    return selection
 
 
-def _selection(matrix: Matrix, args: argparse.Namespace) -> Selection:
-    selected, skipped = _select_tiers(matrix, args)
-    shard = getattr(args, "shard", None)
-    if shard is None:
-        return selected, skipped
-    from q4gsw.ci import select_shard
+def check_output_folder(path: Path, option: str) -> None:
+    """Before any work: the results folder must be a folder we can write (exit 2 otherwise)."""
+    from q4gsw.paths import CacheError, usable_directory
 
-    # Other-tier skips are reported by shard 1 only, so merged shard reports list each once.
-    return select_shard(selected, *shard), (skipped if shard[0] == 1 else ())
-
-
-def _select_tiers(matrix: Matrix, args: argparse.Namespace) -> Selection:
-    from q4gsw.runner import HEAVY_HINT
-
-    suites = tuple(args.suite) if args.suite else ("llama",)
-    if args.config:
-        return matrix.select(names=tuple(args.config)), ()
-    tiers = tuple(args.tier) if args.tier else ("required",)
-    selected = matrix.select(tiers=tiers, suites=suites)
-    skipped = []
-    for config in matrix.select(suites=suites):
-        if config.tier not in tiers:
-            hint = HEAVY_HINT if config.tier == "heavy" else f"{config.tier}: run with --tier {config.tier}"
-            skipped.append((config, hint))
-    return selected, tuple(skipped)
+    try:
+        usable_directory(path, "results folder")
+    except CacheError as exc:
+        raise MatrixError("command line", "output", option, str(exc), f"pass another {option}") from None
 
 
 def cmd_list(matrix: Matrix) -> int:
@@ -177,16 +166,22 @@ def cmd_list(matrix: Matrix) -> int:
     return EXIT_OK
 
 
-def cmd_run(matrix: Matrix, args: argparse.Namespace, user_kernel: UserKernel | None = None) -> int:
+def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...] | None = None,
+            applies: bool = True) -> int:
+    from q4gsw.engine import FixtureSource, RunOptions, run_selection
     from q4gsw.export import default_cache_dir
     from q4gsw.report import print_report, write_run_outputs
-    from q4gsw.result import Result, counts
-    from q4gsw.runner import RunOptions, run
+    from q4gsw.result import Result, exit_code
 
-    matrix.backend(args.backend)  # unknown backend: MatrixError -> exit 2
-    configs, skipped = _selection(matrix, args)
-    options = RunOptions(backend=args.backend, configs=configs, skipped=skipped, fixtures=args.fixtures,
-                         cache=args.cache or default_cache_dir(), results_dir=args.results, user_kernel=user_kernel)
+    selection = selection_from_args(matrix, args, kernels, applies)
+    check_output_folder(args.results, "--results")
+    cache = args.cache or default_cache_dir()
+    if args.fixtures is None:
+        _check_cache(cache)
+    if args.fixtures is not None and not args.fixtures.is_dir():
+        raise MatrixError("command line", args.command, "--fixtures", f"{args.fixtures} is not a folder",
+                          "pass a folder written by `python -m q4gsw export --out DIR`")
+    options = RunOptions(fixtures=FixtureSource(fixtures=args.fixtures, cache=cache, matrix_path=matrix.path))
     collected: list[Result] = []
     started = time.time()
     interrupted = False
@@ -197,35 +192,54 @@ def cmd_run(matrix: Matrix, args: argparse.Namespace, user_kernel: UserKernel | 
 
     previous_sigterm = signal.signal(signal.SIGTERM, terminate)
     try:
-        run(matrix, options, on_result=collected.append)
+        run_selection(selection, options, matrix.root, on_result=collected.append)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: writing the partial results", file=sys.stderr, flush=True)
         done = {r.config for r in collected}
-        for config in configs:  # every selected config stays in the results: those not finished say so
+        for config in selection.configs:  # every selected config stays in the results: those not finished say so
             if config.name not in done:
-                collected.append(Result(config=config.name, backend=args.backend, status="skip",
-                                        message="not run: the run was interrupted", tier=config.tier,
-                                        suite=config.suite, shape={"M": config.M, "K": config.K, "N": config.N,
-                                                                   "group_size": config.group_size}))
+                from q4gsw.cases import Skip
+                from q4gsw.engine import skip_result
+
+                collected.append(skip_result(Skip(config, "not run: the run was interrupted"), selection))
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
-    meta = {"q4gsw_version": __version__, "command": " ".join(sys.argv), "backend": args.backend,
-            "matrix": str(matrix.path), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+    meta = {"q4gsw_version": __version__, "command": " ".join(sys.argv), "backend": selection.backend.name,
+            "webgpu": selection.backend.webgpu, "matrix": str(matrix.path),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "wall_s": time.time() - started, "host": platform.node(), "python": platform.python_version(),
             "interrupted": interrupted}
     path = write_run_outputs(args.results, collected, meta)
     print_report(collected)
     print(f"results: {path} (wall {meta['wall_s']:.1f} s)", file=sys.stderr, flush=True)
-    if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_FAIL if counts(collected)["fail"] else EXIT_OK
+    return exit_code(collected, interrupted)
+
+
+def _check_cache(cache: Path) -> None:
+    from q4gsw.paths import CacheError, usable_directory
+
+    try:
+        usable_directory(cache, "cache")
+    except CacheError as exc:
+        raise MatrixError("environment", "cache", "Q4GSW_CACHE / --cache", str(exc),
+                          "nothing was run; fix the cache location and run again") from None
 
 
 def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
-    from q4gsw.export import GOLDEN_PREFIX, PTE_FILE, copy_fixture, default_cache_dir, ensure_fixture
+    from q4gsw.export import (
+        GOLDEN_PREFIX,
+        PTE_FILE,
+        NotOurs,
+        copy_fixture,
+        default_cache_dir,
+        ensure_fixture,
+        find_fixture,
+    )
 
-    configs, _ = _selection(matrix, args)
+    configs = selection_from_args(matrix, args).configs
+    if args.out is not None:
+        check_output_folder(args.out, "--out")
     max_golden = None if args.max_golden_mib is None else args.max_golden_mib * 2**20
 
     def keep(name: str, size: int) -> bool:
@@ -237,7 +251,11 @@ def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
         # Exported once into the cache, then copied: a second --out costs no re-export.
         fixture = ensure_fixture(config, args.cache or default_cache_dir())
         if args.out is not None:
-            fixture = copy_fixture(fixture, args.out / config.name, keep)
+            try:
+                fixture = copy_fixture(fixture, find_fixture(args.out, config), keep)
+            except NotOurs as exc:
+                raise MatrixError("command line", f"config '{config.name}'", "--out", str(exc),
+                                  "nothing of yours was removed") from None
         omitted = ", ".join(fixture.manifest.get("omitted", {})) or "nothing"
         print(f"{config.name}: {fixture.path} (left out: {omitted})", flush=True)
     return EXIT_OK
@@ -249,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(importlib.import_module(EXTERNAL_COMMANDS[argv[0]]).main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in CHILD_COMMANDS:
+        return _child_command(args)
+    if getattr(args, "verbose", False):
+        os.environ["Q4GSW_VERBOSE"] = "1"
     try:
         matrix = load_matrix(args.matrix)
         if args.command == "list":
@@ -260,37 +282,46 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(matrix, args)
         if args.command == "check":
-            from q4gsw.runner import UserKernel
-
-            if not args.kernel.is_file():
-                print(f"error: --kernel {args.kernel}: no such file", file=sys.stderr)
-                return EXIT_USAGE
-            user_kernel = UserKernel(file=str(args.kernel.resolve()), dispatch=args.dispatch,
-                                     overrides=_parse_overrides(args.override))
-            _validate_user_kernel(user_kernel)
-            return cmd_run(matrix, args, user_kernel)
+            matrix.backend(args.backend)
+            return cmd_run(matrix, args, (_user_kernel(args),), applies=False)
         if args.command == "export":
             return cmd_export(matrix, args)
-        from q4gsw import runner
-
-        if args.command == "_export":
-            return runner.export_entry(matrix, args.config, args.cache)
-        if args.command == "_probe":
-            return runner.probe_entry(matrix, args.backend)
-        if args.command == "_execute":
-            user_kernel = None
-            if args.kernel_file:
-                user_kernel = runner.UserKernel(args.kernel_file, args.dispatch, _parse_overrides(args.override))
-            return runner.execute_entry(matrix, args.config, args.backend, args.fixture, args.out, user_kernel)
     except MatrixError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 
 
-def _validate_user_kernel(kernel: UserKernel) -> None:
-    from q4gsw.matrix import MatrixError, evaluate, expression_names, split_dispatch
+CHILD_COMMANDS = ("_export", "_probe", "_child")
+
+
+def _child_command(args: argparse.Namespace) -> int:
+    from q4gsw import engine
+
+    if args.command == "_export":
+        return engine.export_main(Path(args.matrix), args.config, args.cache)
+    if args.command == "_probe":
+        return engine.probe_main(args.backend_json)
+    return engine.child_main(args.job)
+
+
+def _user_kernel(args: argparse.Namespace) -> Kernel:
+    from q4gsw.matrix import make_kernel
+
+    if not args.kernel.is_file():
+        raise MatrixError("command line", "check", "--kernel", f"{args.kernel}: no such file",
+                          "pass the path of a .wgsl file")
+    kernel = make_kernel(args.kernel.stem, str(args.kernel.resolve()), args.dispatch,
+                         overrides=_parse_overrides(args.override), origin=f"check:{args.kernel.resolve()}")
+    _validate_user_kernel(kernel)
+    return kernel
+
+
+def _validate_user_kernel(kernel: Kernel) -> None:
+    from q4gsw.matrix import evaluate, expression_names
 
     names = expression_names()
     for key, value in kernel.overrides.items():
@@ -299,7 +330,7 @@ def _validate_user_kernel(kernel: UserKernel) -> None:
         except Exception as exc:
             raise MatrixError("command line", "check", f"--override {key}", f"bad expression {value!r}: {exc}",
                               "use a number or an expression over M, N, K, group_size and adapter limits") from exc
-    parts = split_dispatch(kernel.dispatch)
+    parts = kernel.dispatch
     if not 1 <= len(parts) <= 3:
         raise MatrixError("command line", "check", "--dispatch", f"needs 1 to 3 counts, got {len(parts)}",
                           'write "X", "X, Y" or "X, Y, Z"')

@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -26,6 +26,7 @@ from filelock import FileLock
 from q4gsw import inputs
 from q4gsw.golden import golden
 from q4gsw.matrix import Config
+from q4gsw.paths import fixture_cache
 from q4gsw.unpack import PackedLinear, read_pte
 
 FIXTURE_FORMAT = 1
@@ -48,9 +49,25 @@ class FixtureError(RuntimeError):
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("Q4GSW_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"),
-                                                         "q4gsw")
-    return Path(root) / "fixtures"
+    return fixture_cache()
+
+
+def find_fixture(folder: Path, config: Config) -> Path:
+    """A config's fixture in a folder written by `q4gsw export --out`."""
+    return folder / config.name
+
+
+def quiet_library_output() -> None:
+    """Keep torch's warnings and the partitioner's INFO lines out of the user's console (--verbose shows them)."""
+    import logging
+    import warnings
+
+    if os.environ.get("Q4GSW_VERBOSE") == "1":
+        return
+    warnings.filterwarnings("ignore")
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("executorch", "torch", "torchao"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def package_version(name: str) -> str:
@@ -199,21 +216,59 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
+PARTIAL_MARKER = ".q4gsw-partial"  # written first into every directory q4gsw builds
+
+
+class NotOurs(RuntimeError):
+    """A path q4gsw was asked to replace holds something q4gsw did not write."""
+
+
+def is_q4gsw_fixture(path: Path) -> bool:
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("operator") == "et_vk.linear_q4gsw.default"
+
+
+def remove_owned(path: Path) -> None:
+    """The only delete in q4gsw: a fixture or partial directory q4gsw wrote, never anything else.
+
+    Refuses (NotOurs) a path that is not a directory holding a q4gsw manifest or partial marker, and
+    a symlink (whose target may be the user's)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir() or not (is_q4gsw_fixture(path) or (path / PARTIAL_MARKER).is_file()):
+        raise NotOurs(f"{path} exists and is not a fixture q4gsw wrote: move it away or choose another --out "
+                      "(q4gsw never deletes what it did not write)")
+    shutil.rmtree(path)
+
+
 @contextmanager
 def _atomic_directory(destination: Path) -> Iterator[Path]:
     """Yield a temporary sibling directory that replaces `destination` only if the block completes,
     so a crash or kill -9 never leaves a half-written fixture under the trusted name."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.parent / f".tmp-{destination.name}-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
+    parent = destination.parent.resolve()
+    if destination.resolve().parent != parent or destination.name in ("", ".", ".."):
+        raise NotOurs(f"{destination}: a fixture must be a direct child of {parent}")
+    # Checked before any work; the old fixture is removed only once the new one is complete.
+    if destination.is_symlink() or (destination.exists() and not is_q4gsw_fixture(destination)
+                                    and not (destination / PARTIAL_MARKER).is_file()):
+        raise NotOurs(f"{destination} exists and is not a fixture q4gsw wrote: move it away or choose another "
+                      "--out (q4gsw never deletes what it did not write)")
+    parent.mkdir(parents=True, exist_ok=True)
+    temporary = parent / f".tmp-{destination.name}-{os.getpid()}"
+    remove_owned(temporary)
     temporary.mkdir(parents=True)
+    (temporary / PARTIAL_MARKER).write_text("a q4gsw fixture being written; safe to delete\n")
     try:
         yield temporary
-        if destination.exists():
-            shutil.rmtree(destination)
+        (temporary / PARTIAL_MARKER).unlink()
+        remove_owned(destination)
         os.rename(temporary, destination)
     finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+        if temporary.exists():
+            remove_owned(temporary)
 
 
 def build_fixture(config: Config, destination: Path, progress: Callable[[str], None] = print) -> Fixture:
@@ -243,7 +298,8 @@ def build_fixture(config: Config, destination: Path, progress: Callable[[str], N
             reference = golden(x, packed, progress=_quarter_progress(f"export {config.name}: golden", progress))
             _write_npy(temporary / golden_file(input_name), reference)
         timings["golden_s"] = time.perf_counter() - started
-        files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in sorted(temporary.iterdir())}
+        files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in sorted(temporary.iterdir())
+                 if p.name != PARTIAL_MARKER}
         manifest = {"identity": fixture_identity(config), "key": fixture_key(config),
                     "config": {k: v for k, v in asdict(config).items() if k != "tolerance"},
                     "operator": "et_vk.linear_q4gsw.default", "cross_checked_against_torchao": True,
@@ -262,7 +318,8 @@ def ensure_fixture(config: Config, cache: Path, progress: Callable[[str], None] 
         # Under the lock no one else builds this fixture: a .tmp-* dir for it is left by a killed export.
         for stale in cache.glob(f".tmp-{destination.name}-*"):
             progress(f"removing {stale.name}, left by an interrupted export")
-            shutil.rmtree(stale, ignore_errors=True)
+            with suppress(NotOurs):
+                remove_owned(stale)
         if destination.exists():
             try:
                 return verify_fixture(destination, config)

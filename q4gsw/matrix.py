@@ -36,6 +36,10 @@ LIMIT_NAMES = {
 EXPRESSION_FUNCTIONS = {"ceil": math.ceil, "min": min, "max": max, "floor": math.floor}
 
 
+MAX_BINDING_BYTES = 2**31  # the largest storage binding of any adapter seen (H100: 2 GiB)
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
 class MatrixError(Exception):
     """A problem in matrix.toml that the user must fix; always names file, config/table and key."""
 
@@ -109,6 +113,7 @@ class Backend:
     device_type: str
     provision: str
     tolerance_overrides: Mapping[str, Tolerance] = field(default_factory=lambda: MappingProxyType({}))
+    webgpu: str = "wgpu-native"  # the WebGPU implementation: wgpu-native (naga) or dawn (Tint)
 
     def matches(self, info: Mapping[str, Any]) -> bool:
         """True if a wgpu adapter info dict is an adapter of this backend."""
@@ -132,10 +137,29 @@ class Kernel:
     requires_limits: Mapping[str, int]
     tolerance: Tolerance | None
     backends: tuple[str, ...] | None
+    text: str | None = None  # the WGSL to compile when it is not the file as-is (a mutant, an expanded template)
+    origin: str = ""  # where the text came from, for the report (file, "template X variant Y", "mutant of X")
+    upstream_tolerance: Tolerance | None = None  # the kernel's own project's abs-or-rel bound, shown beside ours
 
     def path(self, root: Path) -> Path:
         p = Path(self.file)
         return p if p.is_absolute() else root / p
+
+    def source(self, root: Path) -> str:
+        return self.text if self.text is not None else self.path(root).read_text()
+
+
+def make_kernel(name: str, file: str, dispatch: str | tuple[str, ...], *, when: str = "1",
+                overrides: Mapping[str, str | int | float] | None = None, requires_features: tuple[str, ...] = (),
+                requires_limits: Mapping[str, int] | None = None, tolerance: Tolerance | None = None,
+                backends: tuple[str, ...] | None = None, text: str | None = None, origin: str = "",
+                upstream_tolerance: Tolerance | None = None) -> Kernel:
+    """The one constructor for a Kernel: from matrix.toml, from `check --kernel`, a mutant or a kernel set."""
+    return Kernel(name=name, file=file, when=when,
+                  dispatch=split_dispatch(dispatch) if isinstance(dispatch, str) else tuple(dispatch),
+                  overrides=MappingProxyType(dict(overrides or {})), requires_features=tuple(requires_features),
+                  requires_limits=MappingProxyType(dict(requires_limits or {})), tolerance=tolerance,
+                  backends=backends, text=text, origin=origin or file, upstream_tolerance=upstream_tolerance)
 
 
 @dataclass(frozen=True)
@@ -222,7 +246,8 @@ _DEFAULT_KEYS = ("group_size", "weight_seed", "inputs", "suite", "timeout_s", "w
 _CONFIG_KEYS = ("name", "M", "K", "N", "group_size", "tier", "suite", "inputs", "weights", "weight_seed",
                 "timeout_s", "tolerance")
 _TOLERANCE_KEYS = ("atol", "rtol", "justification")
-_BACKEND_KEYS = ("description", "api", "adapter_name", "device_type", "provision", "tolerance")
+_BACKEND_KEYS = ("description", "api", "adapter_name", "device_type", "provision", "tolerance", "webgpu")
+WEBGPU_IMPLEMENTATIONS = ("wgpu-native", "dawn")
 _KERNEL_KEYS = ("file", "when", "dispatch", "overrides", "requires_features", "requires_limits", "tolerance",
                 "backends")
 
@@ -297,6 +322,14 @@ class _Checker:
                          rtol=self.number(tol["rtol"], where, "tolerance.rtol"),
                          justification=justification.strip(), source=source)
 
+    def name(self, value: str, where: str, key: str) -> str:
+        """A name that becomes a file name, a nox session name and a CLI argument."""
+        if not SAFE_NAME.fullmatch(value) or ".." in value:
+            raise self.fail(where, key, f"{value!r} is not usable as a file, session and argument name",
+                            "start with a letter or digit and use only letters, digits, '_', '-' and '.' "
+                            "(no '..'), at most 64 characters")
+        return value
+
     def expression(self, text: Any, where: str, key: str, names: Mapping[str, Any]) -> str:
         text = self.string(text, where, key)
         try:
@@ -355,6 +388,7 @@ def _load_backends(check: _Checker, data: Mapping[str, Any]) -> dict[str, Backen
     backends: dict[str, Backend] = {}
     for name, raw in table.items():
         where = f"[backend.{name}]"
+        check.name(name, where, "backend name")
         raw = check.table(raw, where, f"backend.{name}")
         check.known_keys(raw, _BACKEND_KEYS, where)
         for key in ("api", "adapter_name", "device_type", "provision"):
@@ -374,7 +408,8 @@ def _load_backends(check: _Checker, data: Mapping[str, Any]) -> dict[str, Backen
             api=check.string(raw["api"], where, "api", APIS), adapter_name=adapter_name,
             device_type=check.string(raw["device_type"], where, "device_type", DEVICE_TYPES),
             provision=check.string(raw["provision"], where, "provision", PROVISIONERS),
-            tolerance_overrides=MappingProxyType(overrides))
+            tolerance_overrides=MappingProxyType(overrides),
+            webgpu=check.string(raw.get("webgpu", "wgpu-native"), where, "webgpu", WEBGPU_IMPLEMENTATIONS))
     return backends
 
 
@@ -385,6 +420,7 @@ def _load_kernels(check: _Checker, data: Mapping[str, Any], backend_names: tuple
     kernels = []
     for name, raw in table.items():
         where = f"[kernel.{name}]"
+        check.name(name, where, "kernel name")
         raw = check.table(raw, where, f"kernel.{name}")
         check.known_keys(raw, _KERNEL_KEYS, where)
         for key in ("file", "when", "dispatch"):
@@ -430,10 +466,10 @@ def _load_kernels(check: _Checker, data: Mapping[str, Any], backend_names: tuple
             for b in kernel_backends:
                 check.string(b, where, "backends", backend_names)
         tolerance = check.tolerance(raw["tolerance"], where, f"kernel:{name}") if "tolerance" in raw else None
-        kernels.append(Kernel(name=name, file=kernel_file, when=when, dispatch=dispatch,
-                              overrides=MappingProxyType(overrides), requires_features=tuple(features),
-                              requires_limits=MappingProxyType(dict(limits_raw)), tolerance=tolerance,
-                              backends=tuple(kernel_backends) if kernel_backends is not None else None))
+        kernels.append(make_kernel(name, kernel_file, dispatch, when=when, overrides=overrides,
+                                   requires_features=tuple(features), requires_limits=dict(limits_raw),
+                                   tolerance=tolerance,
+                                   backends=tuple(kernel_backends) if kernel_backends is not None else None))
     return tuple(kernels)
 
 
@@ -453,9 +489,7 @@ def _load_configs(check: _Checker, data: Mapping[str, Any], defaults: Mapping[st
             raise check.fail(f"config #{index}", "name", "missing", "add name = \"...\" to this [[config]]")
         name = check.string(raw["name"], f"config #{index}", "name")
         where = f"config '{name}'"
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise check.fail(where, "name", "has characters that are not shell-safe",
-                             "use letters, digits, '_', '-' and '.' only")
+        check.name(name, where, "name")
         if name in seen:
             raise check.fail(where, "name", f"duplicate name (also config #{seen[name]})",
                              "give each config a unique name")
@@ -478,6 +512,11 @@ def _load_configs(check: _Checker, data: Mapping[str, Any], defaults: Mapping[st
         if N % 8:
             raise check.fail(where, "N", f"N={N} is not a multiple of 8",
                              "ExecuTorch's WebGPU q4gsw requires N % 8 == 0: use a multiple of 8")
+        for key, size in (("M", 4 * M * K), ("M", 4 * M * N), ("N", N * K // 2)):
+            if size > MAX_BINDING_BYTES:
+                raise check.fail(where, key, f"{M}x{K}x{N} needs a {size / 2**30:.1f} GiB buffer binding",
+                                 f"no adapter q4gsw supports binds more than {MAX_BINDING_BYTES / 2**30:.0f} GiB: "
+                                 "use a smaller shape")
         config_inputs = merged.get("inputs", ["ramp"])
         if isinstance(config_inputs, str):
             config_inputs = [config_inputs]
@@ -492,7 +531,7 @@ def _load_configs(check: _Checker, data: Mapping[str, Any], defaults: Mapping[st
         configs.append(Config(
             name=name, M=M, K=K, N=N, group_size=group_size,
             tier=check.string(merged["tier"], where, "tier", TIERS),
-            suite=check.string(merged.get("suite", "llama"), where, "suite"),
+            suite=check.name(check.string(merged.get("suite", "llama"), where, "suite"), where, "suite"),
             inputs=tuple(config_inputs), weights=weights,
             weight_seed=check.integer(merged.get("weight_seed", 0), where, "weight_seed", positive=False),
             timeout_s=timeout, tolerance=check.tolerance(merged["tolerance"], where, "config")))

@@ -1,14 +1,101 @@
-"""The Result value type shared by the runner, the reports and the CI tooling."""
+"""The typed result of one case, shared by the engine, the reports and the CI tooling.
+
+A `Result` is written to results.json as nested objects whose keys are exactly the dataclass field
+names; `Result.from_dict` reads them back into the same types, so a renamed field is a load error in
+one place rather than a blank report cell. The run's exit code is decided here (`exit_code`).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 STATUSES = ("pass", "fail", "skip", "unsupported")
-RESULT_SCHEMA_VERSION = 1
+RESULT_SCHEMA_VERSION = 2
+
+# Exit codes, defined once for every command.
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass(frozen=True)
+class Shape:
+    M: int = 0
+    K: int = 0
+    N: int = 0
+    group_size: int = 0
+
+    def text(self) -> str:
+        return f"{self.M}×{self.K}×{self.N}" if self.M else ""
+
+
+@dataclass(frozen=True)
+class ToleranceRecord:
+    atol: float
+    rtol: float
+    justification: str = ""
+    source: str = "config"
+
+
+@dataclass(frozen=True)
+class Errors:
+    """What compare() measured, plus the guard-region check and the |err| histogram for the plots."""
+
+    max_abs: float
+    max_rel: float
+    worst_index: tuple[int, int]
+    mismatches: int
+    elements: int
+    nmse: float
+    headroom: float
+    nonfinite: int = 0
+    first_nonfinite: tuple[int, int] | None = None
+    guard_violations: int = 0
+    histogram: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds per stage (None: the stage did not run in this case) and the kernel's rate."""
+
+    export_s: float | None = None
+    unpack_s: float | None = None
+    golden_s: float | None = None
+    gpu_s: float | None = None  # timestamp queries where the adapter has them, else the dispatch's wall time
+    gpu_wall_s: float | None = None  # first dispatch including pipeline creation
+    gpu_timing: str = ""  # "gpu" (timestamp queries), "wall", or "unmeasured" (timestamps read 0)
+    compare_s: float | None = None
+    total_s: float | None = None
+    gflops: float | None = None
+    fixture_export_s: float | None = None  # how long the fixture took to build, even when it came from the cache
+    fixture_golden_s: float | None = None
+
+
+@dataclass(frozen=True)
+class AdapterRecord:
+    name: str = ""
+    vendor: str = ""
+    device_type: str = ""
+    api: str = ""
+    driver: str = ""
+    webgpu: str = ""  # the WebGPU implementation that found it: wgpu-native or dawn
+    features: tuple[str, ...] = ()
+    limits: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the case's bytes came from: fixture key, seeds, package versions, kernel source."""
+
+    fixture: str = ""
+    weights: str = ""
+    weight_seed: int = 0
+    input: str = ""
+    kernel_source: str = ""  # file the kernel text came from (or "generated:<template>", "mutant:<name>")
+    source_notes: tuple[str, ...] = ()  # adjustments made to the text for this implementation, if any
+    versions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -17,33 +104,60 @@ class Result:
     backend: str
     status: str  # one of STATUSES
     message: str
+    case_id: str = ""
+    webgpu: str = ""
     tier: str = ""
     suite: str = ""
     kernel: str = ""
     input: str = ""
-    shape: dict[str, int] = field(default_factory=dict)
-    tolerance: dict[str, Any] = field(default_factory=dict)
-    errors: dict[str, Any] = field(default_factory=dict)
-    adapter: dict[str, Any] = field(default_factory=dict)
-    seeds: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
+    role: str = "subject"  # subject, reference (a known-correct kernel) or mutant (must fail)
+    routed: str = ""  # the variant ExecuTorch's runtime would pick for this config on this adapter, if known
+    shape: Shape = field(default_factory=Shape)
+    tolerance: ToleranceRecord | None = None
+    upstream: str = ""  # verdict under the upstream test's own abs-or-rel tolerance, where one is declared
+    errors: Errors | None = None
+    adapter: AdapterRecord | None = None
+    timings: Timings = field(default_factory=Timings)
+    workgroups: tuple[int, ...] = ()
     peak_rss_bytes: int = 0
-    fixture: str = ""
+    provenance: Provenance = field(default_factory=Provenance)
     reproduce: str = ""
-    versions: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def case_id(self) -> str:
-        parts = [self.config, self.kernel, self.input]
-        return "/".join(p for p in parts if p) + f"@{self.backend}"
+    log: str = ""  # library output of a failing case's child (kept out of the console)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Result:
-        known = {f for f in Result.__dataclass_fields__}
-        return Result(**{k: v for k, v in data.items() if k in known})
+        return _build(Result, data)
+
+    @property
+    def max_abs(self) -> float | None:
+        return self.errors.max_abs if self.errors else None
+
+    @property
+    def headroom(self) -> float | None:
+        return self.errors.headroom if self.errors else None
+
+
+_NESTED = {"shape": Shape, "tolerance": ToleranceRecord, "errors": Errors, "adapter": AdapterRecord,
+           "timings": Timings, "provenance": Provenance}
+_TUPLES = {"worst_index", "first_nonfinite", "features", "workgroups", "source_notes"}
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """A dataclass from its as_dict() form; unknown keys are ignored (written by a newer q4gsw)."""
+    known = {f.name for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            continue
+        if key in _NESTED and isinstance(value, dict):
+            value = _build(_NESTED[key], value)
+        elif key in _TUPLES and isinstance(value, list):
+            value = tuple(value)
+        values[key] = value
+    return cls(**values)
 
 
 def write_results(path: Path, results: list[Result], meta: dict[str, Any]) -> None:
@@ -78,11 +192,22 @@ def summary_line(results: list[Result]) -> str:
     return line + (f", {c['unsupported']} unsupported" if c["unsupported"] else "")
 
 
+def exit_code(results: list[Result], interrupted: bool = False) -> int:
+    """The one place a run's exit code is decided: nothing checked is never a success."""
+    if interrupted:
+        return EXIT_INTERRUPTED
+    c = counts(results)
+    if c["fail"] or c["pass"] == 0:
+        return EXIT_FAIL
+    return EXIT_OK
+
+
 def format_number(value: Any, spec: str, missing: str = "") -> str:
     """A recorded number for a report cell; `missing` when absent, the raw text when not numeric."""
     if value is None or value == "":
         return missing
     try:
-        return format(float(value), spec)
+        number = float(value)
     except (TypeError, ValueError):
         return str(value)
+    return format(number, spec) if math.isfinite(number) or "e" in spec or "f" in spec else str(value)

@@ -1,0 +1,613 @@
+"""One way to run a case: execute_case(), the one child-process entry point, and the run's stages.
+
+A run is a short list of stages, as in nox's workflow.execute: select -> provision -> probe ->
+fixtures -> execute -> finish; `result.exit_code` decides the exit code in one place.
+
+Each config's cases run in their own child process (`python -m q4gsw _child JOB.json`), so a driver
+crash, device loss or hung kernel fails that config with its message and the run goes on. The
+child enforces its own deadline and dies with its parent, so no kernel outlives the run. Fixtures a
+run must export are exported by one long-lived export process (the torch/executorch imports are
+paid once), while the GPU work of earlier configs goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
+import queue
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from q4gsw import __version__
+from q4gsw.cases import Case, Selection, Skip, case_from_plain, to_plain
+from q4gsw.matrix import Config
+from q4gsw.result import Errors, Provenance, Result, Shape, Timings, ToleranceRecord
+from q4gsw.sessions import reproduce_command
+
+CLOCK_ENV = "Q4GSW_RUN_STARTED"  # epoch seconds: children print the run's clock, not their own
+VERBOSE_ENV = "Q4GSW_VERBOSE"
+PROBE_TIMEOUT_S = 180
+
+
+# ------------------------------------------------------------------------------------------------
+# Console
+# ------------------------------------------------------------------------------------------------
+
+
+def say(message: str, indent: str = "") -> None:
+    """One elapsed clock for the whole run, in the parent and every child."""
+    started = float(os.environ.setdefault(CLOCK_ENV, repr(time.time())))
+    print(f"[{time.time() - started:7.1f}s] {indent}{message}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Executing one case (child process)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a case computes on: the packed weights and, per input, x and the fp64 golden."""
+
+    packed: Any  # unpack.PackedLinear
+    x: dict[str, np.ndarray]
+    golden: dict[str, np.ndarray]
+    fixture_key: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def base_result(case: Case, status: str, message: str, **extra: Any) -> Result:
+    """A Result carrying everything the case itself says (used for pass, fail, skip and unsupported)."""
+    c = case.config
+    tol = case.tolerance
+    return Result(config=c.name, backend=case.backend.name, status=status, message=message, case_id=case.id,
+                  webgpu=case.backend.webgpu, tier=c.tier, suite=c.suite, kernel=case.kernel.name, input=case.input,
+                  role=case.role, routed=case.routed, shape=Shape(c.M, c.K, c.N, c.group_size),
+                  tolerance=ToleranceRecord(tol.atol, tol.rtol, tol.justification, tol.source),
+                  reproduce=reproduce_for(case), **extra)
+
+
+def reproduce_for(case: Case) -> str:
+    kernel = case.kernel
+    if case.role == "subject" and kernel.origin.startswith("check:"):
+        args = ["check", "--kernel", kernel.file, "--dispatch", ", ".join(kernel.dispatch)]
+        for name, value in kernel.overrides.items():
+            args += ["--override", f"{name}={value}"]
+        return reproduce_command(case.config.name, case.backend.name, case.config.tier, case.config.suite, args)
+    if kernel.origin.startswith("executorch:"):
+        args = ["run", "--executorch", kernel.origin.split(":", 2)[1], "--all-variants"]
+        return reproduce_command(case.config.name, case.backend.name, case.config.tier, case.config.suite, args)
+    return reproduce_command(case.config.name, case.backend.name, case.config.tier, case.config.suite)
+
+
+def upstream_verdict(y: np.ndarray, g: np.ndarray, case: Case) -> str:
+    """The kernel's own project's verdict (abs OR rel, rel over max(|g|, 1e-6)), shown beside q4gsw's."""
+    bound = case.kernel.upstream_tolerance
+    if bound is None:
+        return ""
+    diff = np.abs(y.astype(np.float64) - g)
+    ok = (diff <= bound.atol) | (diff / np.maximum(np.abs(g), 1e-6) <= bound.rtol)
+    bad = int(np.count_nonzero(~ok))
+    return "pass" if bad == 0 else f"fail ({bad} elements beyond atol {bound.atol:g} or rtol {bound.rtol:g})"
+
+
+def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats: int = 1) -> Result:
+    """Run one case on an open device and compare it with its golden: the one place a case is judged."""
+    from q4gsw.compare import compare
+    from q4gsw.histogram import error_histogram
+    from q4gsw.webgpu.dispatch import KernelUnsupported, resolve_kernel
+    from q4gsw.webgpu.execute import adapt_source
+
+    info = device.info
+    provenance = Provenance(fixture=problem.fixture_key, weights=case.config.weights,
+                            weight_seed=case.config.weight_seed, input=case.input, kernel_source=case.kernel.origin,
+                            source_notes=adapt_source(case.kernel.source(root), info.webgpu)[1],
+                            versions=_versions())
+    common = {"adapter": info.record(), "provenance": provenance}
+    try:
+        constants, workgroups = resolve_kernel(case.kernel, case.config.shape_names(), info)
+    except KernelUnsupported as exc:
+        # A kernel the user named explicitly (check) that cannot be dispatched fails: they asked for it.
+        status = "fail" if case.kernel.origin.startswith("check:") else "unsupported"
+        return base_result(case, status, str(exc), **common)
+    x = problem.x[case.input]
+    try:
+        run = device.run(case.kernel.source(root), case.kernel.name, constants, workgroups, x, problem.packed,
+                         repeats=repeats)
+    except Exception as exc:  # a compile error, OOM or device loss fails this case, not the run
+        return base_result(case, "fail", f"kernel '{case.kernel.name}' failed on {info.name} through {info.webgpu}: "
+                                         f"{type(exc).__name__}: {_last_lines(str(exc), 8)}",
+                           workgroups=(), **common)
+    g = problem.golden[case.input]
+    started = time.perf_counter()
+    comparison = compare(run.output, g, case.tolerance)
+    compare_s = time.perf_counter() - started
+    message = comparison.message
+    if run.guard_violations:
+        message = (f"out-of-bounds write: {len(run.guard_violations)} guard words changed, first at byte offset "
+                   f"{run.guard_violations[0]} from the output start; {message}")
+    errors = Errors(max_abs=comparison.max_abs_error, max_rel=comparison.max_rel_error,
+                    worst_index=comparison.worst_index, mismatches=comparison.mismatches,
+                    elements=comparison.elements, nmse=comparison.nmse, headroom=comparison.headroom,
+                    nonfinite=comparison.nonfinite, first_nonfinite=comparison.first_nonfinite,
+                    guard_violations=len(run.guard_violations), histogram=error_histogram(run.output, g))
+    if run.gpu_s is not None:
+        gpu_s, how = run.gpu_s, "gpu"
+    elif device.timestamps:
+        gpu_s, how = None, "unmeasured"  # the timestamps read zero: say so rather than divide by it
+    else:
+        gpu_s, how = run.wall_s, "wall"
+    timings = Timings(unpack_s=problem.timings.get("unpack_s"), golden_s=problem.timings.get("golden_s"),
+                      gpu_s=gpu_s, gpu_wall_s=run.wall_s, gpu_timing=how, compare_s=compare_s,
+                      gflops=case.config.flops / gpu_s / 1e9 if gpu_s else None,
+                      fixture_export_s=problem.timings.get("fixture_export_s"),
+                      fixture_golden_s=problem.timings.get("fixture_golden_s"))
+    passed = comparison.passed and not run.guard_violations
+    return base_result(case, "pass" if passed else "fail", message, errors=errors, timings=timings,
+                       workgroups=tuple(run.workgroups), upstream=upstream_verdict(run.output, g, case),
+                       peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, **common)
+
+
+def _versions() -> dict[str, str]:
+    from q4gsw.export import package_version, package_versions
+
+    return {"q4gsw": __version__, **package_versions(), "wgpu": package_version("wgpu"),
+            "wgpudawn": package_version("wgpudawn"), "numpy": np.__version__}
+
+
+def _last_lines(text: str, count: int = 3) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip() and "XDG_RUNTIME_DIR" not in line]
+    return " | ".join(lines[-count:]) if lines else "(no output)"
+
+
+def load_problem(config: Config, inputs_wanted: tuple[str, ...], fixture: Path | None, seed: int | None) -> Problem:
+    """The fixture's weights and goldens (checked against their sha256), or a synthetic problem (bench)."""
+    from q4gsw import inputs
+    from q4gsw.golden import golden
+
+    started = time.perf_counter()
+    if fixture is None:
+        x, packed = inputs.synthetic_problem(config.M, config.K, config.N, config.group_size, seed or 0)
+        xs = dict.fromkeys(inputs_wanted, x)
+        return Problem(packed=packed, x=xs, golden={name: golden(x, packed) for name in xs},
+                       timings={"golden_s": time.perf_counter() - started})
+    from q4gsw.export import verify_fixture
+
+    loaded = verify_fixture(fixture, config)
+    packed = loaded.packed_linear()
+    timings = {"unpack_s": time.perf_counter() - started}
+    timings.update({f"fixture_{k}": v for k, v in loaded.manifest.get("timings", {}).items()})
+    xs, goldens = {}, {}
+    started = time.perf_counter()
+    for name in inputs_wanted:
+        x = inputs.make_input(name, config.M, config.K, config.weight_seed)
+        recorded = loaded.manifest.get("input_sha256", {}).get(name)
+        if recorded and hashlib.sha256(x.tobytes()).hexdigest() != recorded:
+            raise RuntimeError(f"input '{name}' regenerated here differs from the one the fixture's golden was "
+                               "computed from (numpy version change?); re-export the fixture")
+        stored = loaded.golden(name)
+        if stored is None:
+            say(f"golden for '{name}' not in the fixture: computing it in fp64", "    ")
+        xs[name], goldens[name] = x, stored if stored is not None else golden(x, packed)
+    timings["golden_s"] = time.perf_counter() - started
+    return Problem(packed=packed, x=xs, golden=goldens, fixture_key=str(loaded.manifest.get("key", fixture)),
+                   timings=timings)
+
+
+def _die_with_parent(deadline_s: float) -> None:
+    """SIGKILL when the parent dies (Linux), and SIGALRM's default action (terminate) at the deadline:
+    both work while the process is blocked inside the driver, where Python handlers never run."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent is already gone
+        os._exit(137)
+    if deadline_s > 0:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(max(1, int(deadline_s + 0.999)))
+
+
+def child_main(job_path: Path) -> int:
+    """`python -m q4gsw _child JOB.json`: run a config's cases on one device, writing Results as they finish."""
+    job = json.loads(job_path.read_text())
+    _die_with_parent(float(job["deadline_s"]))
+    cases = [case_from_plain(c) for c in job["cases"]]
+    out = Path(job["out"])
+    results: list[Result] = []
+
+    def flush() -> None:
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps([r.as_dict() for r in results], default=str))
+        tmp.replace(out)
+
+    from q4gsw.webgpu.adapter import select_adapter
+    from q4gsw.webgpu.execute import Device
+
+    config = cases[0].config
+    try:
+        problem = load_problem(config, tuple(dict.fromkeys(c.input for c in cases)),
+                               Path(job["fixture"]) if job["fixture"] else None, job.get("seed"))
+        adapter, info = select_adapter(cases[0].backend)
+    except Exception as exc:  # a bad fixture or a vanished adapter fails every case with its reason
+        results.extend(base_result(c, "fail", f"{type(exc).__name__}: {exc}") for c in cases)
+        flush()
+        return 0
+    features = tuple(sorted({f for c in cases for f in c.kernel.requires_features if f in info.features}))
+    if any(c.kernel.origin.startswith("check:") for c in cases):
+        # A kernel from the command line declares no needs: offer it the optional shader features the
+        # adapter has, so `enable f16;` or subgroup builtins compile where the hardware allows them.
+        from q4gsw.webgpu.adapter import OPTIONAL_SHADER_FEATURES
+
+        features = tuple(f for f in OPTIONAL_SHADER_FEATURES if f in info.features)
+    device = Device(adapter, info, features)
+    root = Path(job["root"])
+    for case in cases:
+        result = execute_case(case, device, problem, root, repeats=int(job.get("repeats", 1)))
+        results.append(result)
+        flush()
+        rate = f", {result.timings.gflops:.2f} GFLOP/s" if result.timings.gflops else ""
+        say(f"{case.kernel.name} / {case.input}: {result.status.upper()} {result.message}{rate}", "    ")
+    flush()
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Child processes (parent side)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    returncode: int
+    timed_out: bool
+    duration_s: float
+    peak_rss_bytes: int
+    log: str  # the child's stderr: library noise, kept for a failing config
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault(CLOCK_ENV, repr(time.time()))
+    return env
+
+
+def run_child(command: list[str], env: dict[str, str], timeout_s: float) -> ChildOutcome:
+    """Run a child, stdout passed through (progress), stderr kept; killed at timeout_s or on any error here."""
+    started = time.perf_counter()
+    verbose = os.environ.get(VERBOSE_ENV) == "1"
+    with tempfile.TemporaryFile(mode="w+b") as err:
+        proc = subprocess.Popen(command, env=env, stdout=None, stderr=None if verbose else err,
+                                start_new_session=True)
+        timed_out = False
+        rusage = None
+        try:
+            while True:
+                pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    break
+                if time.perf_counter() - started > timeout_s:
+                    timed_out = True
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    _, status, rusage = os.wait4(proc.pid, 0)
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    break
+                time.sleep(0.05)
+        except BaseException:
+            # Ctrl-C or any error in the parent: never leave the child (and its GPU work) running.
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            raise
+        err.seek(0)
+        log = err.read()[-20000:].decode(errors="replace")
+    peak = int(rusage.ru_maxrss) * 1024 if rusage is not None else 0
+    return ChildOutcome(returncode=proc.returncode, timed_out=timed_out, duration_s=time.perf_counter() - started,
+                        peak_rss_bytes=peak, log=log)
+
+
+def describe_exit(outcome: ChildOutcome, what: str, timeout_s: float) -> str:
+    if outcome.timed_out:
+        return f"{what} timed out after {timeout_s:g} s (timeout_s in matrix.toml) and was killed"
+    if outcome.returncode == -signal.SIGALRM:
+        return f"{what} reached its own deadline of {timeout_s:g} s (timeout_s in matrix.toml) and was stopped"
+    if outcome.returncode < 0:
+        name = signal.Signals(-outcome.returncode).name
+        return f"{what} crashed with {name}: {_last_lines(outcome.log)}"
+    return f"{what} failed (exit {outcome.returncode}): {_last_lines(outcome.log)}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Fixtures: one long-lived export process per run
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FixtureSource:
+    """Where a run's fixtures come from: a folder given with --fixtures, else the cache (exporting misses)."""
+
+    fixtures: Path | None
+    cache: Path
+    matrix_path: Path
+
+
+FixtureLookup = Callable[[Config], tuple[Path | None, str, float]]  # (path or None, failure, seconds waited)
+
+
+class Exporter:
+    """One `python -m q4gsw _export` process for every config a run needs, started lazily.
+
+    It prints `READY name path` or `FAILED name message` lines; the parent takes them in order and
+    runs each config's GPU work as soon as its fixture is ready. A config whose export exceeds its
+    timeout_s kills the process; the next config starts a new one.
+    """
+
+    def __init__(self, source: FixtureSource, configs: list[Config]) -> None:
+        self.source = source
+        self.pending = [c for c in configs]
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (lives as long as the exporter)
+        self.started: dict[str, float] = {}
+
+    def _start(self) -> None:
+        names = [c.name for c in self.pending]
+        command = [sys.executable, "-m", "q4gsw", "_export", "--matrix", str(self.source.matrix_path),
+                   "--cache", str(self.source.cache), *[a for n in names for a in ("--config", n)]]
+        verbose = os.environ.get(VERBOSE_ENV) == "1"
+        self.proc = subprocess.Popen(command, env=child_env({}), stdout=subprocess.PIPE, text=True,
+                                     stderr=None if verbose else self.log, start_new_session=True)
+        self.lines = queue.Queue()
+        stream = self.proc.stdout
+        assert stream is not None
+
+        def pump() -> None:
+            for line in stream:
+                self.lines.put(line)
+            self.lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def wait_for(self, config: Config) -> tuple[Path | None, str, float]:
+        """(fixture path or None, failure message, seconds spent waiting)."""
+        if self.proc is None or (self.proc.poll() is not None and self.lines.empty()):
+            self.pending = self.pending[self.pending.index(config):]
+            self._start()
+        started = time.perf_counter()
+        while True:
+            left = config.timeout_s - (time.perf_counter() - started)
+            try:
+                line = self.lines.get(timeout=max(0.1, left))
+            except queue.Empty:
+                self.stop()
+                return None, (f"export of '{config.name}' timed out after {config.timeout_s:g} s (timeout_s in "
+                              "matrix.toml) and was killed"), time.perf_counter() - started
+            if line is None:
+                self.proc.wait() if self.proc else None
+                self.log.seek(0)
+                tail = _last_lines(self.log.read()[-8000:].decode(errors="replace"))
+                self.proc = None
+                return None, f"export of '{config.name}' failed: {tail}", time.perf_counter() - started
+            if line.startswith(("READY ", "FAILED ")):
+                kind, name, rest = line.rstrip("\n").split(" ", 2)
+                if name != config.name:
+                    continue
+                if kind == "READY":
+                    return Path(rest), "", time.perf_counter() - started
+                return None, rest, time.perf_counter() - started
+            print(line, end="", flush=True)  # the exporter's progress lines
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        self.log.close()
+
+
+def export_main(matrix_path: Path, names: list[str], cache: Path) -> int:
+    """`python -m q4gsw _export --config A --config B ...`: ensure each fixture, one READY/FAILED line each."""
+    from q4gsw.export import ensure_fixture, quiet_library_output
+    from q4gsw.matrix import load_matrix
+
+    _die_with_parent(0)
+    quiet_library_output()
+    matrix = load_matrix(matrix_path)
+    for name in names:
+        config = matrix.config(name)
+        try:
+            fixture = ensure_fixture(config, cache, lambda message: say(message, "    "))
+        except Exception as exc:  # this config fails with the reason; the next one is still exported
+            print(f"FAILED {name} export of '{name}' failed: {type(exc).__name__}: "
+                  f"{' | '.join(str(exc).splitlines()[-3:])}", flush=True)
+            continue
+        print(f"READY {name} {fixture.path}", flush=True)
+    return 0
+
+
+@contextlib.contextmanager
+def fixture_provider(source: FixtureSource, configs: list[Config]) -> Iterator[FixtureLookup]:
+    from q4gsw.export import FixtureError, verify_fixture
+
+    if source.fixtures is not None:
+        given = source.fixtures
+
+        def from_folder(config: Config) -> tuple[Path | None, str, float]:
+            from q4gsw.export import find_fixture
+
+            path = find_fixture(given, config)
+            try:
+                verify_fixture(path, config)
+            except FixtureError as exc:
+                return None, (f"fixture for '{config.name}' rejected: {exc}. Re-export it with "
+                              f"`python -m q4gsw export --out {given} --config {config.name}`"), 0.0
+            return path, "", 0.0
+
+        yield from_folder
+        return
+    exporter = Exporter(source, configs)
+    try:
+        yield exporter.wait_for
+    finally:
+        exporter.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# The run
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    fixtures: FixtureSource
+    repeats: int = 1
+    seed: int | None = None  # synthetic problems (bench) instead of fixtures
+
+
+def probe(selection: Selection, env: dict[str, str]) -> dict[str, Any]:
+    """Find the backend's adapter in a child (the ICD env must be set before wgpu loads); raise if absent."""
+    from q4gsw.webgpu.adapter import BackendUnavailable
+
+    backend = selection.backend
+    command = [sys.executable, "-m", "q4gsw", "_probe", "--backend-json", json.dumps(to_plain(backend))]
+    try:
+        proc = subprocess.run(command, env=child_env(env), capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise BackendUnavailable(f"enumerating adapters hung for {PROBE_TIMEOUT_S} s (driver problem?)") from exc
+    if proc.returncode != 0:
+        raise BackendUnavailable(_last_lines(proc.stderr, 1).removeprefix("error: "))
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def probe_main(backend_json: str) -> int:
+    from q4gsw.cases import backend_from_plain
+    from q4gsw.webgpu.adapter import BackendUnavailable, select_adapter
+
+    try:
+        _, info = select_adapter(backend_from_plain(json.loads(backend_json)))
+    except BackendUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    print(json.dumps({**to_plain(info.record()), "native_features": dict(info.native_features),
+                      "all_limits": dict(info.limits)}))
+    return 0
+
+
+def skip_result(skip: Skip, selection: Selection) -> Result:
+    c = skip.config
+    return Result(config=c.name, backend=selection.backend.name, status=skip.status, message=skip.reason,
+                  case_id=f"{c.name}{'/' + skip.kernel if skip.kernel else ''}@{selection.backend.name}",
+                  webgpu=selection.backend.webgpu, tier=c.tier, suite=c.suite, kernel=skip.kernel,
+                  shape=Shape(c.M, c.K, c.N, c.group_size),
+                  reproduce=reproduce_command(c.name, selection.backend.name, c.tier, c.suite))
+
+
+def config_failure(config: Config, selection: Selection, message: str, cases: tuple[Case, ...], **extra: Any) -> Result:
+    """A config that failed before any of its cases could be judged (export, crash, timeout, no adapter)."""
+    if cases:
+        return base_result(cases[0], "fail", message, **extra)
+    return replace(skip_result(Skip(config, message), selection), status="fail", **extra)
+
+
+def execute_config(config: Config, selection: Selection, fixture: Path | None, env: dict[str, str],
+                   options: RunOptions, root: Path) -> list[Result]:
+    cases = selection.cases_of(config)
+    with tempfile.TemporaryDirectory(prefix="q4gsw-") as tmp:
+        out = Path(tmp) / "results.json"
+        job = Path(tmp) / "job.json"
+        job.write_text(json.dumps({"cases": [to_plain(c) for c in cases], "fixture": str(fixture) if fixture else None,
+                                   "seed": options.seed, "out": str(out), "repeats": options.repeats,
+                                   "deadline_s": config.timeout_s, "root": str(root)}))
+        outcome = run_child([sys.executable, "-m", "q4gsw", "_child", str(job)], child_env(env), config.timeout_s)
+        results = [Result.from_dict(r) for r in json.loads(out.read_text())] if out.is_file() else []
+    rss = outcome.peak_rss_bytes
+    results = [replace(r, peak_rss_bytes=max(r.peak_rss_bytes, rss),
+                       timings=replace(r.timings, total_s=outcome.duration_s),
+                       log=outcome.log if r.status == "fail" else "") for r in results]
+    if outcome.returncode != 0 or len(results) < len(cases):
+        done = {r.case_id for r in results}
+        message = describe_exit(outcome, f"GPU run of '{config.name}'", config.timeout_s)
+        for case in cases:
+            if case.id not in done:
+                results.append(base_result(case, "fail", message, peak_rss_bytes=rss, log=outcome.log,
+                                           timings=Timings(total_s=outcome.duration_s)))
+    return results
+
+
+def required_without_a_run(selection: Selection, results: list[Result]) -> list[Result]:
+    """A required config none of whose cases executed fails: a run that checked nothing is not green."""
+    failures = []
+    for config in selection.configs:
+        if config.tier != "required":
+            continue
+        mine = [r for r in results if r.config == config.name]
+        if mine and not any(r.status in ("pass", "fail") for r in mine):
+            reasons = "; ".join(dict.fromkeys(r.message for r in mine))
+            failures.append(config_failure(config, selection, f"required config '{config.name}' ran no case on "
+                                                              f"'{selection.backend.name}': {reasons}", ()))
+    return failures
+
+
+def run_selection(selection: Selection, options: RunOptions, root: Path,
+                  on_result: Callable[[Result], None] = lambda r: None) -> list[Result]:
+    """The run's stages: record skips -> provision -> probe -> per config: fixture, execute -> finish."""
+    from q4gsw.webgpu.adapter import BackendUnavailable
+    from q4gsw.webgpu.provision import provision
+
+    results: list[Result] = []
+
+    def record(result: Result) -> None:
+        results.append(result)
+        on_result(result)
+
+    for skip in selection.skipped:
+        record(skip_result(skip, selection))
+    backend = selection.backend
+    try:
+        env = provision(backend)
+        adapter = probe(selection, env)
+    except BackendUnavailable as exc:
+        # Stop before exporting anything: every selected config fails (required never turns into skip).
+        say(f"error: backend '{backend.name}' unavailable: {exc}")
+        for config in selection.configs:
+            record(config_failure(config, selection, f"backend '{backend.name}' unavailable: {exc}",
+                                  selection.cases_of(config)))
+        return results
+    say(f"backend {backend.name}: {adapter['name']} ({adapter['device_type']}, {adapter['api']}, "
+        f"driver {adapter['driver'] or 'n/a'}) via {backend.webgpu}")
+    runnable = [c for c in selection.configs if selection.cases_of(c)]
+    with fixture_provider(options.fixtures, runnable) if options.seed is None else \
+            contextlib.nullcontext(lambda c: (None, "", 0.0)) as fixture_for:
+        for index, config in enumerate(runnable, start=1):
+            say(f"({index}/{len(runnable)}) {config.name} {config.M}x{config.K}x{config.N} gs={config.group_size} "
+                f"[{config.tier}] on {backend.name}")
+            fixture, problem, waited = fixture_for(config)
+            if problem:
+                record(config_failure(config, selection, problem, selection.cases_of(config),
+                                      timings=Timings(export_s=waited)))
+                continue
+            for result in execute_config(config, selection, fixture, env, options, root):
+                record(replace(result, timings=replace(result.timings, export_s=waited or None)))
+    for failure in required_without_a_run(selection, results):
+        record(failure)
+    return results

@@ -1,0 +1,48 @@
+"""nox session names, defined once: the noxfile, CI matrix, reproduce lines and skip hints use these.
+
+Standard library only: noxfile.py imports this module before q4gsw is installed anywhere.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+DEFAULT_SUITE = "llama"
+HEAVY_SESSION = "heavy"
+EXECUTORCH_SESSION = "executorch"
+HEAVY_HINT = f"heavy: run `nox -s {HEAVY_SESSION}`"
+
+
+def accuracy_session(backend: str, suite: str = DEFAULT_SUITE) -> str:
+    """The session that runs the required tier of `suite` on `backend`."""
+    return f"accuracy-{backend}" if suite == DEFAULT_SUITE else f"accuracy-{suite}-{backend}"
+
+
+def session_for(backend: str, tier: str, suite: str = DEFAULT_SUITE) -> tuple[str, list[str]]:
+    """(nox session name, the arguments it needs after `--`) that runs `tier` of `suite` on `backend`."""
+    if tier == "required":
+        return accuracy_session(backend, suite), []
+    if tier == "heavy" and suite == DEFAULT_SUITE:
+        return HEAVY_SESSION, ["--backend", backend]
+    raise ValueError(f"no nox session runs tier {tier!r} of suite {suite!r}")
+
+
+def has_session(tier: str, suite: str) -> bool:
+    try:
+        session_for("b", tier, suite)
+    except ValueError:
+        return False
+    return True
+
+
+def reproduce_command(config: str, backend: str, tier: str, suite: str, kernel_args: list[str] | None = None) -> str:
+    """The one command that reproduces a config: the nox session, or `check`/`run` with the kernel's arguments."""
+    if kernel_args:
+        return shlex.join(["python", "-m", "q4gsw", *kernel_args, "--backend", backend, "--config", config])
+    try:
+        session, extra = session_for(backend, tier, suite)
+    except ValueError:
+        return shlex.join(["python", "-m", "q4gsw", "run", "--backend", backend, "--config", config])
+    return shlex.join(["nox", "-s", session, "--", *[a for a in extra if a not in ("--backend", backend)],
+                       "--backend", backend, "--config", config]) if extra else \
+        shlex.join(["nox", "-s", session, "--", "--config", config])

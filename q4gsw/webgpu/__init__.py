@@ -1,0 +1,1 @@
+"""WebGPU side of a case: provisioning, adapter and implementation, dispatch expressions, execution."""

@@ -1,0 +1,118 @@
+"""The WebGPU implementation (wgpu-native or Dawn) and the adapter a backend names (child process).
+
+The implementation is chosen once per child process, before `wgpu` is first imported: Dawn is the
+`wgpudawn` package installed as `wgpu` (same API). Feature names are spoken in one vocabulary in
+matrix.toml (wgpu-native's: "subgroup", "shader-f16", ...) and translated to each implementation's
+own names here, so a kernel's requirements mean the same thing on both. There is never a fallback:
+a backend whose implementation is missing, or that finds no matching adapter, raises
+BackendUnavailable with the adapters it did see.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from q4gsw.matrix import LIMIT_NAMES, Backend
+from q4gsw.result import AdapterRecord
+
+IMPLEMENTATIONS = ("wgpu-native", "dawn")
+# implementation-specific feature name -> the matrix's name for it
+FEATURE_ALIASES = {"dawn": {"subgroups": "subgroup"}}
+OPTIONAL_SHADER_FEATURES = ("shader-f16", "subgroup")
+# Dawn quantizes timestamp queries by default (a browser security measure); a benchmark needs them exact.
+DAWN_DISABLED_TOGGLES = ("timestamp_quantization",)
+DAWN_PACKAGE_HINT = "pip install wgpudawn==0.32.0.4"
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend's implementation or adapter cannot be found; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    name: str
+    vendor: str
+    device_type: str
+    api: str
+    driver: str
+    webgpu: str
+    features: tuple[str, ...]  # in the matrix's vocabulary
+    native_features: Mapping[str, str] = field(default_factory=dict)  # matrix name -> implementation name
+    limits: Mapping[str, int] = field(default_factory=dict)
+
+    def record(self) -> AdapterRecord:
+        return AdapterRecord(name=self.name, vendor=self.vendor, device_type=self.device_type, api=self.api,
+                             driver=self.driver, webgpu=self.webgpu, features=self.features,
+                             limits={k: int(self.limits[k]) for k in LIMIT_NAMES.values() if k in self.limits})
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.device_type}, {self.api}, driver {self.driver or 'n/a'}) via {self.webgpu}"
+
+
+def load_wgpu(implementation: str) -> ModuleType:
+    """Import `wgpu` as the requested implementation, or raise BackendUnavailable; never the other one."""
+    if implementation == "dawn":
+        try:
+            import wgpudawn
+        except ImportError as exc:
+            raise BackendUnavailable(f"the backend uses Dawn (webgpu = \"dawn\") but the wgpudawn package is not "
+                                     f"installed: {DAWN_PACKAGE_HINT}. No fallback to wgpu-native is made") from exc
+        if not os.environ.get("XDG_RUNTIME_DIR") or not os.path.isdir(os.environ["XDG_RUNTIME_DIR"]):
+            # Dawn refuses to create an instance without it ("XDG_RUNTIME_DIR is invalid").
+            os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="q4gsw-xdg-")
+        wgpudawn.install_as_wgpu()
+    import wgpu
+
+    loaded = "dawn" if "wgpudawn" in str(getattr(wgpu, "__file__", "")) else "wgpu-native"
+    if loaded != implementation:
+        raise BackendUnavailable(f"asked for {implementation} but `import wgpu` gave {loaded} "
+                                 "(a process can hold only one WebGPU implementation)")
+    return wgpu
+
+
+def _info_of(adapter: Any, implementation: str) -> AdapterInfo:
+    info = adapter.info
+    aliases = FEATURE_ALIASES.get(implementation, {})
+    native = {aliases.get(str(f), str(f)): str(f) for f in adapter.features}
+    return AdapterInfo(name=str(info.get("device", "")), vendor=str(info.get("vendor", "")),
+                       device_type=str(info.get("adapter_type", "")), api=str(info.get("backend_type", "")),
+                       driver=str(info.get("description", "")), webgpu=implementation,
+                       features=tuple(sorted(native)), native_features=native, limits=dict(adapter.limits))
+
+
+def _configure_instance(implementation: str, api_names: list[str]) -> None:
+    from wgpu.backends.wgpu_native import extras
+
+    if implementation == "dawn":
+        extras.set_instance_extras(backends=api_names or None, disable_toggles=list(DAWN_DISABLED_TOGGLES))
+    elif api_names:
+        extras.set_instance_extras(backends=api_names)
+
+
+def select_adapter(backend: Backend) -> tuple[Any, AdapterInfo]:
+    wgpu = load_wgpu(backend.webgpu)
+    wanted = [b for b in os.environ.get("Q4GSW_WGPU_BACKENDS", "").split(",") if b]
+    _configure_instance(backend.webgpu, wanted)
+    try:
+        adapters = wgpu.gpu.enumerate_adapters_sync()
+    except Exception as exc:  # Dawn raises when it finds nothing but its Null backend
+        adapters = []
+        problem = f"{type(exc).__name__}: {exc}"
+    else:
+        problem = ""
+    seen = [_info_of(a, backend.webgpu) for a in adapters]
+    matching = [(a, i) for a, i in zip(adapters, seen, strict=True) if backend.matches(a.info)]
+    if not matching:
+        listed = "; ".join(f"{i.name} ({i.device_type}, {i.api})" for i in seen) or "none"
+        raise BackendUnavailable(
+            f"backend '{backend.name}' needs an adapter matching /{backend.adapter_name}/ ({backend.device_type}, "
+            f"{backend.api}) through {backend.webgpu}; adapters seen: {listed}"
+            f"{' (' + problem.splitlines()[0] + ')' if problem else ''}. No fallback to another adapter or "
+            "WebGPU implementation is made.")
+    matching.sort(key=lambda pair: pair[1].device_type != "DiscreteGPU")
+    return matching[0]

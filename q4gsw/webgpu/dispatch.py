@@ -1,0 +1,65 @@
+"""Evaluate a kernel's `when`, `overrides` and `dispatch` expressions for a shape on an adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from q4gsw.matrix import LIMIT_NAMES, Backend, Config, Kernel, evaluate
+from q4gsw.webgpu.adapter import AdapterInfo
+
+# Limits are unknown before an adapter is found: selection assumes a generous adapter, and the
+# adapter's real limits decide at run time (a kernel that then cannot run is `unsupported`).
+UNKNOWN_LIMIT = 1 << 30
+
+
+class KernelUnsupported(RuntimeError):
+    """The adapter lacks a feature or limit the kernel needs, or the dispatch is out of range."""
+
+
+def expression_environment(shape: Mapping[str, int], limits: Mapping[str, int] | None) -> dict[str, Any]:
+    env: dict[str, Any] = dict(shape)
+    for short, key in LIMIT_NAMES.items():
+        env[short] = int(limits[key]) if limits is not None and key in limits else UNKNOWN_LIMIT
+    return env
+
+
+def _with_overrides(kernel: Kernel, env: dict[str, Any]) -> dict[str, Any]:
+    constants = {}
+    for name, value in kernel.overrides.items():
+        constants[name] = evaluate(value, env) if isinstance(value, str) else value
+        env[name] = constants[name]
+    return constants
+
+
+def kernel_applies(kernel: Kernel, config: Config, backend: Backend) -> bool:
+    """The kernel may run on this backend and its `when` holds for this shape."""
+    if kernel.backends is not None and backend.name not in kernel.backends:
+        return False
+    env = expression_environment(config.shape_names(), None)
+    _with_overrides(kernel, env)
+    return bool(evaluate(kernel.when, env))
+
+
+def resolve_kernel(kernel: Kernel, shape: Mapping[str, int],
+                   info: AdapterInfo) -> tuple[dict[str, Any], tuple[int, ...]]:
+    """Check the kernel's needs against the adapter; return (override constants, workgroup counts)."""
+    missing = [f for f in kernel.requires_features if f not in info.features]
+    if missing:
+        raise KernelUnsupported(f"kernel '{kernel.name}' needs adapter features {missing}, which {info.name} "
+                                f"lacks through {info.webgpu} (it has {', '.join(info.features) or 'none'})")
+    for short, needed in kernel.requires_limits.items():
+        have = int(info.limits.get(LIMIT_NAMES[short], 0))
+        if have < needed:
+            raise KernelUnsupported(f"kernel '{kernel.name}' needs {short} >= {needed}; {info.name} has {have}")
+    env = expression_environment(shape, info.limits)
+    constants = _with_overrides(kernel, env)
+    if not evaluate(kernel.when, env):
+        raise KernelUnsupported(f"kernel '{kernel.name}': `when = {kernel.when}` does not hold on {info.name} "
+                                "(with the adapter's limits)")
+    counts = tuple(int(evaluate(e, env)) for e in kernel.dispatch)
+    limit = int(info.limits.get("max-compute-workgroups-per-dimension", 65535))
+    if any(c < 1 or c > limit for c in counts):
+        raise KernelUnsupported(f"kernel '{kernel.name}' dispatch {counts} is outside 1..{limit} "
+                                f"(max workgroups per dimension) for M={shape['M']}, N={shape['N']}")
+    return constants, counts

@@ -1,0 +1,141 @@
+"""Execute one WGSL kernel on one device: buffers, guard regions, the pipeline, timing.
+
+This is the only module that creates compute pipelines. Every kernel shares ExecuTorch's q4gsw
+binding layout (README "Kernel interface"). The output buffer is surrounded by guard words holding a
+NaN pattern, so unwritten outputs read back as NaN and out-of-bounds writes are counted.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from q4gsw.matrix import LIMIT_NAMES
+from q4gsw.unpack import PackedLinear, as_u32_words
+from q4gsw.webgpu.adapter import AdapterInfo
+
+GUARD_WORDS = 256  # per side; 1 KiB keeps the output binding offset 256-byte aligned
+GUARD_PATTERN = 0x7FC0_0BAD  # a quiet-NaN bit pattern: unwritten outputs read back as NaN
+_SUBGROUPS_DIRECTIVE = re.compile(r"^\s*enable\s+subgroups\s*;[^\n]*$", re.MULTILINE)
+_SUBGROUP_BUILTIN = re.compile(r"\bsubgroup[A-Z]\w*\s*\(|@builtin\(\s*subgroup_")
+
+
+def adapt_source(source: str, implementation: str) -> tuple[str, tuple[str, ...]]:
+    """The WGSL each implementation accepts for subgroup operations, and a note of any change made.
+
+    Tint (Dawn) requires `enable subgroups;` before subgroup builtins; the naga in wgpu-native 0.32
+    rejects that directive and enables them through the device feature instead. Nothing else is touched.
+    """
+    has_directive = bool(_SUBGROUPS_DIRECTIVE.search(source))
+    if implementation == "dawn" and not has_directive and _SUBGROUP_BUILTIN.search(source):
+        return "enable subgroups;\n" + source, ("added `enable subgroups;` (Tint requires it)",)
+    if implementation == "wgpu-native" and has_directive:
+        return (_SUBGROUPS_DIRECTIVE.sub("// enable subgroups; (removed: naga 0.32 rejects it)", source),
+                ("removed `enable subgroups;` (naga in wgpu-native 0.32 rejects it)",))
+    return source, ()
+
+
+@dataclass
+class GpuRun:
+    output: np.ndarray  # float32 [M, N]
+    guard_violations: list[int]  # byte offsets (relative to the output start) of changed guard words
+    wall_s: float  # first dispatch, including pipeline creation
+    gpu_s: float | None  # from timestamp queries, when supported
+    workgroups: tuple[int, ...]
+    constants: dict[str, Any]
+
+
+class Device:
+    """A device on one adapter, with the binding layout shared by every q4gsw kernel."""
+
+    def __init__(self, adapter: Any, info: AdapterInfo, want_features: tuple[str, ...] = ()) -> None:
+        import wgpu
+
+        self.wgpu = wgpu
+        self.info = info
+        features = [info.native_features.get(f, f) for f in ("timestamp-query", *want_features) if f in info.features]
+        limit_keys = [*LIMIT_NAMES.values(), "max-buffer-size", "max-storage-buffers-per-shader-stage"]
+        limits = {k: info.limits[k] for k in limit_keys if k in info.limits}
+        self.device = adapter.request_device_sync(required_features=features, required_limits=limits)
+        self.timestamps = "timestamp-query" in info.features
+        S = wgpu.BufferBindingType
+        entries = [{"binding": 0, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": S.storage}}]
+        entries += [{"binding": b, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": S.read_only_storage}}
+                    for b in (1, 2, 3, 4)]
+        entries.append({"binding": 5, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": S.uniform}})
+        self.bind_group_layout = self.device.create_bind_group_layout(entries=entries)
+        self.pipeline_layout = self.device.create_pipeline_layout(bind_group_layouts=[self.bind_group_layout])
+
+    def pipeline(self, source: str, constants: Mapping[str, Any], label: str) -> Any:
+        module = self.device.create_shader_module(code=adapt_source(source, self.info.webgpu)[0], label=label)
+        return self.device.create_compute_pipeline(
+            layout=self.pipeline_layout, label=label,
+            compute={"module": module, "entry_point": "main", "constants": dict(constants)})
+
+    def run(self, source: str, kernel_name: str, constants: Mapping[str, Any], workgroups: tuple[int, ...],
+            x: np.ndarray, packed: PackedLinear, repeats: int = 1) -> GpuRun:
+        wgpu = self.wgpu
+        device = self.device
+        M, K = x.shape
+        N = packed.N
+        usage = wgpu.BufferUsage
+        started = time.perf_counter()
+        pipeline = self.pipeline(source, constants, kernel_name)
+        out_words = M * N
+        guarded = np.full(out_words + 2 * GUARD_WORDS, GUARD_PATTERN, dtype=np.uint32)
+        out_buffer = device.create_buffer_with_data(data=guarded, usage=usage.STORAGE | usage.COPY_SRC)
+        x_buffer = device.create_buffer_with_data(data=np.ascontiguousarray(x, np.float32), usage=usage.STORAGE)
+        w_buffer = device.create_buffer_with_data(data=as_u32_words(packed.weight_packed), usage=usage.STORAGE)
+        s_buffer = device.create_buffer_with_data(data=np.ascontiguousarray(packed.scales, np.float32),
+                                                  usage=usage.STORAGE)
+        bias_buffer = device.create_buffer_with_data(data=np.zeros(4, np.float32), usage=usage.STORAGE)
+        params = np.array([M, N, K, K // 2, packed.group_size, packed.padded_N, 0, 0], dtype=np.uint32)
+        p_buffer = device.create_buffer_with_data(data=params, usage=usage.UNIFORM)
+        bind_group = device.create_bind_group(layout=self.bind_group_layout, entries=[
+            {"binding": 0, "resource": {"buffer": out_buffer, "offset": GUARD_WORDS * 4, "size": out_words * 4}},
+            {"binding": 1, "resource": {"buffer": x_buffer}},
+            {"binding": 2, "resource": {"buffer": w_buffer}},
+            {"binding": 3, "resource": {"buffer": s_buffer}},
+            {"binding": 4, "resource": {"buffer": bias_buffer}},
+            {"binding": 5, "resource": {"buffer": p_buffer}},
+        ])
+        counts = (*workgroups, 1, 1)[:3]
+        gpu_s = None
+        for _ in range(max(1, repeats)):
+            query_set = resolve_buffer = None
+            encoder = device.create_command_encoder()
+            timestamp_writes = None
+            if self.timestamps:
+                query_set = device.create_query_set(type=wgpu.QueryType.timestamp, count=2)
+                resolve_buffer = device.create_buffer(size=16, usage=usage.QUERY_RESOLVE | usage.COPY_SRC)
+                timestamp_writes = {"query_set": query_set, "beginning_of_pass_write_index": 0,
+                                    "end_of_pass_write_index": 1}
+            compute_pass = encoder.begin_compute_pass(timestamp_writes=timestamp_writes)
+            compute_pass.set_pipeline(pipeline)
+            compute_pass.set_bind_group(0, bind_group)
+            compute_pass.dispatch_workgroups(*counts)
+            compute_pass.end()
+            if query_set is not None:
+                encoder.resolve_query_set(query_set, 0, 2, resolve_buffer, 0)
+            device.queue.submit([encoder.finish()])
+            if resolve_buffer is not None:
+                stamps = np.frombuffer(device.queue.read_buffer(resolve_buffer), dtype=np.uint64)
+                elapsed = float(stamps[1] - stamps[0]) * 1e-9
+                if elapsed > 0:  # a zero (or wrapped) reading is no measurement, not an infinitely fast kernel
+                    gpu_s = elapsed if gpu_s is None else min(gpu_s, elapsed)
+        raw = np.frombuffer(device.queue.read_buffer(out_buffer), dtype=np.uint32)
+        wall_s = time.perf_counter() - started
+        guards = np.concatenate([raw[:GUARD_WORDS], raw[GUARD_WORDS + out_words:]])
+        changed = np.flatnonzero(guards != GUARD_PATTERN)
+        violations = [int((i - GUARD_WORDS) * 4) if i < GUARD_WORDS else int((out_words + i - GUARD_WORDS) * 4)
+                      for i in changed]
+        output = raw[GUARD_WORDS:GUARD_WORDS + out_words].view(np.float32).reshape(M, N).copy()
+        for buffer in (out_buffer, x_buffer, w_buffer, s_buffer, bias_buffer, p_buffer):
+            buffer.destroy()
+        return GpuRun(output=output, guard_violations=violations, wall_s=wall_s, gpu_s=gpu_s,
+                      workgroups=tuple(counts), constants=dict(constants))
