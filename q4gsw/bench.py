@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw import gpu
-from q4gsw.compare import compare
+from q4gsw.cases import Selection, build_cases
+from q4gsw.engine import FixtureSource, RunOptions, run_selection
 from q4gsw.golden import golden
-from q4gsw.matrix import Config, Kernel, MatrixError, Tolerance, load_matrix
-from q4gsw.unpack import PackedLinear, pack_int4, unpack_int4
+from q4gsw.inputs import synthetic_problem
+from q4gsw.matrix import Config, MatrixError, Tolerance, load_matrix
+from q4gsw.unpack import PackedLinear, unpack_int4
 
 DEFAULT_SHAPES = ("1x2048x2048", "1x2048x8192", "1x8192x2048", "256x2048x2048", "1024x2048x512")
 
@@ -86,19 +87,8 @@ def _tolerance(K: int) -> Tolerance:
 
 def _config(shape: Shape, group_size: int) -> Config:
     return Config(name=str(shape), M=shape.M, K=shape.K, N=shape.N, group_size=group_size, tier="optional",
-                  suite="bench", inputs=("normal",), weights="random", weight_seed=0, timeout_s=0.0,
+                  suite="bench", inputs=("normal",), weights="random", weight_seed=0, timeout_s=900.0,
                   tolerance=_tolerance(shape.K))
-
-
-def _problem(shape: Shape, group_size: int, seed: int) -> tuple[np.ndarray, PackedLinear]:
-    rng = np.random.default_rng(seed)
-    q = rng.integers(-8, 8, size=(shape.N, shape.K), dtype=np.int8)
-    # Scales of a quantized nn.Linear (|w| < 1/sqrt(K), so scale ~ max|w| / 7.5): the same magnitudes the
-    # matrix's tolerances were derived for, so the golden check applies them honestly (f16 variants too).
-    typical = 1.0 / (7.5 * np.sqrt(shape.K))
-    scales = (typical * (0.5 + 0.5 * rng.random((shape.K // group_size, shape.N)))).astype(np.float32)
-    x = rng.standard_normal((shape.M, shape.K), dtype=np.float32)
-    return x, PackedLinear(weight_packed=pack_int4(q), scales=scales, group_size=group_size)
 
 
 def _numpy_time(x: np.ndarray, packed: PackedLinear, repeats: int) -> float:
@@ -111,22 +101,6 @@ def _numpy_time(x: np.ndarray, packed: PackedLinear, repeats: int) -> float:
         _ = x @ w.T
         best = min(best, time.perf_counter() - started)
     return best
-
-
-def _time_kernel(session: gpu.Session, source: str, kernel: Kernel, constants: dict[str, Any],
-                 counts: tuple[int, ...], x: np.ndarray, packed: PackedLinear,
-                 repeats: int) -> tuple[gpu.GpuRun, float, str]:
-    """(first run, seconds per dispatch, "gpu" or "wall")."""
-    first = session.run(source, kernel.name, constants, counts, x, packed, repeats=1)  # warm-up + result
-    if session.timestamps:
-        timed = session.run(source, kernel.name, constants, counts, x, packed, repeats=repeats)
-        assert timed.gpu_s is not None
-        return first, timed.gpu_s, "gpu"
-    # Without timestamps, Session.run's wall time includes pipeline creation and uploads; the
-    # difference between R+1 dispatches and 1 dispatch leaves the R extra dispatches' time.
-    single = session.run(source, kernel.name, constants, counts, x, packed, repeats=1).wall_s
-    many = session.run(source, kernel.name, constants, counts, x, packed, repeats=repeats + 1).wall_s
-    return first, max(many - single, 1e-9) / repeats, "wall"
 
 
 def _print_table(rows: list[Row], title: str) -> None:
@@ -185,80 +159,61 @@ def main(argv: list[str] | None = None) -> int:
     except MatrixError as exc:
         print(f"error: {exc}")
         return 2
-    try:
-        # The Vulkan loader reads VK_ICD_FILENAMES once, when wgpu loads it: set it before that.
-        os.environ.update(gpu.provision(backend))
-        adapter, info = gpu.select_adapter(backend)
-    except gpu.BackendUnavailable as exc:
-        print(f"error: {exc}")
-        return 3
-    features = tuple(sorted({f for k in matrix.kernels for f in k.requires_features if f in info.features}))
-    session = gpu.Session(adapter, info, features)
-    timing = "gpu timestamp queries" if session.timestamps else "wall time of the dispatches (no timestamp-query)"
-    print(f"adapter: {info.name} ({info.device_type}, {info.api}); kernel time from {timing}", flush=True)
-
     from q4gsw import bench_torch
 
-    use_torch = args.torch == "on" or (args.torch == "auto" and backend.name == "native"
+    use_torch = args.torch == "on" or (args.torch == "auto" and backend.provision == "native"
                                        and bench_torch.cuda_available())
     if args.torch == "on" and not bench_torch.cuda_available():
         print("error: --torch on, but torch with CUDA is not importable here")
         return 2
-    rows: list[Row] = []
-    for shape in shapes:
-        x, packed = _problem(shape, args.group_size, args.seed)
-        numpy_s = _numpy_time(x, packed, args.repeats)
-        numpy_gflops = shape.flops / numpy_s / 1e9
-        config = _config(shape, args.group_size)
-        reference: np.ndarray | None = None
-        kernels = gpu.applicable_kernels(matrix.kernels, config, backend)
-        if not kernels:
-            rows.append(Row(str(shape), "-", args.group_size, None, "-", None, None, numpy_s, numpy_gflops, None,
-                            None, "no kernel in matrix.toml applies", []))
-        nbytes = (packed.weight_packed.nbytes + 4 * (shape.K // args.group_size) * shape.N
-                  + 4 * shape.M * (shape.K + shape.N))
-        torch_times = None
-        if use_torch:
-            reference = golden(x, packed)
-            torch_times = bench_torch.time_torch(x, packed, reference, args.repeats)
-            print(f"{shape} torch on {torch_times.device}: int4 "
-                  f"{torch_times.int4_s * 1e3 if torch_times.int4_s else float('nan'):.3f} ms, fp32 dequant+mm "
-                  f"{torch_times.fp32_s * 1e3:.3f} ms {torch_times.note}", flush=True)
-        for kernel in kernels:
-            try:
-                constants, counts = gpu.resolve_kernel(kernel, config.shape_names(), info)
-            except gpu.KernelUnsupported as exc:
-                rows.append(Row(str(shape), kernel.name, args.group_size, None, "-", None, None, numpy_s,
-                                numpy_gflops, None, None, str(exc), []))
-                continue
-            source = kernel.path(matrix.root).read_text()
-            first, seconds, via = _time_kernel(session, source, kernel, constants, counts, x, packed, args.repeats)
-            if reference is None:
-                reference = golden(x, packed)
-            # A kernel with its own justified tolerance (the f16 variants) is held to that, as in `run`.
-            result = compare(first.output, reference, kernel.tolerance or config.tolerance)
-            correct = result.passed and not first.guard_violations
-            message = result.message if not first.guard_violations else (
-                f"{len(first.guard_violations)} out-of-bounds writes; {result.message}")
-            gflops = shape.flops / seconds / 1e9
-            rows.append(Row(str(shape), kernel.name, args.group_size, seconds, via, gflops, nbytes / seconds / 1e9,
-                            numpy_s, numpy_gflops, gflops / numpy_gflops, correct, message, list(first.workgroups),
-                            torch_int4_s=torch_times.int4_s if torch_times else None,
-                            torch_fp32_s=torch_times.fp32_s if torch_times else None,
-                            speedup_vs_torch_int4=(torch_times.int4_s / seconds
-                                                   if torch_times and torch_times.int4_s else None)))
-            print(f"{shape} {kernel.name}: {seconds * 1e3:.3f} ms ({via}), {gflops:.2f} GFLOP/s, "
-                  f"numpy {numpy_gflops:.2f} GFLOP/s, {'ok' if correct else 'WRONG: ' + message}", flush=True)
-
-    _print_table(rows, f"q4gsw kernels on {info.name} ({backend.name}); numpy fp32 on {platform.processor() or 'CPU'}"
-                       f" with {os.cpu_count()} cores")
+    configs = tuple(_config(shape, args.group_size) for shape in shapes)
+    cases, unsupported = build_cases(matrix, backend, configs, matrix.kernels)
+    selection = Selection(backend=backend, configs=configs, cases=cases, skipped=unsupported)
+    options = RunOptions(fixtures=FixtureSource(None, Path("."), matrix.path), repeats=args.repeats,
+                         seed=args.seed)
+    results = run_selection(selection, options, matrix.root)
+    rows = [_rows(shape, args, results, use_torch) for shape in shapes]
+    flat = [row for group in rows for row in group]
+    adapter = next((r.adapter for r in results if r.adapter), None)
+    adapter_name = adapter.name if adapter else "no adapter"
+    _print_table(flat, f"q4gsw kernels on {adapter_name} ({backend.name}, {backend.webgpu}); numpy fp32 on "
+                       f"{platform.processor() or 'CPU'} with {os.cpu_count()} cores")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
-        "backend": backend.name, "adapter": info.as_dict(), "timing": "gpu" if session.timestamps else "wall",
+        "backend": backend.name, "webgpu": backend.webgpu, "adapter": asdict(adapter) if adapter else None,
         "group_size": args.group_size, "repeats": args.repeats, "cpu_count": os.cpu_count(),
-        "numpy": np.__version__, "rows": [asdict(r) for r in rows]}, indent=2))
+        "numpy": np.__version__, "rows": [asdict(r) for r in flat]}, indent=2, default=str))
     print(f"wrote {args.json}")
-    return 0 if all(r.correct is not False for r in rows) else 1
+    return 0 if flat and all(r.correct is not False for r in flat) and any(r.correct for r in flat) else 1
+
+
+def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch: bool) -> list[Row]:
+    """The bench rows of one shape: every kernel's engine result beside numpy's (and torch's) time."""
+    from q4gsw import bench_torch
+
+    x, packed = synthetic_problem(shape.M, shape.K, shape.N, args.group_size, args.seed)
+    numpy_s = _numpy_time(x, packed, args.repeats)
+    numpy_gflops = shape.flops / numpy_s / 1e9
+    torch_times = None
+    if use_torch:
+        torch_times = bench_torch.time_torch(x, packed, golden(x, packed), args.repeats)
+    nbytes = (packed.weight_packed.nbytes + 4 * (shape.K // args.group_size) * shape.N
+              + 4 * shape.M * (shape.K + shape.N))
+    rows = []
+    for r in (r for r in results if r.config == str(shape)):
+        seconds = r.timings.gpu_s
+        via = r.timings.gpu_timing or ("unsupported" if r.status == "unsupported" else "-")
+        gflops = shape.flops / seconds / 1e9 if seconds else None
+        correct = None if r.status in ("unsupported", "skip") else r.status == "pass"
+        int4_s = torch_times.int4_s if torch_times else None
+        note = "time not measurable: the timestamps read 0" if via == "unmeasured" else ""
+        rows.append(Row(str(shape), r.kernel or "-", args.group_size, seconds, via, gflops,
+                        nbytes / seconds / 1e9 if seconds else None, numpy_s, numpy_gflops,
+                        gflops / numpy_gflops if gflops else None, correct,
+                        r.message if r.status != "pass" else note, list(r.workgroups), torch_int4_s=int4_s,
+                        torch_fp32_s=torch_times.fp32_s if torch_times else None,
+                        speedup_vs_torch_int4=int4_s / seconds if int4_s and seconds else None))
+    return rows
 
 
 if __name__ == "__main__":

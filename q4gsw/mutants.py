@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,88 +91,35 @@ def mutant_sources(reference: str | None = None) -> dict[str, str]:
     return {m.name: m.source(reference) for m in CATALOGUE}
 
 
-# ------------------------------------------------------------------------------------------------
-# Child: one config, every kernel x input
-# ------------------------------------------------------------------------------------------------
-
-
-def child_main(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from q4gsw import gpu, inputs
-    from q4gsw.compare import compare
-    from q4gsw.export import verify_fixture
-    from q4gsw.golden import golden
-    from q4gsw.matrix import Kernel, load_matrix, split_dispatch
-
-    matrix = load_matrix(args.matrix)
-    config = matrix.config(args.config[0])
-    backend = matrix.backend(args.backend)
-    fixture = verify_fixture(Path(args.fixture), config)
-    packed = fixture.packed_linear()
-    packed = type(packed)(weight_packed=np.ascontiguousarray(packed.weight_packed), scales=packed.scales,
-                          group_size=packed.group_size)
-    adapter, info = gpu.select_adapter(backend)
+def mutant_kernels(wanted: tuple[str, ...] = ()) -> list[Any]:
+    """The reference kernel and its mutants, each a Kernel (text = the mutated WGSL)."""
+    from q4gsw.matrix import make_kernel
 
     reference = REFERENCE.read_text()
-    wanted = set(args.mutant)
-
-    def user_kernel(name: str) -> Kernel:
-        return Kernel(name=name, file=str(REFERENCE), when="1", dispatch=split_dispatch(REFERENCE_DISPATCH),
-                      overrides=dict(REFERENCE_OVERRIDES), requires_features=(), requires_limits={},
-                      tolerance=None, backends=None)
-
-    # (role, kernel, source)
-    plan: list[tuple[str, Kernel, str]] = [("correct", user_kernel("reference"), reference)]
-    if not args.no_matrix_kernels:
-        for kernel in gpu.applicable_kernels(matrix.kernels, config, backend):
-            plan.append(("correct", kernel, kernel.path(matrix.root).read_text()))
+    kernels = [make_kernel("reference", str(REFERENCE), REFERENCE_DISPATCH, overrides=REFERENCE_OVERRIDES,
+                           text=reference, origin=f"mutant-reference:{REFERENCE.name}")]
     for mutant in CATALOGUE:
         if not wanted or mutant.name in wanted:
-            plan.append(("mutant", user_kernel(mutant.name), mutant.source(reference)))
-    features = tuple(sorted({f for _, k, _ in plan for f in k.requires_features}))
-    session = gpu.Session(adapter, info, features)
-    records: list[dict[str, Any]] = []
-    out = Path(args.out)
+            kernels.append(make_kernel(mutant.name, str(REFERENCE), REFERENCE_DISPATCH, overrides=REFERENCE_OVERRIDES,
+                                       text=mutant.source(reference), origin=f"mutant:{mutant.name}"))
+    return kernels
 
-    def flush() -> None:
-        out.write_text(json.dumps(records))
 
-    for input_name in config.inputs:
-        x = inputs.make_input(input_name, config.M, config.K, config.weight_seed)
-        g = fixture.golden(input_name)
-        if g is None:
-            g = golden(x, packed)
-        for role, kernel, source in plan:
-            tolerance = matrix.tolerance_for(config, backend, kernel if role == "correct" else None)
-            record: dict[str, Any] = {"config": config.name, "input": input_name, "kernel": kernel.name,
-                                      "role": role, "adapter": info.name}
-            started = time.perf_counter()
-            try:
-                constants, workgroups = gpu.resolve_kernel(kernel, config.shape_names(), info)
-            except gpu.KernelUnsupported as exc:
-                records.append({**record, "status": "unsupported", "message": str(exc)})
-                flush()
-                continue
-            try:
-                run = session.run(source, kernel.name, constants, workgroups, x, packed)
-            except Exception as exc:  # compile error or device loss: an error, never a kill
-                records.append({**record, "status": "error", "message": f"{type(exc).__name__}: {exc}"[:2000]})
-                flush()
-                continue
-            comparison = compare(run.output, g, tolerance)
-            passed = comparison.passed and not run.guard_violations
-            message = comparison.message
-            if run.guard_violations:
-                message = f"out-of-bounds write ({len(run.guard_violations)} guard words); " + message
-            records.append({**record, "status": "pass" if passed else "fail", "message": message,
-                            "atol": tolerance.atol, "rtol": tolerance.rtol,
-                            "max_abs": comparison.max_abs_error, "headroom": comparison.headroom,
-                            "mismatches": comparison.mismatches, "elements": comparison.elements,
-                            "seconds": time.perf_counter() - started})
-            flush()
-    flush()
-    return 0
+def records_of(results: list[Any]) -> list[dict[str, Any]]:
+    """Kill-matrix records from the engine's Results (a kernel that did not compile is an error, never a kill)."""
+    records = []
+    for r in results:
+        if not r.kernel:
+            continue
+        status = "error" if r.status == "fail" and r.errors is None else r.status
+        record = {"config": r.config, "input": r.input, "kernel": r.kernel,
+                  "role": "mutant" if r.role == "mutant" else "correct",
+                  "adapter": r.adapter.name if r.adapter else "", "status": status, "message": r.message}
+        if r.errors is not None and r.tolerance is not None:
+            record.update(atol=r.tolerance.atol, rtol=r.tolerance.rtol, max_abs=r.errors.max_abs,
+                          headroom=r.errors.headroom, mismatches=r.errors.mismatches, elements=r.errors.elements)
+        records.append(record)
+    return records
 
 
 # ------------------------------------------------------------------------------------------------
@@ -202,24 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache", type=Path)
     parser.add_argument("--results", type=Path, default=Path("results/mutants"))
     parser.add_argument("--list", action="store_true", help="print the catalogue and exit")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--fixture", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
     return parser
-
-
-def select_configs(matrix: Any, args: argparse.Namespace) -> tuple[list[Any], list[tuple[Any, str]]]:
-    if args.config:
-        return list(matrix.select(names=tuple(args.config))), []
-    tiers = tuple(args.tier or ("required",))
-    suites = tuple(args.suite or DEFAULT_SUITES)
-    chosen, excluded = [], []
-    for config in matrix.select(tiers=tiers, suites=suites):
-        if config.flops > args.max_gflop * 1e9:
-            excluded.append((config, f"{config.flops / 1e9:.1f} GFLOP > --max-gflop {args.max_gflop:g}"))
-        else:
-            chosen.append(config)
-    return chosen, excluded
 
 
 def kill_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -288,71 +217,54 @@ def main(argv: list[str] | None = None) -> int:
         for m in CATALOGUE:
             print(f"{m.name:22s} {m.bug}")
         return 0
+    from q4gsw.cases import build_selection
     from q4gsw.matrix import MatrixError, load_matrix
 
     try:
-        if args.child:
-            return child_main(args)
-        matrix = load_matrix(args.matrix)
-        matrix.backend(args.backend)
         for name in args.mutant:
             if name not in {m.name for m in CATALOGUE}:
-                print(f"error: --mutant {name}: no such mutant (see --list)", file=sys.stderr)
-                return 2
-        configs, excluded = select_configs(matrix, args)
+                raise MatrixError("command line", "mutants", "--mutant", f"no such mutant '{name}'",
+                                  "see `python -m q4gsw mutants --list`")
+        matrix = load_matrix(args.matrix)
+        kernels = mutant_kernels(tuple(args.mutant))  # fails fast if the reference no longer matches an edit
+        roles = {k.name: "mutant" if k.name != "reference" else "reference" for k in kernels}
+        if not args.no_matrix_kernels:
+            kernels += list(matrix.kernels)
+            roles.update({k.name: "reference" for k in matrix.kernels})
+        selection = build_selection(matrix, args.backend, tiers=args.tier, suites=args.suite or DEFAULT_SUITES,
+                                    names=tuple(args.config), kernels=tuple(kernels), roles=roles,
+                                    max_gflop=None if args.config else args.max_gflop)
+        if selection.is_empty():
+            raise MatrixError("command line", "mutants", "--config/--suite/--tier/--max-gflop",
+                              "selects no config", "see `python -m q4gsw list`")
     except MatrixError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    mutant_sources()  # fail fast (exit 1 with the message) if the reference no longer matches an edit
-    return run_parent(matrix, args, configs, excluded)
+    return run_parent(matrix, args, selection)
 
 
-def run_parent(matrix: Any, args: argparse.Namespace, configs: list[Any], excluded: list[tuple[Any, str]]) -> int:
+def run_parent(matrix: Any, args: argparse.Namespace, selection: Any) -> int:
+    from q4gsw.engine import FixtureSource, RunOptions, run_selection
     from q4gsw.export import default_cache_dir
-    from q4gsw.gpu import BackendUnavailable, provision
-    from q4gsw.runner import RunOptions, _child_env, _describe_exit, prepare_fixture, run_child
 
     started = time.perf_counter()
-    for config, reason in excluded:
-        print(f"not run: {config.name} ({reason})", flush=True)
-    backend = matrix.backend(args.backend)
-    try:
-        env = provision(backend)
-    except BackendUnavailable as exc:
-        print(f"error: backend '{backend.name}' unavailable: {exc}", file=sys.stderr)
-        return 1
-    options = RunOptions(backend=backend.name, configs=tuple(configs), skipped=(), fixtures=args.fixtures,
-                         cache=args.cache or default_cache_dir(), results_dir=args.results)
-    records: list[dict[str, Any]] = []
-    problems: list[str] = []
-    for index, config in enumerate(configs, start=1):
-        print(f"[{time.perf_counter() - started:6.1f}s] ({index}/{len(configs)}) {config.name} "
-              f"{config.M}x{config.K}x{config.N} gs={config.group_size} inputs={','.join(config.inputs)}", flush=True)
-        fixture, problem, *_ = prepare_fixture(config, options, matrix)
-        if fixture is None:
-            problems.append(problem)
-            continue
-        with tempfile.TemporaryDirectory(prefix="q4gsw-mutants-") as tmp:
-            out = Path(tmp) / "records.json"
-            command = [sys.executable, "-m", "q4gsw", "mutants", "--child", "--matrix", str(matrix.path),
-                       "--config", config.name, "--backend", backend.name, "--fixture", str(fixture),
-                       "--out", str(out)]
-            command += [f"--mutant={m}" for m in args.mutant]
-            if args.no_matrix_kernels:
-                command.append("--no-matrix-kernels")
-            outcome = run_child(command, _child_env(env), config.timeout_s)
-            config_records = json.loads(out.read_text()) if out.is_file() else []
-        records.extend(config_records)
-        if outcome.returncode != 0:
-            problems.append(_describe_exit(outcome, f"mutants child for '{config.name}'", config.timeout_s))
+    for skip in selection.skipped:
+        print(f"not run: {skip.config.name} ({skip.reason})", flush=True)
+    options = RunOptions(fixtures=FixtureSource(fixtures=args.fixtures, cache=args.cache or default_cache_dir(),
+                                                matrix_path=matrix.path))
+    results = run_selection(selection, options, matrix.root)
+    records = records_of(results)
+    ran = {r["config"] for r in records}
+    problems = [f"{r.config}: {r.message}" for r in results
+                if r.status == "fail" and (not r.kernel or r.config not in ran)]
     summary = kill_summary(records)
     print_kill_matrix(records, summary)
     for problem in problems:
         print(f"PROBLEM {problem}", flush=True)
     args.results.mkdir(parents=True, exist_ok=True)
-    payload = {"backend": backend.name, "wall_s": time.perf_counter() - started,
-               "configs": [c.name for c in configs],
-               "not_run": {c.name: reason for c, reason in excluded},
+    payload = {"backend": selection.backend.name, "webgpu": selection.backend.webgpu,
+               "wall_s": time.perf_counter() - started, "configs": [c.name for c in selection.configs],
+               "not_run": {s.config.name: s.reason for s in selection.skipped},
                "catalogue": [{"name": m.name, "bug": m.bug} for m in CATALOGUE],
                "summary": {k: v for k, v in summary.items() if k not in ("false_alarms", "errors")},
                "false_alarms": summary["false_alarms"], "errors": summary["errors"], "problems": problems,
