@@ -5,6 +5,7 @@ Arguments after `--` reach the CLI, e.g. `nox -s accuracy-swiftshader -- --confi
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,11 @@ import nox
 
 ROOT = Path(__file__).parent
 CONSTRAINTS = str(ROOT / "constraints.txt")
+sys.path.insert(0, str(ROOT))
+from q4gsw.sessions import EXECUTORCH_SESSION, HEAVY_SESSION, accuracy_session  # noqa: E402 (standard library only)
 
+# uv builds a session's virtualenv in seconds where it is installed (`pip install nox[uv]`); virtualenv otherwise.
+nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 nox.options.sessions = ["tests"]
@@ -29,7 +34,9 @@ def _matrix_backends() -> list[str]:
 
 
 def _install(session: nox.Session, extras: str) -> None:
-    session.install("-c", CONSTRAINTS, "-e", f".[{extras}]")
+    # --reinstall-package: uv would otherwise keep a stale editable install of q4gsw in a reused venv.
+    reinstall = ["--reinstall-package", "q4gsw"] if session.venv_backend == "uv" else []
+    session.install("-c", CONSTRAINTS, *reinstall, "-e", f".[{extras}]")
 
 
 def _run_extras(session: nox.Session) -> str:
@@ -55,10 +62,10 @@ def _accuracy(backend: str) -> Callable[[nox.Session], None]:
 
 
 for _backend in _matrix_backends():
-    nox.session(name=f"accuracy-{_backend}", tags=["accuracy", _backend], default=False)(_accuracy(_backend))
+    nox.session(name=accuracy_session(_backend), tags=["accuracy", _backend], default=False)(_accuracy(_backend))
 
 
-@nox.session(default=False, tags=["heavy"])
+@nox.session(name=HEAVY_SESSION, default=False, tags=["heavy"])
 def heavy(session: nox.Session) -> None:
     """Heavy tier (lm_head, 8k prefill); SwiftShader unless `-- --backend NAME`."""
     _install(session, _run_extras(session))
@@ -123,4 +130,15 @@ def _edges(backend: str) -> Callable[[nox.Session], None]:
 
 
 for _backend in _matrix_backends():
-    nox.session(name=f"accuracy-edges-{_backend}", tags=["edges", _backend], default=False)(_edges(_backend))
+    nox.session(name=accuracy_session(_backend, "edges"), tags=["edges", _backend], default=False)(_edges(_backend))
+
+
+@nox.session(name=EXECUTORCH_SESSION, default=False, tags=["executorch"])
+def executorch(session: nox.Session) -> None:
+    """ExecuTorch's own q4gsw kernels, routed as its runtime routes them: `-- --executorch PATH [--backend B]`
+    (default backend: SwiftShader through Dawn; `--all-variants` checks every variant whose preconditions hold)."""
+    _install(session, _run_extras(session))
+    posargs = list(session.posargs)
+    if not any(a == "--backend" or a.startswith("--backend=") for a in posargs):
+        posargs = ["--backend", "swiftshader-dawn", *posargs]
+    session.run("python", "-m", "q4gsw", "run", "--tier", "required", "--results", "results/executorch", *posargs)
