@@ -55,12 +55,52 @@ class Selection:
     cases: tuple[Case, ...]
     skipped: tuple[Skip, ...] = ()
     filters: Mapping[str, Any] = field(default_factory=dict)
+    route: tuple[str, ...] = ()  # a kernel set's routing order: the runtime runs the first variant that holds
+    all_variants: bool = False  # with a route: also check every other variant whose preconditions hold
 
     def cases_of(self, config: Config) -> tuple[Case, ...]:
         return tuple(c for c in self.cases if c.config.name == config.name)
 
     def is_empty(self) -> bool:
         return not self.configs
+
+    def routed(self, info: Any) -> Selection:
+        """Each config's routed variant on this adapter (recorded on every case); unless all_variants, only it runs.
+
+        The route is evaluated with the adapter's real features and limits, as the runtime does."""
+        if not self.route:
+            return self
+        from q4gsw.webgpu.dispatch import KernelUnsupported, resolve_kernel
+
+        order = {name: i for i, name in enumerate(self.route)}
+        cases: list[Case] = []
+        skipped = list(self.skipped)
+        for config in self.configs:
+            mine = sorted(self.cases_of(config), key=lambda c: order.get(c.kernel.name, len(order)))
+            runnable = []
+            for case in mine:
+                try:
+                    resolve_kernel(case.kernel, config.shape_names(), info)
+                except KernelUnsupported:
+                    continue
+                runnable.append(case.kernel.name)
+            routed = runnable[0] if runnable else ""
+            if not routed:
+                skipped.append(Skip(config, f"no variant of the route ({', '.join(self.route)}) holds for "
+                                            f"{config.M}x{config.K}x{config.N} gs={config.group_size} on {info.name}",
+                                    status="unsupported"))
+                continue
+            keep = [c for c in mine if c.kernel.name in runnable and (self.all_variants or c.kernel.name == routed)]
+            cases += [replace(c, routed=routed) for c in keep]
+            others = [n for n in dict.fromkeys(runnable) if n != routed]
+            if others and not self.all_variants:
+                skipped.append(Skip(config, f"routed to {routed}; not checked (add --all-variants): "
+                                            f"{', '.join(others)}", kernel="(other variants)"))
+            unable = [n for n in dict.fromkeys(c.kernel.name for c in mine) if n not in runnable]
+            if unable and self.all_variants:
+                skipped.append(Skip(config, f"preconditions do not hold on {info.name} (features, limits or "
+                                            f"`when`): {', '.join(unable)}", kernel="(other variants)"))
+        return replace(self, cases=tuple(cases), skipped=tuple(skipped))
 
     def filter_by_max_gflop(self, max_gflop: float | None) -> Selection:
         if max_gflop is None:
@@ -140,13 +180,14 @@ def build_selection(matrix: Matrix, backend_name: str, *, tiers: Sequence[str] |
                     suites: Sequence[str] | None = None, names: Sequence[str] = (),
                     kernels: Sequence[Kernel] | None = None, roles: Mapping[str, str] | None = None,
                     shard: tuple[int, int] | None = None, max_gflop: float | None = None,
-                    applies: bool = True) -> Selection:
+                    applies: bool = True, route: tuple[str, ...] = (), all_variants: bool = False) -> Selection:
     backend = matrix.backend(backend_name)
     configs, skipped = select_configs(matrix, tiers=tiers, suites=suites, names=names)
     kernel_list = tuple(matrix.kernels if kernels is None else kernels)
     cases, unsupported = build_cases(matrix, backend, configs, kernel_list, roles=roles, applies=applies)
     selection = Selection(backend=backend, configs=configs, cases=cases, skipped=skipped + unsupported,
-                          filters=MappingProxyType({"tiers": tiers, "suites": suites, "names": tuple(names)}))
+                          filters=MappingProxyType({"tiers": tiers, "suites": suites, "names": tuple(names)}),
+                          route=route, all_variants=all_variants)
     selection = selection.filter_by_max_gflop(max_gflop)
     if shard is not None:
         selection = selection.filter_by_shard(*shard)
@@ -175,15 +216,15 @@ def _tolerance(data: Mapping[str, Any] | None) -> Tolerance | None:
 
 
 def config_from_plain(data: Mapping[str, Any]) -> Config:
-    return Config(**{**data, "inputs": tuple(data["inputs"]), "tolerance": _tolerance(data["tolerance"])})
+    return Config(**{**data, "inputs": tuple(data["inputs"]), "tolerance": _tolerance(data["tolerance"]),
+                     "upstream_tolerance": _tolerance(data.get("upstream_tolerance"))})
 
 
 def kernel_from_plain(data: Mapping[str, Any]) -> Kernel:
     return Kernel(**{**data, "dispatch": tuple(data["dispatch"]), "overrides": MappingProxyType(data["overrides"]),
                      "requires_features": tuple(data["requires_features"]),
-                     "requires_limits": MappingProxyType(data["requires_limits"]),
+                     "requires_limits": MappingProxyType(data["requires_limits"]), "notes": tuple(data["notes"]),
                      "tolerance": _tolerance(data["tolerance"]),
-                     "upstream_tolerance": _tolerance(data["upstream_tolerance"]),
                      "backends": tuple(data["backends"]) if data["backends"] is not None else None})
 
 

@@ -13,6 +13,7 @@ import platform
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the matrix on one backend")
     _add_matrix(p)
     p.add_argument("--backend", required=True)
+    p.add_argument("--executorch", type=Path, metavar="PATH",
+                   help="check ExecuTorch's own kernels from this checkout ([kernel_set.executorch] in the matrix), "
+                        "routed as its runtime routes them, instead of q4gsw's kernels")
+    p.add_argument("--all-variants", action="store_true",
+                   help="with --executorch: check every variant whose preconditions hold, not only the routed one")
     _add_selection(p)
 
     p = sub.add_parser("check", help="check a user's WGSL kernel (ExecuTorch binding layout) against the matrix")
@@ -166,14 +172,37 @@ def cmd_list(matrix: Matrix) -> int:
     return EXIT_OK
 
 
+def cmd_run_kernel_set(matrix: Matrix, args: argparse.Namespace, name: str, checkout: Path) -> int:
+    """run --executorch PATH: the kernel set read from the checkout, routed as its runtime routes it."""
+    from q4gsw.cases import Skip
+    from q4gsw.kernel_sets import load_kernel_set
+    from q4gsw.webgpu.dispatch import kernel_applies
+
+    if name not in matrix.kernel_sets:
+        raise MatrixError(matrix.path, "top level", f"kernel_set.{name}", "not declared",
+                          f"declare [kernel_set.{name}] (see docs/executorch.md)")
+    loaded = load_kernel_set(matrix.kernel_sets[name], checkout)
+    selection = selection_from_args(matrix, args, loaded.kernels)
+    selection = replace(selection, route=loaded.spec.route, all_variants=args.all_variants)
+    missing = [Skip(config, f"kernel '{kernel.name}' declared in [kernel_set.{name}] is missing from the tree: "
+                            f"{loaded.missing[kernel.name]}", kernel=kernel.name, status="fail")
+               for config in selection.configs for kernel in loaded.spec.kernels
+               if kernel.name in loaded.missing and kernel_applies(kernel, config, selection.backend)]
+    print(f"{name} kernels from {loaded.checkout}: {len(loaded.kernels)} found"
+          f"{', missing: ' + ', '.join(loaded.missing) if loaded.missing else ''}", flush=True)
+    for kernel, note in loaded.notes.items():
+        print(f"note: {kernel}: {note}", flush=True)
+    return cmd_run(matrix, args, selection=replace(selection, skipped=selection.skipped + tuple(missing)))
+
+
 def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...] | None = None,
-            applies: bool = True) -> int:
+            applies: bool = True, selection: Selection | None = None) -> int:
     from q4gsw.engine import FixtureSource, RunOptions, run_selection
     from q4gsw.export import default_cache_dir
     from q4gsw.report import print_report, write_run_outputs
     from q4gsw.result import Result, exit_code
 
-    selection = selection_from_args(matrix, args, kernels, applies)
+    selection = selection or selection_from_args(matrix, args, kernels, applies)
     check_output_folder(args.results, "--results")
     cache = args.cache or default_cache_dir()
     if args.fixtures is None:
@@ -279,7 +308,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{matrix.path}: ok ({len(matrix.configs)} configs, {len(matrix.kernels)} kernels, "
                   f"{len(matrix.backends)} backends)")
             return EXIT_OK
+        if args.command == "run" and args.executorch is not None:
+            return cmd_run_kernel_set(matrix, args, "executorch", args.executorch)
         if args.command == "run":
+            if args.all_variants:
+                raise MatrixError("command line", "run", "--all-variants", "needs --executorch PATH",
+                                  "add --executorch PATH (the kernel set whose variants to check)")
             return cmd_run(matrix, args)
         if args.command == "check":
             matrix.backend(args.backend)

@@ -96,7 +96,7 @@ def reproduce_for(case: Case) -> str:
 
 def upstream_verdict(y: np.ndarray, g: np.ndarray, case: Case) -> str:
     """The kernel's own project's verdict (abs OR rel, rel over max(|g|, 1e-6)), shown beside q4gsw's."""
-    bound = case.kernel.upstream_tolerance
+    bound = case.config.upstream_tolerance
     if bound is None:
         return ""
     diff = np.abs(y.astype(np.float64) - g)
@@ -115,7 +115,7 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
     info = device.info
     provenance = Provenance(fixture=problem.fixture_key, weights=case.config.weights,
                             weight_seed=case.config.weight_seed, input=case.input, kernel_source=case.kernel.origin,
-                            source_notes=adapt_source(case.kernel.source(root), info.webgpu)[1],
+                            source_notes=case.kernel.notes + adapt_source(case.kernel.source(root), info.webgpu)[1],
                             versions=_versions())
     common = {"adapter": info.record(), "provenance": provenance}
     try:
@@ -153,6 +153,8 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
                       fixture_export_s=problem.timings.get("fixture_export_s"),
                       fixture_golden_s=problem.timings.get("fixture_golden_s"))
     passed = comparison.passed and not run.guard_violations
+    if case.kernel.notes:
+        message += "; note: " + "; ".join(case.kernel.notes)
     return base_result(case, "pass" if passed else "fail", message, errors=errors, timings=timings,
                        workgroups=tuple(run.workgroups), upstream=upstream_verdict(run.output, g, case),
                        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, **common)
@@ -525,6 +527,16 @@ def probe_main(backend_json: str) -> int:
     return 0
 
 
+def adapter_info(probed: dict[str, Any]) -> Any:
+    """The probe's answer as an AdapterInfo, for evaluating routes with the adapter's real features and limits."""
+    from q4gsw.webgpu.adapter import AdapterInfo
+
+    return AdapterInfo(name=probed["name"], vendor=probed["vendor"], device_type=probed["device_type"],
+                       api=probed["api"], driver=probed["driver"], webgpu=probed["webgpu"],
+                       features=tuple(probed["features"]), native_features=probed.get("native_features", {}),
+                       limits=probed.get("all_limits", probed["limits"]))
+
+
 def skip_result(skip: Skip, selection: Selection) -> Result:
     c = skip.config
     return Result(config=c.name, backend=selection.backend.name, status=skip.status, message=skip.reason,
@@ -607,6 +619,15 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
         return results
     say(f"backend {backend.name}: {adapter['name']} ({adapter['device_type']}, {adapter['api']}, "
         f"driver {adapter['driver'] or 'n/a'}) via {backend.webgpu}")
+    if selection.route:
+        before = len(selection.skipped)
+        selection = selection.routed(adapter_info(adapter))
+        for skip in selection.skipped[before:]:
+            record(skip_result(skip, selection))
+        for config in selection.configs:
+            routed = next((c.routed for c in selection.cases_of(config)), "")
+            if routed:
+                say(f"route: {config.name} -> {routed}")
     runnable = [c for c in selection.configs if selection.cases_of(c)]
     with fixture_provider(options.fixtures, runnable) if options.seed is None else \
             contextlib.nullcontext(lambda c: (None, "", 0.0)) as fixture_for:

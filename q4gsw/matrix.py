@@ -24,7 +24,7 @@ DEVICE_TYPES = ("CPU", "GPU")
 APIS = ("Vulkan", "Metal", "D3D12", "any")
 
 # Names usable in kernel `when`, `dispatch` and `overrides` expressions.
-SHAPE_NAMES = ("M", "N", "K", "K_packed", "group_size")
+SHAPE_NAMES = ("M", "N", "K", "K_packed", "group_size", "f16_accumulate_gemm")
 LIMIT_NAMES = {
     # expression name -> wgpu limit key
     "max_workgroups_per_dimension": "max-compute-workgroups-per-dimension",
@@ -82,6 +82,8 @@ class Config:
     weight_seed: int
     timeout_s: float
     tolerance: Tolerance
+    upstream_tolerance: Tolerance | None = None  # ExecuTorch's own test bound (abs OR rel), shown beside ours
+    f16_accumulate_gemm: bool = False  # ExecuTorch runtime option `enable_f16_accumulate_gemm` for this config
 
     @property
     def flops(self) -> int:
@@ -101,7 +103,8 @@ class Config:
         return float(self.flops + self.packed_weight_bytes + self.scale_bytes + 4 * self.M * (self.K + self.N))
 
     def shape_names(self) -> dict[str, int]:
-        return {"M": self.M, "N": self.N, "K": self.K, "K_packed": self.K // 2, "group_size": self.group_size}
+        return {"M": self.M, "N": self.N, "K": self.K, "K_packed": self.K // 2, "group_size": self.group_size,
+                "f16_accumulate_gemm": int(self.f16_accumulate_gemm)}
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,8 @@ class Kernel:
     backends: tuple[str, ...] | None
     text: str | None = None  # the WGSL to compile when it is not the file as-is (a mutant, an expanded template)
     origin: str = ""  # where the text came from, for the report (file, "template X variant Y", "mutant of X")
-    upstream_tolerance: Tolerance | None = None  # the kernel's own project's abs-or-rel bound, shown beside ours
+    template: str = ""  # kernel sets: the template (.wgsl + .yaml) this variant is generated from
+    notes: tuple[str, ...] = ()  # what a kernel author should know about this text (e.g. a stale generated header)
 
     def path(self, root: Path) -> Path:
         p = Path(self.file)
@@ -153,13 +157,24 @@ def make_kernel(name: str, file: str, dispatch: str | tuple[str, ...], *, when: 
                 overrides: Mapping[str, str | int | float] | None = None, requires_features: tuple[str, ...] = (),
                 requires_limits: Mapping[str, int] | None = None, tolerance: Tolerance | None = None,
                 backends: tuple[str, ...] | None = None, text: str | None = None, origin: str = "",
-                upstream_tolerance: Tolerance | None = None) -> Kernel:
+                template: str = "") -> Kernel:
     """The one constructor for a Kernel: from matrix.toml, from `check --kernel`, a mutant or a kernel set."""
     return Kernel(name=name, file=file, when=when,
                   dispatch=split_dispatch(dispatch) if isinstance(dispatch, str) else tuple(dispatch),
                   overrides=MappingProxyType(dict(overrides or {})), requires_features=tuple(requires_features),
                   requires_limits=MappingProxyType(dict(requires_limits or {})), tolerance=tolerance,
-                  backends=backends, text=text, origin=origin or file, upstream_tolerance=upstream_tolerance)
+                  backends=backends, text=text, origin=origin or file, template=template)
+
+
+@dataclass(frozen=True)
+class KernelSet:
+    """Kernels that live in another project's tree (ExecuTorch's), declared here, read from a checkout."""
+
+    name: str
+    folder: str  # kernel files, relative to the checkout
+    generator: str  # the project's template expander, relative to the checkout
+    route: tuple[str, ...]  # the runtime's order: the first variant whose preconditions hold is what runs
+    kernels: tuple[Kernel, ...]  # `file` relative to `folder`
 
 
 @dataclass(frozen=True)
@@ -168,6 +183,7 @@ class Matrix:
     configs: tuple[Config, ...]
     backends: Mapping[str, Backend]
     kernels: tuple[Kernel, ...]
+    kernel_sets: Mapping[str, KernelSet] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def root(self) -> Path:
@@ -241,15 +257,16 @@ def split_dispatch(text: str) -> tuple[str, ...]:
 # Loading
 # ------------------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("schema_version", "defaults", "backend", "kernel", "config")
+_TOP_KEYS = ("schema_version", "defaults", "backend", "kernel", "kernel_set", "config")
 _DEFAULT_KEYS = ("group_size", "weight_seed", "inputs", "suite", "timeout_s", "weights")
 _CONFIG_KEYS = ("name", "M", "K", "N", "group_size", "tier", "suite", "inputs", "weights", "weight_seed",
-                "timeout_s", "tolerance")
+                "timeout_s", "tolerance", "upstream_tolerance", "f16_accumulate_gemm")
+_KERNEL_SET_KEYS = ("folder", "generator", "route", "kernel")
 _TOLERANCE_KEYS = ("atol", "rtol", "justification")
 _BACKEND_KEYS = ("description", "api", "adapter_name", "device_type", "provision", "tolerance", "webgpu")
 WEBGPU_IMPLEMENTATIONS = ("wgpu-native", "dawn")
 _KERNEL_KEYS = ("file", "when", "dispatch", "overrides", "requires_features", "requires_limits", "tolerance",
-                "backends")
+                "backends", "template")
 
 
 def _suggest(word: str, choices: list[str]) -> str:
@@ -369,7 +386,11 @@ def load_matrix(path: Path | str, known_inputs: tuple[str, ...] | None = None,
     check.known_keys(defaults, _DEFAULT_KEYS, "[defaults]")
 
     backends = _load_backends(check, data)
-    kernels = _load_kernels(check, data, tuple(backends))
+    table = check.table(data.get("kernel", {}), "top level", "kernel")
+    if not table:
+        raise check.fail("top level", "kernel", "no kernels defined", "add at least one [kernel.NAME] table")
+    kernels = _load_kernels(check, table, tuple(backends), "kernel", check.path.parent)
+    kernel_sets = _load_kernel_sets(check, data, tuple(backends))
     configs = _load_configs(check, data, defaults, known_inputs, known_weights)
 
     names = {c.name for c in configs}
@@ -378,7 +399,34 @@ def load_matrix(path: Path | str, known_inputs: tuple[str, ...] | None = None,
             if config_name not in names:
                 raise check.fail(f"[backend.{backend.name}]", f"tolerance.{config_name}", "names no config",
                                  f"{_suggest(config_name, sorted(names))}use a config name from [[config]]")
-    return Matrix(path=path.resolve(), configs=configs, backends=MappingProxyType(backends), kernels=kernels)
+    return Matrix(path=path.resolve(), configs=configs, backends=MappingProxyType(backends), kernels=kernels,
+                  kernel_sets=MappingProxyType(kernel_sets))
+
+
+def _load_kernel_sets(check: _Checker, data: Mapping[str, Any], backend_names: tuple[str, ...]) -> dict[str, KernelSet]:
+    sets = {}
+    for name, raw in check.table(data.get("kernel_set", {}), "top level", "kernel_set").items():
+        where = f"[kernel_set.{name}]"
+        check.name(name, where, "kernel set name")
+        raw = check.table(raw, where, f"kernel_set.{name}")
+        check.known_keys(raw, _KERNEL_SET_KEYS, where)
+        for key in ("folder", "generator", "route", "kernel"):
+            if key not in raw:
+                raise check.fail(where, key, "missing", f"add {key} = ... (see docs/executorch.md)")
+        kernels = _load_kernels(check, check.table(raw["kernel"], where, "kernel"), backend_names,
+                                f"kernel_set.{name}.kernel", None)
+        route = raw["route"]
+        if not isinstance(route, list) or not all(isinstance(r, str) for r in route):
+            raise check.fail(where, "route", "expected a list of kernel names", 'write route = ["a", "b"]')
+        declared = [k.name for k in kernels]
+        for entry in route:
+            if entry not in declared:
+                raise check.fail(where, "route", f"'{entry}' is not a kernel of this set",
+                                 f"{_suggest(entry, declared)}declare [kernel_set.{name}.kernel.{entry}]")
+        sets[name] = KernelSet(name=name, folder=check.string(raw["folder"], where, "folder"),
+                               generator=check.string(raw["generator"], where, "generator"), route=tuple(route),
+                               kernels=kernels)
+    return sets
 
 
 def _load_backends(check: _Checker, data: Mapping[str, Any]) -> dict[str, Backend]:
@@ -413,13 +461,12 @@ def _load_backends(check: _Checker, data: Mapping[str, Any]) -> dict[str, Backen
     return backends
 
 
-def _load_kernels(check: _Checker, data: Mapping[str, Any], backend_names: tuple[str, ...]) -> tuple[Kernel, ...]:
-    table = check.table(data.get("kernel", {}), "top level", "kernel")
-    if not table:
-        raise check.fail("top level", "kernel", "no kernels defined", "add at least one [kernel.NAME] table")
+def _load_kernels(check: _Checker, table: Mapping[str, Any], backend_names: tuple[str, ...], prefix: str,
+                  base: Path | None) -> tuple[Kernel, ...]:
+    """Kernel tables; `base` is where `file` must exist (None: in a tree given at run time)."""
     kernels = []
     for name, raw in table.items():
-        where = f"[kernel.{name}]"
+        where = f"[{prefix}.{name}]"
         check.name(name, where, "kernel name")
         raw = check.table(raw, where, f"kernel.{name}")
         check.known_keys(raw, _KERNEL_KEYS, where)
@@ -427,7 +474,7 @@ def _load_kernels(check: _Checker, data: Mapping[str, Any], backend_names: tuple
             if key not in raw:
                 raise check.fail(where, key, "missing", f"add {key} = \"...\" (see README 'Kernel interface')")
         kernel_file = check.string(raw["file"], where, "file")
-        if not (check.path.parent / kernel_file).is_file() and not Path(kernel_file).is_file():
+        if base is not None and not (base / kernel_file).is_file() and not Path(kernel_file).is_file():
             raise check.fail(where, "file", f"'{kernel_file}' does not exist",
                              "give a .wgsl path relative to matrix.toml")
         overrides_raw = check.table(raw.get("overrides", {}), where, "overrides")
@@ -469,7 +516,8 @@ def _load_kernels(check: _Checker, data: Mapping[str, Any], backend_names: tuple
         kernels.append(make_kernel(name, kernel_file, dispatch, when=when, overrides=overrides,
                                    requires_features=tuple(features), requires_limits=dict(limits_raw),
                                    tolerance=tolerance,
-                                   backends=tuple(kernel_backends) if kernel_backends is not None else None))
+                                   backends=tuple(kernel_backends) if kernel_backends is not None else None,
+                                   template=check.string(raw.get("template", ""), where, "template")))
     return tuple(kernels)
 
 
@@ -534,5 +582,24 @@ def _load_configs(check: _Checker, data: Mapping[str, Any], defaults: Mapping[st
             suite=check.name(check.string(merged.get("suite", "llama"), where, "suite"), where, "suite"),
             inputs=tuple(config_inputs), weights=weights,
             weight_seed=check.integer(merged.get("weight_seed", 0), where, "weight_seed", positive=False),
-            timeout_s=timeout, tolerance=check.tolerance(merged["tolerance"], where, "config")))
+            timeout_s=timeout, tolerance=check.tolerance(merged["tolerance"], where, "config"),
+            upstream_tolerance=_upstream_tolerance(check, raw.get("upstream_tolerance"), where),
+            f16_accumulate_gemm=_boolean(check, raw.get("f16_accumulate_gemm", False), where, "f16_accumulate_gemm")))
     return tuple(configs)
+
+
+def _upstream_tolerance(check: _Checker, value: Any, where: str) -> Tolerance | None:
+    """ExecuTorch's own bound for this row: atol and rtol only (its justification lives upstream)."""
+    if value is None:
+        return None
+    table = check.table(value, where, "upstream_tolerance")
+    check.known_keys(table, ("atol", "rtol"), where, "upstream_tolerance.")
+    return Tolerance(atol=check.number(table.get("atol"), where, "upstream_tolerance.atol"),
+                     rtol=check.number(table.get("rtol"), where, "upstream_tolerance.rtol"),
+                     justification="ExecuTorch's test_webgpu_native.cpp (abs OR rel)", source="upstream")
+
+
+def _boolean(check: _Checker, value: Any, where: str, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise check.fail(where, key, f"expected true or false, got {value!r}", f"write {key} = true")
+    return value

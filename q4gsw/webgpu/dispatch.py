@@ -47,7 +47,7 @@ def resolve_kernel(kernel: Kernel, shape: Mapping[str, int],
     missing = [f for f in kernel.requires_features if f not in info.features]
     if missing:
         raise KernelUnsupported(f"kernel '{kernel.name}' needs adapter features {missing}, which {info.name} "
-                                f"lacks through {info.webgpu} (it has {', '.join(info.features) or 'none'})")
+                                f"lacks through {info.webgpu}")
     for short, needed in kernel.requires_limits.items():
         have = int(info.limits.get(LIMIT_NAMES[short], 0))
         if have < needed:
