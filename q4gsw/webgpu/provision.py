@@ -19,14 +19,11 @@ from filelock import FileLock
 
 from q4gsw.matrix import Backend
 from q4gsw.paths import cache_root
+from q4gsw.webgpu.adapter import BackendUnavailable  # one class: the engine catches it around provision + probe
 
 SWIFTSHADER_ICD_ENV = "Q4GSW_SWIFTSHADER_ICD"
 LAVAPIPE_ICD_ENV = "Q4GSW_LAVAPIPE_ICD"
 WGPU_API_NAMES = {"Vulkan": "Vulkan", "Metal": "Metal", "D3D12": "DX12"}
-
-
-class BackendUnavailable(RuntimeError):
-    """The requested backend's adapter cannot be provisioned or found; the message says how to fix it."""
 
 
 def _is_root() -> bool:
