@@ -462,6 +462,7 @@ def export_main(matrix_path: Path, names: list[str], cache: Path) -> int:
 @contextlib.contextmanager
 def fixture_provider(source: FixtureSource, configs: list[Config]) -> Iterator[FixtureLookup]:
     from q4gsw.export import FixtureError, verify_fixture
+    from q4gsw.unpack import DelegateLayoutError
 
     if source.fixtures is not None:
         given = source.fixtures
@@ -469,10 +470,10 @@ def fixture_provider(source: FixtureSource, configs: list[Config]) -> Iterator[F
         def from_folder(config: Config) -> tuple[Path | None, str, float]:
             from q4gsw.export import find_fixture
 
-            path = find_fixture(given, config)
             try:
+                path = find_fixture(given, config, source.cache)
                 verify_fixture(path, config)
-            except FixtureError as exc:
+            except (FixtureError, OSError, ValueError, DelegateLayoutError) as exc:
                 return None, (f"fixture for '{config.name}' rejected: {exc}. Re-export it with "
                               f"`python -m q4gsw export --out {given} --config {config.name}`"), 0.0
             return path, "", 0.0

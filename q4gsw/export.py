@@ -52,9 +52,57 @@ def default_cache_dir() -> Path:
     return fixture_cache()
 
 
-def find_fixture(folder: Path, config: Config) -> Path:
-    """A config's fixture in a folder written by `q4gsw export --out`."""
-    return folder / config.name
+def find_fixture(folder: Path, config: Config, cache: Path | None = None) -> Path:
+    """A config's fixture in a folder written by `q4gsw export --out` (DIR/<config>/), or in one written by
+    ExecuTorch's export_all_quantized_linear_models (DIR/q4gsw_<config>.pte + .golden.bin), which is
+    converted once into a q4gsw fixture under the cache."""
+    ours = folder / config.name
+    pte = folder / f"q4gsw_{config.name}.pte"
+    if ours.exists() or not pte.is_file():
+        return ours
+    return import_executorch_fixture(pte, folder / f"q4gsw_{config.name}.golden.bin", config,
+                                     (cache or fixture_cache()) / "executorch-imports")
+
+
+def import_executorch_fixture(pte_path: Path, golden_path: Path, config: Config, imports: Path) -> Path:
+    """ExecuTorch's .pte + raw float32 golden (ramp input, [M, N] row-major, no header) as a q4gsw fixture.
+
+    The golden is ExecuTorch's fp64 result rounded to fp32 (its format), so a comparison with it carries up to
+    half an fp32 ulp of |y| more error than one with q4gsw's fp64 golden; the manifest says where it came from."""
+    digest = hashlib.sha256(pte_path.read_bytes() + (golden_path.read_bytes() if golden_path.is_file() else b""))
+    destination = imports / f"{config.name}-{digest.hexdigest()[:16]}"
+    imports.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(destination) + ".lock"):
+        if is_q4gsw_fixture(destination):
+            return destination
+        packed = read_pte(pte_path.read_bytes())
+        if packed.weight_packed.shape != (config.N, config.K // 2) or packed.group_size != config.group_size:
+            raise FixtureError(f"{pte_path}: holds N={packed.N}, K={packed.K}, group_size={packed.group_size}; config "
+                               f"'{config.name}' has N={config.N}, K={config.K}, group_size={config.group_size}")
+        with _atomic_directory(destination) as temporary:
+            _write_npy(temporary / WEIGHT_FILE, np.ascontiguousarray(packed.weight_packed))
+            _write_npy(temporary / SCALES_FILE, np.ascontiguousarray(packed.scales))
+            shutil.copyfile(pte_path, temporary / PTE_FILE)
+            input_sha256 = {}
+            if golden_path.is_file():
+                raw = np.fromfile(golden_path, dtype="<f4")
+                if raw.size != config.M * config.N:
+                    raise FixtureError(f"{golden_path}: {raw.size} floats, config '{config.name}' needs M*N = "
+                                       f"{config.M * config.N}")
+                _write_npy(temporary / golden_file("ramp"), raw.reshape(config.M, config.N).astype(np.float64))
+                x = inputs.make_input("ramp", config.M, config.K, config.weight_seed)
+                input_sha256["ramp"] = hashlib.sha256(x.tobytes()).hexdigest()
+            files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
+                     for p in sorted(temporary.iterdir()) if p.name != PARTIAL_MARKER}
+            manifest = {"identity": fixture_identity(config), "key": digest.hexdigest(),
+                        "config": {k: v for k, v in asdict(config).items() if k != "tolerance"},
+                        "operator": "et_vk.linear_q4gsw.default", "cross_checked_against_torchao": False,
+                        "source": {"executorch_pte": str(pte_path), "executorch_golden": str(golden_path),
+                                   "golden_precision": "fp64 rounded to fp32 by ExecuTorch"},
+                        "input_sha256": input_sha256, "timings": {},
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files}
+            (temporary / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    return destination
 
 
 def quiet_library_output() -> None:
