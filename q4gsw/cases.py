@@ -230,7 +230,8 @@ def kernel_from_plain(data: Mapping[str, Any]) -> Kernel:
 
 def backend_from_plain(data: Mapping[str, Any]) -> Backend:
     overrides = {k: Tolerance(**v) for k, v in data["tolerance_overrides"].items()}
-    return Backend(**{**data, "tolerance_overrides": MappingProxyType(overrides)})
+    return Backend(**{**data, "tolerance_overrides": MappingProxyType(overrides),
+                      "dawn_toggles": tuple(data.get("dawn_toggles", ()))})
 
 
 def case_from_plain(data: Mapping[str, Any]) -> Case:

@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("_child", help=argparse.SUPPRESS)
     p.add_argument("job", type=Path)
 
+    p = sub.add_parser("_compile", help=argparse.SUPPRESS)
+    p.add_argument("job")
+
     for name in EXTERNAL_COMMANDS:
         sub.add_parser(name, help=f"see `python -m q4gsw {name} --help`", add_help=False)
     return parser
@@ -329,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-CHILD_COMMANDS = ("_export", "_probe", "_child")
+CHILD_COMMANDS = ("_export", "_probe", "_child", "_compile")
 
 
 def _child_command(args: argparse.Namespace) -> int:
@@ -339,6 +342,8 @@ def _child_command(args: argparse.Namespace) -> int:
         return engine.export_main(Path(args.matrix), args.config, args.cache)
     if args.command == "_probe":
         return engine.probe_main(args.backend_json)
+    if args.command == "_compile":
+        return engine.compile_main(args.job)
     return engine.child_main(args.job)
 
 

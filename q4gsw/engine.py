@@ -41,6 +41,7 @@ from q4gsw.sessions import reproduce_command
 CLOCK_ENV = "Q4GSW_RUN_STARTED"  # epoch seconds: children print the run's clock, not their own
 VERBOSE_ENV = "Q4GSW_VERBOSE"
 PROBE_TIMEOUT_S = 180
+COMPILE_FAILURE = "kernel rejected"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -110,7 +111,7 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
     from q4gsw.compare import compare
     from q4gsw.histogram import error_histogram
     from q4gsw.webgpu.dispatch import KernelUnsupported, resolve_kernel
-    from q4gsw.webgpu.execute import adapt_source
+    from q4gsw.webgpu.execute import COMPILERS, KernelCompileError, adapt_source
 
     info = device.info
     provenance = Provenance(fixture=problem.fixture_key, weights=case.config.weights,
@@ -127,9 +128,14 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
     x = problem.x[case.input]
     source = case.kernel.source(root)
     try:
+        device.pipeline(source, constants, case.kernel.name)
+    except KernelCompileError as exc:
+        return base_result(case, "fail", f"{COMPILE_FAILURE} by {COMPILERS[info.webgpu]} on {info.name}: "
+                                         f"{_last_lines(str(exc), 8)}", **common)
+    try:
         run = device.run(source, case.kernel.name, constants, workgroups, x, problem.packed)
         timed_s, how = _time_dispatches(device, run, source, case, constants, workgroups, x, problem, repeats)
-    except Exception as exc:  # a compile error, OOM or device loss fails this case, not the run
+    except Exception as exc:  # OOM or device loss fails this case, not the run
         return base_result(case, "fail", f"kernel '{case.kernel.name}' failed on {info.name} through {info.webgpu}: "
                                          f"{type(exc).__name__}: {_last_lines(str(exc), 8)}",
                            workgroups=(), **common)
@@ -569,6 +575,7 @@ def execute_config(config: Config, selection: Selection, fixture: Path | None, e
     results = [replace(r, peak_rss_bytes=max(r.peak_rss_bytes, rss),
                        timings=replace(r.timings, total_s=outcome.duration_s),
                        log=outcome.log if r.status == "fail" else "") for r in results]
+    results = [_with_other_compiler(r, cases, env, root) for r in results]
     if outcome.returncode != 0 or len(results) < len(cases):
         done = {r.case_id for r in results}
         message = describe_exit(outcome, f"GPU run of '{config.name}'", config.timeout_s)
@@ -577,6 +584,55 @@ def execute_config(config: Config, selection: Selection, fixture: Path | None, e
                 results.append(base_result(case, "fail", message, peak_rss_bytes=rss, log=outcome.log,
                                            timings=Timings(total_s=outcome.duration_s)))
     return results
+
+
+def _with_other_compiler(result: Result, cases: tuple[Case, ...], env: dict[str, str], root: Path) -> Result:
+    """A kernel one WGSL compiler rejects: say whether the other implementation's compiler accepts it."""
+    if result.status != "fail" or not result.message.startswith(COMPILE_FAILURE):
+        return result
+    case = next(c for c in cases if c.id == result.case_id)
+    other = "wgpu-native" if case.backend.webgpu == "dawn" else "dawn"
+    job = {"case": to_plain(replace(case, backend=replace(case.backend, webgpu=other))), "root": str(root)}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "q4gsw", "_compile", json.dumps(job)], env=child_env(env),
+                              capture_output=True, text=True, timeout=120)
+        verdict = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else f"error: {_last_lines(proc.stderr)}"
+    except subprocess.TimeoutExpired:
+        verdict = "error: compiling timed out"
+    from q4gsw.webgpu.execute import COMPILERS as names
+
+    if verdict == "ok":
+        note = (f" | {names[other]} compiles this kernel on the same adapter: the two WGSL compilers disagree; "
+                f"ExecuTorch ships Dawn, so write WGSL that Tint accepts (check the WebGPU spec for the construct "
+                "named above)")
+    elif verdict.startswith("rejected"):
+        note = f" | {names[other]} rejects it too: the WGSL itself is wrong"
+    else:
+        note = f" | could not ask {names[other]}: {verdict.removeprefix('error: ')}"
+    return replace(result, message=result.message + note)
+
+
+def compile_main(job_json: str) -> int:
+    """`python -m q4gsw _compile JOB`: does this implementation's compiler accept the case's kernel? (ok/rejected)"""
+    from q4gsw.webgpu.adapter import select_adapter
+    from q4gsw.webgpu.dispatch import resolve_kernel
+    from q4gsw.webgpu.execute import Device, KernelCompileError
+
+    job = json.loads(job_json)
+    case = case_from_plain(job["case"])
+    try:
+        adapter, info = select_adapter(case.backend)
+        constants, _ = resolve_kernel(case.kernel, case.config.shape_names(), info)
+        features = tuple(f for f in case.kernel.requires_features if f in info.features)
+        Device(adapter, info, features).pipeline(case.kernel.source(Path(job["root"])), constants, case.kernel.name)
+    except KernelCompileError as exc:
+        print(f"rejected: {_last_lines(str(exc), 2)}")
+        return 0
+    except Exception as exc:
+        print(f"error: {type(exc).__name__}: {_last_lines(str(exc), 2)}")
+        return 0
+    print("ok")
+    return 0
 
 
 def required_without_a_run(selection: Selection, results: list[Result]) -> list[Result]:

@@ -117,6 +117,7 @@ class Backend:
     provision: str
     tolerance_overrides: Mapping[str, Tolerance] = field(default_factory=lambda: MappingProxyType({}))
     webgpu: str = "wgpu-native"  # the WebGPU implementation: wgpu-native (naga) or dawn (Tint)
+    dawn_toggles: tuple[str, ...] = ()  # Dawn toggles to enable (e.g. vulkan_enable_f16_on_nvidia)
 
     def matches(self, info: Mapping[str, Any]) -> bool:
         """True if a wgpu adapter info dict is an adapter of this backend."""
@@ -263,7 +264,8 @@ _CONFIG_KEYS = ("name", "M", "K", "N", "group_size", "tier", "suite", "inputs", 
                 "timeout_s", "tolerance", "upstream_tolerance", "f16_accumulate_gemm")
 _KERNEL_SET_KEYS = ("folder", "generator", "route", "kernel")
 _TOLERANCE_KEYS = ("atol", "rtol", "justification")
-_BACKEND_KEYS = ("description", "api", "adapter_name", "device_type", "provision", "tolerance", "webgpu")
+_BACKEND_KEYS = ("description", "api", "adapter_name", "device_type", "provision", "tolerance", "webgpu",
+                 "dawn_toggles")
 WEBGPU_IMPLEMENTATIONS = ("wgpu-native", "dawn")
 _KERNEL_KEYS = ("file", "when", "dispatch", "overrides", "requires_features", "requires_limits", "tolerance",
                 "backends", "template")
@@ -457,7 +459,8 @@ def _load_backends(check: _Checker, data: Mapping[str, Any]) -> dict[str, Backen
             device_type=check.string(raw["device_type"], where, "device_type", DEVICE_TYPES),
             provision=check.string(raw["provision"], where, "provision", PROVISIONERS),
             tolerance_overrides=MappingProxyType(overrides),
-            webgpu=check.string(raw.get("webgpu", "wgpu-native"), where, "webgpu", WEBGPU_IMPLEMENTATIONS))
+            webgpu=check.string(raw.get("webgpu", "wgpu-native"), where, "webgpu", WEBGPU_IMPLEMENTATIONS),
+            dawn_toggles=_toggles(check, raw, where))
     return backends
 
 
@@ -603,3 +606,14 @@ def _boolean(check: _Checker, value: Any, where: str, key: str) -> bool:
     if not isinstance(value, bool):
         raise check.fail(where, key, f"expected true or false, got {value!r}", f"write {key} = true")
     return value
+
+
+def _toggles(check: _Checker, raw: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    toggles = raw.get("dawn_toggles", [])
+    if not isinstance(toggles, list) or not all(isinstance(t, str) and t for t in toggles):
+        raise check.fail(where, "dawn_toggles", "expected a list of Dawn toggle names",
+                         'write e.g. dawn_toggles = ["vulkan_enable_f16_on_nvidia"]')
+    if toggles and raw.get("webgpu") != "dawn":
+        raise check.fail(where, "dawn_toggles", "only a Dawn backend has toggles", 'add webgpu = "dawn"')
+    return tuple(toggles)
+

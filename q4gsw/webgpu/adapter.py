@@ -85,11 +85,12 @@ def _info_of(adapter: Any, implementation: str) -> AdapterInfo:
                        features=tuple(sorted(native)), native_features=native, limits=dict(adapter.limits))
 
 
-def _configure_instance(implementation: str, api_names: list[str]) -> None:
+def _configure_instance(implementation: str, api_names: list[str], toggles: tuple[str, ...] = ()) -> None:
     from wgpu.backends.wgpu_native import extras
 
     if implementation == "dawn":
-        extras.set_instance_extras(backends=api_names or None, disable_toggles=list(DAWN_DISABLED_TOGGLES))
+        extras.set_instance_extras(backends=api_names or None, enable_toggles=list(toggles),
+                                   disable_toggles=list(DAWN_DISABLED_TOGGLES))
     elif api_names:
         extras.set_instance_extras(backends=api_names)
 
@@ -97,7 +98,7 @@ def _configure_instance(implementation: str, api_names: list[str]) -> None:
 def select_adapter(backend: Backend) -> tuple[Any, AdapterInfo]:
     wgpu = load_wgpu(backend.webgpu)
     wanted = [b for b in os.environ.get("Q4GSW_WGPU_BACKENDS", "").split(",") if b]
-    _configure_instance(backend.webgpu, wanted)
+    _configure_instance(backend.webgpu, wanted, backend.dawn_toggles)
     try:
         adapters = wgpu.gpu.enumerate_adapters_sync()
     except Exception as exc:  # Dawn raises when it finds nothing but its Null backend

@@ -25,6 +25,13 @@ _SUBGROUPS_DIRECTIVE = re.compile(r"^\s*enable\s+subgroups\s*;[^\n]*$", re.MULTI
 _SUBGROUP_BUILTIN = re.compile(r"\bsubgroup[A-Z]\w*\s*\(|@builtin\(\s*subgroup_")
 
 
+COMPILERS = {"dawn": "Tint (Dawn)", "wgpu-native": "naga (wgpu-native)"}
+
+
+class KernelCompileError(RuntimeError):
+    """The implementation's WGSL compiler (or pipeline creation) rejected the kernel."""
+
+
 def adapt_source(source: str, implementation: str) -> tuple[str, tuple[str, ...]]:
     """The WGSL each implementation accepts for subgroup operations, and a note of any change made.
 
@@ -70,12 +77,22 @@ class Device:
         entries.append({"binding": 5, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": S.uniform}})
         self.bind_group_layout = self.device.create_bind_group_layout(entries=entries)
         self.pipeline_layout = self.device.create_pipeline_layout(bind_group_layouts=[self.bind_group_layout])
+        self._pipelines: dict[tuple[Any, ...], Any] = {}
 
     def pipeline(self, source: str, constants: Mapping[str, Any], label: str) -> Any:
-        module = self.device.create_shader_module(code=adapt_source(source, self.info.webgpu)[0], label=label)
-        return self.device.create_compute_pipeline(
-            layout=self.pipeline_layout, label=label,
-            compute={"module": module, "entry_point": "main", "constants": dict(constants)})
+        """The compute pipeline for a kernel (cached: bench repeats and several inputs reuse it).
+
+        Raises KernelCompileError when the implementation's shader compiler or pipeline creation rejects it."""
+        key = (source, tuple(sorted(constants.items())), label)
+        if key not in self._pipelines:
+            try:
+                module = self.device.create_shader_module(code=adapt_source(source, self.info.webgpu)[0], label=label)
+                self._pipelines[key] = self.device.create_compute_pipeline(
+                    layout=self.pipeline_layout, label=label,
+                    compute={"module": module, "entry_point": "main", "constants": dict(constants)})
+            except Exception as exc:
+                raise KernelCompileError(f"{type(exc).__name__}: {exc}") from exc
+        return self._pipelines[key]
 
     def run(self, source: str, kernel_name: str, constants: Mapping[str, Any], workgroups: tuple[int, ...],
             x: np.ndarray, packed: PackedLinear, repeats: int = 1) -> GpuRun:
