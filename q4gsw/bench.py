@@ -77,6 +77,7 @@ class Row:
     torch_int4_s: float | None = None  # same-GPU baselines (bench_torch), where torch has CUDA
     torch_fp32_s: float | None = None
     speedup_vs_torch_int4: float | None = None  # torch int4 time / kernel time: >= 1 is as fast or faster
+    roofline: float | None = None  # the larger of GB/s / peak GB/s and GFLOP/s / peak GFLOP/s, where peaks are given
 
 
 def _tolerance(K: int) -> Tolerance:
@@ -114,6 +115,9 @@ def _print_table(rows: list[Row], title: str) -> None:
                ("ratio", "right")]
     if with_torch:
         columns += [("torch int4 ms", "right"), ("vs torch int4", "right"), ("torch fp32 ms", "right")]
+    with_roofline = any(r.roofline is not None for r in rows)
+    if with_roofline:
+        columns.append(("roofline", "right"))
     for name, justify in [*columns, ("check", "left")]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
 
@@ -128,6 +132,8 @@ def _print_table(rows: list[Row], title: str) -> None:
         if with_torch:
             cells += [ms(r.torch_int4_s), f"{r.speedup_vs_torch_int4:.2f}x" if r.speedup_vs_torch_int4 else "-",
                       ms(r.torch_fp32_s)]
+        if with_roofline:
+            cells.append(f"{100 * r.roofline:.0f}%" if r.roofline is not None else "-")
         table.add_row(*cells, check if r.correct is not False else f"{check} {r.message}")
     # Piped output (CI logs) would otherwise be squeezed into 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -144,10 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="results/bench.json", type=Path, help="where to write the results")
     parser.add_argument("--matrix", default="matrix.toml", type=Path)
+    parser.add_argument("--executorch", type=Path, metavar="PATH",
+                        help="also time ExecuTorch's kernels from this checkout (each variant that applies)")
+    parser.add_argument("--peak-gbs", type=float, help="the adapter's memory bandwidth in GB/s (roofline column)")
+    parser.add_argument("--peak-gflops", type=float, help="the adapter's fp32 GFLOP/s (roofline column)")
     parser.add_argument("--torch", choices=("auto", "on", "off"), default="auto",
                         help="also time torch's CUDA int4 path and fp32 dequant+matmul on the same GPU "
                              "(auto: on the native backend when torch sees CUDA)")
+    parser.add_argument("--scoreboard", nargs="+", type=Path, metavar="BENCH.json",
+                        help="print a Markdown scoreboard of bench JSON files (e.g. Dawn and wgpu-native); exit")
     args = parser.parse_args(argv)
+    if args.scoreboard:
+        print(scoreboard(args.scoreboard))
+        return 0
     shapes: list[Shape] = args.shapes or [Shape.parse(s) for s in DEFAULT_SHAPES]
     bad = [str(s) for s in shapes if s.K % args.group_size]
     if bad:
@@ -167,7 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --torch on, but torch with CUDA is not importable here")
         return 2
     configs = tuple(_config(shape, args.group_size) for shape in shapes)
-    cases, unsupported = build_cases(matrix, backend, configs, matrix.kernels)
+    kernels = list(matrix.kernels)
+    if args.executorch is not None:
+        from q4gsw.kernel_sets import load_kernel_set
+
+        try:
+            kernels += list(load_kernel_set(matrix.kernel_sets["executorch"], args.executorch).kernels)
+        except (MatrixError, KeyError) as exc:
+            print(f"error: --executorch: {exc}")
+            return 2
+    cases, unsupported = build_cases(matrix, backend, configs, tuple(kernels))
     selection = Selection(backend=backend, configs=configs, cases=cases, skipped=unsupported)
     options = RunOptions(fixtures=FixtureSource(None, Path("."), matrix.path), repeats=args.repeats,
                          seed=args.seed)
@@ -207,13 +231,33 @@ def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch:
         correct = None if r.status in ("unsupported", "skip") else r.status == "pass"
         int4_s = torch_times.int4_s if torch_times else None
         note = "time not measurable: the timestamps read 0" if via == "unmeasured" else ""
+        gbs = nbytes / seconds / 1e9 if seconds else None
+        roof = [v / p for v, p in ((gbs, args.peak_gbs), (gflops, args.peak_gflops)) if v and p]
         rows.append(Row(str(shape), r.kernel or "-", args.group_size, seconds, via, gflops,
                         nbytes / seconds / 1e9 if seconds else None, numpy_s, numpy_gflops,
                         gflops / numpy_gflops if gflops else None, correct,
                         r.message if r.status != "pass" else note, list(r.workgroups), torch_int4_s=int4_s,
                         torch_fp32_s=torch_times.fp32_s if torch_times else None,
-                        speedup_vs_torch_int4=int4_s / seconds if int4_s and seconds else None))
+                        speedup_vs_torch_int4=int4_s / seconds if int4_s and seconds else None,
+                        roofline=max(roof) if roof else None))
     return rows
+
+
+def scoreboard(paths: list[Path]) -> str:
+    """Per shape, every kernel on every implementation side by side (from `bench --json` files)."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    lines = ["| shape | kernel | webgpu | ms | GFLOP/s | GB/s | roofline | vs torch int4 | check |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    rows = [(row, run.get("webgpu", "?")) for run in runs for row in run["rows"]]
+    for row, webgpu in sorted(rows, key=lambda item: (item[0]["shape"], item[0]["time_s"] or math.inf)):
+        def num(value: float | None, spec: str, scale: float = 1.0) -> str:
+            return format(value * scale, spec) if value else "-"
+
+        check = {True: "ok", False: "WRONG", None: row["message"][:40] or "-"}[row["correct"]]
+        lines.append(f"| {row['shape']} | {row['kernel']} | {webgpu} | {num(row['time_s'], '.3f', 1e3)} | "
+                     f"{num(row['gflops'], '.1f')} | {num(row['gbytes_s'], '.1f')} | "
+                     f"{num(row.get('roofline'), '.0%')} | {num(row.get('speedup_vs_torch_int4'), '.2f')} | {check} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
