@@ -140,7 +140,7 @@ def _print_table(rows: list[Row], title: str) -> None:
     console.print(table)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="q4gsw bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="swiftshader", help="backend name from matrix.toml")
     parser.add_argument("--shapes", nargs="+", type=Shape.parse, default=None, metavar="MxKxN",
@@ -159,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
                              "(auto: on the native backend when torch sees CUDA)")
     parser.add_argument("--scoreboard", nargs="+", type=Path, metavar="BENCH.json",
                         help="print a Markdown scoreboard of bench JSON files (e.g. Dawn and wgpu-native); exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.scoreboard:
         print(scoreboard(args.scoreboard))

@@ -563,11 +563,7 @@ def _load_configs(check: _Checker, data: Mapping[str, Any], defaults: Mapping[st
         if N % 8:
             raise check.fail(where, "N", f"N={N} is not a multiple of 8",
                              "ExecuTorch's WebGPU q4gsw requires N % 8 == 0: use a multiple of 8")
-        for key, size in (("M", 4 * M * K), ("M", 4 * M * N), ("N", N * K // 2)):
-            if size > MAX_BINDING_BYTES:
-                raise check.fail(where, key, f"{M}x{K}x{N} needs a {size / 2**30:.1f} GiB buffer binding",
-                                 f"no adapter q4gsw supports binds more than {MAX_BINDING_BYTES / 2**30:.0f} GiB: "
-                                 "use a smaller shape")
+        _check_binding_sizes(check, where, M, K, N)
         config_inputs = merged.get("inputs", ["ramp"])
         if isinstance(config_inputs, str):
             config_inputs = [config_inputs]
@@ -616,4 +612,12 @@ def _toggles(check: _Checker, raw: Mapping[str, Any], where: str) -> tuple[str, 
     if toggles and raw.get("webgpu") != "dawn":
         raise check.fail(where, "dawn_toggles", "only a Dawn backend has toggles", 'add webgpu = "dawn"')
     return tuple(toggles)
+
+
+def _check_binding_sizes(check: _Checker, where: str, M: int, K: int, N: int) -> None:
+    for key, size in (("M", 4 * M * K), ("M", 4 * M * N), ("N", N * K // 2)):
+        if size > MAX_BINDING_BYTES:
+            raise check.fail(where, key, f"{M}x{K}x{N} needs a {size / 2**30:.1f} GiB buffer binding",
+                             f"no adapter q4gsw supports binds more than {MAX_BINDING_BYTES / 2**30:.0f} GiB: "
+                             "use a smaller shape")
 

@@ -122,6 +122,22 @@ class Device:
             {"binding": 5, "resource": {"buffer": p_buffer}},
         ])
         counts = (*workgroups, 1, 1)[:3]
+        gpu_s = self._dispatch(pipeline, bind_group, counts, repeats)
+        raw = np.frombuffer(device.queue.read_buffer(out_buffer), dtype=np.uint32)
+        wall_s = time.perf_counter() - started
+        guards = np.concatenate([raw[:GUARD_WORDS], raw[GUARD_WORDS + out_words:]])
+        changed = np.flatnonzero(guards != GUARD_PATTERN)
+        violations = [int((i - GUARD_WORDS) * 4) if i < GUARD_WORDS else int((out_words + i - GUARD_WORDS) * 4)
+                      for i in changed]
+        output = raw[GUARD_WORDS:GUARD_WORDS + out_words].view(np.float32).reshape(M, N).copy()
+        for buffer in (out_buffer, x_buffer, w_buffer, s_buffer, bias_buffer, p_buffer):
+            buffer.destroy()
+        return GpuRun(output=output, guard_violations=violations, wall_s=wall_s, gpu_s=gpu_s,
+                      workgroups=tuple(counts), constants=dict(constants))
+
+    def _dispatch(self, pipeline: Any, bind_group: Any, counts: tuple[int, ...], repeats: int) -> float | None:
+        """Dispatch `repeats` times; the best timestamp-query time in seconds, or None where none was measured."""
+        wgpu, device, usage = self.wgpu, self.device, self.wgpu.BufferUsage
         gpu_s = None
         for _ in range(max(1, repeats)):
             query_set = resolve_buffer = None
@@ -142,17 +158,8 @@ class Device:
             device.queue.submit([encoder.finish()])
             if resolve_buffer is not None:
                 stamps = np.frombuffer(device.queue.read_buffer(resolve_buffer), dtype=np.uint64)
-                elapsed = float(stamps[1] - stamps[0]) * 1e-9
-                if elapsed > 0:  # a zero (or wrapped) reading is no measurement, not an infinitely fast kernel
+                elapsed = (int(stamps[1]) - int(stamps[0])) * 1e-9
+                # A zero or backwards reading (Dawn's quantized timestamps, a wrapped counter) is no measurement.
+                if 0 < elapsed < 3600:
                     gpu_s = elapsed if gpu_s is None else min(gpu_s, elapsed)
-        raw = np.frombuffer(device.queue.read_buffer(out_buffer), dtype=np.uint32)
-        wall_s = time.perf_counter() - started
-        guards = np.concatenate([raw[:GUARD_WORDS], raw[GUARD_WORDS + out_words:]])
-        changed = np.flatnonzero(guards != GUARD_PATTERN)
-        violations = [int((i - GUARD_WORDS) * 4) if i < GUARD_WORDS else int((out_words + i - GUARD_WORDS) * 4)
-                      for i in changed]
-        output = raw[GUARD_WORDS:GUARD_WORDS + out_words].view(np.float32).reshape(M, N).copy()
-        for buffer in (out_buffer, x_buffer, w_buffer, s_buffer, bias_buffer, p_buffer):
-            buffer.destroy()
-        return GpuRun(output=output, guard_violations=violations, wall_s=wall_s, gpu_s=gpu_s,
-                      workgroups=tuple(counts), constants=dict(constants))
+        return gpu_s
