@@ -545,46 +545,51 @@ def _load_configs(check: _Checker, data: Mapping[str, Any], defaults: Mapping[st
             raise check.fail(where, "name", f"duplicate name (also config #{seen[name]})",
                              "give each config a unique name")
         seen[name] = index
-        check.known_keys(raw, _CONFIG_KEYS, where)
-        merged = {**defaults, **raw}
-        for key in ("M", "K", "N", "group_size", "tier", "tolerance"):
-            if key not in merged:
-                raise check.fail(where, key, "missing", f"add {key} = ... to this config or to [defaults]")
-        M = check.integer(merged["M"], where, "M")
-        K = check.integer(merged["K"], where, "K")
-        N = check.integer(merged["N"], where, "N")
-        group_size = check.integer(merged["group_size"], where, "group_size")
-        if K % group_size:
-            raise check.fail(where, "K", f"K={K} is not a multiple of group_size={group_size}",
-                             "int4 per-group quantisation needs whole groups: change K or group_size")
-        if K % 8:
-            raise check.fail(where, "K", f"K={K} is not a multiple of 8",
-                             "packed weights are read as u32 words of 8 nibbles: use a multiple of 8")
-        if N % 8:
-            raise check.fail(where, "N", f"N={N} is not a multiple of 8",
-                             "ExecuTorch's WebGPU q4gsw requires N % 8 == 0: use a multiple of 8")
-        _check_binding_sizes(check, where, M, K, N)
-        config_inputs = merged.get("inputs", ["ramp"])
-        if isinstance(config_inputs, str):
-            config_inputs = [config_inputs]
-        if not isinstance(config_inputs, list) or not config_inputs:
-            raise check.fail(where, "inputs", "expected a non-empty list of input names", 'write inputs = ["ramp"]')
-        for input_name in config_inputs:
-            check.string(input_name, where, "inputs", known_inputs)
-        weights = check.string(merged.get("weights", "linear_init"), where, "weights", known_weights)
-        timeout = check.number(merged.get("timeout_s", 900), where, "timeout_s")
-        if timeout == 0:
-            raise check.fail(where, "timeout_s", "must be positive", "use a number of seconds > 0")
-        configs.append(Config(
-            name=name, M=M, K=K, N=N, group_size=group_size,
-            tier=check.string(merged["tier"], where, "tier", TIERS),
-            suite=check.name(check.string(merged.get("suite", "llama"), where, "suite"), where, "suite"),
-            inputs=tuple(config_inputs), weights=weights,
-            weight_seed=check.integer(merged.get("weight_seed", 0), where, "weight_seed", positive=False),
-            timeout_s=timeout, tolerance=check.tolerance(merged["tolerance"], where, "config"),
-            upstream_tolerance=_upstream_tolerance(check, raw.get("upstream_tolerance"), where),
-            f16_accumulate_gemm=_boolean(check, raw.get("f16_accumulate_gemm", False), where, "f16_accumulate_gemm")))
+        configs.append(_load_config(check, raw, name, where, defaults, known_inputs, known_weights))
     return tuple(configs)
+
+
+def _load_config(check: _Checker, raw: Mapping[str, Any], name: str, where: str, defaults: Mapping[str, Any],
+                 known_inputs: tuple[str, ...], known_weights: tuple[str, ...]) -> Config:
+    check.known_keys(raw, _CONFIG_KEYS, where)
+    merged = {**defaults, **raw}
+    for key in ("M", "K", "N", "group_size", "tier", "tolerance"):
+        if key not in merged:
+            raise check.fail(where, key, "missing", f"add {key} = ... to this config or to [defaults]")
+    M = check.integer(merged["M"], where, "M")
+    K = check.integer(merged["K"], where, "K")
+    N = check.integer(merged["N"], where, "N")
+    group_size = check.integer(merged["group_size"], where, "group_size")
+    if K % group_size:
+        raise check.fail(where, "K", f"K={K} is not a multiple of group_size={group_size}",
+                         "int4 per-group quantisation needs whole groups: change K or group_size")
+    if K % 8:
+        raise check.fail(where, "K", f"K={K} is not a multiple of 8",
+                         "packed weights are read as u32 words of 8 nibbles: use a multiple of 8")
+    if N % 8:
+        raise check.fail(where, "N", f"N={N} is not a multiple of 8",
+                         "ExecuTorch's WebGPU q4gsw requires N % 8 == 0: use a multiple of 8")
+    _check_binding_sizes(check, where, M, K, N)
+    config_inputs = merged.get("inputs", ["ramp"])
+    if isinstance(config_inputs, str):
+        config_inputs = [config_inputs]
+    if not isinstance(config_inputs, list) or not config_inputs:
+        raise check.fail(where, "inputs", "expected a non-empty list of input names", 'write inputs = ["ramp"]')
+    for input_name in config_inputs:
+        check.string(input_name, where, "inputs", known_inputs)
+    weights = check.string(merged.get("weights", "linear_init"), where, "weights", known_weights)
+    timeout = check.number(merged.get("timeout_s", 900), where, "timeout_s")
+    if timeout == 0:
+        raise check.fail(where, "timeout_s", "must be positive", "use a number of seconds > 0")
+    return Config(
+        name=name, M=M, K=K, N=N, group_size=group_size,
+        tier=check.string(merged["tier"], where, "tier", TIERS),
+        suite=check.name(check.string(merged.get("suite", "llama"), where, "suite"), where, "suite"),
+        inputs=tuple(config_inputs), weights=weights,
+        weight_seed=check.integer(merged.get("weight_seed", 0), where, "weight_seed", positive=False),
+        timeout_s=timeout, tolerance=check.tolerance(merged["tolerance"], where, "config"),
+        upstream_tolerance=_upstream_tolerance(check, raw.get("upstream_tolerance"), where),
+        f16_accumulate_gemm=_boolean(check, raw.get("f16_accumulate_gemm", False), where, "f16_accumulate_gemm"))
 
 
 def _upstream_tolerance(check: _Checker, value: Any, where: str) -> Tolerance | None:
