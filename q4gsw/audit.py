@@ -383,7 +383,7 @@ def print_table(rows: list[AuditRow]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="tolerance audit (fp32 error model; README 'Error model')")
+    table = Table(title="tolerance audit (fp32 error model; docs/error-model.md)")
     for column in ("config", "input", "K", "max S", "worst γS", "HM bound", "est (seq)", "measured max",
                    "tol min", "tol median", "est/tol", "step median", "step/tol", "flags"):
         table.add_column(column, justify="left" if column in ("config", "input", "flags") else "right")
@@ -402,11 +402,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         matrix = load_matrix(args.matrix)
-        if args.config:
-            configs = matrix.select(names=tuple(args.config))
-        else:
-            configs = matrix.select(tiers=tuple(args.tier or ("required",)),
-                                    suites=tuple(args.suite) if args.suite else None)
+        from q4gsw.cases import select_configs  # checks every --config/--suite/--tier against the matrix
+
+        configs, _ = select_configs(matrix, tiers=args.tier, names=args.config,
+                                    suites=args.suite or list(dict.fromkeys(c.suite for c in matrix.configs)))
+        if not configs:
+            raise MatrixError("command line", "audit", "--suite/--tier", "selects no config of the matrix",
+                              "see `python -m q4gsw list` for the configs, suites and tiers")
+        from q4gsw.paths import CacheError, usable_output_file
+
+        try:
+            usable_output_file(args.json, "audit JSON")
+        except CacheError as exc:
+            raise MatrixError("command line", "audit", "--json", str(exc), "pass another --json") from None
     except MatrixError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

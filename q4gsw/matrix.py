@@ -330,13 +330,13 @@ class _Checker:
         self.known_keys(tol, _TOLERANCE_KEYS, where, "tolerance.")
         for key in _TOLERANCE_KEYS:
             if key not in tol:
-                fix = ("add a sentence saying why this bound is right for this shape (see README 'Error model')"
+                fix = ("add a sentence saying why this bound is right for this shape (see docs/error-model.md)"
                        if key == "justification" else f"add tolerance.{key} = <non-negative number>")
                 raise self.fail(where, f"tolerance.{key}", "missing", fix)
         justification = self.string(tol["justification"], where, "tolerance.justification")
         if not justification.strip():
             raise self.fail(where, "tolerance.justification", "is empty",
-                            "write why this bound is right for this shape (see README 'Error model')")
+                            "write why this bound is right for this shape (see docs/error-model.md)")
         return Tolerance(atol=self.number(tol["atol"], where, "tolerance.atol"),
                          rtol=self.number(tol["rtol"], where, "tolerance.rtol"),
                          justification=justification.strip(), source=source)
@@ -443,7 +443,7 @@ def _load_backends(check: _Checker, data: Mapping[str, Any]) -> dict[str, Backen
         check.known_keys(raw, _BACKEND_KEYS, where)
         for key in ("api", "adapter_name", "device_type", "provision"):
             if key not in raw:
-                raise check.fail(where, key, "missing", f"add {key} = \"...\" (see README 'matrix.toml schema')")
+                raise check.fail(where, key, "missing", f"add {key} = \"...\" (see docs/matrix.md)")
         adapter_name = check.string(raw["adapter_name"], where, "adapter_name")
         try:
             re.compile(adapter_name)
@@ -475,7 +475,7 @@ def _load_kernels(check: _Checker, table: Mapping[str, Any], backend_names: tupl
         check.known_keys(raw, _KERNEL_KEYS, where)
         for key in ("file", "when", "dispatch"):
             if key not in raw:
-                raise check.fail(where, key, "missing", f"add {key} = \"...\" (see README 'Kernel interface')")
+                raise check.fail(where, key, "missing", f"add {key} = \"...\" (see docs/kernels.md)")
         kernel_file = check.string(raw["file"], where, "file")
         if base is not None and not (base / kernel_file).is_file() and not Path(kernel_file).is_file():
             raise check.fail(where, "file", f"'{kernel_file}' does not exist",
@@ -544,6 +544,10 @@ def _load_configs(check: _Checker, data: Mapping[str, Any], defaults: Mapping[st
         if name in seen:
             raise check.fail(where, "name", f"duplicate name (also config #{seen[name]})",
                              "give each config a unique name")
+        twin = next((other for other in seen if other.lower() == name.lower()), None)
+        if twin is not None:  # DIR/<config> folders would be one folder on macOS and Windows
+            raise check.fail(where, "name", f"differs from config '{twin}' only in case",
+                             "give each config a name that is unique ignoring case")
         seen[name] = index
         configs.append(_load_config(check, raw, name, where, defaults, known_inputs, known_weights))
     return tuple(configs)
@@ -626,3 +630,58 @@ def _check_binding_sizes(check: _Checker, where: str, M: int, K: int, N: int) ->
                              f"no adapter q4gsw supports binds more than {MAX_BINDING_BYTES / 2**30:.0f} GiB: "
                              "use a smaller shape")
 
+
+
+MAX_SEED = 2**64 - 1  # torch.manual_seed (torch_linear weights) takes an unsigned 64-bit seed
+
+
+def check_runnable(matrix: Matrix) -> None:
+    """What `validate` checks beyond the loader: every config can run somewhere. Raise MatrixError for a config
+    no kernel of the matrix (or of a declared kernel set) can run on any of its backends (`when` false, or a
+    dispatch outside 1..2^30 even on the most generous adapter, or an expression that cannot be evaluated for
+    its shape), or whose weights cannot be generated."""
+    from q4gsw.webgpu.dispatch import UNKNOWN_LIMIT, KernelUnsupported, kernel_applies, resolve_kernel
+
+    generous = _GenerousAdapter({key: UNKNOWN_LIMIT for key in LIMIT_NAMES.values()})
+    kernels = [*matrix.kernels, *(k for s in matrix.kernel_sets.values() for k in s.kernels)]
+    for config in matrix.configs:
+        where = f"config '{config.name}'"
+        if config.weight_seed > MAX_SEED:
+            raise MatrixError(matrix.path, where, "weight_seed", f"{config.weight_seed} does not fit 64 bits",
+                              f"use a seed from 0 to {MAX_SEED}")
+        reasons = []
+        for kernel in kernels:
+            backends = [b for b in matrix.backends.values() if kernel.backends is None or b.name in kernel.backends]
+            try:
+                if not backends or not kernel_applies(kernel, config, backends[0]):
+                    reasons.append(f"{kernel.name}: `when = {kernel.when}` does not hold" if backends else
+                                   f"{kernel.name}: no backend of the matrix runs it")
+                    continue
+                resolve_kernel(kernel, config.shape_names(), generous)  # type: ignore[arg-type]
+            except KernelUnsupported as exc:
+                reasons.append(str(exc))
+                continue
+            break
+        else:
+            raise MatrixError(matrix.path, where, "M/K/N/group_size",
+                              f"no kernel can run {config.M}x{config.K}x{config.N} gs={config.group_size} on any "
+                              f"backend ({'; '.join(reasons)})",
+                              "change the shape, or add a kernel whose `when` and dispatch hold for it")
+
+
+@dataclass(frozen=True)
+class _GenerousAdapter:
+    """The most capable adapter imaginable: what no adapter can run, nothing will."""
+
+    limits: Mapping[str, int]
+    name: str = "any adapter"
+    webgpu: str = "any WebGPU implementation"
+
+    @property
+    def features(self) -> _Everything:
+        return _Everything()
+
+
+class _Everything:
+    def __contains__(self, item: object) -> bool:
+        return True

@@ -1,5 +1,5 @@
 // q4gsw GEMV for M == 1 on CPU adapters (SwiftShader, lavapipe) that expose subgroups.
-// ExecuTorch q4gsw binding layout (see README "Kernel interface"). q4gsw_gemv.wgsl (8 output
+// ExecuTorch q4gsw binding layout (see docs/kernels.md "Kernel interface"). q4gsw_gemv.wgsl (8 output
 // columns per invocation, exact nibble decode, fp32 sums in k order; see its header) with the x
 // loads shared: x is the same for every invocation, and a load with a non-constant index costs 4
 // branchy scalar loads on SwiftShader whatever the addresses, so lane l of each quad of the

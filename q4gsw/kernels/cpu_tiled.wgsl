@@ -1,5 +1,5 @@
 // q4gsw tiled GEMM for M > 1 on CPU Vulkan adapters (SwiftShader, lavapipe) that expose subgroups.
-// ExecuTorch q4gsw binding layout (see README "Kernel interface"). Same arithmetic as
+// ExecuTorch q4gsw binding layout (see docs/kernels.md "Kernel interface"). Same arithmetic as
 // q4gsw_tiled.wgsl (exact nibble decode, fp32 sums in k order), different data movement:
 // - each invocation computes a 4 (rows) x 4 (columns) output block in one mat4x4 accumulator; on
 //   SwiftShader (Subzero) larger blocks (8x8, 4x8, 8x4) and 2-word unrolled k steps measured slower

@@ -1,5 +1,5 @@
 // q4gsw tiled GEMM for M > 1 on lavapipe (llvmpipe's LLVM codegen keeps 8x8 blocks in registers).
-// ExecuTorch q4gsw binding layout (see README "Kernel interface"). q4gsw_tiled.wgsl's 8x8 blocks and
+// ExecuTorch q4gsw binding layout (see docs/kernels.md "Kernel interface"). q4gsw_tiled.wgsl's 8x8 blocks and
 // arithmetic (exact nibble decode, fp32 sums in k order) with cpu_tiled.wgsl's x sharing: lane l of
 // each quad of the subgroup loads x[m, k + l] and x[m, k + 4 + l] and subgroupBroadcast from lanes
 // 0..3 hands every lane the 4 consecutive k. On lavapipe at 256x2048x2048 this measured ~1.5x

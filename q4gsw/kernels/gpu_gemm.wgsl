@@ -1,5 +1,5 @@
 // q4gsw tiled GEMM for M > 1 (prefill), tuned for GPUs. ExecuTorch q4gsw binding layout (see
-// README "Kernel interface").
+// docs/kernels.md "Kernel interface").
 //
 // A 256-invocation workgroup computes a 64x64 output tile; invocation (tm, tn) of a 16x16 grid
 // holds a 4x4 block of outputs (rows tm*4.., columns tn*4..) in four vec4 fp32 accumulators.

@@ -1,5 +1,5 @@
 // q4gsw GEMV for M == 1 (decode), tuned for GPUs: bandwidth-bound on the packed weights.
-// ExecuTorch q4gsw binding layout (see README "Kernel interface").
+// ExecuTorch q4gsw binding layout (see docs/kernels.md "Kernel interface").
 //
 // Work split: a 256-invocation workgroup owns a block of 128 output rows (n). Invocations form 32
 // teams of 8 lanes; a team owns 4 rows (n = block + r * 32 + team, r = 0..3), and each lane reads

@@ -1,5 +1,5 @@
 // q4gsw GEMV for M == 1 (decode) on GPUs, built for lm_head (K = 2048, N = 128256) with many weight
-// loads in flight per invocation and few barriers. ExecuTorch q4gsw binding layout (README "Kernel
+// loads in flight per invocation and few barriers. ExecuTorch q4gsw binding layout (docs/kernels.md "Kernel
 // interface"). Needs the "subgroup" feature (subgroupAdd); no `enable subgroups;` (the naga in
 // wgpu-native 0.32 rejects it).
 //

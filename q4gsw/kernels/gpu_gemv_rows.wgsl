@@ -1,6 +1,6 @@
 // q4gsw GEMV for M == 1 (decode) on GPUs, built for lm_head (K = 2048, N = 128256): row blocks with
 // coalesced weight words and coalesced, workgroup-staged scales. ExecuTorch q4gsw binding layout
-// (README "Kernel interface"). Needs the "subgroup" feature (subgroupAdd); gpu_gemv is the
+// (docs/kernels.md "Kernel interface"). Needs the "subgroup" feature (subgroupAdd); gpu_gemv is the
 // fallback without it. No `enable subgroups;`: the naga in wgpu-native 0.32 rejects it.
 //
 // Work split: a 256-invocation workgroup owns a block of R = 8 * rpt CONSECUTIVE output rows

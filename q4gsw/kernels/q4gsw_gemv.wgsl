@@ -1,4 +1,4 @@
-// q4gsw GEMV for M == 1 (decode). ExecuTorch q4gsw binding layout (see README "Kernel interface").
+// q4gsw GEMV for M == 1 (decode). ExecuTorch q4gsw binding layout (see docs/kernels.md "Kernel interface").
 // Each invocation owns 8 output columns and walks all of K, one packed word (8 k) per step; the
 // 8 x values of a step are shared by the 8 columns. Invocations never cooperate (no reduction,
 // no barrier), so any N works with ceil(N / (8 * wg_size)) workgroups (lm_head: 251 at 64).
@@ -14,7 +14,7 @@
 //   its top 4 bits, so f32(i32(bits & 0xF0000000)) == (n - 8) * 2^28, and 2^-28 is folded into
 //   the scale (a power-of-two multiply, exact);
 // - the k-sum stays a plain fp32 dot product: acc += sum of 4 products (mat4x4 * vec4/mat4x4),
-//   in k order, so the rounding error grows like a dot product (see README "Error model").
+//   in k order, so the rounding error grows like a dot product (see docs/error-model.md).
 @group(0) @binding(0) var<storage, read_write> t_out: array<f32>;
 @group(0) @binding(1) var<storage, read> t_input: array<f32>;
 @group(0) @binding(2) var<storage, read> t_weight: array<u32>;

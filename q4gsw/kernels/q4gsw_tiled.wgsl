@@ -1,4 +1,4 @@
-// q4gsw tiled GEMM for M > 1 (prefill). ExecuTorch q4gsw binding layout (see README "Kernel interface").
+// q4gsw tiled GEMM for M > 1 (prefill). ExecuTorch q4gsw binding layout (see docs/kernels.md "Kernel interface").
 // Each invocation computes an 8 (rows) x 8 (columns) output block held in four mat4x4 accumulators
 // (column r of a matrix = 4 output columns of one row); a workgroup is wg_size column blocks of
 // the same 8 rows, so the invocations of a SIMD group read the same x addresses (cache-hot).
@@ -16,7 +16,7 @@
 //   its top 4 bits, so f32(i32(bits & 0xF0000000)) == (n - 8) * 2^28, and 2^-28 is folded into
 //   the scale (a power-of-two multiply, exact);
 // - the k-sum stays a plain fp32 dot product: acc += sum of 4 products (mat4x4 * vec4/mat4x4),
-//   in k order, so the rounding error grows like a dot product (see README "Error model").
+//   in k order, so the rounding error grows like a dot product (see docs/error-model.md).
 @group(0) @binding(0) var<storage, read_write> t_out: array<f32>;
 @group(0) @binding(1) var<storage, read> t_input: array<f32>;
 @group(0) @binding(2) var<storage, read> t_weight: array<u32>;

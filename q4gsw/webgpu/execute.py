@@ -1,7 +1,7 @@
 """Execute one WGSL kernel on one device: buffers, guard regions, the pipeline, timing.
 
 This is the only module that creates compute pipelines. Every kernel shares ExecuTorch's q4gsw
-binding layout (README "Kernel interface"). The output buffer is surrounded by guard words holding a
+binding layout (docs/kernels.md "Kernel interface"). The output buffer is surrounded by guard words holding a
 NaN pattern, so unwritten outputs read back as NaN and out-of-bounds writes are counted.
 """
 
