@@ -30,6 +30,7 @@ from q4gsw.engine import FixtureSource, RunOptions, run_selection
 from q4gsw.golden import golden
 from q4gsw.inputs import synthetic_problem
 from q4gsw.matrix import Config, MatrixError, Tolerance, load_matrix
+from q4gsw.paths import CacheError, usable_output_file
 from q4gsw.unpack import PackedLinear, unpack_int4
 
 DEFAULT_SHAPES = ("1x2048x2048", "1x2048x8192", "1x8192x2048", "256x2048x2048", "1024x2048x512")
@@ -176,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         matrix = load_matrix(args.matrix)
         backend = matrix.backend(args.backend)
-    except MatrixError as exc:
-        print(f"error: {exc}")
+        usable_output_file(args.json, "bench JSON")  # before any work: the results are never lost
+    except (MatrixError, CacheError) as exc:
+        print(f"error: --json: {exc}" if isinstance(exc, CacheError) else f"error: {exc}", file=sys.stderr)
         return 2
     from q4gsw import bench_torch
 
@@ -251,14 +253,14 @@ def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch:
 def scoreboard(paths: list[Path]) -> str:
     """Per shape, every kernel on every implementation side by side (from `bench --json` files)."""
     runs = [json.loads(p.read_text()) for p in paths]
-    lines = ["| shape | kernel | webgpu | ms | GFLOP/s | GB/s | roofline | vs torch int4 | check |",
+    lines = ["| shape | kernel | backend (webgpu) | ms | GFLOP/s | GB/s | roofline | vs torch int4 | check |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    rows = [(row, run.get("webgpu", "?")) for run in runs for row in run["rows"]]
+    rows = [(row, f"{run.get('backend', '?')} ({run.get('webgpu', '?')})") for run in runs for row in run["rows"]]
     for row, webgpu in sorted(rows, key=lambda item: (item[0]["shape"], item[0]["time_s"] or math.inf)):
         def num(value: float | None, spec: str, scale: float = 1.0) -> str:
             return format(value * scale, spec) if value else "-"
 
-        check = {True: "ok", False: "WRONG", None: row["message"][:40] or "-"}[row["correct"]]
+        check = {True: "ok", False: "WRONG", None: "unsupported" if "needs" in row["message"] else "-"}[row["correct"]]
         lines.append(f"| {row['shape']} | {row['kernel']} | {webgpu} | {num(row['time_s'], '.3f', 1e3)} | "
                      f"{num(row['gflops'], '.1f')} | {num(row['gbytes_s'], '.1f')} | "
                      f"{num(row.get('roofline'), '.0%')} | {num(row.get('speedup_vs_torch_int4'), '.2f')} | {check} |")
