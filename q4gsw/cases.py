@@ -156,13 +156,17 @@ def build_cases(matrix: Matrix, backend: Backend, configs: Sequence[Config], ker
     A config no kernel applies to is recorded as unsupported (the engine fails it if it is required).
     `applies=False` keeps every kernel (a `check --kernel` is the user's explicit choice).
     """
-    from q4gsw.webgpu.dispatch import kernel_applies
+    from q4gsw.webgpu.dispatch import ExpressionError, kernel_applies
 
     roles = roles or {}
     cases: list[Case] = []
     skipped: list[Skip] = []
     for config in configs:
-        chosen = [k for k in kernels if not applies or kernel_applies(k, config, backend)]
+        try:
+            chosen = [k for k in kernels if not applies or kernel_applies(k, config, backend)]
+        except ExpressionError as exc:  # known before running: a usage error, like any other in matrix.toml
+            raise MatrixError(matrix.path, f"[kernel.{exc.kernel}] with config '{config.name}'", exc.key, str(exc),
+                              "make the expression valid for every shape it is evaluated on") from None
         if not chosen:
             skipped.append(Skip(config, f"no kernel applies to {config.M}x{config.K}x{config.N} "
                                         f"gs={config.group_size} on backend '{backend.name}'", status="unsupported"))

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from q4gsw import __version__
-from q4gsw.matrix import TIERS, Kernel, Matrix, MatrixError, load_matrix
-from q4gsw.result import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from q4gsw.matrix import TIERS, Kernel, Matrix, MatrixError, check_runnable, load_matrix
+from q4gsw.result import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from q4gsw.cases import Selection
@@ -206,13 +206,12 @@ def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...
     from q4gsw.result import Result, exit_code
 
     selection = selection or selection_from_args(matrix, args, kernels, applies)
-    check_output_folder(args.results, "--results")
-    cache = args.cache or default_cache_dir()
-    if args.fixtures is None:
-        _check_cache(cache)
     if args.fixtures is not None and not args.fixtures.is_dir():
         raise MatrixError("command line", args.command, "--fixtures", f"{args.fixtures} is not a folder",
                           "pass a folder written by `python -m q4gsw export --out DIR`")
+    check_output_folder(args.results, "--results")  # before any work: a run's results are never lost
+    # An unusable cache is not checked here: the engine fails every selected config with its reason.
+    cache = args.cache or default_cache_dir()
     options = RunOptions(fixtures=FixtureSource(fixtures=args.fixtures, cache=cache, matrix_path=matrix.path))
     collected: list[Result] = []
     started = time.time()
@@ -255,7 +254,7 @@ def _check_cache(cache: Path) -> None:
         usable_directory(cache, "cache")
     except CacheError as exc:
         raise MatrixError("environment", "cache", "Q4GSW_CACHE / --cache", str(exc),
-                          "nothing was run; fix the cache location and run again") from None
+                          "nothing was exported; fix the cache location and run again") from None
 
 
 def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
@@ -266,12 +265,20 @@ def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
         copy_fixture,
         default_cache_dir,
         ensure_fixture,
-        find_fixture,
+        refuse_unless_ours,
     )
 
     configs = selection_from_args(matrix, args).configs
     if args.out is not None:
         check_output_folder(args.out, "--out")
+        for config in configs:  # every DIR/<config> checked before any export: nothing of the user's is replaced
+            try:
+                refuse_unless_ours(args.out / config.name)
+            except NotOurs as exc:
+                raise MatrixError("command line", f"config '{config.name}'", "--out", str(exc),
+                                  "nothing was exported or removed") from None
+    cache = args.cache or default_cache_dir()
+    _check_cache(cache)  # export writes into the cache: checked before any work, like --out
     max_golden = None if args.max_golden_mib is None else args.max_golden_mib * 2**20
 
     def keep(name: str, size: int) -> bool:
@@ -279,18 +286,24 @@ def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
             return False
         return not (max_golden is not None and name.startswith(GOLDEN_PREFIX) and size > max_golden)
 
+    failed = 0
     for config in configs:
         # Exported once into the cache, then copied: a second --out costs no re-export.
-        fixture = ensure_fixture(config, args.cache or default_cache_dir())
-        if args.out is not None:
-            try:
-                fixture = copy_fixture(fixture, find_fixture(args.out, config), keep)
-            except NotOurs as exc:
-                raise MatrixError("command line", f"config '{config.name}'", "--out", str(exc),
-                                  "nothing of yours was removed") from None
+        try:
+            fixture = ensure_fixture(config, cache)
+            if args.out is not None:
+                fixture = copy_fixture(fixture, args.out / config.name, keep)
+        except NotOurs as exc:  # appeared since the check above
+            raise MatrixError("command line", f"config '{config.name}'", "--out", str(exc),
+                              "nothing of yours was removed") from None
+        except Exception as exc:  # this config fails with its reason; the next one is still exported
+            failed += 1
+            print(f"error: export of '{config.name}' failed: {type(exc).__name__}: "
+                  f"{' | '.join(str(exc).splitlines()[-3:])}", file=sys.stderr, flush=True)
+            continue
         omitted = ", ".join(fixture.manifest.get("omitted", {})) or "nothing"
         print(f"{config.name}: {fixture.path} (left out: {omitted})", flush=True)
-    return EXIT_OK
+    return EXIT_FAIL if failed else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             return cmd_list(matrix)
         if args.command == "validate":
+            check_runnable(matrix)
             print(f"{matrix.path}: ok ({len(matrix.configs)} configs, {len(matrix.kernels)} kernels, "
                   f"{len(matrix.backends)} backends)")
             return EXIT_OK

@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import hashlib
 import json
+import math
 import os
 import queue
 import resource
@@ -39,6 +40,7 @@ from q4gsw.result import Errors, Provenance, Result, Shape, Timings, ToleranceRe
 from q4gsw.sessions import reproduce_command
 
 CLOCK_ENV = "Q4GSW_RUN_STARTED"  # epoch seconds: children print the run's clock, not their own
+PARENT_ENV = "Q4GSW_PARENT_PID"  # the run's pid: a child whose parent is no longer it exits at once
 VERBOSE_ENV = "Q4GSW_VERBOSE"
 PROBE_TIMEOUT_S = 180
 COMPILE_FAILURE = "kernel rejected"
@@ -230,15 +232,21 @@ def load_problem(config: Config, inputs_wanted: tuple[str, ...], fixture: Path |
 
 def _die_with_parent(deadline_s: float) -> None:
     """SIGKILL when the parent dies (Linux), and SIGALRM's default action (terminate) at the deadline:
-    both work while the process is blocked inside the driver, where Python handlers never run."""
+    both work while the process is blocked inside the driver, where Python handlers never run.
+
+    PR_SET_PDEATHSIG fires when the thread that started this process exits; the engine starts children
+    from the thread that then waits for them, so it fires when the run dies. The parent may die before
+    the prctl (during this interpreter's start-up): then the parent pid is no longer the one the run
+    recorded (the orphan is re-parented to init or a subreaper, not always pid 1), and this exits."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the parent is already gone
+    expected = os.environ.get(PARENT_ENV, "")
+    if os.getppid() == 1 or (expected.isdigit() and os.getppid() != int(expected)):  # the parent is already gone
         os._exit(137)
     if deadline_s > 0:
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.alarm(max(1, int(deadline_s + 0.999)))
+        signal.alarm(min(max(1, math.ceil(deadline_s)), 2**31 - 1))  # alarm() takes whole seconds, an unsigned int
 
 
 def child_main(job_path: Path) -> int:
@@ -304,6 +312,7 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
     env.update(extra)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault(CLOCK_ENV, repr(time.time()))
+    env[PARENT_ENV] = str(os.getpid())
     return env
 
 
@@ -524,6 +533,7 @@ def probe_main(backend_json: str) -> int:
     from q4gsw.cases import backend_from_plain
     from q4gsw.webgpu.adapter import BackendUnavailable, select_adapter
 
+    _die_with_parent(PROBE_TIMEOUT_S)
     try:
         _, info = select_adapter(backend_from_plain(json.loads(backend_json)))
     except BackendUnavailable as exc:
@@ -642,11 +652,24 @@ def required_without_a_run(selection: Selection, results: list[Result]) -> list[
         if config.tier != "required":
             continue
         mine = [r for r in results if r.config == config.name]
-        if mine and not any(r.status in ("pass", "fail") for r in mine):
-            reasons = "; ".join(dict.fromkeys(r.message for r in mine))
+        if not any(r.status in ("pass", "fail") for r in mine):
+            reasons = "; ".join(dict.fromkeys(r.message for r in mine)) or "no case was selected"
             failures.append(config_failure(config, selection, f"required config '{config.name}' ran no case on "
                                                               f"'{selection.backend.name}': {reasons}", ()))
     return failures
+
+
+def _unusable_cache(options: RunOptions) -> str:
+    """Why the fixture cache this run exports into cannot be used, or '' (also when the run needs no cache)."""
+    from q4gsw.paths import CacheError, usable_directory
+
+    if options.seed is not None or options.fixtures.fixtures is not None:
+        return ""
+    try:
+        usable_directory(options.fixtures.cache, "cache")
+    except CacheError as exc:
+        return f"{exc} (nothing was exported or run)"
+    return ""
 
 
 def run_selection(selection: Selection, options: RunOptions, root: Path,
@@ -664,6 +687,13 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
     for skip in selection.skipped:
         record(skip_result(skip, selection))
     backend = selection.backend
+    unusable = _unusable_cache(options)
+    if unusable:
+        # A cache that cannot be used fails every selected config with one message; the results are still written.
+        say(f"error: {unusable}")
+        for config in selection.configs:
+            record(config_failure(config, selection, unusable, selection.cases_of(config)))
+        return results
     try:
         env = provision(backend)
         adapter = probe(selection, env)

@@ -26,7 +26,8 @@ from filelock import FileLock
 from q4gsw import inputs
 from q4gsw.golden import golden
 from q4gsw.matrix import Config
-from q4gsw.paths import fixture_cache
+from q4gsw.paths import OWNED_MARKER, NotOurs, fixture_cache, mark_owned
+from q4gsw.paths import remove_owned as _remove_owned
 from q4gsw.unpack import PackedLinear, read_pte
 
 FIXTURE_FORMAT = 1
@@ -264,11 +265,7 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
-PARTIAL_MARKER = ".q4gsw-partial"  # written first into every directory q4gsw builds
-
-
-class NotOurs(RuntimeError):
-    """A path q4gsw was asked to replace holds something q4gsw did not write."""
+PARTIAL_MARKER = OWNED_MARKER  # written first into every directory q4gsw builds
 
 
 def is_q4gsw_fixture(path: Path) -> bool:
@@ -279,36 +276,45 @@ def is_q4gsw_fixture(path: Path) -> bool:
     return isinstance(manifest, dict) and manifest.get("operator") == "et_vk.linear_q4gsw.default"
 
 
-def remove_owned(path: Path) -> None:
-    """The only delete in q4gsw: a fixture or partial directory q4gsw wrote, never anything else.
+def _only_fixture_files(path: Path) -> bool:
+    """A complete q4gsw fixture and nothing else: every entry is a plain file its manifest lists (or the
+    manifest), so a user's file put beside a fixture is never deleted with it."""
+    if not is_q4gsw_fixture(path):
+        return False
+    files = json.loads((path / MANIFEST).read_text()).get("files")
+    listed = {MANIFEST, *(files if isinstance(files, dict) else ())}
+    return all(p.name in listed and p.is_file() and not p.is_symlink() for p in path.iterdir())
 
-    Refuses (NotOurs) a path that is not a directory holding a q4gsw manifest or partial marker, and
-    a symlink (whose target may be the user's)."""
-    if not path.exists() and not path.is_symlink():
+
+def remove_owned(path: Path) -> None:
+    """Delete a fixture or partial directory q4gsw wrote (paths.remove_owned, the only delete), never anything
+    else: NotOurs for a symlink, a file, a folder without a q4gsw manifest or partial marker, or a fixture
+    folder holding files its manifest does not list."""
+    _remove_owned(path, path.parent, _only_fixture_files)
+
+
+def refuse_unless_ours(destination: Path) -> None:
+    """Checked before any work: `destination` is absent or something remove_owned may replace."""
+    if not destination.exists() and not destination.is_symlink():
         return
-    if path.is_symlink() or not path.is_dir() or not (is_q4gsw_fixture(path) or (path / PARTIAL_MARKER).is_file()):
-        raise NotOurs(f"{path} exists and is not a fixture q4gsw wrote: move it away or choose another --out "
-                      "(q4gsw never deletes what it did not write)")
-    shutil.rmtree(path)
+    if destination.is_symlink() or not destination.is_dir() or not (
+            (destination / PARTIAL_MARKER).is_file() or _only_fixture_files(destination)):
+        raise NotOurs(f"{destination} exists and is not a fixture q4gsw wrote: move it away or choose another "
+                      "--out (q4gsw never deletes what it did not write)")
 
 
 @contextmanager
 def _atomic_directory(destination: Path) -> Iterator[Path]:
     """Yield a temporary sibling directory that replaces `destination` only if the block completes,
     so a crash or kill -9 never leaves a half-written fixture under the trusted name."""
-    parent = destination.parent.resolve()
-    if destination.resolve().parent != parent or destination.name in ("", ".", ".."):
-        raise NotOurs(f"{destination}: a fixture must be a direct child of {parent}")
-    # Checked before any work; the old fixture is removed only once the new one is complete.
-    if destination.is_symlink() or (destination.exists() and not is_q4gsw_fixture(destination)
-                                    and not (destination / PARTIAL_MARKER).is_file()):
-        raise NotOurs(f"{destination} exists and is not a fixture q4gsw wrote: move it away or choose another "
-                      "--out (q4gsw never deletes what it did not write)")
+    if destination.name in ("", ".", ".."):
+        raise NotOurs(f"{destination}: a fixture must be a named folder inside another one")
+    refuse_unless_ours(destination)  # before any work; the old fixture is removed only once the new is complete
+    parent = destination.parent
     parent.mkdir(parents=True, exist_ok=True)
     temporary = parent / f".tmp-{destination.name}-{os.getpid()}"
     remove_owned(temporary)
-    temporary.mkdir(parents=True)
-    (temporary / PARTIAL_MARKER).write_text("a q4gsw fixture being written; safe to delete\n")
+    mark_owned(temporary, "a q4gsw fixture being written")
     try:
         yield temporary
         (temporary / PARTIAL_MARKER).unlink()
@@ -316,6 +322,7 @@ def _atomic_directory(destination: Path) -> Iterator[Path]:
         os.rename(temporary, destination)
     finally:
         if temporary.exists():
+            (temporary / PARTIAL_MARKER).touch()  # incomplete again: removable as a partial directory
             remove_owned(temporary)
 
 

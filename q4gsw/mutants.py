@@ -231,12 +231,19 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_matrix_kernels:
             kernels += list(matrix.kernels)
             roles.update({k.name: "reference" for k in matrix.kernels})
-        selection = build_selection(matrix, args.backend, tiers=args.tier, suites=args.suite or DEFAULT_SUITES,
+        defaults = [s for s in DEFAULT_SUITES if any(c.suite == s for c in matrix.configs)]  # a default is no typo
+        selection = build_selection(matrix, args.backend, tiers=args.tier, suites=args.suite or defaults or None,
                                     names=tuple(args.config), kernels=tuple(kernels), roles=roles,
                                     max_gflop=None if args.config else args.max_gflop)
         if selection.is_empty():
             raise MatrixError("command line", "mutants", "--config/--suite/--tier/--max-gflop",
                               "selects no config", "see `python -m q4gsw list`")
+        from q4gsw.paths import CacheError, usable_directory
+
+        try:  # before any work: the results are never lost
+            usable_directory(args.results, "results folder")
+        except CacheError as exc:
+            raise MatrixError("command line", "mutants", "--results", str(exc), "pass another --results") from None
     except MatrixError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

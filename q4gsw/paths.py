@@ -1,15 +1,25 @@
-"""Where q4gsw keeps things it owns: the cache root, defined once."""
+"""Where q4gsw keeps things it owns (the cache root, defined once), and the one way it deletes them."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 CACHE_ENV = "Q4GSW_CACHE"
+# Written first into every folder q4gsw builds (a fixture being written, SwiftShader's unpacked files); a folder
+# holding it, or a complete q4gsw fixture, is the only thing q4gsw ever deletes.
+OWNED_MARKER = ".q4gsw-partial"
 
 
 class CacheError(RuntimeError):
     """The cache location cannot be used; the message names it and says how to fix it."""
+
+
+class NotOurs(RuntimeError):
+    """A path q4gsw was asked to replace or delete holds something q4gsw did not write."""
 
 
 def cache_root() -> Path:
@@ -25,14 +35,57 @@ def fixture_cache() -> Path:
 
 
 def usable_directory(path: Path, what: str) -> Path:
-    """Create `path` if needed and check it is a writable directory, or raise CacheError saying how to fix it."""
+    """Create `path` if needed and check it is a folder q4gsw can write into (a file is really created and
+    removed: permission bits say nothing about root, read-only mounts or full disks), or raise CacheError
+    saying how to fix it."""
     hint = f"point {CACHE_ENV} (or --cache) at a writable folder" if what == "cache" else "choose a writable folder"
-    if path.exists() and not path.is_dir():
-        raise CacheError(f"the q4gsw {what} {path} is a file, not a folder: {hint}")
+    for folder in (path, *path.parents):  # the first that exists must be a folder
+        if folder.is_symlink() and not folder.exists():
+            raise CacheError(f"the q4gsw {what} {path}: {folder} is a broken symbolic link: {hint}")
+        if folder.exists():
+            if not folder.is_dir():
+                where = "" if folder == path else f" ({folder} is a file)"
+                raise CacheError(f"the q4gsw {what} {path} is not a folder{where}: {hint}")
+            break
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CacheError(f"cannot create the q4gsw {what} {path} ({exc.strerror}): {hint}") from exc
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise CacheError(f"the q4gsw {what} {path} is not writable: {hint}")
+        raise CacheError(f"cannot create the q4gsw {what} {path} ({exc.strerror or exc}): {hint}") from exc
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".q4gsw-write-test-"):
+            pass
+    except OSError as exc:
+        raise CacheError(f"the q4gsw {what} {path} is not writable ({exc.strerror or exc}): {hint}") from exc
     return path
+
+
+def usable_output_file(path: Path, what: str) -> Path:
+    """Before any work: `path` can be written as a file (not a folder; its folder usable), or CacheError."""
+    if path.is_dir():
+        raise CacheError(f"the {what} {path} is a folder, not a file: choose a file path")
+    usable_directory(path.parent, f"folder for the {what}")
+    return path
+
+
+def mark_owned(folder: Path, what: str) -> Path:
+    """Create `folder` (it must not exist) with OWNED_MARKER in it, so that remove_owned may delete it later."""
+    folder.mkdir(parents=True)
+    (folder / OWNED_MARKER).write_text(f"{what}, written by q4gsw; safe to delete\n")
+    return folder
+
+
+def remove_owned(path: Path, parent: Path, owned: Callable[[Path], bool] = lambda p: False) -> None:
+    """The only delete in q4gsw: a folder q4gsw wrote, directly inside `parent`, never anything else.
+
+    Refuses (NotOurs) a symbolic link (its target may be the user's), anything that is not a folder, a
+    folder outside `parent` (after resolving), and a folder that holds neither OWNED_MARKER nor passes
+    `owned` (e.g. a complete q4gsw fixture, every file of it listed in its manifest). Nothing outside
+    the folder is touched: shutil.rmtree does not follow the links inside it."""
+    if not path.exists() and not path.is_symlink():
+        return
+    fix = "move it away or choose another location (q4gsw never deletes what it did not write)"
+    if path.name in ("", ".", "..") or path.is_symlink() or path.parent.resolve() != parent.resolve():
+        raise NotOurs(f"{path} is not a folder directly inside {parent}: {fix}")
+    if not path.is_dir() or not ((path / OWNED_MARKER).is_file() or owned(path)):
+        raise NotOurs(f"{path} exists and is not something q4gsw wrote: {fix}")
+    shutil.rmtree(path)

@@ -124,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         out = DEFAULT_MERGED
     in_place = len(paths) == 1 and out.resolve() == paths[0].parent.resolve()
+    try:
+        check_output(out, paths, write_json=not in_place)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     write_run_outputs(out, results, meta, write_json=not in_place, step_summary=not args.no_step_summary,
                       title=args.title)
     if not args.quiet:
@@ -131,4 +136,46 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(summary_line(results), flush=True)
     print(f"report: {out} ({len(paths)} results.json: {', '.join(str(p) for p in paths)})", file=sys.stderr)
-    return EXIT_FAIL if args.strict and counts(results)["fail"] else EXIT_OK
+    if not args.strict:
+        return EXIT_OK
+    problems = strict_problems(results, metas)
+    for problem in problems:
+        print(f"strict: {problem}", file=sys.stderr)
+    return EXIT_FAIL if problems else EXIT_OK
+
+
+OUTPUT_FILES = ("results.json", "junit.xml", "summary.md")
+
+
+def check_output(out: Path, inputs: list[Path], write_json: bool) -> None:
+    """Before writing anything: `out` is a folder q4gsw can write, and no file written there is an input."""
+    from q4gsw.paths import CacheError, usable_directory
+
+    written = {(out / name).resolve() for name in OUTPUT_FILES if write_json or name != "results.json"}
+    for path in inputs:
+        if path.resolve() in written:
+            raise ReportError(f"--out {out} would overwrite the input {path}: choose another --out "
+                              "(a merge never overwrites what it reads)")
+    try:
+        usable_directory(out, "report folder")
+    except CacheError as exc:
+        raise ReportError(f"--out: {exc}") from None
+
+
+def strict_problems(results: list[Result], metas: list[dict[str, Any]]) -> list[str]:
+    """Why --strict fails, with run's own rules (result.exit_code, engine.required_without_a_run): a failed case,
+    no case that passed, an interrupted run, or a required config selected on a backend (it has an unsupported
+    row there) none of whose cases ran there. A required config skipped there (another tier's job) is not one."""
+    c = counts(results)
+    problems = []
+    if c["fail"]:
+        problems.append(f"{c['fail']} failed")
+    if not c["pass"]:
+        problems.append("no case passed: nothing was checked")
+    interrupted = [str(m.get("path")) for m in metas if m.get("interrupted")]
+    if interrupted:
+        problems.append(f"interrupted run(s), results incomplete: {', '.join(interrupted)}")
+    selected = {(r.config, r.backend) for r in results if r.tier == "required" and r.status == "unsupported"}
+    ran = {(r.config, r.backend) for r in results if r.status in ("pass", "fail")}
+    problems += [f"required config '{config}' ran no case on '{backend}'" for config, backend in sorted(selected - ran)]
+    return problems

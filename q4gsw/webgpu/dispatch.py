@@ -17,6 +17,24 @@ class KernelUnsupported(RuntimeError):
     """The adapter lacks a feature or limit the kernel needs, or the dispatch is out of range."""
 
 
+class ExpressionError(KernelUnsupported):
+    """One of the kernel's expressions cannot be evaluated for this shape (e.g. a division by zero)."""
+
+    def __init__(self, kernel: str, key: str, message: str) -> None:
+        super().__init__(message)
+        self.kernel = kernel
+        self.key = key
+
+
+def _evaluate(kernel: Kernel, key: str, expression: str, env: Mapping[str, Any]) -> Any:
+    try:
+        return evaluate(expression, env)
+    except Exception as exc:  # any failure is the matrix's, for this shape: never a traceback
+        shape = ", ".join(f"{n}={env[n]}" for n in ("M", "K", "N", "group_size") if n in env)
+        raise ExpressionError(kernel.name, key, f"kernel '{kernel.name}': {key} `{expression}` cannot be evaluated "
+                                                f"for {shape}: {type(exc).__name__}: {exc}") from None
+
+
 def expression_environment(shape: Mapping[str, int], limits: Mapping[str, int] | None) -> dict[str, Any]:
     env: dict[str, Any] = dict(shape)
     for short, key in LIMIT_NAMES.items():
@@ -27,7 +45,7 @@ def expression_environment(shape: Mapping[str, int], limits: Mapping[str, int] |
 def _with_overrides(kernel: Kernel, env: dict[str, Any]) -> dict[str, Any]:
     constants = {}
     for name, value in kernel.overrides.items():
-        constants[name] = evaluate(value, env) if isinstance(value, str) else value
+        constants[name] = _evaluate(kernel, f"overrides.{name}", value, env) if isinstance(value, str) else value
         env[name] = constants[name]
     return constants
 
@@ -38,7 +56,7 @@ def kernel_applies(kernel: Kernel, config: Config, backend: Backend) -> bool:
         return False
     env = expression_environment(config.shape_names(), None)
     _with_overrides(kernel, env)
-    return bool(evaluate(kernel.when, env))
+    return bool(_evaluate(kernel, "when", kernel.when, env))
 
 
 def resolve_kernel(kernel: Kernel, shape: Mapping[str, int],
@@ -54,12 +72,21 @@ def resolve_kernel(kernel: Kernel, shape: Mapping[str, int],
             raise KernelUnsupported(f"kernel '{kernel.name}' needs {short} >= {needed}; {info.name} has {have}")
     env = expression_environment(shape, info.limits)
     constants = _with_overrides(kernel, env)
-    if not evaluate(kernel.when, env):
+    if not _evaluate(kernel, "when", kernel.when, env):
         raise KernelUnsupported(f"kernel '{kernel.name}': `when = {kernel.when}` does not hold on {info.name} "
                                 "(with the adapter's limits)")
-    counts = tuple(int(evaluate(e, env)) for e in kernel.dispatch)
+    counts = tuple(_count(kernel, e, env) for e in kernel.dispatch)
     limit = int(info.limits.get("max-compute-workgroups-per-dimension", 65535))
     if any(c < 1 or c > limit for c in counts):
         raise KernelUnsupported(f"kernel '{kernel.name}' dispatch {counts} is outside 1..{limit} "
                                 f"(max workgroups per dimension) for M={shape['M']}, N={shape['N']}")
     return constants, counts
+
+
+def _count(kernel: Kernel, expression: str, env: Mapping[str, Any]) -> int:
+    value = _evaluate(kernel, "dispatch", expression, env)
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ExpressionError(kernel.name, "dispatch", f"kernel '{kernel.name}': dispatch `{expression}` gives "
+                                                       f"{value!r}, not a workgroup count") from exc
