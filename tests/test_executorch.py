@@ -396,7 +396,7 @@ timeout_s = 300
 [kernel.reference]
 file = "{REPO / 'q4gsw/kernels/mutants/reference.wgsl'}"
 when = "1"
-dispatch = "ceil(N / wg_size), M"
+dispatch = "ceil(N / 64), M"
 
 {kernel_set_tables()}
 {configs}''')
@@ -550,7 +550,7 @@ def test_a_declared_kernel_deleted_from_the_tree_fails_the_configs_it_applies_to
     assert [(r["config"], r["status"]) for r in missing] == [("et_gemv", "fail")]
     assert "missing from the tree" in missing[0]["message"] and "q4gsw_linear_coop4_bicol.wgsl" in missing[0]["message"]
     # The runtime would route M == 1 to the next variant that holds; that one still runs and passes.
-    ran = executed(results)
+    ran = [r for r in executed(results) if r["kernel"] != BICOL]
     assert {(r["config"], r["kernel"], r["status"]) for r in ran} == {("et_gemv", STEEL, "pass"),
                                                                       ("et_tiled", TILED, "pass")}
 
@@ -586,11 +586,54 @@ def test_golden_configs_are_every_llama_config_that_is_not_heavy(matrix):
     assert sorted(GOLDEN_CONFIGS) == sorted(c.name for c in matrix.configs if c.suite == "llama" and c.tier != "heavy")
 
 
+def compare_with_upstream(upstream: ModuleType, config, fixture: Path, model) -> dict[str, float]:
+    """Check one exported fixture against ExecuTorch's model and golden; returns what was measured.
+
+    ExecuTorch's golden is `x.double() @ W.dequantize().double().T` rounded to fp32, and torchao's
+    dequantize() rounds each q * scale to fp32 (an int4 times a 24-bit scale needs up to 27 bits), while
+    q4gsw's golden sums the exact q * scale in fp64. So:
+    - from the fixture's weights, rounded to fp32 as dequantize() rounds them, ExecuTorch's golden is
+      reproduced to within 1 fp32 ulp (only the fp64 summation order differs; measured: 0 ulp);
+    - q4gsw's golden differs from ExecuTorch's by at most the fp32 rounding of the weights,
+      2^-24 * sum_k |x w|, plus ExecuTorch's final rounding to fp32 (half an ulp).
+    """
+    qweight = model.weight
+    weight = np.load(fixture / export.WEIGHT_FILE)
+    scales = np.load(fixture / export.SCALES_FILE)
+    q = unpack_int4(weight)
+    assert np.array_equal(q, qweight.qdata.numpy()), "int4 values differ from the model's"
+    assert np.array_equal(scales[:, :config.N], qweight.scale.numpy().reshape(config.N, -1).T), "scales differ"
+    assert not scales[:, config.N:].any(), "padded_N columns are zero"
+
+    x = upstream._ramp_input(config.M, config.K)
+    theirs = upstream._fp64_golden(model, x).astype(np.float64)
+    ours = np.load(fixture / export.golden_file("ramp"))
+    assert ours.dtype == np.float64 and ours.shape == theirs.shape == (config.M, config.N)
+    assert np.array_equal(x.numpy(), inputs.make_input("ramp", config.M, config.K, config.weight_seed))
+    per_k = np.repeat(scales[:, :config.N], config.group_size, axis=0).T  # [N, K], float32
+    w32 = q.astype(np.float32) * per_k  # one fp32 multiplication: q * scale correctly rounded, as dequantize()
+    assert np.array_equal(w32, qweight.dequantize().numpy()), "fp32 dequantization differs from torchao's"
+    ulp = np.spacing(np.abs(theirs).astype(np.float32)).astype(np.float64)
+    x64 = x.numpy().astype(np.float64)
+    reproduced = (x64 @ w32.astype(np.float64).T).astype(np.float32).astype(np.float64)
+    assert np.all(np.abs(reproduced - theirs) <= ulp), "ExecuTorch's golden not reproduced from the fixture"
+    exact = q.astype(np.float64) * per_k.astype(np.float64)
+    bound = 2.0**-24 * (np.abs(x64) @ np.abs(exact).T) + ulp / 2
+    diff = np.abs(ours - theirs)
+    assert np.all(diff <= bound), f"{int(np.count_nonzero(diff > bound))} outputs beyond the fp32-weight bound"
+    rounded = np.abs(ours.astype(np.float32).astype(np.float64) - theirs)
+    return {"reproduced_max_ulp": float((np.abs(reproduced - theirs) / ulp).max()),
+            "max_abs": float(diff.max()), "max_abs_fp32": float(rounded.max()),
+            "beyond_1ulp": int(np.count_nonzero(rounded > ulp)), "outputs": int(diff.size),
+            "bound_fraction": float((diff / bound).max())}
+
+
 @pytest.mark.e2e
 def test_q4gsw_goldens_and_weights_equal_executorchs(matrix, tmp_path):
     """q4gsw's export (torch_linear weights) gives ExecuTorch's test model and golden for every llama config that
-    is not heavy: the fp64 golden rounds to ExecuTorch's fp32 golden within 1 ulp, and the weights unpacked from
-    the .pte are the model's quantized int4 values and scales exactly."""
+    is not heavy: the weights unpacked from the .pte are the model's int4 values and scales exactly, ExecuTorch's
+    golden is reproduced from them, and q4gsw's exact fp64 golden is within the fp32 rounding of the weights that
+    ExecuTorch's golden carries (compare_with_upstream)."""
     upstream = executorch_test_module()
     cache = tmp_path / "cache"
     args = [a for name in GOLDEN_CONFIGS for a in ("--config", name)]
@@ -606,24 +649,11 @@ def test_q4gsw_goldens_and_weights_equal_executorchs(matrix, tmp_path):
         key = (config.K, config.N, config.group_size)
         if key not in models:
             models[key] = upstream._make_quantized_model(config.K, config.N, config.group_size)
-        model = models[key]
-
-        theirs = upstream._fp64_golden(model, upstream._ramp_input(config.M, config.K))
-        ours = np.load(fixture / export.golden_file("ramp"))
-        assert ours.dtype == np.float64 and theirs.dtype == np.float32 and ours.shape == theirs.shape
-        diff = np.abs(ours.astype(np.float32).astype(np.float64) - theirs.astype(np.float64))
-        ulp = np.spacing(np.abs(theirs)).astype(np.float64)
-        assert np.all(diff <= ulp), f"{name}: {int(np.count_nonzero(diff > ulp))} outputs differ by more than 1 ulp"
-        assert np.all(np.abs(ours - theirs) <= 1.5 * ulp)  # and the fp64 golden is within rounding of theirs
-        print(f"{name}: max |q4gsw - ExecuTorch| = {diff.max():.3g} after rounding to fp32 "
-              f"({int(np.count_nonzero(diff))} of {diff.size} outputs differ, by 1 ulp)")
-
-        qweight = model.weight
-        weight = np.load(fixture / export.WEIGHT_FILE)
-        scales = np.load(fixture / export.SCALES_FILE)
-        assert np.array_equal(unpack_int4(weight), qweight.qdata.numpy()), name
-        assert np.array_equal(scales[:, :config.N], qweight.scale.numpy().reshape(config.N, -1).T), name
-        assert not scales[:, config.N:].any()
+        measured = compare_with_upstream(upstream, config, fixture, models[key])
+        print(f"{name}: ExecuTorch's golden reproduced within {measured['reproduced_max_ulp']:g} ulp; "
+              f"max |q4gsw - ExecuTorch| = {measured['max_abs']:.3g} ({measured['max_abs_fp32']:.3g} after rounding "
+              f"to fp32; {measured['beyond_1ulp']} of {measured['outputs']} outputs beyond 1 ulp), "
+              f"{measured['bound_fraction']:.3f} of the fp32-weight bound")
 
 
 @pytest.mark.e2e
