@@ -21,18 +21,30 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
                           timeout=timeout, cwd=cwd)
 
 
-@pytest.fixture(scope="session")
-def swiftshader_env() -> dict[str, str]:
-    """Environment that makes wgpu see SwiftShader; skips (locally) when it cannot be provisioned."""
-    from q4gsw.gpu import BackendUnavailable, provision
+def provisioned_env(backend: str) -> dict[str, str]:
+    """Environment that makes wgpu see the backend's driver; skips (locally) when it cannot be provisioned."""
     from q4gsw.matrix import load_matrix
+    from q4gsw.webgpu.adapter import BackendUnavailable
+    from q4gsw.webgpu.provision import provision
 
     try:
-        return provision(load_matrix(MATRIX).backend("swiftshader"))
+        return provision(load_matrix(MATRIX).backend(backend))
     except BackendUnavailable as exc:
         if os.environ.get("CI"):
             raise  # CI installs the backends: a missing one there is a failure, not a skip
-        pytest.skip(f"SwiftShader unavailable: {exc}")
+        pytest.skip(f"{backend} unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def swiftshader_env() -> dict[str, str]:
+    """Environment that makes wgpu see SwiftShader; skips (locally) when it cannot be provisioned."""
+    return provisioned_env("swiftshader")
+
+
+@pytest.fixture(scope="session")
+def lavapipe_env() -> dict[str, str]:
+    """Environment that makes wgpu see lavapipe; skips (locally) when it cannot be provisioned."""
+    return provisioned_env("lavapipe")
 
 
 @pytest.fixture(scope="session")

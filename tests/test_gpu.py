@@ -1,11 +1,13 @@
-"""Kernel selection and adapter matching: pure logic, no adapter needed."""
+"""Kernel selection (webgpu.dispatch) and adapter matching: pure logic, no adapter needed."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from q4gsw.gpu import AdapterInfo, KernelUnsupported, applicable_kernels, resolve_kernel
 from q4gsw.matrix import load_matrix
+from q4gsw.webgpu.adapter import AdapterInfo
+from q4gsw.webgpu.dispatch import KernelUnsupported, kernel_applies, resolve_kernel
 
 SWIFTSHADER_LIMITS = {"max-compute-workgroups-per-dimension": 65535, "max-compute-invocations-per-workgroup": 256,
                       "max-compute-workgroup-storage-size": 32768, "max-compute-workgroup-size-x": 256}
@@ -13,14 +15,23 @@ SWIFTSHADER_LIMITS = {"max-compute-workgroups-per-dimension": 65535, "max-comput
 
 def _info(limits: dict[str, int], features: tuple[str, ...] = ()) -> AdapterInfo:
     return AdapterInfo(name="SwiftShader Device (Subzero)", vendor="", device_type="CPU", api="Vulkan", driver="",
-                       features=features, limits=limits)
+                       webgpu="wgpu-native", features=features, limits=limits)
 
 
 def test_kernel_selection_by_shape(tiny_matrix: Path):
     matrix = load_matrix(tiny_matrix)
     backend = matrix.backend("swiftshader")
-    assert [k.name for k in applicable_kernels(matrix.kernels, matrix.config("tiny_gemv"), backend)] == ["gemv"]
-    assert [k.name for k in applicable_kernels(matrix.kernels, matrix.config("tiny_gemm"), backend)] == ["tiled"]
+    for config, expected in (("tiny_gemv", ["gemv"]), ("tiny_gemm", ["tiled"])):
+        assert [k.name for k in matrix.kernels if kernel_applies(k, matrix.config(config), backend)] == expected
+
+
+def test_kernel_applies_only_on_its_backends(tiny_matrix: Path):
+    matrix = load_matrix(tiny_matrix)
+    gemv = next(k for k in matrix.kernels if k.name == "gemv")
+    config = matrix.config("tiny_gemv")
+    backend = matrix.backend("swiftshader")
+    assert kernel_applies(dataclasses.replace(gemv, backends=("swiftshader",)), config, backend)
+    assert not kernel_applies(dataclasses.replace(gemv, backends=("native",)), config, backend)
 
 
 def test_dispatch_and_overrides_evaluate_against_adapter_limits(tiny_matrix: Path):
