@@ -1,20 +1,23 @@
 """Mutation self-test on tiny shapes, and the hard gates (unwritten outputs, guard regions, unsupported).
 
-The GPU tests use synthetic fixtures (random int4 weights packed with q4gsw.unpack.pack_int4, fp64
-goldens) so they need neither torch nor an export: a few seconds on SwiftShader.
+The GPU tests use synthetic fixtures (tests/helpers.write_fixture: random int4 weights packed with
+q4gsw.unpack.pack_int4, fp64 goldens) so they need neither torch nor an export: a few seconds on SwiftShader.
+Everything runs through the engine: `q4gsw mutants` / `q4gsw run` as a user would, and the gate kernels as
+Cases handed to q4gsw.engine.run_selection.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import backend_unavailable, make_config, random_packed, run_cases, write_fixture
 
-from q4gsw import export, inputs, mutants
-from q4gsw.golden import golden
+from q4gsw import mutants
+from q4gsw.cases import Case
+from q4gsw.matrix import Config, Tolerance, load_matrix, make_kernel
 from q4gsw.unpack import PackedLinear, pack_int4
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,37 +76,26 @@ requires_limits = {{ max_invocations_per_workgroup = 100000 }}
 '''
 
 
-def write_fixture(root: Path, name: str, M: int, K: int, N: int, group_size: int, names: tuple[str, ...]) -> Path:
-    """A fixture directory that verify_fixture accepts, built without torch."""
-    rng = np.random.default_rng([M, K, N])
-    q = rng.integers(-8, 8, size=(N, K))
-    scales = (rng.uniform(0.5, 2.0, size=(K // group_size, N)) * 0.01).astype(np.float32)
-    packed = PackedLinear(weight_packed=pack_int4(q), scales=scales, group_size=group_size)
-    path = root / name
-    path.mkdir(parents=True)
-    np.save(path / export.WEIGHT_FILE, packed.weight_packed)
-    np.save(path / export.SCALES_FILE, packed.scales)
-    input_sha = {}
-    for input_name in names:
-        x = inputs.make_input(input_name, M, K, 0)
-        input_sha[input_name] = hashlib.sha256(x.tobytes()).hexdigest()
-        np.save(path / export.golden_file(input_name), golden(x, packed))
-    files = {p.name: {"sha256": export.sha256_file(p), "size": p.stat().st_size} for p in sorted(path.iterdir())}
-    manifest = {"key": f"synthetic-{name}", "files": files, "input_sha256": input_sha,
-                "config": {"M": M, "K": K, "N": N, "group_size": group_size, "weights": "linear_init",
-                           "weight_seed": 0, "inputs": list(names)}}
-    (path / export.MANIFEST).write_text(json.dumps(manifest))
-    return path
+def write_tiny_fixture(folder: Path, config: Config) -> Path:
+    """The fixture of one of MATRIX's configs: random weights over all 16 nibbles, seeded by the shape."""
+    rng = np.random.default_rng([config.M, config.K, config.N])
+    return write_fixture(folder, config, random_packed(config.N, config.K, config.group_size, rng))
+
+
+def write_tiny(tmp_path: Path, extra_kernels: str = "", configs: tuple[str, ...] = ("t_gemv", "t_tail")
+               ) -> tuple[Path, Path]:
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text(MATRIX.format(reference=REFERENCE, extra_kernels=extra_kernels))
+    loaded = load_matrix(matrix)
+    fixtures = tmp_path / "fixtures"
+    for name in configs:
+        write_tiny_fixture(fixtures, loaded.config(name))
+    return matrix, fixtures
 
 
 @pytest.fixture
 def tiny(tmp_path: Path) -> tuple[Path, Path]:
-    fixtures = tmp_path / "fixtures"
-    write_fixture(fixtures, "t_gemv", 1, 1024, 64, 32, ("ramp", "outliers"))
-    write_fixture(fixtures, "t_tail", 3, 40, 72, 8, ("ramp",))
-    matrix = tmp_path / "matrix.toml"
-    matrix.write_text(MATRIX.format(reference=REFERENCE, extra_kernels=""))
-    return matrix, fixtures
+    return write_tiny(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -192,11 +184,7 @@ def test_a_surviving_mutant_fails_the_self_test(swiftshader_env, tiny, tmp_path)
 def test_unsupported_features_and_limits_are_reported_not_run(swiftshader_env, tmp_path):
     from conftest import run_cli
 
-    fixtures = tmp_path / "fixtures"
-    write_fixture(fixtures, "t_gemv", 1, 1024, 64, 32, ("ramp", "outliers"))
-    matrix = tmp_path / "matrix.toml"
-    matrix.write_text(MATRIX.format(reference=REFERENCE,
-                                    extra_kernels=UNSUPPORTED_KERNELS.format(reference=REFERENCE)))
+    matrix, fixtures = write_tiny(tmp_path, UNSUPPORTED_KERNELS.format(reference=REFERENCE), configs=("t_gemv",))
     proc = run_cli("run", "--matrix", str(matrix), "--backend", "swiftshader", "--config", "t_gemv",
                    "--fixtures", str(fixtures), "--results", str(tmp_path / "res"), timeout=300)
     results = json.loads((tmp_path / "res" / "results.json").read_text())["results"]
@@ -211,42 +199,24 @@ def test_unsupported_features_and_limits_are_reported_not_run(swiftshader_env, t
     assert proc.returncode == 0  # unsupported is not a failure
 
 
-GATES_SCRIPT = r'''
-import json, sys
-import numpy as np
-from q4gsw import gpu
-from q4gsw.matrix import load_matrix
-from q4gsw.unpack import PackedLinear, pack_int4
-
-backend = load_matrix(sys.argv[1]).backend("swiftshader")
-adapter, info = gpu.select_adapter(backend)
-session = gpu.Session(adapter, info)
-M, K, N = 3, 64, 40
-packed = PackedLinear(pack_int4(np.zeros((N, K), dtype=np.int8)), np.ones((2, N), np.float32), 32)
-x = np.ones((M, K), np.float32)
-head = open(sys.argv[2]).read().split("override wg_size")[0]
-kernels = {
-    # Writes the binding's length into all outputs but the last, and 12345 at 300 words past the end.
-    "length": head + """
+def _gate_kernels() -> dict[str, str]:
+    head = REFERENCE.read_text().split("override wg_size")[0]  # the bindings, without the reference's entry point
+    return {
+        # Writes the binding's length into all outputs but the last, and 12345 at 300 words past the end.
+        "length": head + """
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let count = params.M * params.N;
   if (gid.x + 1u < count) { t_out[gid.x] = f32(arrayLength(&t_out)); }
   if (gid.x == count) { t_out[count + 299u] = 12345.0; }
 }""",
-    # Leaves the last output unwritten.
-    "skip_last": head + """
+        # Leaves the last output unwritten.
+        "skip_last": head + """
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (gid.x + 1u < params.M * params.N) { t_out[gid.x] = 0.0; }
 }""",
-}
-out = {}
-for name, source in kernels.items():
-    run = session.run(source, name, {}, (4,), x, packed)
-    out[name] = {"output": run.output.tolist(), "guards": run.guard_violations}
-print(json.dumps(out))
-'''
+    }
 
 
 @pytest.mark.e2e
@@ -255,24 +225,32 @@ def test_outputs_start_as_nan_and_the_binding_cannot_reach_the_guards(swiftshade
     the output binding is exactly M*N words (the guard words lie outside it), and an index past the end
     is confined to the binding by WGSL's robust access (clamped onto an output the comparison sees, or
     dropped), so the guard check is a backstop for drivers without robust buffer access."""
-    import os
-    import subprocess
-    import sys
-
-    from q4gsw.compare import compare
-    from q4gsw.matrix import Tolerance
-
-    matrix, _ = tiny
-    proc = subprocess.run([sys.executable, "-c", GATES_SCRIPT, str(matrix), str(REFERENCE)], capture_output=True,
-                          text=True, env={**os.environ, **swiftshader_env}, timeout=120, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    length = np.array(out["length"]["output"])
-    assert out["length"]["guards"] == []
-    assert (length.flat[:-1] == 3 * 40).all()
+    matrix_path, _ = tiny
+    backend = load_matrix(matrix_path).backend("swiftshader")
+    M, K, N = 3, 64, 40
+    packed = PackedLinear(pack_int4(np.zeros((N, K), dtype=np.int8)), np.ones((2, N), np.float32), 32)
+    tolerance = Tolerance(1e-5, 1e-4, "test")
+    # The golden each gate kernel is judged against: the binding's length (M*N words), and zeros.
+    goldens = {"length": np.full((M, N), float(M * N)), "skip_last": np.zeros((M, N))}
+    cases = []
+    for name, source in _gate_kernels().items():
+        config = make_config(f"gate_{name}", M, K, N, 32, ("ramp",), tolerance=tolerance)
+        write_fixture(tmp_path / "gates", config, packed, goldens={"ramp": goldens[name]})
+        kernel = make_kernel(name, str(REFERENCE), "4", text=source, origin=f"test:{name}")
+        cases.append(Case(config=config, kernel=kernel, input="ramp", backend=backend, tolerance=tolerance))
+    results = run_cases(cases, tmp_path / "gates", tmp_path / "cache", matrix_path=matrix_path)
+    assert not backend_unavailable(results), next(iter(results.values())).message
+    length, skipped = (results[case.id] for case in cases)
+    assert length.errors is not None and skipped.errors is not None, (length.message, skipped.message)
+    # All outputs but the last hold arrayLength(&t_out) == M*N: the binding is exactly the output.
+    assert length.errors.guard_violations == 0
+    assert length.errors.mismatches == 1 and length.errors.worst_index == (2, 39), length.message
     # The out-of-range write never escapes the binding: clamped onto the last output or dropped (NaN).
-    assert length.flat[-1] == 12345.0 or np.isnan(length.flat[-1])
-    skipped = np.array(out["skip_last"]["output"])
-    assert np.isnan(skipped.flat[-1]) and out["skip_last"]["guards"] == []
-    verdict = compare(skipped.astype(np.float32), np.zeros((3, 40)), Tolerance(1e-5, 1e-4, "test"))
-    assert not verdict.passed and verdict.nonfinite == 1 and verdict.first_nonfinite == (2, 39)
+    if length.errors.nonfinite:
+        assert length.errors.first_nonfinite == (2, 39)
+    else:
+        assert length.message.startswith(f"1/{M * N} elements out of tolerance; worst (m, n) = (2, 39): got 12345,")
+    assert length.status == "fail"
+    assert skipped.status == "fail" and skipped.errors.guard_violations == 0
+    assert skipped.errors.nonfinite == 1 and skipped.errors.first_nonfinite == (2, 39)
+    assert skipped.message == "1 non-finite outputs, first at (m, n) = (2, 39)"
