@@ -95,11 +95,11 @@ class Selection:
             others = [n for n in dict.fromkeys(runnable) if n != routed]
             if others and not self.all_variants:
                 skipped.append(Skip(config, f"routed to {routed}; not checked (add --all-variants): "
-                                            f"{', '.join(others)}", kernel="(other variants)"))
+                                            f"{', '.join(others)}", kernel="other-variants"))
             unable = [n for n in dict.fromkeys(c.kernel.name for c in mine) if n not in runnable]
             if unable and self.all_variants:
                 skipped.append(Skip(config, f"preconditions do not hold on {info.name} (features, limits or "
-                                            f"`when`): {', '.join(unable)}", kernel="(other variants)"))
+                                            f"`when`): {', '.join(unable)}", kernel="other-variants"))
         return replace(self, cases=tuple(cases), skipped=tuple(skipped))
 
     def filter_by_max_gflop(self, max_gflop: float | None) -> Selection:

@@ -280,6 +280,9 @@ def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
     cache = args.cache or default_cache_dir()
     _check_cache(cache)  # export writes into the cache: checked before any work, like --out
     max_golden = None if args.max_golden_mib is None else args.max_golden_mib * 2**20
+    from q4gsw.export import quiet_library_output
+
+    quiet_library_output()  # torch's warnings and the partitioner's INFO lines only with --verbose
 
     def keep(name: str, size: int) -> bool:
         if args.without_pte and name == PTE_FILE:
