@@ -54,6 +54,7 @@ STEEL = "q4gsw_linear_gemm_steel"
 SHMEM = "q4gsw_linear_gemm_shmem"
 TILED = "q4gsw_linear"
 TEMPLATE_VARIANTS = (STEEL, HALF, PWDQ, F16ACC, BK64)
+OTHER_VARIANTS = "other-variants"  # the `kernel` of the skip that names the variants not run (q4gsw.cases)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -288,7 +289,7 @@ def test_route_matches_executorchs_table(matrix, tree, column, info):
     assert routes_of(selection) == expected
     # Only the routed variant runs; the others that could are named in a skip.
     assert all(case.kernel.name == case.routed for case in selection.cases)
-    others = {s.config.name: s.reason for s in selection.skipped if s.kernel == "other-variants"}
+    others = {s.config.name: s.reason for s in selection.skipped if s.kernel == OTHER_VARIANTS}
     if column == 0:
         assert others["edge_bk64"].startswith(f"routed to {BK64}; not checked (add --all-variants): ")
         assert PWDQ in others["edge_bk64"] and STEEL in others["edge_bk64"]
@@ -328,7 +329,7 @@ def test_all_variants_keeps_every_variant_whose_preconditions_hold(matrix, tree)
     # Without shader-f16 the f16 variants cannot run: named in a skip, the f32 ones still checked.
     selection = routed_selection(matrix, loaded, ["edge_bk64"], GPU_F32, all_variants=True)
     assert {c.kernel.name for c in selection.cases} == {STEEL, SHMEM, TILED}
-    (unable,) = [s.reason for s in selection.skipped if s.kernel == "other-variants"]
+    (unable,) = [s.reason for s in selection.skipped if s.kernel == OTHER_VARIANTS]
     assert unable.startswith("preconditions do not hold on gpu without shader-f16")
     assert all(name in unable for name in (BK64, PWDQ, HALF))
 
@@ -480,7 +481,7 @@ def run_tree(e2e: Path, tree: Path, results: Path, backend: str, env: dict[str, 
 
 
 def executed(results: list[dict]) -> list[dict]:
-    return [r for r in results if r["status"] in ("pass", "fail") and r["kernel"] != "other-variants"]
+    return [r for r in results if r["status"] in ("pass", "fail") and r["kernel"] != OTHER_VARIANTS]
 
 
 @pytest.mark.e2e
@@ -495,7 +496,7 @@ def test_run_executorch_on_swiftshader_dawn_records_the_route(e2e, tmp_path, icd
     assert all(r["provenance"]["kernel_source"].startswith(f"executorch:{tree.resolve()}:") for r in ran)
     for name, variant in SWIFTSHADER_ROUTES.items():
         assert f"route: {name} -> {variant}" in done.stdout
-    skipped = [r for r in results if r["kernel"] == "other-variants"]
+    skipped = [r for r in results if r["kernel"] == OTHER_VARIANTS]
     assert skipped and all("--all-variants" in r["message"] for r in skipped)
 
     # --all-variants: every variant whose preconditions hold on the adapter runs, each recording the route.
@@ -511,7 +512,7 @@ def test_run_executorch_on_swiftshader_dawn_records_the_route(e2e, tmp_path, icd
     assert by_config == {"et_gemv": {BICOL, STEEL, TILED}, "et_steel": {STEEL, TILED}, "et_shmem": {SHMEM, TILED},
                          "et_tiled": {TILED}}
     assert len(ran_all) > len(ran)
-    unable = [r for r in results if r["kernel"] == "other-variants"]
+    unable = [r for r in results if r["kernel"] == OTHER_VARIANTS]
     assert any("shader-f16" not in r["message"] and "preconditions do not hold" in r["message"] for r in unable)
 
 
