@@ -487,12 +487,20 @@ def executed(results: list[dict]) -> list[dict]:
 @pytest.mark.e2e
 def test_run_executorch_on_swiftshader_dawn_records_the_route(e2e, tmp_path, icd):
     tree = make_tree(tmp_path / "executorch")
+    write_headers(tree)  # committed headers, one of them stale: a note, not a failure
+    stale = tree / FOLDER / f"{STEEL}_wgsl.h"
+    stale.write_text(stale.read_text().replace("const BK: u32 = 16u;", "const BK: u32 = 8u;"))
     done, results = run_tree(e2e, tree, tmp_path / "results", "swiftshader-dawn", icd("swiftshader-dawn"),
                              *SWIFTSHADER_ROUTES)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     ran = executed(results)
     assert {r["config"]: r["routed"] for r in ran} == SWIFTSHADER_ROUTES
     assert all(r["status"] == "pass" and r["kernel"] == r["routed"] for r in ran), ran
+    assert f"note: {STEEL}: {STEEL}_wgsl.h differs" in done.stdout
+    (steel,) = [r for r in ran if r["kernel"] == STEEL]
+    assert f"note: {STEEL}_wgsl.h differs" in steel["message"]
+    assert any("regenerate it with gen_wgsl_headers.py" in n for n in steel["provenance"]["source_notes"])
+    assert not any("note:" in r["message"] for r in ran if r["kernel"] != STEEL)
     assert all(r["provenance"]["kernel_source"].startswith(f"executorch:{tree.resolve()}:") for r in ran)
     for name, variant in SWIFTSHADER_ROUTES.items():
         assert f"route: {name} -> {variant}" in done.stdout
