@@ -159,12 +159,15 @@ def cmd_list(matrix: Matrix) -> int:
     from q4gsw.report import make_console
 
     console = make_console()
-    table = Table(title=f"{matrix.path}")
-    for column in ("config", "suite", "tier", "M", "K", "N", "group", "inputs", "atol", "rtol", "backends"):
-        table.add_column(column)
+    # Every config runs on every backend: the backends are named once, in the caption, so the table fits the
+    # console's width without truncating config names (a repeated backends column squeezed them to "gate_pr…").
+    table = Table(title=f"{matrix.path}", caption=f"backends: {', '.join(matrix.backends)}")
+    widest = max(len(c.name) for c in matrix.configs)
+    for column in ("config", "suite", "tier", "M", "K", "N", "group", "inputs", "atol", "rtol"):
+        table.add_column(column, **({"no_wrap": True, "min_width": widest} if column == "config" else {}))
     for c in matrix.configs:
-        table.add_row(c.name, c.suite, c.tier, str(c.M), str(c.K), str(c.N), str(c.group_size), ",".join(c.inputs),
-                      f"{c.tolerance.atol:g}", f"{c.tolerance.rtol:g}", ", ".join(matrix.backends))
+        table.add_row(c.name, c.suite, c.tier, str(c.M), str(c.K), str(c.N), str(c.group_size), ", ".join(c.inputs),
+                      f"{c.tolerance.atol:g}", f"{c.tolerance.rtol:g}")
     console.print(table)
     kernels = Table(title="kernels")
     for column in ("kernel", "file", "when", "dispatch", "backends"):
