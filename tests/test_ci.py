@@ -136,8 +136,8 @@ def test_check_accepts_shard_too():
 
 def _selection(matrix, *argv):
     args = cli.build_parser().parse_args(["run", "--backend", "swiftshader", *argv])
-    selected, skipped = cli._selection(matrix, args)
-    return [c.name for c in selected], [c.name for c, _ in skipped]
+    selection = cli.selection_from_args(matrix, args)
+    return [c.name for c in selection.configs], [s.config.name for s in selection.skipped]
 
 
 @pytest.mark.parametrize("tier", ["required", "heavy"])
@@ -224,8 +224,8 @@ def test_ci_matrix_commands_select_exactly_their_listed_configs(matrix, capsys):
         else:  # heavy: --tier heavy, and --backend comes from the posargs
             argv = ["--tier", "heavy", *extra]
         args = cli.build_parser().parse_args(["run", *argv])
-        selected, _ = cli._selection(matrix, args)
-        assert [c.name for c in selected] == e["configs"].split(), e["name"]
+        selection = cli.selection_from_args(matrix, args)
+        assert [c.name for c in selection.configs] == e["configs"].split(), e["name"]
 
 
 def test_ci_matrix_shards_are_balanced_in_the_real_matrix(matrix, capsys):

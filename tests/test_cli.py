@@ -8,6 +8,13 @@ def test_list_shows_configs_tiers_and_kernels():
     assert proc.returncode == 0, proc.stderr
     for name in ("q_proj", "kv_proj", "gate_proj", "down_proj", "lm_head", "q_proj_4k", "kv_proj_8k"):
         assert name in proc.stdout
+    # Piped (no terminal), the table fits 100 columns: still every config's whole name, and every backend.
+    from q4gsw.matrix import load_matrix
+
+    matrix = load_matrix(MATRIX)
+    for config in matrix.configs:
+        assert f"│ {config.name} " in proc.stdout, config.name
+    assert all(backend in proc.stdout for backend in matrix.backends)
     assert "heavy" in proc.stdout and "required" in proc.stdout and "gemv" in proc.stdout
 
 

@@ -25,7 +25,7 @@ from hypothesis.extra import numpy as hnp
 
 from q4gsw.compare import compare
 from q4gsw.inputs import INPUTS, WEIGHTS
-from q4gsw.matrix import TIERS, MatrixError, Tolerance, load_matrix
+from q4gsw.matrix import MAX_BINDING_BYTES, TIERS, MatrixError, Tolerance, load_matrix
 
 # ------------------------------------------------------------------------------------------------
 # A tiny TOML writer (no tomli_w in the environment): every key quoted, every table inline.
@@ -72,7 +72,8 @@ def load_text(path: Path, data: dict[str, Any]):
 # Strategies
 # ------------------------------------------------------------------------------------------------
 
-names = st.from_regex(r"[A-Za-z0-9_.-]{1,16}", fullmatch=True)
+# Config and suite names become file, session and argument names: a letter or digit first, no '..'.
+names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,15}", fullmatch=True).filter(lambda s: ".." not in s)
 finite_non_negative = st.floats(min_value=0.0, max_value=1e300, allow_nan=False, allow_infinity=False)
 # Any text TOML can carry (no surrogates: TOML strings are Unicode scalar values).
 any_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
@@ -85,14 +86,18 @@ def valid_configs(draw: st.DrawFn) -> list[dict[str, Any]]:
     for name in config_names:
         group_size = draw(st.integers(1, 256))
         step = math.lcm(group_size, 8)
+        K = step * draw(st.integers(1, 64))
+        # Every buffer binding (x: 4*M*K, y: 4*M*N, weights: N*K/2 bytes) within MAX_BINDING_BYTES.
+        M = draw(st.integers(1, min(1 << 20, MAX_BINDING_BYTES // (4 * K))))
+        N = 8 * draw(st.integers(1, min(20000, MAX_BINDING_BYTES // (4 * M) // 8, 2 * MAX_BINDING_BYTES // K // 8)))
         configs.append({
             "name": name,
-            "M": draw(st.integers(1, 1 << 20)),
-            "K": step * draw(st.integers(1, 64)),
-            "N": 8 * draw(st.integers(1, 20000)),
+            "M": M,
+            "K": K,
+            "N": N,
             "group_size": group_size,
             "tier": draw(st.sampled_from(TIERS)),
-            "suite": draw(any_text),
+            "suite": draw(names),
             "inputs": draw(st.lists(st.sampled_from(sorted(INPUTS)), min_size=1, max_size=3)),
             "weights": draw(st.sampled_from(sorted(WEIGHTS))),
             "weight_seed": draw(st.integers(0, (1 << 63) - 1)),
@@ -226,7 +231,7 @@ def test_clearly_invalid_config_values_name_their_key(scratch: Path, configs: li
 @given(configs=valid_configs(), K=st.integers(1, 4096), N=st.integers(1, 4096), group_size=st.integers(1, 256))
 def test_divisibility_is_enforced_exactly(scratch: Path, configs: list[dict[str, Any]], K: int, N: int,
                                           group_size: int) -> None:
-    configs[0].update(K=K, N=N, group_size=group_size)
+    configs[0].update(K=K, N=N, group_size=group_size, M=min(configs[0]["M"], MAX_BINDING_BYTES // (4 * 4096)))
     valid = K % group_size == 0 and K % 8 == 0 and N % 8 == 0
     if valid:
         assert load_text(scratch, document(configs)).configs[0].K == K
