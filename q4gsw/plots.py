@@ -13,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 from q4gsw.junit import case_name
+from q4gsw.paths import OWNED_MARKER, NotOurs, remove_owned
 from q4gsw.result import Result
 
 MISSING_MATPLOTLIB = "plots skipped: matplotlib is not installed (pip install 'q4gsw[report]')"
@@ -36,6 +37,11 @@ def _runner(r: Result) -> str:
     return f"{r.backend} ({r.webgpu})" if r.webgpu else r.backend
 
 
+def _only_our_plots(folder: Path) -> bool:
+    """A plots folder from a q4gsw before the marker: only the PNG names q4gsw writes."""
+    return all(re.fullmatch(r"error-hist-.*\.png|headroom\.png", p.name) for p in folder.iterdir())
+
+
 def write_plots(out_dir: Path, results: Sequence[Result]) -> tuple[list[Path], list[str]]:
     """(PNG files written, notes for the reader). Never raises for a plotting problem."""
     try:
@@ -44,9 +50,14 @@ def write_plots(out_dir: Path, results: Sequence[Result]) -> tuple[list[Path], l
         return [], [MISSING_MATPLOTLIB]
     written: list[Path] = []
     notes: list[str] = []
+    # A plots folder from an earlier run here is replaced whole, through the one delete (which refuses a
+    # folder q4gsw did not write, e.g. the user's own plots/): stale histograms never mix with new ones.
+    try:
+        remove_owned(out_dir, out_dir.parent, owned=_only_our_plots)
+    except NotOurs as exc:
+        return [], [f"plots not written: {exc}"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*out_dir.glob("error-hist-*.png"), out_dir / "headroom.png"]:  # from an earlier run here
-        stale.unlink(missing_ok=True)
+    (out_dir / OWNED_MARKER).write_text("plots written by q4gsw; the next run here replaces this folder\n")
     configs = list(dict.fromkeys(r.config for r in results))
     for config in configs:
         try:
