@@ -286,9 +286,10 @@ def test_plots_are_pngs(tmp_path):
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots" / "error-hist-old_config.png").write_bytes(b"stale plot of an earlier run here")
     write_run_outputs(tmp_path, [*_all(), passing(backend="lavapipe"), passing(kernel="tiled", headroom=0.0)], META)
-    files = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    files = sorted(p.name for p in (tmp_path / "plots").iterdir() if not p.name.startswith("."))
     # One histogram per config that recorded one (gate_proj crashed: none), and the headroom chart.
     assert files == ["error-hist-kv_proj.png", "error-hist-q_proj.png", "headroom.png"]
+    assert (tmp_path / "plots" / ".q4gsw-partial").is_file()  # marks the folder as q4gsw's to replace
     for name in files:
         data = (tmp_path / "plots" / name).read_bytes()
         assert data[:8] == PNG_MAGIC
@@ -431,3 +432,13 @@ def test_report_usage_errors_exit_2(tmp_path, capsys, make):
         (source / "results.json").write_text("{not json")
     assert report_cli.main([str(source), "--no-step-summary"]) == 2
     assert str(source) in capsys.readouterr().err
+
+
+def test_plots_never_replace_a_folder_q4gsw_did_not_write(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    mine = tmp_path / "plots" / "my-notes.txt"
+    mine.parent.mkdir()
+    mine.write_text("the user's own file")
+    write_run_outputs(tmp_path, _all(), META)
+    assert mine.read_text() == "the user's own file"
+    assert not (tmp_path / "plots" / "headroom.png").exists()
