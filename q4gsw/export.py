@@ -30,7 +30,7 @@ from q4gsw.paths import OWNED_MARKER, NotOurs, fixture_cache, mark_owned
 from q4gsw.paths import remove_owned as _remove_owned
 from q4gsw.unpack import PackedLinear, read_pte
 
-FIXTURE_FORMAT = 1
+FIXTURE_FORMAT = 2  # 2: goldens over fp32-dequantized weights (the op's definition)
 MANIFEST = "manifest.json"
 PTE_FILE = "model.pte"
 WEIGHT_FILE = "weight_packed.npy"

@@ -38,10 +38,14 @@ class PackedLinear:
         return int(self.scales.shape[1])
 
     def dequantized_rows(self, n0: int, n1: int) -> np.ndarray:
-        """Weights of output rows n0..n1 dequantized exactly in fp64, shape [n1 - n0, K]."""
-        q = unpack_int4(self.weight_packed[n0:n1]).astype(np.float64)
-        per_k_scales = np.repeat(self.scales[:, n0:n1].astype(np.float64), self.group_size, axis=0)  # [K, n]
-        return q * per_k_scales.T
+        """Weights of output rows n0..n1 as the op defines them, in fp64, shape [n1 - n0, K].
+
+        The op dequantizes in fp32: q * scale rounded to fp32, as torchao's dequantize_affine (ExecuTorch's
+        reference, custom_ops_lib.linear_q4gsw) and every kernel do. So the golden is the exact fp64 product
+        of x with those weights, and equals ExecuTorch's own golden (test_quantized_linear._fp64_golden)."""
+        q = unpack_int4(self.weight_packed[n0:n1]).astype(np.float32)
+        per_k_scales = np.repeat(self.scales[:, n0:n1].astype(np.float32), self.group_size, axis=0)  # [K, n]
+        return (q * per_k_scales.T).astype(np.float64)
 
 
 def unpack_int4(packed: np.ndarray) -> np.ndarray:
