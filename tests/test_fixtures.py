@@ -1,6 +1,9 @@
 """Fixture integrity (issue #8): sha256 manifest checked on load, corrupt cache entries rebuilt (and said so),
 corrupt explicit fixtures fail their config, a shared cache survives concurrent exports, and `kill -9` during an
 export leaves nothing a later run would trust. Every cache here is a temporary one.
+
+The damage tests check verify_fixture on synthetic fixtures (tests/helpers.write_fixture, no torch): they are
+offline. The tests that export or run on SwiftShader are marked e2e.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO, run_cli, write_fault_matrix
+from helpers import random_packed, write_fixture
 
 from q4gsw.export import MANIFEST, SCALES_FILE, WEIGHT_FILE, FixtureError, fixture_dir, golden_file, verify_fixture
 from q4gsw.matrix import Config, load_matrix
@@ -29,6 +34,17 @@ def matrix(tmp_path: Path) -> Path:
 
 def _config(matrix: Path, name: str) -> Config:
     return load_matrix(matrix).config(name)
+
+
+@pytest.fixture
+def synthetic(tmp_path: Path, matrix: Path) -> Path:
+    """Fixtures of the fault matrix's configs a and b, written with numpy (the export's format, no torch)."""
+    folder = tmp_path / "synthetic"
+    for name in "ab":
+        config = _config(matrix, name)
+        write_fixture(folder, config, random_packed(config.N, config.K, config.group_size,
+                                                    np.random.default_rng([8, config.M])))
+    return folder
 
 
 def _flip_byte(path: Path, offset: int = -5) -> None:
@@ -73,10 +89,10 @@ DAMAGE: list[tuple[str, Callable[[Path], object], str]] = [
 
 
 @pytest.mark.parametrize("damage, expected", [d[1:] for d in DAMAGE], ids=[d[0] for d in DAMAGE])
-def test_damaged_fixture_is_detected(tmp_path: Path, matrix: Path, fault_fixtures: Path,
+def test_damaged_fixture_is_detected(tmp_path: Path, matrix: Path, synthetic: Path,
                                      damage: Callable[[Path], object], expected: str) -> None:
     folder = tmp_path / "a"
-    shutil.copytree(fault_fixtures / "a", folder)
+    shutil.copytree(synthetic / "a", folder)
     config = _config(matrix, "a")
     verify_fixture(folder, config)  # the copy is sound
     damage(folder)
@@ -84,12 +100,23 @@ def test_damaged_fixture_is_detected(tmp_path: Path, matrix: Path, fault_fixture
         verify_fixture(folder, config)
 
 
-def test_fixture_of_another_shape_is_rejected(matrix: Path, fault_fixtures: Path) -> None:
+def test_fixture_of_another_shape_is_rejected(matrix: Path, synthetic: Path) -> None:
     """b's fixture (M=1) offered for a (M=3): its golden has the wrong shape, so it must not be trusted."""
+    verify_fixture(synthetic / "b", _config(matrix, "b"))
+    with pytest.raises(FixtureError, match=r"fixture has M=1 but config 'a' has M=3"):
+        verify_fixture(synthetic / "b", _config(matrix, "a"))
+
+
+@pytest.mark.e2e
+def test_exported_fixture_passes_the_same_checks(matrix: Path, fault_fixtures: Path) -> None:
+    """The checks above run on synthetic fixtures; a real export's fixture (torch) passes them too."""
+    manifest = verify_fixture(fault_fixtures / "a", _config(matrix, "a")).manifest
+    assert manifest["operator"] == "et_vk.linear_q4gsw.default" and manifest["cross_checked_against_torchao"]
     with pytest.raises(FixtureError, match=r"fixture has M=1 but config 'a' has M=3"):
         verify_fixture(fault_fixtures / "b", _config(matrix, "a"))
 
 
+@pytest.mark.e2e
 def test_corrupt_explicit_fixture_fails_that_config_only(tmp_path: Path, matrix: Path, fault_fixtures: Path,
                                                          swiftshader_icd: dict) -> None:
     fixtures = tmp_path / "fixtures"
@@ -110,6 +137,7 @@ def test_corrupt_explicit_fixture_fails_that_config_only(tmp_path: Path, matrix:
     assert "export a:" not in done.stdout
 
 
+@pytest.mark.e2e
 def test_corrupt_cached_fixture_is_rebuilt_and_says_so(tmp_path: Path, matrix: Path, fault_fixtures: Path,
                                                        swiftshader_icd: dict) -> None:
     cache = tmp_path / "cache"
@@ -126,6 +154,7 @@ def test_corrupt_cached_fixture_is_rebuilt_and_says_so(tmp_path: Path, matrix: P
     assert sorted(p.name for p in cache.iterdir()) == [destination.name, destination.name + ".lock"]
 
 
+@pytest.mark.e2e
 def test_concurrent_exports_share_one_cache(tmp_path: Path, matrix: Path) -> None:
     cache = tmp_path / "cache"
     command = [sys.executable, "-m", "q4gsw", "_export", "--matrix", str(matrix), "--config", "b", "--cache",
@@ -141,6 +170,7 @@ def test_concurrent_exports_share_one_cache(tmp_path: Path, matrix: Path) -> Non
     assert sorted(p.name for p in cache.iterdir()) == [destination.name, destination.name + ".lock"]
 
 
+@pytest.mark.e2e
 def test_kill_9_during_export_leaves_nothing_trusted(tmp_path: Path, matrix: Path, swiftshader_icd: dict) -> None:
     cache = tmp_path / "cache"
     config = _config(matrix, "a")
