@@ -8,6 +8,7 @@ import pytest
 from q4gsw.matrix import load_matrix
 from q4gsw.webgpu.adapter import AdapterInfo
 from q4gsw.webgpu.dispatch import KernelUnsupported, kernel_applies, resolve_kernel
+from q4gsw.webgpu.execute import adapt_source
 
 SWIFTSHADER_LIMITS = {"max-compute-workgroups-per-dimension": 65535, "max-compute-invocations-per-workgroup": 256,
                       "max-compute-workgroup-storage-size": 32768, "max-compute-workgroup-size-x": 256}
@@ -59,6 +60,21 @@ def test_missing_feature_or_limit_is_unsupported(tiny_matrix: Path):
         resolve_kernel(small, {"M": 1, "N": 8, "K": 64, "K_packed": 32, "group_size": 32}, _info(SWIFTSHADER_LIMITS))
 
 
+def test_dispatch_out_of_range_or_when_false_on_the_adapter_is_unsupported(tiny_matrix: Path):
+    matrix = load_matrix(tiny_matrix)
+    gemv = next(k for k in matrix.kernels if k.name == "gemv")
+    shape = {"M": 1, "N": 8, "K": 64, "K_packed": 32, "group_size": 32}
+    with pytest.raises(KernelUnsupported, match=r"dispatch \(70000,\) is outside 1\.\.65535"):
+        resolve_kernel(dataclasses.replace(gemv, dispatch=("70000",)), shape, _info(SWIFTSHADER_LIMITS))
+    with pytest.raises(KernelUnsupported, match=r"dispatch \(1, 0\) is outside"):
+        resolve_kernel(dataclasses.replace(gemv, dispatch=("1", "0")), shape, _info(SWIFTSHADER_LIMITS))
+    # `when` is evaluated again with the adapter's real limits: selection assumed a generous adapter.
+    picky = dataclasses.replace(gemv, when="max_invocations_per_workgroup >= 1024")
+    assert kernel_applies(picky, matrix.config("tiny_gemv"), matrix.backend("swiftshader"))
+    with pytest.raises(KernelUnsupported, match="does not hold on SwiftShader"):
+        resolve_kernel(picky, shape, _info(SWIFTSHADER_LIMITS))
+
+
 @pytest.mark.parametrize(("backend", "info", "expected"), [
     ("swiftshader", {"device": "SwiftShader Device (Subzero)", "adapter_type": "CPU", "backend_type": "Vulkan"}, True),
     ("swiftshader", {"device": "llvmpipe (LLVM 15.0.6, 256 bits)", "adapter_type": "CPU", "backend_type": "Vulkan"},
@@ -75,3 +91,61 @@ def test_backend_adapter_matching_never_accepts_another_adapter(backend: str, in
     from conftest import MATRIX
 
     assert load_matrix(MATRIX).backend(backend).matches(info) is expected
+
+
+# ------------------------------------------------------------------------------------------------
+# adapt_source: the WGSL each WebGPU implementation accepts for subgroup operations
+# ------------------------------------------------------------------------------------------------
+
+SUBGROUP_KERNEL = """// No `enable subgroups;`: a comment that mentions the directive is not the directive.
+@compute @workgroup_size(64)
+fn main(@builtin(subgroup_invocation_id) lane: u32) {
+  let total = subgroupAdd(1.0);
+}
+"""
+PLAIN_KERNEL = """@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  // subgroupAdd is named in a comment only
+}
+"""
+
+
+def test_dawn_gets_enable_subgroups_when_subgroup_builtins_are_used():
+    source, notes = adapt_source(SUBGROUP_KERNEL, "dawn")
+    assert source == "enable subgroups;\n" + SUBGROUP_KERNEL
+    assert notes == ("added `enable subgroups;` (Tint requires it)",)
+    for builtin in ("subgroupBroadcast(x, 0u)", "subgroupShuffleXor (x, 1u)", "@builtin( subgroup_size) s: u32"):
+        assert adapt_source(f"fn f() {{ {builtin}; }}", "dawn")[0].startswith("enable subgroups;\n"), builtin
+
+
+def test_dawn_source_is_untouched_without_subgroups_or_with_the_directive():
+    assert adapt_source(PLAIN_KERNEL, "dawn") == (PLAIN_KERNEL, ())
+    enabled = "enable subgroups;\n" + SUBGROUP_KERNEL
+    assert adapt_source(enabled, "dawn") == (enabled, ())
+
+
+def test_wgpu_native_gets_enable_subgroups_removed():
+    enabled = "enable f16;\n  enable subgroups;  // Tint needs it\n" + SUBGROUP_KERNEL
+    source, notes = adapt_source(enabled, "wgpu-native")
+    assert "enable f16;" in source and SUBGROUP_KERNEL in source
+    assert not any(line.strip().startswith("enable subgroups") for line in source.splitlines())
+    assert "// enable subgroups; (removed: naga 0.32 rejects it)" in source
+    assert notes == ("removed `enable subgroups;` (naga in wgpu-native 0.32 rejects it)",)
+    assert len(source.splitlines()) == len(enabled.splitlines())  # line numbers in compiler messages still match
+
+
+def test_wgpu_native_source_without_the_directive_is_untouched():
+    assert adapt_source(SUBGROUP_KERNEL, "wgpu-native") == (SUBGROUP_KERNEL, ())
+    assert adapt_source(PLAIN_KERNEL, "wgpu-native") == (PLAIN_KERNEL, ())
+
+
+def test_the_matrix_subgroup_kernels_are_written_for_naga():
+    """The kernels in q4gsw/kernels carry no directive (naga rejects it); Dawn gets it added."""
+    from conftest import MATRIX, REPO
+
+    for kernel in load_matrix(MATRIX).kernels:
+        if "subgroup" not in kernel.requires_features:
+            continue
+        source = kernel.source(REPO)
+        assert adapt_source(source, "wgpu-native") == (source, ()), kernel.name
+        assert adapt_source(source, "dawn")[1] == ("added `enable subgroups;` (Tint requires it)",), kernel.name

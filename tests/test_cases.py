@@ -1,0 +1,282 @@
+"""The Selection (q4gsw.cases): case ids, skips with their reasons, name checks, empty selections, sharding,
+--max-gflop, and Cases as JSON for the child process. Pure logic: no adapter, no export."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from conftest import MATRIX
+
+from q4gsw import cli
+from q4gsw.cases import (
+    Case,
+    Selection,
+    Skip,
+    build_cases,
+    build_selection,
+    case_from_plain,
+    select_configs,
+    to_plain,
+)
+from q4gsw.matrix import MatrixError, load_matrix
+from q4gsw.result import EXIT_USAGE
+from q4gsw.sessions import HEAVY_HINT
+
+# Every optional part of a Config, Kernel and Backend filled in, for the round trip through JSON.
+RICH_MATRIX = '''
+schema_version = 1
+
+[backend.cpu]
+description = "a CPU adapter"
+api = "Vulkan"
+adapter_name = "SwiftShader|llvmpipe"
+device_type = "CPU"
+provision = "swiftshader"
+
+[backend.cpu.tolerance.edge]
+atol = 3e-5
+rtol = 2e-4
+justification = "this backend rounds differently"
+
+[kernel.fancy]
+file = "{root}/q4gsw/kernels/q4gsw_gemv.wgsl"
+when = "M >= 1"
+dispatch = "ceil(N / (8 * wg_size)), 1"
+overrides = {{ wg_size = "min(64, max_invocations_per_workgroup)", rows = 2 }}
+requires_features = ["subgroup"]
+requires_limits = {{ max_invocations_per_workgroup = 64 }}
+tolerance = {{ atol = 2e-5, rtol = 3e-4, justification = "the kernel's own bound" }}
+backends = ["cpu"]
+
+[[config]]
+name = "edge"
+M = 3
+K = 64
+N = 16
+group_size = 32
+tier = "required"
+suite = "edges"
+inputs = ["ramp", "normal"]
+weights = "linear_init"
+weight_seed = 5
+timeout_s = 30.5
+tolerance = {{ atol = 1e-5, rtol = 1e-4, justification = "K=64" }}
+'''
+
+
+@pytest.fixture
+def tiny(tiny_matrix: Path):
+    return load_matrix(tiny_matrix)
+
+
+@pytest.fixture
+def real():
+    return load_matrix(MATRIX)
+
+
+def _ids(selection: Selection) -> list[str]:
+    return [case.id for case in selection.cases]
+
+
+# ------------------------------------------------------------------------------------------------
+# Cases and their ids
+# ------------------------------------------------------------------------------------------------
+
+
+def test_case_ids_name_config_kernel_input_and_backend(tiny):
+    selection = build_selection(tiny, "swiftshader")
+    assert [c.name for c in selection.configs] == ["tiny_gemv", "tiny_gemm"]
+    assert _ids(selection) == ["tiny_gemv/gemv/ramp@swiftshader", "tiny_gemm/tiled/ramp@swiftshader"]
+    assert len(set(_ids(selection))) == len(selection.cases)
+    assert [c.id for c in selection.cases_of(tiny.config("tiny_gemm"))] == ["tiny_gemm/tiled/ramp@swiftshader"]
+    case = selection.cases[0]
+    assert case.role == "subject" and case.routed == "" and case.tolerance == tiny.config("tiny_gemv").tolerance
+
+
+def test_one_case_per_kernel_and_input_in_matrix_order(real):
+    config = real.config("kv_proj")  # inputs ramp and outliers
+    selection = build_selection(real, "swiftshader", names=("kv_proj",))
+    kernels = [k.name for k in real.kernels if k.backends is None or "swiftshader" in k.backends]
+    expected = [f"kv_proj/{k}/{i}@swiftshader" for k in kernels for i in config.inputs
+                if any(c.kernel.name == k for c in selection.cases)]
+    assert _ids(selection) == expected and len(expected) >= 2
+    assert {c.input for c in selection.cases} == set(config.inputs)
+
+
+def test_roles_and_tolerances(tiny):
+    """A kernel's own tolerance applies to subjects and references, never to a mutant (judged by the config's)."""
+    gemv = next(k for k in tiny.kernels if k.name == "gemv")
+    loose = dataclasses.replace(gemv, tolerance=dataclasses.replace(tiny.config("tiny_gemv").tolerance, atol=1.0,
+                                                                    source="kernel:gemv"))
+    mutant = dataclasses.replace(loose, name="broken")
+    backend = tiny.backend("swiftshader")
+    cases, skipped = build_cases(tiny, backend, [tiny.config("tiny_gemv")], [loose, mutant],
+                                 roles={"gemv": "reference", "broken": "mutant"})
+    by_kernel = {c.kernel.name: c for c in cases}
+    assert not skipped
+    assert by_kernel["gemv"].role == "reference" and by_kernel["gemv"].tolerance.atol == 1.0
+    assert by_kernel["broken"].role == "mutant"
+    assert by_kernel["broken"].tolerance == tiny.config("tiny_gemv").tolerance
+
+
+# ------------------------------------------------------------------------------------------------
+# Skips and their reasons
+# ------------------------------------------------------------------------------------------------
+
+
+def test_other_tiers_are_skipped_with_the_session_that_runs_them(tiny):
+    selection = build_selection(tiny, "swiftshader")
+    assert selection.skipped == (Skip(tiny.config("tiny_heavy"), HEAVY_HINT),)
+    assert HEAVY_HINT == "heavy: run `nox -s heavy`"
+    heavy = build_selection(tiny, "swiftshader", tiers=("heavy",))
+    assert [c.name for c in heavy.configs] == ["tiny_heavy"]
+    assert {s.config.name: s.reason for s in heavy.skipped} == {"tiny_gemv": "required: run with --tier required",
+                                                                "tiny_gemm": "required: run with --tier required"}
+
+
+def test_named_configs_run_whatever_their_tier_and_skip_nothing(tiny):
+    selection = build_selection(tiny, "swiftshader", names=("tiny_heavy", "tiny_gemv", "tiny_heavy"))
+    assert [c.name for c in selection.configs] == ["tiny_heavy", "tiny_gemv"]  # once each, in the order given
+    assert selection.skipped == ()
+
+
+def test_a_config_no_kernel_applies_to_is_unsupported_with_the_reason(tiny):
+    gemv_only = tuple(k for k in tiny.kernels if k.name == "gemv")
+    selection = build_selection(tiny, "swiftshader", kernels=gemv_only)
+    unsupported = [s for s in selection.skipped if s.status == "unsupported"]
+    assert [s.config.name for s in unsupported] == ["tiny_gemm"]
+    assert unsupported[0].reason == "no kernel applies to 5x96x40 gs=32 on backend 'swiftshader'"
+    assert tiny.config("tiny_gemm") in selection.configs  # still selected: the engine fails it (required)
+    assert selection.cases_of(tiny.config("tiny_gemm")) == ()
+
+
+def test_a_kernel_for_other_backends_does_not_apply(tiny):
+    gemv = next(k for k in tiny.kernels if k.name == "gemv")
+    elsewhere = (dataclasses.replace(gemv, backends=("native",)),)
+    selection = build_selection(tiny, "swiftshader", names=("tiny_gemv",), kernels=elsewhere)
+    assert selection.cases == () and [s.status for s in selection.skipped] == ["unsupported"]
+    explicit = build_selection(tiny, "swiftshader", names=("tiny_gemv",), kernels=elsewhere, applies=False)
+    assert _ids(explicit) == ["tiny_gemv/gemv/ramp@swiftshader"]  # `check --kernel`: the user's explicit choice
+
+
+# ------------------------------------------------------------------------------------------------
+# Names checked against the matrix, empty selections
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option, kwargs, problem, hint", [
+    ("--config", {"names": ("tiny_gem",)}, "'tiny_gem' names nothing in", "did you mean 'tiny_gemv'?"),
+    ("--suite", {"suites": ("lama",)}, "'lama' names nothing in", "did you mean 'llama'?"),
+    ("--tier", {"tiers": ("requried",)}, "'requried' names nothing in", "did you mean 'required'?"),
+], ids=["config", "suite", "tier"])
+def test_unknown_names_are_matrix_errors_with_a_suggestion(tiny, option, kwargs, problem, hint):
+    with pytest.raises(MatrixError) as raised:
+        select_configs(tiny, **kwargs)
+    error = raised.value
+    assert error.where == option and error.key == option
+    assert error.problem.startswith(problem) and str(tiny.path) in error.problem
+    assert error.fix.startswith(hint) and "choose from" in error.fix
+
+
+def test_unknown_backend_is_a_matrix_error(tiny):
+    with pytest.raises(MatrixError, match="did you mean 'swiftshader'"):
+        build_selection(tiny, "swiftshadr")
+
+
+def test_a_selection_of_nothing_is_empty(tiny):
+    """--tier optional names a real tier, but the tiny matrix has no optional config."""
+    selection = build_selection(tiny, "swiftshader", tiers=("optional",))
+    assert selection.is_empty() and selection.cases == ()
+    assert not build_selection(tiny, "swiftshader").is_empty()
+
+
+def test_an_empty_selection_is_a_usage_error(tiny_matrix: Path, tmp_path: Path, capsys):
+    code = cli.main(["run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--tier", "optional",
+                     "--results", str(tmp_path / "results")])
+    assert code == EXIT_USAGE == 2
+    err = capsys.readouterr().err
+    assert "selects no config of the matrix" in err and "--suite/--tier" in err
+    assert not (tmp_path / "results").exists()  # nothing was written
+
+
+def test_an_empty_shard_is_not_a_usage_error(tiny_matrix: Path):
+    """A CI shard may be empty when there are more shards than configs: that is not the user's mistake."""
+    matrix = load_matrix(tiny_matrix)
+    args = cli.build_parser().parse_args(["run", "--backend", "swiftshader", "--shard", "3/3"])
+    selection = cli.selection_from_args(matrix, args)
+    assert selection.is_empty()
+
+
+# ------------------------------------------------------------------------------------------------
+# Shards and --max-gflop
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5])
+def test_shards_partition_configs_and_cases(real, count):
+    whole = build_selection(real, "swiftshader", suites=("llama", "edges"))
+    configs, cases, skipped = [], [], []
+    for index in range(1, count + 1):
+        shard = whole.filter_by_shard(index, count)
+        configs += shard.configs
+        cases += shard.cases
+        skipped += [s for s in shard.skipped if s.config not in whole.configs]
+        assert all(c.config in shard.configs for c in shard.cases)
+        if index > 1:  # other-tier skips are reported by shard 1 only
+            assert all(s.config in shard.configs for s in shard.skipped)
+    assert sorted(c.name for c in configs) == sorted(c.name for c in whole.configs)
+    assert len(configs) == len(set(configs))
+    assert sorted(c.id for c in cases) == sorted(c.id for c in whole.cases)
+    assert sorted(s.config.name for s in skipped) == sorted(s.config.name for s in whole.skipped
+                                                             if s.config not in whole.configs)
+
+
+def test_build_selection_shards_like_filter_by_shard(real):
+    whole = build_selection(real, "swiftshader")
+    assert build_selection(real, "swiftshader", shard=(2, 3)) == whole.filter_by_shard(2, 3)
+
+
+def test_max_gflop_drops_the_large_configs_with_the_reason(tiny):
+    # tiny_gemv: 2*1*64*16 = 2048 FLOP; tiny_gemm: 2*5*96*40 = 38400 FLOP
+    selection = build_selection(tiny, "swiftshader", max_gflop=3e-6)
+    assert [c.name for c in selection.configs] == ["tiny_gemv"]
+    assert _ids(selection) == ["tiny_gemv/gemv/ramp@swiftshader"]
+    dropped = [s for s in selection.skipped if s.config.name == "tiny_gemm"]
+    assert dropped == [Skip(tiny.config("tiny_gemm"), "0.0 GFLOP is over --max-gflop 3e-06")]
+    assert build_selection(tiny, "swiftshader", max_gflop=None) == build_selection(tiny, "swiftshader")
+    assert build_selection(tiny, "swiftshader", max_gflop=1.0).configs == build_selection(tiny, "swiftshader").configs
+
+
+# ------------------------------------------------------------------------------------------------
+# Cases as JSON (the child's job file)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_case_round_trips_through_json(tmp_path: Path):
+    path = tmp_path / "matrix.toml"
+    path.write_text(RICH_MATRIX.format(root=Path(__file__).resolve().parent.parent))
+    matrix = load_matrix(path)
+    selection = build_selection(matrix, "cpu", suites=("edges",))
+    assert len(selection.cases) == 2
+    for case in selection.cases:
+        case = dataclasses.replace(case, role="reference", routed="fancy")
+        plain = json.loads(json.dumps(to_plain(case)))
+        back = case_from_plain(plain)
+        assert back == case
+        assert back.id == case.id and isinstance(back, Case)
+        assert back.kernel.overrides == {"wg_size": "min(64, max_invocations_per_workgroup)", "rows": 2}
+        assert back.kernel.dispatch == ("ceil(N / (8 * wg_size))", "1")
+        assert back.kernel.requires_features == ("subgroup",) and back.kernel.backends == ("cpu",)
+        assert back.backend.tolerance_overrides["edge"].atol == 3e-5
+        assert back.tolerance.source == "backend:cpu"  # the backend's override beats the kernel's own bound
+        assert back.config.inputs == ("ramp", "normal") and back.config.timeout_s == 30.5
+
+
+def test_every_case_of_the_real_matrix_round_trips(real):
+    for backend in real.backends:
+        selection = build_selection(real, backend, suites=("llama", "edges"), tiers=("required", "heavy"))
+        for case in selection.cases:
+            assert case_from_plain(json.loads(json.dumps(to_plain(case)))) == case, case.id

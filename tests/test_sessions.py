@@ -1,0 +1,70 @@
+"""nox session names, defined once (q4gsw.sessions): what each tier and suite runs in, and the reproduce line."""
+
+from __future__ import annotations
+
+import ast
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from q4gsw import sessions
+
+SOURCE = Path(sessions.__file__)
+
+
+def test_accuracy_session_names():
+    assert sessions.accuracy_session("swiftshader") == "accuracy-swiftshader"
+    assert sessions.accuracy_session("lavapipe", "llama") == "accuracy-lavapipe"
+    assert sessions.accuracy_session("native", "edges") == "accuracy-edges-native"
+
+
+@pytest.mark.parametrize("backend, tier, suite, expected", [
+    ("swiftshader", "required", "llama", ("accuracy-swiftshader", [])),
+    ("native", "required", "edges", ("accuracy-edges-native", [])),
+    ("lavapipe", "heavy", "llama", ("heavy", ["--backend", "lavapipe"])),
+])
+def test_session_for(backend, tier, suite, expected):
+    assert sessions.session_for(backend, tier, suite) == expected
+    assert sessions.has_session(tier, suite)
+
+
+@pytest.mark.parametrize("tier, suite", [("optional", "llama"), ("heavy", "edges"), ("optional", "edges")])
+def test_tiers_without_a_session(tier, suite):
+    with pytest.raises(ValueError, match=f"no nox session runs tier '{tier}' of suite '{suite}'"):
+        sessions.session_for("swiftshader", tier, suite)
+    assert not sessions.has_session(tier, suite)
+
+
+def test_heavy_hint_names_the_heavy_session():
+    assert sessions.HEAVY_HINT == f"heavy: run `nox -s {sessions.HEAVY_SESSION}`" == "heavy: run `nox -s heavy`"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("q_proj", "swiftshader", "required", "llama"), "nox -s accuracy-swiftshader -- --config q_proj"),
+    (("edge_gs8", "native", "required", "edges"), "nox -s accuracy-edges-native -- --config edge_gs8"),
+    (("lm_head", "lavapipe", "heavy", "llama"), "nox -s heavy -- --backend lavapipe --config lm_head"),
+    # no session runs it: the plain command
+    (("odd", "swiftshader", "optional", "llama"), "python -m q4gsw run --backend swiftshader --config odd"),
+])
+def test_reproduce_command(args, expected):
+    assert sessions.reproduce_command(*args) == expected
+
+
+def test_reproduce_command_with_kernel_arguments_quotes_them():
+    line = sessions.reproduce_command("q_proj", "swiftshader", "required", "llama",
+                                      ["check", "--kernel", "my kernel.wgsl", "--dispatch", "ceil(N / 64), M"])
+    assert shlex.split(line) == ["python", "-m", "q4gsw", "check", "--kernel", "my kernel.wgsl", "--dispatch",
+                                 "ceil(N / 64), M", "--backend", "swiftshader", "--config", "q_proj"]
+
+
+def test_standard_library_only():
+    """noxfile.py imports this module before q4gsw is installed anywhere."""
+    imported = set()
+    for node in ast.walk(ast.parse(SOURCE.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
