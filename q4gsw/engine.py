@@ -573,13 +573,15 @@ def config_failure(config: Config, selection: Selection, message: str, cases: tu
 def execute_config(config: Config, selection: Selection, fixture: Path | None, env: dict[str, str],
                    options: RunOptions, root: Path) -> list[Result]:
     cases = selection.cases_of(config)
+    # timeout_s is per kernel of a config: `--all-variants` or mutants run several kernels in one child.
+    deadline_s = config.timeout_s * max(1, len({c.kernel.name for c in cases}))
     with tempfile.TemporaryDirectory(prefix="q4gsw-") as tmp:
         out = Path(tmp) / "results.json"
         job = Path(tmp) / "job.json"
         job.write_text(json.dumps({"cases": [to_plain(c) for c in cases], "fixture": str(fixture) if fixture else None,
                                    "seed": options.seed, "out": str(out), "repeats": options.repeats,
-                                   "deadline_s": config.timeout_s, "root": str(root)}))
-        outcome = run_child([sys.executable, "-m", "q4gsw", "_child", str(job)], child_env(env), config.timeout_s)
+                                   "deadline_s": deadline_s, "root": str(root)}))
+        outcome = run_child([sys.executable, "-m", "q4gsw", "_child", str(job)], child_env(env), deadline_s)
         results = [Result.from_dict(r) for r in json.loads(out.read_text())] if out.is_file() else []
     rss = outcome.peak_rss_bytes
     results = [replace(r, peak_rss_bytes=max(r.peak_rss_bytes, rss),
@@ -588,7 +590,7 @@ def execute_config(config: Config, selection: Selection, fixture: Path | None, e
     results = [_with_other_compiler(r, cases, env, root) for r in results]
     if outcome.returncode != 0 or len(results) < len(cases):
         done = {r.case_id for r in results}
-        message = describe_exit(outcome, f"GPU run of '{config.name}'", config.timeout_s)
+        message = describe_exit(outcome, f"GPU run of '{config.name}'", deadline_s)
         for case in cases:
             if case.id not in done:
                 results.append(base_result(case, "fail", message, peak_rss_bytes=rss, log=outcome.log,
