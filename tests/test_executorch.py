@@ -16,7 +16,6 @@ of the tree, as a checkout has it.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -27,12 +26,12 @@ from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
+import helpers
 import numpy as np
 import pytest
 
 from q4gsw import export, inputs
 from q4gsw.cases import build_selection
-from q4gsw.golden import golden
 from q4gsw.kernel_sets import load_kernel_set
 from q4gsw.matrix import Matrix, MatrixError, load_matrix
 from q4gsw.unpack import PackedLinear, pack_int4, unpack_int4
@@ -413,19 +412,8 @@ def write_fixture(folder: Path, name: str, M: int, K: int, N: int, group_size: i
     scales[:, :N] = rng.uniform(0.5, 1.0, size=(K // group_size, N)) / (7.5 * np.sqrt(K))
     packed = PackedLinear(weight_packed=pack_int4(rng.integers(-8, 8, size=(N, K))), scales=scales,
                           group_size=group_size)
-    path = folder / name
-    path.mkdir(parents=True)
-    np.save(path / export.WEIGHT_FILE, packed.weight_packed)
-    np.save(path / export.SCALES_FILE, packed.scales)
-    x = inputs.make_input("ramp", M, K, 0)
-    np.save(path / export.golden_file("ramp"), golden(x, packed))
-    files = {p.name: {"sha256": export.sha256_file(p), "size": p.stat().st_size} for p in sorted(path.iterdir())}
-    manifest = {"key": f"synthetic-{name}", "operator": "et_vk.linear_q4gsw.default", "files": files,
-                "input_sha256": {"ramp": hashlib.sha256(x.tobytes()).hexdigest()},
-                "config": {"M": M, "K": K, "N": N, "group_size": group_size, "weights": "linear_init",
-                           "weight_seed": 0, "inputs": ["ramp"]}}
-    (path / export.MANIFEST).write_text(json.dumps(manifest))
-    return path
+    return helpers.write_fixture(folder, helpers.make_config(name, M, K, N, group_size, ("ramp",),
+                                                             weights="linear_init"), packed)
 
 
 @pytest.fixture(scope="module")

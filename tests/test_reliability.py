@@ -11,7 +11,6 @@ docs/reliability.md lists what is tried here and what the user sees.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import signal
@@ -25,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from helpers import write_fixture
 
-from q4gsw import export, inputs
-from q4gsw.golden import golden
+from q4gsw import export
 from q4gsw.matrix import load_matrix
 from q4gsw.paths import OWNED_MARKER, NotOurs
 from q4gsw.paths import remove_owned as remove_owned_in
@@ -86,23 +85,10 @@ def write_fixtures(folder: Path, matrix: Path, names: str) -> Path:
     rng = np.random.default_rng(14)
     for name in names:
         config = loaded.config(name)
-        path = folder / config.name
-        path.mkdir(parents=True)
         scales = (rng.uniform(0.5, 2.0, size=(config.K // config.group_size, config.N)) * 0.01).astype(np.float32)
         packed = PackedLinear(weight_packed=pack_int4(rng.integers(-8, 8, size=(config.N, config.K))), scales=scales,
                               group_size=config.group_size)
-        np.save(path / export.WEIGHT_FILE, packed.weight_packed)
-        np.save(path / export.SCALES_FILE, packed.scales)
-        shas = {}
-        for input_name in config.inputs:
-            x = inputs.make_input(input_name, config.M, config.K, config.weight_seed)
-            shas[input_name] = hashlib.sha256(x.tobytes()).hexdigest()
-            np.save(path / export.golden_file(input_name), golden(x, packed))
-        files = {p.name: {"sha256": export.sha256_file(p), "size": p.stat().st_size} for p in sorted(path.iterdir())}
-        manifest = {"key": f"numpy-{name}", "operator": "et_vk.linear_q4gsw.default", "files": files,
-                    "input_sha256": shas,
-                    "config": {k: getattr(config, k) for k in ("M", "K", "N", "group_size", "weights", "weight_seed")}}
-        (path / export.MANIFEST).write_text(json.dumps(manifest))
+        write_fixture(folder, config, packed)
     return folder
 
 
