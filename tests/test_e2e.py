@@ -31,8 +31,12 @@ def test_tiny_matrix_runs_required_and_skips_heavy(swiftshader_env, fixture_cach
         assert r["status"] == "pass"
         assert "SwiftShader" in r["adapter"]["name"] and r["adapter"]["api"] == "Vulkan"
         assert 0 <= r["errors"]["headroom"] <= 1 and r["errors"]["mismatches"] == 0
-        assert r["seeds"]["weight_seed"] == 0 and r["tolerance"]["justification"]
-        assert {"export_s", "unpack_s", "golden_s", "gpu_s", "compare_s"} <= set(r["timings"])
+        assert r["provenance"]["weight_seed"] == 0 and r["tolerance"]["justification"]
+        assert r["provenance"]["fixture"] and r["provenance"]["kernel_source"].endswith(".wgsl")
+        assert r["case_id"] == f"{name}/{r['kernel']}/ramp@swiftshader"
+        # every stage of a case that ran was timed (the export only by the config that waited for it)
+        assert all(r["timings"][k] is not None for k in ("unpack_s", "golden_s", "gpu_s", "compare_s", "total_s"))
+        assert r["timings"]["fixture_export_s"] > 0  # how long the fixture took to build, even from the cache
     assert results["tiny_heavy"]["status"] == "skip"
 
 
@@ -105,5 +109,5 @@ def test_slim_fixtures_recompute_the_golden(swiftshader_env, fixture_cache: Path
     ran = run_cli("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--fixtures", str(slim),
                   "--config", "tiny_gemv", "--results", str(tmp_path / "r"))
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert "golden for 'ramp' not in fixture: computing it in fp64" in ran.stdout
+    assert "golden for 'ramp' not in the fixture: computing it in fp64" in ran.stdout
     assert _results(tmp_path / "r")[0]["status"] == "pass"
