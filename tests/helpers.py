@@ -115,3 +115,14 @@ def backend_unavailable(results: Mapping[str, Result]) -> str:
         if message.startswith("backend '") and "unavailable" in message:
             return message
     return ""
+
+
+def require_backend(results: Mapping[str, Result]) -> None:
+    """Skip (locally) or fail (in CI, which installs the backends) when the run found no adapter."""
+    import pytest
+
+    unavailable = backend_unavailable(results)
+    if unavailable:
+        if os.environ.get("CI"):
+            pytest.fail(unavailable)
+        pytest.skip(unavailable)

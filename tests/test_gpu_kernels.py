@@ -15,13 +15,12 @@ forced overrides and dispatches below are the test's own.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
 import pytest
-from helpers import MATRIX, backend_unavailable, default_workers, make_config, random_packed, run_cases, write_fixture
+from helpers import MATRIX, default_workers, make_config, random_packed, require_backend, run_cases, write_fixture
 
 from q4gsw import inputs
 from q4gsw.cases import Case
@@ -183,9 +182,7 @@ def gpu_results(tmp_path_factory: pytest.TempPathFactory, lavapipe_env: dict[str
         by_id[case.id] = spec
         cases.append(case)
     results = run_cases(cases, folder / "fixtures", folder / "cache", workers=default_workers())
-    unavailable = backend_unavailable(results)
-    if unavailable and not os.environ.get("CI"):
-        pytest.skip(f"no lavapipe adapter: {unavailable}")
+    require_backend(results)
     assert set(results) == set(by_id), "some cases have no result"
     return {by_id[case_id]: result for case_id, result in results.items()}
 

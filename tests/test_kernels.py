@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers import MATRIX, backend_unavailable, default_workers, make_config, random_packed, run_cases, write_fixture
+from helpers import MATRIX, default_workers, make_config, random_packed, require_backend, run_cases, write_fixture
 
 from q4gsw.cases import Case
 from q4gsw.matrix import Tolerance, load_matrix
@@ -53,9 +53,7 @@ def kernel_results(tmp_path_factory: pytest.TempPathFactory, swiftshader_env: di
             case_list.append(case)
             cases[case.id] = (kernel.name, (M, K, N, gs))
     results = run_cases(case_list, folder / "fixtures", folder / "cache", workers=default_workers())
-    unavailable = backend_unavailable(results)
-    if unavailable:
-        pytest.skip(f"no SwiftShader adapter: {unavailable}")
+    require_backend(results)
     assert set(results) == set(cases), "some cases have no result"
     return {cases[case_id]: result for case_id, result in results.items()}
 
