@@ -59,3 +59,27 @@ def test_non_delegated_pte_is_rejected():
     pte = to_edge_transform_and_lower(program).to_executorch().buffer  # no Vulkan partitioner
     with pytest.raises(DelegateLayoutError, match="VulkanBackend"):
         read_pte(bytes(pte))
+
+
+def test_reused_pattern_graphs_do_not_change_the_pte(tiny_matrix: Path):
+    """The exporter builds the partitioner's fusion-pattern graphs once per process (reuse_pattern_graphs):
+    the .pte lowered with the cached patterns is byte-identical to one lowered with freshly built ones."""
+    from unittest import mock
+
+    from executorch.backends.vulkan.patterns.pattern_registry import fusable_patterns
+
+    from q4gsw import export
+
+    config = load_matrix(tiny_matrix).configs[0]
+    cached, _ = export.export_pte(config)  # installs the cache if an earlier export has not
+    builders = {name: entry.get_graphs_fn for name, entry in fusable_patterns.items()}
+    assert any(hasattr(fn, "cache_info") for fn in builders.values() if fn is not None)
+    try:
+        for entry in fusable_patterns.values():
+            entry.get_graphs_fn = getattr(entry.get_graphs_fn, "__wrapped__", entry.get_graphs_fn)
+        with mock.patch.object(export, "reuse_pattern_graphs", lambda: None):
+            fresh, _ = export.export_pte(config)
+    finally:
+        for name, entry in fusable_patterns.items():
+            entry.get_graphs_fn = builders[name]
+    assert fresh == cached
