@@ -5,6 +5,7 @@ Arguments after `--` reach the CLI, e.g. `nox -s accuracy-swiftshader -- --confi
 
 from __future__ import annotations
 
+import os
 import sys
 import tomllib
 from collections.abc import Callable
@@ -34,9 +35,16 @@ def _matrix_backends() -> list[str]:
 
 
 def _install(session: nox.Session, extras: str) -> None:
-    # --reinstall-package: uv would otherwise keep a stale editable install of q4gsw in a reused venv.
-    reinstall = ["--reinstall-package", "q4gsw"] if session.venv_backend == "uv" else []
-    session.install("-c", CONSTRAINTS, *reinstall, "-e", f".[{extras}]")
+    env: dict[str, str] = {}
+    reinstall: list[str] = []
+    if session.venv_backend == "uv":
+        # uv would otherwise keep a stale editable install of q4gsw in a reused venv (nox #914).
+        reinstall = ["--reinstall-package", "q4gsw"]
+        # uv does not read pip's configuration: a machine that offers wheels to pip (PIP_FIND_LINKS, e.g. a
+        # CPU build of torch) offers them to uv too, instead of uv fetching PyPI's CUDA build.
+        if os.environ.get("PIP_FIND_LINKS") and not os.environ.get("UV_FIND_LINKS"):
+            env["UV_FIND_LINKS"] = os.environ["PIP_FIND_LINKS"]
+    session.install("-c", CONSTRAINTS, *reinstall, "-e", f".[{extras}]", env=env)
 
 
 def _run_extras(session: nox.Session) -> str:
