@@ -116,9 +116,10 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
     from q4gsw.webgpu.execute import COMPILERS, KernelCompileError, adapt_source
 
     info = device.info
+    source = case.kernel.source(root)
     provenance = Provenance(fixture=problem.fixture_key, weights=case.config.weights,
                             weight_seed=case.config.weight_seed, input=case.input, kernel_source=case.kernel.origin,
-                            source_notes=case.kernel.notes + adapt_source(case.kernel.source(root), info.webgpu)[1],
+                            source_notes=case.kernel.notes + adapt_source(source, info.webgpu)[1],
                             versions=_versions())
     common = {"adapter": info.record(), "provenance": provenance}
     try:
@@ -128,7 +129,6 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
         status = "fail" if case.kernel.origin.startswith("check:") else "unsupported"
         return base_result(case, status, str(exc), **common)
     x = problem.x[case.input]
-    source = case.kernel.source(root)
     try:
         device.pipeline(source, constants, case.kernel.name)
     except KernelCompileError as exc:
@@ -393,7 +393,6 @@ class Exporter:
         self.proc: subprocess.Popen[str] | None = None
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (lives as long as the exporter)
-        self.started: dict[str, float] = {}
 
     def _start(self) -> None:
         names = [c.name for c in self.pending]
