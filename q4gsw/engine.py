@@ -244,15 +244,41 @@ def _die_with_parent(deadline_s: float) -> None:
     expected = os.environ.get(PARENT_ENV, "")
     if os.getppid() == 1 or (expected.isdigit() and os.getppid() != int(expected)):  # the parent is already gone
         os._exit(137)
+    _start_deadline(deadline_s)
+
+
+def _start_deadline(deadline_s: float) -> None:
     if deadline_s > 0:
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.alarm(min(max(1, math.ceil(deadline_s)), 2**31 - 1))  # alarm() takes whole seconds, an unsigned int
 
 
+def _open_device(cases: list[Case]) -> tuple[Any, str]:
+    """(Device, '') or (None, why): the adapter the cases' backend names, with the features their kernels need."""
+    from q4gsw.webgpu.adapter import OPTIONAL_SHADER_FEATURES, select_adapter
+    from q4gsw.webgpu.execute import Device
+
+    try:
+        adapter, info = select_adapter(cases[0].backend)
+    except Exception as exc:  # a vanished adapter fails every case with its reason
+        return None, f"{type(exc).__name__}: {exc}"
+    features = tuple(sorted({f for c in cases for f in c.kernel.requires_features if f in info.features}))
+    if any(c.kernel.origin.startswith("check:") for c in cases):
+        # A kernel from the command line declares no needs: offer it the optional shader features the
+        # adapter has, so `enable f16;` or subgroup builtins compile where the hardware allows them.
+        features = tuple(f for f in OPTIONAL_SHADER_FEATURES if f in info.features)
+    return Device(adapter, info, features), ""
+
+
 def child_main(job_path: Path) -> int:
-    """`python -m q4gsw _child JOB.json`: run a config's cases on one device, writing Results as they finish."""
+    """`python -m q4gsw _child JOB.json`: run a config's cases on one device, writing Results as they finish.
+
+    A job without "fixture" is a warm spare (engine.ConfigChild): it imports and opens its device first,
+    then reads one line from stdin, `{"fixture": PATH or null}`, and only then starts its deadline; an
+    empty stdin means its config will not run."""
     job = json.loads(job_path.read_text())
-    _die_with_parent(float(job["deadline_s"]))
+    spare = "fixture" not in job
+    _die_with_parent(0 if spare else float(job["deadline_s"]))
     cases = [case_from_plain(c) for c in job["cases"]]
     out = Path(job["out"])
     results: list[Result] = []
@@ -262,26 +288,23 @@ def child_main(job_path: Path) -> int:
         tmp.write_text(json.dumps([r.as_dict() for r in results], default=str))
         tmp.replace(out)
 
-    from q4gsw.webgpu.adapter import select_adapter
-    from q4gsw.webgpu.execute import Device
-
+    device, failure = _open_device(cases)
+    if spare:
+        go = sys.stdin.readline()
+        if not go.strip():
+            return 0
+        job.update(json.loads(go))
+        _start_deadline(float(job["deadline_s"]))
     config = cases[0].config
     try:
         problem = load_problem(config, tuple(dict.fromkeys(c.input for c in cases)),
                                Path(job["fixture"]) if job["fixture"] else None, job.get("seed"))
-        adapter, info = select_adapter(cases[0].backend)
-    except Exception as exc:  # a bad fixture or a vanished adapter fails every case with its reason
-        results.extend(base_result(c, "fail", f"{type(exc).__name__}: {exc}") for c in cases)
+    except Exception as exc:  # a bad fixture fails every case with its reason
+        failure = failure or f"{type(exc).__name__}: {exc}"
+    if failure:
+        results.extend(base_result(c, "fail", failure) for c in cases)
         flush()
         return 0
-    features = tuple(sorted({f for c in cases for f in c.kernel.requires_features if f in info.features}))
-    if any(c.kernel.origin.startswith("check:") for c in cases):
-        # A kernel from the command line declares no needs: offer it the optional shader features the
-        # adapter has, so `enable f16;` or subgroup builtins compile where the hardware allows them.
-        from q4gsw.webgpu.adapter import OPTIONAL_SHADER_FEATURES
-
-        features = tuple(f for f in OPTIONAL_SHADER_FEATURES if f in info.features)
-    device = Device(adapter, info, features)
     root = Path(job["root"])
     for case in cases:
         result = execute_case(case, device, problem, root, repeats=int(job.get("repeats", 1)))
@@ -316,39 +339,45 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def run_child(command: list[str], env: dict[str, str], timeout_s: float) -> ChildOutcome:
-    """Run a child, stdout passed through (progress), stderr kept; killed at timeout_s or on any error here."""
+def wait_child(proc: subprocess.Popen[bytes], err: Any, timeout_s: float) -> ChildOutcome:
+    """Wait for a started child (stdout passed through, stderr into `err`), killed at timeout_s or on any error
+    here (Ctrl-C included): no child, and no GPU work, outlives the wait."""
     started = time.perf_counter()
-    verbose = os.environ.get(VERBOSE_ENV) == "1"
-    with tempfile.TemporaryFile(mode="w+b") as err:
-        proc = subprocess.Popen(command, env=env, stdout=None, stderr=None if verbose else err,
-                                start_new_session=True)
-        timed_out = False
-        rusage = None
-        try:
-            while True:
-                pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    proc.returncode = os.waitstatus_to_exitcode(status)
-                    break
-                if time.perf_counter() - started > timeout_s:
-                    timed_out = True
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    _, status, rusage = os.wait4(proc.pid, 0)
-                    proc.returncode = os.waitstatus_to_exitcode(status)
-                    break
-                time.sleep(0.05)
-        except BaseException:
-            # Ctrl-C or any error in the parent: never leave the child (and its GPU work) running.
-            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+    timed_out = False
+    rusage = None
+    try:
+        while True:
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                break
+            if time.perf_counter() - started > timeout_s:
+                timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            raise
-        err.seek(0)
-        log = err.read()[-20000:].decode(errors="replace")
+                _, status, rusage = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                break
+            time.sleep(0.05)
+    except BaseException:
+        kill_child(proc)
+        raise
+    err.seek(0)
+    log = err.read()[-20000:].decode(errors="replace")
     peak = int(rusage.ru_maxrss) * 1024 if rusage is not None else 0
     return ChildOutcome(returncode=proc.returncode, timed_out=timed_out, duration_s=time.perf_counter() - started,
                         peak_rss_bytes=peak, log=log)
+
+
+def kill_child(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, ChildProcessError):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def start_child(command: list[str], env: dict[str, str], err: Any, stdin: int | None = None) -> subprocess.Popen[bytes]:
+    verbose = os.environ.get(VERBOSE_ENV) == "1"
+    return subprocess.Popen(command, env=env, stdin=stdin, stdout=None, stderr=None if verbose else err,
+                            start_new_session=True)
 
 
 def describe_exit(outcome: ChildOutcome, what: str, timeout_s: float) -> str:
@@ -380,7 +409,7 @@ FixtureLookup = Callable[[Config], tuple[Path | None, str, float]]  # (path or N
 
 
 class Exporter:
-    """One `python -m q4gsw _export` process for every config a run needs, started lazily.
+    """One `python -m q4gsw _export` process for every config a run needs, started before the backend is probed.
 
     It prints `READY name path` or `FAILED name message` lines; the parent takes them in order and
     runs each config's GPU work as soon as its fixture is ready. A config whose export exceeds its
@@ -394,7 +423,7 @@ class Exporter:
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (lives as long as the exporter)
 
-    def _start(self) -> None:
+    def start(self) -> None:
         names = [c.name for c in self.pending]
         command = [sys.executable, "-m", "q4gsw", "_export", "--matrix", str(self.source.matrix_path),
                    "--cache", str(self.source.cache), *[a for n in names for a in ("--config", n)]]
@@ -407,7 +436,10 @@ class Exporter:
 
         def pump() -> None:
             for line in stream:
-                self.lines.put(line)
+                if line.startswith(("READY ", "FAILED ")):
+                    self.lines.put(line)
+                else:
+                    print(line, end="", flush=True)  # the exporter's progress, in the order it happens
             self.lines.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
@@ -416,7 +448,7 @@ class Exporter:
         """(fixture path or None, failure message, seconds spent waiting)."""
         if self.proc is None or (self.proc.poll() is not None and self.lines.empty()):
             self.pending = self.pending[self.pending.index(config):]
-            self._start()
+            self.start()
         started = time.perf_counter()
         while True:
             left = config.timeout_s - (time.perf_counter() - started)
@@ -439,7 +471,6 @@ class Exporter:
                 if kind == "READY":
                     return Path(rest), "", time.perf_counter() - started
                 return None, rest, time.perf_counter() - started
-            print(line, end="", flush=True)  # the exporter's progress lines
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -495,6 +526,8 @@ def fixture_provider(source: FixtureSource, configs: list[Config]) -> Iterator[F
         yield from_folder
         return
     exporter = Exporter(source, configs)
+    if configs:
+        exporter.start()  # now, not at the first lookup: exporting overlaps provisioning and probing
     try:
         yield exporter.wait_for
     finally:
@@ -569,32 +602,62 @@ def config_failure(config: Config, selection: Selection, message: str, cases: tu
     return replace(skip_result(Skip(config, message), selection), status="fail", **extra)
 
 
-def execute_config(config: Config, selection: Selection, fixture: Path | None, env: dict[str, str],
-                   options: RunOptions, root: Path) -> list[Result]:
-    cases = selection.cases_of(config)
-    # timeout_s is per kernel of a config: `--all-variants` or mutants run several kernels in one child.
-    deadline_s = config.timeout_s * max(1, len({c.kernel.name for c in cases}))
-    with tempfile.TemporaryDirectory(prefix="q4gsw-") as tmp:
-        out = Path(tmp) / "results.json"
-        job = Path(tmp) / "job.json"
-        job.write_text(json.dumps({"cases": [to_plain(c) for c in cases], "fixture": str(fixture) if fixture else None,
-                                   "seed": options.seed, "out": str(out), "repeats": options.repeats,
-                                   "deadline_s": deadline_s, "root": str(root)}))
-        outcome = run_child([sys.executable, "-m", "q4gsw", "_child", str(job)], child_env(env), deadline_s)
-        results = [Result.from_dict(r) for r in json.loads(out.read_text())] if out.is_file() else []
-    rss = outcome.peak_rss_bytes
-    results = [replace(r, peak_rss_bytes=max(r.peak_rss_bytes, rss),
-                       timings=replace(r.timings, total_s=outcome.duration_s),
-                       log=outcome.log if r.status == "fail" else "") for r in results]
-    results = [_with_other_compiler(r, cases, env, root) for r in results]
-    if outcome.returncode != 0 or len(results) < len(cases):
-        done = {r.case_id for r in results}
-        message = describe_exit(outcome, f"GPU run of '{config.name}'", deadline_s)
-        for case in cases:
-            if case.id not in done:
-                results.append(base_result(case, "fail", message, peak_rss_bytes=rss, log=outcome.log,
-                                           timings=Timings(total_s=outcome.duration_s)))
-    return results
+class ConfigChild:
+    """One config's `_child`, started before its fixture is ready (a warm spare): it imports wgpu and opens its
+    device while the export or the previous config runs. `finish(fixture)` hands it the fixture and starts its
+    deadline; `cancel()` ends it unused. timeout_s is per kernel of the config: `--all-variants` or mutants run
+    several kernels in one child."""
+
+    def __init__(self, config: Config, selection: Selection, env: dict[str, str], options: RunOptions,
+                 root: Path) -> None:
+        self.config, self.env, self.root = config, env, root
+        self.cases = selection.cases_of(config)
+        self.deadline_s = config.timeout_s * max(1, len({c.kernel.name for c in self.cases}))
+        self.tmp = tempfile.TemporaryDirectory(prefix="q4gsw-")
+        self.out = Path(self.tmp.name) / "results.json"
+        job = Path(self.tmp.name) / "job.json"
+        job.write_text(json.dumps({"cases": [to_plain(c) for c in self.cases], "seed": options.seed,
+                                   "out": str(self.out), "repeats": options.repeats, "root": str(root)}))
+        self.err = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed by finish/cancel)
+        self.proc = start_child([sys.executable, "-m", "q4gsw", "_child", str(job)], child_env(env), self.err,
+                                stdin=subprocess.PIPE)
+
+    def finish(self, fixture: Path | None) -> list[Result]:
+        try:
+            assert self.proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError):  # it died while starting: its exit status says why
+                self.proc.stdin.write(json.dumps({"fixture": str(fixture) if fixture else None,
+                                                  "deadline_s": self.deadline_s}).encode() + b"\n")
+                self.proc.stdin.close()
+            outcome = wait_child(self.proc, self.err, self.deadline_s)
+            results = [Result.from_dict(r) for r in json.loads(self.out.read_text())] if self.out.is_file() else []
+        finally:
+            self.cancel()
+        return self._completed(results, outcome)
+
+    def _completed(self, results: list[Result], outcome: ChildOutcome) -> list[Result]:
+        rss = outcome.peak_rss_bytes
+        results = [replace(r, peak_rss_bytes=max(r.peak_rss_bytes, rss),
+                           timings=replace(r.timings, total_s=outcome.duration_s),
+                           log=outcome.log if r.status == "fail" else "") for r in results]
+        results = [_with_other_compiler(r, self.cases, self.env, self.root) for r in results]
+        if outcome.returncode != 0 or len(results) < len(self.cases):
+            done = {r.case_id for r in results}
+            message = describe_exit(outcome, f"GPU run of '{self.config.name}'", self.deadline_s)
+            for case in self.cases:
+                if case.id not in done:
+                    results.append(base_result(case, "fail", message, peak_rss_bytes=rss, log=outcome.log,
+                                               timings=Timings(total_s=outcome.duration_s)))
+        return results
+
+    def cancel(self) -> None:
+        if self.proc.returncode is None:
+            kill_child(self.proc)
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        self.err.close()
+        self.tmp.cleanup()
 
 
 def _with_other_compiler(result: Result, cases: tuple[Case, ...], env: dict[str, str], root: Path) -> Result:
@@ -675,10 +738,8 @@ def _unusable_cache(options: RunOptions) -> str:
 
 def run_selection(selection: Selection, options: RunOptions, root: Path,
                   on_result: Callable[[Result], None] = lambda r: None) -> list[Result]:
-    """The run's stages: record skips -> provision -> probe -> per config: fixture, execute -> finish."""
-    from q4gsw.webgpu.adapter import BackendUnavailable
-    from q4gsw.webgpu.provision import provision
-
+    """The run's stages: record skips -> start exporting -> provision -> probe -> route -> per config: fixture,
+    execute -> finish. Exports start first: on a cold machine they are the longest stage."""
     results: list[Result] = []
     os.environ.setdefault(CLOCK_ENV, repr(time.time()))  # the run's one clock starts before provisioning
 
@@ -688,7 +749,6 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
 
     for skip in selection.skipped:
         record(skip_result(skip, selection))
-    backend = selection.backend
     unusable = _unusable_cache(options)
     if unusable:
         # A cache that cannot be used fails every selected config with one message; the results are still written.
@@ -696,16 +756,34 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
         for config in selection.configs:
             record(config_failure(config, selection, unusable, selection.cases_of(config)))
         return results
+    runnable = [c for c in selection.configs if selection.cases_of(c)]
+    with fixture_provider(options.fixtures, runnable) if options.seed is None else \
+            contextlib.nullcontext(lambda c: (None, "", 0.0)) as fixture_for:
+        opened = _open_backend(selection, record)
+        if opened is not None:
+            env, selection = opened
+            _execute_configs(selection, fixture_for, env, options, root, record)
+    for failure in required_without_a_run(selection, results):
+        record(failure)
+    return results
+
+
+def _open_backend(selection: Selection, record: Callable[[Result], None]) -> tuple[dict[str, str], Selection] | None:
+    """Provision and probe the backend, then route: (ICD environment, routed selection), or None when the backend
+    is unavailable (every selected config then fails with why; a required config never turns into a skip)."""
+    from q4gsw.webgpu.adapter import BackendUnavailable
+    from q4gsw.webgpu.provision import provision
+
+    backend = selection.backend
     try:
         env = provision(backend)
         adapter = probe(selection, env)
     except BackendUnavailable as exc:
-        # Stop before exporting anything: every selected config fails (required never turns into skip).
         say(f"error: backend '{backend.name}' unavailable: {exc}")
         for config in selection.configs:
             record(config_failure(config, selection, f"backend '{backend.name}' unavailable: {exc}",
                                   selection.cases_of(config)))
-        return results
+        return None
     say(f"backend {backend.name}: {adapter['name']} ({adapter['device_type']}, {adapter['api']}, "
         f"driver {adapter['driver'] or 'n/a'}) via {backend.webgpu}")
     if selection.route:
@@ -717,19 +795,31 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
             routed = next((c.routed for c in selection.cases_of(config)), "")
             if routed:
                 say(f"route: {config.name} -> {routed}")
+    return env, selection
+
+
+def _execute_configs(selection: Selection, fixture_for: FixtureLookup, env: dict[str, str], options: RunOptions,
+                     root: Path, record: Callable[[Result], None]) -> None:
+    """Each config in its own child; the next config's child starts (imports, opens its device) while this one runs."""
     runnable = [c for c in selection.configs if selection.cases_of(c)]
-    with fixture_provider(options.fixtures, runnable) if options.seed is None else \
-            contextlib.nullcontext(lambda c: (None, "", 0.0)) as fixture_for:
+    child: ConfigChild | None = None
+    spare: ConfigChild | None = None
+    try:
         for index, config in enumerate(runnable, start=1):
             say(f"({index}/{len(runnable)}) {config.name} {config.M}x{config.K}x{config.N} gs={config.group_size} "
-                f"[{config.tier}] on {backend.name}")
+                f"[{config.tier}] on {selection.backend.name}")
+            child, spare = spare or ConfigChild(config, selection, env, options, root), None
             fixture, problem, waited = fixture_for(config)
             if problem:
+                child.cancel()
                 record(config_failure(config, selection, problem, selection.cases_of(config),
                                       timings=Timings(export_s=waited)))
                 continue
-            for result in execute_config(config, selection, fixture, env, options, root):
+            if index < len(runnable):
+                spare = ConfigChild(runnable[index], selection, env, options, root)
+            for result in child.finish(fixture):
                 record(replace(result, timings=replace(result.timings, export_s=waited or None)))
-    for failure in required_without_a_run(selection, results):
-        record(failure)
-    return results
+    finally:  # Ctrl-C or an error here: no child outlives the run
+        for started in (child, spare):
+            if started is not None:
+                started.cancel()
