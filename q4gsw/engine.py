@@ -1,13 +1,14 @@
 """One way to run a case: execute_case(), the one child-process entry point, and the run's stages.
 
-A run is a short list of stages, as in nox's workflow.execute: select -> provision -> probe ->
-fixtures -> execute -> finish; `result.exit_code` decides the exit code in one place.
+A run is a short list of stages, as in nox's workflow.execute: select -> start exporting -> provision
+-> probe -> route -> execute -> finish; `result.exit_code` decides the exit code in one place.
 
 Each config's cases run in their own child process (`python -m q4gsw _child JOB.json`), so a driver
 crash, device loss or hung kernel fails that config with its message and the run goes on. The
-child enforces its own deadline and dies with its parent, so no kernel outlives the run. Fixtures a
-run must export are exported by one long-lived export process (the torch/executorch imports are
-paid once), while the GPU work of earlier configs goes on.
+child enforces its own deadline and dies with its parent, so no kernel outlives the run; it is
+started warm (imports, device) while the previous config runs. Fixtures a run must export are
+exported by one long-lived export process (the torch/executorch imports are paid once), started
+before the backend is probed and running beside the GPU work of earlier configs.
 """
 
 from __future__ import annotations

@@ -506,13 +506,16 @@ def _gone(procs: list[psutil.Process], within_s: float) -> list[psutil.Process]:
 def _kill_parent_during(tmp_path: Path, icd: dict[str, str], stage: str, busy_s: float) -> None:
     """Start a run, wait until its `stage` child (_child hung in its kernel, or _export importing torch) has been busy
     for busy_s, SIGKILL only the run's own process, and check that the child dies with it, well before its
-    timeout_s."""
+    timeout_s. In the `_child` stage, config b's warm child (started while a runs, waiting for its fixture) must
+    die too."""
     timeout_s = 60
-    matrix = write_matrix(tmp_path / "matrix.toml", configs="a", kernel="tests/data/hang.wgsl", timeout_s=timeout_s)
+    configs = "ab" if stage == "_child" else "a"
+    matrix = write_matrix(tmp_path / "matrix.toml", configs=configs, kernel="tests/data/hang.wgsl",
+                          timeout_s=timeout_s)
     argv = [sys.executable, "-m", "q4gsw", "run", "--matrix", str(matrix), "--backend", "swiftshader", "--results",
             str(tmp_path / "r"), "--cache", str(tmp_path / "cache")]
     if stage == "_child":
-        argv += ["--fixtures", str(write_fixtures(tmp_path / "fixtures", matrix, "a"))]
+        argv += ["--fixtures", str(write_fixtures(tmp_path / "fixtures", matrix, configs))]
     proc = subprocess.Popen(argv, cwd=REPO, env={**os.environ, **icd}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     children: list[psutil.Process] = []
@@ -523,6 +526,9 @@ def _kill_parent_during(tmp_path: Path, icd: dict[str, str], stage: str, busy_s:
             children = _descendants_named(proc.pid, stage)
         assert children, f"the run never started its {stage} process"
         time.sleep(busy_s)
+        named = _descendants_named(proc.pid, stage)
+        assert len(named) == len(configs), [c.cmdline() for c in named]  # _child: a (hung) and b (warm)
+        children = _descendants_named(proc.pid, " q4gsw _")  # all of the run's children, whatever their stage
         assert proc.poll() is None and _gone(children, 0), f"{stage} finished before the test killed its run"
         started = time.monotonic()
         proc.kill()  # SIGKILL to the parent only: its children are in their own sessions and get no signal from it
