@@ -205,6 +205,7 @@ def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...
             applies: bool = True, selection: Selection | None = None) -> int:
     from q4gsw.engine import FixtureSource, RunOptions, run_selection
     from q4gsw.export import default_cache_dir
+    from q4gsw.plots import preload_in_background
     from q4gsw.report import print_report, write_run_outputs
     from q4gsw.result import Result, exit_code
 
@@ -225,6 +226,7 @@ def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...
         raise KeyboardInterrupt
 
     previous_sigterm = signal.signal(signal.SIGTERM, terminate)
+    preload_in_background()
     try:
         run_selection(selection, options, matrix.root, on_result=collected.append)
     except KeyboardInterrupt:

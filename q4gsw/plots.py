@@ -6,8 +6,10 @@ the run carries on. The histograms come from Result.errors.histogram (see q4gsw.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +28,19 @@ def _load_pyplot() -> ModuleType:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def preload_in_background() -> threading.Thread:
+    """Import matplotlib while the run waits on its children (seconds on a cold virtualenv), so the plots
+    at the end do not wait for it; write_plots still reports a missing matplotlib itself."""
+
+    def load() -> None:
+        with contextlib.suppress(ImportError):
+            _load_pyplot()
+
+    thread = threading.Thread(target=load, name="q4gsw-preload-matplotlib", daemon=True)
+    thread.start()
+    return thread
 
 
 def _safe(name: str) -> str:
