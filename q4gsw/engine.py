@@ -44,7 +44,6 @@ CLOCK_ENV = "Q4GSW_RUN_STARTED"  # epoch seconds: children print the run's clock
 PARENT_ENV = "Q4GSW_PARENT_PID"  # the run's pid: a child whose parent is no longer it exits at once
 VERBOSE_ENV = "Q4GSW_VERBOSE"
 PROBE_TIMEOUT_S = 180
-EXPORT_PROCESSES = 2  # at most; see fixture_provider
 COMPILE_FAILURE = "kernel rejected"
 
 
@@ -411,8 +410,7 @@ FixtureLookup = Callable[[Config], tuple[Path | None, str, float]]  # (path or N
 
 
 class Exporter:
-    """One `python -m q4gsw _export` process for its share of the configs a run needs, started before the backend
-    is probed.
+    """One `python -m q4gsw _export` process for every config a run needs, started before the backend is probed.
 
     It prints `READY name path` or `FAILED name message` lines; the parent takes them in order and
     runs each config's GPU work as soon as its fixture is ready. A config whose export exceeds its
@@ -528,19 +526,13 @@ def fixture_provider(source: FixtureSource, configs: list[Config]) -> Iterator[F
 
         yield from_folder
         return
-    # Two export processes, taking every other config, where there are two cores: on a cold machine each spends
-    # its first ~25 s importing (compiling) torch and executorch on one core while the other core would idle.
-    count = min(EXPORT_PROCESSES, os.cpu_count() or 1, len(configs)) or 1
-    exporters = [Exporter(source, configs[i::count]) for i in range(count)]
-    owner = {c.name: e for e in exporters for c in e.pending}
-    for exporter in exporters:
-        if exporter.pending:
-            exporter.start()  # now, not at the first lookup: exporting overlaps provisioning and probing
+    exporter = Exporter(source, configs)
+    if configs:
+        exporter.start()  # now, not at the first lookup: exporting overlaps provisioning and probing
     try:
-        yield lambda config: owner.get(config.name, exporters[0]).wait_for(config)
+        yield exporter.wait_for
     finally:
-        for exporter in exporters:
-            exporter.close()
+        exporter.close()
 
 
 # ------------------------------------------------------------------------------------------------
