@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("_compile", help=argparse.SUPPRESS)
     p.add_argument("job")
 
+    p = sub.add_parser("_warm", help=argparse.SUPPRESS)
+    p.add_argument("--prefix", default="")
+    p.add_argument("folders", nargs="*")
+
     for name in EXTERNAL_COMMANDS:
         sub.add_parser(name, help=f"see `python -m q4gsw {name} --help`", add_help=False)
     return parser
@@ -354,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-CHILD_COMMANDS = ("_export", "_probe", "_child", "_compile")
+CHILD_COMMANDS = ("_export", "_probe", "_child", "_compile", "_warm")
 
 
 def _child_command(args: argparse.Namespace) -> int:
@@ -366,6 +370,8 @@ def _child_command(args: argparse.Namespace) -> int:
         return engine.probe_main(args.backend_json)
     if args.command == "_compile":
         return engine.compile_main(args.job)
+    if args.command == "_warm":
+        return engine.warm_main(args.prefix, args.folders)
     return engine.child_main(args.job)
 
 

@@ -487,22 +487,41 @@ class Exporter:
 
 def export_main(matrix_path: Path, names: list[str], cache: Path) -> int:
     """`python -m q4gsw _export --config A --config B ...`: ensure each fixture, one READY/FAILED line each."""
-    from q4gsw.export import ensure_fixture, quiet_library_output
+    from q4gsw.bytecode import start_warming, stop_warming, yield_warming
+    from q4gsw.export import ensure_fixture, fixture_dir, quiet_library_output
     from q4gsw.matrix import load_matrix
+    from q4gsw.paths import cache_root
 
     _die_with_parent(0)
     quiet_library_output()
     matrix = load_matrix(matrix_path)
-    for name in names:
-        config = matrix.config(name)
-        try:
-            fixture = ensure_fixture(config, cache, lambda message: say(message, "    "))
-        except Exception as exc:  # this config fails with the reason; the next one is still exported
-            print(f"FAILED {name} export of '{name}' failed: {type(exc).__name__}: "
-                  f"{' | '.join(str(exc).splitlines()[-3:])}", flush=True)
-            continue
-        print(f"READY {name} {fixture.path}", flush=True)
+    configs = [matrix.config(name) for name in names]
+    # Only an export imports torch: a run whose fixtures are all cached starts no helper.
+    needs_export = any(not fixture_dir(cache, config).exists() for config in configs)
+    helper = start_warming(cache_root(), child_env({})) if needs_export else None
+    try:
+        for config in configs:
+            try:
+                fixture = ensure_fixture(config, cache, lambda message: say(message, "    "))
+            except Exception as exc:  # this config fails with the reason; the next one is still exported
+                print(f"FAILED {config.name} export of '{config.name}' failed: {type(exc).__name__}: "
+                      f"{' | '.join(str(exc).splitlines()[-3:])}", flush=True)
+                continue
+            finally:
+                if "torch" in sys.modules:  # the imports are done: the helper works for the next run's exports
+                    yield_warming(helper)
+            print(f"READY {config.name} {fixture.path}", flush=True)
+    finally:
+        stop_warming(helper)
     return 0
+
+
+def warm_main(prefix: str, folders: list[str]) -> int:
+    """`python -m q4gsw _warm`: bytecode.warm_main, dying with its export process."""
+    from q4gsw.bytecode import warm_main as compile_folders
+
+    _die_with_parent(0)
+    return compile_folders(prefix, folders)
 
 
 @contextlib.contextmanager
