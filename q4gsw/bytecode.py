@@ -64,8 +64,12 @@ def start_warming(cache_root: Path, env: dict[str, str]) -> subprocess.Popen[byt
         prefix = str(cache_root / "bytecode")
         sys.pycache_prefix = prefix
     folders = [str(site / f) for f in IMPORTED_LAST_FIRST if (site / f.removesuffix("/*")).is_dir()]
-    return subprocess.Popen([sys.executable, "-m", "q4gsw", "_warm", "--prefix", prefix, *folders], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    helper = subprocess.Popen([sys.executable, "-m", "q4gsw", "_warm", "--prefix", prefix, *folders], env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Below the export itself (and the run's provisioning and probing): it may only use CPU that would idle.
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, helper.pid, 10)
+    return helper
 
 
 def yield_warming(helper: subprocess.Popen[bytes] | None) -> None:

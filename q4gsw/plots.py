@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import threading
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ def preload_in_background() -> threading.Thread:
     at the end do not wait for it; write_plots still reports a missing matplotlib itself."""
 
     def load() -> None:
+        with contextlib.suppress(OSError):  # Linux: this thread only, below the run's own work
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         with contextlib.suppress(ImportError):
             _load_pyplot()
 
