@@ -1,17 +1,18 @@
-"""Compile the first export's imports ahead of it, on the core that would otherwise idle.
+"""Bytecode for a run's child processes, compiled ahead on the core that would otherwise idle.
 
 A virtualenv built by uv holds no bytecode, and where PYTHONDONTWRITEBYTECODE is set (as on this project's
-CI machines) none is ever written: the export process then compiles ~50 MB of torch, torchao, executorch,
-sympy and networkx source on one core before its first fixture (about 14 of its ~24 s of imports), while
-the run's other core has nothing to do. So the export process starts one helper, `python -m q4gsw _warm`,
-that compiles (standard `compileall`) the packages it will import last, in roughly the reverse of the order
-it imports them: the two meet in the middle. Once the first export has its imports, the helper goes on at
-the lowest priority (for the next run's exports) until the export process ends.
+CI machines) none is ever written: every child then compiles its imports from source. The export process
+alone compiles ~50 MB of torch, torchao, executorch, sympy and networkx source on one core before its
+first fixture (about 14 of its ~24 s of imports) while the run's other core has little to do, and each
+GPU child compiles numpy and wgpu again. So a run starts one helper, `python -m q4gsw _warm`, that
+compiles (standard `compileall`) what the GPU children import, then what the export imports last, in
+roughly the reverse of the order it imports them: helper and exporter meet in the middle. The helper runs
+niced (it may only use CPU the run leaves idle) and ends with the run.
 
 Where the environment forbids writing bytecode, the helper writes it only under the q4gsw cache
-(`<cache>/bytecode`, read through `sys.pycache_prefix`), never beside the sources. Where bytecode already
-exists (pip compiles at install), nothing is started. A stale or missing directory below only costs speed:
-Python checks every .pyc against its source.
+(`<cache>/bytecode`) and the children read it from there (PYTHONPYCACHEPREFIX); nothing is written beside
+the sources. Where bytecode already exists (pip compiles at install), nothing is started and nothing
+changes. A stale or missing folder below only costs speed: Python checks every .pyc against its source.
 """
 
 from __future__ import annotations
@@ -22,13 +23,21 @@ import importlib.util
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+PREFIX_ENV = "PYTHONPYCACHEPREFIX"
+WARM_NICE = 10  # below the run's own processes
+IDLE_NICE = 19  # once the first fixture is in: the helper only works for later runs
+
+# What every GPU child (and the probe) imports; small, so first.
+CHILD_FOLDERS = ("numpy/_core", "numpy/lib", "numpy/linalg", "numpy/*", "wgpu", "cffi", "pycparser")
 
 # Package folders the export imports from, the last-imported first (the order of first import, measured on
 # torch 2.13 / torchao 0.18 / executorch 1.5 with a sys.meta_path recorder, reversed); "/*" means the
-# folder's own files only. Folders it barely touches (torch/_inductor is an exception: most of it is imported)
-# are left out: compiling them would cost more than it saves.
-IMPORTED_LAST_FIRST = (
+# folder's own files only. Folders it barely touches are left out: compiling them would cost more than it
+# saves (torch/_inductor stays: most of it is imported).
+EXPORT_FOLDERS = (
     "executorch/backends/vulkan", "executorch/backends/xnnpack", "executorch/backends/transforms", "jinja2",
     "networkx/algorithms", "networkx/readwrite", "networkx/generators", "networkx/classes", "ruamel",
     "executorch/exir", "torch/onnx", "torch/_inductor", "torch/_numpy", "sympy/solvers", "sympy/matrices",
@@ -38,48 +47,61 @@ IMPORTED_LAST_FIRST = (
 )
 
 
-def _site_packages() -> Path | None:
-    spec = importlib.util.find_spec("torch")  # finds, does not import
+@dataclass(frozen=True)
+class BytecodePlan:
+    prefix: str  # where bytecode is written and read ("" = beside the sources, Python's default)
+    folders: tuple[str, ...]  # to compile ahead, in this order
+
+    def child_env(self) -> dict[str, str]:
+        return {PREFIX_ENV: self.prefix} if self.prefix else {}
+
+
+def _package_folder(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)  # finds, does not import
     if spec is None or spec.origin is None:
         return None
-    return Path(spec.origin).parent.parent
+    return Path(spec.origin).parent
 
 
 def _has_bytecode(source: Path) -> bool:
     try:
         return Path(importlib.util.cache_from_source(str(source))).is_file()
     except (NotImplementedError, ValueError):
-        return True  # no bytecode caching in this interpreter: nothing to warm
+        return True  # this interpreter caches no bytecode: nothing to compile ahead
 
 
-def start_warming(cache_root: Path, env: dict[str, str]) -> subprocess.Popen[bytes] | None:
-    """Start the helper unless torch is imported already or its bytecode exists; sets this process's
-    sys.pycache_prefix when bytecode must not be written beside the sources. None when nothing was started."""
-    site = _site_packages()
-    if "torch" in sys.modules or site is None or _has_bytecode(site / "torch" / "__init__.py"):
+def plan(cache_root: Path, exporting: bool) -> BytecodePlan | None:
+    """None where the installed packages already have bytecode beside their sources (or there is nowhere to
+    put it); else where to write it and what to compile, the export's folders only when a fixture is missing."""
+    numpy = _package_folder("numpy")
+    if numpy is None or sys.pycache_prefix or _has_bytecode(numpy / "__init__.py"):
         return None
     prefix = ""
     if sys.dont_write_bytecode:
         try:
             (cache_root / "bytecode").mkdir(parents=True, exist_ok=True)
         except OSError:
-            return None  # an unusable cache: the export compiles its imports itself, as before
+            return None  # an unusable cache: children compile their imports themselves, as before
         prefix = str(cache_root / "bytecode")
-        sys.pycache_prefix = prefix
-    folders = [str(site / f) for f in IMPORTED_LAST_FIRST if (site / f.removesuffix("/*")).is_dir()]
-    helper = subprocess.Popen([sys.executable, "-m", "q4gsw", "_warm", "--prefix", prefix, *folders], env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # Below the export itself (and the run's provisioning and probing): it may only use CPU that would idle.
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, helper.pid, 10)
+    site = numpy.parent
+    wanted = CHILD_FOLDERS + (EXPORT_FOLDERS if exporting and _package_folder("torch") is not None else ())
+    here = str(Path(__file__).parent)  # q4gsw itself, which every child imports
+    return BytecodePlan(prefix=prefix, folders=(here, *(str(site / f) for f in wanted
+                                                        if (site / f.removesuffix("/*")).is_dir())))
+
+
+def start_warming(bytecode: BytecodePlan, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    helper = subprocess.Popen([sys.executable, "-m", "q4gsw", "_warm", "--prefix", bytecode.prefix,
+                               *bytecode.folders], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    renice(helper, WARM_NICE)
     return helper
 
 
-def yield_warming(helper: subprocess.Popen[bytes] | None) -> None:
-    """The export has its imports: the helper keeps going only where the CPU is otherwise idle."""
+def renice(helper: subprocess.Popen[bytes] | None, nice: int) -> None:
     if helper is not None and helper.poll() is None:
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, helper.pid, 19)
+            os.setpriority(os.PRIO_PROCESS, helper.pid, nice)
 
 
 def stop_warming(helper: subprocess.Popen[bytes] | None) -> None:

@@ -487,37 +487,26 @@ class Exporter:
 
 def export_main(matrix_path: Path, names: list[str], cache: Path) -> int:
     """`python -m q4gsw _export --config A --config B ...`: ensure each fixture, one READY/FAILED line each."""
-    from q4gsw.bytecode import start_warming, stop_warming, yield_warming
-    from q4gsw.export import ensure_fixture, fixture_dir, quiet_library_output
+    from q4gsw.export import ensure_fixture, quiet_library_output
     from q4gsw.matrix import load_matrix
-    from q4gsw.paths import cache_root
 
     _die_with_parent(0)
     quiet_library_output()
     matrix = load_matrix(matrix_path)
-    configs = [matrix.config(name) for name in names]
-    # Only an export imports torch: a run whose fixtures are all cached starts no helper.
-    needs_export = any(not fixture_dir(cache, config).exists() for config in configs)
-    helper = start_warming(cache_root(), child_env({})) if needs_export else None
-    try:
-        for config in configs:
-            try:
-                fixture = ensure_fixture(config, cache, lambda message: say(message, "    "))
-            except Exception as exc:  # this config fails with the reason; the next one is still exported
-                print(f"FAILED {config.name} export of '{config.name}' failed: {type(exc).__name__}: "
-                      f"{' | '.join(str(exc).splitlines()[-3:])}", flush=True)
-                continue
-            finally:
-                if "torch" in sys.modules:  # the imports are done: the helper works for the next run's exports
-                    yield_warming(helper)
-            print(f"READY {config.name} {fixture.path}", flush=True)
-    finally:
-        stop_warming(helper)
+    for name in names:
+        config = matrix.config(name)
+        try:
+            fixture = ensure_fixture(config, cache, lambda message: say(message, "    "))
+        except Exception as exc:  # this config fails with the reason; the next one is still exported
+            print(f"FAILED {name} export of '{name}' failed: {type(exc).__name__}: "
+                  f"{' | '.join(str(exc).splitlines()[-3:])}", flush=True)
+            continue
+        print(f"READY {name} {fixture.path}", flush=True)
     return 0
 
 
 def warm_main(prefix: str, folders: list[str]) -> int:
-    """`python -m q4gsw _warm`: bytecode.warm_main, dying with its export process."""
+    """`python -m q4gsw _warm`: bytecode.warm_main, dying with its run."""
     from q4gsw.bytecode import warm_main as compile_folders
 
     _die_with_parent(0)
@@ -777,15 +766,46 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
             record(config_failure(config, selection, unusable, selection.cases_of(config)))
         return results
     runnable = [c for c in selection.configs if selection.cases_of(c)]
-    with fixture_provider(options.fixtures, runnable) if options.seed is None else \
+    with _bytecode_ahead(options, runnable) as first_fixture_in, \
+            fixture_provider(options.fixtures, runnable) if options.seed is None else \
             contextlib.nullcontext(lambda c: (None, "", 0.0)) as fixture_for:
         opened = _open_backend(selection, record)
         if opened is not None:
             env, selection = opened
-            _execute_configs(selection, fixture_for, env, options, root, record)
+
+            def fixture_then(config: Config) -> tuple[Path | None, str, float]:
+                found = fixture_for(config)
+                first_fixture_in()
+                return found
+
+            _execute_configs(selection, fixture_then, env, options, root, record)
     for failure in required_without_a_run(selection, results):
         record(failure)
     return results
+
+
+@contextlib.contextmanager
+def _bytecode_ahead(options: RunOptions, runnable: list[Config]) -> Iterator[Callable[[], None]]:
+    """Children read bytecode a niced helper compiles ahead (see q4gsw.bytecode); yields what to call once the
+    first fixture is in, after which the helper only uses CPU nothing else wants."""
+    from q4gsw import bytecode
+    from q4gsw.export import fixture_dir
+    from q4gsw.paths import cache_root
+
+    exporting = options.seed is None and options.fixtures.fixtures is None and \
+        any(not fixture_dir(options.fixtures.cache, c).exists() for c in runnable)
+    ahead = bytecode.plan(cache_root(), exporting) if runnable else None
+    if ahead is None:
+        yield lambda: None
+        return
+    os.environ.update(ahead.child_env())  # every child started from here on reads it (plan() saw none set)
+    helper = bytecode.start_warming(ahead, child_env({}))
+    try:
+        yield lambda: bytecode.renice(helper, bytecode.IDLE_NICE)
+    finally:
+        bytecode.stop_warming(helper)
+        if ahead.prefix:
+            del os.environ[bytecode.PREFIX_ENV]
 
 
 def _open_backend(selection: Selection, record: Callable[[Result], None]) -> tuple[dict[str, str], Selection] | None:
