@@ -84,10 +84,11 @@ def plan(cache_root: Path, exporting: bool) -> BytecodePlan | None:
             return None  # an unusable cache: children compile their imports themselves, as before
         prefix = str(cache_root / "bytecode")
     site = numpy.parent
-    wanted = CHILD_FOLDERS + (EXPORT_FOLDERS if exporting and _package_folder("torch") is not None else ())
+    # The export's folders first: its first fixture is what the GPU work waits for.
+    wanted = (EXPORT_FOLDERS if exporting and _package_folder("torch") is not None else ()) + CHILD_FOLDERS
     here = str(Path(__file__).parent)  # q4gsw itself, which every child imports
-    return BytecodePlan(prefix=prefix, folders=(here, *(str(site / f) for f in wanted
-                                                        if (site / f.removesuffix("/*")).is_dir())))
+    return BytecodePlan(prefix=prefix, folders=(*(str(site / f) for f in wanted
+                                                  if (site / f.removesuffix("/*")).is_dir()), here))
 
 
 def start_warming(bytecode: BytecodePlan, env: dict[str, str]) -> subprocess.Popen[bytes]:
