@@ -1,0 +1,125 @@
+"""Bytecode compiled ahead for a run's children (q4gsw.bytecode) and its place in the run (engine._bytecode_ahead)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers import make_config
+
+from q4gsw import bytecode, engine
+from q4gsw.engine import FixtureSource, RunOptions
+
+
+def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, with_torch: bool = True,
+              numpy_compiled: bool = False) -> Path:
+    """site-packages with numpy (and torch) folders holding one module each; find_spec pointed at it."""
+    site = tmp_path / "site"
+    names = ["numpy", "numpy/_core", "wgpu"] + (["torch", "torch/_dynamo", "executorch/exir"] if with_torch else [])
+    for name in names:
+        (site / name).mkdir(parents=True)
+        (site / name / "__init__.py").write_text(f"NAME = {name!r}\n")
+    if numpy_compiled:
+        compiled = Path(importlib.util.cache_from_source(str(site / "numpy" / "__init__.py")))
+        compiled.parent.mkdir()
+        compiled.write_bytes(b"")
+    monkeypatch.setattr(bytecode, "_package_folder",
+                        lambda name: site / name if (site / name / "__init__.py").is_file() else None)
+    monkeypatch.setattr(sys, "pycache_prefix", None)
+    return site
+
+
+def test_nothing_to_do_where_the_packages_already_have_bytecode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake_site(tmp_path, monkeypatch, numpy_compiled=True)
+    assert bytecode.plan(tmp_path / "cache", exporting=True) is None
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_prefix_set_by_the_user_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake_site(tmp_path, monkeypatch)
+    monkeypatch.setattr(sys, "pycache_prefix", str(tmp_path / "theirs"))
+    assert bytecode.plan(tmp_path / "cache", exporting=True) is None
+
+
+def test_no_bytecode_beside_the_sources_when_the_environment_forbids_it(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    site = fake_site(tmp_path, monkeypatch)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    ahead = bytecode.plan(tmp_path / "cache", exporting=True)
+    assert ahead is not None
+    assert ahead.prefix == str(tmp_path / "cache" / "bytecode") and Path(ahead.prefix).is_dir()
+    assert ahead.child_env() == {bytecode.PREFIX_ENV: ahead.prefix}
+    # The export's folders first (the GPU work waits for its first fixture), in the declared order, only
+    # those that exist; then what every child imports; q4gsw itself last.
+    folders = [Path(f) for f in ahead.folders]
+    assert folders == [site / "executorch/exir", site / "torch/_dynamo", site / "torch/*", site / "numpy/_core",
+                       site / "numpy/*", site / "wgpu", Path(bytecode.__file__).parent]  # "/*": own files only
+
+
+def test_export_folders_only_when_a_fixture_must_be_exported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    site = fake_site(tmp_path, monkeypatch)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    ahead = bytecode.plan(tmp_path / "cache", exporting=False)
+    assert ahead is not None and ahead.prefix == "" and ahead.child_env() == {}
+    assert not any(str(site / "torch") in f or "executorch" in f for f in ahead.folders)
+    site = fake_site(tmp_path / "bare", monkeypatch, with_torch=False)
+    ahead = bytecode.plan(tmp_path / "cache", exporting=True)  # `--fixtures` sessions install no torch
+    assert ahead is not None
+    assert not any(f.startswith((str(site / "torch"), str(site / "executorch"))) for f in ahead.folders)
+
+
+def test_an_unusable_cache_means_no_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake_site(tmp_path, monkeypatch)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    (tmp_path / "cache").write_text("a file, not a folder")
+    assert bytecode.plan(tmp_path / "cache", exporting=True) is None
+
+
+def test_warm_main_compiles_into_the_prefix_only(tmp_path: Path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    for module in (package / "a.py", package / "sub" / "b.py"):
+        module.write_text("VALUE = 1\n")
+    prefix = tmp_path / "prefix"
+    before = sys.pycache_prefix
+    try:
+        assert bytecode.warm_main(str(prefix), [f"{package}/*"]) == 0
+        compiled = {p.relative_to(prefix) for p in prefix.rglob("*.pyc")}
+        assert [p.name.split(".")[0] for p in compiled] == ["a"]  # "/*": not sub/b.py
+        assert bytecode.warm_main(str(prefix), [str(package)]) == 0
+        assert sorted(p.name.split(".")[0] for p in prefix.rglob("*.pyc")) == ["a", "b"]
+    finally:
+        sys.pycache_prefix = before
+    assert not list(package.rglob("__pycache__"))  # nothing beside the sources
+
+
+def test_the_run_starts_the_helper_children_read_it_and_it_ends_with_the_run(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    for i in range(400):  # enough that the helper is still compiling when the run ends
+        (package / f"m{i}.py").write_text("".join(f"def f{j}(x):\n    return x + {j}\n" for j in range(300)))
+    ahead = bytecode.BytecodePlan(prefix=str(tmp_path / "prefix"), folders=(str(package),))
+    monkeypatch.setattr(bytecode, "plan", lambda cache_root, exporting: ahead)
+    monkeypatch.delenv(bytecode.PREFIX_ENV, raising=False)
+    options = RunOptions(fixtures=FixtureSource(fixtures=None, cache=tmp_path / "fixtures",
+                                                matrix_path=tmp_path / "matrix.toml"))
+    config = make_config("a", 1, 32, 8, 32)
+    with engine._bytecode_ahead(options, [config]) as first_fixture_in:
+        assert os.environ[bytecode.PREFIX_ENV] == ahead.prefix
+        assert engine.child_env({})[bytecode.PREFIX_ENV] == ahead.prefix
+        helpers = [p for p in psutil.Process().children() if "_warm" in p.cmdline()]
+        assert len(helpers) == 1 and helpers[0].nice() == bytecode.WARM_NICE
+        first_fixture_in()
+        assert helpers[0].nice() == bytecode.IDLE_NICE
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "prefix").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / "prefix").exists()
+    assert bytecode.PREFIX_ENV not in os.environ
+    assert not helpers[0].is_running() or helpers[0].status() == psutil.STATUS_ZOMBIE
