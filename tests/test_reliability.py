@@ -480,9 +480,16 @@ def test_report_merge_never_overwrites_an_input(tmp_path: Path, sources: list[st
 # ------------------------------------------------------------------------------------------------
 
 
-def _descendants_named(pid: int, word: str) -> list[psutil.Process]:
+def _descendants_named(pid: int, command: str) -> list[psutil.Process]:
+    """The run's `python -m q4gsw COMMAND ...` descendants (COMMAND as an argument, not part of a path), or all of
+    its q4gsw children (_child, _export, _probe, _warm, ...) for command="*"."""
+
+    def matches(argv: list[str]) -> bool:
+        at = argv.index("q4gsw") + 1 if "q4gsw" in argv[:-1] else -1
+        return at > 0 and (argv[at] == command or (command == "*" and argv[at].startswith("_")))
+
     try:
-        return [p for p in psutil.Process(pid).children(recursive=True) if word in " ".join(p.cmdline())]
+        return [p for p in psutil.Process(pid).children(recursive=True) if matches(p.cmdline())]
     except psutil.Error:
         return []
 
@@ -528,7 +535,7 @@ def _kill_parent_during(tmp_path: Path, icd: dict[str, str], stage: str, busy_s:
         time.sleep(busy_s)
         named = _descendants_named(proc.pid, stage)
         assert len(named) == len(configs), [c.cmdline() for c in named]  # _child: a (hung) and b (warm)
-        children = _descendants_named(proc.pid, " q4gsw _")  # all of the run's children, whatever their stage
+        children = _descendants_named(proc.pid, "*")  # all of the run's children, whatever their stage
         assert proc.poll() is None and _gone(children, 0), f"{stage} finished before the test killed its run"
         started = time.monotonic()
         proc.kill()  # SIGKILL to the parent only: its children are in their own sessions and get no signal from it
