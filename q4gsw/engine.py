@@ -417,8 +417,9 @@ class Exporter:
     timeout_s kills the process; the next config starts a new one.
     """
 
-    def __init__(self, source: FixtureSource, configs: list[Config]) -> None:
+    def __init__(self, source: FixtureSource, configs: list[Config], env: dict[str, str]) -> None:
         self.source = source
+        self.env = env  # added to the export process's environment
         self.pending = [c for c in configs]
         self.proc: subprocess.Popen[str] | None = None
         self.lines: queue.Queue[str | None] = queue.Queue()
@@ -429,7 +430,7 @@ class Exporter:
         command = [sys.executable, "-m", "q4gsw", "_export", "--matrix", str(self.source.matrix_path),
                    "--cache", str(self.source.cache), *[a for n in names for a in ("--config", n)]]
         verbose = os.environ.get(VERBOSE_ENV) == "1"
-        self.proc = subprocess.Popen(command, env=child_env({}), stdout=subprocess.PIPE, text=True,
+        self.proc = subprocess.Popen(command, env=child_env(self.env), stdout=subprocess.PIPE, text=True,
                                      stderr=None if verbose else self.log, start_new_session=True)
         self.lines = queue.Queue()
         stream = self.proc.stdout
@@ -514,7 +515,7 @@ def warm_main(prefix: str, folders: list[str]) -> int:
 
 
 @contextlib.contextmanager
-def fixture_provider(source: FixtureSource, configs: list[Config]) -> Iterator[FixtureLookup]:
+def fixture_provider(source: FixtureSource, configs: list[Config], env: dict[str, str]) -> Iterator[FixtureLookup]:
     from q4gsw.export import FixtureError, verify_fixture
     from q4gsw.unpack import DelegateLayoutError
 
@@ -534,7 +535,7 @@ def fixture_provider(source: FixtureSource, configs: list[Config]) -> Iterator[F
 
         yield from_folder
         return
-    exporter = Exporter(source, configs)
+    exporter = Exporter(source, configs, env)
     if configs:
         exporter.start()  # now, not at the first lookup: exporting overlaps provisioning and probing
     try:
@@ -766,10 +767,10 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
             record(config_failure(config, selection, unusable, selection.cases_of(config)))
         return results
     runnable = [c for c in selection.configs if selection.cases_of(c)]
-    with _bytecode_ahead(options, runnable) as first_fixture_in, \
-            fixture_provider(options.fixtures, runnable) if options.seed is None else \
+    with _bytecode_ahead(options, runnable) as (first_fixture_in, bytecode_env), \
+            fixture_provider(options.fixtures, runnable, bytecode_env) if options.seed is None else \
             contextlib.nullcontext(lambda c: (None, "", 0.0)) as fixture_for:
-        opened = _open_backend(selection, record)
+        opened = _open_backend(selection, record, bytecode_env)
         if opened is not None:
             env, selection = opened
 
@@ -785,9 +786,10 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
 
 
 @contextlib.contextmanager
-def _bytecode_ahead(options: RunOptions, runnable: list[Config]) -> Iterator[Callable[[], None]]:
-    """Children read bytecode a niced helper compiles ahead (see q4gsw.bytecode); yields what to call once the
-    first fixture is in, after which the helper only uses CPU nothing else wants."""
+def _bytecode_ahead(options: RunOptions, runnable: list[Config]) -> Iterator[tuple[Callable[[], None], dict[str, str]]]:
+    """Children read bytecode a niced helper compiles ahead (see q4gsw.bytecode). Yields what to call once the
+    first fixture is in (the helper then only uses CPU nothing else wants) and what to add to every child's
+    environment; this process's own environment is left alone (runs may share it, e.g. in tests' threads)."""
     from q4gsw import bytecode
     from q4gsw.export import fixture_dir
     from q4gsw.paths import cache_root
@@ -796,27 +798,26 @@ def _bytecode_ahead(options: RunOptions, runnable: list[Config]) -> Iterator[Cal
         any(not fixture_dir(options.fixtures.cache, c).exists() for c in runnable)
     ahead = bytecode.plan(cache_root(), exporting) if runnable else None
     if ahead is None:
-        yield lambda: None
+        yield (lambda: None), {}
         return
-    os.environ.update(ahead.child_env())  # every child started from here on reads it (plan() saw none set)
     helper = bytecode.start_warming(ahead, child_env({}))
     try:
-        yield lambda: bytecode.renice(helper, bytecode.IDLE_NICE)
+        yield (lambda: bytecode.renice(helper, bytecode.IDLE_NICE)), ahead.child_env()
     finally:
         bytecode.stop_warming(helper)
-        if ahead.prefix:
-            del os.environ[bytecode.PREFIX_ENV]
 
 
-def _open_backend(selection: Selection, record: Callable[[Result], None]) -> tuple[dict[str, str], Selection] | None:
-    """Provision and probe the backend, then route: (ICD environment, routed selection), or None when the backend
-    is unavailable (every selected config then fails with why; a required config never turns into a skip)."""
+def _open_backend(selection: Selection, record: Callable[[Result], None],
+                  extra_env: dict[str, str]) -> tuple[dict[str, str], Selection] | None:
+    """Provision and probe the backend, then route: (the children's environment: the ICD's and extra_env, routed
+    selection), or None when the backend is unavailable (every selected config then fails with why; a required
+    config never turns into a skip)."""
     from q4gsw.webgpu.adapter import BackendUnavailable
     from q4gsw.webgpu.provision import provision
 
     backend = selection.backend
     try:
-        env = provision(backend)
+        env = {**provision(backend), **extra_env}
         adapter = probe(selection, env)
     except BackendUnavailable as exc:
         say(f"error: backend '{backend.name}' unavailable: {exc}")

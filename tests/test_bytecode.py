@@ -98,7 +98,7 @@ def test_warm_main_compiles_into_the_prefix_only(tmp_path: Path):
     assert not list(package.rglob("__pycache__"))  # nothing beside the sources
 
 
-def test_the_run_starts_the_helper_children_read_it_and_it_ends_with_the_run(tmp_path: Path,
+def test_the_run_starts_the_helper_its_children_read_it_and_it_ends_with_the_run(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch):
     package = tmp_path / "pkg"
     package.mkdir()
@@ -110,9 +110,9 @@ def test_the_run_starts_the_helper_children_read_it_and_it_ends_with_the_run(tmp
     options = RunOptions(fixtures=FixtureSource(fixtures=None, cache=tmp_path / "fixtures",
                                                 matrix_path=tmp_path / "matrix.toml"))
     config = make_config("a", 1, 32, 8, 32)
-    with engine._bytecode_ahead(options, [config]) as first_fixture_in:
-        assert os.environ[bytecode.PREFIX_ENV] == ahead.prefix
-        assert engine.child_env({})[bytecode.PREFIX_ENV] == ahead.prefix
+    with engine._bytecode_ahead(options, [config]) as (first_fixture_in, children_env):
+        assert children_env == {bytecode.PREFIX_ENV: ahead.prefix}
+        assert bytecode.PREFIX_ENV not in os.environ  # runs in threads of one process share it: left alone
         helpers = [p for p in psutil.Process().children() if "_warm" in p.cmdline()]
         assert len(helpers) == 1 and helpers[0].nice() == bytecode.WARM_NICE
         first_fixture_in()
@@ -121,5 +121,4 @@ def test_the_run_starts_the_helper_children_read_it_and_it_ends_with_the_run(tmp
         while not (tmp_path / "prefix").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert (tmp_path / "prefix").exists()
-    assert bytecode.PREFIX_ENV not in os.environ
     assert not helpers[0].is_running() or helpers[0].status() == psutil.STATUS_ZOMBIE
