@@ -369,7 +369,8 @@ def wait_child(proc: subprocess.Popen[bytes], err: Any, timeout_s: float) -> Chi
                         peak_rss_bytes=peak, log=log)
 
 
-def kill_child(proc: subprocess.Popen[bytes]) -> None:
+def kill_child(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL a child started in its own session (its whole process group) and reap it."""
     with contextlib.suppress(ProcessLookupError, ChildProcessError):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -476,9 +477,7 @@ class Exporter:
 
     def stop(self) -> None:
         if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError, ChildProcessError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+            kill_child(self.proc)
             self.proc = None
 
     def close(self) -> None:
