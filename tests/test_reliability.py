@@ -488,9 +488,15 @@ def _descendants_named(pid: int, command: str) -> list[psutil.Process]:
         at = argv.index("q4gsw") + 1 if "q4gsw" in argv[:-1] else -1
         return at > 0 and (argv[at] == command or (command == "*" and argv[at].startswith("_")))
 
+    def argv(process: psutil.Process) -> list[str]:
+        try:
+            return process.cmdline()
+        except psutil.Error:  # gone between listing and asking (the probe, a finished _warm): not a match
+            return []
+
     try:
-        return [p for p in psutil.Process(pid).children(recursive=True) if matches(p.cmdline())]
-    except psutil.Error:
+        return [p for p in psutil.Process(pid).children(recursive=True) if matches(argv(p))]
+    except psutil.Error:  # the run itself is gone
         return []
 
 
