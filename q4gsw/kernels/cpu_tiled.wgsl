@@ -1,19 +1,25 @@
 // q4gsw tiled GEMM for M > 1 on CPU Vulkan adapters (SwiftShader, lavapipe) that expose subgroups.
 // ExecuTorch q4gsw binding layout (see docs/kernels.md "Kernel interface"). Same arithmetic as
 // q4gsw_tiled.wgsl (exact nibble decode, fp32 sums in k order), different data movement:
-// - each invocation computes a 4 (rows) x 4 (columns) output block in one mat4x4 accumulator; on
-//   SwiftShader (Subzero) larger blocks (8x8, 4x8, 8x4) and 2-word unrolled k steps measured slower
-//   per CPU-second: the extra live values spill;
+// - each invocation computes a 4 (rows) x 16 (columns) output block in four mat4x4 accumulators, one per
+//   4-column quarter. On SwiftShader (Subzero) the x values of a k step cost more than the weights and
+//   the arithmetic (loads plus broadcasts, below), so the wider the block, the more columns share them:
+//   measured per CPU-second, 4x16 ~1.3x 4x4 and ahead of 4x8; taller blocks (8x8, 8x4) and 2-word
+//   unrolled k steps were slower: the extra live values spill;
 // - SwiftShader turns every load with a non-constant index into 4 branchy scalar loads (one per
 //   SIMD lane), even when all lanes read the same address. x is the same for every column block of
 //   a row, so instead of each lane loading all 8 x values of a k step, lane l (of each group of 4
 //   lanes of the subgroup) loads x[m, k + l] and x[m, k + 4 + l], and subgroupBroadcast from lanes
 //   0..3 hands each lane the 4 consecutive k: one load of 4 useful values instead of 4 loads of one.
-//   Measured 2x faster per CPU-second than without the broadcasts at the same 4x4 block.
+//   Measured 2x faster per CPU-second than without the broadcasts at the same 4x4 block;
+// - x staged in workgroup memory and read at constant indices (no broadcasts) measured slower.
 // Correct for any subgroup size that is a multiple of 4 (WebGPU: a power of two >= 4) as long as
 // the 4 lanes of a quad share the workgroup (same rows) and stay active to the end: invocations
-// past N compute a copy of the last column block and skip only the stores. No `enable subgroups;`:
-// the naga in wgpu-native 0.32 rejects it and accepts the builtins with the "subgroup" feature.
+// past N compute a copy of the last column block and skip only the stores. N % 8 == 0 but not always
+// N % 16 == 0 (edge_partial_tiles: 136): the last block then starts at N - 16 and rewrites the columns
+// it shares with the block before with the same values (the same sums in the same order). Needs N >= 16.
+// No `enable subgroups;`: the naga in wgpu-native 0.32 rejects it and accepts the builtins with the
+// "subgroup" feature.
 @group(0) @binding(0) var<storage, read_write> t_out: array<f32>;
 @group(0) @binding(1) var<storage, read> t_input: array<f32>;
 @group(0) @binding(2) var<storage, read> t_weight: array<u32>;
@@ -32,9 +38,9 @@ struct Params {
 }
 @group(0) @binding(5) var<uniform> params: Params;
 
-override wg_size: u32 = 64u;  // column blocks per workgroup (matrix.toml's dispatch divides by 4 * wg_size)
+override wg_size: u32 = 64u;  // column blocks per workgroup (matrix.toml's dispatch divides by 16 * wg_size)
 const TM: u32 = 4u;  // output rows per invocation
-const TN: u32 = 4u;  // output columns per invocation; N % 8 == 0, so column blocks are never partial
+const TN: u32 = 16u;  // output columns per invocation, as 4 quarters of 4
 
 // (nibble j of each word - 8) * 2^28, for mul = 2^(28 - 4j); see q4gsw_tiled.wgsl's header.
 fn nib(w: vec4<u32>, mul: u32) -> vec4<f32> {
@@ -64,6 +70,12 @@ fn bx(v: f32) -> vec4<f32> {
   return vec4<f32>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u));
 }
 
+// One quarter's contribution of a k step: word i of its 4 rows against the 4 x rows' 8 k.
+fn step(i: u32, wpr: u32, s: vec4<f32>, xl: mat4x4<f32>, xh: mat4x4<f32>) -> mat4x4<f32> {
+  let w = w4(i, wpr);
+  return dq_lo(w, s) * xl + dq_hi(w, s) * xh;
+}
+
 fn store(m: u32, n: u32, v: vec4<f32>) {
   if (m < params.M) {
     var y = v;
@@ -76,6 +88,13 @@ fn store(m: u32, n: u32, v: vec4<f32>) {
     t_out[o + 2u] = y.z;
     t_out[o + 3u] = y.w;
   }
+}
+
+fn store_rows(m0: u32, n: u32, acc: mat4x4<f32>) {
+  store(m0, n, acc[0]);
+  store(m0 + 1u, n, acc[1]);
+  store(m0 + 2u, n, acc[2]);
+  store(m0 + 3u, n, acc[3]);
 }
 
 @compute @workgroup_size(wg_size, 1, 1)
@@ -92,23 +111,32 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
   let r1 = min(m0 + 1u, M1) * K + l;
   let r2 = min(m0 + 2u, M1) * K + l;
   let r3 = min(m0 + 3u, M1) * K + l;
-  let wb = n0 * wpr;
+  let wb = n0 * wpr;  // quarter q's rows start at wb + 4 * q * wpr
   let wpg = params.group_size / 8u;
-  var acc = mat4x4<f32>();
+  var a0 = mat4x4<f32>();
+  var a1 = mat4x4<f32>();
+  var a2 = mat4x4<f32>();
+  var a3 = mat4x4<f32>();
   for (var g = 0u; g < K / params.group_size; g = g + 1u) {
-    let s = s4(g * params.padded_N + n0);
+    let sb = g * params.padded_N + n0;
+    let s0 = s4(sb);
+    let s1 = s4(sb + 4u);
+    let s2 = s4(sb + 8u);
+    let s3 = s4(sb + 12u);
     for (var wi = g * wpg; wi < (g + 1u) * wpg; wi = wi + 1u) {
       let k = wi * 8u;
-      let w = w4(wb + wi, wpr);
       let xl = mat4x4<f32>(bx(t_input[r0 + k]), bx(t_input[r1 + k]), bx(t_input[r2 + k]), bx(t_input[r3 + k]));
       let xh = mat4x4<f32>(bx(t_input[r0 + k + 4u]), bx(t_input[r1 + k + 4u]), bx(t_input[r2 + k + 4u]), bx(t_input[r3 + k + 4u]));
-      acc = acc + dq_lo(w, s) * xl + dq_hi(w, s) * xh;
+      a0 = a0 + step(wb + wi, wpr, s0, xl, xh);
+      a1 = a1 + step(wb + 4u * wpr + wi, wpr, s1, xl, xh);
+      a2 = a2 + step(wb + 8u * wpr + wi, wpr, s2, xl, xh);
+      a3 = a3 + step(wb + 12u * wpr + wi, wpr, s3, xl, xh);
     }
   }
   if (valid) {
-    store(m0, n0, acc[0]);
-    store(m0 + 1u, n0, acc[1]);
-    store(m0 + 2u, n0, acc[2]);
-    store(m0 + 3u, n0, acc[3]);
+    store_rows(m0, n0, a0);
+    store_rows(m0, n0 + 4u, a1);
+    store_rows(m0, n0 + 8u, a2);
+    store_rows(m0, n0 + 12u, a3);
   }
 }
