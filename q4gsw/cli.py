@@ -207,7 +207,7 @@ def cmd_run_kernel_set(matrix: Matrix, args: argparse.Namespace, name: str, chec
 
 def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...] | None = None,
             applies: bool = True, selection: Selection | None = None) -> int:
-    from q4gsw.engine import FixtureSource, RunOptions, run_selection
+    from q4gsw.engine import FixtureSource, RunOptions, in_matrix_order, run_selection
     from q4gsw.export import default_cache_dir
     from q4gsw.plots import preload_in_background
     from q4gsw.report import print_report, write_run_outputs
@@ -250,6 +250,7 @@ def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "wall_s": time.time() - started, "host": platform.node(), "python": platform.python_version(),
             "interrupted": interrupted}
+    collected = in_matrix_order(collected, selection)
     path = write_run_outputs(args.results, collected, meta)
     print_report(collected)
     print(f"results: {path} (wall {meta['wall_s']:.1f} s)", file=sys.stderr, flush=True)

@@ -765,7 +765,7 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
         for config in selection.configs:
             record(config_failure(config, selection, unusable, selection.cases_of(config)))
         return results
-    runnable = [c for c in selection.configs if selection.cases_of(c)]
+    runnable = execution_order([c for c in selection.configs if selection.cases_of(c)])
     with _bytecode_ahead(options, runnable) as (first_fixture_in, bytecode_env), \
             fixture_provider(options.fixtures, runnable, bytecode_env) if options.seed is None else \
             contextlib.nullcontext(lambda c: (None, "", 0.0)) as fixture_for:
@@ -778,10 +778,22 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
                 first_fixture_in()
                 return found
 
-            _execute_configs(selection, fixture_then, env, options, root, record)
+            _execute_configs(selection, runnable, fixture_then, env, options, root, record)
     for failure in required_without_a_run(selection, results):
         record(failure)
-    return results
+    return in_matrix_order(results, selection)
+
+
+def execution_order(configs: list[Config]) -> list[Config]:
+    """The most GPU work first (M*K*N; ties keep the matrix order). On a cold machine the exports of the other
+    configs then run beside the longest GPU job instead of the run ending on it after every export is done."""
+    return sorted(configs, key=lambda c: -c.M * c.K * c.N)
+
+
+def in_matrix_order(results: list[Result], selection: Selection) -> list[Result]:
+    """Results as the matrix lists their configs (skips recorded before the run first), whatever ran first."""
+    position = {c.name: i for i, c in enumerate(selection.configs)}
+    return sorted(results, key=lambda r: position.get(r.config, -1))
 
 
 @contextlib.contextmanager
@@ -838,10 +850,10 @@ def _open_backend(selection: Selection, record: Callable[[Result], None],
     return env, selection
 
 
-def _execute_configs(selection: Selection, fixture_for: FixtureLookup, env: dict[str, str], options: RunOptions,
-                     root: Path, record: Callable[[Result], None]) -> None:
+def _execute_configs(selection: Selection, runnable: list[Config], fixture_for: FixtureLookup, env: dict[str, str],
+                     options: RunOptions, root: Path, record: Callable[[Result], None]) -> None:
     """Each config in its own child; the next config's child starts (imports, opens its device) while this one runs."""
-    runnable = [c for c in selection.configs if selection.cases_of(c)]
+    runnable = [c for c in runnable if selection.cases_of(c)]  # routing may have left a config nothing to run
     child: ConfigChild | None = None
     spare: ConfigChild | None = None
     try:
