@@ -5,8 +5,8 @@ CI machines) none is ever written: every child then compiles its imports from so
 alone compiles ~50 MB of torch, torchao, executorch, sympy and networkx source on one core before its
 first fixture (about 14 of its ~24 s of imports) while the run's other core has little to do, and each
 GPU child compiles numpy and wgpu again. So a run starts one helper, `python -m q4gsw _warm`, that
-compiles (standard `compileall`) what the GPU children import, then what the export imports last, in
-roughly the reverse of the order it imports them: helper and exporter meet in the middle. The helper runs
+compiles (standard `compileall`) the folders of the modules the export imports, in the reverse of the order
+it imports them (helper and exporter meet in the middle), then what the GPU children import. The helper runs
 niced (it may only use CPU the run leaves idle) and ends with the run.
 
 Where the environment forbids writing bytecode, the helper writes it only under the q4gsw cache
@@ -33,18 +33,19 @@ IDLE_NICE = 19  # once the first fixture is in: the helper only works for later 
 # What every GPU child (and the probe) imports; small, so first.
 CHILD_FOLDERS = ("numpy/_core", "numpy/lib", "numpy/linalg", "numpy/*", "wgpu", "cffi", "pycparser")
 
-# Package folders the export imports from, the last-imported first (the order of first import, measured on
-# torch 2.13 / torchao 0.18 / executorch 1.5 with a sys.meta_path recorder, reversed); "/*" means the
-# folder's own files only. Folders it barely touches are left out: compiling them would cost more than it
-# saves (torch/_inductor stays: most of it is imported).
-EXPORT_FOLDERS = (
-    "executorch/backends/vulkan", "executorch/backends/xnnpack", "executorch/backends/transforms", "jinja2",
-    "networkx/algorithms", "networkx/readwrite", "networkx/generators", "networkx/classes", "ruamel",
-    "executorch/exir", "torch/onnx", "torch/_inductor", "torch/_numpy", "sympy/solvers", "sympy/matrices",
-    "sympy/functions", "sympy/printing", "sympy/polys", "sympy/core", "mpmath", "torch/_dynamo",
-    "torchao/quantization", "torch/_higher_order_ops", "torch/_export", "torch/export", "torch/ao", "torch/fx",
-    "torch/_functorch", "torch/distributed", "torch/utils", "torch/nn", "torch/*",
-)
+# Folders whose own modules the export imports (relative to site-packages), the last-imported first: measured on
+# the pinned torch 2.13 / torchao 0.18 / executorch 1.5 by scripts/record-export-imports.py. Only the modules'
+# own folders, not whole packages: compiling all of torch/_inductor or executorch/exir would cost more than the
+# export saves. A stale list only costs speed.
+EXPORT_IMPORTS = Path(__file__).parent / "export_imports.txt"
+
+
+def export_folders() -> tuple[str, ...]:
+    try:
+        lines = EXPORT_IMPORTS.read_text().splitlines()
+    except OSError:
+        return ()
+    return tuple(f"{line}/*" for line in lines if line and not line.startswith("#"))
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def plan(cache_root: Path, exporting: bool) -> BytecodePlan | None:
         prefix = str(cache_root / "bytecode")
     site = numpy.parent
     # The export's folders first: its first fixture is what the GPU work waits for.
-    wanted = (EXPORT_FOLDERS if exporting and _package_folder("torch") is not None else ()) + CHILD_FOLDERS
+    wanted = (export_folders() if exporting and _package_folder("torch") is not None else ()) + CHILD_FOLDERS
     here = str(Path(__file__).parent)  # q4gsw itself, which every child imports
     return BytecodePlan(prefix=prefix, folders=(*(str(site / f) for f in wanted
                                                   if (site / f.removesuffix("/*")).is_dir()), here))

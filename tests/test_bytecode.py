@@ -50,15 +50,26 @@ def test_no_bytecode_beside_the_sources_when_the_environment_forbids_it(tmp_path
                                                                          monkeypatch: pytest.MonkeyPatch):
     site = fake_site(tmp_path, monkeypatch)
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    recorded = tmp_path / "export_imports.txt"  # as scripts/record-export-imports.py writes it
+    recorded.write_text("# the last-imported first\nexecutorch/exir\ntorch/_dynamo\nnot/installed\n\ntorch\n")
+    monkeypatch.setattr(bytecode, "EXPORT_IMPORTS", recorded)
     ahead = bytecode.plan(tmp_path / "cache", exporting=True)
     assert ahead is not None
     assert ahead.prefix == str(tmp_path / "cache" / "bytecode") and Path(ahead.prefix).is_dir()
     assert ahead.child_env() == {bytecode.PREFIX_ENV: ahead.prefix}
-    # The export's folders first (the GPU work waits for its first fixture), in the declared order, only
-    # those that exist; then what every child imports; q4gsw itself last.
+    # The export's folders first (the GPU work waits for its first fixture), in the recorded order, only
+    # those that exist and only their own files ("/*"); then what every child imports; q4gsw itself last.
     folders = [Path(f) for f in ahead.folders]
-    assert folders == [site / "executorch/exir", site / "torch/_dynamo", site / "torch/*", site / "numpy/_core",
-                       site / "numpy/*", site / "wgpu", Path(bytecode.__file__).parent]  # "/*": own files only
+    assert folders == [site / "executorch/exir/*", site / "torch/_dynamo/*", site / "torch/*", site / "numpy/_core",
+                       site / "numpy/*", site / "wgpu", Path(bytecode.__file__).parent]
+
+
+def test_the_shipped_export_list_names_folders_of_the_pinned_packages():
+    folders = bytecode.export_folders()
+    assert len(folders) > 100 and all(f.endswith("/*") and not f.startswith("/") for f in folders)
+    assert {f.split("/")[0] for f in folders} >= {"torch", "torchao", "executorch"}
+    # The last-imported first: the partitioner's folders before torch's own, which everything imports first.
+    assert folders.index("executorch/backends/vulkan/*") < folders.index("torch/*")
 
 
 def test_export_folders_only_when_a_fixture_must_be_exported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

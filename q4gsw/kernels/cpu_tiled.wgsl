@@ -70,10 +70,10 @@ fn bx(v: f32) -> vec4<f32> {
   return vec4<f32>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u));
 }
 
-// One quarter's contribution of a k step: word i of its 4 rows against the 4 x rows' 8 k.
-fn step(i: u32, wpr: u32, s: vec4<f32>, xl: mat4x4<f32>, xh: mat4x4<f32>) -> mat4x4<f32> {
+// One quarter's k step: word i of its 4 rows against the 4 x rows' 8 k, added to acc in k order.
+fn step(acc: mat4x4<f32>, i: u32, wpr: u32, s: vec4<f32>, xl: mat4x4<f32>, xh: mat4x4<f32>) -> mat4x4<f32> {
   let w = w4(i, wpr);
-  return dq_lo(w, s) * xl + dq_hi(w, s) * xh;
+  return acc + dq_lo(w, s) * xl + dq_hi(w, s) * xh;
 }
 
 fn store(m: u32, n: u32, v: vec4<f32>) {
@@ -127,10 +127,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
       let k = wi * 8u;
       let xl = mat4x4<f32>(bx(t_input[r0 + k]), bx(t_input[r1 + k]), bx(t_input[r2 + k]), bx(t_input[r3 + k]));
       let xh = mat4x4<f32>(bx(t_input[r0 + k + 4u]), bx(t_input[r1 + k + 4u]), bx(t_input[r2 + k + 4u]), bx(t_input[r3 + k + 4u]));
-      a0 = a0 + step(wb + wi, wpr, s0, xl, xh);
-      a1 = a1 + step(wb + 4u * wpr + wi, wpr, s1, xl, xh);
-      a2 = a2 + step(wb + 8u * wpr + wi, wpr, s2, xl, xh);
-      a3 = a3 + step(wb + 12u * wpr + wi, wpr, s3, xl, xh);
+      a0 = step(a0, wb + wi, wpr, s0, xl, xh);
+      a1 = step(a1, wb + 4u * wpr + wi, wpr, s1, xl, xh);
+      a2 = step(a2, wb + 8u * wpr + wi, wpr, s2, xl, xh);
+      a3 = step(a3, wb + 12u * wpr + wi, wpr, s3, xl, xh);
     }
   }
   if (valid) {
