@@ -1,0 +1,32 @@
+"""The engine's run order (offline): the most GPU work first, results still reported in matrix order."""
+
+from __future__ import annotations
+
+from helpers import MATRIX
+
+from q4gsw.cases import Skip, build_selection
+from q4gsw.engine import execution_order, in_matrix_order, skip_result
+from q4gsw.matrix import load_matrix
+
+
+def required_llama_selection():
+    return build_selection(load_matrix(MATRIX), "swiftshader", tiers=["required"], suites=["llama"])
+
+
+def test_the_most_gpu_work_runs_first_and_ties_keep_the_matrix_order():
+    selection = required_llama_selection()
+    matrix_order = [c.name for c in selection.configs]
+    assert matrix_order == ["q_proj", "kv_proj", "gate_proj", "down_proj", "q_proj_4k", "kv_proj_4k"]
+    # gate_proj (1x2048x8192) and down_proj (1x8192x2048) tie: the matrix's order decides.
+    assert [c.name for c in execution_order(list(selection.configs))] == \
+        ["q_proj_4k", "kv_proj_4k", "gate_proj", "down_proj", "q_proj", "kv_proj"]
+
+
+def test_results_are_reported_in_matrix_order_whatever_ran_first():
+    selection = required_llama_selection()
+    ran = [skip_result(Skip(c, "ran"), selection) for c in execution_order(list(selection.configs))]
+    skipped_before_the_run = [skip_result(s, selection) for s in selection.skipped]  # the heavy tier
+    assert skipped_before_the_run
+    ordered = in_matrix_order(skipped_before_the_run + ran, selection)
+    assert [r.config for r in ordered] == [r.config for r in skipped_before_the_run] + \
+        ["q_proj", "kv_proj", "gate_proj", "down_proj", "q_proj_4k", "kv_proj_4k"]
