@@ -1,6 +1,7 @@
 import numpy as np
 
-from q4gsw.golden import golden
+from q4gsw.golden import distinct_rows, golden
+from q4gsw.inputs import make_input
 from q4gsw.unpack import PackedLinear, pack_int4
 
 
@@ -28,3 +29,23 @@ def test_golden_chunking_gives_identical_results_and_reports_progress():
     # BLAS may block the fp64 sums differently per chunk shape: equal to fp64 rounding, not bitwise
     np.testing.assert_allclose(chunked, golden(x, packed), rtol=1e-13, atol=1e-12)
     assert seen[-1] == (40, 40) and len(seen) == 14
+
+
+def test_repeated_rows_are_computed_once_with_the_same_result():
+    rng = np.random.default_rng(3)
+    packed = _random_linear(rng, 32, 64, 16)
+    rows = rng.standard_normal((5, 64)).astype(np.float32)
+    x = rows[[3, 0, 3, 4, 0, 1, 3, 2, 4, 4]]
+    distinct, inverse = distinct_rows(x)
+    assert len(distinct) == 5 and np.array_equal(distinct[inverse], x)
+    np.testing.assert_allclose(golden(x, packed), x.astype(np.float64) @ packed.dequantized_rows(0, 32).T,
+                               rtol=1e-13, atol=1e-12)
+    y = x.copy()
+    y[1, 7] += 1.0  # a row that differs in one element is its own
+    assert len(distinct_rows(y)[0]) == 6
+
+
+def test_the_ramp_input_has_17_distinct_rows_whatever_m_is():
+    for M, K in ((4096, 2048), (70, 1024), (5, 1000)):
+        x = make_input("ramp", M, K, 0)
+        assert len(distinct_rows(x)[0]) == min(M, 17)
