@@ -271,6 +271,16 @@ def _open_device(cases: list[Case]) -> tuple[Any, str]:
     return Device(adapter, info, features), ""
 
 
+def _warm_up(device: Any, case: Case, root: Path) -> None:
+    """A spare's work before its fixture: its first kernel's pipeline and an empty dispatch (Device.warm_up).
+    Any failure is left for execute_case to meet again and report with the case."""
+    from q4gsw.webgpu.dispatch import resolve_kernel
+
+    with contextlib.suppress(Exception):
+        constants, _ = resolve_kernel(case.kernel, case.config.shape_names(), device.info)
+        device.warm_up(case.kernel.source(root), constants, case.kernel.name)
+
+
 def child_main(job_path: Path) -> int:
     """`python -m q4gsw _child JOB.json`: run a config's cases on one device, writing Results as they finish.
 
@@ -291,6 +301,8 @@ def child_main(job_path: Path) -> int:
 
     device, failure = _open_device(cases)
     if spare:
+        if device is not None:
+            _warm_up(device, cases[0], Path(job["root"]))
         go = sys.stdin.readline()
         if not go.strip():
             return 0
@@ -765,8 +777,11 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
         for config in selection.configs:
             record(config_failure(config, selection, unusable, selection.cases_of(config)))
         return results
-    runnable = execution_order([c for c in selection.configs if selection.cases_of(c)])
-    with _bytecode_ahead(options, runnable) as (first_fixture_in, bytecode_env), \
+    runnable = [c for c in selection.configs if selection.cases_of(c)]
+    exporting = _must_export(options, runnable)
+    if exporting:
+        runnable = execution_order(runnable)
+    with _bytecode_ahead(exporting, bool(runnable)) as (first_fixture_in, bytecode_env), \
             fixture_provider(options.fixtures, runnable, bytecode_env) if options.seed is None else \
             contextlib.nullcontext(lambda c: (None, "", 0.0)) as fixture_for:
         opened = _open_backend(selection, record, bytecode_env)
@@ -784,9 +799,17 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
     return in_matrix_order(results, selection)
 
 
+def _must_export(options: RunOptions, runnable: list[Config]) -> bool:
+    from q4gsw.export import fixture_dir
+
+    return options.seed is None and options.fixtures.fixtures is None and \
+        any(not fixture_dir(options.fixtures.cache, c).exists() for c in runnable)
+
+
 def execution_order(configs: list[Config]) -> list[Config]:
-    """The most GPU work first (M*K*N; ties keep the matrix order). On a cold machine the exports of the other
-    configs then run beside the longest GPU job instead of the run ending on it after every export is done."""
+    """The most GPU work first (M*K*N; ties keep the matrix order), for runs that export: the exports of the other
+    configs then run beside the longest GPU job instead of the run ending on it after every export is done.
+    Runs whose fixtures all exist keep the matrix order."""
     return sorted(configs, key=lambda c: -c.M * c.K * c.N)
 
 
@@ -797,17 +820,14 @@ def in_matrix_order(results: list[Result], selection: Selection) -> list[Result]
 
 
 @contextlib.contextmanager
-def _bytecode_ahead(options: RunOptions, runnable: list[Config]) -> Iterator[tuple[Callable[[], None], dict[str, str]]]:
+def _bytecode_ahead(exporting: bool, anything_to_run: bool) -> Iterator[tuple[Callable[[], None], dict[str, str]]]:
     """Children read bytecode a niced helper compiles ahead (see q4gsw.bytecode). Yields what to call once the
     first fixture is in (the helper then only uses CPU nothing else wants) and what to add to every child's
     environment; this process's own environment is left alone (runs may share it, e.g. in tests' threads)."""
     from q4gsw import bytecode
-    from q4gsw.export import fixture_dir
     from q4gsw.paths import cache_root
 
-    exporting = options.seed is None and options.fixtures.fixtures is None and \
-        any(not fixture_dir(options.fixtures.cache, c).exists() for c in runnable)
-    ahead = bytecode.plan(cache_root(), exporting) if runnable else None
+    ahead = bytecode.plan(cache_root(), exporting) if anything_to_run else None
     if ahead is None:
         yield (lambda: None), {}
         return

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import make_config
 
 from q4gsw import bytecode, engine
-from q4gsw.engine import FixtureSource, RunOptions
 
 
 def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, with_torch: bool = True,
@@ -118,10 +116,7 @@ def test_the_run_starts_the_helper_its_children_read_it_and_it_ends_with_the_run
     ahead = bytecode.BytecodePlan(prefix=str(tmp_path / "prefix"), folders=(str(package),))
     monkeypatch.setattr(bytecode, "plan", lambda cache_root, exporting: ahead)
     monkeypatch.delenv(bytecode.PREFIX_ENV, raising=False)
-    options = RunOptions(fixtures=FixtureSource(fixtures=None, cache=tmp_path / "fixtures",
-                                                matrix_path=tmp_path / "matrix.toml"))
-    config = make_config("a", 1, 32, 8, 32)
-    with engine._bytecode_ahead(options, [config]) as (first_fixture_in, children_env):
+    with engine._bytecode_ahead(exporting=True, anything_to_run=True) as (first_fixture_in, children_env):
         assert children_env == {bytecode.PREFIX_ENV: ahead.prefix}
         assert bytecode.PREFIX_ENV not in os.environ  # runs in threads of one process share it: left alone
         helpers = [p for p in psutil.Process().children() if "_warm" in p.cmdline()]

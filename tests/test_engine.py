@@ -30,3 +30,21 @@ def test_results_are_reported_in_matrix_order_whatever_ran_first():
     ordered = in_matrix_order(skipped_before_the_run + ran, selection)
     assert [r.config for r in ordered] == [r.config for r in skipped_before_the_run] + \
         ["q_proj", "kv_proj", "gate_proj", "down_proj", "q_proj_4k", "kv_proj_4k"]
+
+
+def test_only_runs_that_export_reorder(tmp_path):
+    from q4gsw.engine import FixtureSource, RunOptions, _must_export
+    from q4gsw.export import fixture_dir
+
+    configs = list(required_llama_selection().configs)
+    cache = tmp_path / "fixtures"
+    cold = RunOptions(fixtures=FixtureSource(fixtures=None, cache=cache, matrix_path=MATRIX))
+    assert _must_export(cold, configs)
+    for config in configs:
+        fixture_dir(cache, config).mkdir(parents=True)
+    assert not _must_export(cold, configs)  # every fixture cached: the matrix order stays
+    given = RunOptions(fixtures=FixtureSource(fixtures=tmp_path / "given", cache=tmp_path / "empty",
+                                              matrix_path=MATRIX))
+    assert not _must_export(given, configs)  # `--fixtures DIR` never exports
+    synthetic = RunOptions(fixtures=FixtureSource(fixtures=None, cache=tmp_path / "empty", matrix_path=MATRIX), seed=1)
+    assert not _must_export(synthetic, configs)  # bench's synthetic problems

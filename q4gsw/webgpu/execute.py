@@ -94,6 +94,17 @@ class Device:
                 raise KernelCompileError(f"{type(exc).__name__}: {exc}") from exc
         return self._pipelines[key]
 
+    def warm_up(self, source: str, constants: Mapping[str, Any], label: str) -> None:
+        """Build a kernel's pipeline and go once through everything run() does, with an empty dispatch (zero
+        workgroups: the kernel never executes). A warm spare child calls this before its fixture arrives:
+        wgpu-py's cffi parses each C struct type on its first use (~25 ms apiece, ~0.5 s per process), and
+        SwiftShader compiles the pipeline, while the previous config still runs."""
+        from q4gsw.unpack import pack_int4
+
+        tiny = PackedLinear(weight_packed=pack_int4(np.zeros((8, 8), dtype=np.int64)),
+                            scales=np.ones((1, 8), dtype=np.float32), group_size=8)
+        self.run(source, label, constants, (0,), np.zeros((1, 8), dtype=np.float32), tiny)
+
     def run(self, source: str, kernel_name: str, constants: Mapping[str, Any], workgroups: tuple[int, ...],
             x: np.ndarray, packed: PackedLinear, repeats: int = 1) -> GpuRun:
         wgpu = self.wgpu
