@@ -40,6 +40,7 @@ from q4gsw.matrix import Config
 from q4gsw.result import Errors, Provenance, Result, Shape, Timings, ToleranceRecord
 from q4gsw.sessions import reproduce_command
 
+CHILD_NICE_WHILE_EXPORTING = 5  # GPU children of a run that exports: the export process comes first
 CLOCK_ENV = "Q4GSW_RUN_STARTED"  # epoch seconds: children print the run's clock, not their own
 PARENT_ENV = "Q4GSW_PARENT_PID"  # the run's pid: a child whose parent is no longer it exits at once
 VERBOSE_ENV = "Q4GSW_VERBOSE"
@@ -630,7 +631,7 @@ class ConfigChild:
     several kernels in one child."""
 
     def __init__(self, config: Config, selection: Selection, env: dict[str, str], options: RunOptions,
-                 root: Path) -> None:
+                 root: Path, nice: int = 0) -> None:
         self.config, self.env, self.root = config, env, root
         self.cases = selection.cases_of(config)
         self.deadline_s = config.timeout_s * max(1, len({c.kernel.name for c in self.cases}))
@@ -642,6 +643,9 @@ class ConfigChild:
         self.err = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed by finish/cancel)
         self.proc = start_child([sys.executable, "-m", "q4gsw", "_child", str(job)], child_env(env), self.err,
                                 stdin=subprocess.PIPE)
+        if nice:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, self.proc.pid, nice)
 
     def finish(self, fixture: Path | None) -> list[Result]:
         try:
@@ -793,7 +797,8 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
                 first_fixture_in()
                 return found
 
-            _execute_configs(selection, runnable, fixture_then, env, options, root, record)
+            _execute_configs(selection, runnable, fixture_then, env, options, root, record,
+                             child_nice=CHILD_NICE_WHILE_EXPORTING if exporting else 0)
     for failure in required_without_a_run(selection, results):
         record(failure)
     return in_matrix_order(results, selection)
@@ -871,8 +876,10 @@ def _open_backend(selection: Selection, record: Callable[[Result], None],
 
 
 def _execute_configs(selection: Selection, runnable: list[Config], fixture_for: FixtureLookup, env: dict[str, str],
-                     options: RunOptions, root: Path, record: Callable[[Result], None]) -> None:
-    """Each config in its own child; the next config's child starts (imports, opens its device) while this one runs."""
+                     options: RunOptions, root: Path, record: Callable[[Result], None], child_nice: int = 0) -> None:
+    """Each config in its own child; the next config's child starts (imports, opens its device) while this one runs.
+    child_nice > 0 (a run that exports): the children yield the CPU to the export process, whose fixtures every
+    later config waits for."""
     runnable = [c for c in runnable if selection.cases_of(c)]  # routing may have left a config nothing to run
     child: ConfigChild | None = None
     spare: ConfigChild | None = None
@@ -880,7 +887,7 @@ def _execute_configs(selection: Selection, runnable: list[Config], fixture_for: 
         for index, config in enumerate(runnable, start=1):
             say(f"({index}/{len(runnable)}) {config.name} {config.M}x{config.K}x{config.N} gs={config.group_size} "
                 f"[{config.tier}] on {selection.backend.name}")
-            child, spare = spare or ConfigChild(config, selection, env, options, root), None
+            child, spare = spare or ConfigChild(config, selection, env, options, root, child_nice), None
             fixture, problem, waited = fixture_for(config)
             if problem:
                 child.cancel()
@@ -888,7 +895,7 @@ def _execute_configs(selection: Selection, runnable: list[Config], fixture_for: 
                                       timings=Timings(export_s=waited)))
                 continue
             if index < len(runnable):
-                spare = ConfigChild(runnable[index], selection, env, options, root)
+                spare = ConfigChild(runnable[index], selection, env, options, root, child_nice)
             for result in child.finish(fixture):
                 record(replace(result, timings=replace(result.timings, export_s=waited or None)))
     finally:  # Ctrl-C or an error here: no child outlives the run
