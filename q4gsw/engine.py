@@ -40,6 +40,7 @@ from q4gsw.matrix import Config
 from q4gsw.result import Errors, Provenance, Result, Shape, Timings, ToleranceRecord
 from q4gsw.sessions import reproduce_command
 
+SPARES_AHEAD = 2  # configs whose children start while one runs
 CHILD_NICE_WHILE_EXPORTING = 5  # GPU children of a run that exports: the export process comes first
 CLOCK_ENV = "Q4GSW_RUN_STARTED"  # epoch seconds: children print the run's clock, not their own
 PARENT_ENV = "Q4GSW_PARENT_PID"  # the run's pid: a child whose parent is no longer it exits at once
@@ -877,28 +878,36 @@ def _open_backend(selection: Selection, record: Callable[[Result], None],
 
 def _execute_configs(selection: Selection, runnable: list[Config], fixture_for: FixtureLookup, env: dict[str, str],
                      options: RunOptions, root: Path, record: Callable[[Result], None], child_nice: int = 0) -> None:
-    """Each config in its own child; the next config's child starts (imports, opens its device) while this one runs.
+    """Each config in its own child. Once a config's fixture is in, the children of the next SPARES_AHEAD configs
+    start (import, open their device, build their first pipeline) while it runs: a config that is done in
+    a fraction of a second (M = 1 on a warm device) does not leave the next one starting from nothing.
     child_nice > 0 (a run that exports): the children yield the CPU to the export process, whose fixtures every
     later config waits for."""
     runnable = [c for c in runnable if selection.cases_of(c)]  # routing may have left a config nothing to run
-    child: ConfigChild | None = None
-    spare: ConfigChild | None = None
+    started: dict[int, ConfigChild] = {}  # by index in runnable: the current config's child and the spares
+
+    def start(index: int) -> ConfigChild:
+        if index not in started:
+            started[index] = ConfigChild(runnable[index], selection, env, options, root, child_nice)
+        return started[index]
+
     try:
-        for index, config in enumerate(runnable, start=1):
-            say(f"({index}/{len(runnable)}) {config.name} {config.M}x{config.K}x{config.N} gs={config.group_size} "
+        for index, config in enumerate(runnable):
+            say(f"({index + 1}/{len(runnable)}) {config.name} {config.M}x{config.K}x{config.N} gs={config.group_size} "
                 f"[{config.tier}] on {selection.backend.name}")
-            child, spare = spare or ConfigChild(config, selection, env, options, root, child_nice), None
+            child = start(index)
             fixture, problem, waited = fixture_for(config)
             if problem:
-                child.cancel()
+                started.pop(index).cancel()
                 record(config_failure(config, selection, problem, selection.cases_of(config),
                                       timings=Timings(export_s=waited)))
                 continue
-            if index < len(runnable):
-                spare = ConfigChild(runnable[index], selection, env, options, root, child_nice)
-            for result in child.finish(fixture):
+            for ahead in range(index + 1, min(index + 1 + SPARES_AHEAD, len(runnable))):
+                start(ahead)
+            results = child.finish(fixture)
+            del started[index]
+            for result in results:
                 record(replace(result, timings=replace(result.timings, export_s=waited or None)))
     finally:  # Ctrl-C or an error here: no child outlives the run
-        for started in (child, spare):
-            if started is not None:
-                started.cancel()
+        for child in started.values():
+            child.cancel()
