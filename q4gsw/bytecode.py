@@ -23,6 +23,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,32 @@ def plan(cache_root: Path, exporting: bool) -> BytecodePlan | None:
                                                   if (site / f.removesuffix("/*")).is_dir()), here))
 
 
+def link_standard_library(prefix: str) -> int:
+    """Link the standard library's own bytecode (compiled when Python was installed) into the prefix; returns how
+    many files. Once a prefix is set Python reads bytecode only from there, so without this every child would
+    compile enum, re, typing, inspect ... from source again (~1.3 s of CPU for a common set)."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
+    suffix = f".{sys.implementation.cache_tag}.pyc"  # optimization level 0 only, as the children run
+    linked = 0
+    for folder, subfolders, files in os.walk(stdlib):
+        subfolders[:] = [d for d in subfolders if d not in ("site-packages", "dist-packages", "test")]
+        if Path(folder).name != "__pycache__":
+            continue
+        mirror = Path(prefix, *Path(folder).parent.parts[1:])  # where Python looks with the prefix set
+        for name in files:
+            if name.endswith(suffix) and name.count(".") == 2:
+                target = mirror / name
+                if not target.exists():
+                    with contextlib.suppress(OSError):
+                        mirror.mkdir(parents=True, exist_ok=True)
+                        target.symlink_to(Path(folder, name))
+                        linked += 1
+    return linked
+
+
 def start_warming(bytecode: BytecodePlan, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    if bytecode.prefix:
+        link_standard_library(bytecode.prefix)
     helper = subprocess.Popen([sys.executable, "-m", "q4gsw", "_warm", "--prefix", bytecode.prefix,
                                *bytecode.folders], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)

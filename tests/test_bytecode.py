@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -128,3 +129,20 @@ def test_the_run_starts_the_helper_its_children_read_it_and_it_ends_with_the_run
             time.sleep(0.05)
         assert (tmp_path / "prefix").exists()
     assert not helpers[0].is_running() or helpers[0].status() == psutil.STATUS_ZOMBIE
+
+
+def test_the_standard_librarys_own_bytecode_is_read_through_the_prefix(tmp_path: Path):
+    import fractions
+
+    prefix = tmp_path / "prefix"
+    if not Path(importlib.util.cache_from_source(fractions.__file__)).is_file():
+        pytest.skip("this Python's standard library has no bytecode to link")
+    assert bytecode.link_standard_library(str(prefix)) > 100
+    tag = sys.implementation.cache_tag
+    mirrored = prefix.joinpath(*Path(fractions.__file__).parent.parts[1:], f"fractions.{tag}.pyc")
+    assert mirrored.is_symlink() and mirrored.resolve() == Path(importlib.util.cache_from_source(fractions.__file__))
+    assert bytecode.link_standard_library(str(prefix)) == 0  # a later run finds them linked
+    # A child with the prefix and PYTHONDONTWRITEBYTECODE reads it instead of compiling the module again.
+    proc = subprocess.run([sys.executable, "-v", "-c", "import fractions"], capture_output=True, text=True,
+                          env={**os.environ, bytecode.PREFIX_ENV: str(prefix), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert f"# code object from '{mirrored}'" in proc.stderr
