@@ -209,7 +209,7 @@ def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...
             applies: bool = True, selection: Selection | None = None) -> int:
     from q4gsw.engine import FixtureSource, RunOptions, in_matrix_order, run_selection
     from q4gsw.export import default_cache_dir
-    from q4gsw.plots import preload_in_background
+    from q4gsw.plots import HistogramsAhead
     from q4gsw.report import print_report, write_run_outputs
     from q4gsw.result import Result, exit_code
 
@@ -230,9 +230,14 @@ def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...
         raise KeyboardInterrupt
 
     previous_sigterm = signal.signal(signal.SIGTERM, terminate)
-    preload_in_background()
+    ahead = HistogramsAhead()
+
+    def recorded(result: Result) -> None:
+        collected.append(result)
+        ahead.add(result)
+
     try:
-        run_selection(selection, options, matrix.root, on_result=collected.append)
+        run_selection(selection, options, matrix.root, on_result=recorded)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: writing the partial results", file=sys.stderr, flush=True)
@@ -251,7 +256,7 @@ def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...
             "wall_s": time.time() - started, "host": platform.node(), "python": platform.python_version(),
             "interrupted": interrupted}
     collected = in_matrix_order(collected, selection)
-    path = write_run_outputs(args.results, collected, meta)
+    path = write_run_outputs(args.results, collected, meta, plots_ahead=ahead)
     print_report(collected)
     print(f"results: {path} (wall {meta['wall_s']:.1f} s)", file=sys.stderr, flush=True)
     return exit_code(collected, interrupted)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
@@ -12,6 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from q4gsw.result import Result, format_number, summary_line, write_results
+
+if TYPE_CHECKING:
+    from q4gsw.plots import HistogramsAhead
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow", "unsupported": "magenta"}
 
@@ -74,7 +77,8 @@ def print_report(results: list[Result], console: Console | None = None) -> None:
 
 
 def write_run_outputs(results_dir: Path, results: list[Result], meta: dict[str, Any], *,
-                      write_json: bool = True, step_summary: bool = True, title: str | None = None) -> Path:
+                      write_json: bool = True, step_summary: bool = True, title: str | None = None,
+                      plots_ahead: HistogramsAhead | None = None) -> Path:
     """Write results.json, junit.xml, summary.md and plots/*.png into results_dir; returns results.json.
 
     results.json is written first; a problem in any other report is printed as a warning and never
@@ -94,7 +98,7 @@ def write_run_outputs(results_dir: Path, results: list[Result], meta: dict[str, 
     except Exception as exc:  # reports are secondary to results.json
         notes.append(f"junit.xml not written: {type(exc).__name__}: {exc}")
     try:
-        plots, plot_notes = write_plots(results_dir / "plots", results)
+        plots, plot_notes = write_plots(results_dir / "plots", results, plots_ahead)
     except Exception as exc:
         plots, plot_notes = [], [f"plots not written: {type(exc).__name__}: {exc}"]
     notes += plot_notes

@@ -60,6 +60,7 @@ dispatch = "{dispatch}"
 CONFIGS = {
     "a": 'name = "a"\nM = 3\nK = 64\nN = 16\ntier = "required"',
     "b": 'name = "b"\nM = 1\nK = 64\nN = 16\ntier = "required"',
+    "c": 'name = "c"\nM = 2\nK = 64\nN = 16\ntier = "required"',
     "h": 'name = "h"\nM = 1\nK = 64\nN = 8\ntier = "heavy"',
     "o": 'name = "o"\nM = 1\nK = 64\nN = 8\ntier = "optional"\nsuite = "other"',
 }
@@ -519,10 +520,10 @@ def _gone(procs: list[psutil.Process], within_s: float) -> list[psutil.Process]:
 def _kill_parent_during(tmp_path: Path, icd: dict[str, str], stage: str, busy_s: float) -> None:
     """Start a run, wait until its `stage` child (_child hung in its kernel, or _export importing torch) has been busy
     for busy_s, SIGKILL only the run's own process, and check that the child dies with it, well before its
-    timeout_s. In the `_child` stage, config b's warm child (started while a runs, waiting for its fixture) must
-    die too."""
+    timeout_s. In the `_child` stage, the warm children of configs b and c (started while a runs: two configs
+    ahead, waiting for their fixtures) must die too."""
     timeout_s = 60
-    configs = "ab" if stage == "_child" else "a"
+    configs = "abc" if stage == "_child" else "a"
     matrix = write_matrix(tmp_path / "matrix.toml", configs=configs, kernel="tests/data/hang.wgsl",
                           timeout_s=timeout_s)
     argv = [sys.executable, "-m", "q4gsw", "run", "--matrix", str(matrix), "--backend", "swiftshader", "--results",
@@ -540,7 +541,7 @@ def _kill_parent_during(tmp_path: Path, icd: dict[str, str], stage: str, busy_s:
         assert children, f"the run never started its {stage} process"
         time.sleep(busy_s)
         named = _descendants_named(proc.pid, stage)
-        assert len(named) == len(configs), [c.cmdline() for c in named]  # _child: a (hung) and b (warm)
+        assert len(named) == len(configs), [c.cmdline() for c in named]  # _child: a (hung), b and c (warm)
         children = _descendants_named(proc.pid, "*")  # all of the run's children, whatever their stage
         assert proc.poll() is None and _gone(children, 0), f"{stage} finished before the test killed its run"
         started = time.monotonic()

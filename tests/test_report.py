@@ -297,6 +297,29 @@ def test_plots_are_pngs(tmp_path):
     assert "no error histogram for gate_proj" in (tmp_path / "summary.md").read_text()
 
 
+def test_histograms_drawn_during_the_run_are_the_ones_written(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    q_proj = [passing(), passing(kernel="tiled", headroom=0.0)]
+    kv_proj = [failing()]
+    results = [*q_proj, *kv_proj, passing(config="late", kernel="gemv")]
+    ahead = plots.HistogramsAhead()
+    for result in results:
+        ahead.add(result)
+    ahead.finish()  # what write_plots does first: draws what is pending (the last config), then stops
+    drawn = {config: ahead.drawn(config, mine) for config, mine in (("q_proj", q_proj), ("kv_proj", kv_proj))}
+    assert all(found and png[:8] == PNG_MAGIC for found, png in drawn.values())
+    assert ahead.drawn("q_proj", q_proj[:1]) == (False, None)  # other results: drawn again at the end
+    write_run_outputs(tmp_path / "fresh", results, META)
+
+    def must_not_draw(plt, config, mine):
+        raise AssertionError(f"{config} was drawn again")
+
+    monkeypatch.setattr(plots, "_histogram_png", must_not_draw)
+    write_run_outputs(tmp_path / "ahead", results, META, plots_ahead=ahead)
+    for name in ("error-hist-q_proj.png", "error-hist-kv_proj.png", "error-hist-late.png"):
+        assert (tmp_path / "ahead" / "plots" / name).read_bytes() == (tmp_path / "fresh" / "plots" / name).read_bytes()
+
+
 def test_missing_matplotlib_degrades_gracefully(tmp_path, monkeypatch, capsys):
     def no_matplotlib():
         raise ImportError("No module named 'matplotlib'")
