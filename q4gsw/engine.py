@@ -40,7 +40,7 @@ from q4gsw.matrix import Config
 from q4gsw.result import Errors, Provenance, Result, Shape, Timings, ToleranceRecord
 from q4gsw.sessions import reproduce_command
 
-SPARES_AHEAD = 2  # configs whose children start while one runs
+SPARES_AHEAD = 4  # configs whose children start while one runs (each ~150 MB until its fixture)
 CHILD_NICE_WHILE_EXPORTING = 5  # GPU children of a run that exports: the export process comes first
 CLOCK_ENV = "Q4GSW_RUN_STARTED"  # epoch seconds: children print the run's clock, not their own
 PARENT_ENV = "Q4GSW_PARENT_PID"  # the run's pid: a child whose parent is no longer it exits at once

@@ -520,8 +520,8 @@ def _gone(procs: list[psutil.Process], within_s: float) -> list[psutil.Process]:
 def _kill_parent_during(tmp_path: Path, icd: dict[str, str], stage: str, busy_s: float) -> None:
     """Start a run, wait until its `stage` child (_child hung in its kernel, or _export importing torch) has been busy
     for busy_s, SIGKILL only the run's own process, and check that the child dies with it, well before its
-    timeout_s. In the `_child` stage, the warm children of configs b and c (started while a runs: two configs
-    ahead, waiting for their fixtures) must die too."""
+    timeout_s. In the `_child` stage, the warm children of configs b and c (started while a runs, waiting for
+    their fixtures) must die too."""
     timeout_s = 60
     configs = "abc" if stage == "_child" else "a"
     matrix = write_matrix(tmp_path / "matrix.toml", configs=configs, kernel="tests/data/hang.wgsl",
