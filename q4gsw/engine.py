@@ -909,5 +909,5 @@ def _execute_configs(selection: Selection, runnable: list[Config], fixture_for: 
             for result in results:
                 record(replace(result, timings=replace(result.timings, export_s=waited or None)))
     finally:  # Ctrl-C or an error here: no child outlives the run
-        for child in started.values():
-            child.cancel()
+        for leftover in started.values():
+            leftover.cancel()

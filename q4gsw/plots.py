@@ -130,8 +130,9 @@ def write_plots(out_dir: Path, results: Sequence[Result],
             drawn, png = ahead.drawn(config, mine) if ahead is not None else (False, None)
             if not drawn:
                 png = _histogram_png(plt, config, mine)
-            path = out_dir / f"error-hist-{_safe(config)}.png" if png is not None else None
-            if path is not None and png is not None:
+            path = None
+            if png is not None:
+                path = out_dir / f"error-hist-{_safe(config)}.png"
                 path.write_bytes(png)
         except Exception as exc:  # a plot must never cost the run its other reports
             notes.append(f"histogram of {config} not written: {type(exc).__name__}: {exc}")
