@@ -4,7 +4,7 @@
 // - each invocation computes a 4 (rows) x 16 (columns) output block in four mat4x4 accumulators, one per
 //   4-column quarter. On SwiftShader (Subzero) the x values of a k step cost more than the weights and
 //   the arithmetic (loads plus broadcasts, below), so the wider the block, the more columns share them:
-//   measured per CPU-second, 4x16 ~1.3x 4x4 and ahead of 4x8; taller blocks (8x8, 8x4) and 2-word
+//   measured per CPU-second, 4x16 ~1.3x 4x4, ahead of 4x8 and level with 4x32; taller blocks (8x8, 8x4) and 2-word
 //   unrolled k steps were slower: the extra live values spill;
 // - SwiftShader turns every load with a non-constant index into 4 branchy scalar loads (one per
 //   SIMD lane), even when all lanes read the same address. x is the same for every column block of
