@@ -798,8 +798,10 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
                 first_fixture_in()
                 return found
 
+            # bench (synthetic problems) times kernels: one spare at a time, as little beside the timed work as before
             _execute_configs(selection, runnable, fixture_then, env, options, root, record,
-                             child_nice=CHILD_NICE_WHILE_EXPORTING if exporting else 0)
+                             child_nice=CHILD_NICE_WHILE_EXPORTING if exporting else 0,
+                             spares_ahead=1 if options.seed is not None else SPARES_AHEAD)
     for failure in required_without_a_run(selection, results):
         record(failure)
     return in_matrix_order(results, selection)
@@ -877,8 +879,9 @@ def _open_backend(selection: Selection, record: Callable[[Result], None],
 
 
 def _execute_configs(selection: Selection, runnable: list[Config], fixture_for: FixtureLookup, env: dict[str, str],
-                     options: RunOptions, root: Path, record: Callable[[Result], None], child_nice: int = 0) -> None:
-    """Each config in its own child. Once a config's fixture is in, the children of the next SPARES_AHEAD configs
+                     options: RunOptions, root: Path, record: Callable[[Result], None], child_nice: int = 0,
+                     spares_ahead: int = SPARES_AHEAD) -> None:
+    """Each config in its own child. Once a config's fixture is in, the children of the next spares_ahead configs
     start (import, open their device, build their first pipeline) while it runs: a config that is done in
     a fraction of a second (M = 1 on a warm device) does not leave the next one starting from nothing.
     child_nice > 0 (a run that exports): the children yield the CPU to the export process, whose fixtures every
@@ -902,7 +905,7 @@ def _execute_configs(selection: Selection, runnable: list[Config], fixture_for: 
                 record(config_failure(config, selection, problem, selection.cases_of(config),
                                       timings=Timings(export_s=waited)))
                 continue
-            for ahead in range(index + 1, min(index + 1 + SPARES_AHEAD, len(runnable))):
+            for ahead in range(index + 1, min(index + 1 + spares_ahead, len(runnable))):
                 start(ahead)
             results = child.finish(fixture)
             del started[index]
