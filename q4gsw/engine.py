@@ -568,6 +568,11 @@ class RunOptions:
     repeats: int = 1
     seed: int | None = None  # synthetic problems (bench) instead of fixtures
 
+    @property
+    def exports_into_cache(self) -> bool:
+        """Fixtures come from the cache, exported there when missing (not `--fixtures DIR`, not bench's seed)."""
+        return self.seed is None and self.fixtures.fixtures is None
+
 
 def probe(selection: Selection, env: dict[str, str]) -> dict[str, Any]:
     """Find the backend's adapter in a child (the ICD env must be set before wgpu loads); raise if absent."""
@@ -645,8 +650,9 @@ class ConfigChild:
         self.proc = start_child([sys.executable, "-m", "q4gsw", "_child", str(job)], child_env(env), self.err,
                                 stdin=subprocess.PIPE)
         if nice:
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, self.proc.pid, nice)
+            from q4gsw.bytecode import renice
+
+            renice(self.proc, nice)
 
     def finish(self, fixture: Path | None) -> list[Result]:
         try:
@@ -753,7 +759,7 @@ def _unusable_cache(options: RunOptions) -> str:
     """Why the fixture cache this run exports into cannot be used, or '' (also when the run needs no cache)."""
     from q4gsw.paths import CacheError, usable_directory
 
-    if options.seed is not None or options.fixtures.fixtures is not None:
+    if not options.exports_into_cache:
         return ""
     try:
         usable_directory(options.fixtures.cache, "cache")
@@ -810,8 +816,7 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
 def _must_export(options: RunOptions, runnable: list[Config]) -> bool:
     from q4gsw.export import fixture_dir
 
-    return options.seed is None and options.fixtures.fixtures is None and \
-        any(not fixture_dir(options.fixtures.cache, c).exists() for c in runnable)
+    return options.exports_into_cache and any(not fixture_dir(options.fixtures.cache, c).exists() for c in runnable)
 
 
 def execution_order(configs: list[Config]) -> list[Config]:
