@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import json
 import math
 import os
 import queue
-import resource
 import signal
 import subprocess
 import sys
@@ -28,209 +26,28 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from q4gsw import __version__
+from q4gsw.case import COMPILE_FAILURE, base_result, execute_case, load_problem, open_device, warm_up
 from q4gsw.cases import Case, Selection, Skip, case_from_plain, to_plain
+from q4gsw.console import CLOCK_ENV, say
+from q4gsw.console import last_lines as _last_lines
 from q4gsw.matrix import Config
-from q4gsw.result import Errors, Provenance, Result, Shape, Timings, ToleranceRecord
+from q4gsw.result import Result, Shape, Timings
 from q4gsw.sessions import reproduce_command
 
 SPARES_AHEAD = 4  # configs whose children start while one runs (each ~150 MB until its fixture)
 CHILD_NICE_WHILE_EXPORTING = 5  # GPU children of a run that exports: the export process comes first
-CLOCK_ENV = "Q4GSW_RUN_STARTED"  # epoch seconds: children print the run's clock, not their own
 PARENT_ENV = "Q4GSW_PARENT_PID"  # the run's pid: a child whose parent is no longer it exits at once
 VERBOSE_ENV = "Q4GSW_VERBOSE"
 PROBE_TIMEOUT_S = 180
-COMPILE_FAILURE = "kernel rejected"
-
-
-# ------------------------------------------------------------------------------------------------
-# Console
-# ------------------------------------------------------------------------------------------------
-
-
-def say(message: str, indent: str = "") -> None:
-    """One elapsed clock for the whole run, in the parent and every child."""
-    started = float(os.environ.setdefault(CLOCK_ENV, repr(time.time())))
-    print(f"[{time.time() - started:7.1f}s] {indent}{message}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------
 # Executing one case (child process)
 # ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Problem:
-    """What a case computes on: the packed weights and, per input, x and the fp64 golden."""
-
-    packed: Any  # unpack.PackedLinear
-    x: dict[str, np.ndarray]
-    golden: dict[str, np.ndarray]
-    fixture_key: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-def base_result(case: Case, status: str, message: str, **extra: Any) -> Result:
-    """A Result carrying everything the case itself says (used for pass, fail, skip and unsupported)."""
-    c = case.config
-    tol = case.tolerance
-    return Result(config=c.name, backend=case.backend.name, status=status, message=message, case_id=case.id,
-                  webgpu=case.backend.webgpu, tier=c.tier, suite=c.suite, kernel=case.kernel.name, input=case.input,
-                  role=case.role, routed=case.routed, shape=Shape(c.M, c.K, c.N, c.group_size),
-                  tolerance=ToleranceRecord(tol.atol, tol.rtol, tol.justification, tol.source),
-                  reproduce=reproduce_for(case), **extra)
-
-
-def reproduce_for(case: Case) -> str:
-    kernel = case.kernel
-    if case.role == "subject" and kernel.origin.startswith("check:"):
-        args = ["check", "--kernel", kernel.file, "--dispatch", ", ".join(kernel.dispatch)]
-        for name, value in kernel.overrides.items():
-            args += ["--override", f"{name}={value}"]
-        return reproduce_command(case.config.name, case.backend.name, case.config.tier, case.config.suite, args)
-    if kernel.origin.startswith("executorch:"):
-        args = ["run", "--executorch", kernel.origin.split(":", 2)[1], "--all-variants"]
-        return reproduce_command(case.config.name, case.backend.name, case.config.tier, case.config.suite, args)
-    return reproduce_command(case.config.name, case.backend.name, case.config.tier, case.config.suite)
-
-
-def upstream_verdict(y: np.ndarray, g: np.ndarray, case: Case) -> str:
-    """The kernel's own project's verdict (abs OR rel, rel over max(|g|, 1e-6)), shown beside q4gsw's."""
-    bound = case.config.upstream_tolerance
-    if bound is None:
-        return ""
-    diff = np.abs(y.astype(np.float64) - g)
-    ok = (diff <= bound.atol) | (diff / np.maximum(np.abs(g), 1e-6) <= bound.rtol)
-    bad = int(np.count_nonzero(~ok))
-    return "pass" if bad == 0 else f"fail ({bad} elements beyond atol {bound.atol:g} or rtol {bound.rtol:g})"
-
-
-def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats: int = 1) -> Result:
-    """Run one case on an open device and compare it with its golden: the one place a case is judged."""
-    from q4gsw.compare import compare
-    from q4gsw.histogram import error_histogram
-    from q4gsw.webgpu.dispatch import KernelUnsupported, resolve_kernel
-    from q4gsw.webgpu.execute import COMPILERS, KernelCompileError, adapt_source
-
-    info = device.info
-    source = case.kernel.source(root)
-    provenance = Provenance(fixture=problem.fixture_key, weights=case.config.weights,
-                            weight_seed=case.config.weight_seed, input=case.input, kernel_source=case.kernel.origin,
-                            source_notes=case.kernel.notes + adapt_source(source, info.webgpu)[1],
-                            versions=_versions())
-    common = {"adapter": info.record(), "provenance": provenance}
-    try:
-        constants, workgroups = resolve_kernel(case.kernel, case.config.shape_names(), info)
-    except KernelUnsupported as exc:
-        # A kernel the user named explicitly (check) that cannot be dispatched fails: they asked for it.
-        status = "fail" if case.kernel.origin.startswith("check:") else "unsupported"
-        return base_result(case, status, str(exc), **common)
-    x = problem.x[case.input]
-    try:
-        device.pipeline(source, constants, case.kernel.name)
-    except KernelCompileError as exc:
-        return base_result(case, "fail", f"{COMPILE_FAILURE} by {COMPILERS[info.webgpu]} on {info.name}: "
-                                         f"{_last_lines(str(exc), 8)}", **common)
-    try:
-        run = device.run(source, case.kernel.name, constants, workgroups, x, problem.packed)
-        timed_s, how = _time_dispatches(device, run, source, case, constants, workgroups, x, problem, repeats)
-    except Exception as exc:  # OOM or device loss fails this case, not the run
-        return base_result(case, "fail", f"kernel '{case.kernel.name}' failed on {info.name} through {info.webgpu}: "
-                                         f"{type(exc).__name__}: {_last_lines(str(exc), 8)}",
-                           workgroups=(), **common)
-    g = problem.golden[case.input]
-    started = time.perf_counter()
-    comparison = compare(run.output, g, case.tolerance)
-    compare_s = time.perf_counter() - started
-    message = comparison.message
-    if run.guard_violations:
-        message = (f"out-of-bounds write: {len(run.guard_violations)} guard words changed, first at byte offset "
-                   f"{run.guard_violations[0]} from the output start; {message}")
-    errors = Errors(max_abs=comparison.max_abs_error, max_rel=comparison.max_rel_error,
-                    worst_index=comparison.worst_index, mismatches=comparison.mismatches,
-                    elements=comparison.elements, nmse=comparison.nmse, headroom=comparison.headroom,
-                    nonfinite=comparison.nonfinite, first_nonfinite=comparison.first_nonfinite,
-                    guard_violations=len(run.guard_violations), histogram=error_histogram(run.output, g))
-    gpu_s = timed_s
-    timings = Timings(unpack_s=problem.timings.get("unpack_s"), golden_s=problem.timings.get("golden_s"),
-                      gpu_s=gpu_s, gpu_wall_s=run.wall_s, gpu_timing=how, compare_s=compare_s,
-                      gflops=case.config.flops / gpu_s / 1e9 if gpu_s else None,
-                      fixture_export_s=problem.timings.get("fixture_export_s"),
-                      fixture_golden_s=problem.timings.get("fixture_golden_s"))
-    passed = comparison.passed and not run.guard_violations
-    if case.kernel.notes:
-        message += "; note: " + "; ".join(case.kernel.notes)
-    return base_result(case, "pass" if passed else "fail", message, errors=errors, timings=timings,
-                       workgroups=tuple(run.workgroups), upstream=upstream_verdict(run.output, g, case),
-                       peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, **common)
-
-
-def _time_dispatches(device: Any, first: Any, source: str, case: Case, constants: dict[str, Any],
-                     workgroups: tuple[int, ...], x: np.ndarray, problem: Problem,
-                     repeats: int) -> tuple[float | None, str]:
-    """(seconds per dispatch or None, how): timestamp queries (best of `repeats`) where the adapter has them;
-    else the wall time of `repeats` extra dispatches (R+1 dispatches minus 1, which cancels pipeline creation)."""
-    if device.timestamps:
-        timed = first if repeats <= 1 else device.run(source, case.kernel.name, constants, workgroups, x,
-                                                      problem.packed, repeats=repeats)
-        # Timestamps that read zero (Dawn quantizes them; some drivers wrap) are no measurement: say so.
-        return (timed.gpu_s, "gpu") if timed.gpu_s else (None, "unmeasured")
-    if repeats <= 1:
-        return first.wall_s, "wall"
-    many = device.run(source, case.kernel.name, constants, workgroups, x, problem.packed, repeats=repeats + 1)
-    return max(many.wall_s - first.wall_s, 1e-9) / repeats, "wall"
-
-
-def _versions() -> dict[str, str]:
-    from q4gsw.export import package_version, package_versions
-
-    return {"q4gsw": __version__, **package_versions(), "wgpu": package_version("wgpu"),
-            "wgpudawn": package_version("wgpudawn"), "numpy": np.__version__}
-
-
-def _last_lines(text: str, count: int = 3) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip() and "XDG_RUNTIME_DIR" not in line]
-    return " | ".join(lines[-count:]) if lines else "(no output)"
-
-
-def load_problem(config: Config, inputs_wanted: tuple[str, ...], fixture: Path | None, seed: int | None) -> Problem:
-    """The fixture's weights and goldens (checked against their sha256), or a synthetic problem (bench)."""
-    from q4gsw import inputs
-    from q4gsw.golden import golden
-
-    started = time.perf_counter()
-    if fixture is None:
-        x, packed = inputs.synthetic_problem(config.M, config.K, config.N, config.group_size, seed or 0)
-        xs = dict.fromkeys(inputs_wanted, x)
-        return Problem(packed=packed, x=xs, golden={name: golden(x, packed) for name in xs},
-                       timings={"golden_s": time.perf_counter() - started})
-    from q4gsw.export import verify_fixture
-
-    loaded = verify_fixture(fixture, config)
-    packed = loaded.packed_linear()
-    timings = {"unpack_s": time.perf_counter() - started}
-    timings.update({f"fixture_{k}": v for k, v in loaded.manifest.get("timings", {}).items()})
-    xs, goldens = {}, {}
-    started = time.perf_counter()
-    for name in inputs_wanted:
-        x = inputs.make_input(name, config.M, config.K, config.weight_seed)
-        recorded = loaded.manifest.get("input_sha256", {}).get(name)
-        if recorded and hashlib.sha256(x.tobytes()).hexdigest() != recorded:
-            raise RuntimeError(f"input '{name}' regenerated here differs from the one the fixture's golden was "
-                               "computed from (numpy version change?); re-export the fixture")
-        stored = loaded.golden(name)
-        if stored is None:
-            say(f"golden for '{name}' not in the fixture: computing it in fp64", "    ")
-        xs[name], goldens[name] = x, stored if stored is not None else golden(x, packed)
-    timings["golden_s"] = time.perf_counter() - started
-    return Problem(packed=packed, x=xs, golden=goldens, fixture_key=str(loaded.manifest.get("key", fixture)),
-                   timings=timings)
 
 
 def _die_with_parent(deadline_s: float) -> None:
@@ -256,33 +73,6 @@ def _start_deadline(deadline_s: float) -> None:
         signal.alarm(min(max(1, math.ceil(deadline_s)), 2**31 - 1))  # alarm() takes whole seconds, an unsigned int
 
 
-def _open_device(cases: list[Case]) -> tuple[Any, str]:
-    """(Device, '') or (None, why): the adapter the cases' backend names, with the features their kernels need."""
-    from q4gsw.webgpu.adapter import OPTIONAL_SHADER_FEATURES, select_adapter
-    from q4gsw.webgpu.execute import Device
-
-    try:
-        adapter, info = select_adapter(cases[0].backend)
-    except Exception as exc:  # a vanished adapter fails every case with its reason
-        return None, f"{type(exc).__name__}: {exc}"
-    features = tuple(sorted({f for c in cases for f in c.kernel.requires_features if f in info.features}))
-    if any(c.kernel.origin.startswith("check:") for c in cases):
-        # A kernel from the command line declares no needs: offer it the optional shader features the
-        # adapter has, so `enable f16;` or subgroup builtins compile where the hardware allows them.
-        features = tuple(f for f in OPTIONAL_SHADER_FEATURES if f in info.features)
-    return Device(adapter, info, features), ""
-
-
-def _warm_up(device: Any, case: Case, root: Path) -> None:
-    """A spare's work before its fixture: its first kernel's pipeline and an empty dispatch (Device.warm_up).
-    Any failure is left for execute_case to meet again and report with the case."""
-    from q4gsw.webgpu.dispatch import resolve_kernel
-
-    with contextlib.suppress(Exception):
-        constants, _ = resolve_kernel(case.kernel, case.config.shape_names(), device.info)
-        device.warm_up(case.kernel.source(root), constants, case.kernel.name)
-
-
 def child_main(job_path: Path) -> int:
     """`python -m q4gsw _child JOB.json`: run a config's cases on one device, writing Results as they finish.
 
@@ -301,10 +91,10 @@ def child_main(job_path: Path) -> int:
         tmp.write_text(json.dumps([r.as_dict() for r in results], default=str))
         tmp.replace(out)
 
-    device, failure = _open_device(cases)
+    device, failure = open_device(cases)
     if spare:
         if device is not None:
-            _warm_up(device, cases[0], Path(job["root"]))
+            warm_up(device, cases[0], Path(job["root"]))
         go = sys.stdin.readline()
         if not go.strip():
             return 0
