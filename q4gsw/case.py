@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +21,20 @@ from q4gsw import __version__
 from q4gsw.cases import Case
 from q4gsw.console import last_lines as _last_lines
 from q4gsw.console import say
-from q4gsw.matrix import Config
-from q4gsw.result import Errors, Provenance, Result, Shape, Timings, ToleranceRecord
+from q4gsw.ops import op_for
+from q4gsw.ops.base import Bindings
+from q4gsw.result import Provenance, Result, Shape, Timings
 from q4gsw.sessions import reproduce_command
+from q4gsw.values import Config
 
 COMPILE_FAILURE = "kernel rejected"
 
+
 @dataclass(frozen=True)
 class Problem:
-    """What a case computes on: the packed weights and, per input, x and the fp64 golden."""
+    """What a case computes on: the op's constants (as its kernels bind them) and, per input, x and the fp64 golden."""
 
-    packed: Any  # unpack.PackedLinear
+    constants: Any
     x: dict[str, np.ndarray]
     golden: dict[str, np.ndarray]
     fixture_key: str = ""
@@ -41,12 +44,10 @@ class Problem:
 def base_result(case: Case, status: str, message: str, **extra: Any) -> Result:
     """A Result carrying everything the case itself says (used for pass, fail, skip and unsupported)."""
     c = case.config
-    tol = case.tolerance
     return Result(config=c.name, backend=case.backend.name, status=status, message=message, case_id=case.id,
-                  webgpu=case.backend.webgpu, tier=c.tier, suite=c.suite, kernel=case.kernel.name, input=case.input,
-                  role=case.role, routed=case.routed, shape=Shape(c.M, c.K, c.N, c.group_size),
-                  tolerance=ToleranceRecord(tol.atol, tol.rtol, tol.justification, tol.source),
-                  reproduce=reproduce_for(case), **extra)
+                  webgpu=case.backend.webgpu, tier=c.tier, suite=c.suite, op=c.op, kernel=case.kernel.name,
+                  input=case.input, role=case.role, routed=case.routed, shape=Shape(c.M, c.K, c.N, c.group_size),
+                  tolerance=case.tolerance, reproduce=reproduce_for(case), **extra)
 
 
 def reproduce_for(case: Case) -> str:
@@ -76,32 +77,33 @@ def upstream_verdict(y: np.ndarray, g: np.ndarray, case: Case) -> str:
 def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats: int = 1) -> Result:
     """Run one case on an open device and compare it with its golden: the one place a case is judged."""
     from q4gsw.compare import compare
+    from q4gsw.expressions import KernelUnsupported, resolve_kernel
     from q4gsw.histogram import error_histogram
-    from q4gsw.webgpu.dispatch import KernelUnsupported, resolve_kernel
     from q4gsw.webgpu.execute import COMPILERS, KernelCompileError, adapt_source
 
     info = device.info
+    op = op_for(case.config)
     source = case.kernel.source(root)
     provenance = Provenance(fixture=problem.fixture_key, weights=case.config.weights,
                             weight_seed=case.config.weight_seed, input=case.input, kernel_source=case.kernel.origin,
                             source_notes=case.kernel.notes + adapt_source(source, info.webgpu)[1],
                             versions=_versions())
-    common = {"adapter": info.record(), "provenance": provenance}
+    common = {"adapter": info, "provenance": provenance}
     try:
         constants, workgroups = resolve_kernel(case.kernel, case.config.shape_names(), info)
     except KernelUnsupported as exc:
         # A kernel the user named explicitly (check) that cannot be dispatched fails: they asked for it.
         status = "fail" if case.kernel.origin.startswith("check:") else "unsupported"
         return base_result(case, status, str(exc), **common)
-    x = problem.x[case.input]
+    bindings = op.bindings(problem.x[case.input], problem.constants)
     try:
-        device.pipeline(source, constants, case.kernel.name)
+        device.pipeline(source, constants, case.kernel.name, bindings)
     except KernelCompileError as exc:
         return base_result(case, "fail", f"{COMPILE_FAILURE} by {COMPILERS[info.webgpu]} on {info.name}: "
                                          f"{_last_lines(str(exc), 8)}", **common)
     try:
-        run = device.run(source, case.kernel.name, constants, workgroups, x, problem.packed)
-        timed_s, how = _time_dispatches(device, run, source, case, constants, workgroups, x, problem, repeats)
+        run = device.run(source, case.kernel.name, constants, workgroups, bindings)
+        timed_s, how = _time_dispatches(device, run, source, case, constants, workgroups, bindings, repeats)
     except Exception as exc:  # OOM or device loss fails this case, not the run
         return base_result(case, "fail", f"kernel '{case.kernel.name}' failed on {info.name} through {info.webgpu}: "
                                          f"{type(exc).__name__}: {_last_lines(str(exc), 8)}",
@@ -114,15 +116,12 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
     if run.guard_violations:
         message = (f"out-of-bounds write: {len(run.guard_violations)} guard words changed, first at byte offset "
                    f"{run.guard_violations[0]} from the output start; {message}")
-    errors = Errors(max_abs=comparison.max_abs_error, max_rel=comparison.max_rel_error,
-                    worst_index=comparison.worst_index, mismatches=comparison.mismatches,
-                    elements=comparison.elements, nmse=comparison.nmse, headroom=comparison.headroom,
-                    nonfinite=comparison.nonfinite, first_nonfinite=comparison.first_nonfinite,
-                    guard_violations=len(run.guard_violations), histogram=error_histogram(run.output, g))
+    errors = replace(comparison.errors, guard_violations=len(run.guard_violations),
+                     histogram=error_histogram(run.output, g))
     gpu_s = timed_s
     timings = Timings(unpack_s=problem.timings.get("unpack_s"), golden_s=problem.timings.get("golden_s"),
                       gpu_s=gpu_s, gpu_wall_s=run.wall_s, gpu_timing=how, compare_s=compare_s,
-                      gflops=case.config.flops / gpu_s / 1e9 if gpu_s else None,
+                      gflops=op.flops(case.config) / gpu_s / 1e9 if gpu_s else None,
                       fixture_export_s=problem.timings.get("fixture_export_s"),
                       fixture_golden_s=problem.timings.get("fixture_golden_s"))
     passed = comparison.passed and not run.guard_violations
@@ -134,18 +133,17 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
 
 
 def _time_dispatches(device: Any, first: Any, source: str, case: Case, constants: dict[str, Any],
-                     workgroups: tuple[int, ...], x: np.ndarray, problem: Problem,
-                     repeats: int) -> tuple[float | None, str]:
+                     workgroups: tuple[int, ...], bindings: Bindings, repeats: int) -> tuple[float | None, str]:
     """(seconds per dispatch or None, how): timestamp queries (best of `repeats`) where the adapter has them;
     else the wall time of `repeats` extra dispatches (R+1 dispatches minus 1, which cancels pipeline creation)."""
     if device.timestamps:
-        timed = first if repeats <= 1 else device.run(source, case.kernel.name, constants, workgroups, x,
-                                                      problem.packed, repeats=repeats)
+        timed = first if repeats <= 1 else device.run(source, case.kernel.name, constants, workgroups, bindings,
+                                                      repeats=repeats)
         # Timestamps that read zero (Dawn quantizes them; some drivers wrap) are no measurement: say so.
         return (timed.gpu_s, "gpu") if timed.gpu_s else (None, "unmeasured")
     if repeats <= 1:
         return first.wall_s, "wall"
-    many = device.run(source, case.kernel.name, constants, workgroups, x, problem.packed, repeats=repeats + 1)
+    many = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=repeats + 1)
     return max(many.wall_s - first.wall_s, 1e-9) / repeats, "wall"
 
 
@@ -159,18 +157,19 @@ def _versions() -> dict[str, str]:
 def load_problem(config: Config, inputs_wanted: tuple[str, ...], fixture: Path | None, seed: int | None) -> Problem:
     """The fixture's weights and goldens (checked against their sha256), or a synthetic problem (bench)."""
     from q4gsw import inputs
-    from q4gsw.golden import golden
 
+    op = op_for(config)
     started = time.perf_counter()
     if fixture is None:
-        x, packed = inputs.synthetic_problem(config.M, config.K, config.N, config.group_size, seed or 0)
+        constants = op.synthetic_constants(config, seed or 0)
+        x = inputs.make_input("normal", config.M, config.K, seed or 0)
         xs = dict.fromkeys(inputs_wanted, x)
-        return Problem(packed=packed, x=xs, golden={name: golden(x, packed) for name in xs},
+        return Problem(constants=constants, x=xs, golden={name: op.golden(x, constants) for name in xs},
                        timings={"golden_s": time.perf_counter() - started})
     from q4gsw.export import verify_fixture
 
     loaded = verify_fixture(fixture, config)
-    packed = loaded.packed_linear()
+    constants = loaded.constants(config)
     timings = {"unpack_s": time.perf_counter() - started}
     timings.update({f"fixture_{k}": v for k, v in loaded.manifest.get("timings", {}).items()})
     xs, goldens = {}, {}
@@ -184,9 +183,9 @@ def load_problem(config: Config, inputs_wanted: tuple[str, ...], fixture: Path |
         stored = loaded.golden(name)
         if stored is None:
             say(f"golden for '{name}' not in the fixture: computing it in fp64", "    ")
-        xs[name], goldens[name] = x, stored if stored is not None else golden(x, packed)
+        xs[name], goldens[name] = x, stored if stored is not None else op.golden(x, constants)
     timings["golden_s"] = time.perf_counter() - started
-    return Problem(packed=packed, x=xs, golden=goldens, fixture_key=str(loaded.manifest.get("key", fixture)),
+    return Problem(constants=constants, x=xs, golden=goldens, fixture_key=str(loaded.manifest.get("key", fixture)),
                    timings=timings)
 
 
@@ -210,8 +209,9 @@ def open_device(cases: list[Case]) -> tuple[Any, str]:
 def warm_up(device: Any, case: Case, root: Path) -> None:
     """A spare's work before its fixture: its first kernel's pipeline and an empty dispatch (Device.warm_up).
     Any failure is left for execute_case to meet again and report with the case."""
-    from q4gsw.webgpu.dispatch import resolve_kernel
+    from q4gsw.expressions import resolve_kernel
 
     with contextlib.suppress(Exception):
         constants, _ = resolve_kernel(case.kernel, case.config.shape_names(), device.info)
-        device.warm_up(case.kernel.source(root), constants, case.kernel.name)
+        op = op_for(case.config)
+        device.warm_up(case.kernel.source(root), constants, case.kernel.name, op.bindings(*op.warm_up_problem()))

@@ -18,6 +18,7 @@ from typing import Any
 
 from q4gsw.matrix import TIERS, Backend, Config, Kernel, Matrix, MatrixError, Tolerance
 from q4gsw.sessions import HEAVY_HINT
+from q4gsw.values import AdapterInfo
 
 ROLES = ("subject", "reference", "mutant")
 DEFAULT_SUITES = ("llama",)
@@ -70,7 +71,7 @@ class Selection:
         The route is evaluated with the adapter's real features and limits, as the runtime does."""
         if not self.route:
             return self
-        from q4gsw.webgpu.dispatch import KernelUnsupported, resolve_kernel
+        from q4gsw.expressions import KernelUnsupported, resolve_kernel
 
         order = {name: i for i, name in enumerate(self.route)}
         cases: list[Case] = []
@@ -105,8 +106,10 @@ class Selection:
     def filter_by_max_gflop(self, max_gflop: float | None) -> Selection:
         if max_gflop is None:
             return self
-        keep = tuple(c for c in self.configs if c.flops <= max_gflop * 1e9)
-        dropped = tuple(Skip(c, f"{c.flops / 1e9:.1f} GFLOP is over --max-gflop {max_gflop:g}")
+        from q4gsw.ops import op_for
+
+        keep = tuple(c for c in self.configs if op_for(c).flops(c) <= max_gflop * 1e9)
+        dropped = tuple(Skip(c, f"{op_for(c).flops(c) / 1e9:.1f} GFLOP is over --max-gflop {max_gflop:g}")
                         for c in self.configs if c not in keep)
         return replace(self, configs=keep, cases=tuple(c for c in self.cases if c.config in keep),
                        skipped=self.skipped + dropped)
@@ -156,7 +159,7 @@ def build_cases(matrix: Matrix, backend: Backend, configs: Sequence[Config], ker
     A config no kernel applies to is recorded as unsupported (the engine fails it if it is required).
     `applies=False` keeps every kernel (a `check --kernel` is the user's explicit choice).
     """
-    from q4gsw.webgpu.dispatch import ExpressionError, kernel_applies
+    from q4gsw.expressions import ExpressionError, kernel_applies
 
     roles = roles or {}
     cases: list[Case] = []
@@ -228,14 +231,17 @@ def kernel_from_plain(data: Mapping[str, Any]) -> Kernel:
     return Kernel(**{**data, "dispatch": tuple(data["dispatch"]), "overrides": MappingProxyType(data["overrides"]),
                      "requires_features": tuple(data["requires_features"]),
                      "requires_limits": MappingProxyType(data["requires_limits"]), "notes": tuple(data["notes"]),
-                     "tolerance": _tolerance(data["tolerance"]),
-                     "backends": tuple(data["backends"]) if data["backends"] is not None else None})
+                     "tolerance": _tolerance(data["tolerance"])})
 
 
 def backend_from_plain(data: Mapping[str, Any]) -> Backend:
     overrides = {k: Tolerance(**v) for k, v in data["tolerance_overrides"].items()}
     return Backend(**{**data, "tolerance_overrides": MappingProxyType(overrides),
                       "dawn_toggles": tuple(data.get("dawn_toggles", ()))})
+
+
+def adapter_from_plain(data: Mapping[str, Any]) -> AdapterInfo:
+    return AdapterInfo(**{**data, "features": tuple(data["features"])})
 
 
 def case_from_plain(data: Mapping[str, Any]) -> Case:

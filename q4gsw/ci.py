@@ -5,7 +5,7 @@ Each entry names the real nox session that runs it (accuracy-<backend> for the r
 with `-- --backend B` for the heavy tier, accuracy-<suite>-<backend> for another suite's required
 tier), the shard "i/N", a runner label hint and the exact command.
 
-Sharding splits a tier's configs into N shards balanced by Config.cost (FLOPs + bytes): configs are
+Sharding splits a tier's configs into N shards balanced by cost (the op's FLOPs + bytes moved): configs are
 taken largest first (ties by name) and each goes onto the least-loaded shard (ties by index), so
 the split is deterministic and `run --shard i/N` selects exactly the configs this module assigned.
 """
@@ -41,6 +41,14 @@ class ShardError(ValueError):
     """A malformed shard spec; the message says what is wrong and the expected form."""
 
 
+def cost(config: Config) -> float:
+    """A config's relative cost, to balance shards: its op's FLOPs plus the bytes it moves."""
+    from q4gsw.ops import op_for
+
+    op = op_for(config)
+    return float(op.flops(config) + op.bytes_moved(config))
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """'i/N' -> (i, N) with 1 <= i <= N; raises ShardError naming the problem."""
     match = _SHARD_RE.match(str(text))
@@ -67,10 +75,10 @@ def shard_configs(configs: Iterable[Config], count: int) -> list[list[Config]]:
     order = {c.name: i for i, c in enumerate(configs)}
     loads = [0.0] * count
     shards: list[list[Config]] = [[] for _ in range(count)]
-    for config in sorted(configs, key=lambda c: (-c.cost, c.name)):
+    for config in sorted(configs, key=lambda c: (-cost(c), c.name)):
         target = min(range(count), key=lambda i: (loads[i], i))
         shards[target].append(config)
-        loads[target] += config.cost
+        loads[target] += cost(config)
     return [sorted(shard, key=lambda c: order[c.name]) for shard in shards]
 
 
@@ -149,7 +157,7 @@ def build_matrix(matrix: Matrix, tiers: Sequence[str] = ("required",), backends:
                     "session": session,
                     "shard": spec,
                     "configs": " ".join(c.name for c in shard),
-                    "cost": sum(c.cost for c in shard),
+                    "cost": sum(cost(c) for c in shard),
                     "runner": runner_for(matrix, backend, cpu_runner, gpu_runner),
                     "gpu": matrix.backend(backend).device_type != "CPU",
                     "container": cpu_container if matrix.backend(backend).device_type == "CPU" else "",

@@ -6,22 +6,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from q4gsw.matrix import Tolerance
+from q4gsw.values import Errors, Tolerance
 
 
 @dataclass(frozen=True)
 class Comparison:
+    """The verdict of compare() and what it measured."""
+
     passed: bool
-    max_abs_error: float
-    max_rel_error: float
-    worst_index: tuple[int, int]  # (m, n) of the largest |y - g| / bound
-    mismatches: int
-    elements: int
-    nmse: float
-    headroom: float  # max |y - g| / (atol + rtol * |g|); <= 1 passes
-    nonfinite: int
-    first_nonfinite: tuple[int, int] | None
     message: str
+    errors: Errors
 
 
 def compare(y: np.ndarray, g: np.ndarray, tolerance: Tolerance) -> Comparison:
@@ -61,6 +55,6 @@ def compare(y: np.ndarray, g: np.ndarray, tolerance: Tolerance) -> Comparison:
                    f"{bound[m, n]:.3g} (atol {tolerance.atol:g} + rtol {tolerance.rtol:g}*|g|)")
     else:
         message = f"max |err| {max_abs:.3g}, headroom {headroom:.3f}"
-    return Comparison(passed=passed, max_abs_error=max_abs, max_rel_error=max_rel, worst_index=worst,
-                      mismatches=mismatches, elements=int(g.size), nmse=nmse, headroom=headroom,
-                      nonfinite=nonfinite, first_nonfinite=first_nonfinite, message=message)
+    return Comparison(passed=passed, message=message, errors=Errors(
+        max_abs=max_abs, max_rel=max_rel, worst_index=worst, mismatches=mismatches, elements=int(g.size), nmse=nmse,
+        headroom=headroom, nonfinite=nonfinite, first_nonfinite=first_nonfinite))

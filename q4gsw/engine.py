@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from q4gsw.case import COMPILE_FAILURE, base_result, execute_case, load_problem, open_device, warm_up
-from q4gsw.cases import Case, Selection, Skip, case_from_plain, to_plain
+from q4gsw.cases import Case, Selection, Skip, adapter_from_plain, case_from_plain, to_plain
 from q4gsw.console import CLOCK_ENV, say
 from q4gsw.console import last_lines as _last_lines
 from q4gsw.matrix import Config
 from q4gsw.result import Result, Shape, Timings
 from q4gsw.sessions import reproduce_command
+from q4gsw.values import AdapterInfo
 
 SPARES_AHEAD = 4  # configs whose children start while one runs (each ~150 MB until its fixture)
 CHILD_NICE_WHILE_EXPORTING = 5  # GPU children of a run that exports: the export process comes first
@@ -320,7 +321,7 @@ def warm_main(prefix: str, folders: list[str]) -> int:
 @contextlib.contextmanager
 def fixture_provider(source: FixtureSource, configs: list[Config], env: dict[str, str]) -> Iterator[FixtureLookup]:
     from q4gsw.export import FixtureError, verify_fixture
-    from q4gsw.unpack import DelegateLayoutError
+    from q4gsw.pte import DelegateLayoutError
 
     if source.fixtures is not None:
         given = source.fixtures
@@ -364,7 +365,7 @@ class RunOptions:
         return self.seed is None and self.fixtures.fixtures is None
 
 
-def probe(selection: Selection, env: dict[str, str]) -> dict[str, Any]:
+def probe(selection: Selection, env: dict[str, str]) -> AdapterInfo:
     """Find the backend's adapter in a child (the ICD env must be set before wgpu loads); raise if absent."""
     from q4gsw.webgpu.adapter import BackendUnavailable
 
@@ -376,7 +377,7 @@ def probe(selection: Selection, env: dict[str, str]) -> dict[str, Any]:
         raise BackendUnavailable(f"enumerating adapters hung for {PROBE_TIMEOUT_S} s (driver problem?)") from exc
     if proc.returncode != 0:
         raise BackendUnavailable(_last_lines(proc.stderr, 1).removeprefix("error: "))
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return adapter_from_plain(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def probe_main(backend_json: str) -> int:
@@ -389,19 +390,8 @@ def probe_main(backend_json: str) -> int:
     except BackendUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    print(json.dumps({**to_plain(info.record()), "native_features": dict(info.native_features),
-                      "all_limits": dict(info.limits)}))
+    print(json.dumps(to_plain(info)))
     return 0
-
-
-def adapter_info(probed: dict[str, Any]) -> Any:
-    """The probe's answer as an AdapterInfo, for evaluating routes with the adapter's real features and limits."""
-    from q4gsw.webgpu.adapter import AdapterInfo
-
-    return AdapterInfo(name=probed["name"], vendor=probed["vendor"], device_type=probed["device_type"],
-                       api=probed["api"], driver=probed["driver"], webgpu=probed["webgpu"],
-                       features=tuple(probed["features"]), native_features=probed.get("native_features", {}),
-                       limits=probed.get("all_limits", probed["limits"]))
 
 
 def skip_result(skip: Skip, selection: Selection) -> Result:
@@ -510,8 +500,8 @@ def _with_other_compiler(result: Result, cases: tuple[Case, ...], env: dict[str,
 
 def compile_main(job_json: str) -> int:
     """`python -m q4gsw _compile JOB`: does this implementation's compiler accept the case's kernel? (ok/rejected)"""
+    from q4gsw.expressions import resolve_kernel
     from q4gsw.webgpu.adapter import select_adapter
-    from q4gsw.webgpu.dispatch import resolve_kernel
     from q4gsw.webgpu.execute import Device, KernelCompileError
 
     job = json.loads(job_json)
@@ -659,11 +649,10 @@ def _open_backend(selection: Selection, record: Callable[[Result], None],
             record(config_failure(config, selection, f"backend '{backend.name}' unavailable: {exc}",
                                   selection.cases_of(config)))
         return None
-    say(f"backend {backend.name}: {adapter['name']} ({adapter['device_type']}, {adapter['api']}, "
-        f"driver {adapter['driver'] or 'n/a'}) via {backend.webgpu}")
+    say(f"backend {backend.name}: {adapter.describe()}")
     if selection.route:
         before = len(selection.skipped)
-        selection = selection.routed(adapter_info(adapter))
+        selection = selection.routed(adapter)
         for skip in selection.skipped[before:]:
             record(skip_result(skip, selection))
         for config in selection.configs:

@@ -1,9 +1,9 @@
-"""Export a config through torchao + torch.export + ExecuTorch's Vulkan partitioner into a fixture.
+"""Fixtures: a config exported through its op's recipe and ExecuTorch's Vulkan partitioner, kept on disk.
 
-A fixture is a directory holding the .pte, the packed weights and scales unpacked from the .pte's
-delegate, and manifest.json (sha256 of every file, the config, package versions). It is written
-into a temporary directory and renamed into place, under a file lock, so a killed export never
-leaves a fixture that a later run would trust.
+A fixture is a directory holding the .pte, the op's constants unpacked from the .pte's delegate
+(q4gsw/ops/<op>/ says which), the fp64 goldens, and manifest.json (sha256 of every file, the config,
+package versions). It is written into a temporary directory and renamed into place, under a file
+lock, so a killed export never leaves a fixture that a later run would trust.
 """
 
 from __future__ import annotations
@@ -25,17 +25,14 @@ import numpy as np
 from filelock import FileLock
 
 from q4gsw import inputs
-from q4gsw.golden import golden
-from q4gsw.matrix import Config
+from q4gsw.ops import op_for, registry
 from q4gsw.paths import OWNED_MARKER, NotOurs, fixture_cache, mark_owned
 from q4gsw.paths import remove_owned as _remove_owned
-from q4gsw.unpack import PackedLinear, read_pte
+from q4gsw.values import Config
 
 FIXTURE_FORMAT = 2  # 2: goldens over fp32-dequantized weights (the op's definition)
 MANIFEST = "manifest.json"
 PTE_FILE = "model.pte"
-WEIGHT_FILE = "weight_packed.npy"
-SCALES_FILE = "scales.npy"
 EXPORT_PACKAGES = ("torch", "executorch", "torchao")
 
 
@@ -56,13 +53,14 @@ def default_cache_dir() -> Path:
 
 def find_fixture(folder: Path, config: Config, cache: Path | None = None) -> Path:
     """A config's fixture in a folder written by `q4gsw export --out` (DIR/<config>/), or in one written by
-    ExecuTorch's export_all_quantized_linear_models (DIR/q4gsw_<config>.pte + .golden.bin), which is
+    ExecuTorch's export script (DIR/<prefix><config>.pte + .golden.bin, the prefix its op's), which is
     converted once into a q4gsw fixture under the cache."""
     ours = folder / config.name
-    pte = folder / f"q4gsw_{config.name}.pte"
+    stem = f"{op_for(config).executorch_fixture_prefix}{config.name}"
+    pte = folder / f"{stem}.pte"
     if ours.exists() or not pte.is_file():
         return ours
-    return import_executorch_fixture(pte, folder / f"q4gsw_{config.name}.golden.bin", config,
+    return import_executorch_fixture(pte, folder / f"{stem}.golden.bin", config,
                                      (cache or fixture_cache()) / "executorch-imports")
 
 
@@ -77,13 +75,13 @@ def import_executorch_fixture(pte_path: Path, golden_path: Path, config: Config,
     with FileLock(str(destination) + ".lock"):
         if is_q4gsw_fixture(destination):
             return destination
-        packed = read_pte(pte_path.read_bytes())
-        if packed.weight_packed.shape != (config.N, config.K // 2) or packed.group_size != config.group_size:
-            raise FixtureError(f"{pte_path}: holds N={packed.N}, K={packed.K}, group_size={packed.group_size}; config "
-                               f"'{config.name}' has N={config.N}, K={config.K}, group_size={config.group_size}")
+        op = op_for(config)
+        constants = op.constants_from_pte(pte_path.read_bytes())
+        mismatch = op.check_constants(constants, config)
+        if mismatch:
+            raise FixtureError(f"{pte_path}: {mismatch}")
         with _atomic_directory(destination) as temporary:
-            _write_npy(temporary / WEIGHT_FILE, np.ascontiguousarray(packed.weight_packed))
-            _write_npy(temporary / SCALES_FILE, np.ascontiguousarray(packed.scales))
+            _write_constants(temporary, op.constants_to_files(constants))
             shutil.copyfile(pte_path, temporary / PTE_FILE)
             input_sha256 = {}
             if golden_path.is_file():
@@ -98,7 +96,7 @@ def import_executorch_fixture(pte_path: Path, golden_path: Path, config: Config,
                      for p in sorted(temporary.iterdir()) if p.name != PARTIAL_MARKER}
             manifest = {"identity": fixture_identity(config), "key": digest.hexdigest(),
                         "config": {k: v for k, v in asdict(config).items() if k != "tolerance"},
-                        "operator": "et_vk.linear_q4gsw.default", "cross_checked_against_torchao": False,
+                        "op": op.name, "operator": op.operator, "cross_checked": False,
                         "source": {"executorch_pte": str(pte_path), "executorch_golden": str(golden_path),
                                    "golden_precision": "fp64 rounded to fp32 by ExecuTorch"},
                         "input_sha256": input_sha256, "timings": {},
@@ -133,7 +131,7 @@ def package_versions() -> dict[str, str]:
 
 def fixture_identity(config: Config) -> dict[str, Any]:
     """Everything that determines a fixture's bytes."""
-    return {"format": FIXTURE_FORMAT, "M": config.M, "K": config.K, "N": config.N,
+    return {"format": FIXTURE_FORMAT, "op": config.op, "M": config.M, "K": config.K, "N": config.N,
             "group_size": config.group_size, "weights": config.weights, "weight_seed": config.weight_seed,
             "inputs": list(config.inputs), "versions": package_versions()}
 
@@ -165,10 +163,10 @@ class Fixture:
         name = golden_file(input_name)
         return np.load(self.path / name) if name in self.manifest["files"] else None
 
-    def packed_linear(self) -> PackedLinear:
-        weight = np.load(self.path / WEIGHT_FILE)
-        scales = np.load(self.path / SCALES_FILE)
-        return PackedLinear(weight_packed=weight, scales=scales, group_size=int(self.manifest["config"]["group_size"]))
+    def constants(self, config: Config) -> Any:
+        """The op's constants, as the kernels bind them."""
+        op = op_for(config)
+        return op.constants_from_files({name: np.load(self.path / name) for name in op.constant_files}, config)
 
 
 def verify_fixture(path: Path, config: Config | None = None) -> Fixture:
@@ -193,10 +191,10 @@ def verify_fixture(path: Path, config: Config | None = None) -> Fixture:
             raise FixtureError(f"{file}: size {file.stat().st_size} != {expected['size']} in {MANIFEST} (truncated?)")
         if sha256_file(file) != expected["sha256"]:
             raise FixtureError(f"{file}: sha256 does not match {MANIFEST} (corrupted)")
-    for required in (WEIGHT_FILE, SCALES_FILE):
-        if required not in manifest.get("files", {}):
-            raise FixtureError(f"{path}: {MANIFEST} lists no {required}")
     if config is not None:
+        for required in op_for(config).constant_files:
+            if required not in manifest.get("files", {}):
+                raise FixtureError(f"{path}: {MANIFEST} lists no {required}")
         recorded = manifest.get("config", {})
         for key in ("M", "K", "N", "group_size", "weights", "weight_seed"):
             if recorded.get(key) != getattr(config, key):
@@ -210,7 +208,7 @@ def reuse_pattern_graphs() -> None:
 
     They are model-independent templates (RoPE graphs and the like) that the partitioner and the Vulkan
     preprocess only match against (SubgraphMatcher); building them is ~9 of each export's ~11 s. With one
-    export process per run (engine.Exporter), every export after the first skips that. If ExecuTorch's
+    export process per run (the run's one export process), every export after the first skips that. If ExecuTorch's
     registry changes shape, nothing is patched and exports are just slower."""
     try:
         from executorch.backends.vulkan.patterns.pattern_registry import fusable_patterns
@@ -222,46 +220,15 @@ def reuse_pattern_graphs() -> None:
             entry.get_graphs_fn = functools.cache(build)
 
 
-def export_pte(config: Config) -> tuple[bytes, Any]:
-    """Quantize a seeded Linear with torchao and lower it with the Vulkan partitioner; returns (.pte, qweight)."""
+def lower_to_vulkan(model: Any, example: tuple[Any, ...]) -> bytes:
+    """torch.export + to_edge_transform_and_lower with the Vulkan partitioner: the .pte bytes (every op's recipe)."""
     import torch
     from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
     from executorch.exir import to_edge_transform_and_lower
-    from torchao.quantization import IntxWeightOnlyConfig, quantize_
-    from torchao.quantization.granularity import PerGroup
 
     reuse_pattern_graphs()
-    model = torch.nn.Linear(config.K, config.N, bias=False)
-    with torch.no_grad():
-        weights = inputs.make_weights(config.weights, config.N, config.K, config.group_size, config.weight_seed)
-        model.weight.copy_(torch.from_numpy(weights))
-        del weights
-    quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(config.group_size)))
-    example = (torch.zeros(config.M, config.K, dtype=torch.float32),)
     program = torch.export.export(model, example)
-    lowered = to_edge_transform_and_lower(program, partitioner=[VulkanPartitioner()]).to_executorch()
-    return bytes(lowered.buffer), model.weight
-
-
-def cross_check(packed: PackedLinear, qweight: Any, config: Config) -> None:
-    """The .pte's nibbles and scales must equal torchao's quantized tensor exactly."""
-    from q4gsw.unpack import DelegateLayoutError, unpack_int4
-
-    qdata = qweight.qdata.numpy()
-    scale = qweight.scale.numpy().reshape(config.N, -1)
-    zero_point = getattr(qweight, "zero_point", None)
-    if zero_point is not None and int(zero_point.abs().max()) != 0:
-        raise DelegateLayoutError("torchao produced a non-zero zero point; q4gsw is symmetric")
-    if packed.weight_packed.shape != (config.N, config.K // 2):
-        raise DelegateLayoutError(f"packed weight shape {packed.weight_packed.shape} != {(config.N, config.K // 2)}")
-    if packed.group_size != config.group_size:
-        raise DelegateLayoutError(f"delegate group_size {packed.group_size} != config group_size {config.group_size}")
-    for n0 in range(0, config.N, 4096):
-        n1 = min(n0 + 4096, config.N)
-        if not np.array_equal(unpack_int4(packed.weight_packed[n0:n1]), qdata[n0:n1]):
-            raise DelegateLayoutError(f"unpacked int4 rows {n0}..{n1} differ from torchao's qdata")
-    if not np.array_equal(packed.scales[:, : config.N], scale.T):
-        raise DelegateLayoutError("delegate scales differ from torchao's scale (transposed)")
+    return bytes(to_edge_transform_and_lower(program, partitioner=[VulkanPartitioner()]).to_executorch().buffer)
 
 
 def _quarter_progress(label: str, progress: Callable[[str], None]) -> Callable[[int, int], None]:
@@ -275,6 +242,11 @@ def _quarter_progress(label: str, progress: Callable[[str], None]) -> Callable[[
             progress(f"{label} {done}/{total} rows ({25 * quarter}%)")
 
     return report
+
+
+def _write_constants(folder: Path, files: dict[str, np.ndarray]) -> None:
+    for name, array in files.items():
+        _write_npy(folder / name, array)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -292,7 +264,7 @@ def is_q4gsw_fixture(path: Path) -> bool:
         manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(manifest, dict) and manifest.get("operator") == "et_vk.linear_q4gsw.default"
+    return isinstance(manifest, dict) and manifest.get("operator") in {op.operator for op in registry().values()}
 
 
 def _only_fixture_files(path: Path) -> bool:
@@ -346,37 +318,30 @@ def _atomic_directory(destination: Path) -> Iterator[Path]:
 
 
 def build_fixture(config: Config, destination: Path, progress: Callable[[str], None] = print) -> Fixture:
-    """Export `config` into `destination` atomically (temp dir + rename)."""
+    """Export `config` through its op's recipe into `destination` atomically (temp dir + rename)."""
+    op = op_for(config)
     with _atomic_directory(destination) as temporary:
         timings = {}
         started = time.perf_counter()
-        progress(f"export {config.name}: quantize + torch.export + Vulkan lowering ({config.M}x{config.K}x{config.N})")
-        pte_bytes, qweight = export_pte(config)
+        exported = op.export(config, progress)
         timings["export_s"] = time.perf_counter() - started
-        (temporary / PTE_FILE).write_bytes(pte_bytes)
-        started = time.perf_counter()
-        progress(f"export {config.name}: unpacking {len(pte_bytes) / 2**20:.1f} MiB .pte delegate")
-        packed = read_pte(pte_bytes)
-        del pte_bytes
-        cross_check(packed, qweight, config)
-        del qweight
-        timings["unpack_s"] = time.perf_counter() - started
-        _write_npy(temporary / WEIGHT_FILE, np.ascontiguousarray(packed.weight_packed))
-        _write_npy(temporary / SCALES_FILE, np.ascontiguousarray(packed.scales))
+        (temporary / PTE_FILE).write_bytes(exported.pte)
+        _write_constants(temporary, op.constants_to_files(exported.constants))
         started = time.perf_counter()
         input_sha256 = {}
         for input_name in config.inputs:
             progress(f"export {config.name}: fp64 golden for input '{input_name}'")
             x = inputs.make_input(input_name, config.M, config.K, config.weight_seed)
             input_sha256[input_name] = hashlib.sha256(x.tobytes()).hexdigest()
-            reference = golden(x, packed, progress=_quarter_progress(f"export {config.name}: golden", progress))
+            reference = op.golden(x, exported.constants,
+                                  progress=_quarter_progress(f"export {config.name}: golden", progress))
             _write_npy(temporary / golden_file(input_name), reference)
         timings["golden_s"] = time.perf_counter() - started
         files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in sorted(temporary.iterdir())
                  if p.name != PARTIAL_MARKER}
         manifest = {"identity": fixture_identity(config), "key": fixture_key(config),
                     "config": {k: v for k, v in asdict(config).items() if k != "tolerance"},
-                    "operator": "et_vk.linear_q4gsw.default", "cross_checked_against_torchao": True,
+                    "op": op.name, "operator": op.operator, "cross_checked": exported.cross_checked,
                     "input_sha256": input_sha256, "timings": timings,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "files": files}
@@ -406,7 +371,7 @@ def copy_fixture(fixture: Fixture, destination: Path, keep: Callable[[str, int],
     """Copy a verified fixture (atomically) keeping only some files; the others stay listed under
     "omitted" with their sha256, so the provenance of what was left behind is not lost."""
     files = fixture.manifest["files"]
-    for required in (WEIGHT_FILE, SCALES_FILE):
+    for required in op_for(str(fixture.manifest.get("op", "linear_q4gsw"))).constant_files:
         if not keep(required, files[required]["size"]):
             raise ValueError(f"{required} is needed to run a fixture and cannot be left out")
     with _atomic_directory(destination) as temporary:

@@ -9,8 +9,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from q4gsw.unpack import PackedLinear
-
 
 def ramp(M: int, K: int, seed: int) -> np.ndarray:
     """The seed suite's input: x[i] = ((i % 17) - 8) / 16 over the flattened M*K input (exact in fp32)."""
@@ -139,16 +137,3 @@ WEIGHTS: dict[str, Callable[[int, int, int, int], np.ndarray]] = {
 
 def make_weights(name: str, N: int, K: int, group_size: int, seed: int) -> np.ndarray:
     return WEIGHTS[name](N, K, group_size, seed)
-
-
-def synthetic_problem(M: int, K: int, N: int, group_size: int, seed: int) -> tuple[np.ndarray, PackedLinear]:
-    """Random int4 nibbles with the scales of a quantized nn.Linear (|w| < 1/sqrt(K), so scale ~ max|w| / 7.5)
-    and normal activations: what bench times, with the magnitudes the matrix's tolerances were derived for."""
-    from q4gsw.unpack import pack_int4
-
-    rng = np.random.default_rng(seed)
-    q = rng.integers(-8, 8, size=(N, K), dtype=np.int8)
-    typical = 1.0 / (7.5 * np.sqrt(K))
-    scales = (typical * (0.5 + 0.5 * rng.random((K // group_size, N)))).astype(np.float32)
-    x = rng.standard_normal((M, K), dtype=np.float32)
-    return x, PackedLinear(weight_packed=pack_int4(q), scales=scales, group_size=group_size)

@@ -6,9 +6,6 @@ to fix it; the CLI turns a MatrixError into exit code 2 before anything is expor
 
 from __future__ import annotations
 
-import difflib
-import math
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,166 +13,41 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from simpleeval import EvalWithCompoundTypes, InvalidExpression
+from q4gsw.checker import PLACEHOLDER_SHAPE, Checker, MatrixError, suggest
+from q4gsw.expressions import (
+    LIMIT_NAMES,
+    KernelUnsupported,
+    environment,
+    kernel_applies,
+    resolve_kernel,
+    split_dispatch,
+    written_for,
+)
+from q4gsw.ops import op_for
+from q4gsw.values import DEFAULT_OP, Backend, Config, Kernel, KernelSet, Tolerance
+
+__all__ = ["Backend", "Config", "Kernel", "KernelSet", "Matrix", "MatrixError", "Tolerance", "load_matrix",
+           "make_kernel"]
 
 TIERS = ("required", "heavy", "optional")
 PROVISIONERS = ("swiftshader", "lavapipe", "native")
 DEVICE_TYPES = ("CPU", "GPU")
 APIS = ("Vulkan", "Metal", "D3D12", "any")
 
-# Names usable in kernel `when`, `dispatch` and `overrides` expressions.
-SHAPE_NAMES = ("M", "N", "K", "K_packed", "group_size", "f16_accumulate_gemm")
-LIMIT_NAMES = {
-    # expression name -> wgpu limit key
-    "max_workgroups_per_dimension": "max-compute-workgroups-per-dimension",
-    "max_invocations_per_workgroup": "max-compute-invocations-per-workgroup",
-    "max_workgroup_size_x": "max-compute-workgroup-size-x",
-    "max_workgroup_storage_size": "max-compute-workgroup-storage-size",
-    "max_storage_buffer_binding_size": "max-storage-buffer-binding-size",
-}
-EXPRESSION_FUNCTIONS = {"ceil": math.ceil, "min": min, "max": max, "floor": math.floor}
-
-
-MAX_BINDING_BYTES = 2**31  # the largest storage binding of any adapter seen (H100: 2 GiB)
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-class MatrixError(Exception):
-    """A problem in matrix.toml that the user must fix; always names file, config/table and key."""
-
-    def __init__(self, path: Path | str, where: str, key: str, problem: str, fix: str) -> None:
-        self.path = str(path)
-        self.where = where
-        self.key = key
-        self.problem = problem
-        self.fix = fix
-        # One line, always: multi-line causes (regex, expression or decoder messages) are joined with ' | '.
-        problem = " | ".join(line.strip() for line in str(problem).splitlines() if line.strip())
-        self.problem = problem
-        message = f"{self.path}: {where}: key '{key}': {problem} — {fix}"
-        # Names from the file (quoted TOML keys may hold a newline) are shown escaped.
-        super().__init__("".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in message))
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    atol: float
-    rtol: float
-    justification: str
-    source: str = "config"  # where it came from: config, kernel:<name>, backend:<name>
-
-    def bound(self, golden_abs: Any) -> Any:
-        return self.atol + self.rtol * golden_abs
-
-
-@dataclass(frozen=True)
-class Config:
-    name: str
-    M: int
-    K: int
-    N: int
-    group_size: int
-    tier: str
-    suite: str
-    inputs: tuple[str, ...]
-    weights: str
-    weight_seed: int
-    timeout_s: float
-    tolerance: Tolerance
-    upstream_tolerance: Tolerance | None = None  # ExecuTorch's own test bound (abs OR rel), shown beside ours
-    f16_accumulate_gemm: bool = False  # ExecuTorch runtime option `enable_f16_accumulate_gemm` for this config
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.M * self.K * self.N
-
-    @property
-    def packed_weight_bytes(self) -> int:
-        return self.N * self.K // 2
-
-    @property
-    def scale_bytes(self) -> int:
-        return 4 * (self.K // self.group_size) * self.N
-
-    @property
-    def cost(self) -> float:
-        """Relative cost estimate used to balance shards: FLOPs plus bytes moved."""
-        return float(self.flops + self.packed_weight_bytes + self.scale_bytes + 4 * self.M * (self.K + self.N))
-
-    def shape_names(self) -> dict[str, int]:
-        return {"M": self.M, "N": self.N, "K": self.K, "K_packed": self.K // 2, "group_size": self.group_size,
-                "f16_accumulate_gemm": int(self.f16_accumulate_gemm)}
-
-
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    description: str
-    api: str
-    adapter_name: str  # regular expression the adapter's device name must match
-    device_type: str
-    provision: str
-    tolerance_overrides: Mapping[str, Tolerance] = field(default_factory=lambda: MappingProxyType({}))
-    webgpu: str = "wgpu-native"  # the WebGPU implementation: wgpu-native (naga) or dawn (Tint)
-    dawn_toggles: tuple[str, ...] = ()  # Dawn toggles to enable (e.g. vulkan_enable_f16_on_nvidia)
-
-    def matches(self, info: Mapping[str, Any]) -> bool:
-        """True if a wgpu adapter info dict is an adapter of this backend."""
-        name = str(info.get("device", ""))
-        if not re.search(self.adapter_name, name):
-            return False
-        if self.api != "any" and str(info.get("backend_type", "")) != self.api:
-            return False
-        is_cpu = str(info.get("adapter_type", "")) == "CPU" or "llvmpipe" in name.lower()
-        return is_cpu if self.device_type == "CPU" else not is_cpu
-
-
-@dataclass(frozen=True)
-class Kernel:
-    name: str
-    file: str
-    when: str
-    dispatch: tuple[str, ...]
-    overrides: Mapping[str, str | int | float]
-    requires_features: tuple[str, ...]
-    requires_limits: Mapping[str, int]
-    tolerance: Tolerance | None
-    backends: tuple[str, ...] | None
-    text: str | None = None  # the WGSL to compile when it is not the file as-is (a mutant, an expanded template)
-    origin: str = ""  # where the text came from, for the report (file, "template X variant Y", "mutant of X")
-    template: str = ""  # kernel sets: the template (.wgsl + .yaml) this variant is generated from
-    notes: tuple[str, ...] = ()  # what a kernel author should know about this text (e.g. a stale generated header)
-
-    def path(self, root: Path) -> Path:
-        p = Path(self.file)
-        return p if p.is_absolute() else root / p
-
-    def source(self, root: Path) -> str:
-        return self.text if self.text is not None else self.path(root).read_text()
-
 
 def make_kernel(name: str, file: str, dispatch: str | tuple[str, ...], *, when: str = "1",
                 overrides: Mapping[str, str | int | float] | None = None, requires_features: tuple[str, ...] = (),
                 requires_limits: Mapping[str, int] | None = None, tolerance: Tolerance | None = None,
-                backends: tuple[str, ...] | None = None, text: str | None = None, origin: str = "",
+                device_type: str = "", adapter_name: str = "", op: str = DEFAULT_OP, text: str | None = None,
+                origin: str = "",
                 template: str = "") -> Kernel:
     """The one constructor for a Kernel: from matrix.toml, from `check --kernel`, a mutant or a kernel set."""
     return Kernel(name=name, file=file, when=when,
                   dispatch=split_dispatch(dispatch) if isinstance(dispatch, str) else tuple(dispatch),
                   overrides=MappingProxyType(dict(overrides or {})), requires_features=tuple(requires_features),
                   requires_limits=MappingProxyType(dict(requires_limits or {})), tolerance=tolerance,
-                  backends=backends, text=text, origin=origin or file, template=template)
-
-
-@dataclass(frozen=True)
-class KernelSet:
-    """Kernels that live in another project's tree (ExecuTorch's), declared here, read from a checkout."""
-
-    name: str
-    folder: str  # kernel files, relative to the checkout
-    generator: str  # the project's template expander, relative to the checkout
-    route: tuple[str, ...]  # the runtime's order: the first variant whose preconditions hold is what runs
-    kernels: tuple[Kernel, ...]  # `file` relative to `folder`
+                  device_type=device_type, adapter_name=adapter_name, op=op, text=text, origin=origin or file,
+                  template=template)
 
 
 @dataclass(frozen=True)
@@ -194,13 +66,13 @@ class Matrix:
         for c in self.configs:
             if c.name == name:
                 return c
-        suggestion = _suggest(name, [c.name for c in self.configs])
+        suggestion = suggest(name, [c.name for c in self.configs])
         raise MatrixError(self.path, f"config '{name}'", "name", "no such config",
                           f"{suggestion}see `python -m q4gsw list` for the names")
 
     def backend(self, name: str) -> Backend:
         if name not in self.backends:
-            suggestion = _suggest(name, list(self.backends))
+            suggestion = suggest(name, list(self.backends))
             raise MatrixError(self.path, f"backend '{name}'", "backend", "no such backend",
                               f"{suggestion}choose one of {sorted(self.backends)}")
         return self.backends[name]
@@ -222,142 +94,19 @@ class Matrix:
 
 
 # ------------------------------------------------------------------------------------------------
-# Expressions
-# ------------------------------------------------------------------------------------------------
-
-
-def evaluate(expression: str, names: Mapping[str, Any]) -> Any:
-    evaluator = EvalWithCompoundTypes(names=dict(names), functions=EXPRESSION_FUNCTIONS)
-    return evaluator.eval(expression)
-
-
-def expression_names(limits: Mapping[str, int] | None = None) -> dict[str, int]:
-    """Placeholder values for validating expressions without an adapter."""
-    names = {n: 64 for n in SHAPE_NAMES}
-    for short, key in LIMIT_NAMES.items():
-        names[short] = int(limits[key]) if limits and key in limits else 65535
-    return names
-
-
-def split_dispatch(text: str) -> tuple[str, ...]:
-    """'a, b, c' -> ('a', 'b', 'c'), splitting only on top-level commas."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i].strip())
-            start = i + 1
-    parts.append(text[start:].strip())
-    return tuple(parts)
-
-
-# ------------------------------------------------------------------------------------------------
 # Loading
 # ------------------------------------------------------------------------------------------------
 
 _TOP_KEYS = ("schema_version", "defaults", "backend", "kernel", "kernel_set", "config")
-_DEFAULT_KEYS = ("group_size", "weight_seed", "inputs", "suite", "timeout_s", "weights")
+_DEFAULT_KEYS = ("group_size", "weight_seed", "inputs", "suite", "timeout_s", "weights", "op")
 _CONFIG_KEYS = ("name", "M", "K", "N", "group_size", "tier", "suite", "inputs", "weights", "weight_seed",
-                "timeout_s", "tolerance", "upstream_tolerance", "f16_accumulate_gemm")
-_KERNEL_SET_KEYS = ("folder", "generator", "route", "kernel")
-_TOLERANCE_KEYS = ("atol", "rtol", "justification")
+                "timeout_s", "tolerance", "upstream_tolerance", "f16_accumulate_gemm", "op")
+_KERNEL_SET_KEYS = ("op", "folder", "generator", "route", "kernel")
 _BACKEND_KEYS = ("description", "api", "adapter_name", "device_type", "provision", "tolerance", "webgpu",
                  "dawn_toggles")
 WEBGPU_IMPLEMENTATIONS = ("wgpu-native", "dawn")
 _KERNEL_KEYS = ("file", "when", "dispatch", "overrides", "requires_features", "requires_limits", "tolerance",
-                "backends", "template")
-
-
-def _suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f"did you mean '{close[0]}'? " if close else ""
-
-
-class _Checker:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def fail(self, where: str, key: str, problem: str, fix: str) -> MatrixError:
-        return MatrixError(self.path, where, key, problem, fix)
-
-    def known_keys(self, table: Mapping[str, Any], allowed: tuple[str, ...], where: str, prefix: str = "") -> None:
-        for key in table:
-            if key not in allowed:
-                raise self.fail(where, prefix + key, "unknown key",
-                                f"{_suggest(key, list(allowed))}allowed keys are {', '.join(allowed)}")
-
-    def table(self, value: Any, where: str, key: str) -> Mapping[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(where, key, f"expected a table, got {type(value).__name__}",
-                            f"write it as [{key}] or {key} = {{ ... }}")
-        return value
-
-    def integer(self, value: Any, where: str, key: str, positive: bool = True) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(where, key, f"expected an integer, got {value!r} ({type(value).__name__})",
-                            "write a whole number without quotes")
-        if positive and value <= 0:
-            raise self.fail(where, key, f"must be positive, got {value}", "use a value >= 1")
-        if not positive and value < 0:
-            raise self.fail(where, key, f"must not be negative, got {value}", "use a value >= 0")
-        return value
-
-    def number(self, value: Any, where: str, key: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(where, key, f"expected a number, got {value!r} ({type(value).__name__})",
-                            "write a number without quotes, e.g. 1e-5")
-        number = float(value)
-        if math.isnan(number) or math.isinf(number):
-            raise self.fail(where, key, f"must be finite, got {value}", "use a finite non-negative number")
-        if number < 0:
-            raise self.fail(where, key, f"must not be negative, got {value}", "use a non-negative number")
-        return number
-
-    def string(self, value: Any, where: str, key: str, choices: tuple[str, ...] | None = None) -> str:
-        if not isinstance(value, str):
-            raise self.fail(where, key, f"expected a string, got {value!r} ({type(value).__name__})",
-                            "put the value in double quotes")
-        if choices is not None and value not in choices:
-            raise self.fail(where, key, f"unknown value '{value}'",
-                            f"{_suggest(value, list(choices))}choose one of {', '.join(choices)}")
-        return value
-
-    def tolerance(self, value: Any, where: str, source: str) -> Tolerance:
-        tol = self.table(value, where, "tolerance")
-        self.known_keys(tol, _TOLERANCE_KEYS, where, "tolerance.")
-        for key in _TOLERANCE_KEYS:
-            if key not in tol:
-                fix = ("add a sentence saying why this bound is right for this shape (see docs/error-model.md)"
-                       if key == "justification" else f"add tolerance.{key} = <non-negative number>")
-                raise self.fail(where, f"tolerance.{key}", "missing", fix)
-        justification = self.string(tol["justification"], where, "tolerance.justification")
-        if not justification.strip():
-            raise self.fail(where, "tolerance.justification", "is empty",
-                            "write why this bound is right for this shape (see docs/error-model.md)")
-        return Tolerance(atol=self.number(tol["atol"], where, "tolerance.atol"),
-                         rtol=self.number(tol["rtol"], where, "tolerance.rtol"),
-                         justification=justification.strip(), source=source)
-
-    def name(self, value: str, where: str, key: str) -> str:
-        """A name that becomes a file name, a nox session name and a CLI argument."""
-        if not SAFE_NAME.fullmatch(value) or ".." in value:
-            raise self.fail(where, key, f"{value!r} is not usable as a file, session and argument name",
-                            "start with a letter or digit and use only letters, digits, '_', '-' and '.' "
-                            "(no '..'), at most 64 characters")
-        return value
-
-    def expression(self, text: Any, where: str, key: str, names: Mapping[str, Any]) -> str:
-        text = self.string(text, where, key)
-        try:
-            evaluate(text, names)
-        except (InvalidExpression, Exception) as exc:  # any failure (IndexError, OverflowError, ...) is the user's
-            raise self.fail(where, key, f"bad expression {text!r}: {exc}",
-                            f"use arithmetic over {', '.join([*SHAPE_NAMES, *LIMIT_NAMES])}, "
-                            "override names and ceil/min/max") from exc
-        return text
+                "device_type", "adapter_name", "op", "template")
 
 
 def load_matrix(path: Path | str, known_inputs: tuple[str, ...] | None = None,
@@ -367,7 +116,7 @@ def load_matrix(path: Path | str, known_inputs: tuple[str, ...] | None = None,
     path = Path(path)
     known_inputs = known_inputs or tuple(input_registry.INPUTS)
     known_weights = known_weights or tuple(input_registry.WEIGHTS)
-    check = _Checker(path)
+    check = Checker(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -391,8 +140,8 @@ def load_matrix(path: Path | str, known_inputs: tuple[str, ...] | None = None,
     table = check.table(data.get("kernel", {}), "top level", "kernel")
     if not table:
         raise check.fail("top level", "kernel", "no kernels defined", "add at least one [kernel.NAME] table")
-    kernels = _load_kernels(check, table, tuple(backends), "kernel", check.path.parent)
-    kernel_sets = _load_kernel_sets(check, data, tuple(backends))
+    kernels = _load_kernels(check, table, "kernel", check.path.parent)
+    kernel_sets = _load_kernel_sets(check, data)
     configs = _load_configs(check, data, defaults, known_inputs, known_weights)
 
     names = {c.name for c in configs}
@@ -400,23 +149,24 @@ def load_matrix(path: Path | str, known_inputs: tuple[str, ...] | None = None,
         for config_name in backend.tolerance_overrides:
             if config_name not in names:
                 raise check.fail(f"[backend.{backend.name}]", f"tolerance.{config_name}", "names no config",
-                                 f"{_suggest(config_name, sorted(names))}use a config name from [[config]]")
+                                 f"{suggest(config_name, sorted(names))}use a config name from [[config]]")
     return Matrix(path=path.resolve(), configs=configs, backends=MappingProxyType(backends), kernels=kernels,
                   kernel_sets=MappingProxyType(kernel_sets))
 
 
-def _load_kernel_sets(check: _Checker, data: Mapping[str, Any], backend_names: tuple[str, ...]) -> dict[str, KernelSet]:
+def _load_kernel_sets(check: Checker, data: Mapping[str, Any]) -> dict[str, KernelSet]:
     sets = {}
     for name, raw in check.table(data.get("kernel_set", {}), "top level", "kernel_set").items():
         where = f"[kernel_set.{name}]"
         check.name(name, where, "kernel set name")
         raw = check.table(raw, where, f"kernel_set.{name}")
         check.known_keys(raw, _KERNEL_SET_KEYS, where)
-        for key in ("folder", "generator", "route", "kernel"):
+        for key in ("generator", "route", "kernel"):
             if key not in raw:
                 raise check.fail(where, key, "missing", f"add {key} = ... (see docs/executorch.md)")
-        kernels = _load_kernels(check, check.table(raw["kernel"], where, "kernel"), backend_names,
-                                f"kernel_set.{name}.kernel", None)
+        set_op = check.op(raw.get("op", DEFAULT_OP), where)
+        kernels = _load_kernels(check, check.table(raw["kernel"], where, "kernel"), f"kernel_set.{name}.kernel", None,
+                                set_op)
         route = raw["route"]
         if not isinstance(route, list) or not all(isinstance(r, str) for r in route):
             raise check.fail(where, "route", "expected a list of kernel names", 'write route = ["a", "b"]')
@@ -424,14 +174,14 @@ def _load_kernel_sets(check: _Checker, data: Mapping[str, Any], backend_names: t
         for entry in route:
             if entry not in declared:
                 raise check.fail(where, "route", f"'{entry}' is not a kernel of this set",
-                                 f"{_suggest(entry, declared)}declare [kernel_set.{name}.kernel.{entry}]")
-        sets[name] = KernelSet(name=name, folder=check.string(raw["folder"], where, "folder"),
-                               generator=check.string(raw["generator"], where, "generator"), route=tuple(route),
-                               kernels=kernels)
+                                 f"{suggest(entry, declared)}declare [kernel_set.{name}.kernel.{entry}]")
+        folder = check.string(raw.get("folder", op_for(set_op).executorch_folder), where, "folder")
+        sets[name] = KernelSet(name=name, folder=folder, generator=check.string(raw["generator"], where, "generator"),
+                               route=tuple(route), kernels=kernels, op=set_op)
     return sets
 
 
-def _load_backends(check: _Checker, data: Mapping[str, Any]) -> dict[str, Backend]:
+def _load_backends(check: Checker, data: Mapping[str, Any]) -> dict[str, Backend]:
     table = check.table(data.get("backend", {}), "top level", "backend")
     if not table:
         raise check.fail("top level", "backend", "no backends defined", "add at least one [backend.NAME] table")
@@ -444,12 +194,7 @@ def _load_backends(check: _Checker, data: Mapping[str, Any]) -> dict[str, Backen
         for key in ("api", "adapter_name", "device_type", "provision"):
             if key not in raw:
                 raise check.fail(where, key, "missing", f"add {key} = \"...\" (see docs/matrix.md)")
-        adapter_name = check.string(raw["adapter_name"], where, "adapter_name")
-        try:
-            re.compile(adapter_name)
-        except re.error as exc:
-            raise check.fail(where, "adapter_name", f"not a valid regular expression: {exc}",
-                             "escape special characters or use a plain substring") from exc
+        adapter_name = check.pattern(raw["adapter_name"], where, "adapter_name")
         overrides = {}
         for config_name, tol in check.table(raw.get("tolerance", {}), where, "tolerance").items():
             overrides[config_name] = check.tolerance(tol, f"{where} config '{config_name}'", f"backend:{name}")
@@ -460,12 +205,12 @@ def _load_backends(check: _Checker, data: Mapping[str, Any]) -> dict[str, Backen
             provision=check.string(raw["provision"], where, "provision", PROVISIONERS),
             tolerance_overrides=MappingProxyType(overrides),
             webgpu=check.string(raw.get("webgpu", "wgpu-native"), where, "webgpu", WEBGPU_IMPLEMENTATIONS),
-            dawn_toggles=_toggles(check, raw, where))
+            dawn_toggles=check.toggles(raw, where))
     return backends
 
 
-def _load_kernels(check: _Checker, table: Mapping[str, Any], backend_names: tuple[str, ...], prefix: str,
-                  base: Path | None) -> tuple[Kernel, ...]:
+def _load_kernels(check: Checker, table: Mapping[str, Any], prefix: str, base: Path | None,
+                  op: str | None = None) -> tuple[Kernel, ...]:
     """Kernel tables; `base` is where `file` must exist (None: in a tree given at run time)."""
     kernels = []
     for name, raw in table.items():
@@ -481,7 +226,7 @@ def _load_kernels(check: _Checker, table: Mapping[str, Any], backend_names: tupl
             raise check.fail(where, "file", f"'{kernel_file}' does not exist",
                              "give a .wgsl path relative to matrix.toml")
         overrides_raw = check.table(raw.get("overrides", {}), where, "overrides")
-        names = expression_names()
+        names = environment(PLACEHOLDER_SHAPE, None)
         overrides: dict[str, str | int | float] = {}
         for key, value in overrides_raw.items():
             if isinstance(value, str):
@@ -503,28 +248,25 @@ def _load_kernels(check: _Checker, table: Mapping[str, Any], backend_names: tupl
         for key, value in limits_raw.items():
             if key not in LIMIT_NAMES:
                 raise check.fail(where, f"requires_limits.{key}", "unknown limit",
-                                 f"{_suggest(key, list(LIMIT_NAMES))}choose from {', '.join(LIMIT_NAMES)}")
+                                 f"{suggest(key, list(LIMIT_NAMES))}choose from {', '.join(LIMIT_NAMES)}")
             check.integer(value, where, f"requires_limits.{key}")
         features = raw.get("requires_features", [])
         if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
             raise check.fail(where, "requires_features", "expected a list of feature names",
                              'write e.g. requires_features = ["shader-f16"]')
-        kernel_backends = raw.get("backends")
-        if kernel_backends is not None:
-            if not isinstance(kernel_backends, list):
-                raise check.fail(where, "backends", "expected a list of backend names", 'write e.g. ["native"]')
-            for b in kernel_backends:
-                check.string(b, where, "backends", backend_names)
+        device_type = check.string(raw.get("device_type", ""), where, "device_type", ("", *DEVICE_TYPES))
+        adapter_name = check.pattern(raw.get("adapter_name", ""), where, "adapter_name")
+        kernel_op = op or check.op(raw.get("op", DEFAULT_OP), where)
         tolerance = check.tolerance(raw["tolerance"], where, f"kernel:{name}") if "tolerance" in raw else None
         kernels.append(make_kernel(name, kernel_file, dispatch, when=when, overrides=overrides,
                                    requires_features=tuple(features), requires_limits=dict(limits_raw),
                                    tolerance=tolerance,
-                                   backends=tuple(kernel_backends) if kernel_backends is not None else None,
+                                   device_type=device_type, adapter_name=adapter_name, op=kernel_op,
                                    template=check.string(raw.get("template", ""), where, "template")))
     return tuple(kernels)
 
 
-def _load_configs(check: _Checker, data: Mapping[str, Any], defaults: Mapping[str, Any],
+def _load_configs(check: Checker, data: Mapping[str, Any], defaults: Mapping[str, Any],
                   known_inputs: tuple[str, ...], known_weights: tuple[str, ...]) -> tuple[Config, ...]:
     raw_configs = data.get("config", [])
     if isinstance(raw_configs, dict):
@@ -553,7 +295,7 @@ def _load_configs(check: _Checker, data: Mapping[str, Any], defaults: Mapping[st
     return tuple(configs)
 
 
-def _load_config(check: _Checker, raw: Mapping[str, Any], name: str, where: str, defaults: Mapping[str, Any],
+def _load_config(check: Checker, raw: Mapping[str, Any], name: str, where: str, defaults: Mapping[str, Any],
                  known_inputs: tuple[str, ...], known_weights: tuple[str, ...]) -> Config:
     check.known_keys(raw, _CONFIG_KEYS, where)
     merged = {**defaults, **raw}
@@ -564,16 +306,7 @@ def _load_config(check: _Checker, raw: Mapping[str, Any], name: str, where: str,
     K = check.integer(merged["K"], where, "K")
     N = check.integer(merged["N"], where, "N")
     group_size = check.integer(merged["group_size"], where, "group_size")
-    if K % group_size:
-        raise check.fail(where, "K", f"K={K} is not a multiple of group_size={group_size}",
-                         "int4 per-group quantisation needs whole groups: change K or group_size")
-    if K % 8:
-        raise check.fail(where, "K", f"K={K} is not a multiple of 8",
-                         "packed weights are read as u32 words of 8 nibbles: use a multiple of 8")
-    if N % 8:
-        raise check.fail(where, "N", f"N={N} is not a multiple of 8",
-                         "ExecuTorch's WebGPU q4gsw requires N % 8 == 0: use a multiple of 8")
-    _check_binding_sizes(check, where, M, K, N)
+    config_op = check.op(merged.get("op", DEFAULT_OP), where)
     config_inputs = merged.get("inputs", ["ramp"])
     if isinstance(config_inputs, str):
         config_inputs = [config_inputs]
@@ -585,103 +318,73 @@ def _load_config(check: _Checker, raw: Mapping[str, Any], name: str, where: str,
     timeout = check.number(merged.get("timeout_s", 900), where, "timeout_s")
     if timeout == 0:
         raise check.fail(where, "timeout_s", "must be positive", "use a number of seconds > 0")
-    return Config(
+    config = Config(
         name=name, M=M, K=K, N=N, group_size=group_size,
         tier=check.string(merged["tier"], where, "tier", TIERS),
         suite=check.name(check.string(merged.get("suite", "llama"), where, "suite"), where, "suite"),
         inputs=tuple(config_inputs), weights=weights,
         weight_seed=check.integer(merged.get("weight_seed", 0), where, "weight_seed", positive=False),
         timeout_s=timeout, tolerance=check.tolerance(merged["tolerance"], where, "config"),
-        upstream_tolerance=_upstream_tolerance(check, raw.get("upstream_tolerance"), where),
-        f16_accumulate_gemm=_boolean(check, raw.get("f16_accumulate_gemm", False), where, "f16_accumulate_gemm"))
-
-
-def _upstream_tolerance(check: _Checker, value: Any, where: str) -> Tolerance | None:
-    """ExecuTorch's own bound for this row: atol and rtol only (its justification lives upstream)."""
-    if value is None:
-        return None
-    table = check.table(value, where, "upstream_tolerance")
-    check.known_keys(table, ("atol", "rtol"), where, "upstream_tolerance.")
-    return Tolerance(atol=check.number(table.get("atol"), where, "upstream_tolerance.atol"),
-                     rtol=check.number(table.get("rtol"), where, "upstream_tolerance.rtol"),
-                     justification="ExecuTorch's test_webgpu_native.cpp (abs OR rel)", source="upstream")
-
-
-def _boolean(check: _Checker, value: Any, where: str, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise check.fail(where, key, f"expected true or false, got {value!r}", f"write {key} = true")
-    return value
-
-
-def _toggles(check: _Checker, raw: Mapping[str, Any], where: str) -> tuple[str, ...]:
-    toggles = raw.get("dawn_toggles", [])
-    if not isinstance(toggles, list) or not all(isinstance(t, str) and t for t in toggles):
-        raise check.fail(where, "dawn_toggles", "expected a list of Dawn toggle names",
-                         'write e.g. dawn_toggles = ["vulkan_enable_f16_on_nvidia"]')
-    if toggles and raw.get("webgpu") != "dawn":
-        raise check.fail(where, "dawn_toggles", "only a Dawn backend has toggles", 'add webgpu = "dawn"')
-    return tuple(toggles)
-
-
-def _check_binding_sizes(check: _Checker, where: str, M: int, K: int, N: int) -> None:
-    for key, size in (("M", 4 * M * K), ("M", 4 * M * N), ("N", N * K // 2)):
-        if size > MAX_BINDING_BYTES:
-            raise check.fail(where, key, f"{M}x{K}x{N} needs a {size / 2**30:.1f} GiB buffer binding",
-                             f"no adapter q4gsw supports binds more than {MAX_BINDING_BYTES / 2**30:.0f} GiB: "
-                             "use a smaller shape")
-
+        upstream_tolerance=check.upstream_tolerance(raw.get("upstream_tolerance"), where),
+        f16_accumulate_gemm=check.boolean(raw.get("f16_accumulate_gemm", False), where, "f16_accumulate_gemm"),
+        op=config_op)
+    for problem in op_for(config).shape_problems(config):
+        raise check.fail(where, problem.key, problem.problem, problem.fix)
+    return config
 
 
 MAX_SEED = 2**64 - 1  # torch.manual_seed (torch_linear weights) takes an unsigned 64-bit seed
 
 
 def check_runnable(matrix: Matrix) -> None:
-    """What `validate` checks beyond the loader: every config can run somewhere. Raise MatrixError for a config
-    no kernel of the matrix (or of a declared kernel set) can run on any of its backends (`when` false, or a
-    dispatch outside 1..2^30 even on the most generous adapter, or an expression that cannot be evaluated for
-    its shape), or whose weights cannot be generated."""
-    from q4gsw.webgpu.dispatch import UNKNOWN_LIMIT, KernelUnsupported, kernel_applies, resolve_kernel
-
-    generous = _GenerousAdapter({key: UNKNOWN_LIMIT for key in LIMIT_NAMES.values()})
+    """What `validate` checks beyond the loader: every config can run somewhere, and every backend can run every
+    required config. Raise MatrixError for a config no kernel of the matrix (or of a declared kernel set) can run on
+    any of its backends (`when` false, or a dispatch outside 1..2^30 even on the most generous adapter, or an
+    expression that cannot be evaluated for its shape), for a backend on which a required config has no kernel,
+    or for weights that cannot be generated."""
     kernels = [*matrix.kernels, *(k for s in matrix.kernel_sets.values() for k in s.kernels)]
     for config in matrix.configs:
         where = f"config '{config.name}'"
         if config.weight_seed > MAX_SEED:
             raise MatrixError(matrix.path, where, "weight_seed", f"{config.weight_seed} does not fit 64 bits",
                               f"use a seed from 0 to {MAX_SEED}")
-        reasons = []
-        for kernel in kernels:
-            backends = [b for b in matrix.backends.values() if kernel.backends is None or b.name in kernel.backends]
-            try:
-                if not backends or not kernel_applies(kernel, config, backends[0]):
-                    reasons.append(f"{kernel.name}: `when = {kernel.when}` does not hold" if backends else
-                                   f"{kernel.name}: no backend of the matrix runs it")
-                    continue
-                resolve_kernel(kernel, config.shape_names(), generous)  # type: ignore[arg-type]
-            except KernelUnsupported as exc:
-                reasons.append(str(exc))
-                continue
-            break
-        else:
+        reasons: list[str] = []
+        if not any(_runs_anywhere(kernel, config, matrix, reasons) for kernel in kernels):
             raise MatrixError(matrix.path, where, "M/K/N/group_size",
                               f"no kernel can run {config.M}x{config.K}x{config.N} gs={config.group_size} on any "
-                              f"backend ({'; '.join(reasons)})",
+                              f"backend ({'; '.join(reasons) or f'no kernel computes op {config.op}'})",
                               "change the shape, or add a kernel whose `when` and dispatch hold for it")
+    for backend in matrix.backends.values():
+        for config in (c for c in matrix.configs if c.tier == "required"):
+            if not any(_runs_on(kernel, config, backend) for kernel in matrix.kernels):
+                raise MatrixError(matrix.path, f"[backend.{backend.name}]", "device_type/adapter_name",
+                                  f"required config '{config.name}' ({config.op}) has no kernel written for "
+                                  f"{backend.device_type} adapters named like /{backend.adapter_name}/",
+                                  "give the backend a device_type and adapter_name some kernel is written for, or "
+                                  "widen a kernel's device_type/adapter_name (docs/backends.md)")
 
 
-@dataclass(frozen=True)
-class _GenerousAdapter:
-    """The most capable adapter imaginable: what no adapter can run, nothing will."""
-
-    limits: Mapping[str, int]
-    name: str = "any adapter"
-    webgpu: str = "any WebGPU implementation"
-
-    @property
-    def features(self) -> _Everything:
-        return _Everything()
+def _runs_on(kernel: Kernel, config: Config, backend: Backend) -> bool:
+    try:
+        if not kernel_applies(kernel, config, backend):
+            return False
+        resolve_kernel(kernel, config.shape_names(), None)
+    except KernelUnsupported:
+        return False
+    return True
 
 
-class _Everything:
-    def __contains__(self, item: object) -> bool:
-        return True
+def _runs_anywhere(kernel: Kernel, config: Config, matrix: Matrix, reasons: list[str]) -> bool:
+    if kernel.op != config.op:
+        return False
+    backends = [b for b in matrix.backends.values() if written_for(kernel, b.device_type, b.adapter_name)]
+    try:
+        if not backends or not kernel_applies(kernel, config, backends[0]):
+            reasons.append(f"{kernel.name}: `when = {kernel.when}` does not hold" if backends else
+                           f"{kernel.name}: no backend of the matrix runs it")
+            return False
+        resolve_kernel(kernel, config.shape_names(), None)
+    except KernelUnsupported as exc:
+        reasons.append(str(exc))
+        return False
+    return True

@@ -1,7 +1,7 @@
 """Mutation self-test: does the matrix catch wrong-but-plausible q4gsw kernels?
 
 `python -m q4gsw mutants [--backend swiftshader]` takes a simple, correct one-invocation-per-output
-kernel (q4gsw/kernels/mutants/reference.wgsl), derives a catalogue of mutants from it by exact text
+kernel (q4gsw/ops/linear_q4gsw/kernels/mutants/reference.wgsl), derives a catalogue of mutants from it by exact text
 substitution (each one a bug a real kernel author makes: nibble order, nibble offset, scale index,
 dropped K tail, fp16 accumulation, ...) and runs every mutant, the reference and the kernels declared
 in matrix.toml through the same fixtures, goldens and comparison as `run`/`check`, on the required
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REFERENCE = Path(__file__).parent / "kernels" / "mutants" / "reference.wgsl"
+REFERENCE = Path(__file__).parent / "ops" / "linear_q4gsw" / "kernels" / "mutants" / "reference.wgsl"
 REFERENCE_DISPATCH = "ceil(N / wg_size), M"
 REFERENCE_OVERRIDES = {"wg_size": "64"}
 DEFAULT_SUITES = ("llama", "edges")

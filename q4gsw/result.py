@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from q4gsw.values import AdapterInfo, Errors, Tolerance
+
 STATUSES = ("pass", "fail", "skip", "unsupported")
 RESULT_SCHEMA_VERSION = 2
 
@@ -32,31 +34,6 @@ class Shape:
 
 
 @dataclass(frozen=True)
-class ToleranceRecord:
-    atol: float
-    rtol: float
-    justification: str = ""
-    source: str = "config"
-
-
-@dataclass(frozen=True)
-class Errors:
-    """What compare() measured, plus the guard-region check and the |err| histogram for the plots."""
-
-    max_abs: float
-    max_rel: float
-    worst_index: tuple[int, int]
-    mismatches: int
-    elements: int
-    nmse: float
-    headroom: float
-    nonfinite: int = 0
-    first_nonfinite: tuple[int, int] | None = None
-    guard_violations: int = 0
-    histogram: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Timings:
     """Seconds per stage (None: the stage did not run in this case) and the kernel's rate."""
 
@@ -71,18 +48,6 @@ class Timings:
     gflops: float | None = None
     fixture_export_s: float | None = None  # how long the fixture took to build, even when it came from the cache
     fixture_golden_s: float | None = None
-
-
-@dataclass(frozen=True)
-class AdapterRecord:
-    name: str = ""
-    vendor: str = ""
-    device_type: str = ""
-    api: str = ""
-    driver: str = ""
-    webgpu: str = ""  # the WebGPU implementation that found it: wgpu-native or dawn
-    features: tuple[str, ...] = ()
-    limits: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,15 +73,16 @@ class Result:
     webgpu: str = ""
     tier: str = ""
     suite: str = ""
+    op: str = ""  # the operator under test (q4gsw/ops/<op>/)
     kernel: str = ""
     input: str = ""
     role: str = "subject"  # subject, reference (a known-correct kernel) or mutant (must fail)
     routed: str = ""  # the variant ExecuTorch's runtime would pick for this config on this adapter, if known
     shape: Shape = field(default_factory=Shape)
-    tolerance: ToleranceRecord | None = None
+    tolerance: Tolerance | None = None
     upstream: str = ""  # verdict under the upstream test's own abs-or-rel tolerance, where one is declared
     errors: Errors | None = None
-    adapter: AdapterRecord | None = None
+    adapter: AdapterInfo | None = None
     timings: Timings = field(default_factory=Timings)
     workgroups: tuple[int, ...] = ()
     peak_rss_bytes: int = 0
@@ -140,7 +106,7 @@ class Result:
         return self.errors.headroom if self.errors else None
 
 
-_NESTED = {"shape": Shape, "tolerance": ToleranceRecord, "errors": Errors, "adapter": AdapterRecord,
+_NESTED = {"shape": Shape, "tolerance": Tolerance, "errors": Errors, "adapter": AdapterInfo,
            "timings": Timings, "provenance": Provenance}
 _TUPLES = {"worst_index", "first_nonfinite", "features", "workgroups", "source_notes"}
 

@@ -67,13 +67,13 @@ provision = "swiftshader"
 
 # The portable kernels, declared as in matrix.toml's [kernel.gemv] / [kernel.tiled].
 [kernel.gemv]
-file = "{root}/q4gsw/kernels/q4gsw_gemv.wgsl"
+file = "{root}/q4gsw/ops/linear_q4gsw/kernels/q4gsw_gemv.wgsl"
 when = "M == 1"
 dispatch = "ceil(N / (8 * wg_size))"
 overrides = {{ wg_size = "min(64, max_invocations_per_workgroup)" }}
 
 [kernel.tiled]
-file = "{root}/q4gsw/kernels/q4gsw_tiled.wgsl"
+file = "{root}/q4gsw/ops/linear_q4gsw/kernels/q4gsw_tiled.wgsl"
 when = "M > 1"
 dispatch = "ceil(N / (8 * wg_size)), ceil(M / 8)"
 overrides = {{ wg_size = "min(64, max_invocations_per_workgroup)" }}

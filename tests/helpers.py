@@ -19,10 +19,10 @@ import numpy as np
 
 from q4gsw import export, inputs
 from q4gsw.cases import Case, Selection
-from q4gsw.golden import golden
+from q4gsw.ops.linear_q4gsw.golden import golden
 from q4gsw.matrix import Backend, Config, Tolerance
 from q4gsw.result import Result
-from q4gsw.unpack import PackedLinear, pack_int4
+from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4
 
 REPO = Path(__file__).resolve().parent.parent
 MATRIX = REPO / "matrix.toml"

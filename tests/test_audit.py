@@ -9,7 +9,7 @@ import pytest
 
 from q4gsw import audit
 from q4gsw.matrix import Config, Tolerance
-from q4gsw.result import AdapterRecord, Errors, Result, ToleranceRecord, write_results
+from q4gsw.result import AdapterInfo, Errors, Result, Tolerance, write_results
 
 U = 2.0**-24
 
@@ -116,11 +116,11 @@ def _errors(max_abs: float, headroom: float) -> Errors:
 def test_load_measurements_reads_typed_results(tmp_path):
     results = [
         Result(config="t", backend="swiftshader", status="pass", message="", kernel="gemv", input="ramp",
-               webgpu="dawn", errors=_errors(1e-6, 0.1), tolerance=ToleranceRecord(1e-5, 1e-4),
-               adapter=AdapterRecord(name="SwiftShader Device (Subzero)", webgpu="dawn")),
+               webgpu="dawn", errors=_errors(1e-6, 0.1), tolerance=Tolerance(1e-5, 1e-4),
+               adapter=AdapterInfo(name="SwiftShader Device (Subzero)", webgpu="dawn")),
         # Under a kernel's own tolerance; no adapter recorded.
         Result(config="t", backend="lavapipe", status="fail", message="", kernel="tiled", input="ramp",
-               errors=_errors(2e-4, 2.0), tolerance=ToleranceRecord(1e-4, 0.0, source="kernel:tiled")),
+               errors=_errors(2e-4, 2.0), tolerance=Tolerance(1e-4, 0.0, source="kernel:tiled")),
         # Nothing measured: a crash before the comparison, a skip.
         Result(config="t", backend="swiftshader", status="fail", message="crashed", kernel="gemv", input="normal"),
         Result(config="t", backend="swiftshader", status="skip", message="heavy", input="ramp"),

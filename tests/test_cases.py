@@ -42,7 +42,7 @@ rtol = 2e-4
 justification = "this backend rounds differently"
 
 [kernel.fancy]
-file = "{root}/q4gsw/kernels/q4gsw_gemv.wgsl"
+file = "{root}/q4gsw/ops/linear_q4gsw/kernels/q4gsw_gemv.wgsl"
 when = "M >= 1"
 dispatch = "ceil(N / (8 * wg_size)), 1"
 overrides = {{ wg_size = "min(64, max_invocations_per_workgroup)", rows = 2 }}

@@ -31,7 +31,7 @@ def test_unknown_backend_is_a_usage_error_with_suggestion(tiny_matrix: Path, tmp
 
 
 def test_check_rejects_bad_override_and_dispatch(tiny_matrix: Path, tmp_path: Path):
-    kernel = Path(__file__).resolve().parent.parent / "q4gsw" / "kernels" / "q4gsw_gemv.wgsl"
+    kernel = Path(__file__).resolve().parent.parent / "q4gsw" / "ops" / "linear_q4gsw" / "kernels" / "q4gsw_gemv.wgsl"
     bad_override = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(kernel), "--dispatch", "N",
                            "--override", "wg_size", "--backend", "swiftshader", "--results", str(tmp_path))
     assert bad_override.returncode == 2 and "expected NAME=VALUE" in bad_override.stderr

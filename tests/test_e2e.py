@@ -59,7 +59,7 @@ def test_kv_proj_and_kv_proj_4k_on_swiftshader(swiftshader_env, fixture_cache: P
 def test_check_user_kernel_and_catch_a_wrong_one(swiftshader_env, fixture_cache: Path, tiny_matrix: Path,
                                                  tmp_path: Path):
     env = {"Q4GSW_CACHE": str(fixture_cache)}
-    reference = REPO / "q4gsw" / "kernels" / "mutants" / "reference.wgsl"
+    reference = REPO / "q4gsw" / "ops" / "linear_q4gsw" / "kernels" / "mutants" / "reference.wgsl"
     dispatch = "ceil(N / wg_size), M"
     ok = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(reference), "--dispatch", dispatch,
                  "--override", "wg_size=64", "--backend", "swiftshader", "--config", "tiny_gemv",

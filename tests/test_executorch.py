@@ -34,7 +34,7 @@ from q4gsw import export, inputs
 from q4gsw.cases import build_selection
 from q4gsw.kernel_sets import load_kernel_set
 from q4gsw.matrix import Matrix, MatrixError, load_matrix
-from q4gsw.unpack import PackedLinear, pack_int4, unpack_int4
+from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4, unpack_int4
 from q4gsw.webgpu.adapter import AdapterInfo
 
 REPO = Path(__file__).resolve().parent.parent
@@ -394,7 +394,7 @@ timeout_s = 300
 {E2E_BACKENDS}
 # Unused by --executorch runs; a matrix needs one kernel of its own.
 [kernel.reference]
-file = "{REPO / 'q4gsw/kernels/mutants/reference.wgsl'}"
+file = "{REPO / 'q4gsw/ops/linear_q4gsw/kernels/mutants/reference.wgsl'}"
 when = "1"
 dispatch = "ceil(N / 64), M"
 

@@ -8,7 +8,9 @@ import pytest
 
 from q4gsw.export import FixtureError, build_fixture, fixture_key, verify_fixture
 from q4gsw.matrix import load_matrix
-from q4gsw.unpack import DelegateLayoutError, read_pte, unpack_int4
+from q4gsw.ops.linear_q4gsw.layout import packed_from_delegate as read_pte
+from q4gsw.ops.linear_q4gsw.layout import unpack_int4
+from q4gsw.pte import DelegateLayoutError
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +28,7 @@ def test_build_fixture_unpacks_the_delegate_and_cross_checks(tiny_matrix: Path, 
     config = load_matrix(tiny_matrix).config("tiny_gemm")
     fixture = build_fixture(config, tmp_path / "fx", progress=lambda message: None)
     assert fixture.manifest["cross_checked_against_torchao"] is True
-    packed = fixture.packed_linear()
+    packed = fixture.constants(config)
     assert packed.weight_packed.shape == (40, 48) and packed.scales.shape == (3, 40) and packed.group_size == 32
     # Independent check against torchao's own quantized tensor and the .pte bytes on disk.
     import torch

@@ -1,8 +1,8 @@
 import numpy as np
 
-from q4gsw.golden import distinct_rows, golden
+from q4gsw.ops.linear_q4gsw.golden import distinct_rows, golden
 from q4gsw.inputs import make_input
-from q4gsw.unpack import PackedLinear, pack_int4
+from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4
 
 
 def _random_linear(rng: np.random.Generator, N: int, K: int, group: int) -> PackedLinear:

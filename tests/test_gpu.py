@@ -1,4 +1,4 @@
-"""Kernel selection (webgpu.dispatch) and adapter matching: pure logic, no adapter needed."""
+"""Kernel selection (q4gsw.expressions) and adapter matching: pure logic, no adapter needed."""
 
 import dataclasses
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 
 from q4gsw.matrix import load_matrix
 from q4gsw.webgpu.adapter import AdapterInfo
-from q4gsw.webgpu.dispatch import KernelUnsupported, kernel_applies, resolve_kernel
+from q4gsw.expressions import KernelUnsupported, kernel_applies, resolve_kernel
 from q4gsw.webgpu.execute import adapt_source
 
 SWIFTSHADER_LIMITS = {"max-compute-workgroups-per-dimension": 65535, "max-compute-invocations-per-workgroup": 256,
@@ -140,7 +140,7 @@ def test_wgpu_native_source_without_the_directive_is_untouched():
 
 
 def test_the_matrix_subgroup_kernels_are_written_for_naga():
-    """The kernels in q4gsw/kernels carry no directive (naga rejects it); Dawn gets it added."""
+    """The kernels in q4gsw/ops/linear_q4gsw/kernels carry no directive (naga rejects it); Dawn gets it added."""
     from conftest import MATRIX, REPO
 
     for kernel in load_matrix(MATRIX).kernels:

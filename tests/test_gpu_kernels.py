@@ -4,7 +4,7 @@ Shapes are small but hit every edge the kernels handle: M and N not multiples of
 64x64, GEMV 128-row blocks), K not a multiple of the 32-element chunk / K step, group sizes 8, 16,
 32, 64 and 128, a grid-strided GEMV (fewer workgroups than row blocks), and both ramp (exact in
 f16) and normal (not exact in f16) inputs. Weights are random int4 nibbles over the whole [-8, 7]
-range with random per-group scales, packed with q4gsw.unpack.pack_int4.
+range with random per-group scales, packed with q4gsw.ops.linear_q4gsw.layout.pack_int4.
 
 Each shape is a synthetic fixture run through the engine (q4gsw.engine.run_selection: provisioning,
 the adapter probe and one child process per shape, as `q4gsw run`). Kernel files, dispatch expressions
@@ -26,8 +26,8 @@ from q4gsw import inputs
 from q4gsw.cases import Case
 from q4gsw.matrix import Tolerance, load_matrix, split_dispatch
 from q4gsw.result import Result
-from q4gsw.unpack import PackedLinear
-from q4gsw.webgpu.dispatch import kernel_applies
+from q4gsw.ops.linear_q4gsw.layout import PackedLinear
+from q4gsw.expressions import kernel_applies
 
 SEED = 7
 F32_EPS = 2.0**-24  # unit roundoff of fp32
@@ -114,7 +114,7 @@ def specs_of(kernel: str) -> list[Spec]:
     extra = {"gpu_gemv_rows": GEMV_ROWS_EXTRA, "gpu_gemv_fast": GEMV_FAST_EXTRA}.get(kernel, [])
     specs += [Spec(kernel, tuple(e["shape"]), tuple(e["overrides"].items()), e.get("dispatch", "")) for e in extra]
     matrix = load_matrix(MATRIX)
-    declared = dataclasses.replace(next(k for k in matrix.kernels if k.name == kernel), backends=None)
+    declared = dataclasses.replace(next(k for k in matrix.kernels if k.name == kernel), device_type="", adapter_name="")
     return [spec for spec in specs
             if kernel_applies(declared, make_config("when", *spec.shape[:4]), matrix.backend("lavapipe"))]
 

@@ -16,7 +16,7 @@ from helpers import MATRIX, default_workers, make_config, random_packed, require
 from q4gsw.cases import Case
 from q4gsw.matrix import Tolerance, load_matrix
 from q4gsw.result import Result
-from q4gsw.webgpu.dispatch import kernel_applies
+from q4gsw.expressions import kernel_applies
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +47,7 @@ def kernel_results(tmp_path_factory: pytest.TempPathFactory, swiftshader_env: di
                              tolerance=TOLERANCE)
         write_fixture(folder / "fixtures", config, random_packed(N, K, gs, np.random.default_rng([1, M, K, N, gs])))
         for kernel in matrix.kernels:
-            if not kernel_applies(dataclasses.replace(kernel, backends=None), config, backend):
+            if not kernel_applies(dataclasses.replace(kernel, device_type="", adapter_name=""), config, backend):
                 continue
             case = Case(config=config, kernel=kernel, input="normal", backend=backend, tolerance=TOLERANCE)
             case_list.append(case)

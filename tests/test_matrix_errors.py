@@ -32,7 +32,7 @@ device_type = "CPU"
 provision = "swiftshader"
 
 [kernel.gemv]
-file = "{REPO}/q4gsw/kernels/q4gsw_gemv.wgsl"
+file = "{REPO}/q4gsw/ops/linear_q4gsw/kernels/q4gsw_gemv.wgsl"
 when = "M == 1"
 dispatch = "min(ceil(N / 4), max_workgroups_per_dimension)"
 overrides = {{ wg_size = 64 }}
@@ -172,7 +172,7 @@ CASES = [
         'dispatch = "ceil(1e308 * 10)"', "[kernel.gemv]", "dispatch", r"bad expression .*infinity"),
     Bad("dispatch-four-dims", 'dispatch = "min(ceil(N / 4), max_workgroups_per_dimension)"', 'dispatch = "1, 1, 1, 1"',
         "[kernel.gemv]", "dispatch", r"needs 1 to 3 workgroup counts, got 4"),
-    Bad("kernel-file-missing", "q4gsw/kernels/q4gsw_gemv.wgsl", "q4gsw/kernels/nope.wgsl", "[kernel.gemv]", "file",
+    Bad("kernel-file-missing", "q4gsw/ops/linear_q4gsw/kernels/q4gsw_gemv.wgsl", "q4gsw/ops/linear_q4gsw/kernels/nope.wgsl", "[kernel.gemv]", "file",
         r"nope.wgsl' does not exist"),
     # --- whole-file problems
     Bad("schema-version", "schema_version = 1", "schema_version = 2", "top level", "schema_version",

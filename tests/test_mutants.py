@@ -1,7 +1,7 @@
 """Mutation self-test on tiny shapes, and the hard gates (unwritten outputs, guard regions, unsupported).
 
 The GPU tests use synthetic fixtures (tests/helpers.write_fixture: random int4 weights packed with
-q4gsw.unpack.pack_int4, fp64 goldens) so they need neither torch nor an export: a few seconds on SwiftShader.
+q4gsw.ops.linear_q4gsw.layout.pack_int4, fp64 goldens) so they need neither torch nor an export: a few seconds on SwiftShader.
 Everything runs through the engine: `q4gsw mutants` / `q4gsw run` as a user would, and the gate kernels as
 Cases handed to q4gsw.engine.run_selection.
 """
@@ -18,10 +18,10 @@ from helpers import backend_unavailable, make_config, random_packed, run_cases, 
 from q4gsw import mutants
 from q4gsw.cases import Case
 from q4gsw.matrix import Config, Tolerance, load_matrix, make_kernel
-from q4gsw.unpack import PackedLinear, pack_int4
+from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4
 
 REPO = Path(__file__).resolve().parent.parent
-REFERENCE = REPO / "q4gsw" / "kernels" / "mutants" / "reference.wgsl"
+REFERENCE = REPO / "q4gsw" / "ops" / "linear_q4gsw" / "kernels" / "mutants" / "reference.wgsl"
 
 MATRIX = '''
 schema_version = 1

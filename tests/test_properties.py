@@ -115,7 +115,7 @@ def document(configs: list[dict[str, Any]]) -> dict[str, Any]:
         "defaults": {"group_size": 32},
         "backend": {"swiftshader": {"api": "Vulkan", "adapter_name": "SwiftShader", "device_type": "CPU",
                                     "provision": "swiftshader"}},
-        "kernel": {"gemv": {"file": str(REPO / "q4gsw/kernels/q4gsw_gemv.wgsl"), "when": "M == 1",
+        "kernel": {"gemv": {"file": str(REPO / "q4gsw/ops/linear_q4gsw/kernels/q4gsw_gemv.wgsl"), "when": "M == 1",
                             "dispatch": "min(ceil(N / 4), max_workgroups_per_dimension)",
                             "overrides": {"wg_size": "min(64, max_invocations_per_workgroup)"},
                             "requires_limits": {"max_invocations_per_workgroup": 64}}},
@@ -263,9 +263,9 @@ def test_exact_output_passes_with_zero_headroom(data: st.DataObject, shape: tupl
                                                 tolerance: Tolerance) -> None:
     g = data.draw(golden_arrays(shape))
     result = compare(g.astype(np.float32), g, tolerance)
-    assert result.passed and result.mismatches == 0 and result.nonfinite == 0
-    assert result.headroom == 0.0 and result.max_abs_error == 0.0
-    assert result.elements == g.size
+    assert result.passed and result.errors.mismatches == 0 and result.errors.nonfinite == 0
+    assert result.errors.headroom == 0.0 and result.errors.max_abs == 0.0
+    assert result.errors.elements == g.size
 
 
 @settings(max_examples=300, deadline=None)
@@ -281,9 +281,9 @@ def test_one_element_past_the_bound_fails_exactly_there(data: st.DataObject, sha
     assume(np.isfinite(y[m, n]) and abs(float(y[m, n]) - g[m, n]) > bound)
     result = compare(y, g, tolerance)
     assert not result.passed
-    assert result.mismatches == 1
-    assert result.worst_index == (m, n)
-    assert result.headroom > 1.0
+    assert result.errors.mismatches == 1
+    assert result.errors.worst_index == (m, n)
+    assert result.errors.headroom > 1.0
     assert f"worst (m, n) = ({m}, {n})" in result.message
     assert result.message.startswith(f"1/{g.size} elements out of tolerance")
 
@@ -301,9 +301,9 @@ def test_non_finite_outputs_fail_with_count_and_first_index(data: st.DataObject,
     result = compare(y, g, tolerance)
     first = min(flat)
     assert not result.passed
-    assert result.nonfinite == len(flat)
-    assert result.first_nonfinite == (first // shape[1], first % shape[1])
-    assert result.message == f"{len(flat)} non-finite outputs, first at (m, n) = {result.first_nonfinite}"
+    assert result.errors.nonfinite == len(flat)
+    assert result.errors.first_nonfinite == (first // shape[1], first % shape[1])
+    assert result.message == f"{len(flat)} non-finite outputs, first at (m, n) = {result.errors.first_nonfinite}"
 
 
 @settings(max_examples=400, deadline=None)
@@ -317,5 +317,5 @@ def test_headroom_at_most_one_iff_passed(data: st.DataObject, shape: tuple[int, 
     y = data.draw(st.sampled_from([near, anywhere]))
     assume(np.isfinite(y).all())
     result = compare(y, g, tolerance)
-    assert result.passed == (result.headroom <= 1.0), (result.headroom, result.message)
-    assert result.passed == (result.mismatches == 0)
+    assert result.passed == (result.errors.headroom <= 1.0), (result.errors.headroom, result.message)
+    assert result.passed == (result.errors.mismatches == 0)

@@ -31,7 +31,7 @@ from q4gsw.matrix import load_matrix
 from q4gsw.paths import OWNED_MARKER, NotOurs
 from q4gsw.paths import remove_owned as remove_owned_in
 from q4gsw.result import Result, Shape, write_results
-from q4gsw.unpack import PackedLinear, pack_int4
+from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"

@@ -16,11 +16,11 @@ from rich.console import Console
 from q4gsw import plots, report_cli
 from q4gsw.histogram import edges, error_histogram
 from q4gsw.report import make_console, print_report, write_run_outputs
-from q4gsw.result import AdapterRecord, Errors, Provenance, Result, Shape, Timings, ToleranceRecord, read_results
+from q4gsw.result import AdapterInfo, Errors, Provenance, Result, Shape, Timings, Tolerance, read_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TOL = ToleranceRecord(atol=1e-5, rtol=1e-4, justification="K=2048 fp32 accumulation bound", source="config")
-ADAPTER = AdapterRecord(name="SwiftShader Device (Subzero)", device_type="CPU", api="Vulkan", driver="",
+TOL = Tolerance(atol=1e-5, rtol=1e-4, justification="K=2048 fp32 accumulation bound", source="config")
+ADAPTER = AdapterInfo(name="SwiftShader Device (Subzero)", device_type="CPU", api="Vulkan", driver="",
                         webgpu="dawn")
 SHAPE = Shape(M=1, K=2048, N=512, group_size=32)
 
@@ -38,7 +38,7 @@ def passing(config="q_proj", backend="swiftshader", kernel="gemv", headroom=0.00
                   tier="required", suite="llama", kernel=kernel, input="ramp", shape=SHAPE, tolerance=TOL,
                   errors=Errors(max_abs=5.35e-8, max_rel=1.6e-4, worst_index=(0, 322), mismatches=0, elements=512,
                                 nmse=1e-15, headroom=headroom, histogram=_hist(1e-8)),
-                  adapter=AdapterRecord(name=f"{backend} adapter", device_type="CPU", api="Vulkan", webgpu="dawn"),
+                  adapter=AdapterInfo(name=f"{backend} adapter", device_type="CPU", api="Vulkan", webgpu="dawn"),
                   timings=Timings(export_s=1.2, golden_s=0.4, gpu_s=0.115, compare_s=0.01, total_s=3.9, gflops=0.02),
                   peak_rss_bytes=3 * 2**29, reproduce=f"nox -s accuracy-{backend} -- --config {config}",
                   provenance=Provenance(fixture="q_proj-abc123", versions={"q4gsw": "0.1.0", "wgpu": "0.32.0"}),

@@ -13,13 +13,13 @@ from q4gsw.result import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     RESULT_SCHEMA_VERSION,
-    AdapterRecord,
+    AdapterInfo,
     Errors,
     Provenance,
     Result,
     Shape,
     Timings,
-    ToleranceRecord,
+    Tolerance,
     counts,
     exit_code,
     read_results,
@@ -31,20 +31,20 @@ FULL = Result(
     config="q_proj", backend="swiftshader", status="fail", message="1/2048 elements out of tolerance",
     case_id="q_proj/gemv/ramp@swiftshader", webgpu="wgpu-native", tier="required", suite="llama", kernel="gemv",
     input="ramp", role="reference", routed="gemv", shape=Shape(1, 2048, 2048, 32),
-    tolerance=ToleranceRecord(1e-5, 1e-4, "K=2048: fp32 error below 2e-6", "kernel:gemv"),
+    tolerance=Tolerance(1e-5, 1e-4, "K=2048: fp32 error below 2e-6", "kernel:gemv"),
     upstream="fail (3 elements beyond atol 0.001 or rtol 0.01)",
     errors=Errors(max_abs=2.5e-5, max_rel=0.5, worst_index=(0, 17), mismatches=1, elements=2048, nmse=1e-12,
                   headroom=1.8, nonfinite=2, first_nonfinite=(0, 3), guard_violations=1,
                   histogram={"log10_edges": [-14.0, -13.75], "counts": [3], "zero": 1, "below": 0, "above": 0,
                              "nonfinite": 2}),
-    adapter=AdapterRecord(name="SwiftShader Device (Subzero)", vendor="Google", device_type="CPU", api="Vulkan",
+    adapter=AdapterInfo(name="SwiftShader Device (Subzero)", vendor="Google", device_type="CPU", api="Vulkan",
                           driver="5.0.0", webgpu="wgpu-native", features=("subgroup", "timestamp-query"),
                           limits={"max-compute-invocations-per-workgroup": 256}),
     timings=Timings(export_s=1.5, unpack_s=0.1, golden_s=0.2, gpu_s=0.003, gpu_wall_s=0.5, gpu_timing="gpu",
                     compare_s=0.01, total_s=4.0, gflops=1.4, fixture_export_s=30.0, fixture_golden_s=0.3),
     workgroups=(4, 1, 1), peak_rss_bytes=123456789,
     provenance=Provenance(fixture="abc123", weights="linear_init", weight_seed=0, input="ramp",
-                          kernel_source="q4gsw/kernels/q4gsw_gemv.wgsl",
+                          kernel_source="q4gsw/ops/linear_q4gsw/kernels/q4gsw_gemv.wgsl",
                           source_notes=("added `enable subgroups;` (Tint requires it)",),
                           versions={"q4gsw": "0.1.0", "wgpu": "0.32.0"}),
     reproduce="nox -s accuracy-swiftshader -- --config q_proj", log="driver said something")
@@ -59,7 +59,7 @@ def test_from_dict_round_trips_every_field_and_type():
     assert back == FULL
     assert isinstance(back.errors, Errors) and back.errors.worst_index == (0, 17)
     assert back.errors.first_nonfinite == (0, 3)
-    assert isinstance(back.adapter, AdapterRecord) and back.adapter.features == ("subgroup", "timestamp-query")
+    assert isinstance(back.adapter, AdapterInfo) and back.adapter.features == ("subgroup", "timestamp-query")
     assert isinstance(back.timings, Timings) and isinstance(back.shape, Shape)
     assert back.provenance.source_notes == FULL.provenance.source_notes and back.workgroups == (4, 1, 1)
     assert back.max_abs == 2.5e-5 and back.headroom == 1.8

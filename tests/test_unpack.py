@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from q4gsw.unpack import PackedLinear, as_u32_words, pack_int4, unpack_int4
+from q4gsw.ops.linear_q4gsw.layout import PackedLinear, as_u32_words, pack_int4, unpack_int4
 
 
 def test_nibble_order_low_is_even_element():

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from q4gsw.matrix import LIMIT_NAMES, Backend
-from q4gsw.result import AdapterRecord
+from q4gsw.values import AdapterInfo, Backend
 
 IMPLEMENTATIONS = ("wgpu-native", "dawn")
 # implementation-specific feature name -> the matrix's name for it
@@ -31,27 +28,6 @@ DAWN_PACKAGE_HINT = "pip install wgpudawn==0.32.0.4"
 
 class BackendUnavailable(RuntimeError):
     """The requested backend's implementation or adapter cannot be found; the message says how to fix it."""
-
-
-@dataclass(frozen=True)
-class AdapterInfo:
-    name: str
-    vendor: str
-    device_type: str
-    api: str
-    driver: str
-    webgpu: str
-    features: tuple[str, ...]  # in the matrix's vocabulary
-    native_features: Mapping[str, str] = field(default_factory=dict)  # matrix name -> implementation name
-    limits: Mapping[str, int] = field(default_factory=dict)
-
-    def record(self) -> AdapterRecord:
-        return AdapterRecord(name=self.name, vendor=self.vendor, device_type=self.device_type, api=self.api,
-                             driver=self.driver, webgpu=self.webgpu, features=self.features,
-                             limits={k: int(self.limits[k]) for k in LIMIT_NAMES.values() if k in self.limits})
-
-    def describe(self) -> str:
-        return f"{self.name} ({self.device_type}, {self.api}, driver {self.driver or 'n/a'}) via {self.webgpu}"
 
 
 def load_wgpu(implementation: str) -> ModuleType:
@@ -107,7 +83,7 @@ def select_adapter(backend: Backend) -> tuple[Any, AdapterInfo]:
     else:
         problem = ""
     seen = [_info_of(a, backend.webgpu) for a in adapters]
-    matching = [(a, i) for a, i in zip(adapters, seen, strict=True) if backend.matches(a.info)]
+    matching = [(a, i) for a, i in zip(adapters, seen, strict=True) if backend.matches(i)]
     if not matching:
         listed = "; ".join(f"{i.name} ({i.device_type}, {i.api})" for i in seen) or "none"
         raise BackendUnavailable(

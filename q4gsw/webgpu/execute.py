@@ -1,8 +1,9 @@
 """Execute one WGSL kernel on one device: buffers, guard regions, the pipeline, timing.
 
-This is the only module that creates compute pipelines. Every kernel shares ExecuTorch's q4gsw
-binding layout (docs/kernels.md "Kernel interface"). The output buffer is surrounded by guard words holding a
-NaN pattern, so unwritten outputs read back as NaN and out-of-bounds writes are counted.
+This is the only module that creates compute pipelines. A kernel's buffers come from its op
+(`Op.bindings`: ExecuTorch's layout for that op, docs/kernels.md "Kernel interface"). The output
+buffer is surrounded by guard words holding a NaN pattern, so unwritten outputs read back as NaN and
+out-of-bounds writes are counted.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw.matrix import LIMIT_NAMES
-from q4gsw.unpack import PackedLinear, as_u32_words
-from q4gsw.webgpu.adapter import AdapterInfo
+from q4gsw.expressions import LIMIT_NAMES
+from q4gsw.ops.base import Bindings
+from q4gsw.values import AdapterInfo
 
 GUARD_WORDS = 256  # per side; 1 KiB keeps the output binding offset 256-byte aligned
 GUARD_PATTERN = 0x7FC0_0BAD  # a quiet-NaN bit pattern: unwritten outputs read back as NaN
@@ -58,7 +59,7 @@ class GpuRun:
 
 
 class Device:
-    """A device on one adapter, with the binding layout shared by every q4gsw kernel."""
+    """A device on one adapter; bind group layouts are made per op layout (Bindings), pipelines per kernel."""
 
     def __init__(self, adapter: Any, info: AdapterInfo, want_features: tuple[str, ...] = ()) -> None:
         import wgpu
@@ -70,68 +71,61 @@ class Device:
         limits = {k: info.limits[k] for k in limit_keys if k in info.limits}
         self.device = adapter.request_device_sync(required_features=features, required_limits=limits)
         self.timestamps = "timestamp-query" in info.features
-        S = wgpu.BufferBindingType
-        entries = [{"binding": 0, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": S.storage}}]
-        entries += [{"binding": b, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": S.read_only_storage}}
-                    for b in (1, 2, 3, 4)]
-        entries.append({"binding": 5, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": S.uniform}})
-        self.bind_group_layout = self.device.create_bind_group_layout(entries=entries)
-        self.pipeline_layout = self.device.create_pipeline_layout(bind_group_layouts=[self.bind_group_layout])
+        self._layouts: dict[tuple[tuple[int, str], ...], tuple[Any, Any]] = {}
         self._pipelines: dict[tuple[Any, ...], Any] = {}
 
-    def pipeline(self, source: str, constants: Mapping[str, Any], label: str) -> Any:
+    def _layout(self, signature: tuple[tuple[int, str], ...]) -> tuple[Any, Any]:
+        """(bind group layout, pipeline layout) for buffers of these (binding, kind) pairs."""
+        if signature not in self._layouts:
+            types = {"storage": self.wgpu.BufferBindingType.storage,
+                     "read-only-storage": self.wgpu.BufferBindingType.read_only_storage,
+                     "uniform": self.wgpu.BufferBindingType.uniform}
+            entries = [{"binding": index, "visibility": self.wgpu.ShaderStage.COMPUTE, "buffer": {"type": types[kind]}}
+                       for index, kind in signature]
+            group = self.device.create_bind_group_layout(entries=entries)
+            self._layouts[signature] = group, self.device.create_pipeline_layout(bind_group_layouts=[group])
+        return self._layouts[signature]
+
+    def pipeline(self, source: str, constants: Mapping[str, Any], label: str, bindings: Bindings) -> Any:
         """The compute pipeline for a kernel (cached: bench repeats and several inputs reuse it).
 
         Raises KernelCompileError when the implementation's shader compiler or pipeline creation rejects it."""
-        key = (source, tuple(sorted(constants.items())), label)
+        signature = _signature(bindings)
+        key = (source, tuple(sorted(constants.items())), label, signature)
         if key not in self._pipelines:
             try:
                 module = self.device.create_shader_module(code=adapt_source(source, self.info.webgpu)[0], label=label)
                 self._pipelines[key] = self.device.create_compute_pipeline(
-                    layout=self.pipeline_layout, label=label,
+                    layout=self._layout(signature)[1], label=label,
                     compute={"module": module, "entry_point": "main", "constants": dict(constants)})
             except Exception as exc:
                 raise KernelCompileError(f"{type(exc).__name__}: {exc}") from exc
         return self._pipelines[key]
 
-    def warm_up(self, source: str, constants: Mapping[str, Any], label: str) -> None:
+    def warm_up(self, source: str, constants: Mapping[str, Any], label: str, bindings: Bindings) -> None:
         """Build a kernel's pipeline and go once through everything run() does, with an empty dispatch (zero
         workgroups: the kernel never executes). A warm spare child calls this before its fixture arrives:
         wgpu-py's cffi parses each C struct type on its first use (~25 ms apiece, ~0.5 s per process), and
         SwiftShader compiles the pipeline, while the previous config still runs."""
-        from q4gsw.unpack import pack_int4
-
-        tiny = PackedLinear(weight_packed=pack_int4(np.zeros((8, 8), dtype=np.int64)),
-                            scales=np.ones((1, 8), dtype=np.float32), group_size=8)
-        self.run(source, label, constants, (0,), np.zeros((1, 8), dtype=np.float32), tiny)
+        self.run(source, label, constants, (0,), bindings)
 
     def run(self, source: str, kernel_name: str, constants: Mapping[str, Any], workgroups: tuple[int, ...],
-            x: np.ndarray, packed: PackedLinear, repeats: int = 1) -> GpuRun:
+            bindings: Bindings, repeats: int = 1) -> GpuRun:
         wgpu = self.wgpu
         device = self.device
-        M, K = x.shape
-        N = packed.N
         usage = wgpu.BufferUsage
         started = time.perf_counter()
-        pipeline = self.pipeline(source, constants, kernel_name)
-        out_words = M * N
+        pipeline = self.pipeline(source, constants, kernel_name, bindings)
+        out_words = int(np.prod(bindings.output_shape))
         guarded = np.full(out_words + 2 * GUARD_WORDS, GUARD_PATTERN, dtype=np.uint32)
         out_buffer = device.create_buffer_with_data(data=guarded, usage=usage.STORAGE | usage.COPY_SRC)
-        x_buffer = device.create_buffer_with_data(data=np.ascontiguousarray(x, np.float32), usage=usage.STORAGE)
-        w_buffer = device.create_buffer_with_data(data=as_u32_words(packed.weight_packed), usage=usage.STORAGE)
-        s_buffer = device.create_buffer_with_data(data=np.ascontiguousarray(packed.scales, np.float32),
-                                                  usage=usage.STORAGE)
-        bias_buffer = device.create_buffer_with_data(data=np.zeros(4, np.float32), usage=usage.STORAGE)
-        params = np.array([M, N, K, K // 2, packed.group_size, packed.padded_N, 0, 0], dtype=np.uint32)
-        p_buffer = device.create_buffer_with_data(data=params, usage=usage.UNIFORM)
-        bind_group = device.create_bind_group(layout=self.bind_group_layout, entries=[
-            {"binding": 0, "resource": {"buffer": out_buffer, "offset": GUARD_WORDS * 4, "size": out_words * 4}},
-            {"binding": 1, "resource": {"buffer": x_buffer}},
-            {"binding": 2, "resource": {"buffer": w_buffer}},
-            {"binding": 3, "resource": {"buffer": s_buffer}},
-            {"binding": 4, "resource": {"buffer": bias_buffer}},
-            {"binding": 5, "resource": {"buffer": p_buffer}},
-        ])
+        buffers = [device.create_buffer_with_data(
+            data=b.data, usage=usage.UNIFORM if b.kind == "uniform" else usage.STORAGE) for b in bindings.inputs]
+        entries = [{"binding": bindings.output_index,
+                    "resource": {"buffer": out_buffer, "offset": GUARD_WORDS * 4, "size": out_words * 4}}]
+        entries += [{"binding": b.index, "resource": {"buffer": buffer}} for b, buffer in zip(bindings.inputs, buffers,
+                                                                                                strict=True)]
+        bind_group = device.create_bind_group(layout=self._layout(_signature(bindings))[0], entries=entries)
         counts = (*workgroups, 1, 1)[:3]
         gpu_s = self._dispatch(pipeline, bind_group, counts, repeats)
         raw = np.frombuffer(device.queue.read_buffer(out_buffer), dtype=np.uint32)
@@ -140,8 +134,8 @@ class Device:
         changed = np.flatnonzero(guards != GUARD_PATTERN)
         violations = [int((i - GUARD_WORDS) * 4) if i < GUARD_WORDS else int((out_words + i - GUARD_WORDS) * 4)
                       for i in changed]
-        output = raw[GUARD_WORDS:GUARD_WORDS + out_words].view(np.float32).reshape(M, N).copy()
-        for buffer in (out_buffer, x_buffer, w_buffer, s_buffer, bias_buffer, p_buffer):
+        output = raw[GUARD_WORDS:GUARD_WORDS + out_words].view(np.float32).reshape(bindings.output_shape).copy()
+        for buffer in (out_buffer, *buffers):
             buffer.destroy()
         return GpuRun(output=output, guard_violations=violations, wall_s=wall_s, gpu_s=gpu_s,
                       workgroups=tuple(counts), constants=dict(constants))
@@ -174,3 +168,7 @@ class Device:
                 if 0 < elapsed < 3600:
                     gpu_s = elapsed if gpu_s is None else min(gpu_s, elapsed)
         return gpu_s
+
+
+def _signature(bindings: Bindings) -> tuple[tuple[int, str], ...]:
+    return tuple(sorted([(bindings.output_index, "storage"), *((b.index, b.kind) for b in bindings.inputs)]))

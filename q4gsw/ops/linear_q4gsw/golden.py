@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from q4gsw.unpack import PackedLinear
+from q4gsw.ops.linear_q4gsw.layout import PackedLinear
 
 # Bytes of fp64 dequantized weight held at once; lm_head's full fp64 weight would be 2 GiB.
 DEFAULT_CHUNK_BYTES = 64 * 2**20

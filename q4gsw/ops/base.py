@@ -1,0 +1,116 @@
+"""The Op interface: everything that makes a config one operator rather than another.
+
+The engine, selection, comparison, reports and CLI name no op; they ask the config's Op (`op_for`).
+An op answers: which shapes it accepts, how ExecuTorch exports it (the recipe its own tests use) and
+what the `.pte` delegate then holds (its constants), the fp64 golden of the op's meaning, how its
+buffers bind in ExecuTorch's layout, where its kernels live (here and in an ExecuTorch checkout),
+and its FLOP and byte counts. Each op is one folder: q4gsw/ops/<name>/.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from q4gsw.values import Config
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ShapeProblem:
+    """Why an op cannot take a config's shape: the matrix.toml key, the problem and the fix."""
+
+    key: str
+    problem: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One read-only or uniform buffer of a kernel's bind group."""
+
+    index: int
+    data: np.ndarray
+    kind: Literal["read-only-storage", "uniform"] = "read-only-storage"
+
+
+@dataclass(frozen=True)
+class Bindings:
+    """A dispatch's buffers in the op's (ExecuTorch's) layout: the output (read-write, fp32) and the rest."""
+
+    output_index: int
+    output_shape: tuple[int, ...]
+    inputs: tuple[Binding, ...]
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an export produced: the .pte bytes and the op's constants read back from its delegate."""
+
+    pte: bytes
+    constants: Any
+    cross_checked: bool  # the constants were compared with the quantizer's own tensors
+
+
+class Op(ABC):
+    name: ClassVar[str]  # matrix.toml's `op = "..."`
+    operator: ClassVar[str]  # the delegate's operator, e.g. et_vk.linear_q4gsw.default
+    executorch_folder: ClassVar[str]  # the op's kernels in an ExecuTorch checkout
+    executorch_fixture_prefix: ClassVar[str]  # ExecuTorch's export folder names its files <prefix><config>.pte
+    constant_files: ClassVar[tuple[str, ...]]  # the fixture files that hold the constants (.npy)
+
+    @property
+    def folder(self) -> Path:
+        """The op's folder, with its kernels under kernels/."""
+        return Path(__file__).parent / self.name
+
+    @abstractmethod
+    def shape_problems(self, config: Config) -> list[ShapeProblem]:
+        """Everything wrong with the config's shape for this op (empty: fine)."""
+
+    @abstractmethod
+    def flops(self, config: Config) -> int: ...
+
+    @abstractmethod
+    def bytes_moved(self, config: Config) -> int:
+        """Bytes a kernel must read and write at least once (inputs, constants, output)."""
+
+    @abstractmethod
+    def export(self, config: Config, progress: Progress) -> Exported:
+        """ExecuTorch's recipe for the op (needs torch, torchao, executorch), its constants read from the .pte."""
+
+    @abstractmethod
+    def constants_from_pte(self, pte: bytes) -> Any:
+        """The op's constants from a .pte's delegate (needs executorch); raises q4gsw.pte.DelegateLayoutError."""
+
+    @abstractmethod
+    def constants_to_files(self, constants: Any) -> dict[str, np.ndarray]:
+        """The constants as the fixture's .npy files (names in constant_files)."""
+
+    @abstractmethod
+    def constants_from_files(self, files: Mapping[str, np.ndarray], config: Config) -> Any: ...
+
+    @abstractmethod
+    def check_constants(self, constants: Any, config: Config) -> str:
+        """Why these constants do not belong to this config ('' when they do)."""
+
+    @abstractmethod
+    def synthetic_constants(self, config: Config, seed: int) -> Any:
+        """Random constants of the config's shape (bench: no export)."""
+
+    @abstractmethod
+    def golden(self, x: np.ndarray, constants: Any, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """The op's meaning in fp64, from the constants exactly as the kernel receives them."""
+
+    @abstractmethod
+    def bindings(self, x: np.ndarray, constants: Any) -> Bindings: ...
+
+    @abstractmethod
+    def warm_up_problem(self) -> tuple[np.ndarray, Any]:
+        """A tiny (x, constants) to build a pipeline's buffers with before the real fixture arrives."""

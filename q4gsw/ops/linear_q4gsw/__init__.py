@@ -1,0 +1,112 @@
+"""linear_q4gsw: y = x @ dequant(W).T with int4 weights quantized symmetrically per group of K.
+
+ExecuTorch's et_vk.linear_q4gsw, as its WebGPU backend runs it (backends/webgpu/runtime/ops/
+quantized_linear/). The constants' layout is in layout.py, the export recipe in recipe.py, the fp64
+golden in golden.py, q4gsw's own kernels under kernels/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from q4gsw.ops.base import Binding, Bindings, Exported, Op, Progress, ShapeProblem
+from q4gsw.ops.linear_q4gsw.golden import golden
+from q4gsw.ops.linear_q4gsw.layout import Q4GSW_OPERATOR, PackedLinear, as_u32_words, pack_int4, packed_from_delegate
+from q4gsw.values import Config
+
+WEIGHT_FILE = "weight_packed.npy"
+SCALES_FILE = "scales.npy"
+MAX_BINDING_BYTES = 2**31  # the largest storage binding of any adapter seen (H100, H200: 2 GiB)
+
+
+class LinearQ4gsw(Op):
+    name = "linear_q4gsw"
+    operator = Q4GSW_OPERATOR
+    executorch_folder = "backends/webgpu/runtime/ops/quantized_linear"
+    executorch_fixture_prefix = "q4gsw_"  # export_all_quantized_linear_models writes q4gsw_<config>.pte
+    constant_files = (WEIGHT_FILE, SCALES_FILE)
+
+    def shape_problems(self, config: Config) -> list[ShapeProblem]:
+        M, K, N, group_size = config.M, config.K, config.N, config.group_size
+        problems = []
+        if K % group_size:
+            problems.append(ShapeProblem("K", f"K={K} is not a multiple of group_size={group_size}",
+                                         "int4 per-group quantisation needs whole groups: change K or group_size"))
+        if K % 8:
+            problems.append(ShapeProblem("K", f"K={K} is not a multiple of 8",
+                                         "packed weights are read as u32 words of 8 nibbles: use a multiple of 8"))
+        if N % 8:
+            problems.append(ShapeProblem("N", f"N={N} is not a multiple of 8",
+                                         "ExecuTorch's WebGPU q4gsw requires N % 8 == 0: use a multiple of 8"))
+        for key, size in (("M", 4 * M * K), ("M", 4 * M * N), ("N", N * K // 2)):
+            if size > MAX_BINDING_BYTES:
+                problems.append(ShapeProblem(key, f"{M}x{K}x{N} needs a {size / 2**30:.1f} GiB buffer binding",
+                                             f"no adapter q4gsw supports binds more than "
+                                             f"{MAX_BINDING_BYTES / 2**30:.0f} GiB: use a smaller shape"))
+        return problems
+
+    def flops(self, config: Config) -> int:
+        return 2 * config.M * config.K * config.N
+
+    def bytes_moved(self, config: Config) -> int:
+        weights, scales = config.N * config.K // 2, 4 * (config.K // config.group_size) * config.N
+        return weights + scales + 4 * config.M * (config.K + config.N)
+
+    def export(self, config: Config, progress: Progress) -> Exported:
+        from q4gsw.ops.linear_q4gsw.recipe import cross_check, export_pte
+
+        progress(f"export {config.name}: quantize + torch.export + Vulkan lowering ({config.M}x{config.K}x{config.N})")
+        pte, qweight = export_pte(config)
+        progress(f"export {config.name}: unpacking {len(pte) / 2**20:.1f} MiB .pte delegate")
+        packed = packed_from_delegate(pte)
+        cross_check(packed, qweight, config)
+        return Exported(pte=pte, constants=packed, cross_checked=True)
+
+    def constants_from_pte(self, pte: bytes) -> PackedLinear:
+        return packed_from_delegate(pte)
+
+    def constants_to_files(self, constants: PackedLinear) -> dict[str, np.ndarray]:
+        return {WEIGHT_FILE: np.ascontiguousarray(constants.weight_packed),
+                SCALES_FILE: np.ascontiguousarray(constants.scales)}
+
+    def constants_from_files(self, files: Mapping[str, np.ndarray], config: Config) -> PackedLinear:
+        return PackedLinear(weight_packed=files[WEIGHT_FILE], scales=files[SCALES_FILE], group_size=config.group_size)
+
+    def check_constants(self, constants: PackedLinear, config: Config) -> str:
+        if constants.weight_packed.shape != (config.N, config.K // 2) or constants.group_size != config.group_size:
+            return (f"holds N={constants.N}, K={constants.K}, group_size={constants.group_size}; config "
+                    f"'{config.name}' has N={config.N}, K={config.K}, group_size={config.group_size}")
+        return ""
+
+    def synthetic_constants(self, config: Config, seed: int) -> PackedLinear:
+        """Random int4 nibbles with the scales of a quantized nn.Linear (|w| < 1/sqrt(K), so scale ~ max|w| / 7.5):
+        the magnitudes the matrix's tolerances were derived for."""
+        rng = np.random.default_rng(seed)
+        q = rng.integers(-8, 8, size=(config.N, config.K), dtype=np.int8)
+        typical = 1.0 / (7.5 * np.sqrt(config.K))
+        scales = (typical * (0.5 + 0.5 * rng.random((config.K // config.group_size, config.N)))).astype(np.float32)
+        return PackedLinear(weight_packed=pack_int4(q), scales=scales, group_size=config.group_size)
+
+    def golden(self, x: np.ndarray, constants: PackedLinear,
+               progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        return golden(x, constants, progress=progress)
+
+    def bindings(self, x: np.ndarray, constants: PackedLinear) -> Bindings:
+        """ExecuTorch's q4gsw layout: b0 out, b1 x, b2 weight words, b3 scales, b4 bias (unused: zeros), b5 Params
+        {M, N, K, K_packed, group_size, padded_N, has_bias, _pad}."""
+        M, K = x.shape
+        params = np.array([M, constants.N, K, K // 2, constants.group_size, constants.padded_N, 0, 0], dtype=np.uint32)
+        return Bindings(output_index=0, output_shape=(M, constants.N), inputs=(
+            Binding(1, np.ascontiguousarray(x, np.float32)),
+            Binding(2, as_u32_words(constants.weight_packed)),
+            Binding(3, np.ascontiguousarray(constants.scales, np.float32)),
+            Binding(4, np.zeros(4, np.float32)),
+            Binding(5, params, "uniform")))
+
+    def warm_up_problem(self) -> tuple[np.ndarray, Any]:
+        tiny = PackedLinear(weight_packed=pack_int4(np.zeros((8, 8), dtype=np.int64)),
+                            scales=np.ones((1, 8), dtype=np.float32), group_size=8)
+        return np.zeros((1, 8), dtype=np.float32), tiny

@@ -1,0 +1,93 @@
+"""A .pte's Vulkan delegate as a graph of operator calls and constants (needs executorch).
+
+Generic over ops: an op asks for its calls and reads its constants' bytes from here
+(q4gsw/ops/<op>/ knows which arguments are which and how they are packed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+class DelegateLayoutError(RuntimeError):
+    """The .pte is not what the op's kernels consume (wrong op, not delegated, unexpected shapes)."""
+
+
+@dataclass(frozen=True)
+class DelegateGraph:
+    """The fully delegated Vulkan graph of a .pte: its operator calls and constant data."""
+
+    pte: Any  # executorch's PTEFile
+    graph: Any  # the VkGraph
+    blob: bytes
+    bytes_offset: int
+
+    @property
+    def call_names(self) -> list[str]:
+        return [c.name for c in self.graph.chain]
+
+    def args(self, operator: str) -> list[int]:
+        """The value ids of the only call of `operator`; DelegateLayoutError when the delegate runs anything else."""
+        if self.call_names != [operator]:
+            raise DelegateLayoutError(f"delegate runs {self.call_names}, expected only {operator}")
+        return list(self.graph.chain[0].args)
+
+    def value(self, arg: int) -> Any:
+        return self.graph.values[arg].value
+
+    def constant(self, arg: int, dtype: str) -> np.ndarray:
+        """A constant tensor argument as an array of its declared dims."""
+        from executorch.backends.vulkan.serialization.vulkan_graph_schema import VkBytes, VkTensor
+
+        tensor = self.value(arg)
+        if not isinstance(tensor, VkTensor):
+            raise DelegateLayoutError(f"argument {arg} is a {type(tensor).__name__}, not a constant tensor")
+        constant = self.graph.constants[tensor.constant_id]
+        if isinstance(constant, VkBytes) and constant.named_key:
+            raw = bytes(self.pte.named_data.buffers[_named_buffer_index(self.pte, constant.named_key)])
+        else:
+            offset = self.bytes_offset + constant.offset
+            raw = bytes(self.blob[offset:offset + constant.length])
+        dims = [int(d) for d in tensor.dims]
+        array = np.frombuffer(raw, dtype=dtype)
+        if array.size != int(np.prod(dims)):
+            raise DelegateLayoutError(f"constant of {array.size} {dtype} does not match its dims {dims}")
+        return array.reshape(dims).copy()
+
+
+def read_delegate(pte_bytes: bytes) -> DelegateGraph:
+    """The .pte's one Vulkan delegate; DelegateLayoutError unless the graph is fully delegated to it."""
+    from executorch.backends.vulkan.serialization.vulkan_graph_serialize import (
+        VulkanDelegateHeader,
+        extract_vk_flatbuffer,
+        flatbuffer_to_vk_graph,
+    )
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    pte = deserialize_pte_binary(pte_bytes)
+    plan = pte.program.execution_plan[0]
+    if len(plan.delegates) != 1 or plan.delegates[0].id != "VulkanBackend":
+        found = [d.id for d in plan.delegates]
+        raise DelegateLayoutError(f"expected exactly one VulkanBackend delegate, found {found}")
+    instructions = [type(i.instr_args).__name__ for chain in plan.chains for i in chain.instructions]
+    if plan.operators or any(kind != "DelegateCall" for kind in instructions):
+        names = [op.name for op in plan.operators]
+        raise DelegateLayoutError(f"graph is not fully delegated: operators outside the delegate {names}, "
+                                  f"instructions {instructions}")
+    blob = pte.program.backend_delegate_data[plan.delegates[0].processed.index].data
+    header = VulkanDelegateHeader.from_bytes(blob[: VulkanDelegateHeader.EXPECTED_LENGTH])
+    return DelegateGraph(pte=pte, graph=flatbuffer_to_vk_graph(extract_vk_flatbuffer(blob)), blob=blob,
+                         bytes_offset=header.bytes_offset)
+
+
+def _named_buffer_index(pte: Any, key: str) -> int:
+    pte_data = pte.named_data.pte_data
+    if isinstance(pte_data, dict):
+        return int(pte_data[key].buffer_index)
+    for entry in pte_data:
+        if getattr(entry, "key", None) == key:
+            return int(entry.buffer_index)
+    raise DelegateLayoutError(f"named data key {key} not found in the .pte")
