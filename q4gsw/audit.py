@@ -347,16 +347,17 @@ def _fixture(config: Any, args: argparse.Namespace) -> Any:
 def audit_config(config: Any, fixture: Any, measurements: dict[tuple[str, str], list[Measured]],
                  tolerance: tuple[float, float] | None = None) -> list[AuditRow]:
     from q4gsw import inputs
-    from q4gsw.golden import golden
+    from q4gsw.ops import op_for
 
     atol, rtol = tolerance or (config.tolerance.atol, config.tolerance.rtol)
-    packed = fixture.packed_linear()
+    op = op_for(config)
+    packed = fixture.constants(config)
     rows = []
     for input_name in config.inputs:
         x = inputs.make_input(input_name, config.M, config.K, config.weight_seed)
         g = fixture.golden(input_name)
         if g is None:
-            g = golden(x, packed)
+            g = op.golden(x, packed)
         model = error_model(x, packed=packed)
         measured = measurements.get((config.name, input_name), [])
         # Runs under a kernel's or backend's own tolerance are audited against that tolerance, in their own row.

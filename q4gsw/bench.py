@@ -25,13 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from q4gsw import inputs
 from q4gsw.cases import Selection, build_cases
 from q4gsw.engine import FixtureSource, RunOptions, run_selection
-from q4gsw.golden import golden
-from q4gsw.inputs import synthetic_problem
 from q4gsw.matrix import Config, MatrixError, Tolerance, load_matrix
+from q4gsw.ops import Op, op_for
 from q4gsw.paths import CacheError, usable_output_file
-from q4gsw.unpack import PackedLinear, unpack_int4
 
 DEFAULT_SHAPES = ("1x2048x2048", "1x2048x8192", "1x8192x2048", "256x2048x2048", "1024x2048x512")
 
@@ -75,7 +74,7 @@ class Row:
     correct: bool | None
     message: str
     workgroups: list[int]
-    torch_int4_s: float | None = None  # same-GPU baselines (bench_torch), where torch has CUDA
+    torch_int4_s: float | None = None  # same-GPU baselines (Op.torch_baseline), where torch has CUDA
     torch_fp32_s: float | None = None
     speedup_vs_torch_int4: float | None = None  # torch int4 time / kernel time: >= 1 is as fast or faster
     roofline: float | None = None  # the larger of GB/s / peak GB/s and GFLOP/s / peak GFLOP/s, where peaks are given
@@ -93,14 +92,20 @@ def _config(shape: Shape, group_size: int) -> Config:
                   tolerance=_tolerance(shape.K))
 
 
-def _numpy_time(x: np.ndarray, packed: PackedLinear, repeats: int) -> float:
-    """Best-of-`repeats` seconds for fp32 dequantize (from the packed bytes) + x @ W.T."""
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _numpy_time(op: Op, x: np.ndarray, constants: Any, repeats: int) -> float:
+    """Best-of-`repeats` seconds of the op's fp32 numpy reference (for linear_q4gsw: dequantize + x @ W.T)."""
     best = math.inf
     for _ in range(max(1, repeats)):
         started = time.perf_counter()
-        w = unpack_int4(packed.weight_packed).astype(np.float32)
-        w *= np.repeat(packed.scales[:, :packed.N], packed.group_size, axis=0).T
-        _ = x @ w.T
+        op.cpu_reference(x, constants)
         best = min(best, time.perf_counter() - started)
     return best
 
@@ -181,11 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     except (MatrixError, CacheError) as exc:
         print(f"error: --json: {exc}" if isinstance(exc, CacheError) else f"error: {exc}", file=sys.stderr)
         return 2
-    from q4gsw import bench_torch
-
-    use_torch = args.torch == "on" or (args.torch == "auto" and backend.provision == "native"
-                                       and bench_torch.cuda_available())
-    if args.torch == "on" and not bench_torch.cuda_available():
+    use_torch = args.torch == "on" or (args.torch == "auto" and backend.provision == "native" and _cuda_available())
+    if args.torch == "on" and not _cuda_available():
         print("error: --torch on, but torch with CUDA is not importable here")
         return 2
     configs = tuple(_config(shape, args.group_size) for shape in shapes)
@@ -220,16 +222,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch: bool) -> list[Row]:
     """The bench rows of one shape: every kernel's engine result beside numpy's (and torch's) time."""
-    from q4gsw import bench_torch
-
-    x, packed = synthetic_problem(shape.M, shape.K, shape.N, args.group_size, args.seed)
-    numpy_s = _numpy_time(x, packed, args.repeats)
+    config = _config(shape, args.group_size)
+    op = op_for(config)
+    packed = op.synthetic_constants(config, args.seed)
+    x = inputs.make_input("normal", shape.M, shape.K, args.seed)
+    numpy_s = _numpy_time(op, x, packed, args.repeats)
     numpy_gflops = shape.flops / numpy_s / 1e9
     torch_times = None
     if use_torch:
-        torch_times = bench_torch.time_torch(x, packed, golden(x, packed), args.repeats)
-    nbytes = (packed.weight_packed.nbytes + 4 * (shape.K // args.group_size) * shape.N
-              + 4 * shape.M * (shape.K + shape.N))
+        torch_times = op.torch_baseline(x, packed, op.golden(x, packed), args.repeats)
+    nbytes = op.bytes_moved(config)
     rows = []
     for r in (r for r in results if r.config == str(shape)):
         seconds = r.timings.gpu_s

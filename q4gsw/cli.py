@@ -167,17 +167,19 @@ def cmd_list(matrix: Matrix) -> int:
     # console's width without truncating config names (a repeated backends column squeezed them to "gate_pr…").
     table = Table(title=f"{matrix.path}", caption=f"backends: {', '.join(matrix.backends)}")
     widest = max(len(c.name) for c in matrix.configs)
-    for column in ("config", "suite", "tier", "M", "K", "N", "group", "inputs", "atol", "rtol"):
-        table.add_column(column, **({"no_wrap": True, "min_width": widest} if column == "config" else {}))
+    for column in ("config", "op", "suite", "tier", "MxKxN", "gs", "inputs", "atol/rtol"):
+        table.add_column(column, **({"no_wrap": True, "min_width": widest} if column == "config" else
+                                    {"min_width": 8} if column in ("inputs", "atol/rtol") else {"no_wrap": True}))
     for c in matrix.configs:
-        table.add_row(c.name, c.suite, c.tier, str(c.M), str(c.K), str(c.N), str(c.group_size), ", ".join(c.inputs),
-                      f"{c.tolerance.atol:g}", f"{c.tolerance.rtol:g}")
+        table.add_row(c.name, c.op, c.suite, c.tier, f"{c.M}x{c.K}x{c.N}", str(c.group_size),
+                      ", ".join(c.inputs), f"{c.tolerance.atol:g}/{c.tolerance.rtol:g}")
     console.print(table)
     kernels = Table(title="kernels")
-    for column in ("kernel", "file", "when", "dispatch", "backends"):
+    for column in ("op", "kernel", "file", "when", "dispatch", "written for"):
         kernels.add_column(column)
     for k in matrix.kernels:
-        kernels.add_row(k.name, k.file, k.when, ", ".join(k.dispatch), ", ".join(k.backends or ["all"]))
+        kernels.add_row(k.op, k.name, k.file, k.when, ", ".join(k.dispatch),
+                        " ".join(filter(None, (k.device_type, k.adapter_name and f"/{k.adapter_name}/"))) or "any")
     console.print(kernels)
     return EXIT_OK
 
@@ -185,8 +187,8 @@ def cmd_list(matrix: Matrix) -> int:
 def cmd_run_kernel_set(matrix: Matrix, args: argparse.Namespace, name: str, checkout: Path) -> int:
     """run --executorch PATH: the kernel set read from the checkout, routed as its runtime routes it."""
     from q4gsw.cases import Skip
+    from q4gsw.expressions import kernel_applies
     from q4gsw.kernel_sets import load_kernel_set
-    from q4gsw.webgpu.dispatch import kernel_applies
 
     if name not in matrix.kernel_sets:
         raise MatrixError(matrix.path, "top level", f"kernel_set.{name}", "not declared",
@@ -394,9 +396,10 @@ def _user_kernel(args: argparse.Namespace) -> Kernel:
 
 
 def _validate_user_kernel(kernel: Kernel) -> None:
-    from q4gsw.matrix import evaluate, expression_names
+    from q4gsw.checker import PLACEHOLDER_SHAPE
+    from q4gsw.expressions import environment, evaluate
 
-    names = expression_names()
+    names = environment(PLACEHOLDER_SHAPE, None)
     for key, value in kernel.overrides.items():
         try:
             names[key] = evaluate(value, names)

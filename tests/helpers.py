@@ -19,10 +19,10 @@ import numpy as np
 
 from q4gsw import export, inputs
 from q4gsw.cases import Case, Selection
-from q4gsw.ops.linear_q4gsw.golden import golden
 from q4gsw.matrix import Backend, Config, Tolerance
-from q4gsw.result import Result
+from q4gsw.ops import op_for
 from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4
+from q4gsw.result import Result
 
 REPO = Path(__file__).resolve().parent.parent
 MATRIX = REPO / "matrix.toml"
@@ -54,16 +54,17 @@ def write_fixture(folder: Path, config: Config, packed: PackedLinear,
     (inputs.make_input(name, M, K, weight_seed)), unless `goldens` gives it (the gate tests use their own)."""
     path = export.find_fixture(folder, config)
     path.mkdir(parents=True)
-    np.save(path / export.WEIGHT_FILE, np.ascontiguousarray(packed.weight_packed))
-    np.save(path / export.SCALES_FILE, np.ascontiguousarray(packed.scales))
+    op = op_for(config)
+    for name, array in op.constants_to_files(packed).items():
+        np.save(path / name, array)
     input_sha = {}
     for input_name in config.inputs:
         x = inputs.make_input(input_name, config.M, config.K, config.weight_seed)
         input_sha[input_name] = hashlib.sha256(x.tobytes()).hexdigest()
-        g = goldens[input_name] if goldens is not None else golden(x, packed)
+        g = goldens[input_name] if goldens is not None else op.golden(x, packed)
         np.save(path / export.golden_file(input_name), np.asarray(g, dtype=np.float64))
     files = {p.name: {"sha256": export.sha256_file(p), "size": p.stat().st_size} for p in sorted(path.iterdir())}
-    manifest = {"key": f"synthetic-{config.name}", "operator": "et_vk.linear_q4gsw.default", "files": files,
+    manifest = {"key": f"synthetic-{config.name}", "op": op.name, "operator": op.operator, "files": files,
                 "input_sha256": input_sha,
                 "config": {"M": config.M, "K": config.K, "N": config.N, "group_size": config.group_size,
                            "weights": config.weights, "weight_seed": config.weight_seed,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from q4gsw import audit
-from q4gsw.matrix import Config, Tolerance
+from q4gsw.matrix import Config
 from q4gsw.result import AdapterInfo, Errors, Result, Tolerance, write_results
 
 U = 2.0**-24

@@ -21,6 +21,7 @@ from q4gsw.cases import (
     select_configs,
     to_plain,
 )
+from q4gsw.expressions import written_for
 from q4gsw.matrix import MatrixError, load_matrix
 from q4gsw.result import EXIT_USAGE
 from q4gsw.sessions import HEAVY_HINT
@@ -49,7 +50,8 @@ overrides = {{ wg_size = "min(64, max_invocations_per_workgroup)", rows = 2 }}
 requires_features = ["subgroup"]
 requires_limits = {{ max_invocations_per_workgroup = 64 }}
 tolerance = {{ atol = 2e-5, rtol = 3e-4, justification = "the kernel's own bound" }}
-backends = ["cpu"]
+device_type = "CPU"
+adapter_name = "Swift"
 
 [[config]]
 name = "edge"
@@ -99,7 +101,8 @@ def test_case_ids_name_config_kernel_input_and_backend(tiny):
 def test_one_case_per_kernel_and_input_in_matrix_order(real):
     config = real.config("kv_proj")  # inputs ramp and outliers
     selection = build_selection(real, "swiftshader", names=("kv_proj",))
-    kernels = [k.name for k in real.kernels if k.backends is None or "swiftshader" in k.backends]
+    backend = real.backend("swiftshader")
+    kernels = [k.name for k in real.kernels if written_for(k, backend.device_type, backend.adapter_name)]
     expected = [f"kv_proj/{k}/{i}@swiftshader" for k in kernels for i in config.inputs
                 if any(c.kernel.name == k for c in selection.cases)]
     assert _ids(selection) == expected and len(expected) >= 2
@@ -153,9 +156,9 @@ def test_a_config_no_kernel_applies_to_is_unsupported_with_the_reason(tiny):
     assert selection.cases_of(tiny.config("tiny_gemm")) == ()
 
 
-def test_a_kernel_for_other_backends_does_not_apply(tiny):
+def test_a_kernel_written_for_other_adapters_does_not_apply(tiny):
     gemv = next(k for k in tiny.kernels if k.name == "gemv")
-    elsewhere = (dataclasses.replace(gemv, backends=("native",)),)
+    elsewhere = (dataclasses.replace(gemv, device_type="GPU"),)
     selection = build_selection(tiny, "swiftshader", names=("tiny_gemv",), kernels=elsewhere)
     assert selection.cases == () and [s.status for s in selection.skipped] == ["unsupported"]
     explicit = build_selection(tiny, "swiftshader", names=("tiny_gemv",), kernels=elsewhere, applies=False)
@@ -269,7 +272,7 @@ def test_case_round_trips_through_json(tmp_path: Path):
         assert back.id == case.id and isinstance(back, Case)
         assert back.kernel.overrides == {"wg_size": "min(64, max_invocations_per_workgroup)", "rows": 2}
         assert back.kernel.dispatch == ("ceil(N / (8 * wg_size))", "1")
-        assert back.kernel.requires_features == ("subgroup",) and back.kernel.backends == ("cpu",)
+        assert back.kernel.requires_features == ("subgroup",) and back.kernel.device_type == "CPU"
         assert back.backend.tolerance_overrides["edge"].atol == 3e-5
         assert back.tolerance.source == "backend:cpu"  # the backend's override beats the kernel's own bound
         assert back.config.inputs == ("ramp", "normal") and back.config.timeout_s == 30.5

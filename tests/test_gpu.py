@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from q4gsw.expressions import KernelUnsupported, kernel_applies, resolve_kernel
 from q4gsw.matrix import load_matrix
 from q4gsw.webgpu.adapter import AdapterInfo
-from q4gsw.expressions import KernelUnsupported, kernel_applies, resolve_kernel
 from q4gsw.webgpu.execute import adapt_source
 
 SWIFTSHADER_LIMITS = {"max-compute-workgroups-per-dimension": 65535, "max-compute-invocations-per-workgroup": 256,
@@ -26,13 +26,27 @@ def test_kernel_selection_by_shape(tiny_matrix: Path):
         assert [k.name for k in matrix.kernels if kernel_applies(k, matrix.config(config), backend)] == expected
 
 
-def test_kernel_applies_only_on_its_backends(tiny_matrix: Path):
+def test_kernel_applies_only_on_the_adapters_it_is_written_for(tiny_matrix: Path):
     matrix = load_matrix(tiny_matrix)
     gemv = next(k for k in matrix.kernels if k.name == "gemv")
     config = matrix.config("tiny_gemv")
-    backend = matrix.backend("swiftshader")
-    assert kernel_applies(dataclasses.replace(gemv, backends=("swiftshader",)), config, backend)
-    assert not kernel_applies(dataclasses.replace(gemv, backends=("native",)), config, backend)
+    backend = matrix.backend("swiftshader")  # device_type CPU, adapter_name "SwiftShader"
+    assert kernel_applies(dataclasses.replace(gemv, device_type="CPU"), config, backend)
+    assert kernel_applies(dataclasses.replace(gemv, adapter_name="Swift"), config, backend)
+    assert not kernel_applies(dataclasses.replace(gemv, device_type="GPU"), config, backend)
+    assert not kernel_applies(dataclasses.replace(gemv, adapter_name="llvmpipe"), config, backend)
+    assert not kernel_applies(dataclasses.replace(gemv, op="embedding_q4gsw"), config, backend)
+    renamed = dataclasses.replace(backend, name="swiftshader-copy")  # a backend is what its adapter is, not its name
+    assert kernel_applies(dataclasses.replace(gemv, device_type="CPU", adapter_name="Swift"), config, renamed)
+
+
+def test_the_real_adapter_decides_at_run_time(tiny_matrix: Path):
+    matrix = load_matrix(tiny_matrix)
+    gemv = dataclasses.replace(next(k for k in matrix.kernels if k.name == "gemv"), adapter_name="llvmpipe")
+    shape = {"M": 1, "N": 8, "K": 64, "K_packed": 32, "group_size": 32}
+    with pytest.raises(KernelUnsupported, match="written for"):
+        resolve_kernel(gemv, shape, _info(SWIFTSHADER_LIMITS))
+    assert resolve_kernel(dataclasses.replace(gemv, adapter_name=""), shape, _info(SWIFTSHADER_LIMITS))[1] == (1,)
 
 
 def test_dispatch_and_overrides_evaluate_against_adapter_limits(tiny_matrix: Path):
@@ -90,7 +104,8 @@ def test_dispatch_out_of_range_or_when_false_on_the_adapter_is_unsupported(tiny_
 def test_backend_adapter_matching_never_accepts_another_adapter(backend: str, info: dict, expected: bool):
     from conftest import MATRIX
 
-    assert load_matrix(MATRIX).backend(backend).matches(info) is expected
+    adapter = AdapterInfo(name=info["device"], device_type=info["adapter_type"], api=info["backend_type"])
+    assert load_matrix(MATRIX).backend(backend).matches(adapter) is expected
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ import pytest
 from helpers import MATRIX, default_workers, make_config, random_packed, require_backend, run_cases, write_fixture
 
 from q4gsw.cases import Case
+from q4gsw.expressions import kernel_applies
 from q4gsw.matrix import Tolerance, load_matrix
 from q4gsw.result import Result
-from q4gsw.expressions import kernel_applies
 
 pytestmark = pytest.mark.e2e
 

@@ -1,7 +1,8 @@
 """Mutation self-test on tiny shapes, and the hard gates (unwritten outputs, guard regions, unsupported).
 
 The GPU tests use synthetic fixtures (tests/helpers.write_fixture: random int4 weights packed with
-q4gsw.ops.linear_q4gsw.layout.pack_int4, fp64 goldens) so they need neither torch nor an export: a few seconds on SwiftShader.
+pack_int4 of the linear_q4gsw op, fp64 goldens) so they need neither torch nor an export: a few seconds on
+SwiftShader.
 Everything runs through the engine: `q4gsw mutants` / `q4gsw run` as a user would, and the gate kernels as
 Cases handed to q4gsw.engine.run_selection.
 """

@@ -25,7 +25,8 @@ from hypothesis.extra import numpy as hnp
 
 from q4gsw.compare import compare
 from q4gsw.inputs import INPUTS, WEIGHTS
-from q4gsw.matrix import MAX_BINDING_BYTES, TIERS, MatrixError, Tolerance, load_matrix
+from q4gsw.matrix import TIERS, MatrixError, Tolerance, load_matrix
+from q4gsw.ops.linear_q4gsw import MAX_BINDING_BYTES
 
 # ------------------------------------------------------------------------------------------------
 # A tiny TOML writer (no tomli_w in the environment): every key quoted, every table inline.

@@ -28,10 +28,10 @@ from helpers import write_fixture
 
 from q4gsw import export
 from q4gsw.matrix import load_matrix
+from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4
 from q4gsw.paths import OWNED_MARKER, NotOurs
 from q4gsw.paths import remove_owned as remove_owned_in
 from q4gsw.result import Result, Shape, write_results
-from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
@@ -722,7 +722,8 @@ VALIDATE = [  # (id, write_matrix keyword arguments, the key the error names, te
     ("when-divides-by-zero", {"when": "N / (M - 1) > 1"}, "M/K/N/group_size", "ZeroDivisionError"),
     ("limit-beyond-any-adapter", {"kernel_extra": "requires_limits = { max_workgroup_storage_size = 4294967296 }"},
      "M/K/N/group_size", "needs max_workgroup_storage_size >= 4294967296"),
-    ("kernel-on-no-backend", {"kernel_extra": "backends = []"}, "M/K/N/group_size", "no backend of the matrix"),
+    ("kernel-on-no-backend", {"kernel_extra": 'adapter_name = "no such adapter"'}, "M/K/N/group_size",
+     "no backend of the matrix"),
     ("bad-name", {"replace": (('name = "b"', 'name = "../b"'),)}, "name", "not usable as a file"),
     ("case-twin-names", {"replace": (('name = "h"', 'name = "B"'),)}, "name", "only in case"),
 ]

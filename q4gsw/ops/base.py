@@ -109,6 +109,14 @@ class Op(ABC):
         """The op's meaning in fp64, from the constants exactly as the kernel receives them."""
 
     @abstractmethod
+    def cpu_reference(self, x: np.ndarray, constants: Any) -> np.ndarray:
+        """The op in fp32 numpy, as a framework without a kernel for it computes it: bench's native reference."""
+
+    def torch_baseline(self, x: np.ndarray, constants: Any, golden: np.ndarray, repeats: int) -> Any:
+        """torch's own kernel for the op on a CUDA GPU, timed (bench, native GPUs); None where the op has none."""
+        return None
+
+    @abstractmethod
     def bindings(self, x: np.ndarray, constants: Any) -> Bindings: ...
 
     @abstractmethod

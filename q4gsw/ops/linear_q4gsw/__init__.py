@@ -14,7 +14,14 @@ import numpy as np
 
 from q4gsw.ops.base import Binding, Bindings, Exported, Op, Progress, ShapeProblem
 from q4gsw.ops.linear_q4gsw.golden import golden
-from q4gsw.ops.linear_q4gsw.layout import Q4GSW_OPERATOR, PackedLinear, as_u32_words, pack_int4, packed_from_delegate
+from q4gsw.ops.linear_q4gsw.layout import (
+    Q4GSW_OPERATOR,
+    PackedLinear,
+    as_u32_words,
+    pack_int4,
+    packed_from_delegate,
+    unpack_int4,
+)
 from q4gsw.values import Config
 
 WEIGHT_FILE = "weight_packed.npy"
@@ -93,6 +100,17 @@ class LinearQ4gsw(Op):
     def golden(self, x: np.ndarray, constants: PackedLinear,
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         return golden(x, constants, progress=progress)
+
+    def cpu_reference(self, x: np.ndarray, constants: PackedLinear) -> np.ndarray:
+        """fp32 dequantize (from the packed bytes) + x @ W.T."""
+        w = unpack_int4(constants.weight_packed).astype(np.float32)
+        w *= np.repeat(constants.scales[:, :constants.N], constants.group_size, axis=0).T
+        return x @ w.T
+
+    def torch_baseline(self, x: np.ndarray, constants: PackedLinear, golden: np.ndarray, repeats: int) -> Any:
+        from q4gsw.ops.linear_q4gsw.torch_baseline import time_torch
+
+        return time_torch(x, constants, golden, repeats)
 
     def bindings(self, x: np.ndarray, constants: PackedLinear) -> Bindings:
         """ExecuTorch's q4gsw layout: b0 out, b1 x, b2 weight words, b3 scales, b4 bias (unused: zeros), b5 Params

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw.unpack import PackedLinear, unpack_int4
+from q4gsw.ops.linear_q4gsw.layout import PackedLinear, unpack_int4
 
 
 @dataclass(frozen=True)
@@ -23,14 +23,6 @@ class TorchTimes:
     fp32_max_rel: float
     device: str
     note: str
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
 
 
 def _time(fn: Any, repeats: int) -> float:
