@@ -28,7 +28,7 @@ from q4gsw import inputs
 from q4gsw.ops import op_for, registry
 from q4gsw.paths import OWNED_MARKER, NotOurs, fixture_cache, mark_owned
 from q4gsw.paths import remove_owned as _remove_owned
-from q4gsw.values import Config
+from q4gsw.values import DEFAULT_OP, Config
 
 FIXTURE_FORMAT = 2  # 2: goldens over fp32-dequantized weights (the op's definition)
 MANIFEST = "manifest.json"
@@ -371,7 +371,7 @@ def copy_fixture(fixture: Fixture, destination: Path, keep: Callable[[str, int],
     """Copy a verified fixture (atomically) keeping only some files; the others stay listed under
     "omitted" with their sha256, so the provenance of what was left behind is not lost."""
     files = fixture.manifest["files"]
-    for required in op_for(str(fixture.manifest.get("op", "linear_q4gsw"))).constant_files:
+    for required in op_for(str(fixture.manifest.get("op", DEFAULT_OP))).constant_files:
         if not keep(required, files[required]["size"]):
             raise ValueError(f"{required} is needed to run a fixture and cannot be left out")
     with _atomic_directory(destination) as temporary:
