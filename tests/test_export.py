@@ -27,7 +27,7 @@ def test_fixture_key_changes_with_everything_that_determines_the_bytes(tiny_matr
 def test_build_fixture_unpacks_the_delegate_and_cross_checks(tiny_matrix: Path, tmp_path: Path):
     config = load_matrix(tiny_matrix).config("tiny_gemm")
     fixture = build_fixture(config, tmp_path / "fx", progress=lambda message: None)
-    assert fixture.manifest["cross_checked_against_torchao"] is True
+    assert fixture.manifest["cross_checked"] is True
     packed = fixture.constants(config)
     assert packed.weight_packed.shape == (40, 48) and packed.scales.shape == (3, 40) and packed.group_size == 32
     # Independent check against torchao's own quantized tensor and the .pte bytes on disk.
