@@ -667,7 +667,7 @@ def test_executorch_export_folder_runs_through_fixtures(tmp_path, icd):
     manifest = json.loads((imported / export.MANIFEST).read_text())
     assert manifest["source"] == {"executorch_pte": str(pte), "executorch_golden": str(golden_bin),
                                   "golden_precision": "fp64 rounded to fp32 by ExecuTorch"}
-    assert manifest["cross_checked_against_torchao"] is False
+    assert manifest["cross_checked"] is False
     assert {r["provenance"]["fixture"] for r in ran} == {manifest["key"]}
     upstream_golden = np.fromfile(golden_bin, dtype="<f4").reshape(1, 512)
     assert np.array_equal(np.load(imported / export.golden_file("ramp")), upstream_golden.astype(np.float64))

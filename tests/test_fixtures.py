@@ -112,7 +112,7 @@ def test_fixture_of_another_shape_is_rejected(matrix: Path, synthetic: Path) -> 
 def test_exported_fixture_passes_the_same_checks(matrix: Path, fault_fixtures: Path) -> None:
     """The checks above run on synthetic fixtures; a real export's fixture (torch) passes them too."""
     manifest = verify_fixture(fault_fixtures / "a", _config(matrix, "a")).manifest
-    assert manifest["operator"] == "et_vk.linear_q4gsw.default" and manifest["cross_checked_against_torchao"]
+    assert manifest["operator"] == "et_vk.linear_q4gsw.default" and manifest["cross_checked"]
     with pytest.raises(FixtureError, match=r"fixture has M=1 but config 'a' has M=3"):
         verify_fixture(fault_fixtures / "b", _config(matrix, "a"))
 
