@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from q4gsw import verdict
+
 U = 2.0**-24  # unit roundoff of fp32
 DELTA = 1e-3  # failure probability of the probabilistic bound, over all outputs of a config
 LOOSE_FACTOR = 10.0
@@ -409,15 +411,14 @@ def main(argv: list[str] | None = None) -> int:
         if not configs:
             raise MatrixError("command line", "audit", "--suite/--tier", "selects no config of the matrix",
                               "see `python -m q4gsw list` for the configs, suites and tiers")
-        from q4gsw.paths import CacheError, usable_output_file
+        from q4gsw.paths import unusable_output_file
 
-        try:
-            usable_output_file(args.json, "audit JSON")
-        except CacheError as exc:
-            raise MatrixError("command line", "audit", "--json", str(exc), "pass another --json") from None
+        problem = unusable_output_file(args.json, "audit JSON")
+        if problem:
+            raise MatrixError("command line", "audit", "--json", problem, "pass another --json")
     except MatrixError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return verdict.USAGE
     what_if = None
     if args.tolerance:
         try:
@@ -425,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             what_if = (float(atol_text), float(rtol_text))
         except ValueError:
             print(f"error: --tolerance {args.tolerance!r}: expected ATOL,RTOL e.g. 1e-5,1e-4", file=sys.stderr)
-            return 2
+            return verdict.USAGE
         print(f"what-if: auditing atol={what_if[0]:g}, rtol={what_if[1]:g} instead of matrix.toml's", flush=True)
     result_paths = args.results or ([Path("results")] if Path("results").is_dir() else [])
     measurements = load_measurements(result_paths)
@@ -447,4 +448,4 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(payload, indent=2, default=float))
     print(f"audit: {args.json}", file=sys.stderr)
     flagged = [r for r in rows if r.flags]
-    return 1 if args.strict and flagged else 0
+    return verdict.FAILED if args.strict and flagged else verdict.OK

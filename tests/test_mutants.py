@@ -3,7 +3,7 @@
 The GPU tests use synthetic fixtures (tests/helpers.write_fixture: random int4 weights packed with
 q4gsw.unpack.pack_int4, fp64 goldens) so they need neither torch nor an export: a few seconds on SwiftShader.
 Everything runs through the engine: `q4gsw mutants` / `q4gsw run` as a user would, and the gate kernels as
-Cases handed to q4gsw.engine.run_selection.
+Cases handed to q4gsw.run.stages.run_selection.
 """
 
 from __future__ import annotations

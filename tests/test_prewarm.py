@@ -1,4 +1,5 @@
-"""Bytecode compiled ahead for a run's children (q4gsw.bytecode) and its place in the run (engine._bytecode_ahead)."""
+"""The cold-start machinery (q4gsw.run.prewarm): the Q4GSW_PREWARM switch, the child policy it gives, and the
+bytecode compiled ahead for a run's children (its plan, the helper, its place in the run)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from q4gsw import bytecode, engine
+from q4gsw.run import prewarm
 
 
 def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, with_torch: bool = True,
@@ -27,7 +28,7 @@ def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, with_torch: bo
         compiled = Path(importlib.util.cache_from_source(str(site / "numpy" / "__init__.py")))
         compiled.parent.mkdir()
         compiled.write_bytes(b"")
-    monkeypatch.setattr(bytecode, "_package_folder",
+    monkeypatch.setattr(prewarm, "_package_folder",
                         lambda name: site / name if (site / name / "__init__.py").is_file() else None)
     monkeypatch.setattr(sys, "pycache_prefix", None)
     return site
@@ -35,14 +36,14 @@ def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, with_torch: bo
 
 def test_nothing_to_do_where_the_packages_already_have_bytecode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     fake_site(tmp_path, monkeypatch, numpy_compiled=True)
-    assert bytecode.plan(tmp_path / "cache", exporting=True) is None
+    assert prewarm.plan(tmp_path / "cache", exporting=True) is None
     assert not (tmp_path / "cache").exists()
 
 
 def test_a_prefix_set_by_the_user_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     fake_site(tmp_path, monkeypatch)
     monkeypatch.setattr(sys, "pycache_prefix", str(tmp_path / "theirs"))
-    assert bytecode.plan(tmp_path / "cache", exporting=True) is None
+    assert prewarm.plan(tmp_path / "cache", exporting=True) is None
 
 
 def test_no_bytecode_beside_the_sources_when_the_environment_forbids_it(tmp_path: Path,
@@ -51,20 +52,20 @@ def test_no_bytecode_beside_the_sources_when_the_environment_forbids_it(tmp_path
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     recorded = tmp_path / "export_imports.txt"  # as scripts/record-export-imports.py writes it
     recorded.write_text("# the last-imported first\nexecutorch/exir\ntorch/_dynamo\nnot/installed\n\ntorch\n")
-    monkeypatch.setattr(bytecode, "EXPORT_IMPORTS", recorded)
-    ahead = bytecode.plan(tmp_path / "cache", exporting=True)
+    monkeypatch.setattr(prewarm, "EXPORT_IMPORTS", recorded)
+    ahead = prewarm.plan(tmp_path / "cache", exporting=True)
     assert ahead is not None
     assert ahead.prefix == str(tmp_path / "cache" / "bytecode") and Path(ahead.prefix).is_dir()
-    assert ahead.child_env() == {bytecode.PREFIX_ENV: ahead.prefix}
+    assert ahead.child_env() == {prewarm.PREFIX_ENV: ahead.prefix}
     # The export's folders first (the GPU work waits for its first fixture), in the recorded order, only
     # those that exist and only their own files ("/*"); then what every child imports; q4gsw itself last.
     folders = [Path(f) for f in ahead.folders]
     assert folders == [site / "executorch/exir/*", site / "torch/_dynamo/*", site / "torch/*", site / "numpy/_core",
-                       site / "numpy/*", site / "wgpu", Path(bytecode.__file__).parent]
+                       site / "numpy/*", site / "wgpu", Path(prewarm.__file__).parent.parent]
 
 
 def test_the_shipped_export_list_names_folders_of_the_pinned_packages():
-    folders = bytecode.export_folders()
+    folders = prewarm.export_folders()
     assert len(folders) > 100 and all(f.endswith("/*") and not f.startswith("/") for f in folders)
     assert {f.split("/")[0] for f in folders} >= {"torch", "torchao", "executorch"}
     # The last-imported first: the partitioner's folders before torch's own, which everything imports first.
@@ -74,11 +75,11 @@ def test_the_shipped_export_list_names_folders_of_the_pinned_packages():
 def test_export_folders_only_when_a_fixture_must_be_exported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     site = fake_site(tmp_path, monkeypatch)
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
-    ahead = bytecode.plan(tmp_path / "cache", exporting=False)
+    ahead = prewarm.plan(tmp_path / "cache", exporting=False)
     assert ahead is not None and ahead.prefix == "" and ahead.child_env() == {}
     assert not any(str(site / "torch") in f or "executorch" in f for f in ahead.folders)
     site = fake_site(tmp_path / "bare", monkeypatch, with_torch=False)
-    ahead = bytecode.plan(tmp_path / "cache", exporting=True)  # `--fixtures` sessions install no torch
+    ahead = prewarm.plan(tmp_path / "cache", exporting=True)  # `--fixtures` sessions install no torch
     assert ahead is not None
     assert not any(f.startswith((str(site / "torch"), str(site / "executorch"))) for f in ahead.folders)
 
@@ -87,7 +88,7 @@ def test_an_unusable_cache_means_no_helper(tmp_path: Path, monkeypatch: pytest.M
     fake_site(tmp_path, monkeypatch)
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     (tmp_path / "cache").write_text("a file, not a folder")
-    assert bytecode.plan(tmp_path / "cache", exporting=True) is None
+    assert prewarm.plan(tmp_path / "cache", exporting=True) is None
 
 
 def test_warm_main_compiles_into_the_prefix_only(tmp_path: Path):
@@ -98,10 +99,10 @@ def test_warm_main_compiles_into_the_prefix_only(tmp_path: Path):
     prefix = tmp_path / "prefix"
     before = sys.pycache_prefix
     try:
-        assert bytecode.warm_main(str(prefix), [f"{package}/*"]) == 0
+        assert prewarm.warm_main(str(prefix), [f"{package}/*"]) == 0
         compiled = {p.relative_to(prefix) for p in prefix.rglob("*.pyc")}
         assert [p.name.split(".")[0] for p in compiled] == ["a"]  # "/*": not sub/b.py
-        assert bytecode.warm_main(str(prefix), [str(package)]) == 0
+        assert prewarm.warm_main(str(prefix), [str(package)]) == 0
         assert sorted(p.name.split(".")[0] for p in prefix.rglob("*.pyc")) == ["a", "b"]
     finally:
         sys.pycache_prefix = before
@@ -114,16 +115,16 @@ def test_the_run_starts_the_helper_its_children_read_it_and_it_ends_with_the_run
     package.mkdir()
     for i in range(400):  # enough that the helper is still compiling when the run ends
         (package / f"m{i}.py").write_text("".join(f"def f{j}(x):\n    return x + {j}\n" for j in range(300)))
-    ahead = bytecode.BytecodePlan(prefix=str(tmp_path / "prefix"), folders=(str(package),))
-    monkeypatch.setattr(bytecode, "plan", lambda cache_root, exporting: ahead)
-    monkeypatch.delenv(bytecode.PREFIX_ENV, raising=False)
-    with engine._bytecode_ahead(exporting=True, anything_to_run=True) as (first_fixture_in, children_env):
-        assert children_env == {bytecode.PREFIX_ENV: ahead.prefix}
-        assert bytecode.PREFIX_ENV not in os.environ  # runs in threads of one process share it: left alone
+    ahead = prewarm.BytecodePlan(prefix=str(tmp_path / "prefix"), folders=(str(package),))
+    monkeypatch.setattr(prewarm, "plan", lambda cache_root, exporting: ahead)
+    monkeypatch.delenv(prewarm.PREFIX_ENV, raising=False)
+    with prewarm.bytecode_ahead(exporting=True, anything_to_run=True) as (first_fixture_in, children_env):
+        assert children_env == {prewarm.PREFIX_ENV: ahead.prefix}
+        assert prewarm.PREFIX_ENV not in os.environ  # runs in threads of one process share it: left alone
         helpers = [p for p in psutil.Process().children() if "_warm" in p.cmdline()]
-        assert len(helpers) == 1 and helpers[0].nice() == bytecode.WARM_NICE
+        assert len(helpers) == 1 and helpers[0].nice() == prewarm.WARM_NICE
         first_fixture_in()
-        assert helpers[0].nice() == bytecode.IDLE_NICE
+        assert helpers[0].nice() == prewarm.IDLE_NICE
         deadline = time.monotonic() + 30
         while not (tmp_path / "prefix").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -137,12 +138,12 @@ def test_the_standard_librarys_own_bytecode_is_read_through_the_prefix(tmp_path:
     prefix = tmp_path / "prefix"
     if not Path(importlib.util.cache_from_source(fractions.__file__)).is_file():
         pytest.skip("this Python's standard library has no bytecode to link")
-    assert bytecode.link_standard_library(str(prefix)) > 100
+    assert prewarm.link_standard_library(str(prefix)) > 100
     tag = sys.implementation.cache_tag
     mirrored = prefix.joinpath(*Path(fractions.__file__).parent.parts[1:], f"fractions.{tag}.pyc")
     assert mirrored.is_symlink() and mirrored.resolve() == Path(importlib.util.cache_from_source(fractions.__file__))
-    assert bytecode.link_standard_library(str(prefix)) == 0  # a later run finds them linked
+    assert prewarm.link_standard_library(str(prefix)) == 0  # a later run finds them linked
     # A child with the prefix and PYTHONDONTWRITEBYTECODE reads it instead of compiling the module again.
     proc = subprocess.run([sys.executable, "-v", "-c", "import fractions"], capture_output=True, text=True,
-                          env={**os.environ, bytecode.PREFIX_ENV: str(prefix), "PYTHONDONTWRITEBYTECODE": "1"})
+                          env={**os.environ, prewarm.PREFIX_ENV: str(prefix), "PYTHONDONTWRITEBYTECODE": "1"})
     assert f"# code object from '{mirrored}'" in proc.stderr

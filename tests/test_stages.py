@@ -1,12 +1,14 @@
-"""The engine's run order (offline): the most GPU work first, results still reported in matrix order."""
+"""The run's stages (q4gsw.run.stages, offline): the stage lists, the run order (the most GPU work first when
+exporting), results reported in matrix order, and the verdict's rules applied once."""
 
 from __future__ import annotations
 
 from helpers import MATRIX
 
 from q4gsw.cases import Skip, build_selection
-from q4gsw.engine import execution_order, in_matrix_order, skip_result
 from q4gsw.matrix import load_matrix
+from q4gsw.run.records import in_matrix_order, skip_result
+from q4gsw.run.stages import execution_order
 
 
 def required_llama_selection():
@@ -33,18 +35,20 @@ def test_results_are_reported_in_matrix_order_whatever_ran_first():
 
 
 def test_only_runs_that_export_reorder(tmp_path):
-    from q4gsw.engine import FixtureSource, RunOptions, _must_export
     from q4gsw.export import fixture_dir
+    from q4gsw.run.exporter import FixtureSource
+    from q4gsw.run.stages import RunOptions, must_export
 
     configs = list(required_llama_selection().configs)
     cache = tmp_path / "fixtures"
     cold = RunOptions(fixtures=FixtureSource(fixtures=None, cache=cache, matrix_path=MATRIX))
-    assert _must_export(cold, configs)
+    assert must_export(cold, configs)
     for config in configs:
         fixture_dir(cache, config).mkdir(parents=True)
-    assert not _must_export(cold, configs)  # every fixture cached: the matrix order stays
+    assert not must_export(cold, configs)  # every fixture cached: the matrix order stays
     given = RunOptions(fixtures=FixtureSource(fixtures=tmp_path / "given", cache=tmp_path / "empty",
                                               matrix_path=MATRIX))
-    assert not _must_export(given, configs)  # `--fixtures DIR` never exports
-    synthetic = RunOptions(fixtures=FixtureSource(fixtures=None, cache=tmp_path / "empty", matrix_path=MATRIX), seed=1)
-    assert not _must_export(synthetic, configs)  # bench's synthetic problems
+    assert not must_export(given, configs)  # `--fixtures DIR` never exports
+    synthetic = RunOptions(fixtures=FixtureSource(fixtures=None, cache=tmp_path / "empty", matrix_path=MATRIX),
+                           mode="bench", seed=1)
+    assert not must_export(synthetic, configs)  # bench's synthetic problems
