@@ -39,11 +39,31 @@ def probe(selection: Selection, env: dict[str, str]) -> dict[str, Any]:
 
 def probe_in_process(selection: Selection, env: dict[str, str]) -> dict[str, Any]:
     """`run --in-process`: the ICD's variables go into this process's environment before wgpu loads here."""
-    from q4gsw.webgpu.adapter import select_adapter
+    from q4gsw.webgpu import adapter
 
     os.environ.update(env)
-    _, info = select_adapter(selection.backend)
+    _configure_instance_once(adapter)
+    _, info = adapter.select_adapter(selection.backend)
     return describe_adapter(info)
+
+
+def _configure_instance_once(adapter: Any) -> None:
+    """wgpu takes its instance's options (backends, Dawn toggles) only before the process's one instance exists,
+    and raises if they are set again; a child calls select_adapter once, a run in one process once per config.
+    So in this process the options are set by the first call only (the instance keeps them for its life).
+    TODO(lead): make webgpu.adapter.select_adapter configure the instance once per process itself."""
+    configure = adapter._configure_instance
+    if getattr(configure, "once", False):
+        return
+    done: list[bool] = []
+
+    def once(*args: Any, **kwargs: Any) -> None:
+        if not done:
+            configure(*args, **kwargs)
+            done.append(True)
+
+    once.once = True  # type: ignore[attr-defined]
+    adapter._configure_instance = once
 
 
 def adapter_info(probed: dict[str, Any]) -> Any:

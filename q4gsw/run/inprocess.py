@@ -5,6 +5,7 @@ driver then ends the run (there is no child to lose instead); results, reports a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -35,6 +36,7 @@ def execute_in_process(selection: Selection, runnable: list[Config], fixture_for
         if problem_text:
             record(config_failure(config, selection, problem_text, cases, timings=Timings(export_s=waited)))
             continue
+        started = time.perf_counter()  # what a child's wall time measures: device, problem and every case
         device, failure = open_device(list(cases))
         problem = None
         if not failure:
@@ -47,7 +49,10 @@ def execute_in_process(selection: Selection, runnable: list[Config], fixture_for
             for case in cases:
                 record(base_result(case, "fail", failure, timings=Timings(export_s=waited or None)))
             continue
+        done = []
         for case in cases:
-            result = execute_case(case, device, problem, root, repeats=options.repeats)
-            say(verdict_line(result), "    ")
-            record(replace(result, timings=replace(result.timings, export_s=waited or None)))
+            done.append(execute_case(case, device, problem, root, repeats=options.repeats))
+            say(verdict_line(done[-1]), "    ")
+        total_s = time.perf_counter() - started
+        for result in done:
+            record(replace(result, timings=replace(result.timings, export_s=waited or None, total_s=total_s)))
