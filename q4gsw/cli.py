@@ -2,6 +2,11 @@
 
 Exit codes: 0 all selected cases passed, 1 any failed, 2 usage or matrix.toml error (nothing run),
 130 interrupted (partial results written).
+
+Environment: Q4GSW_CACHE the cache folder (fixtures, provisioned drivers); Q4GSW_PREWARM the cold-start
+machinery of run, check, bench and mutants: unset or 1 all on, 0 all off, or a comma list of the mechanisms to
+keep on (spares: warm GPU children ahead; nice: children yield to the export; bytecode: a helper compiles the
+children's imports ahead), see q4gsw/run/prewarm.py; an unknown name is a usage error (exit 2).
 """
 
 from __future__ import annotations
