@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw import inputs
+from q4gsw import inputs, verdict
 from q4gsw.cases import Selection, build_cases
-from q4gsw.engine import FixtureSource, RunOptions, run_selection
 from q4gsw.matrix import Config, MatrixError, Tolerance, load_matrix
 from q4gsw.ops import Op, op_for
-from q4gsw.paths import CacheError, usable_output_file
+from q4gsw.paths import unusable_output_file
+from q4gsw.run.exporter import FixtureSource
+from q4gsw.run.stages import RunOptions, run_selection
 
 DEFAULT_SHAPES = ("1x2048x2048", "1x2048x8192", "1x8192x2048", "256x2048x2048", "1024x2048x512")
 
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scoreboard:
         print(scoreboard(args.scoreboard))
-        return 0
+        return verdict.OK
     shapes: list[Shape] = args.shapes or [Shape.parse(s) for s in DEFAULT_SHAPES]
     bad = [str(s) for s in shapes if s.K % args.group_size]
     if bad:
@@ -182,14 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         matrix = load_matrix(args.matrix)
         backend = matrix.backend(args.backend)
-        usable_output_file(args.json, "bench JSON")  # before any work: the results are never lost
-    except (MatrixError, CacheError) as exc:
-        print(f"error: --json: {exc}" if isinstance(exc, CacheError) else f"error: {exc}", file=sys.stderr)
-        return 2
+    except MatrixError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return verdict.USAGE
+    problem = unusable_output_file(args.json, "bench JSON")  # before any work: the results are never lost
+    if problem:
+        print(f"error: --json: {problem}", file=sys.stderr)
+        return verdict.USAGE
     use_torch = args.torch == "on" or (args.torch == "auto" and backend.provision == "native" and _cuda_available())
     if args.torch == "on" and not _cuda_available():
         print("error: --torch on, but torch with CUDA is not importable here")
-        return 2
+        return verdict.USAGE
     configs = tuple(_config(shape, args.group_size) for shape in shapes)
     kernels = list(matrix.kernels)
     if args.executorch is not None:
@@ -199,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
             kernels += list(load_kernel_set(matrix.kernel_sets["executorch"], args.executorch).kernels)
         except (MatrixError, KeyError) as exc:
             print(f"error: --executorch: {exc}")
-            return 2
+            return verdict.USAGE
     cases, unsupported = build_cases(matrix, backend, configs, tuple(kernels))
     selection = Selection(backend=backend, configs=configs, cases=cases, skipped=unsupported)
     options = RunOptions(fixtures=FixtureSource(None, Path("."), matrix.path), repeats=args.repeats,
-                         seed=args.seed)
+                         mode="bench", seed=args.seed)
     results = run_selection(selection, options, matrix.root)
     rows = [_rows(shape, args, results, use_torch) for shape in shapes]
     flat = [row for group in rows for row in group]
@@ -217,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         "group_size": args.group_size, "repeats": args.repeats, "cpu_count": os.cpu_count(),
         "numpy": np.__version__, "rows": [asdict(r) for r in flat]}, indent=2, default=str))
     print(f"wrote {args.json}")
-    return 0 if flat and all(r.correct is not False for r in flat) and any(r.correct for r in flat) else 1
+    correct = flat and all(r.correct is not False for r in flat) and any(r.correct for r in flat)
+    return verdict.OK if correct else verdict.FAILED
 
 
 def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch: bool) -> list[Row]:

@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpu-only", action="store_true",
                         help="leave out GPU backends (no self-hosted GPU runner available)")
     parser.add_argument("--github-output", type=Path, metavar="FILE",
-                        help="also append `matrix=<json>` and `tiers=<tiers>` lines to FILE (e.g. $GITHUB_OUTPUT)")
+                        help="also append `matrix=<json>` (the shards, for a job's strategy.matrix) and `tiers=<tiers>`"
+                             " lines to FILE, as GitHub Actions reads step outputs (pass $GITHUB_OUTPUT)")
     parser.add_argument("--pretty", action="store_true", help="indent the JSON")
     return parser
 

@@ -2,6 +2,11 @@
 
 Exit codes: 0 all selected cases passed, 1 any failed, 2 usage or matrix.toml error (nothing run),
 130 interrupted (partial results written).
+
+Environment: Q4GSW_CACHE the cache folder (fixtures, provisioned drivers); Q4GSW_PREWARM the cold-start
+machinery of run, check, bench and mutants: unset or 1 all on, 0 all off, or a comma list of the mechanisms to
+keep on (spares: warm GPU children ahead; nice: children yield to the export; bytecode: a helper compiles the
+children's imports ahead), see q4gsw/run/prewarm.py; an unknown name is a usage error (exit 2).
 """
 
 from __future__ import annotations
@@ -9,17 +14,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import platform
-import signal
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from q4gsw import __version__
+from q4gsw import __version__, verdict
 from q4gsw.matrix import TIERS, Kernel, Matrix, MatrixError, check_runnable, load_matrix
-from q4gsw.result import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from q4gsw.cases import Selection
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "routed as its runtime routes them, instead of q4gsw's kernels")
     p.add_argument("--all-variants", action="store_true",
                    help="with --executorch: check every variant whose preconditions hold, not only the routed one")
+    p.add_argument("--in-process", action="store_true",
+                   help="run the cases in this process, for debuggers and profilers: no child processes, no "
+                        "export process, no warm spares; a driver crash or hang then ends the whole run")
     _add_selection(p)
 
     p = sub.add_parser("check", help="check a user's WGSL kernel (ExecuTorch binding layout) against the matrix")
@@ -127,7 +131,7 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
             print(f"error: --override {item!r}: expected NAME=VALUE, e.g. --override wg_size=64", file=sys.stderr)
-            raise SystemExit(EXIT_USAGE)
+            raise SystemExit(verdict.USAGE)
         overrides[key.strip()] = value.strip()
     return overrides
 
@@ -140,21 +144,26 @@ def selection_from_args(matrix: Matrix, args: argparse.Namespace, kernels: tuple
     backend = getattr(args, "backend", None) or next(iter(matrix.backends))
     selection = build_selection(matrix, backend, tiers=args.tier, suites=args.suite, names=tuple(args.config),
                                 kernels=kernels, shard=getattr(args, "shard", None), applies=applies)
-    if selection.is_empty() and getattr(args, "shard", None) is None:
+    shard = getattr(args, "shard", None)
+    if selection.is_empty() and shard is None:
         option = "--config" if args.config else "--suite/--tier"
         raise MatrixError("command line", args.command, option, "selects no config of the matrix",
                           "see `python -m q4gsw list` for the configs, suites and tiers")
+    if selection.is_empty():  # a CI shard with more shards than configs: not the user's mistake, but say why
+        whole = build_selection(matrix, backend, tiers=args.tier, suites=args.suite, names=tuple(args.config),
+                                kernels=kernels, applies=applies)
+        print(f"note: shard {shard[0]}/{shard[1]} runs nothing: the cost-balanced split dealt all "
+              f"{len(whole.configs)} selected config(s) to the other shards", file=sys.stderr, flush=True)
     return selection
 
 
 def check_output_folder(path: Path, option: str) -> None:
-    """Before any work: the results folder must be a folder we can write (exit 2 otherwise)."""
-    from q4gsw.paths import CacheError, usable_directory
+    """Before any work: the folder a command writes must be one q4gsw can write (exit 2 otherwise)."""
+    from q4gsw.paths import unusable_folder
 
-    try:
-        usable_directory(path, "results folder")
-    except CacheError as exc:
-        raise MatrixError("command line", "output", option, str(exc), f"pass another {option}") from None
+    problem = unusable_folder(path, "results folder" if option == "--results" else "output folder")
+    if problem:
+        raise MatrixError("command line", "output", option, problem, f"pass another {option}")
 
 
 def cmd_list(matrix: Matrix) -> int:
@@ -181,7 +190,7 @@ def cmd_list(matrix: Matrix) -> int:
         kernels.add_row(k.op, k.name, k.file, k.when, ", ".join(k.dispatch),
                         " ".join(filter(None, (k.device_type, k.adapter_name and f"/{k.adapter_name}/"))) or "any")
     console.print(kernels)
-    return EXIT_OK
+    return verdict.OK
 
 
 def cmd_run_kernel_set(matrix: Matrix, args: argparse.Namespace, name: str, checkout: Path) -> int:
@@ -209,11 +218,10 @@ def cmd_run_kernel_set(matrix: Matrix, args: argparse.Namespace, name: str, chec
 
 def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...] | None = None,
             applies: bool = True, selection: Selection | None = None) -> int:
-    from q4gsw.engine import FixtureSource, RunOptions, in_matrix_order, run_selection
     from q4gsw.export import default_cache_dir
-    from q4gsw.plots import HistogramsAhead
-    from q4gsw.report import print_report, write_run_outputs
-    from q4gsw.result import Result, exit_code
+    from q4gsw.run.exporter import FixtureSource
+    from q4gsw.run.finish import run_and_report
+    from q4gsw.run.stages import RunOptions
 
     selection = selection or selection_from_args(matrix, args, kernels, applies)
     if args.fixtures is not None and not args.fixtures.is_dir():
@@ -222,56 +230,10 @@ def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...
     check_output_folder(args.results, "--results")  # before any work: a run's results are never lost
     # An unusable cache is not checked here: the engine fails every selected config with its reason.
     cache = args.cache or default_cache_dir()
-    options = RunOptions(fixtures=FixtureSource(fixtures=args.fixtures, cache=cache, matrix_path=matrix.path))
-    collected: list[Result] = []
-    started = time.time()
-    interrupted = False
-
-    # SIGTERM (a cancelled CI job) stops like Ctrl-C: children killed, partial results kept.
-    def terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous_sigterm = signal.signal(signal.SIGTERM, terminate)
-    ahead = HistogramsAhead()
-
-    def recorded(result: Result) -> None:
-        collected.append(result)
-        ahead.add(result)
-
-    try:
-        run_selection(selection, options, matrix.root, on_result=recorded)
-    except KeyboardInterrupt:
-        interrupted = True
-        print("\ninterrupted: writing the partial results", file=sys.stderr, flush=True)
-        done = {r.config for r in collected}
-        for config in selection.configs:  # every selected config stays in the results: those not finished say so
-            if config.name not in done:
-                from q4gsw.cases import Skip
-                from q4gsw.engine import skip_result
-
-                collected.append(skip_result(Skip(config, "not run: the run was interrupted"), selection))
-    finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-    meta = {"q4gsw_version": __version__, "command": " ".join(sys.argv), "backend": selection.backend.name,
-            "webgpu": selection.backend.webgpu, "matrix": str(matrix.path),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "wall_s": time.time() - started, "host": platform.node(), "python": platform.python_version(),
-            "interrupted": interrupted}
-    collected = in_matrix_order(collected, selection)
-    path = write_run_outputs(args.results, collected, meta, plots_ahead=ahead)
-    print_report(collected)
-    print(f"results: {path} (wall {meta['wall_s']:.1f} s)", file=sys.stderr, flush=True)
-    return exit_code(collected, interrupted)
-
-
-def _check_cache(cache: Path) -> None:
-    from q4gsw.paths import CacheError, usable_directory
-
-    try:
-        usable_directory(cache, "cache")
-    except CacheError as exc:
-        raise MatrixError("environment", "cache", "Q4GSW_CACHE / --cache", str(exc),
-                          "nothing was exported; fix the cache location and run again") from None
+    options = RunOptions(fixtures=FixtureSource(fixtures=args.fixtures, cache=cache, matrix_path=matrix.path),
+                         in_process=getattr(args, "in_process", False))
+    return run_and_report(selection, options, matrix.root, args.results, matrix.path,
+                          matrix_order=[c.name for c in matrix.configs])
 
 
 def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
@@ -284,6 +246,7 @@ def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
         ensure_fixture,
         refuse_unless_ours,
     )
+    from q4gsw.paths import unusable_folder
 
     configs = selection_from_args(matrix, args).configs
     if args.out is not None:
@@ -295,7 +258,10 @@ def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
                 raise MatrixError("command line", f"config '{config.name}'", "--out", str(exc),
                                   "nothing was exported or removed") from None
     cache = args.cache or default_cache_dir()
-    _check_cache(cache)  # export writes into the cache: checked before any work, like --out
+    problem = unusable_folder(cache, "cache")  # export writes into the cache: checked before any work, like --out
+    if problem:
+        raise MatrixError("environment", "cache", "Q4GSW_CACHE / --cache", problem,
+                          "nothing was exported; fix the cache location and run again")
     max_golden = None if args.max_golden_mib is None else args.max_golden_mib * 2**20
     from q4gsw.export import quiet_library_output
 
@@ -323,11 +289,18 @@ def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
             continue
         omitted = ", ".join(fixture.manifest.get("omitted", {})) or "nothing"
         print(f"{config.name}: {fixture.path} (left out: {omitted})", flush=True)
-    return EXIT_FAIL if failed else EXIT_OK
+    return verdict.FAILED if failed else verdict.OK
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in RUNNING_COMMANDS:
+        from q4gsw.run.stages import prewarm_switch_error
+
+        problem = prewarm_switch_error()
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return verdict.USAGE
     if argv and argv[0] in EXTERNAL_COMMANDS:
         return int(importlib.import_module(EXTERNAL_COMMANDS[argv[0]]).main(argv[1:]))
     parser = build_parser()
@@ -344,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             check_runnable(matrix)
             print(f"{matrix.path}: ok ({len(matrix.configs)} configs, {len(matrix.kernels)} kernels, "
                   f"{len(matrix.backends)} backends)")
-            return EXIT_OK
+            return verdict.OK
         if args.command == "run" and args.executorch is not None:
             return cmd_run_kernel_set(matrix, args, "executorch", args.executorch)
         if args.command == "run":
@@ -359,28 +332,29 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(matrix, args)
     except MatrixError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return verdict.USAGE
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return verdict.INTERRUPTED
     parser.error(f"unknown command {args.command}")
-    return EXIT_USAGE
+    return verdict.USAGE
 
 
 CHILD_COMMANDS = ("_export", "_probe", "_child", "_compile", "_warm")
+RUNNING_COMMANDS = ("run", "check", "bench", "mutants")  # those that read Q4GSW_PREWARM
 
 
 def _child_command(args: argparse.Namespace) -> int:
-    from q4gsw import engine
+    from q4gsw.run import workers
 
     if args.command == "_export":
-        return engine.export_main(Path(args.matrix), args.config, args.cache)
+        return workers.export_main(Path(args.matrix), args.config, args.cache)
     if args.command == "_probe":
-        return engine.probe_main(args.backend_json)
+        return workers.probe_main(args.backend_json)
     if args.command == "_compile":
-        return engine.compile_main(args.job)
+        return workers.compile_main(args.job)
     if args.command == "_warm":
-        return engine.warm_main(args.prefix, args.folders)
-    return engine.child_main(args.job)
+        return workers.warm_main(args.prefix, args.folders)
+    return workers.child_main(args.job)
 
 
 def _user_kernel(args: argparse.Namespace) -> Kernel:

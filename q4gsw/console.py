@@ -8,10 +8,15 @@ import time
 CLOCK_ENV = "Q4GSW_RUN_STARTED"  # epoch seconds: children print the run's clock, not their own
 
 
+def stamped(message: str, indent: str = "") -> str:
+    """The message after the run's clock: `[  12.3s] message`."""
+    started = float(os.environ.setdefault(CLOCK_ENV, repr(time.time())))
+    return f"[{time.time() - started:7.1f}s] {indent}{message}"
+
+
 def say(message: str, indent: str = "") -> None:
     """One elapsed clock for the whole run, in the parent and every child."""
-    started = float(os.environ.setdefault(CLOCK_ENV, repr(time.time())))
-    print(f"[{time.time() - started:7.1f}s] {indent}{message}", flush=True)
+    print(stamped(message, indent), flush=True)
 
 
 def last_lines(text: str, count: int = 3) -> str:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from q4gsw import verdict
+
 REFERENCE = Path(__file__).parent / "ops" / "linear_q4gsw" / "kernels" / "mutants" / "reference.wgsl"
 REFERENCE_DISPATCH = "ceil(N / wg_size), M"
 REFERENCE_OVERRIDES = {"wg_size": "64"}
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for m in CATALOGUE:
             print(f"{m.name:22s} {m.bug}")
-        return 0
+        return verdict.OK
     from q4gsw.cases import build_selection
     from q4gsw.matrix import MatrixError, load_matrix
 
@@ -238,21 +240,21 @@ def main(argv: list[str] | None = None) -> int:
         if selection.is_empty():
             raise MatrixError("command line", "mutants", "--config/--suite/--tier/--max-gflop",
                               "selects no config", "see `python -m q4gsw list`")
-        from q4gsw.paths import CacheError, usable_directory
+        from q4gsw.paths import unusable_folder
 
-        try:  # before any work: the results are never lost
-            usable_directory(args.results, "results folder")
-        except CacheError as exc:
-            raise MatrixError("command line", "mutants", "--results", str(exc), "pass another --results") from None
+        problem = unusable_folder(args.results, "results folder")  # before any work: the results are never lost
+        if problem:
+            raise MatrixError("command line", "mutants", "--results", problem, "pass another --results")
     except MatrixError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return verdict.USAGE
     return run_parent(matrix, args, selection)
 
 
 def run_parent(matrix: Any, args: argparse.Namespace, selection: Any) -> int:
-    from q4gsw.engine import FixtureSource, RunOptions, run_selection
     from q4gsw.export import default_cache_dir
+    from q4gsw.run.exporter import FixtureSource
+    from q4gsw.run.stages import RunOptions, run_selection
 
     started = time.perf_counter()
     for skip in selection.skipped:
@@ -279,4 +281,4 @@ def run_parent(matrix: Any, args: argparse.Namespace, selection: Any) -> int:
     path = args.results / "mutants.json"
     path.write_text(json.dumps(payload, indent=2, default=str))
     print(f"results: {path} (wall {payload['wall_s']:.1f} s)", file=sys.stderr, flush=True)
-    return 0 if summary["ok"] and not problems else 1
+    return verdict.OK if summary["ok"] and not problems else verdict.FAILED

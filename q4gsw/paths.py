@@ -59,6 +59,25 @@ def usable_directory(path: Path, what: str) -> Path:
     return path
 
 
+def unusable_folder(path: Path, what: str) -> str:
+    """The one usable-folder check of every command: '' when `path` is a folder q4gsw can write (created if
+    needed), else why not and how to fix it (each command decides what that means: exit 2, or a failed config)."""
+    try:
+        usable_directory(path, what)
+    except CacheError as exc:
+        return str(exc)
+    return ""
+
+
+def unusable_output_file(path: Path, what: str) -> str:
+    """As unusable_folder, for a file to be written (its folder usable, the path not a folder)."""
+    try:
+        usable_output_file(path, what)
+    except CacheError as exc:
+        return str(exc)
+    return ""
+
+
 def usable_output_file(path: Path, what: str) -> Path:
     """Before any work: `path` can be written as a file (not a folder; its folder usable), or CacheError."""
     if path.is_dir():

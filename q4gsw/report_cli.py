@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from q4gsw import verdict
 from q4gsw.junit import case_label
-from q4gsw.result import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Result, counts, read_results
+from q4gsw.result import Result, read_results
 
 DEFAULT_MERGED = Path("results/merged")
 
@@ -99,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="output folder (default: the one DIR in place, or results/merged)")
     parser.add_argument("--title", help="summary heading (default: q4gsw accuracy: <backends>)")
     parser.add_argument("--no-step-summary", action="store_true", help="do not append to $GITHUB_STEP_SUMMARY")
-    parser.add_argument("--strict", action="store_true", help="exit 1 if any merged case failed")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when the merged results fail a run by run's own rules (q4gsw.verdict): a failed "
+                             "case, no passed case, an interrupted run, or a required config that ran no case on a "
+                             "backend it was selected for; without it the exit code is 0 once the reports are written")
     parser.add_argument("--quiet", action="store_true", help="do not print the results table")
     return parser
 
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         results, metas = load_all(paths)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return verdict.USAGE
     results = merge(results)
     meta = merged_meta(metas)
     if args.out is not None:
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         check_output(out, paths, write_json=not in_place)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return verdict.USAGE
     write_run_outputs(out, results, meta, write_json=not in_place, step_summary=not args.no_step_summary,
                       title=args.title)
     if not args.quiet:
@@ -137,11 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         print(summary_line(results), flush=True)
     print(f"report: {out} ({len(paths)} results.json: {', '.join(str(p) for p in paths)})", file=sys.stderr)
     if not args.strict:
-        return EXIT_OK
+        return verdict.OK
     problems = strict_problems(results, metas)
     for problem in problems:
         print(f"strict: {problem}", file=sys.stderr)
-    return EXIT_FAIL if problems else EXIT_OK
+    return verdict.FAILED if problems else verdict.OK
 
 
 OUTPUT_FILES = ("results.json", "junit.xml", "summary.md")
@@ -149,33 +153,27 @@ OUTPUT_FILES = ("results.json", "junit.xml", "summary.md")
 
 def check_output(out: Path, inputs: list[Path], write_json: bool) -> None:
     """Before writing anything: `out` is a folder q4gsw can write, and no file written there is an input."""
-    from q4gsw.paths import CacheError, usable_directory
+    from q4gsw.paths import unusable_folder
 
     written = {(out / name).resolve() for name in OUTPUT_FILES if write_json or name != "results.json"}
     for path in inputs:
         if path.resolve() in written:
             raise ReportError(f"--out {out} would overwrite the input {path}: choose another --out "
                               "(a merge never overwrites what it reads)")
-    try:
-        usable_directory(out, "report folder")
-    except CacheError as exc:
-        raise ReportError(f"--out: {exc}") from None
+    problem = unusable_folder(out, "report folder")
+    if problem:
+        raise ReportError(f"--out: {problem}")
 
 
 def strict_problems(results: list[Result], metas: list[dict[str, Any]]) -> list[str]:
-    """Why --strict fails, with run's own rules (result.exit_code, engine.required_without_a_run): a failed case,
-    no case that passed, an interrupted run, or a required config selected on a backend (it has an unsupported
-    row there) none of whose cases ran there. A required config skipped there (another tier's job) is not one."""
-    c = counts(results)
-    problems = []
-    if c["fail"]:
-        problems.append(f"{c['fail']} failed")
-    if not c["pass"]:
-        problems.append("no case passed: nothing was checked")
+    """Why --strict fails, with run's own rules (q4gsw.verdict): a failed case, no case that passed, an interrupted
+    run, or a required config selected on a backend (it has an unsupported row there) none of whose cases ran
+    there. A required config skipped there (another tier's job) is not one."""
+    problems = verdict.problems(results)
     interrupted = [str(m.get("path")) for m in metas if m.get("interrupted")]
     if interrupted:
         problems.append(f"interrupted run(s), results incomplete: {', '.join(interrupted)}")
-    selected = {(r.config, r.backend) for r in results if r.tier == "required" and r.status == "unsupported"}
-    ran = {(r.config, r.backend) for r in results if r.status in ("pass", "fail")}
-    problems += [f"required config '{config}' ran no case on '{backend}'" for config, backend in sorted(selected - ran)]
+    selected = sorted({(r.config, r.backend) for r in results if r.tier == "required" and r.status == "unsupported"})
+    problems += [f"required config '{config}' ran no case on '{backend}'"
+                 for config, backend in verdict.required_not_run(results, selected)]
     return problems

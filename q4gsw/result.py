@@ -2,7 +2,7 @@
 
 A `Result` is written to results.json as nested objects whose keys are exactly the dataclass field
 names; `Result.from_dict` reads them back into the same types, so a renamed field is a load error in
-one place rather than a blank report cell. The run's exit code is decided here (`exit_code`).
+one place rather than a blank report cell. The run's exit code is decided in verdict.py.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from q4gsw.values import AdapterInfo, Errors, Tolerance
 STATUSES = ("pass", "fail", "skip", "unsupported")
 RESULT_SCHEMA_VERSION = 2
 
-# Exit codes, defined once for every command.
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 @dataclass(frozen=True)
@@ -156,16 +154,6 @@ def summary_line(results: list[Result]) -> str:
     c = counts(results)
     line = f"{c['pass']} passed, {c['fail']} failed, {c['skip']} skipped"
     return line + (f", {c['unsupported']} unsupported" if c["unsupported"] else "")
-
-
-def exit_code(results: list[Result], interrupted: bool = False) -> int:
-    """The one place a run's exit code is decided: nothing checked is never a success."""
-    if interrupted:
-        return EXIT_INTERRUPTED
-    c = counts(results)
-    if c["fail"] or c["pass"] == 0:
-        return EXIT_FAIL
-    return EXIT_OK
 
 
 def format_number(value: Any, spec: str, missing: str = "") -> str:

@@ -1,34 +1,79 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): time to the verdict of the README's main command from a fresh clone with empty
-# q4gsw and uv caches, and the cold export of the six required llama configs in one export process.
-# Usage: [RUNS=N] [MAIN_ONLY=1] scripts/bench-cold-start.sh [REPO]   (default: this checkout, 1 run; run it on a
-# quiet machine; MAIN_ONLY=1 skips the export benchmark)
-# With RUNS > 1 each run starts from its own fresh clone and empty caches; the median and range are printed.
+# q4gsw and uv caches, per cold-start variant, and the cold export of the six required llama configs in one
+# export process.
+#
+# Usage: [VARIANTS="all 0 ..."] [RUNS=N] [MAIN_ONLY=1] [DRY_RUN=1] scripts/bench-cold-start.sh [REPO]
+#   REPO       the checkout to clone (default: this one); run on a quiet machine
+#   VARIANTS   what to time (default: all), each a value of Q4GSW_PREWARM (see q4gsw/run/prewarm.py):
+#                all          every mechanism on (Q4GSW_PREWARM=1, the default)
+#                0            none (one child per config when its fixture is in, no nice, no bytecode helper)
+#                spares, nice, bytecode, or a comma list of them: only those on
+#                uvbytecode   none of them, but uv compiles bytecode at install (UV_COMPILE_BYTECODE=1)
+#   RUNS       runs per variant (default 1); the variants are interleaved (round-robin), so a machine that gets
+#              busier or quieter over time affects every variant alike; each run uses its own fresh clone and
+#              empty Q4GSW_CACHE and UV_CACHE_DIR
+#   MAIN_ONLY  skip the export benchmark (timed once per round, in the round's first run's clone)
+#   DRY_RUN    print what each run would do, and run nothing
+# Prints each run's time, then per variant the median and the min-max spread.
 set -euo pipefail
 repo=$(cd "${1:-$(dirname "$0")/..}" && pwd)
 runs=${RUNS:-1}
-main_times=() export_times=()
-for run in $(seq "$runs"); do
-    work=$(mktemp -d /tmp/q4gsw-cold-XXXX)
-    git clone -q "$repo" "$work/clone"
-    cd "$work/clone"
-    export Q4GSW_CACHE="$work/q4gsw-cache" UV_CACHE_DIR="$work/uv-cache"
-    python3 -m pip uninstall -y -q nox uv >/dev/null 2>&1 || true
-    start=$(date +%s.%N)
-    python3 -m pip install -q "nox[uv]==2026.10.20" && python3 -m nox -s accuracy-swiftshader > "$work/main.log" 2>&1
-    end=$(date +%s.%N)
-    main_times+=("$(echo "$end - $start" | bc)")
-    echo "run $run: README main command, cold: ${main_times[-1]} s (log: $work/main.log)"
-    [ -n "${MAIN_ONLY:-}" ] && continue
-    configs=(); for c in q_proj kv_proj gate_proj down_proj q_proj_4k kv_proj_4k; do configs+=(--config "$c"); done
-    start=$(date +%s.%N)
-    Q4GSW_CACHE="$work/export-cache" .nox/accuracy-swiftshader/bin/python -m q4gsw _export --matrix matrix.toml \
-        "${configs[@]}" --cache "$work/export-cache/fixtures" > "$work/export.log" 2>&1
-    end=$(date +%s.%N)
-    export_times+=("$(echo "$end - $start" | bc)")
-    echo "run $run: cold export of the 6 required configs, one process: ${export_times[-1]} s"
+read -r -a variants <<< "${VARIANTS:-all}"
+declare -A times=()
+export_times=()
+
+variant_env() {  # the environment a variant's run adds
+    case "$1" in
+        all) echo "Q4GSW_PREWARM=1" ;;
+        uvbytecode) echo "Q4GSW_PREWARM=0 UV_COMPILE_BYTECODE=1" ;;
+        *) echo "Q4GSW_PREWARM=$1" ;;
+    esac
+}
+
+for variant in "${variants[@]}"; do  # an unknown name fails here, before any run, as q4gsw itself would
+    [ "$variant" = all ] || [ "$variant" = uvbytecode ] || [ "$variant" = 0 ] ||
+        [[ ",$variant," =~ ^(,(spares|nice|bytecode))+,$ ]] ||
+        { echo "error: VARIANTS: unknown variant '$variant' (all, 0, uvbytecode, or a comma list of spares, nice, bytecode)" >&2; exit 2; }
 done
-summary() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {printf "median %.1f s, range %.1f-%.1f s over %d runs\n",
+
+for run in $(seq "$runs"); do
+    for index in "${!variants[@]}"; do
+        variant=${variants[$index]}
+        read -r -a extra_env <<< "$(variant_env "$variant")"
+        if [ -n "${DRY_RUN:-}" ]; then
+            echo "run $run, variant $variant: fresh clone of $repo, empty caches, env ${extra_env[*]}: nox -s accuracy-swiftshader"
+            [ -n "${MAIN_ONLY:-}" ] || [ "$index" != 0 ] || echo "run $run: cold export of the 6 required configs"
+            continue
+        fi
+        work=$(mktemp -d /tmp/q4gsw-cold-XXXX)
+        git clone -q "$repo" "$work/clone"
+        python3 -m pip uninstall -y -q nox uv >/dev/null 2>&1 || true
+        start=$(date +%s.%N)
+        (cd "$work/clone" && env Q4GSW_CACHE="$work/q4gsw-cache" UV_CACHE_DIR="$work/uv-cache" "${extra_env[@]}" \
+            sh -c 'python3 -m pip install -q "nox[uv]==2026.10.20" && python3 -m nox -s accuracy-swiftshader' \
+            > "$work/main.log" 2>&1)
+        end=$(date +%s.%N)
+        took=$(echo "$end - $start" | bc)
+        times[$variant]="${times[$variant]:-} $took"
+        echo "run $run, variant $variant: README main command, cold: $took s (log: $work/main.log)"
+        [ -n "${MAIN_ONLY:-}" ] || [ "$index" != 0 ] || {
+            configs=(); for c in q_proj kv_proj gate_proj down_proj q_proj_4k kv_proj_4k; do configs+=(--config "$c"); done
+            start=$(date +%s.%N)
+            (cd "$work/clone" && Q4GSW_CACHE="$work/export-cache" .nox/accuracy-swiftshader/bin/python -m q4gsw \
+                _export --matrix matrix.toml "${configs[@]}" --cache "$work/export-cache/fixtures" \
+                > "$work/export.log" 2>&1)
+            end=$(date +%s.%N)
+            export_times+=("$(echo "$end - $start" | bc)")
+            echo "run $run: cold export of the 6 required configs, one process: ${export_times[-1]} s"
+        }
+    done
+done
+[ -z "${DRY_RUN:-}" ] || exit 0
+summary() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {printf "median %.1f s, spread %.1f-%.1f s over %d runs\n",
     (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[1], v[NR], NR}'; }
-echo "README main command, cold: $(summary "${main_times[@]}")"
+for variant in "${variants[@]}"; do
+    # shellcheck disable=SC2086  # the times are space-separated numbers
+    echo "README main command, cold, variant $variant ($(variant_env "$variant")): $(summary ${times[$variant]})"
+done
 [ -n "${MAIN_ONLY:-}" ] || echo "cold export of the 6 required configs: $(summary "${export_times[@]}")"

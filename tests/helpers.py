@@ -2,7 +2,7 @@
 
 Kernels are never run by a test's own child script: a test writes fixtures in the format of q4gsw.export
 (manifest.json with every file's sha256 and size, weight_packed.npy, scales.npy, golden-<input>.npy), builds
-q4gsw.cases.Case objects into a Selection and calls q4gsw.engine.run_selection, which provisions the backend,
+q4gsw.cases.Case objects into a Selection and calls q4gsw.run.stages.run_selection, which provisions the backend,
 probes its adapter and runs each config's cases in a child (`python -m q4gsw _child`), as `q4gsw run` does.
 """
 
@@ -79,7 +79,8 @@ def run_cases(cases: Iterable[Case], fixtures: Path, cache: Path, *, backend: Ba
 
     With workers > 1 the configs are dealt round-robin (in the order of the cases) to that many runs of
     run_selection in threads: each config still runs in its own child, a few at a time."""
-    from q4gsw.engine import FixtureSource, RunOptions, run_selection
+    from q4gsw.run.exporter import FixtureSource
+    from q4gsw.run.stages import RunOptions, run_selection
 
     cases = tuple(cases)
     backend = backend or cases[0].backend

@@ -23,8 +23,8 @@ from q4gsw.cases import (
 )
 from q4gsw.expressions import written_for
 from q4gsw.matrix import MatrixError, load_matrix
-from q4gsw.result import EXIT_USAGE
 from q4gsw.sessions import HEAVY_HINT
+from q4gsw.verdict import USAGE as EXIT_USAGE
 
 # Every optional part of a Config, Kernel and Backend filled in, for the round trip through JSON.
 RICH_MATRIX = '''

@@ -41,3 +41,28 @@ def test_check_rejects_bad_override_and_dispatch(tiny_matrix: Path, tmp_path: Pa
     missing = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(tmp_path / "nope.wgsl"),
                       "--dispatch", "N", "--backend", "swiftshader", "--results", str(tmp_path))
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_an_unknown_prewarm_mechanism_is_a_usage_error_before_any_work(tiny_matrix: Path, tmp_path: Path):
+    done = run_cli("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--results", str(tmp_path / "r"),
+                   env={"Q4GSW_PREWARM": "spares,warp"})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: Q4GSW_PREWARM='spares,warp': unknown mechanism 'warp'; use 1 (all on), 0 (all off) or a comma list "
+        "of spares, nice, bytecode"]
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_empty_shard_says_why_it_runs_nothing(tiny_matrix: Path, capsys):
+    from q4gsw import cli
+    from q4gsw.matrix import load_matrix
+
+    args = cli.build_parser().parse_args(["run", "--backend", "swiftshader", "--shard", "3/3"])
+    assert cli.selection_from_args(load_matrix(tiny_matrix), args).is_empty()
+    assert "shard 3/3 runs nothing: the cost-balanced split dealt all 2 selected config(s) to the other shards" \
+        in capsys.readouterr().err
+
+
+def test_run_in_process_says_what_it_is_for():
+    done = run_cli("run", "--help")
+    assert "--in-process" in done.stdout and "debuggers and profilers" in " ".join(done.stdout.split())

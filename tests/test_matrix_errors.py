@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from q4gsw import cli
+from q4gsw import cli, verdict
 from q4gsw.matrix import MatrixError, load_matrix
 
 BASE = f'''schema_version = 1
@@ -227,7 +227,7 @@ def test_cli_validate_and_run_exit_2_and_touch_nothing(tmp_path: Path, case: Bad
                  ["run", "--matrix", str(path), "--backend", "swiftshader", "--results", str(results)],
                  ["check", "--matrix", str(path), "--backend", "swiftshader", "--results", str(results),
                   "--kernel", str(REPO / "tests/data/good.wgsl"), "--dispatch", "ceil(M * N / 64)"]):
-        assert cli.main(argv) == cli.EXIT_USAGE, argv
+        assert cli.main(argv) == verdict.USAGE, argv
         captured = capsys.readouterr()
         lines = captured.err.strip().splitlines()
         assert len(lines) == 1, captured.err
@@ -252,7 +252,7 @@ def test_cli_unknown_backend_or_config(tmp_path: Path, argv: list[str], expected
     cache = tmp_path / "cache"
     cache.mkdir()
     monkeypatch.setenv("Q4GSW_CACHE", str(cache))
-    assert cli.main(["run", "--matrix", str(path), "--results", str(tmp_path / "results"), *argv]) == cli.EXIT_USAGE
+    assert cli.main(["run", "--matrix", str(path), "--results", str(tmp_path / "results"), *argv]) == verdict.USAGE
     line = capsys.readouterr().err.strip()
     assert "\n" not in line
     assert line.startswith("error: " + expected.format(path=path)), line

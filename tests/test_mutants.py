@@ -4,7 +4,7 @@ The GPU tests use synthetic fixtures (tests/helpers.write_fixture: random int4 w
 pack_int4 of the linear_q4gsw op, fp64 goldens) so they need neither torch nor an export: a few seconds on
 SwiftShader.
 Everything runs through the engine: `q4gsw mutants` / `q4gsw run` as a user would, and the gate kernels as
-Cases handed to q4gsw.engine.run_selection.
+Cases handed to q4gsw.run.stages.run_selection.
 """
 
 from __future__ import annotations

@@ -65,3 +65,15 @@ def test_a_folder_that_cannot_be_created_is_not_usable(read_only_folder: Path):
     with pytest.raises(CacheError, match="cannot create the q4gsw results folder") as raised:
         usable_directory(read_only_folder / "results", "results folder")
     assert "choose a writable folder" in str(raised.value)
+
+
+def test_the_one_folder_check_returns_why_a_folder_cannot_be_used(tmp_path):
+    from q4gsw.paths import unusable_folder, unusable_output_file
+
+    assert unusable_folder(tmp_path / "new" / "results", "results folder") == ""
+    assert (tmp_path / "new" / "results").is_dir()  # created
+    a_file = tmp_path / "a-file"
+    a_file.write_text("the user's")
+    assert unusable_folder(a_file, "results folder") == \
+        f"the q4gsw results folder {a_file} is not a folder: choose a writable folder"
+    assert "is a folder, not a file" in unusable_output_file(tmp_path, "bench JSON")

@@ -561,7 +561,7 @@ def _kill_parent_during(tmp_path: Path, icd: dict[str, str], stage: str, busy_s:
 def _child_job(tmp_path: Path, deadline_s: float) -> tuple[list[str], dict[str, str]]:
     """The command and environment of a `_child` whose kernel hangs (config a, M=3), as the engine starts it."""
     from q4gsw.cases import build_selection, to_plain
-    from q4gsw.engine import child_env
+    from q4gsw.run.procs import child_env
     from q4gsw.webgpu.provision import provision
 
     matrix = write_matrix(tmp_path / "matrix.toml", configs="a", kernel="tests/data/hang.wgsl")
@@ -594,7 +594,7 @@ def _parent_gone_before_start(tmp_path: Path, icd: dict[str, str]) -> None:
     """The parent dies while the child's interpreter is still starting (before PR_SET_PDEATHSIG): the child sees
     that its parent is no longer the run and exits at once, instead of running a hung kernel to its deadline."""
     command, env = _child_job(tmp_path, deadline_s=120)
-    starter = (f"import json, subprocess, sys; from q4gsw.engine import child_env; "
+    starter = (f"import json, subprocess, sys; from q4gsw.run.procs import child_env; "
                f"p = subprocess.Popen({command!r}, env=child_env(json.loads(sys.argv[1])), start_new_session=True, "
                f"stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(p.pid)")
     done = subprocess.run([sys.executable, "-c", starter, json.dumps(env)], cwd=REPO, capture_output=True, text=True,

@@ -8,24 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from q4gsw import verdict
 from q4gsw.result import (
-    EXIT_FAIL,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
     RESULT_SCHEMA_VERSION,
-    AdapterInfo,
-    Errors,
     Provenance,
     Result,
     Shape,
     Timings,
-    Tolerance,
     counts,
-    exit_code,
     read_results,
     summary_line,
     write_results,
 )
+from q4gsw.values import AdapterInfo, Errors, Tolerance
 
 FULL = Result(
     config="q_proj", backend="swiftshader", status="fail", message="1/2048 elements out of tolerance",
@@ -101,27 +96,27 @@ def test_results_json_round_trip(tmp_path: Path):
 
 
 @pytest.mark.parametrize("statuses, expected", [
-    (["pass"], EXIT_OK),
-    (["pass", "skip", "unsupported"], EXIT_OK),
-    (["pass", "pass", "fail"], EXIT_FAIL),  # any fail
-    (["fail"], EXIT_FAIL),
-    ([], EXIT_FAIL),  # nothing checked is never a success
-    (["skip"], EXIT_FAIL),
-    (["skip", "unsupported"], EXIT_FAIL),
-    (["unsupported"], EXIT_FAIL),
+    (["pass"], verdict.OK),
+    (["pass", "skip", "unsupported"], verdict.OK),
+    (["pass", "pass", "fail"], verdict.FAILED),  # any fail
+    (["fail"], verdict.FAILED),
+    ([], verdict.FAILED),  # nothing checked is never a success
+    (["skip"], verdict.FAILED),
+    (["skip", "unsupported"], verdict.FAILED),
+    (["unsupported"], verdict.FAILED),
 ], ids=["pass", "pass-with-skips", "one-fail", "fail", "nothing", "only-skips", "skips-unsupported",
         "only-unsupported"])
 def test_exit_code(statuses: list[str], expected: int):
-    assert exit_code([_result(s) for s in statuses]) == expected
+    assert verdict.exit_code([_result(s) for s in statuses]) == expected
 
 
 @pytest.mark.parametrize("statuses", [["pass"], ["fail"], [], ["skip"]])
 def test_an_interrupted_run_exits_130_whatever_passed(statuses: list[str]):
-    assert exit_code([_result(s) for s in statuses], interrupted=True) == EXIT_INTERRUPTED == 130
+    assert verdict.exit_code([_result(s) for s in statuses], interrupted=True) == verdict.INTERRUPTED == 130
 
 
 def test_exit_codes_are_the_documented_ones():
-    assert (EXIT_OK, EXIT_FAIL, EXIT_INTERRUPTED) == (0, 1, 130)
+    assert (verdict.OK, verdict.FAILED, verdict.INTERRUPTED) == (0, 1, 130)
 
 
 def test_counts_and_summary_line():

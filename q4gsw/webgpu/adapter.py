@@ -61,9 +61,21 @@ def _info_of(adapter: Any, implementation: str) -> AdapterInfo:
                        features=tuple(sorted(native)), native_features=native, limits=dict(adapter.limits))
 
 
+_CONFIGURED: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []  # this process's one instance's options
+
+
 def _configure_instance(implementation: str, api_names: list[str], toggles: tuple[str, ...] = ()) -> None:
+    """wgpu takes its instance's options only before the process's one instance exists and raises if they are set
+    again: a child selects one adapter, a `run --in-process` one per config, so the options are set once."""
     from wgpu.backends.wgpu_native import extras
 
+    options = (implementation, tuple(api_names), tuple(toggles))
+    if _CONFIGURED:
+        if _CONFIGURED[0] != options:
+            raise BackendUnavailable(f"this process's WebGPU instance was made for {_CONFIGURED[0]}; {options} needs "
+                                     "a process of its own")
+        return
+    _CONFIGURED.append(options)
     if implementation == "dawn":
         extras.set_instance_extras(backends=api_names or None, enable_toggles=list(toggles),
                                    disable_toggles=list(DAWN_DISABLED_TOGGLES))

@@ -1,0 +1,61 @@
+"""The finish of a command-line run: the stages run with Ctrl-C and SIGTERM turned into a partial result, then
+results.json, junit.xml, summary.md, the plots and the console table, and the exit code (verdict.exit_code)."""
+
+from __future__ import annotations
+
+import platform
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from q4gsw import __version__
+from q4gsw.cases import Selection, Skip
+from q4gsw.result import Result
+from q4gsw.run.records import in_matrix_order, skip_result
+from q4gsw.run.stages import RunOptions, run_selection
+from q4gsw.verdict import exit_code
+
+
+def run_and_report(selection: Selection, options: RunOptions, root: Path, results_dir: Path, matrix_path: Path,
+                   matrix_order: Sequence[str] = ()) -> int:
+    from q4gsw.plots import HistogramsAhead
+    from q4gsw.report import print_report, write_run_outputs
+
+    collected: list[Result] = []
+    started = time.time()
+    interrupted = False
+
+    # SIGTERM (a cancelled CI job) stops like Ctrl-C: children killed, partial results kept.
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous_sigterm = signal.signal(signal.SIGTERM, terminate)
+    ahead = HistogramsAhead()
+
+    def recorded(result: Result) -> None:
+        collected.append(result)
+        ahead.add(result)
+
+    try:
+        run_selection(selection, options, root, on_result=recorded, matrix_order=matrix_order)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: writing the partial results", file=sys.stderr, flush=True)
+        done = {r.config for r in collected}
+        for config in selection.configs:  # every selected config stays in the results: those not finished say so
+            if config.name not in done:
+                collected.append(skip_result(Skip(config, "not run: the run was interrupted"), selection))
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    meta = {"q4gsw_version": __version__, "command": " ".join(sys.argv), "backend": selection.backend.name,
+            "webgpu": selection.backend.webgpu, "matrix": str(matrix_path),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "wall_s": time.time() - started, "host": platform.node(), "python": platform.python_version(),
+            "interrupted": interrupted}
+    collected = in_matrix_order(collected, selection, matrix_order)
+    path = write_run_outputs(results_dir, collected, meta, plots_ahead=ahead)
+    print_report(collected)
+    print(f"results: {path} (wall {meta['wall_s']:.1f} s)", file=sys.stderr, flush=True)
+    return exit_code(collected, interrupted)

@@ -1,0 +1,58 @@
+"""`run --in-process`: the selected cases in the calling process, for debuggers and profilers. No child processes,
+no spares, no export process: fixtures are exported here by the function the `_export` worker calls, the adapter
+is found here, and each config runs load_problem -> open_device -> execute_case per case. A crash or hang of the
+driver then ends the run (there is no child to lose instead); results, reports and exit codes are a normal run's."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from q4gsw.case import base_result, execute_case, load_problem, open_device
+from q4gsw.cases import Selection
+from q4gsw.console import say
+from q4gsw.matrix import Config
+from q4gsw.result import Result, Timings
+from q4gsw.run.children import announce
+from q4gsw.run.exporter import FixtureLookup
+from q4gsw.run.records import config_failure
+from q4gsw.run.workers import verdict_line
+
+if TYPE_CHECKING:
+    from q4gsw.run.stages import RunOptions
+
+
+def execute_in_process(selection: Selection, runnable: list[Config], fixture_for: FixtureLookup,
+                       options: RunOptions, root: Path, record: Callable[[Result], None]) -> None:
+    """Each config's cases on one device opened here, as a `_child` runs them."""
+    runnable = [c for c in runnable if selection.cases_of(c)]
+    for index, config in enumerate(runnable):
+        announce(index, len(runnable), config, selection)
+        cases = selection.cases_of(config)
+        fixture, problem_text, waited = fixture_for(config)
+        if problem_text:
+            record(config_failure(config, selection, problem_text, cases, timings=Timings(export_s=waited)))
+            continue
+        started = time.perf_counter()  # what a child's wall time measures: device, problem and every case
+        device, failure = open_device(list(cases))
+        problem = None
+        if not failure:
+            try:
+                problem = load_problem(config, tuple(dict.fromkeys(c.input for c in cases)), fixture,
+                                       options.problem_seed)
+            except Exception as exc:  # a bad fixture fails every case with its reason, as in a child
+                failure = f"{type(exc).__name__}: {exc}"
+        if failure or problem is None:
+            for case in cases:
+                record(base_result(case, "fail", failure, timings=Timings(export_s=waited or None)))
+            continue
+        done = []
+        for case in cases:
+            done.append(execute_case(case, device, problem, root, repeats=options.repeats))
+            say(verdict_line(done[-1]), "    ")
+        total_s = time.perf_counter() - started
+        for result in done:
+            record(replace(result, timings=replace(result.timings, export_s=waited or None, total_s=total_s)))
