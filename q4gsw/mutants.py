@@ -1,12 +1,12 @@
-"""Mutation self-test: does the matrix catch wrong-but-plausible q4gsw kernels?
+"""Mutation self-test: does the matrix catch wrong-but-plausible kernels of an op?
 
-`python -m q4gsw mutants [--backend swiftshader]` takes a simple, correct one-invocation-per-output
-kernel (q4gsw/ops/linear_q4gsw/kernels/mutants/reference.wgsl), derives a catalogue of mutants from it by exact text
-substitution (each one a bug a real kernel author makes: nibble order, nibble offset, scale index,
-dropped K tail, fp16 accumulation, ...) and runs every mutant, the reference and the kernels declared
-in matrix.toml through the same fixtures, goldens and comparison as `run`/`check`, on the required
-configs. It prints a kill matrix (mutant x config x input) and exits 0 only if every mutant is
-killed by at least one config and no correct kernel fails (zero false alarms).
+`python -m q4gsw mutants [--backend swiftshader] [--op OP]` takes the op's simple, correct
+one-invocation-per-output kernel and its catalogue of mutants (Op.mutation_suite: for linear_q4gsw,
+q4gsw/ops/linear_q4gsw/mutants.py, each mutant a bug a real kernel author makes) and runs every
+mutant, the reference and the kernels declared in matrix.toml through the same fixtures, goldens and
+comparison as `run`/`check`, on the required configs of the op. It prints a kill matrix (mutant x
+config x input) and exits 0 only if every mutant is killed by at least one config and no correct
+kernel fails (zero false alarms).
 
 Each config runs in its own child process (like `run`), which loads the fixture once and runs all
 kernels there, so a crash or hang fails that config, not the whole self-test.
@@ -18,91 +18,46 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from q4gsw import verdict
+from q4gsw.checker import MatrixError
+from q4gsw.ops import op_for
+from q4gsw.ops.base import Mutant, MutationSuite
+from q4gsw.values import DEFAULT_OP
 
-REFERENCE = Path(__file__).parent / "ops" / "linear_q4gsw" / "kernels" / "mutants" / "reference.wgsl"
-REFERENCE_DISPATCH = "ceil(N / wg_size), M"
-REFERENCE_OVERRIDES = {"wg_size": "64"}
 DEFAULT_SUITES = ("llama", "edges")
 DEFAULT_MAX_GFLOP = 1.0  # one-invocation-per-output kernels run at ~0.5 GFLOP/s on SwiftShader
 
 
-@dataclass(frozen=True)
-class Mutant:
-    name: str
-    bug: str  # what a kernel author got wrong
-    edits: tuple[tuple[str, str], ...]  # (exact text in reference.wgsl, replacement)
-
-    def source(self, reference: str) -> str:
-        text = reference
-        for old, new in self.edits:
-            if text.count(old) != 1:
-                raise ValueError(f"mutant '{self.name}': {old!r} occurs {text.count(old)} times in "
-                                 f"{REFERENCE.name}; each edit must match exactly once")
-            text = text.replace(old, new)
-        return text
+def suite_of(op_name: str = DEFAULT_OP) -> MutationSuite:
+    suite = op_for(op_name).mutation_suite()
+    if suite is None:
+        raise MatrixError("command line", "mutants", "--op", f"op '{op_name}' has no mutation suite yet",
+                          "choose an op with one (see `python -m q4gsw mutants --list`)")
+    return suite
 
 
-def _f16(expr: str) -> str:
-    """Round an f32 expression to the nearest f16 with core WGSL (no shader-f16 needed)."""
-    return f"unpack2x16float(pack2x16float(vec2<f32>({expr}, 0.0))).x"
+def mutant_sources(reference: str | None = None, op_name: str = DEFAULT_OP) -> dict[str, str]:
+    """name -> WGSL for every mutant of the op; raises if an edit no longer matches the reference."""
+    suite = suite_of(op_name)
+    reference = suite.reference.read_text() if reference is None else reference
+    return {m.name: m.source(reference) for m in suite.mutants}
 
 
-CATALOGUE: tuple[Mutant, ...] = (
-    Mutant("nibbles_swapped", "element 2j read from the high nibble and 2j+1 from the low one",
-           (("let shift = 4u * j;", "let shift = 4u * (j ^ 1u);"),)),
-    Mutant("offset_7", "nibble offset 7 instead of 8 (q = nibble - 7)",
-           (("& 0xFu) - 8;  // MUT:offset", "& 0xFu) - 7;  // MUT:offset"),)),
-    Mutant("twos_complement", "nibble read as a signed two's-complement int4 instead of offset-binary",
-           (("let q = i32((word >> shift) & 0xFu) - 8;", "let q = (i32((word >> shift) & 0xFu) ^ 8) - 8;"),)),
-    Mutant("scale_group_boundary", "scale group off by one at group ends: (k + 1) / group_size",
-           (("let g = k / params.group_size;", "let g = (k + 1u) / params.group_size;"),)),
-    Mutant("scale_group_next", "scale group off by one: k / group_size + 1",
-           (("let g = k / params.group_size;", "let g = k / params.group_size + 1u;"),)),
-    Mutant("group_size_32", "group size hard-coded to 32 instead of read from params",
-           (("let g = k / params.group_size;", "let g = k / 32u;"),)),
-    Mutant("scales_transposed", "scales read as [N, K/group_size] instead of [K/group_size, padded_N]",
-           (("return t_scales[g * params.padded_N + n];",
-             "return t_scales[n * (params.K / params.group_size) + g];"),)),
-    Mutant("k_tail_dropped", "K walked in vec4<u32> steps (32 values), the K % 32 tail dropped",
-           (("let words = words_per_row;", "let words = (words_per_row / 4u) * 4u;"),)),
-    Mutant("fp16_accumulation", "accumulator kept in fp16 (emulated: rounded to f16 after every add)",
-           (("return acc + term;", f"return {_f16('acc + term')};"),)),
-    Mutant("fp16_products", "products rounded to fp16 before an fp32 accumulation",
-           (("return acc + term;", f"return acc + {_f16('term')};"),)),
-    Mutant("row0_reused", "row 0 of x used for every output row",
-           (("let row = m;", "let row = 0u;"),)),
-    Mutant("x_row_stride_n", "x rows strided by N instead of K",
-           (("let v = t_input[row * params.K + k];", "let v = t_input[row * params.N + k];"),)),
-    Mutant("output_transposed", "y stored column-major ([N, M]) instead of row-major",
-           (("t_out[m * params.N + n] = acc;", "t_out[n * params.M + m] = acc;"),)),
-    Mutant("last_n_tile_skipped", "output columns past the last whole 64-wide tile never computed",
-           (("let n_end = params.N;", "let n_end = (params.N / wg_size) * wg_size;"),)),
-    Mutant("inputs_clamped", "activations clamped to [-16, 16] (e.g. to keep an fp16 path safe)",
-           (("return v;  // MUT:clamp", "return clamp(v, -16.0, 16.0);  // MUT:clamp"),)),
-)
-
-
-def mutant_sources(reference: str | None = None) -> dict[str, str]:
-    """name -> WGSL for every mutant; raises if an edit no longer matches the reference."""
-    reference = REFERENCE.read_text() if reference is None else reference
-    return {m.name: m.source(reference) for m in CATALOGUE}
-
-
-def mutant_kernels(wanted: tuple[str, ...] = ()) -> list[Any]:
-    """The reference kernel and its mutants, each a Kernel (text = the mutated WGSL)."""
+def mutant_kernels(wanted: tuple[str, ...] = (), op_name: str = DEFAULT_OP) -> list[Any]:
+    """The op's reference kernel and its mutants, each a Kernel (text = the mutated WGSL)."""
     from q4gsw.matrix import make_kernel
 
-    reference = REFERENCE.read_text()
-    kernels = [make_kernel("reference", str(REFERENCE), REFERENCE_DISPATCH, overrides=REFERENCE_OVERRIDES,
-                           text=reference, origin=f"mutant-reference:{REFERENCE.name}")]
-    for mutant in CATALOGUE:
+    suite = suite_of(op_name)
+    reference = suite.reference.read_text()
+    path = str(suite.reference)
+    kernels = [make_kernel("reference", path, suite.dispatch, overrides=suite.overrides, op=op_name,
+                           text=reference, origin=f"mutant-reference:{suite.reference.name}")]
+    for mutant in suite.mutants:
         if not wanted or mutant.name in wanted:
-            kernels.append(make_kernel(mutant.name, str(REFERENCE), REFERENCE_DISPATCH, overrides=REFERENCE_OVERRIDES,
+            kernels.append(make_kernel(mutant.name, path, suite.dispatch, overrides=suite.overrides, op=op_name,
                                        text=mutant.source(reference), origin=f"mutant:{mutant.name}"))
     return kernels
 
@@ -136,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--matrix", default="matrix.toml")
     parser.add_argument("--backend", default="swiftshader")
+    parser.add_argument("--op", default=DEFAULT_OP, help=f"the op whose mutants run (default {DEFAULT_OP})")
     parser.add_argument("--tier", action="append", choices=TIERS, help="tiers (default: required)")
     parser.add_argument("--suite", action="append", help=f"suites (default: {', '.join(DEFAULT_SUITES)})")
     parser.add_argument("--config", action="append", default=[], metavar="NAME",
@@ -153,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def kill_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+def kill_summary(records: list[dict[str, Any]], op_name: str = DEFAULT_OP) -> dict[str, Any]:
     """Per mutant: killing cases; per correct kernel: failures; overall verdict."""
-    mutants = [m.name for m in CATALOGUE if any(r["kernel"] == m.name for r in records)]
+    mutants = [m.name for m in suite_of(op_name).mutants if any(r["kernel"] == m.name for r in records)]
     killed_by: dict[str, list[str]] = {m: [] for m in mutants}
     errors: list[dict[str, Any]] = []
     false_alarms: list[dict[str, Any]] = []
@@ -175,7 +131,7 @@ def kill_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
             "ok": not survivors and not false_alarms and not errors and bool(mutants)}
 
 
-def print_kill_matrix(records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+def print_kill_matrix(records: list[dict[str, Any]], summary: dict[str, Any], catalogue: tuple[Mutant, ...]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -205,7 +161,7 @@ def print_kill_matrix(records: list[dict[str, Any]], summary: dict[str, Any]) ->
             f"{len(summary['false_alarms'])} false alarms, {len(summary['errors'])} errors")
     console.print(line)
     for name in summary["survivors"]:
-        bug = next(m.bug for m in CATALOGUE if m.name == name)
+        bug = next(m.bug for m in catalogue if m.name == name)
         console.print(f"[red]SURVIVOR[/] {name}: {bug} — add a config or input that exposes it")
     for r in summary["false_alarms"]:
         console.print(f"[red]FALSE ALARM[/] {r['kernel']} on {r['config']}/{r['input']}: {r['message']}")
@@ -215,20 +171,21 @@ def print_kill_matrix(records: list[dict[str, Any]], summary: dict[str, Any]) ->
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.list:
-        for m in CATALOGUE:
-            print(f"{m.name:22s} {m.bug}")
-        return verdict.OK
     from q4gsw.cases import build_selection
-    from q4gsw.matrix import MatrixError, load_matrix
+    from q4gsw.matrix import load_matrix
 
     try:
+        catalogue = suite_of(args.op).mutants
+        if args.list:
+            for m in catalogue:
+                print(f"{m.name:22s} {m.bug}")
+            return verdict.OK
         for name in args.mutant:
-            if name not in {m.name for m in CATALOGUE}:
+            if name not in {m.name for m in catalogue}:
                 raise MatrixError("command line", "mutants", "--mutant", f"no such mutant '{name}'",
                                   "see `python -m q4gsw mutants --list`")
         matrix = load_matrix(args.matrix)
-        kernels = mutant_kernels(tuple(args.mutant))  # fails fast if the reference no longer matches an edit
+        kernels = mutant_kernels(tuple(args.mutant), args.op)  # fails fast if the reference no longer matches an edit
         roles = {k.name: "mutant" if k.name != "reference" else "reference" for k in kernels}
         if not args.no_matrix_kernels:
             kernels += list(matrix.kernels)
@@ -266,15 +223,16 @@ def run_parent(matrix: Any, args: argparse.Namespace, selection: Any) -> int:
     ran = {r["config"] for r in records}
     problems = [f"{r.config}: {r.message}" for r in results
                 if r.status == "fail" and (not r.kernel or r.config not in ran)]
-    summary = kill_summary(records)
-    print_kill_matrix(records, summary)
+    summary = kill_summary(records, args.op)
+    catalogue = suite_of(args.op).mutants
+    print_kill_matrix(records, summary, catalogue)
     for problem in problems:
         print(f"PROBLEM {problem}", flush=True)
     args.results.mkdir(parents=True, exist_ok=True)
     payload = {"backend": selection.backend.name, "webgpu": selection.backend.webgpu,
                "wall_s": time.perf_counter() - started, "configs": [c.name for c in selection.configs],
                "not_run": {s.config.name: s.reason for s in selection.skipped},
-               "catalogue": [{"name": m.name, "bug": m.bug} for m in CATALOGUE],
+               "op": args.op, "catalogue": [{"name": m.name, "bug": m.bug} for m in catalogue],
                "summary": {k: v for k, v in summary.items() if k not in ("false_alarms", "errors")},
                "false_alarms": summary["false_alarms"], "errors": summary["errors"], "problems": problems,
                "records": records}

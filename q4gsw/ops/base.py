@@ -58,6 +58,34 @@ class Exported:
     cross_checked: bool  # the constants were compared with the quantizer's own tensors
 
 
+@dataclass(frozen=True)
+class Mutant:
+    """A wrong-but-plausible version of an op's reference kernel: a bug a kernel author makes."""
+
+    name: str
+    bug: str  # what the kernel author got wrong
+    edits: tuple[tuple[str, str], ...]  # (exact text in the reference kernel, replacement)
+
+    def source(self, reference: str) -> str:
+        text = reference
+        for old, new in self.edits:
+            if text.count(old) != 1:
+                raise ValueError(f"mutant '{self.name}': {old!r} occurs {text.count(old)} times in the reference "
+                                 "kernel; each edit must match exactly once")
+            text = text.replace(old, new)
+        return text
+
+
+@dataclass(frozen=True)
+class MutationSuite:
+    """An op's simple correct kernel and the catalogue of mutants derived from it (`python -m q4gsw mutants`)."""
+
+    reference: Path
+    dispatch: str
+    overrides: Mapping[str, str]
+    mutants: tuple[Mutant, ...]
+
+
 class Op(ABC):
     name: ClassVar[str]  # matrix.toml's `op = "..."`
     operator: ClassVar[str]  # the delegate's operator, e.g. et_vk.linear_q4gsw.default
@@ -118,6 +146,10 @@ class Op(ABC):
 
     @abstractmethod
     def bindings(self, x: np.ndarray, constants: Any) -> Bindings: ...
+
+    def mutation_suite(self) -> MutationSuite | None:
+        """The op's mutation self-test, or None where it has none yet."""
+        return None
 
     @abstractmethod
     def warm_up_problem(self) -> tuple[np.ndarray, Any]:

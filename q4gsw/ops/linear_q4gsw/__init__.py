@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw.ops.base import Binding, Bindings, Exported, Op, Progress, ShapeProblem
+from q4gsw.ops.base import Binding, Bindings, Exported, MutationSuite, Op, Progress, ShapeProblem
 from q4gsw.ops.linear_q4gsw.golden import golden
 from q4gsw.ops.linear_q4gsw.layout import (
     Q4GSW_OPERATOR,
@@ -123,6 +123,11 @@ class LinearQ4gsw(Op):
             Binding(3, np.ascontiguousarray(constants.scales, np.float32)),
             Binding(4, np.zeros(4, np.float32)),
             Binding(5, params, "uniform")))
+
+    def mutation_suite(self) -> MutationSuite:
+        from q4gsw.ops.linear_q4gsw.mutants import SUITE
+
+        return SUITE
 
     def warm_up_problem(self) -> tuple[np.ndarray, Any]:
         tiny = PackedLinear(weight_packed=pack_int4(np.zeros((8, 8), dtype=np.int64)),

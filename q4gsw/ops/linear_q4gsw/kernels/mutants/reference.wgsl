@@ -1,7 +1,7 @@
 // q4gsw reference kernel for the mutation self-test (python -m q4gsw mutants): deliberately simple,
 // one invocation per output y[m, n], sequential fp32 accumulation over K in element order.
 // ExecuTorch q4gsw binding layout (docs/kernels.md "Kernel interface"). Dispatch: "ceil(N / wg_size), M".
-// q4gsw/mutants.py derives every mutant from this text by exact substitution of the lines tagged
+// q4gsw/ops/linear_q4gsw/mutants.py derives every mutant from this text by exact substitution of the lines tagged
 // below, so keep those lines unique when editing.
 @group(0) @binding(0) var<storage, read_write> t_out: array<f32>;
 @group(0) @binding(1) var<storage, read> t_input: array<f32>;
