@@ -65,7 +65,8 @@ class ErrorModel:
 def error_model(x: np.ndarray, w: np.ndarray | None = None, scales: np.ndarray | None = None,
                 group_size: int | None = None, packed: Any = None) -> ErrorModel:
     """The model for input x [M, K] and either dense weights w [N, K] (+ per-group scales [G, N] for
-    `step`) or a q4gsw PackedLinear. Identical rows of x (the ramp repeats every 17 rows) are done once."""
+    `step`) or an op's packed constants (N, group_size, scales, dequantized_rows). Identical rows of x (the
+    ramp repeats every 17 rows) are done once."""
     x = np.asarray(x, dtype=np.float64)
     K = x.shape[1]
     if packed is not None:

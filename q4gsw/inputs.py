@@ -48,7 +48,7 @@ def linear_init(N: int, K: int, group_size: int, seed: int) -> np.ndarray:
 
 
 # --- Edge weight patterns ----------------------------------------------------------------------
-# torchao's symmetric int4 (IntxWeightOnlyConfig, PerGroup) quantizes a group as
+# The symmetric int4 quantizer of the export recipes (q4gsw/ops/*/recipe.py) quantizes a group as
 #     scale = max|w| / 7.5 (clamped below at float32's smallest normal, 1.1755e-38),
 #     q = clamp(round_half_even(w / scale), -8, 7).
 # A group holding -7.5*s and +7.5*s with s = 2**e therefore gets scale = s exactly and the nibbles

@@ -13,7 +13,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from q4gsw.case import COMPILE_FAILURE, base_result
 from q4gsw.cases import Case, Selection, to_plain
@@ -23,6 +22,7 @@ from q4gsw.matrix import Config
 from q4gsw.ops import op_for
 from q4gsw.result import Result, Timings
 from q4gsw.run.exporter import FixtureLookup
+from q4gsw.run.options import RunOptions
 from q4gsw.run.procs import (
     NO_PREWARM,
     ChildOutcome,
@@ -35,9 +35,6 @@ from q4gsw.run.procs import (
 )
 from q4gsw.run.progress import BackendRate, Heartbeat, Work, dispatches_per_case
 from q4gsw.run.records import config_failure
-
-if TYPE_CHECKING:
-    from q4gsw.run.stages import RunOptions
 
 
 class ConfigChild:

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from q4gsw.case import base_result, execute_case, load_problem, open_device
 from q4gsw.cases import Selection
@@ -18,11 +17,9 @@ from q4gsw.matrix import Config
 from q4gsw.result import Result, Timings
 from q4gsw.run.children import announce
 from q4gsw.run.exporter import FixtureLookup
+from q4gsw.run.options import RunOptions
 from q4gsw.run.records import config_failure
 from q4gsw.run.workers import verdict_line
-
-if TYPE_CHECKING:
-    from q4gsw.run.stages import RunOptions
 
 
 def execute_in_process(selection: Selection, runnable: list[Config], fixture_for: FixtureLookup,

@@ -18,38 +18,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from q4gsw.cases import Selection
 from q4gsw.console import CLOCK_ENV, say
 from q4gsw.matrix import Config
 from q4gsw.paths import unusable_folder
 from q4gsw.result import Result
-from q4gsw.run.exporter import FixtureLookup, FixtureSource, exported_in_process, fixture_provider
+from q4gsw.run.exporter import FixtureLookup, exported_in_process, fixture_provider
+from q4gsw.run.options import RunOptions
 from q4gsw.run.procs import PREWARM_ENV, ChildPolicy
 from q4gsw.run.records import config_failure, in_matrix_order, skip_result
 from q4gsw.verdict import required_not_run
-
-Mode = Literal["check", "bench"]
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    fixtures: FixtureSource
-    repeats: int = 1
-    mode: Mode = "check"  # bench: synthetic problems from `seed` instead of fixtures, kernels timed
-    seed: int = 0
-    in_process: bool = False  # `run --in-process`: no child processes (IN_PROCESS_STAGES)
-
-    @property
-    def problem_seed(self) -> int | None:
-        """The seed of bench's synthetic problems; None: the problems come from fixtures."""
-        return self.seed if self.mode == "bench" else None
-
-    @property
-    def exports_into_cache(self) -> bool:
-        """Fixtures come from the cache, exported there when missing (not `--fixtures DIR`, not bench)."""
-        return self.mode == "check" and self.fixtures.fixtures is None
 
 
 def no_fixture(config: Config) -> tuple[Path | None, str, float]:
