@@ -34,6 +34,7 @@ from q4gsw import export, inputs
 from q4gsw.cases import build_selection
 from q4gsw.kernel_sets import load_kernel_set
 from q4gsw.matrix import Matrix, MatrixError, load_matrix
+from q4gsw.ops.linear_q4gsw import SCALES_FILE, WEIGHT_FILE
 from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4, unpack_int4
 from q4gsw.webgpu.adapter import AdapterInfo
 
@@ -593,8 +594,8 @@ def compare_with_upstream(upstream: ModuleType, config, fixture: Path, model) ->
     the fp64 summation order differs.
     """
     qweight = model.weight
-    weight = np.load(fixture / export.WEIGHT_FILE)
-    scales = np.load(fixture / export.SCALES_FILE)
+    weight = np.load(fixture / WEIGHT_FILE)
+    scales = np.load(fixture / SCALES_FILE)
     q = unpack_int4(weight)
     assert np.array_equal(q, qweight.qdata.numpy()), "int4 values differ from the model's"
     assert np.array_equal(scales[:, :config.N], qweight.scale.numpy().reshape(config.N, -1).T), "scales differ"

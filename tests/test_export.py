@@ -71,16 +71,17 @@ def test_reused_pattern_graphs_do_not_change_the_pte(tiny_matrix: Path):
     from executorch.backends.vulkan.patterns.pattern_registry import fusable_patterns
 
     from q4gsw import export
+    from q4gsw.ops.linear_q4gsw import recipe
 
     config = load_matrix(tiny_matrix).configs[0]
-    cached, _ = export.export_pte(config)  # installs the cache if an earlier export has not
+    cached, _ = recipe.export_pte(config)  # installs the cache if an earlier export has not
     builders = {name: entry.get_graphs_fn for name, entry in fusable_patterns.items()}
     assert any(hasattr(fn, "cache_info") for fn in builders.values() if fn is not None)
     try:
         for entry in fusable_patterns.values():
             entry.get_graphs_fn = getattr(entry.get_graphs_fn, "__wrapped__", entry.get_graphs_fn)
         with mock.patch.object(export, "reuse_pattern_graphs", lambda: None):
-            fresh, _ = export.export_pte(config)
+            fresh, _ = recipe.export_pte(config)
     finally:
         for name, entry in fusable_patterns.items():
             entry.get_graphs_fn = builders[name]

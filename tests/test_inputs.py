@@ -84,8 +84,8 @@ def test_int4_saturated_is_all_extremes():
 def test_exported_pte_holds_the_extreme_nibbles():
     """The real path: torchao quantize + ExecuTorch Vulkan lowering + unpack of the .pte delegate."""
     pytest.importorskip("executorch")
-    from q4gsw.export import cross_check, export_pte
     from q4gsw.ops.linear_q4gsw.layout import packed_from_delegate as read_pte
+    from q4gsw.ops.linear_q4gsw.recipe import cross_check, export_pte
 
     config = Config(name="edges_tiny", M=1, K=64, N=16, group_size=8, tier="required", suite="test",
                     inputs=("ramp",), weights="int4_edges", weight_seed=0, timeout_s=60,

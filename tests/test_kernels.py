@@ -14,7 +14,7 @@ import pytest
 from helpers import MATRIX, default_workers, make_config, random_packed, require_backend, run_cases, write_fixture
 
 from q4gsw.cases import Case
-from q4gsw.expressions import kernel_applies
+from q4gsw.expressions import kernel_applies, written_for
 from q4gsw.matrix import Tolerance, load_matrix
 from q4gsw.result import Result
 
@@ -46,8 +46,9 @@ def kernel_results(tmp_path_factory: pytest.TempPathFactory, swiftshader_env: di
         config = make_config(f"s{M}x{K}x{N}g{gs}", M, K, N, gs, ("normal",), weight_seed=1, timeout_s=300,
                              tolerance=TOLERANCE)
         write_fixture(folder / "fixtures", config, random_packed(N, K, gs, np.random.default_rng([1, M, K, N, gs])))
-        for kernel in matrix.kernels:
-            if not kernel_applies(dataclasses.replace(kernel, device_type="", adapter_name=""), config, backend):
+        for declared in matrix.kernels:
+            kernel = dataclasses.replace(declared, device_type="", adapter_name="")  # every kernel, on SwiftShader
+            if not kernel_applies(kernel, config, backend):
                 continue
             case = Case(config=config, kernel=kernel, input="normal", backend=backend, tolerance=TOLERANCE)
             case_list.append(case)
@@ -83,8 +84,11 @@ def test_kernel_matches_golden(kernel: str, kernel_results: dict[tuple[str, Shap
 
 def test_cpu_kernels_run_on_swiftshader(kernel_results: dict[tuple[str, Shape], Result]) -> None:
     """The subgroup kernels meant for CPU adapters must really run (not skip as unsupported) on SwiftShader."""
-    cpu = [k.name for k in load_matrix(MATRIX).kernels
-           if k.backends is not None and "swiftshader" in k.backends and k.requires_features]
+    matrix = load_matrix(MATRIX)
+    swiftshader = matrix.backend("swiftshader")
+    cpu = [k.name for k in matrix.kernels
+           if k.device_type == "CPU" and written_for(k, "CPU", swiftshader.adapter_name) and k.requires_features]
+    assert cpu, "no subgroup kernel is written for SwiftShader"
     for name in cpu:
         mine = [r for (kernel, _), r in kernel_results.items() if kernel == name]
         assert mine, f"{name}: no test shape ran"
