@@ -157,8 +157,11 @@ FAULT_CONFIGS = {
 FAULT_TOLERANCE = 'tolerance = { atol = 1e-5, rtol = 1e-4, justification = "K=64: fp32 rounding is far below 1e-6." }'
 
 
+FAULT_DISPATCH = "ceil(M * N / 64)"  # the fault kernels run one invocation per output element
+
+
 def write_fault_matrix(path: Path, timeout_s: float = 120, order: str = "abh",
-                       gemm_kernel: str = "tests/data/good.wgsl", gemm_dispatch: str = "ceil(M * N / 64)") -> Path:
+                       gemm_kernel: str = "tests/data/good.wgsl", gemm_dispatch: str = FAULT_DISPATCH) -> Path:
     """Configs a (3x64x16, required), b (1x64x16, required), h (1x64x8, heavy), in `order`; backends swiftshader
     and ghost (matches no adapter). The M > 1 kernel can be swapped for a fault kernel from tests/data."""
     configs = "".join(f"\n[[config]]\n{FAULT_CONFIGS[name]}\n{FAULT_TOLERANCE}\n" for name in order)

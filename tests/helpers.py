@@ -1,4 +1,5 @@
-"""Test helpers shared by the GPU tests: synthetic fixtures (no torch) and running Cases through the engine.
+"""Test helpers shared by the test files: synthetic fixtures (no torch), running Cases through the engine,
+results.json read back, and a tiny matrix (write_matrix) for the hostile-input tests of issue 14.
 
 Kernels are never run by a test's own child script: a test writes fixtures in the format of q4gsw.export
 (manifest.json with every file's sha256 and size, weight_packed.npy, scales.npy, golden-<input>.npy), builds
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,10 +21,10 @@ import numpy as np
 
 from q4gsw import export, inputs
 from q4gsw.cases import Case, Selection
-from q4gsw.matrix import Backend, Config, Tolerance
+from q4gsw.matrix import Backend, Config, Tolerance, load_matrix
 from q4gsw.ops import op_for
 from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4
-from q4gsw.result import Result
+from q4gsw.result import Result, Shape
 
 REPO = Path(__file__).resolve().parent.parent
 MATRIX = REPO / "matrix.toml"
@@ -128,3 +130,112 @@ def require_backend(results: Mapping[str, Result]) -> None:
         if os.environ.get("CI"):
             pytest.fail(unavailable)
         pytest.skip(unavailable)
+
+
+# ------------------------------------------------------------------------------------------------
+# Runs as a user starts them: results.json read back, and a tiny matrix for hostile-input tests (issue 14)
+# ------------------------------------------------------------------------------------------------
+
+
+def results_json(folder: Path) -> tuple[dict, dict[str, list[dict]]]:
+    """folder/results.json: the whole payload, and its results by config (in the order written)."""
+    payload = json.loads((folder / "results.json").read_text())
+    by_config: dict[str, list[dict]] = {}
+    for result in payload["results"]:
+        by_config.setdefault(result["config"], []).append(result)
+    return payload, by_config
+
+
+def results_of(folder: Path) -> dict[str, list[dict]]:
+    """folder/results.json's results by config."""
+    return results_json(folder)[1]
+
+
+def only(results: list[dict]) -> dict:
+    """The one result of a config."""
+    assert len(results) == 1, results
+    return results[0]
+
+
+DATA = REPO / "tests" / "data"
+GOOD_KERNEL = str(DATA / "good.wgsl")
+TOLERANCE_TOML = 'tolerance = { atol = 1e-5, rtol = 1e-4, justification = "K=64: fp32 rounding is far below 1e-6." }'
+
+SMALL_MATRIX = '''schema_version = 1
+
+[defaults]
+group_size = 32
+timeout_s = {timeout_s}
+weights = "linear_init"
+
+[backend.swiftshader]
+api = "Vulkan"
+adapter_name = "SwiftShader"
+device_type = "CPU"
+provision = "swiftshader"
+
+[kernel.good]
+file = "{root}/{kernel}"
+when = "{when}"
+dispatch = "{dispatch}"
+{kernel_extra}
+{configs}'''
+
+CONFIGS = {
+    "a": 'name = "a"\nM = 3\nK = 64\nN = 16\ntier = "required"',
+    "b": 'name = "b"\nM = 1\nK = 64\nN = 16\ntier = "required"',
+    "c": 'name = "c"\nM = 2\nK = 64\nN = 16\ntier = "required"',
+    "h": 'name = "h"\nM = 1\nK = 64\nN = 8\ntier = "heavy"',
+    "o": 'name = "o"\nM = 1\nK = 64\nN = 8\ntier = "optional"\nsuite = "other"',
+}
+
+
+def write_matrix(path: Path, configs: str = "bh", *, when: str = "M >= 1", dispatch: str = "ceil(M * N / 64)",
+                 kernel: str = "tests/data/good.wgsl", kernel_extra: str = "", timeout_s: float = 120,
+                 replace: tuple[tuple[str, str], ...] = ()) -> Path:
+    """A tiny matrix: one kernel (tests/data/good.wgsl, one invocation per output) and the named configs."""
+    text = SMALL_MATRIX.format(root=REPO, timeout_s=timeout_s, when=when, dispatch=dispatch, kernel=kernel,
+                         kernel_extra=kernel_extra,
+                         configs="".join(f"\n[[config]]\n{CONFIGS[c]}\n{TOLERANCE_TOML}\n" for c in configs))
+    for old, new in replace:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    path.write_text(text)
+    return path
+
+
+def write_fixtures(folder: Path, matrix: Path, names: str) -> Path:
+    """folder/<config>/: fixtures verify_fixture accepts, built with numpy (random int4 weights and scales)."""
+    loaded = load_matrix(matrix)
+    rng = np.random.default_rng(14)
+    for name in names:
+        config = loaded.config(name)
+        scales = (rng.uniform(0.5, 2.0, size=(config.K // config.group_size, config.N)) * 0.01).astype(np.float32)
+        packed = PackedLinear(weight_packed=pack_int4(rng.integers(-8, 8, size=(config.N, config.K))), scales=scales,
+                              group_size=config.group_size)
+        write_fixture(folder, config, packed)
+    return folder
+
+
+def assert_clean_usage_error(done: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Exit 2, no traceback, and the error names what is wrong."""
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "Traceback" not in output, output
+    for needle in needles:
+        assert needle in done.stderr, done.stderr
+
+
+def snapshot(folder: Path) -> dict[str, bytes | str]:
+    """Every entry under folder (links as their target), to show that nothing was removed or changed."""
+    if not folder.exists() and not folder.is_symlink():
+        return {}
+    return {str(p.relative_to(folder)): (f"-> {os.readlink(p)}" if p.is_symlink() else
+                                         p.read_bytes() if p.is_file() else "dir")
+            for p in sorted(folder.rglob("*"))}
+
+
+def fake_result(config: str, status: str, tier: str = "required", backend: str = "swiftshader") -> Result:
+    return Result(config=config, backend=backend, status=status, message=f"{status} for the test", tier=tier,
+                  case_id=f"{config}/k/ramp@{backend}", kernel="k", input="ramp", shape=Shape(1, 64, 16, 32))
+

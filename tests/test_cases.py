@@ -1,5 +1,8 @@
 """The Selection (q4gsw.cases): case ids, skips with their reasons, name checks, empty selections, sharding,
---max-gflop, and Cases as JSON for the child process. Pure logic: no adapter, no export."""
+--max-gflop, and Cases as JSON for the child process: pure logic, no adapter, no export. From the command line
+(real subprocesses, issue 14): a selection that matches nothing is exit 2 for every command, a `when` that raises
+for a config's shape is exit 2 naming the kernel and key; and (e2e, SwiftShader) a heavy config not selected is a
+skip with its reason."""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import MATRIX
+from conftest import MATRIX, run_cli, write_fault_matrix
+from helpers import GOOD_KERNEL, assert_clean_usage_error, only, results_json, write_matrix
 
 from q4gsw import cli
 from q4gsw.cases import (
@@ -283,3 +287,60 @@ def test_every_case_of_the_real_matrix_round_trips(real):
         selection = build_selection(real, backend, suites=("llama", "edges"), tiers=("required", "heavy"))
         for case in selection.cases:
             assert case_from_plain(json.loads(json.dumps(to_plain(case)))) == case, case.id
+
+
+# ------------------------------------------------------------------------------------------------
+# Selections from the command line: empty ones, `when` failing for a shape, heavy not selected
+# ------------------------------------------------------------------------------------------------
+
+EMPTY_SELECTIONS = [  # (id, argv after the command's --matrix, text the error must contain)
+    ("run-suite-typo", ["run", "--backend", "swiftshader", "--suite", "edgse"], "'edgse' names nothing"),
+    ("check-suite-typo", ["check", "--kernel", GOOD_KERNEL, "--dispatch", "1", "--backend", "swiftshader", "--suite",
+                          "lama"], "'lama' names nothing"),
+    ("run-unknown-config", ["run", "--backend", "swiftshader", "--config", "nope"], "--config"),
+    ("run-tier-with-no-config", ["run", "--backend", "swiftshader", "--tier", "optional"], "key '--suite/--tier'"),
+    ("run-suite-without-that-tier", ["run", "--backend", "swiftshader", "--suite", "other"], "key '--suite/--tier'"),
+    ("run-unknown-tier", ["run", "--backend", "swiftshader", "--tier", "requried"], "--tier"),
+    ("run-unknown-backend", ["run", "--backend", "swiftshadr", "--suite", "llama"], "key 'backend'"),
+    ("export-suite-typo", ["export", "--suite", "lama"], "'lama' names nothing"),
+    ("mutants-suite-typo", ["mutants", "--backend", "swiftshader", "--suite", "lama"], "'lama' names nothing"),
+    ("audit-suite-typo", ["audit", "--suite", "lama"], "'lama' names nothing"),
+    ("audit-tier-with-no-config", ["audit", "--tier", "optional", "--suite", "llama"], "selects no config"),
+    ("ci-matrix-suite-typo", ["ci-matrix", "--suite", "lama"], "lama"),
+    ("bench-unknown-backend", ["bench", "--backend", "swiftshadr"], "key 'backend'"),
+]
+
+
+@pytest.mark.parametrize("argv, says", [e[1:] for e in EMPTY_SELECTIONS], ids=[e[0] for e in EMPTY_SELECTIONS])
+def test_a_selection_matching_nothing_is_a_usage_error(tmp_path: Path, argv: list[str], says: str) -> None:
+    matrix = write_matrix(tmp_path / "matrix.toml", configs="bho")
+    outputs = {"run": ["--results", str(tmp_path / "r")], "check": ["--results", str(tmp_path / "r")],
+               "mutants": ["--results", str(tmp_path / "r")], "audit": ["--json", str(tmp_path / "r" / "a.json")],
+               "bench": ["--json", str(tmp_path / "r" / "b.json")]}.get(argv[0], [])
+    cache = tmp_path / "cache"
+    done = run_cli(*argv, "--matrix", str(matrix), *outputs, env={"Q4GSW_CACHE": str(cache)}, timeout=120)
+    assert_clean_usage_error(done, says)
+    assert not (tmp_path / "r").exists() and not cache.exists()  # nothing run, provisioned or written
+
+
+def test_an_expression_that_fails_for_a_shape_is_a_usage_error_in_run(tmp_path: Path) -> None:
+    """`when` is evaluated while selecting: an expression that raises for a config's shape is exit 2, naming the
+    kernel and the key, not a traceback."""
+    matrix = write_matrix(tmp_path / "matrix.toml", when="N / (M - 1) > 1")
+    done = run_cli("run", "--matrix", str(matrix), "--backend", "swiftshader", "--results", str(tmp_path / "r"),
+                   env={"Q4GSW_CACHE": str(tmp_path / "cache")}, timeout=60)
+    assert_clean_usage_error(done, "[kernel.good] with config 'b'", "key 'when'", "ZeroDivisionError")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.e2e
+def test_heavy_not_selected_is_a_skip_with_its_reason(tmp_path: Path, swiftshader_icd: dict,
+                                                      fault_fixtures: Path) -> None:
+    matrix = write_fault_matrix(tmp_path / "matrix.toml", order="hb")
+    done = run_cli("run", "--matrix", str(matrix), "--backend", "swiftshader", "--fixtures", str(fault_fixtures),
+                   "--tier", "required", "--results", str(tmp_path / "r"), env=swiftshader_icd, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    _, results = results_json(tmp_path / "r")
+    assert only(results["b"])["status"] == "pass"
+    assert only(results["h"])["status"] == "skip" and only(results["h"])["message"] == "heavy: run `nox -s heavy`"
+    assert "SKIP h: heavy: run `nox -s heavy`" in done.stdout

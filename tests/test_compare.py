@@ -1,5 +1,13 @@
+"""compare() (q4gsw.compare): the bound atol + rtol*|g|, non-finite outputs, the errors and the message; and its
+properties (hypothesis, issue #8): y == g passes with headroom 0; one element pushed past atol + rtol*|g| fails
+with mismatches == 1 at that element; NaN/Inf anywhere fails with the right count and first index; headroom <= 1
+iff passed."""
+
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from q4gsw.compare import compare
 from q4gsw.matrix import Tolerance
@@ -48,3 +56,86 @@ def test_reports_errors_and_nmse():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="shape"):
         compare(np.zeros((1, 2)), np.zeros((2, 1)), TOL)
+
+
+# ------------------------------------------------------------------------------------------------
+# Properties of compare() (hypothesis, issue #8)
+# ------------------------------------------------------------------------------------------------
+
+shapes = st.tuples(st.integers(1, 6), st.integers(1, 9))
+
+
+f32_values = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False, width=32)
+
+
+tolerances = st.builds(lambda a, r: Tolerance(atol=a, rtol=r, justification="property test"),
+                       st.floats(min_value=0.0, max_value=1.0), st.floats(min_value=0.0, max_value=1.0))
+
+
+def golden_arrays(shape: tuple[int, int]) -> st.SearchStrategy[np.ndarray]:
+    """fp64 goldens that are exactly representable in fp32, so a kernel can hit them exactly."""
+    return hnp.arrays(np.float32, shape, elements=f32_values).map(lambda a: a.astype(np.float64))
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), shape=shapes, tolerance=tolerances)
+def test_any_exact_output_passes_with_zero_headroom(data: st.DataObject, shape: tuple[int, int],
+                                                tolerance: Tolerance) -> None:
+    g = data.draw(golden_arrays(shape))
+    result = compare(g.astype(np.float32), g, tolerance)
+    assert result.passed and result.errors.mismatches == 0 and result.errors.nonfinite == 0
+    assert result.errors.headroom == 0.0 and result.errors.max_abs == 0.0
+    assert result.errors.elements == g.size
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), shape=shapes, tolerance=tolerances, factor=st.floats(1.5, 1e3), sign=st.sampled_from([-1, 1]))
+def test_one_element_past_the_bound_fails_exactly_there(data: st.DataObject, shape: tuple[int, int],
+                                                        tolerance: Tolerance, factor: float, sign: int) -> None:
+    g = data.draw(golden_arrays(shape))
+    m = data.draw(st.integers(0, shape[0] - 1))
+    n = data.draw(st.integers(0, shape[1] - 1))
+    bound = tolerance.atol + tolerance.rtol * abs(g[m, n])
+    y = g.astype(np.float32)
+    y[m, n] = np.float32(g[m, n] + sign * max(factor * bound, 1e-30))
+    assume(np.isfinite(y[m, n]) and abs(float(y[m, n]) - g[m, n]) > bound)
+    result = compare(y, g, tolerance)
+    assert not result.passed
+    assert result.errors.mismatches == 1
+    assert result.errors.worst_index == (m, n)
+    assert result.errors.headroom > 1.0
+    assert f"worst (m, n) = ({m}, {n})" in result.message
+    assert result.message.startswith(f"1/{g.size} elements out of tolerance")
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), shape=shapes, tolerance=tolerances)
+def test_non_finite_outputs_fail_with_count_and_first_index(data: st.DataObject, shape: tuple[int, int],
+                                                             tolerance: Tolerance) -> None:
+    g = data.draw(golden_arrays(shape))
+    y = g.astype(np.float32)
+    flat = data.draw(st.lists(st.integers(0, g.size - 1), min_size=1, max_size=g.size, unique=True))
+    bad_values = data.draw(st.lists(st.sampled_from([np.nan, np.inf, -np.inf]), min_size=len(flat),
+                                    max_size=len(flat)))
+    y.reshape(-1)[flat] = bad_values
+    result = compare(y, g, tolerance)
+    first = min(flat)
+    assert not result.passed
+    assert result.errors.nonfinite == len(flat)
+    assert result.errors.first_nonfinite == (first // shape[1], first % shape[1])
+    assert result.message == f"{len(flat)} non-finite outputs, first at (m, n) = {result.errors.first_nonfinite}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), shape=shapes, tolerance=tolerances)
+def test_headroom_at_most_one_iff_passed(data: st.DataObject, shape: tuple[int, int], tolerance: Tolerance) -> None:
+    g = data.draw(golden_arrays(shape))
+    # Outputs near the golden (to hit the boundary often) or anywhere.
+    noise = data.draw(hnp.arrays(np.float64, shape, elements=st.floats(-2.0, 2.0)))
+    near = (g + noise * (tolerance.atol + tolerance.rtol * np.abs(g))).astype(np.float32)
+    anywhere = data.draw(hnp.arrays(np.float32, shape, elements=f32_values))
+    y = data.draw(st.sampled_from([near, anywhere]))
+    assume(np.isfinite(y).all())
+    result = compare(y, g, tolerance)
+    assert result.passed == (result.errors.headroom <= 1.0), (result.errors.headroom, result.message)
+    assert result.passed == (result.errors.mismatches == 0)

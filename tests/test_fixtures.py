@@ -1,6 +1,7 @@
 """Fixture integrity (issue #8): sha256 manifest checked on load, corrupt cache entries rebuilt (and said so),
 corrupt explicit fixtures fail their config, a shared cache survives concurrent exports, and `kill -9` during an
-export leaves nothing a later run would trust. Every cache here is a temporary one.
+export leaves nothing a later run would trust, and two runs started together on a fresh cache both succeed (one
+provisions and exports, the other waits and reuses). Every cache here is a temporary one.
 
 The damage tests check verify_fixture on synthetic fixtures (tests/helpers.write_fixture, no torch): they are
 offline. The tests that export or run on SwiftShader are marked e2e.
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO, run_cli, write_fault_matrix
-from helpers import random_packed, write_fixture
+from helpers import random_packed, results_of, write_fixture, write_matrix
 
 from q4gsw.export import MANIFEST, FixtureError, fixture_dir, golden_file, verify_fixture
 from q4gsw.matrix import Config, load_matrix
@@ -204,3 +205,30 @@ def test_kill_9_during_export_leaves_nothing_trusted(tmp_path: Path, matrix: Pat
     assert not temporary.exists()
     verify_fixture(destination, config)
     assert sorted(p.name for p in cache.iterdir()) == [destination.name, destination.name + ".lock"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Two runs on one fresh cache (issue 14)
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.e2e
+def test_two_runs_on_a_fresh_cache_started_together_both_succeed(tmp_path: Path) -> None:
+    """Both provision SwiftShader (download + unpack) and export the fixture into the same fresh cache: the file
+    locks make the second wait and take the first one's work."""
+    matrix = write_matrix(tmp_path / "matrix.toml", configs="b")
+    cache = tmp_path / "fresh-cache"
+    env = {k: v for k, v in os.environ.items() if k not in ("Q4GSW_SWIFTSHADER_ICD", "VK_ICD_FILENAMES")}
+    env["Q4GSW_CACHE"] = str(cache)
+    procs = [subprocess.Popen([sys.executable, "-m", "q4gsw", "run", "--matrix", str(matrix), "--backend",
+                               "swiftshader", "--results", str(tmp_path / f"r{i}")], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    if "apt-get download chromium-common` failed" in "".join(outputs) and not os.environ.get("CI"):
+        pytest.skip("SwiftShader cannot be downloaded here")
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert sum("provisioning SwiftShader" in out for out in outputs) == 1, outputs  # the second waited and reused
+    assert sum("export b: quantize" in out for out in outputs) == 1, outputs
+    for i in range(2):
+        assert [r["status"] for r in results_of(tmp_path / f"r{i}")["b"]] == ["pass"]
+    leftovers = [p.name for p in (cache / "swiftshader").iterdir() if p.name.startswith(".download-")]
+    assert leftovers == []

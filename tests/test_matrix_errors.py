@@ -4,6 +4,11 @@ nothing is exported or run (issue #8).
 Each case edits a small valid matrix. The loader is checked in-process (fast, exact fields of MatrixError), the
 CLI's `validate` and `run` in-process through cli.main (exit code, one stderr line, no cache or results written),
 and a few cases through a real `python -m q4gsw` subprocess.
+
+Also (issue 14, real subprocesses on a tiny matrix from tests/helpers.write_matrix): names that become paths and
+arguments (config, suite, kernel, backend, kernel set) are rejected by `validate`, `list` and `run`; `validate`
+rejects what can never run (buffers over the binding limit, a `when` that never holds, dispatches out of range,
+expressions that divide by zero, limits beyond any adapter, case twins).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_cli
+from helpers import assert_clean_usage_error, write_matrix
 
 from q4gsw import cli, verdict
 from q4gsw.matrix import MatrixError, load_matrix
@@ -296,3 +302,72 @@ def test_nan_and_inf_literals_are_what_toml_gives() -> None:
     values = tomllib.loads("a = nan\nb = -nan\nc = inf\nd = +inf\ne = -inf\nf = 1e400")
     assert math.isnan(values["a"]) and math.isnan(values["b"])
     assert values["c"] == values["d"] == values["f"] == math.inf and values["e"] == -math.inf
+
+
+# ------------------------------------------------------------------------------------------------
+# Names that become paths and arguments; what can never run (issue 14): `validate`, `list`, `run` exit 2
+# ------------------------------------------------------------------------------------------------
+
+NAME_CASES = [  # (id, (old, new) in the matrix text, the key the error names)
+    ("config-dotdot", ('name = "b"', 'name = ".."'), "name"),
+    ("config-dot", ('name = "b"', 'name = "."'), "name"),
+    ("config-slash", ('name = "b"', 'name = "../../etc"'), "name"),
+    ("config-option", ('name = "b"', 'name = "-rf"'), "name"),
+    ("config-space", ('name = "b"', 'name = "b c"'), "name"),
+    ("config-shell", ('name = "b"', 'name = "b;rm"'), "name"),
+    ("config-newline", ('name = "b"', 'name = "b\\nc"'), "name"),
+    ("config-empty", ('name = "b"', 'name = ""'), "name"),
+    ("config-non-ascii", ('name = "b"', 'name = "bé"'), "name"),
+    ("config-too-long", ('name = "b"', f'name = "{"b" * 65}"'), "name"),
+    ("config-case-twin", ('name = "h"', 'name = "B"'), "name"),
+    ("suite-path", ('tier = "required"', 'tier = "required"\nsuite = "../x"'), "suite"),
+    ("kernel-name", ("[kernel.good]", '[kernel."../good"]'), "kernel name"),
+    ("backend-name", ("[backend.swiftshader]", '[backend."swift shader"]'), "backend name"),
+    ("kernel-set-name", ("[kernel.good]", '[kernel_set."x/y"]\nfolder = "f"\ngenerator = "g"\nroute = []\n'
+                                          '[kernel_set."x/y".kernel]\n\n[kernel.good]'), "kernel set name"),
+]
+
+
+@pytest.mark.parametrize("edit, key", [c[1:] for c in NAME_CASES], ids=[c[0] for c in NAME_CASES])
+def test_names_that_become_paths_or_arguments_are_rejected(tmp_path: Path, edit: tuple[str, str], key: str) -> None:
+    matrix = write_matrix(tmp_path / "matrix.toml", replace=(edit,))
+    cache = tmp_path / "cache"
+    for argv in (["validate"], ["list"], ["run", "--backend", "swiftshader", "--results", str(tmp_path / "r")]):
+        done = run_cli(*argv, "--matrix", str(matrix), env={"Q4GSW_CACHE": str(cache)}, timeout=60)
+        assert_clean_usage_error(done, f"key '{key}'")
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not cache.exists() and not (tmp_path / "r").exists()
+
+
+VALIDATE = [  # (id, write_matrix keyword arguments, the key the error names, text it contains; None: valid)
+    ("valid", {}, None, ""),
+    ("M-2-to-the-40", {"replace": (("M = 1\n", "M = 1099511627776\n"),)}, "M", "GiB buffer binding"),
+    ("K-2-to-the-40", {"replace": (("K = 64\n", "K = 1099511627776\n"),)}, "M", "GiB buffer binding"),
+    ("N-2-to-the-33", {"replace": (("N = 16\n", "N = 8589934592\n"),)}, "M", "GiB buffer binding"),
+    ("weights-over-2-GiB", {"replace": (("N = 16\n", "N = 536870912\n"),)}, "N", "GiB buffer binding"),
+    ("weight-seed-over-64-bits", {"replace": (('tier = "required"', 'tier = "required"\nweight_seed = '
+                                                                    '18446744073709551616'),)},
+     "weight_seed", "does not fit 64 bits"),
+    ("when-never-holds", {"when": "M > 1000"}, "M/K/N/group_size", "`when = M > 1000` does not hold"),
+    ("dispatch-zero", {"dispatch": "M - 1"}, "M/K/N/group_size", "dispatch (0,) is outside"),
+    ("dispatch-beyond-any-adapter", {"dispatch": "2 ** 40"}, "M/K/N/group_size", "is outside 1.."),
+    ("dispatch-divides-by-zero", {"dispatch": "N / (M - 1)"}, "M/K/N/group_size", "ZeroDivisionError"),
+    ("when-divides-by-zero", {"when": "N / (M - 1) > 1"}, "M/K/N/group_size", "ZeroDivisionError"),
+    ("limit-beyond-any-adapter", {"kernel_extra": "requires_limits = { max_workgroup_storage_size = 4294967296 }"},
+     "M/K/N/group_size", "needs max_workgroup_storage_size >= 4294967296"),
+    ("kernel-on-no-backend", {"kernel_extra": 'adapter_name = "no such adapter"'}, "M/K/N/group_size",
+     "no backend of the matrix"),
+    ("bad-name", {"replace": (('name = "b"', 'name = "../b"'),)}, "name", "not usable as a file"),
+    ("case-twin-names", {"replace": (('name = "h"', 'name = "B"'),)}, "name", "only in case"),
+]
+
+
+@pytest.mark.parametrize("edits, key, says", [v[1:] for v in VALIDATE], ids=[v[0] for v in VALIDATE])
+def test_validate_rejects_what_can_never_run(tmp_path: Path, edits: dict, key: str | None, says: str) -> None:
+    matrix = write_matrix(tmp_path / "matrix.toml", configs="bh", **edits)
+    done = run_cli("validate", "--matrix", str(matrix), timeout=60)
+    if key is None:
+        assert done.returncode == 0 and "ok" in done.stdout, done.stderr
+        return
+    assert_clean_usage_error(done, f"key '{key}'", says)
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -1,4 +1,5 @@
-"""Reports from Result objects built by hand (no GPU): junit.xml, summary.md, plots, `q4gsw report` merging."""
+"""Reports from Result objects built by hand (no GPU): junit.xml, summary.md, plots, `q4gsw report` merging
+(q4gsw.report, report_cli, junit, summary, plots), and a merge never overwrites an input."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import fake_result
 from rich.console import Console
 
 from q4gsw import plots, report_cli
 from q4gsw.histogram import edges, error_histogram
 from q4gsw.report import make_console, print_report, write_run_outputs
-from q4gsw.result import AdapterInfo, Errors, Provenance, Result, Shape, Timings, Tolerance, read_results
+from q4gsw.result import AdapterInfo, Errors, Provenance, Result, Shape, Timings, Tolerance, read_results, write_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TOL = Tolerance(atol=1e-5, rtol=1e-4, justification="K=2048 fp32 accumulation bound", source="config")
@@ -465,3 +467,39 @@ def test_plots_never_replace_a_folder_q4gsw_did_not_write(tmp_path: Path) -> Non
     write_run_outputs(tmp_path, _all(), META)
     assert mine.read_text() == "the user's own file"
     assert not (tmp_path / "plots" / "headroom.png").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# A merge never overwrites an input (issue 14)
+# ------------------------------------------------------------------------------------------------
+
+def _run_folder(folder: Path, config: str) -> Path:
+    write_results(folder / "results.json", [fake_result(config, "pass")], {"backend": "swiftshader"})
+    return folder
+
+
+MERGES = [  # (id, sources, --out or None, exit code); paths relative to tmp_path, runs in a/ and tree/b/
+    ("out-is-an-input-folder", ["a", "tree/b"], "a", 2),
+    ("out-is-an-input-file-folder", ["a/results.json", "tree/b"], "a", 2),
+    ("out-is-a-folder-found-in-a-source", ["tree", "a"], "tree/b", 2),
+    ("out-is-an-input-file", ["a", "tree/b"], "a/results.json", 2),
+    ("out-is-a-file", ["a", "tree/b"], "a-file", 2),
+    ("merge-elsewhere", ["a", "tree/b"], "merged", 0),
+    ("one-folder-in-place", ["a"], None, 0),
+    ("one-folder-into-itself", ["a"], "a", 0),
+]
+
+
+@pytest.mark.parametrize("sources, out, code", [m[1:] for m in MERGES], ids=[m[0] for m in MERGES])
+def test_report_merge_never_overwrites_an_input(tmp_path: Path, sources: list[str], out: str | None,
+                                                code: int) -> None:
+    from q4gsw import report_cli
+
+    _run_folder(tmp_path / "a", "a")
+    _run_folder(tmp_path / "tree" / "b", "b")
+    (tmp_path / "a-file").write_text("the user's file")
+    inputs_before = {p: p.read_bytes() for p in (tmp_path / "a" / "results.json", tmp_path / "tree/b/results.json",
+                                                 tmp_path / "a-file")}
+    argv = [str(tmp_path / s) for s in sources] + (["--out", str(tmp_path / out)] if out else [])
+    assert report_cli.main([*argv, "--quiet", "--no-step-summary"]) == code
+    assert {p: p.read_bytes() for p in inputs_before} == inputs_before

@@ -1,3 +1,6 @@
+"""The int4 layout of op linear_q4gsw (q4gsw.ops.linear_q4gsw.layout): nibble order, packing, u32 words and
+dequantized rows."""
+
 import numpy as np
 import pytest
 

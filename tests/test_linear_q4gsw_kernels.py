@@ -1,7 +1,8 @@
-"""Every kernel in matrix.toml, on SwiftShader, against the fp64 golden on small awkward shapes.
+"""The kernels of op linear_q4gsw (q4gsw/ops/linear_q4gsw/kernels, every kernel matrix.toml declares), on
+SwiftShader, against the fp64 golden on small awkward shapes.
 
 The shapes are synthetic fixtures (random int4 weights and scales, no torch) run through the engine
-(q4gsw.engine.run_selection): it provisions SwiftShader, probes its adapter and runs each shape's
+(q4gsw.run.stages.run_selection): it provisions SwiftShader, probes its adapter and runs each shape's
 cases in a child process, as `q4gsw run` does.
 """
 

@@ -1,4 +1,5 @@
-"""End to end: the real export (torchao + torch.export + Vulkan partitioner) and a real SwiftShader kernel."""
+"""The commands end to end (`q4gsw run`, `check`, `export --out` then `run --fixtures`, slim fixtures), as a user
+runs them: the real export (torchao + torch.export + Vulkan partitioner) and a real SwiftShader kernel."""
 
 from __future__ import annotations
 

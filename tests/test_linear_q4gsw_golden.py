@@ -1,3 +1,6 @@
+"""The fp64 golden of op linear_q4gsw (q4gsw.ops.linear_q4gsw.golden): the dense reference, chunking and
+repeated rows computed once."""
+
 import numpy as np
 
 from q4gsw.inputs import make_input

@@ -1,4 +1,5 @@
-"""The GPU-grade kernels (gpu_*.wgsl, issue #5) on lavapipe, against the fp64 golden.
+"""The GPU-grade kernels of op linear_q4gsw (q4gsw/ops/linear_q4gsw/kernels/gpu_*.wgsl, issue #5) on lavapipe,
+against the fp64 golden; and that matrix.toml declares them for GPU backends and lavapipe only.
 
 Shapes are small but hit every edge the kernels handle: M and N not multiples of the tiles (GEMM
 64x64, GEMV 128-row blocks), K not a multiple of the 32-element chunk / K step, group sizes 8, 16,
@@ -6,7 +7,7 @@ Shapes are small but hit every edge the kernels handle: M and N not multiples of
 f16) and normal (not exact in f16) inputs. Weights are random int4 nibbles over the whole [-8, 7]
 range with random per-group scales, packed with q4gsw.ops.linear_q4gsw.layout.pack_int4.
 
-Each shape is a synthetic fixture run through the engine (q4gsw.engine.run_selection: provisioning,
+Each shape is a synthetic fixture run through the engine (q4gsw.run.stages.run_selection: provisioning,
 the adapter probe and one child process per shape, as `q4gsw run`). Kernel files, dispatch expressions
 and required features come from matrix.toml, so the test checks what the matrix declares; only the
 forced overrides and dispatches below are the test's own.

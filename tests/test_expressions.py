@@ -1,4 +1,6 @@
-"""Kernel selection (q4gsw.expressions) and adapter matching: pure logic, no adapter needed."""
+"""Kernel expressions (q4gsw.expressions): which kernel applies to a config's shape and backend (kernel_applies),
+and resolve_kernel's overrides, dispatch, required features and limits against a real adapter's limits. Pure
+logic, no adapter needed."""
 
 import dataclasses
 from pathlib import Path
@@ -8,7 +10,6 @@ import pytest
 from q4gsw.expressions import KernelUnsupported, kernel_applies, resolve_kernel
 from q4gsw.matrix import load_matrix
 from q4gsw.webgpu.adapter import AdapterInfo
-from q4gsw.webgpu.execute import adapt_source
 
 SWIFTSHADER_LIMITS = {"max-compute-workgroups-per-dimension": 65535, "max-compute-invocations-per-workgroup": 256,
                       "max-compute-workgroup-storage-size": 32768, "max-compute-workgroup-size-x": 256}
@@ -88,79 +89,3 @@ def test_dispatch_out_of_range_or_when_false_on_the_adapter_is_unsupported(tiny_
     with pytest.raises(KernelUnsupported, match="does not hold on SwiftShader"):
         resolve_kernel(picky, shape, _info(SWIFTSHADER_LIMITS))
 
-
-@pytest.mark.parametrize(("backend", "info", "expected"), [
-    ("swiftshader", {"device": "SwiftShader Device (Subzero)", "adapter_type": "CPU", "backend_type": "Vulkan"}, True),
-    ("swiftshader", {"device": "llvmpipe (LLVM 15.0.6, 256 bits)", "adapter_type": "CPU", "backend_type": "Vulkan"},
-     False),
-    ("lavapipe", {"device": "llvmpipe (LLVM 15.0.6, 256 bits)", "adapter_type": "CPU", "backend_type": "Vulkan"}, True),
-    # Mesa's GL llvmpipe is not lavapipe: wrong API
-    ("lavapipe", {"device": "llvmpipe (LLVM 15.0.6, 256 bits)", "adapter_type": "CPU", "backend_type": "OpenGL"},
-     False),
-    ("native", {"device": "NVIDIA H100 80GB HBM3", "adapter_type": "DiscreteGPU", "backend_type": "Vulkan"}, True),
-    ("native", {"device": "SwiftShader Device (Subzero)", "adapter_type": "CPU", "backend_type": "Vulkan"}, False),
-    ("native", {"device": "llvmpipe (LLVM 15.0.6, 256 bits)", "adapter_type": "CPU", "backend_type": "OpenGL"}, False),
-])
-def test_backend_adapter_matching_never_accepts_another_adapter(backend: str, info: dict, expected: bool):
-    from conftest import MATRIX
-
-    adapter = AdapterInfo(name=info["device"], device_type=info["adapter_type"], api=info["backend_type"])
-    assert load_matrix(MATRIX).backend(backend).matches(adapter) is expected
-
-
-# ------------------------------------------------------------------------------------------------
-# adapt_source: the WGSL each WebGPU implementation accepts for subgroup operations
-# ------------------------------------------------------------------------------------------------
-
-SUBGROUP_KERNEL = """// No `enable subgroups;`: a comment that mentions the directive is not the directive.
-@compute @workgroup_size(64)
-fn main(@builtin(subgroup_invocation_id) lane: u32) {
-  let total = subgroupAdd(1.0);
-}
-"""
-PLAIN_KERNEL = """@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  // subgroupAdd is named in a comment only
-}
-"""
-
-
-def test_dawn_gets_enable_subgroups_when_subgroup_builtins_are_used():
-    source, notes = adapt_source(SUBGROUP_KERNEL, "dawn")
-    assert source == "enable subgroups;\n" + SUBGROUP_KERNEL
-    assert notes == ("added `enable subgroups;` (Tint requires it)",)
-    for builtin in ("subgroupBroadcast(x, 0u)", "subgroupShuffleXor (x, 1u)", "@builtin( subgroup_size) s: u32"):
-        assert adapt_source(f"fn f() {{ {builtin}; }}", "dawn")[0].startswith("enable subgroups;\n"), builtin
-
-
-def test_dawn_source_is_untouched_without_subgroups_or_with_the_directive():
-    assert adapt_source(PLAIN_KERNEL, "dawn") == (PLAIN_KERNEL, ())
-    enabled = "enable subgroups;\n" + SUBGROUP_KERNEL
-    assert adapt_source(enabled, "dawn") == (enabled, ())
-
-
-def test_wgpu_native_gets_enable_subgroups_removed():
-    enabled = "enable f16;\n  enable subgroups;  // Tint needs it\n" + SUBGROUP_KERNEL
-    source, notes = adapt_source(enabled, "wgpu-native")
-    assert "enable f16;" in source and SUBGROUP_KERNEL in source
-    assert not any(line.strip().startswith("enable subgroups") for line in source.splitlines())
-    assert "// enable subgroups; (removed: naga 0.32 rejects it)" in source
-    assert notes == ("removed `enable subgroups;` (naga in wgpu-native 0.32 rejects it)",)
-    assert len(source.splitlines()) == len(enabled.splitlines())  # line numbers in compiler messages still match
-
-
-def test_wgpu_native_source_without_the_directive_is_untouched():
-    assert adapt_source(SUBGROUP_KERNEL, "wgpu-native") == (SUBGROUP_KERNEL, ())
-    assert adapt_source(PLAIN_KERNEL, "wgpu-native") == (PLAIN_KERNEL, ())
-
-
-def test_the_matrix_subgroup_kernels_are_written_for_naga():
-    """The kernels in q4gsw/ops/linear_q4gsw/kernels carry no directive (naga rejects it); Dawn gets it added."""
-    from conftest import MATRIX, REPO
-
-    for kernel in load_matrix(MATRIX).kernels:
-        if "subgroup" not in kernel.requires_features:
-            continue
-        source = kernel.source(REPO)
-        assert adapt_source(source, "wgpu-native") == (source, ()), kernel.name
-        assert adapt_source(source, "dawn")[1] == ("added `enable subgroups;` (Tint requires it)",), kernel.name
