@@ -9,6 +9,7 @@ from helpers import MATRIX
 
 from q4gsw.cases import Skip, build_selection
 from q4gsw.matrix import load_matrix
+from q4gsw.run.exporter import FixtureSource
 from q4gsw.run.records import in_matrix_order, skip_result
 from q4gsw.run.stages import execution_order
 
@@ -63,7 +64,7 @@ def test_the_run_is_a_list_of_named_stages():
         "select", "cache", "order", "prewarm", "start exporting", "provision, probe, route", "execute"]
     assert [name for name, _ in stages.IN_PROCESS_STAGES] == [
         "select", "cache", "order", "fixtures", "provision, probe, route", "execute"]
-    options = stages.RunOptions(fixtures=stages.FixtureSource(None, MATRIX.parent, MATRIX))
+    options = stages.RunOptions(fixtures=FixtureSource(None, MATRIX.parent, MATRIX))
     assert stages.stages_for(options) is stages.CHECK_STAGES
     assert stages.stages_for(replace(options, in_process=True)) is stages.IN_PROCESS_STAGES
 
@@ -71,7 +72,7 @@ def test_the_run_is_a_list_of_named_stages():
 def test_bench_is_a_mode_with_synthetic_problems_and_no_export():
     from q4gsw.run import stages
 
-    source = stages.FixtureSource(None, MATRIX.parent, MATRIX)
+    source = FixtureSource(None, MATRIX.parent, MATRIX)
     check = stages.RunOptions(fixtures=source, seed=7)
     bench = stages.RunOptions(fixtures=source, mode="bench", seed=7)
     assert (check.problem_seed, check.exports_into_cache) == (None, True)  # a seed alone is not bench
@@ -86,7 +87,7 @@ def test_a_stage_that_stops_the_run_ends_it_and_the_verdict_is_a_failure(tmp_pat
     selection = required_llama_selection()
     not_a_folder = tmp_path / "a-file"
     not_a_folder.write_text("the user's")
-    options = stages.RunOptions(fixtures=stages.FixtureSource(None, not_a_folder / "fixtures", MATRIX))
+    options = stages.RunOptions(fixtures=FixtureSource(None, not_a_folder / "fixtures", MATRIX))
     results = stages.run_selection(selection, options, MATRIX.parent)
     failed = [r for r in results if r.status == "fail"]
     assert {r.config for r in failed} == {c.name for c in selection.configs}
