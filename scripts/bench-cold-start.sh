@@ -10,12 +10,16 @@
 #                0            none (one child per config when its fixture is in, no nice, no bytecode helper)
 #                spares, nice, bytecode, or a comma list of them: only those on
 #                uvbytecode   none of them, but uv compiles bytecode at install (UV_COMPILE_BYTECODE=1)
+#                V+uv         variant V, and uv compiles bytecode at install (e.g. spares,nice+uv)
 #   RUNS       runs per variant (default 1); the variants are interleaved (round-robin), so a machine that gets
 #              busier or quieter over time affects every variant alike; each run uses its own fresh clone and
 #              empty Q4GSW_CACHE and UV_CACHE_DIR
 #   MAIN_ONLY  skip the export benchmark (timed once per round, in the round's first run's clone)
 #   DRY_RUN    print what each run would do, and run nothing
-# Prints each run's time, then per variant the median and the min-max spread.
+#   LOGS       where each run's log is kept (default /tmp/q4gsw-cold-logs); a run's clone, venv and caches are
+#              deleted after it (each holds a few GB)
+# Prints each run's time, exit status and verdict line, then per variant the median and the min-max spread of
+# the runs that exited 0 (a failed run is listed, never timed).
 set -euo pipefail
 repo=$(cd "${1:-$(dirname "$0")/..}" && pwd)
 runs=${RUNS:-1}
@@ -25,13 +29,18 @@ export_times=()
 
 variant_env() {  # the environment a variant's run adds
     case "$1" in
+        *+uv) echo "$(variant_env "${1%+uv}") UV_COMPILE_BYTECODE=1" ;;
         all) echo "Q4GSW_PREWARM=1" ;;
         uvbytecode) echo "Q4GSW_PREWARM=0 UV_COMPILE_BYTECODE=1" ;;
         *) echo "Q4GSW_PREWARM=$1" ;;
     esac
 }
+logs=${LOGS:-/tmp/q4gsw-cold-logs}
+mkdir -p "$logs"
+failed=()
 
 for variant in "${variants[@]}"; do  # an unknown name fails here, before any run, as q4gsw itself would
+    variant=${variant%+uv}
     [ "$variant" = all ] || [ "$variant" = uvbytecode ] || [ "$variant" = 0 ] ||
         [[ ",$variant," =~ ^(,(spares|nice|bytecode))+,$ ]] ||
         { echo "error: VARIANTS: unknown variant '$variant' (all, 0, uvbytecode, or a comma list of spares, nice, bytecode)" >&2; exit 2; }
@@ -50,13 +59,17 @@ for run in $(seq "$runs"); do
         git clone -q "$repo" "$work/clone"
         python3 -m pip uninstall -y -q nox uv >/dev/null 2>&1 || true
         start=$(date +%s.%N)
+        rc=0
         (cd "$work/clone" && env Q4GSW_CACHE="$work/q4gsw-cache" UV_CACHE_DIR="$work/uv-cache" "${extra_env[@]}" \
             sh -c 'python3 -m pip install -q "nox[uv]==2026.10.20" && python3 -m nox -s accuracy-swiftshader' \
-            > "$work/main.log" 2>&1)
+            > "$work/main.log" 2>&1) || rc=$?
         end=$(date +%s.%N)
         took=$(echo "$end - $start" | bc)
-        times[$variant]="${times[$variant]:-} $took"
-        echo "run $run, variant $variant: README main command, cold: $took s (log: $work/main.log)"
+        log="$logs/run$run-${variant//,/-}.log"
+        cp "$work/main.log" "$log"
+        verdict=$(grep -E "[0-9]+ passed, [0-9]+ failed" "$log" | tail -1 || true)
+        if [ "$rc" = 0 ]; then times[$variant]="${times[$variant]:-} $took"; else failed+=("run $run $variant rc $rc"); fi
+        echo "run $run, variant $variant: README main command, cold: $took s, exit $rc, ${verdict:-no verdict} (log: $log)"
         [ -n "${MAIN_ONLY:-}" ] || [ "$index" != 0 ] || {
             configs=(); for c in q_proj kv_proj gate_proj down_proj q_proj_4k kv_proj_4k; do configs+=(--config "$c"); done
             start=$(date +%s.%N)
@@ -67,6 +80,7 @@ for run in $(seq "$runs"); do
             export_times+=("$(echo "$end - $start" | bc)")
             echo "run $run: cold export of the 6 required configs, one process: ${export_times[-1]} s"
         }
+        rm -rf "$work"
     done
 done
 [ -z "${DRY_RUN:-}" ] || exit 0
@@ -74,6 +88,8 @@ summary() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {printf "median %
     (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[1], v[NR], NR}'; }
 for variant in "${variants[@]}"; do
     # shellcheck disable=SC2086  # the times are space-separated numbers
+    [ -n "${times[$variant]:-}" ] || { echo "README main command, cold, variant $variant: no run exited 0"; continue; }
     echo "README main command, cold, variant $variant ($(variant_env "$variant")): $(summary ${times[$variant]})"
 done
+[ "${#failed[@]}" = 0 ] || printf 'failed: %s\n' "${failed[@]}"
 [ -n "${MAIN_ONLY:-}" ] || echo "cold export of the 6 required configs: $(summary "${export_times[@]}")"
