@@ -77,6 +77,7 @@ class Selection:
         cases: list[Case] = []
         skipped = list(self.skipped)
         for config in self.configs:
+            # Only the route's variants can be what the runtime dispatches; the others run with --all-variants.
             mine = sorted(self.cases_of(config), key=lambda c: order.get(c.kernel.name, len(order)))
             runnable = []
             for case in mine:
@@ -85,7 +86,7 @@ class Selection:
                 except KernelUnsupported:
                     continue
                 runnable.append(case.kernel.name)
-            routed = runnable[0] if runnable else ""
+            routed = next((name for name in runnable if name in order), "")
             if not routed:
                 skipped.append(Skip(config, f"no variant of the route ({', '.join(self.route)}) holds for "
                                             f"{config.M}x{config.K}x{config.N} gs={config.group_size} on {info.name}",

@@ -45,8 +45,14 @@ def compare(y: np.ndarray, g: np.ndarray, tolerance: Tolerance) -> Comparison:
     signal = float(np.sum(g * g))
     nmse = float(np.sum((y64[finite] - g[finite]) ** 2) / signal) if signal > 0 else float(np.sum(diff[finite] ** 2))
     headroom = float(ratio.max()) if ratio.size else 0.0
-    passed = nonfinite == 0 and mismatches == 0
-    if nonfinite:
+    broken_golden = int(np.count_nonzero(~np.isfinite(g)))
+    passed = nonfinite == 0 and mismatches == 0 and broken_golden == 0
+    if broken_golden:
+        flat = int(np.flatnonzero(~np.isfinite(g))[0])
+        message = (f"the golden holds {broken_golden} non-finite values, first at (m, n) = "
+                   f"({flat // g.shape[1]}, {flat % g.shape[1]}): nothing can be compared with it; re-export the "
+                   "fixture")
+    elif nonfinite:
         message = f"{nonfinite} non-finite outputs, first at (m, n) = {first_nonfinite}"
     elif mismatches:
         m, n = worst

@@ -168,8 +168,9 @@ def _load_kernel_sets(check: Checker, data: Mapping[str, Any]) -> dict[str, Kern
         kernels = _load_kernels(check, check.table(raw["kernel"], where, "kernel"), f"kernel_set.{name}.kernel", None,
                                 set_op)
         route = raw["route"]
-        if not isinstance(route, list) or not all(isinstance(r, str) for r in route):
-            raise check.fail(where, "route", "expected a list of kernel names", 'write route = ["a", "b"]')
+        if not isinstance(route, list) or not route or not all(isinstance(r, str) for r in route):
+            raise check.fail(where, "route", "expected a non-empty list of kernel names (the runtime's order)",
+                             'write route = ["a", "b"]')
         declared = [k.name for k in kernels]
         for entry in route:
             if entry not in declared:

@@ -111,3 +111,36 @@ def test_the_golden_is_the_ops_and_a_wrong_golden_fails(tmp_path):
     shifted = replace(problem, golden={"ramp": problem.golden["ramp"] + 1e-3})
     result = execute_case(case, device, shifted, tmp_path)
     assert result.status == "fail" and "64/64 elements out of tolerance" in result.message
+
+
+def test_upstream_verdict_is_abs_or_rel(tmp_path):
+    """ExecuTorch's own test passes an element within atol OR within rtol (relative to max(|g|, 1e-6))."""
+    from q4gsw.case import upstream_verdict
+
+    case = _case_and_problem(tmp_path)[0]
+    case = replace(case, config=replace(case.config, upstream_tolerance=Tolerance(atol=1e-4, rtol=1e-3)))
+    g = np.array([[1000.0, 1e-3]])
+    assert upstream_verdict(np.array([[1000.5, 1e-3]]), g, case) == "pass"  # rel 5e-4 only: passes by rtol
+    assert upstream_verdict(np.array([[1000.0, 1.05e-3]]), g, case) == "pass"  # abs 5e-5 only: passes by atol
+    assert upstream_verdict(np.array([[1002.0, 1e-3]]), g, case).startswith("fail (1 elements")
+
+
+def test_load_problem_refuses_a_golden_computed_from_another_input(tmp_path):
+    """A fixture records the sha256 of each input its golden was computed from; an input regenerated differently
+    (another numpy, another formula) must not be judged against that golden."""
+    import json
+
+    from helpers import write_fixture
+
+    from q4gsw.case import load_problem
+    from q4gsw.export import MANIFEST
+
+    config = make_config("sha", 1, 64, 16, 32, tolerance=TOLERANCE)
+    path = write_fixture(tmp_path, config, random_packed(16, 64, 32, np.random.default_rng(5)))
+    problem = load_problem(config, ("ramp",), path, None)
+    assert np.array_equal(problem.golden["ramp"], op_for(config).golden(problem.x["ramp"], problem.constants))
+    manifest = json.loads((path / MANIFEST).read_text())
+    manifest["input_sha256"]["ramp"] = "0" * 64
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(RuntimeError, match="input 'ramp' regenerated here differs"):
+        load_problem(config, ("ramp",), path, None)

@@ -344,3 +344,22 @@ def test_heavy_not_selected_is_a_skip_with_its_reason(tmp_path: Path, swiftshade
     assert only(results["b"])["status"] == "pass"
     assert only(results["h"])["status"] == "skip" and only(results["h"])["message"] == "heavy: run `nox -s heavy`"
     assert "SKIP h: heavy: run `nox -s heavy`" in done.stdout
+
+
+def test_only_a_route_variant_is_routed(tiny):
+    """A kernel outside the route never becomes "what the runtime dispatches", even when the route's variants
+    cannot run: the config is then unsupported (and a required one fails)."""
+    from q4gsw.values import AdapterInfo
+
+    adapter = AdapterInfo(name="SwiftShader Device", device_type="CPU", api="Vulkan", webgpu="wgpu-native",
+                          limits={"max-compute-invocations-per-workgroup": 256,
+                                  "max-compute-workgroups-per-dimension": 65535})
+    gemv = next(k for k in tiny.kernels if k.name == "gemv")
+    never = dataclasses.replace(gemv, name="never", when="M == 0")
+    selection = build_selection(tiny, "swiftshader", names=("tiny_gemv",), kernels=(never, gemv))
+    routed = dataclasses.replace(selection, route=("never",)).routed(adapter)
+    assert routed.cases == ()
+    assert [s.status for s in routed.skipped] == ["unsupported"]
+    assert "no variant of the route" in routed.skipped[0].reason
+    both = dataclasses.replace(selection, route=("never", "gemv")).routed(adapter)
+    assert {c.routed for c in both.cases} == {"gemv"}

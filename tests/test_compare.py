@@ -139,3 +139,21 @@ def test_headroom_at_most_one_iff_passed(data: st.DataObject, shape: tuple[int, 
     result = compare(y, g, tolerance)
     assert result.passed == (result.errors.headroom <= 1.0), (result.errors.headroom, result.message)
     assert result.passed == (result.errors.mismatches == 0)
+
+
+def test_the_worst_element_is_the_one_furthest_past_its_bound_not_the_largest_error():
+    g = np.array([[100.0, 0.0]])
+    y = np.array([[100.0 + 5e-3, 2e-3]])  # |err| 5e-3 inside its bound 1.001; |err| 2e-3 past its bound 1e-3
+    c = compare(y, g, TOL)
+    assert not c.passed and c.errors.mismatches == 1 and c.errors.worst_index == (0, 1)
+    assert "worst (m, n) = (0, 1)" in c.message and c.errors.max_abs == pytest.approx(5e-3)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_a_non_finite_golden_fails_whatever_the_output(bad):
+    """An infinite golden makes every bound infinite: without this gate any output would pass."""
+    g = np.ones((2, 3))
+    g[1, 2] = bad
+    c = compare(np.ones((2, 3), dtype=np.float32), g, TOL)
+    assert not c.passed
+    assert c.message.startswith("the golden holds 1 non-finite values, first at (m, n) = (1, 2)")

@@ -371,3 +371,12 @@ def test_validate_rejects_what_can_never_run(tmp_path: Path, edits: dict, key: s
         return
     assert_clean_usage_error(done, f"key '{key}'", says)
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_an_empty_route_is_rejected(tmp_path: Path) -> None:
+    """route = [] would silently turn the runtime's routing off."""
+    kernel_set = ('[kernel_set.x]\ngenerator = "g"\nroute = []\n[kernel_set.x.kernel.v]\nfile = "v.wgsl"\n'
+                  'when = "1"\ndispatch = "1"\n\n[kernel.good]')
+    matrix = write_matrix(tmp_path / "matrix.toml", replace=(("[kernel.good]", kernel_set),))
+    with pytest.raises(MatrixError, match=r"\[kernel_set\.x\]: key 'route': expected a non-empty list"):
+        load_matrix(matrix)
