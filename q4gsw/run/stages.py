@@ -76,10 +76,12 @@ def must_export(options: RunOptions, runnable: list[Config]) -> bool:
 
 
 def execution_order(configs: list[Config]) -> list[Config]:
-    """The most GPU work first (M*K*N; ties keep the matrix order), for runs that export: the exports of the other
-    configs then run beside the longest GPU job instead of the run ending on it after every export is done.
-    Runs whose fixtures all exist keep the matrix order."""
-    return sorted(configs, key=lambda c: -c.M * c.K * c.N)
+    """The most GPU work first (the op's FLOPs; ties keep the matrix order), for runs that export: the exports of
+    the other configs then run beside the longest GPU job instead of the run ending on it after every export is
+    done. Runs whose fixtures all exist keep the matrix order."""
+    from q4gsw.ops import op_for
+
+    return sorted(configs, key=lambda c: -op_for(c).flops(c))
 
 
 def order_configs(state: RunState) -> None:
