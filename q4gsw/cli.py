@@ -1,12 +1,11 @@
 """Command line: python -m q4gsw {list,run,check,export,...}.
 
-Exit codes: 0 all selected cases passed, 1 any failed, 2 usage or matrix.toml error (nothing run),
-130 interrupted (partial results written).
+Exit codes (q4gsw/verdict.py, docs/results.md): 0 all selected cases passed, 1 any failed or nothing was
+checked, 2 usage or matrix.toml error (nothing run), 130 interrupted (partial results written).
 
 Environment: Q4GSW_CACHE the cache folder (fixtures, provisioned drivers); Q4GSW_PREWARM the cold-start
-machinery of run, check, bench and mutants: unset or 1 all on, 0 all off, or a comma list of the mechanisms to
-keep on (spares: warm GPU children ahead; nice: children yield to the export; bytecode: a helper compiles the
-children's imports ahead), see q4gsw/run/prewarm.py; an unknown name is a usage error (exit 2).
+machinery of run, check, bench and mutants (warm GPU children started ahead of their fixtures): unset or 1 on,
+0 off, see q4gsw/run/prewarm.py; an unknown value is a usage error (exit 2).
 """
 
 from __future__ import annotations
@@ -115,10 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("_compile", help=argparse.SUPPRESS)
     p.add_argument("job")
-
-    p = sub.add_parser("_warm", help=argparse.SUPPRESS)
-    p.add_argument("--prefix", default="")
-    p.add_argument("folders", nargs="*")
 
     for name in EXTERNAL_COMMANDS:
         sub.add_parser(name, help=f"see `python -m q4gsw {name} --help`", add_help=False)
@@ -339,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     return verdict.USAGE
 
 
-CHILD_COMMANDS = ("_export", "_probe", "_child", "_compile", "_warm")
+CHILD_COMMANDS = ("_export", "_probe", "_child", "_compile")
 RUNNING_COMMANDS = ("run", "check", "bench", "mutants")  # those that read Q4GSW_PREWARM
 
 
@@ -352,8 +347,6 @@ def _child_command(args: argparse.Namespace) -> int:
         return workers.probe_main(args.backend_json)
     if args.command == "_compile":
         return workers.compile_main(args.job)
-    if args.command == "_warm":
-        return workers.warm_main(args.prefix, args.folders)
     return workers.child_main(args.job)
 
 

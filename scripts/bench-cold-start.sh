@@ -7,10 +7,11 @@
 #   REPO       the checkout to clone (default: this one); run on a quiet machine
 #   VARIANTS   what to time (default: all), each a value of Q4GSW_PREWARM (see q4gsw/run/prewarm.py):
 #                all          every mechanism on (Q4GSW_PREWARM=1, the default)
-#                0            none (one child per config when its fixture is in, no nice, no bytecode helper)
-#                spares, nice, bytecode, or a comma list of them: only those on
+#                0            none (one child per config, started when its fixture is in)
+#                spares       a mechanism by name (see prewarm.MECHANISMS), or a comma list of them
 #                uvbytecode   none of them, but uv compiles bytecode at install (UV_COMPILE_BYTECODE=1)
-#                V+uv         variant V, and uv compiles bytecode at install (e.g. spares,nice+uv)
+#                V+uv         variant V, and uv compiles bytecode at install (e.g. spares+uv)
+#              A variant is passed to q4gsw as it is: to time a mechanism an older commit had, bench that commit.
 #   RUNS       runs per variant (default 1); the variants are interleaved (round-robin), so a machine that gets
 #              busier or quieter over time affects every variant alike; each run uses its own fresh clone and
 #              empty Q4GSW_CACHE and UV_CACHE_DIR
@@ -42,8 +43,8 @@ failed=()
 for variant in "${variants[@]}"; do  # an unknown name fails here, before any run, as q4gsw itself would
     variant=${variant%+uv}
     [ "$variant" = all ] || [ "$variant" = uvbytecode ] || [ "$variant" = 0 ] ||
-        [[ ",$variant," =~ ^(,(spares|nice|bytecode))+,$ ]] ||
-        { echo "error: VARIANTS: unknown variant '$variant' (all, 0, uvbytecode, or a comma list of spares, nice, bytecode)" >&2; exit 2; }
+        [[ ",$variant," =~ ^(,[a-z]+)+,$ ]] ||
+        { echo "error: VARIANTS: unknown variant '$variant' (all, 0, uvbytecode, or a comma list of mechanisms)" >&2; exit 2; }
 done
 
 for run in $(seq "$runs"); do

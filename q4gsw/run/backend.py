@@ -45,16 +45,16 @@ def probe_in_process(selection: Selection, env: dict[str, str]) -> AdapterInfo:
     return adapter.select_adapter(selection.backend)[1]
 
 
-def open_backend(selection: Selection, record: Callable[[Result], None], extra_env: dict[str, str],
+def open_backend(selection: Selection, record: Callable[[Result], None],
                  find: Probe = probe) -> tuple[dict[str, str], Selection] | None:
-    """Provision and probe the backend, then route: (the children's environment: the ICD's and extra_env, routed
+    """Provision and probe the backend, then route: (the children's environment: the ICD's, routed
     selection), or None when the backend is unavailable (every selected config then fails with why)."""
     from q4gsw.webgpu.adapter import BackendUnavailable
     from q4gsw.webgpu.provision import provision
 
     backend = selection.backend
     try:
-        env = {**provision(backend), **extra_env}
+        env = provision(backend)
         adapter = find(selection, env)
     except BackendUnavailable as exc:
         say(f"error: backend '{backend.name}' unavailable: {exc}")

@@ -44,7 +44,7 @@ class ConfigChild:
     several kernels in one child."""
 
     def __init__(self, config: Config, selection: Selection, env: dict[str, str], options: RunOptions,
-                 root: Path, nice: int = 0) -> None:
+                 root: Path) -> None:
         self.config, self.env, self.root = config, env, root
         self.cases = selection.cases_of(config)
         self.repeats = options.repeats
@@ -57,10 +57,6 @@ class ConfigChild:
         self.err = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed by finish/cancel)
         self.proc = start_child([sys.executable, "-m", "q4gsw", "_child", str(job)], child_env(env), self.err,
                                 stdin=subprocess.PIPE)
-        if nice:
-            from q4gsw.run.prewarm import renice
-
-            renice(self.proc, nice)
 
     def work(self) -> Work:
         kernels = list(dict.fromkeys(c.kernel.name for c in self.cases))
@@ -152,7 +148,7 @@ def execute_configs(selection: Selection, runnable: list[Config], fixture_for: F
 
     def start(index: int) -> ConfigChild:
         if index not in started:
-            started[index] = ConfigChild(runnable[index], selection, env, options, root, policy.nice)
+            started[index] = ConfigChild(runnable[index], selection, env, options, root)
         return started[index]
 
     try:

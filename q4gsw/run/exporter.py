@@ -42,9 +42,8 @@ class Exporter:
     timeout_s kills the process; the next config starts a new one.
     """
 
-    def __init__(self, source: FixtureSource, configs: list[Config], env: dict[str, str]) -> None:
+    def __init__(self, source: FixtureSource, configs: list[Config]) -> None:
         self.source = source
-        self.env = env  # added to the export process's environment
         self.pending = list(configs)
         self.proc: subprocess.Popen[str] | None = None
         self.lines: queue.Queue[str | None] = queue.Queue()
@@ -55,7 +54,7 @@ class Exporter:
         command = [sys.executable, "-m", "q4gsw", "_export", "--matrix", str(self.source.matrix_path),
                    "--cache", str(self.source.cache), *[a for n in names for a in ("--config", n)]]
         verbose = os.environ.get(VERBOSE_ENV) == "1"
-        self.proc = subprocess.Popen(command, env=child_env(self.env), stdout=subprocess.PIPE, text=True,
+        self.proc = subprocess.Popen(command, env=child_env({}), stdout=subprocess.PIPE, text=True,
                                      stderr=None if verbose else self.log, start_new_session=True)
         self.lines = queue.Queue()
         stream = self.proc.stdout
@@ -129,12 +128,12 @@ def from_folder(source: FixtureSource) -> FixtureLookup:
 
 
 @contextlib.contextmanager
-def fixture_provider(source: FixtureSource, configs: list[Config], env: dict[str, str]) -> Iterator[FixtureLookup]:
+def fixture_provider(source: FixtureSource, configs: list[Config]) -> Iterator[FixtureLookup]:
     """The run's fixture lookup; with the cache, the export process runs (from now on) until the context ends."""
     if source.fixtures is not None:
         yield from_folder(source)
         return
-    exporter = Exporter(source, configs, env)
+    exporter = Exporter(source, configs)
     if configs:
         exporter.start()  # now, not at the first lookup: exporting overlaps provisioning and probing
     try:

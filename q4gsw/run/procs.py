@@ -38,7 +38,6 @@ class ChildPolicy:
     """How a run starts its GPU children (prewarm.Prewarm.policy decides; the default: no cold-start machinery)."""
 
     spares_ahead: int = 0  # configs whose children start while one runs; 0: each starts when its fixture is in
-    nice: int = 0  # > 0: the children yield the CPU to the export process
 
 
 NO_PREWARM = ChildPolicy()

@@ -47,10 +47,8 @@ class RunState:
     runnable: list[Config] = field(default_factory=list)
     exporting: bool = False
     policy: ChildPolicy = field(default_factory=ChildPolicy)
-    extra_env: dict[str, str] = field(default_factory=dict)  # for every child (the bytecode prefix)
-    first_fixture_in: Callable[[], None] = lambda: None
     fixture_for: FixtureLookup = no_fixture
-    env: dict[str, str] = field(default_factory=dict)  # the children's: the backend's ICD and extra_env
+    env: dict[str, str] = field(default_factory=dict)  # the children's: the backend's ICD
     stopped: str = ""
 
 
@@ -111,30 +109,19 @@ def prewarm_switch_error() -> str:
 
 
 def start_prewarm(state: RunState) -> None:
-    """The cold-start mechanisms Q4GSW_PREWARM leaves on (all by default; see prewarm.py)."""
+    """The cold-start machinery Q4GSW_PREWARM leaves on (on by default; see prewarm.py)."""
     if prewarm_switched_off():
         return
     from q4gsw.run import prewarm
 
-    switch = prewarm.parse_switch(os.environ.get(PREWARM_ENV))
-    state.policy = switch.policy(state.options.mode, state.exporting)
-    if switch.bytecode:
-        state.first_fixture_in, state.extra_env = state.stack.enter_context(
-            prewarm.bytecode_ahead(state.exporting, bool(state.runnable)))
+    state.policy = prewarm.parse_switch(os.environ.get(PREWARM_ENV)).policy(state.options.mode)
 
 
 def start_exporting(state: RunState) -> None:
     """Now, before provisioning: on a cold machine exporting is the longest stage."""
     if state.options.mode == "bench":
         return
-    lookup = state.stack.enter_context(fixture_provider(state.options.fixtures, state.runnable, state.extra_env))
-
-    def fixture_then(config: Config) -> tuple[Path | None, str, float]:
-        found = lookup(config)
-        state.first_fixture_in()  # the bytecode helper now only uses CPU nothing else wants
-        return found
-
-    state.fixture_for = fixture_then
+    state.fixture_for = state.stack.enter_context(fixture_provider(state.options.fixtures, state.runnable))
 
 
 def fixtures_in_process(state: RunState) -> None:
@@ -147,7 +134,7 @@ def open_backend(state: RunState) -> None:
     from q4gsw.run import backend
 
     find = backend.probe_in_process if state.options.in_process else backend.probe
-    opened = backend.open_backend(state.selection, state.record, state.extra_env, find)
+    opened = backend.open_backend(state.selection, state.record, find)
     if opened is None:
         state.stopped = f"backend '{state.selection.backend.name}' unavailable"
         return
@@ -205,7 +192,7 @@ def run_selection(selection: Selection, options: RunOptions, root: Path,
         results.append(result)
         on_result(result)
 
-    with contextlib.ExitStack() as stack:  # the export process and the bytecode helper end with the stages
+    with contextlib.ExitStack() as stack:  # the export process ends with the stages
         state = RunState(selection, options, root, record, stack)
         for _, stage in stages_for(options):
             stage(state)

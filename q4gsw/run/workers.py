@@ -1,6 +1,6 @@
 """The hidden child entry points: `_child` (a config's cases on one device), `_probe` (find the backend's adapter),
-`_compile` (does the other WGSL compiler accept a kernel?), `_export` (the run's one export process) and `_warm`
-(the bytecode helper, see prewarm.py). Each dies with its parent (procs.die_with_parent)."""
+`_compile` (does the other WGSL compiler accept a kernel?) and `_export` (the run's one export process). Each dies
+with its parent (procs.die_with_parent)."""
 
 from __future__ import annotations
 
@@ -129,11 +129,3 @@ def export_main(matrix_path: Path, names: list[str], cache: Path) -> int:
 
 def export_failure(name: str, exc: Exception) -> str:
     return f"export of '{name}' failed: {type(exc).__name__}: {' | '.join(str(exc).splitlines()[-3:])}"
-
-
-def warm_main(prefix: str, folders: list[str]) -> int:
-    """`python -m q4gsw _warm`: prewarm.warm_main, dying with its run."""
-    from q4gsw.run.prewarm import warm_main as compile_folders
-
-    die_with_parent(0)
-    return compile_folders(prefix, folders)
