@@ -85,8 +85,9 @@ def _run_generator(checkout: Path, spec: KernelSet, templates: list[dict[str, An
 
 
 def _text(path: Path) -> str:
-    """A kernel file's text; UnicodeDecodeError (a ValueError) names the first byte that is not UTF-8."""
-    return path.read_bytes().decode("utf-8")
+    """A kernel file's text, newlines as read_text() gives them; UnicodeDecodeError (a ValueError) names the first
+    byte that is not UTF-8 (read_text() would decode with the locale's encoding, or raise from deep inside)."""
+    return path.read_bytes().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _unreadable(checkout: Path, relative: str, exc: Exception) -> str:
