@@ -177,3 +177,39 @@ def test_a_config_childs_job_folder_is_one_a_later_run_can_clean(tmp_path, monke
     assert (folder / paths.OWNED_MARKER).is_file()
     child.cancel()
     assert not folder.exists()
+
+
+def test_swiftshader_unpacked_in_a_read_only_cache_is_used_without_writing(tmp_path, monkeypatch):
+    from q4gsw.webgpu import provision
+
+    target = tmp_path / "cache" / "swiftshader"
+    target.mkdir(parents=True)
+    (target / "libvk_swiftshader.so").write_bytes(b"")
+    icd = target / "vk_swiftshader_icd.json"
+    icd.write_text(f'{{"ICD": {{"library_path": "{target / "libvk_swiftshader.so"}"}}}}')
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(provision.SWIFTSHADER_ICD_ENV, raising=False)
+    monkeypatch.setattr(provision, "ensure_vulkan_loader", lambda: None)
+
+    def read_only(path, what):
+        raise paths.CacheError(f"the q4gsw {what} {path} is not writable (Read-only file system)")
+
+    monkeypatch.setattr(provision, "usable_directory", read_only)
+    monkeypatch.setattr(provision, "FileLock", read_only)
+    assert provision.provision_swiftshader() == {"VK_ICD_FILENAMES": str(icd), "VK_DRIVER_FILES": str(icd)}
+    assert sorted(p.name for p in target.iterdir()) == ["libvk_swiftshader.so", "vk_swiftshader_icd.json"]
+
+
+def test_dawns_runtime_folder_is_a_job_folder(tmp_path):
+    """Dawn needs XDG_RUNTIME_DIR; the folder made for it was a bare mkdtemp that every Dawn child left behind.
+    (In a process of its own: a process holds only one WebGPU implementation.)"""
+    pytest.importorskip("wgpudawn")
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    done = subprocess.run([sys.executable, "-c", "import os\nfrom q4gsw.webgpu.adapter import load_wgpu\n"
+                           "load_wgpu('dawn')\nprint(os.environ['XDG_RUNTIME_DIR'])"], capture_output=True, text=True,
+                          env={**env, "TMPDIR": str(tmp_path)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip().splitlines()[-1])
+    assert folder.parent == tmp_path and folder.name.startswith(paths.JOB_PREFIX)
+    assert (folder / paths.OWNED_MARKER).is_file()
+    assert paths.remove_stale_job_folders(tmp_path) == [folder]  # its process is gone: a later run removes it
