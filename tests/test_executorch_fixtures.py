@@ -15,7 +15,8 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from helpers import random_packed, write_fixtures, write_matrix
+from conftest import run_cli
+from helpers import random_packed, results_of, write_fixtures, write_matrix
 
 from q4gsw import export
 from q4gsw.matrix import Config, load_matrix
@@ -108,3 +109,20 @@ def test_a_session_given_an_executorch_export_folder_installs_executorch(tmp_pat
     assert "export" in run_extras([f"--fixtures={executorch_folder}"]).split(",")
     assert run_extras(["--fixtures", str(ours)]) == "report"  # q4gsw's fixtures: no torch, no executorch
     assert run_extras(["--config", "q_proj"]) == "export,report"  # fixtures exported into the cache
+
+
+@pytest.mark.e2e
+def test_a_run_with_a_random_pte_fails_that_config_and_runs_the_others(tmp_path, swiftshader_icd):
+    pytest.importorskip("executorch")
+    matrix = write_matrix(tmp_path / "matrix.toml", configs="ab")
+    folder = write_fixtures(tmp_path / "et", matrix, "b")
+    (folder / "q4gsw_a.pte").write_bytes(bytes(range(256)) * 8)
+    done = run_cli("run", "--matrix", str(matrix), "--backend", "swiftshader", "--fixtures", str(folder),
+                   "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "r"), env=swiftshader_icd,
+                   timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    results = results_of(tmp_path / "r")
+    (a,) = results["a"]
+    assert a["status"] == "fail" and "q4gsw_a.pte: not a .pte ExecuTorch can read" in a["message"]
+    assert [r["status"] for r in results["b"]] == ["pass"]
