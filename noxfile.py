@@ -47,10 +47,28 @@ def _install(session: nox.Session, extras: str) -> None:
     session.install("-c", CONSTRAINTS, *reinstall, "-e", f".[{extras}]", env=env)
 
 
+def _fixtures_folder(posargs: list[str]) -> Path | None:
+    """The folder of `--fixtures DIR` or `--fixtures=DIR` among the session's arguments."""
+    for i, arg in enumerate(posargs):
+        if arg.startswith("--fixtures="):
+            return Path(arg.split("=", 1)[1])
+        if arg == "--fixtures" and i + 1 < len(posargs):
+            return Path(posargs[i + 1])
+    return None
+
+
+def run_extras(posargs: list[str]) -> str:
+    """The extras a run needs. With q4gsw's exported fixtures (`-- --fixtures DIR`, as CI passes) no torch or
+    executorch; an ExecuTorch export folder (DIR/q4gsw_<config>.pte) is read with executorch, so it needs it."""
+    folder = _fixtures_folder(posargs)
+    if folder is None:
+        return "export,report"
+    executorch_layout = folder.is_dir() and any(p.suffix == ".pte" and p.is_file() for p in folder.iterdir())
+    return "export,report" if executorch_layout else "report"
+
+
 def _run_extras(session: nox.Session) -> str:
-    # With exported fixtures (`-- --fixtures DIR`, as CI passes) the run needs no torch/executorch.
-    return "report" if any(a == "--fixtures" or a.startswith("--fixtures=") for a in session.posargs) \
-        else "export,report"
+    return run_extras(list(session.posargs))
 
 
 def _default_backend(posargs: list[str]) -> list[str]:

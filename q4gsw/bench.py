@@ -200,10 +200,13 @@ def main(argv: list[str] | None = None) -> int:
         from q4gsw.kernel_sets import load_kernel_set
 
         try:
-            kernels += list(load_kernel_set(matrix.kernel_sets["executorch"], args.executorch).kernels)
+            loaded = load_kernel_set(matrix.kernel_sets["executorch"], args.executorch)
         except (MatrixError, KeyError) as exc:
-            print(f"error: --executorch: {exc}")
+            print(f"error: --executorch: {exc}", file=sys.stderr)
             return verdict.USAGE
+        kernels += list(loaded.kernels)
+        for name, why in loaded.missing.items():  # not benchmarked: said, and the bench does not exit 0
+            print(f"error: --executorch: kernel '{name}' cannot be benchmarked: {why}", file=sys.stderr)
     cases, unsupported = build_cases(matrix, backend, configs, tuple(kernels))
     selection = Selection(backend=backend, configs=configs, cases=cases, skipped=unsupported)
     options = RunOptions(fixtures=FixtureSource(None, Path("."), matrix.path), repeats=args.repeats,
@@ -222,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "numpy": np.__version__, "rows": [asdict(r) for r in flat]}, indent=2, default=str))
     print(f"wrote {args.json}")
     correct = flat and all(r.correct is not False for r in flat) and any(r.correct for r in flat)
+    correct = correct and not (args.executorch is not None and loaded.missing)
     return verdict.OK if correct else verdict.FAILED
 
 

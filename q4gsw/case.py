@@ -52,15 +52,16 @@ def base_result(case: Case, status: str, message: str, **extra: Any) -> Result:
 
 def reproduce_for(case: Case) -> str:
     kernel = case.kernel
+    c = case.config
     if case.role == "subject" and kernel.origin.startswith("check:"):
         args = ["check", "--kernel", kernel.file, "--dispatch", ", ".join(kernel.dispatch)]
         for name, value in kernel.overrides.items():
             args += ["--override", f"{name}={value}"]
-        return reproduce_command(case.config.name, case.backend.name, case.config.tier, case.config.suite, args)
+        return reproduce_command(c.name, case.backend.name, c.tier, c.suite, args, case.rerun)
     if kernel.origin.startswith("executorch:"):
         args = ["run", "--executorch", kernel.origin.split(":", 2)[1], "--all-variants"]
-        return reproduce_command(case.config.name, case.backend.name, case.config.tier, case.config.suite, args)
-    return reproduce_command(case.config.name, case.backend.name, case.config.tier, case.config.suite)
+        return reproduce_command(c.name, case.backend.name, c.tier, c.suite, args, case.rerun)
+    return reproduce_command(c.name, case.backend.name, c.tier, c.suite, rerun=case.rerun)
 
 
 def upstream_verdict(y: np.ndarray, g: np.ndarray, case: Case) -> str:

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from q4gsw.matrix import TIERS, Backend, Config, Kernel, Matrix, MatrixError, Tolerance
-from q4gsw.sessions import HEAVY_HINT
+from q4gsw.sessions import HEAVY_HINT, Rerun
 from q4gsw.values import AdapterInfo
 
 ROLES = ("subject", "reference", "mutant")
@@ -33,6 +33,7 @@ class Case:
     tolerance: Tolerance
     role: str = "subject"  # subject: under test; reference: known correct; mutant: must be caught
     routed: str = ""  # the variant the runtime's routing picks for this config (kernel sets with routing)
+    rerun: Rerun = ()  # options its reproduce line repeats (matrix, fixtures, checkout): sessions.rerun_options
 
     @property
     def id(self) -> str:
@@ -58,6 +59,11 @@ class Selection:
     filters: Mapping[str, Any] = field(default_factory=dict)
     route: tuple[str, ...] = ()  # a kernel set's routing order: the runtime runs the first variant that holds
     all_variants: bool = False  # with a route: also check every other variant whose preconditions hold
+    rerun: Rerun = ()  # the options every reproduce line of the run repeats (sessions.rerun_options)
+
+    def with_rerun(self, rerun: Rerun) -> Selection:
+        """The selection whose reproduce lines (its cases' and its skips') repeat these options."""
+        return replace(self, rerun=rerun, cases=tuple(replace(c, rerun=rerun) for c in self.cases))
 
     def cases_of(self, config: Config) -> tuple[Case, ...]:
         return tuple(c for c in self.cases if c.config.name == config.name)
@@ -248,4 +254,5 @@ def adapter_from_plain(data: Mapping[str, Any]) -> AdapterInfo:
 def case_from_plain(data: Mapping[str, Any]) -> Case:
     return Case(config=config_from_plain(data["config"]), kernel=kernel_from_plain(data["kernel"]),
                 input=data["input"], backend=backend_from_plain(data["backend"]),
-                tolerance=Tolerance(**data["tolerance"]), role=data["role"], routed=data["routed"])
+                tolerance=Tolerance(**data["tolerance"]), role=data["role"], routed=data["routed"],
+                rerun=tuple((str(o), str(v)) for o, v in data.get("rerun", ())))

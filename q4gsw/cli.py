@@ -149,7 +149,10 @@ def selection_from_args(matrix: Matrix, args: argparse.Namespace, kernels: tuple
                                 kernels=kernels, applies=applies)
         print(f"note: shard {shard[0]}/{shard[1]} runs nothing: the cost-balanced split dealt all "
               f"{len(whole.configs)} selected config(s) to the other shards", file=sys.stderr, flush=True)
-    return selection
+    from q4gsw.sessions import rerun_options  # reproduce lines repeat the run's matrix, fixtures and checkout
+
+    return selection.with_rerun(rerun_options(args.matrix, getattr(args, "fixtures", None),
+                                              getattr(args, "executorch", None)))
 
 
 def check_output_folder(path: Path, option: str) -> None:
@@ -200,8 +203,8 @@ def cmd_run_kernel_set(matrix: Matrix, args: argparse.Namespace, name: str, chec
     loaded = load_kernel_set(matrix.kernel_sets[name], checkout)
     selection = selection_from_args(matrix, args, loaded.kernels)
     selection = replace(selection, route=loaded.spec.route, all_variants=args.all_variants)
-    missing = [Skip(config, f"kernel '{kernel.name}' declared in [kernel_set.{name}] is missing from the tree: "
-                            f"{loaded.missing[kernel.name]}", kernel=kernel.name, status="fail")
+    missing = [Skip(config, f"kernel '{kernel.name}' declared in [kernel_set.{name}] is missing from the tree or "
+                            f"unusable: {loaded.missing[kernel.name]}", kernel=kernel.name, status="fail")
                for config in selection.configs for kernel in loaded.spec.kernels
                if kernel.name in loaded.missing and kernel_applies(kernel, config, selection.backend)]
     print(f"{name} kernels from {loaded.checkout}: {len(loaded.kernels)} found"

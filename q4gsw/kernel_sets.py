@@ -5,19 +5,25 @@ checkout. Plain .wgsl files are read as they are. A templated kernel (a .wgsl wi
 is expanded with the checkout's own generator (backends/webgpu/scripts/gen_wgsl_headers.py), so what
 is tested is what the build would embed; when the committed generated header (<NAME>_wgsl.h)
 differs from the generated text, the kernel's notes say so, because the runtime compiles the header.
-Nothing from the checkout is copied into q4gsw.
+Nothing from the checkout is copied into q4gsw. The generator is foreign code: it runs in a process of its own
+(foreign_generator.py), so nothing it does can end or mislead the run; a generator that cannot be loaded is a
+usage error, a variant it cannot generate fails that variant's cases with the reason.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
+import json
 import re
+import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
+from q4gsw.console import last_lines
 from q4gsw.matrix import Kernel, KernelSet, MatrixError
+from q4gsw.paths import NotOurs, job_folder, remove_owned
 
 _HEADER_TEXT = re.compile(r'R"\(\n(.*?)\)";', re.DOTALL)
 
@@ -31,69 +37,123 @@ class LoadedKernelSet:
     notes: dict[str, str]  # kernel name -> a difference a kernel author should know (stale header, ...)
 
 
-def _generator(checkout: Path, spec: KernelSet) -> ModuleType:
+GENERATOR_TIMEOUT_S = 120  # loading the generator and expanding a few templates takes well under a second
+
+
+def _usage_error(spec: KernelSet, problem: str, fix: str) -> MatrixError:
+    return MatrixError("command line", f"kernel set '{spec.name}'", "--executorch", problem, fix)
+
+
+def _run_generator(checkout: Path, spec: KernelSet, templates: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """variant -> {"text": ...} or {"error": ...}, from the checkout's generator run in its own process
+    (foreign_generator.py): no exit, exception, hang or output of it can end or mislead this run. A generator
+    that cannot be loaded is a usage error naming it."""
     path = checkout / spec.generator
     if not path.is_file():
-        raise MatrixError("command line", f"kernel set '{spec.name}'", "--executorch",
-                          f"{checkout} has no {spec.generator} (the template generator)",
-                          "point --executorch at an ExecuTorch checkout (or a tree with its backends/webgpu layout)")
-    module_spec = importlib.util.spec_from_file_location(f"q4gsw_generator_{spec.name}", path)
-    assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_spec.name] = module  # dataclasses in the generator look their module up by name
+        raise _usage_error(spec, f"{checkout} has no {spec.generator} (the template generator)",
+                           "point --executorch at an ExecuTorch checkout (or a tree with its backends/webgpu layout)")
+    fix = f"fix or restore {spec.generator} in the checkout (`git -C {checkout} status` shows local changes)"
+    folder = job_folder()  # removed below, or by a later run if this one is killed meanwhile
     try:
-        module_spec.loader.exec_module(module)
-    except ImportError as exc:
-        raise MatrixError("command line", f"kernel set '{spec.name}'", "--executorch",
-                          f"{path} needs a package that is not installed: {exc}",
-                          "install it (PyYAML: pip install pyyaml) in the environment running q4gsw") from exc
-    return module
+        job, out = folder / "job.json", folder / "out.json"
+        job.write_text(json.dumps({"generator": str(path), "templates": templates}))
+        try:
+            done = subprocess.run([sys.executable, str(Path(__file__).with_name("foreign_generator.py")), str(job),
+                                   str(out)], capture_output=True, stdin=subprocess.DEVNULL,
+                                  timeout=GENERATOR_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise _usage_error(spec, f"{path} did not finish within {GENERATOR_TIMEOUT_S} s", fix) from None
+        try:
+            result = json.loads(out.read_text())
+        except (OSError, ValueError):
+            # The generator ended its process itself (os._exit, a crash) before handing anything back.
+            said = last_lines((done.stdout + done.stderr).decode(errors="replace"))
+            raise _usage_error(spec, f"{path} ended the process that loaded it (exit status {done.returncode}) "
+                                     f"before generating anything; it printed: {said}", fix) from None
+    finally:
+        with contextlib.suppress(OSError, NotOurs):
+            remove_owned(folder, folder.parent)
+    if result["missing_module"]:
+        raise _usage_error(spec, f"{path} needs a package that is not installed: {result['missing_module']}",
+                           "install it (PyYAML: pip install pyyaml) in the environment running q4gsw")
+    if result["load_error"]:
+        raise _usage_error(spec, f"{path} cannot be loaded: {result['load_error']}", fix)
+    printed = (result.get("printed", "") + (done.stdout + done.stderr).decode(errors="replace")).strip()
+    if printed:  # shown labelled as the generator's, never as q4gsw's own output
+        print(f"note: {spec.generator} printed: {last_lines(printed)}", file=sys.stderr, flush=True)
+    return dict(result["variants"])
 
 
-def expand_template(generator: ModuleType, template: Path, variant: str) -> str:
-    """The text the checkout's generator embeds for one variant of a template."""
-    variants = generator.parse_template_spec(template.with_suffix(".yaml"))
-    for params in variants.get(template.stem, []):
-        if params.get("NAME") == variant:
-            return str(generator.preprocess(template.read_text(), {**generator.WGSL_HELPERS, **params}))
-    raise KeyError(f"{template.with_suffix('.yaml').name} declares no variant NAME: {variant}")
+def _text(path: Path) -> str:
+    """A kernel file's text, newlines as read_text() gives them; UnicodeDecodeError (a ValueError) names the first
+    byte that is not UTF-8 (read_text() would decode with the locale's encoding, or raise from deep inside)."""
+    return path.read_bytes().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _unreadable(checkout: Path, relative: str, exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{relative} in {checkout} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+    return f"{relative} in {checkout} cannot be read: {exc}"
 
 
 def committed_header_text(folder: Path, name: str) -> str | None:
     header = folder / f"{name}_wgsl.h"
     if not header.is_file():
         return None
-    match = _HEADER_TEXT.search(header.read_text())
+    # A header that is not UTF-8 cannot equal the generated text: read it replacing, and the note says it differs.
+    match = _HEADER_TEXT.search(header.read_text(errors="replace"))
     return match.group(1) if match else None
 
 
 def load_kernel_set(spec: KernelSet, checkout: Path) -> LoadedKernelSet:
+    """The kernel set's kernels from the checkout. A problem of the tree as a whole (not a folder, no generator, a
+    generator that cannot be loaded) is a MatrixError; a problem of one kernel (absent, not UTF-8, its template's
+    spec missing or unreadable, a template expression that fails) is recorded in `missing` with the reason, and
+    the run fails that kernel's cases with it."""
     checkout = checkout.resolve()
     if not checkout.is_dir():
-        raise MatrixError("command line", f"kernel set '{spec.name}'", "--executorch", f"{checkout} is not a folder",
-                          "pass the path of an ExecuTorch checkout")
+        raise _usage_error(spec, f"{checkout} is not a folder", "pass the path of an ExecuTorch checkout")
     folder = checkout / spec.folder
     if not folder.is_dir():
-        raise MatrixError("command line", f"kernel set '{spec.name}'", "--executorch",
-                          f"{checkout} has no {spec.folder}",
-                          "point --executorch at an ExecuTorch checkout (or a tree with its backends/webgpu layout)")
-    generator = None
-    kernels, missing, notes = [], {}, {}
+        raise _usage_error(spec, f"{checkout} has no {spec.folder}",
+                           "point --executorch at an ExecuTorch checkout (or a tree with its backends/webgpu layout)")
+    texts: dict[str, str] = {}
+    missing: dict[str, str] = {}
+    templates: dict[str, dict[str, Any]] = {}  # by template file: what the generator is asked to expand
     for kernel in spec.kernels:
         path = folder / kernel.file
+        relative = f"{spec.folder}/{kernel.file}"
         if not path.is_file():
-            missing[kernel.name] = f"{spec.folder}/{kernel.file} is not in {checkout}"
+            missing[kernel.name] = f"{relative} is not in {checkout}"
             continue
+        try:
+            text = _text(path)
+        except (OSError, ValueError) as exc:
+            missing[kernel.name] = _unreadable(checkout, relative, exc)
+            continue
+        if not kernel.template:
+            texts[kernel.name] = text
+        elif not path.with_suffix(".yaml").is_file():
+            missing[kernel.name] = f"{relative[:-len(path.suffix)]}.yaml (its variant spec) is not in {checkout}"
+        else:
+            templates.setdefault(kernel.file, {"path": str(path), "yaml": str(path.with_suffix(".yaml")),
+                                               "stem": path.stem, "text": text, "variants": []})
+            templates[kernel.file]["variants"].append(kernel.name)
+    generated = _run_generator(checkout, spec, list(templates.values())) if templates else {}
+    kernels, notes = [], {}
+    for kernel in spec.kernels:
+        if kernel.name in missing:
+            continue
+        path = folder / kernel.file
         if kernel.template:
-            generator = generator or _generator(checkout, spec)
-            try:
-                text = expand_template(generator, path, kernel.name)
-            except KeyError as exc:
-                missing[kernel.name] = str(exc.args[0])
+            outcome = generated.get(kernel.name, {"error": "the generator returned nothing for it"})
+            if "text" not in outcome:
+                missing[kernel.name] = str(outcome.get("error"))
                 continue
+            text = outcome["text"]
             origin = f"executorch:{checkout}:{spec.folder}/{kernel.file} variant {kernel.name} (generated)"
         else:
-            text = path.read_text()
+            text = texts[kernel.name]
             origin = f"executorch:{checkout}:{spec.folder}/{kernel.file}"
         committed = committed_header_text(folder, kernel.name)
         if committed is not None and committed != text:

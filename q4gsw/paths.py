@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -108,3 +109,42 @@ def remove_owned(path: Path, parent: Path, owned: Callable[[Path], bool] = lambd
     if not path.is_dir() or not ((path / OWNED_MARKER).is_file() or owned(path)):
         raise NotOurs(f"{path} exists and is not something q4gsw wrote: {fix}")
     shutil.rmtree(path)
+
+
+# A child's job files live in <tmp>/q4gsw-job-<pid of the run>-<random>/, marked as q4gsw's: a run killed with
+# SIGKILL cannot remove its own, so every run removes those whose run is gone (by name, marker and owner).
+JOB_PREFIX = "q4gsw-job-"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_job_folders(parent: Path | None = None) -> list[Path]:
+    """Remove the job folders of runs that no longer run (the pid in the name is dead); returns them. Only
+    folders named like ours, owned by this user and holding OWNED_MARKER are touched (remove_owned)."""
+    parent = Path(parent or tempfile.gettempdir())
+    removed = []
+    for path in parent.glob(f"{JOB_PREFIX}*"):
+        pid = path.name[len(JOB_PREFIX):].split("-", 1)[0]
+        with contextlib.suppress(OSError, NotOurs):
+            if pid.isdigit() and not _running(int(pid)) and path.lstat().st_uid == os.getuid():
+                remove_owned(path, parent)
+                removed.append(path)
+    return removed
+
+
+def job_folder(parent: Path | None = None) -> Path:
+    """A new folder for one child's job files (removed with remove_owned(folder, folder.parent) when done)."""
+    parent = Path(parent or tempfile.gettempdir())
+    remove_stale_job_folders(parent)
+    folder = Path(tempfile.mkdtemp(prefix=f"{JOB_PREFIX}{os.getpid()}-", dir=parent))
+    (folder / OWNED_MARKER).write_text("a q4gsw child's job files, written by q4gsw; safe to delete when the run "
+                                       "whose pid the folder's name holds has ended\n")
+    return folder

@@ -6,7 +6,9 @@ Generic over ops: an op asks for its calls and reads its constants' bytes from h
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,31 @@ import numpy as np
 
 class DelegateLayoutError(RuntimeError):
     """The .pte is not what the op's kernels consume (wrong op, not delegated, unexpected shapes)."""
+
+
+PTE_NEEDS = "reading an ExecuTorch .pte needs the executorch package: pip install -e '.[export]'"
+
+
+class UnreadablePte(RuntimeError):
+    """A .pte from outside q4gsw that cannot be read: empty, random bytes, another program, or no executorch."""
+
+
+def constants_from_foreign_pte(path: Path, read: Callable[[bytes], Any]) -> Any:
+    """read(the file's bytes) (an op's constants_from_pte), with anything wrong with the file, including a missing
+    executorch package, as one UnreadablePte line naming the file instead of a traceback from the deserializer."""
+    data = path.read_bytes()
+    if not data:
+        raise UnreadablePte(f"{path}: empty file, not a .pte")
+    try:
+        return read(data)
+    except ImportError as exc:
+        raise UnreadablePte(f"{path}: {PTE_NEEDS} ({exc})") from exc
+    except DelegateLayoutError as exc:
+        raise UnreadablePte(f"{path}: {exc}") from exc
+    except Exception as exc:  # executorch's deserializer on foreign bytes: any error means "not a .pte it reads"
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        raise UnreadablePte(f"{path}: not a .pte ExecuTorch can read ({type(exc).__name__}"
+                            f"{': ' + ' | '.join(lines[-2:]) if lines else ''})") from exc
 
 
 @dataclass(frozen=True)

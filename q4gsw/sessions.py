@@ -6,6 +6,8 @@ Standard library only: noxfile.py imports this module before q4gsw is installed 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
+from pathlib import Path
 
 DEFAULT_SUITE = "llama"
 HEAVY_SESSION = "heavy"
@@ -35,10 +37,31 @@ def has_session(tier: str, suite: str) -> bool:
     return True
 
 
-def reproduce_command(config: str, backend: str, tier: str, suite: str, kernel_args: list[str] | None = None) -> str:
-    """The one command that reproduces a config: the nox session, or `check`/`run` with the kernel's arguments."""
-    if kernel_args:
-        return shlex.join(["python", "-m", "q4gsw", *kernel_args, "--backend", backend, "--config", config])
+Rerun = tuple[tuple[str, str], ...]  # (option, value) pairs a reproduce line repeats
+
+
+def rerun_options(matrix: str | Path | None = None, fixtures: str | Path | None = None,
+                  executorch: str | Path | None = None) -> Rerun:
+    """The options a reproduce line must repeat to rerun a case on the same inputs: a matrix other than
+    ./matrix.toml, the fixtures folder, the ExecuTorch checkout; absolute, so a pasted line works from anywhere."""
+    pinned = []
+    if matrix is not None and Path(matrix).resolve() != Path("matrix.toml").resolve():
+        pinned.append(("--matrix", str(Path(matrix).resolve())))
+    if fixtures is not None:
+        pinned.append(("--fixtures", str(Path(fixtures).resolve())))
+    if executorch is not None:
+        pinned.append(("--executorch", str(Path(executorch).resolve())))
+    return tuple(pinned)
+
+
+def reproduce_command(config: str, backend: str, tier: str, suite: str, kernel_args: list[str] | None = None,
+                      rerun: Sequence[Sequence[str]] = ()) -> str:
+    """The one command that reproduces a config: the nox session, or `check`/`run` with the kernel's arguments and
+    the options that pin the run's inputs (`rerun`: matrix, fixtures, checkout), which the sessions would not."""
+    pinned = [a for option, value in rerun if option not in (kernel_args or ()) for a in (option, value)]
+    if kernel_args or pinned:
+        return shlex.join(["python", "-m", "q4gsw", *(kernel_args or ["run"]), *pinned, "--backend", backend,
+                           "--config", config])
     try:
         session, extra = session_for(backend, tier, suite)
     except ValueError:

@@ -20,6 +20,7 @@ from q4gsw.console import last_lines as _last_lines
 from q4gsw.console import say
 from q4gsw.matrix import Config
 from q4gsw.ops import op_for
+from q4gsw.paths import NotOurs, job_folder, remove_owned
 from q4gsw.result import Result, Timings
 from q4gsw.run.exporter import FixtureLookup
 from q4gsw.run.options import RunOptions
@@ -49,9 +50,11 @@ class ConfigChild:
         self.cases = selection.cases_of(config)
         self.repeats = options.repeats
         self.deadline_s = config.timeout_s * max(1, len({c.kernel.name for c in self.cases}))
-        self.tmp = tempfile.TemporaryDirectory(prefix="q4gsw-")
-        self.out = Path(self.tmp.name) / "results.json"
-        job = Path(self.tmp.name) / "job.json"
+        # Not a TemporaryDirectory: a SIGKILLed run cannot remove it; the next run removes a job folder whose run
+        # is gone (paths.job_folder).
+        self.folder = job_folder()
+        self.out = self.folder / "results.json"
+        job = self.folder / "job.json"
         job.write_text(json.dumps({"cases": [to_plain(c) for c in self.cases], "seed": options.problem_seed,
                                    "out": str(self.out), "repeats": options.repeats, "root": str(root)}))
         self.err = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed by finish/cancel)
@@ -101,7 +104,8 @@ class ConfigChild:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
         self.err.close()
-        self.tmp.cleanup()
+        with contextlib.suppress(OSError, NotOurs):
+            remove_owned(self.folder, self.folder.parent)
 
 
 def with_other_compiler(result: Result, cases: tuple[Case, ...], env: dict[str, str], root: Path) -> Result:

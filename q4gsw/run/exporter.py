@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
@@ -85,11 +86,11 @@ class Exporter:
                 return None, (f"export of '{config.name}' timed out after {config.timeout_s:g} s (timeout_s in "
                               "matrix.toml) and was killed"), time.perf_counter() - started
             if line is None:
-                self.proc.wait() if self.proc else None
+                returncode = self.proc.wait() if self.proc else 0
                 self.log.seek(0)
                 tail = _last_lines(self.log.read()[-8000:].decode(errors="replace"))
                 self.proc = None
-                return None, f"export of '{config.name}' failed: {tail}", time.perf_counter() - started
+                return None, ended_because(config.name, returncode, tail), time.perf_counter() - started
             kind, name, rest = line.rstrip("\n").split(" ", 2)
             if name != config.name:
                 continue
@@ -107,10 +108,25 @@ class Exporter:
         self.log.close()
 
 
+def ended_because(name: str, returncode: int, tail: str) -> str:
+    """Why the export process ended before `name`'s fixture: a signal first (a kill, the OOM killer, a crash), then
+    its log's last lines, which then hold whatever it printed before (often a harmless torch warning)."""
+    if returncode < 0:
+        try:
+            signame = signal.Signals(-returncode).name
+        except ValueError:
+            signame = f"signal {-returncode}"
+        how = "killed by" if -returncode in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT) else "crashed with"
+        return f"export of '{name}' failed: export process {how} {signame}; its last output: {tail}"
+    if returncode > 0:
+        return f"export of '{name}' failed: export process exited with status {returncode}: {tail}"
+    return f"export of '{name}' failed: {tail}"
+
+
 def from_folder(source: FixtureSource) -> FixtureLookup:
     """Fixtures from `--fixtures DIR`, each verified against its manifest before any GPU work."""
     from q4gsw.export import FixtureError, find_fixture, verify_fixture
-    from q4gsw.pte import DelegateLayoutError
+    from q4gsw.pte import DelegateLayoutError, UnreadablePte
 
     assert source.fixtures is not None
     given = source.fixtures
@@ -118,10 +134,17 @@ def from_folder(source: FixtureSource) -> FixtureLookup:
     def lookup(config: Config) -> tuple[Path | None, str, float]:
         try:
             path = find_fixture(given, config, source.cache)
-            verify_fixture(path, config)
-        except (FixtureError, OSError, ValueError, DelegateLayoutError) as exc:
+            fixture = verify_fixture(path, config)
+        except (FixtureError, OSError, ValueError, DelegateLayoutError, UnreadablePte) as exc:
             return None, (f"fixture for '{config.name}' rejected: {exc}. Re-export it with "
                           f"`python -m q4gsw export --out {given} --config {config.name}`"), 0.0
+        except Exception as exc:  # a user's folder is untrusted input: whatever it does fails this config only
+            return None, f"fixture for '{config.name}' rejected: {type(exc).__name__}: {exc}", 0.0
+        source_files = fixture.manifest.get("source")
+        if isinstance(source_files, dict) and source_files.get("executorch_pte") and \
+                not source_files.get("executorch_golden"):
+            say(f"note: {config.name}: no ExecuTorch golden (.golden.bin) beside {source_files['executorch_pte']}: "
+                "its goldens are computed in fp64 by q4gsw from the .pte's weights")
         return path, "", 0.0
 
     return lookup

@@ -20,7 +20,8 @@ def skip_result(skip: Skip, selection: Selection) -> Result:
                   case_id=f"{c.name}{'/' + skip.kernel if skip.kernel else ''}@{selection.backend.name}",
                   webgpu=selection.backend.webgpu, tier=c.tier, suite=c.suite, kernel=skip.kernel,
                   shape=Shape(c.M, c.K, c.N, c.group_size),
-                  reproduce=reproduce_command(c.name, selection.backend.name, c.tier, c.suite))
+                  reproduce=reproduce_command(c.name, selection.backend.name, c.tier, c.suite,
+                                              rerun=selection.rerun))
 
 
 def config_failure(config: Config, selection: Selection, message: str, cases: tuple[Case, ...], **extra: Any) -> Result:

@@ -58,8 +58,12 @@ def record_skips(state: RunState) -> None:
 
 
 def check_cache(state: RunState) -> None:
-    """A cache this run must export into but cannot use fails every selected config with one message."""
-    problem = unusable_folder(state.options.fixtures.cache, "cache") if state.options.exports_into_cache else ""
+    """A cache this run must export into but cannot use fails every selected config with one message. Only a
+    fixture still to export needs a writable cache: a read-only one holding every fixture runs (loading and
+    verifying a fixture writes nothing)."""
+    runnable = [c for c in state.selection.configs if state.selection.cases_of(c)]
+    needs_writing = must_export(state.options, runnable)
+    problem = unusable_folder(state.options.fixtures.cache, "cache") if needs_writing else ""
     if problem:
         state.stopped = f"{problem} (nothing was exported or run)"
         say(f"error: {state.stopped}")

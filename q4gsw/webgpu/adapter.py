@@ -11,10 +11,10 @@ BackendUnavailable with the adapters it did see.
 from __future__ import annotations
 
 import os
-import tempfile
 from types import ModuleType
 from typing import Any
 
+from q4gsw.paths import job_folder
 from q4gsw.values import AdapterInfo, Backend
 
 IMPLEMENTATIONS = ("wgpu-native", "dawn")
@@ -40,7 +40,8 @@ def load_wgpu(implementation: str) -> ModuleType:
                                      f"installed: {DAWN_PACKAGE_HINT}. No fallback to wgpu-native is made") from exc
         if not os.environ.get("XDG_RUNTIME_DIR") or not os.path.isdir(os.environ["XDG_RUNTIME_DIR"]):
             # Dawn refuses to create an instance without it ("XDG_RUNTIME_DIR is invalid").
-            os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="q4gsw-xdg-")
+            # A job folder (paths.job_folder), not a bare mkdtemp: once this process is gone a later run removes it.
+            os.environ["XDG_RUNTIME_DIR"] = str(job_folder())
         wgpudawn.install_as_wgpu()
     import wgpu
 

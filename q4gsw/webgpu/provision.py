@@ -61,6 +61,9 @@ def provision_swiftshader() -> dict[str, str]:
             raise BackendUnavailable(f"{SWIFTSHADER_ICD_ENV}={given} does not exist: point it at a "
                                      "vk_swiftshader_icd.json whose library_path is an absolute path")
         return {"VK_ICD_FILENAMES": given, "VK_DRIVER_FILES": given}
+    unpacked = _unpacked_swiftshader(cache_root() / "swiftshader")
+    if unpacked:  # found without writing anything (no lock file): a read-only cache holding it runs
+        return unpacked
     try:
         target = usable_directory(usable_directory(cache_root(), "cache") / "swiftshader", "cache")
     except CacheError as exc:
