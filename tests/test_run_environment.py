@@ -43,7 +43,7 @@ def test_an_export_process_killed_by_a_signal_says_so_before_its_last_output(tmp
         return real_popen([sys.executable, "-c", KILLED_AFTER_A_WARNING], **kwargs)
 
     monkeypatch.setattr(exporter.subprocess, "Popen", popen)
-    process = Exporter(FixtureSource(None, tmp_path / "cache", MATRIX), [config], {})
+    process = Exporter(FixtureSource(None, tmp_path / "cache", MATRIX), [config])
     try:
         path, message, _ = process.wait_for(config)
     finally:
