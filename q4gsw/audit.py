@@ -184,10 +184,10 @@ def load_measurements(paths: list[Path]) -> dict[tuple[str, str], list[Measured]
         if path.is_file():
             files.append(path)
         elif path.is_dir():
-            found = sorted(path.rglob("results.json")) + sorted(path.rglob("mutants.json"))
-            if not found:  # not an error (a fresh checkout's results/), but the audit then has no measurements
+            inside = sorted(path.rglob("results.json")) + sorted(path.rglob("mutants.json"))
+            if not inside:  # not an error (a fresh checkout's results/), but the audit then has no measurements
                 print(f"warning: {path}: no results.json or mutants.json in it", file=sys.stderr)
-            files.extend(found)
+            files.extend(inside)
     for file in files:
         if file.name == "mutants.json":
             _load_mutant_records(file, found)

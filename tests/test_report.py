@@ -495,7 +495,8 @@ def test_plots_never_delete_a_user_folder_named_like_a_plot(tmp_path: Path) -> N
     kept = []
     for plots_dir in (marked, unmarked):
         for name in ("error-hist-x.png", "error-hist-q_proj.png", "headroom.png"):
-            (plots_dir / name).mkdir(exist_ok=True)
+            (plots_dir / name).unlink(missing_ok=True)  # the earlier run's plot, replaced by the user's folder
+            (plots_dir / name).mkdir()
             (plots_dir / name / "keep.txt").write_text("the user's")
             kept.append(plots_dir / name / "keep.txt")
         (plots_dir / "error-hist-link.png").symlink_to(plots_dir / "error-hist-x.png" / "keep.txt")
