@@ -184,8 +184,10 @@ def load_measurements(paths: list[Path]) -> dict[tuple[str, str], list[Measured]
         if path.is_file():
             files.append(path)
         elif path.is_dir():
-            files.extend(sorted(path.rglob("results.json")))
-            files.extend(sorted(path.rglob("mutants.json")))
+            inside = sorted(path.rglob("results.json")) + sorted(path.rglob("mutants.json"))
+            if not inside:  # not an error (a fresh checkout's results/), but the audit then has no measurements
+                print(f"warning: {path}: no results.json or mutants.json in it", file=sys.stderr)
+            files.extend(inside)
     for file in files:
         if file.name == "mutants.json":
             _load_mutant_records(file, found)
@@ -324,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         problem = unusable_output_file(args.json, "audit JSON")
         if problem:
             raise MatrixError("command line", "audit", "--json", problem, "pass another --json")
+        for path in args.results:  # a mistyped --results must not audit with no measurements and exit 0
+            if not path.exists():
+                raise MatrixError("command line", "audit", "--results", f"{path} does not exist",
+                                  "pass a results.json or a folder holding them (`q4gsw run --results DIR`)")
     except MatrixError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return verdict.USAGE
@@ -352,8 +358,13 @@ def main(argv: list[str] | None = None) -> int:
                          "flaky_margin": FLAKY_MARGIN, "doc": __doc__},
                "rows": [{**asdict(r), "measured_max": r.measured_max, "measured_headroom": r.measured_headroom}
                         for r in rows]}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(payload, indent=2, default=float))
+    from q4gsw.result import ReportNotWritten, replace_file
+
+    try:  # whole or not at all: a full disk leaves the previous audit JSON as it was, and says so
+        replace_file(args.json, json.dumps(payload, indent=2, default=float).encode("utf-8"))
+    except ReportNotWritten as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return verdict.FAILED
     print(f"audit: {args.json}", file=sys.stderr)
     flagged = [r for r in rows if r.flags]
     return verdict.FAILED if args.strict and flagged else verdict.OK

@@ -30,8 +30,10 @@ from q4gsw.cases import Selection, build_cases
 from q4gsw.matrix import Config, MatrixError, Tolerance, load_matrix
 from q4gsw.ops import Op, op_for
 from q4gsw.paths import unusable_output_file
+from q4gsw.result import ReportNotWritten, replace_file
 from q4gsw.run.exporter import FixtureSource
 from q4gsw.run.stages import RunOptions, run_selection
+from q4gsw.scoreboard import ScoreboardError, scoreboard
 
 DEFAULT_SHAPES = ("1x2048x2048", "1x2048x8192", "1x8192x2048", "256x2048x2048", "1024x2048x512")
 
@@ -173,7 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.scoreboard:
-        print(scoreboard(args.scoreboard))
+        try:
+            table, warnings = scoreboard(args.scoreboard)
+        except ScoreboardError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return verdict.USAGE
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(table)
         return verdict.OK
     shapes: list[Shape] = args.shapes or [Shape.parse(s) for s in DEFAULT_SHAPES]
     bad = [str(s) for s in shapes if s.K % args.group_size]
@@ -218,11 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     adapter_name = adapter.name if adapter else "no adapter"
     _print_table(flat, f"q4gsw kernels on {adapter_name} ({backend.name}, {backend.webgpu}); numpy fp32 on "
                        f"{platform.processor() or 'CPU'} with {os.cpu_count()} cores")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
-        "backend": backend.name, "webgpu": backend.webgpu, "adapter": asdict(adapter) if adapter else None,
-        "group_size": args.group_size, "repeats": args.repeats, "cpu_count": os.cpu_count(),
-        "numpy": np.__version__, "rows": [asdict(r) for r in flat]}, indent=2, default=str))
+    try:  # whole or not at all: a full disk leaves the previous bench JSON as it was, and says so
+        replace_file(args.json, json.dumps({
+            "backend": backend.name, "webgpu": backend.webgpu, "adapter": asdict(adapter) if adapter else None,
+            "group_size": args.group_size, "repeats": args.repeats, "cpu_count": os.cpu_count(),
+            "numpy": np.__version__, "rows": [asdict(r) for r in flat]}, indent=2, default=str).encode("utf-8"))
+    except ReportNotWritten as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return verdict.FAILED
     print(f"wrote {args.json}")
     correct = flat and all(r.correct is not False for r in flat) and any(r.correct for r in flat)
     correct = correct and not (args.executorch is not None and loaded.missing)
@@ -259,23 +271,6 @@ def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch:
                         speedup_vs_torch_int4=int4_s / seconds if int4_s and seconds else None,
                         roofline=max(roof) if roof else None))
     return rows
-
-
-def scoreboard(paths: list[Path]) -> str:
-    """Per shape, every kernel on every implementation side by side (from `bench --json` files)."""
-    runs = [json.loads(p.read_text()) for p in paths]
-    lines = ["| shape | kernel | backend (webgpu) | ms | GFLOP/s | GB/s | roofline | vs torch int4 | check |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    rows = [(row, f"{run.get('backend', '?')} ({run.get('webgpu', '?')})") for run in runs for row in run["rows"]]
-    for row, webgpu in sorted(rows, key=lambda item: (item[0]["shape"], item[0]["time_s"] or math.inf)):
-        def num(value: float | None, spec: str, scale: float = 1.0) -> str:
-            return format(value * scale, spec) if value else "-"
-
-        check = {True: "ok", False: "WRONG", None: "unsupported" if "needs" in row["message"] else "-"}[row["correct"]]
-        lines.append(f"| {row['shape']} | {row['kernel']} | {webgpu} | {num(row['time_s'], '.3f', 1e3)} | "
-                     f"{num(row['gflops'], '.1f')} | {num(row['gbytes_s'], '.1f')} | "
-                     f"{num(row.get('roofline'), '.0%')} | {num(row.get('speedup_vs_torch_int4'), '.2f')} | {check} |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -232,19 +232,36 @@ def main(argv: list[str] | None = None) -> int:
               f"selected backends{' (--cpu-only leaves out GPU backends)' if args.cpu_only else ''}: nothing to run",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.github_output is not None:
+        # Appended whole before the matrix is printed: a FILE that is a folder or cannot be written is one line and
+        # exit 2, never a traceback after a matrix that looks like success.
+        lines = (f"matrix={json.dumps(result)}\n"
+                 f"tiers={' '.join(tiers)}\n"
+                 f"suites={' '.join(dict.fromkeys(e['suite'] for e in result['include']))}\n")
+        problem = _append(args.github_output, lines)
+        if problem:
+            print(f"error: --github-output {args.github_output}: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     text = json.dumps(result, indent=2 if args.pretty else None, sort_keys=False)
     print(text)
-    if args.github_output is not None:
-        with args.github_output.open("a", encoding="utf-8") as out:
-            out.write(f"matrix={json.dumps(result)}\n")
-            out.write(f"tiers={' '.join(tiers)}\n")
-            out.write(f"suites={' '.join(dict.fromkeys(e['suite'] for e in result['include']))}\n")
     left_out = uncovered(matrix, tiers, suites)
     if left_out:
         print(f"warning: no nox session runs these configs, so no job: {', '.join(left_out)}", file=sys.stderr)
     for entry in result["include"]:
         print(f"  {entry['name']:<28} {entry['runner']} {entry['configs']}", file=sys.stderr)
     return EXIT_OK
+
+
+def _append(path: Path, text: str) -> str:
+    """Append `text` to the file `path` (created if absent): '' when done, else why not and what to do."""
+    if path.is_dir():
+        return "is a folder, not a file: pass the file GitHub Actions names in $GITHUB_OUTPUT"
+    try:
+        with path.open("a", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as exc:
+        return f"cannot be written ({exc.strerror or exc}): pass a writable file ($GITHUB_OUTPUT in a workflow)"
+    return ""
 
 
 __all__ = ["TIERS", "build_matrix", "main", "parse_shard", "select_shard", "shard_configs"]

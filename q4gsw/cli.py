@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 from dataclasses import replace
@@ -155,11 +156,12 @@ def selection_from_args(matrix: Matrix, args: argparse.Namespace, kernels: tuple
                                               getattr(args, "executorch", None)))
 
 
-def check_output_folder(path: Path, option: str) -> None:
-    """Before any work: the folder a command writes must be one q4gsw can write (exit 2 otherwise)."""
+def check_output_folder(path: Path, option: str, what: str = "results folder") -> None:
+    """Before any work: the folder a command writes must be one q4gsw can write (exit 2 otherwise); `what` names
+    it in the message as the command's help does (export's --out is not a results folder)."""
     from q4gsw.paths import unusable_folder
 
-    problem = unusable_folder(path, "results folder" if option == "--results" else "output folder")
+    problem = unusable_folder(path, what)
     if problem:
         raise MatrixError("command line", "output", option, problem, f"pass another {option}")
 
@@ -246,9 +248,13 @@ def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
     )
     from q4gsw.paths import unusable_folder
 
+    limit = args.max_golden_mib
+    if limit is not None and not (math.isfinite(limit) and limit >= 0):  # nan compares false: kept every golden
+        raise MatrixError("command line", "export", "--max-golden-mib", f"{limit!r} is not a size in MiB",
+                          "pass a number >= 0, e.g. --max-golden-mib 64, or leave the option out to keep every golden")
     configs = selection_from_args(matrix, args).configs
     if args.out is not None:
-        check_output_folder(args.out, "--out")
+        check_output_folder(args.out, "--out", "export output folder")
         for config in configs:  # every DIR/<config> checked before any export: nothing of the user's is replaced
             try:
                 refuse_unless_ours(args.out / config.name)

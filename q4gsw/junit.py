@@ -11,12 +11,13 @@ one line that reproduces it; skipped and unsupported cases are <skipped>. Writte
 
 from __future__ import annotations
 
+import io
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from q4gsw.result import Result, format_number
+from q4gsw.result import Result, format_number, replace_file
 
 
 def case_name(result: Result) -> str:
@@ -155,8 +156,8 @@ def build_junit(results: list[Result], meta: dict[str, Any] | None = None) -> ET
 
 
 def write_junit(path: Path, results: list[Result], meta: dict[str, Any] | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    build_junit(results, meta).write(tmp, encoding="utf-8", xml_declaration=True)
-    tmp.replace(path)
+    """junit.xml, replaced whole or left as it was (result.replace_file: ReportNotWritten)."""
+    text = io.BytesIO()
+    build_junit(results, meta).write(text, encoding="utf-8", xml_declaration=True)
+    replace_file(path, text.getvalue())
     return path

@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_parent(matrix: Any, args: argparse.Namespace, selection: Any) -> int:
     from q4gsw.export import default_cache_dir
+    from q4gsw.result import ReportNotWritten, replace_file
     from q4gsw.run.exporter import FixtureSource
     from q4gsw.run.stages import RunOptions, run_selection
 
@@ -237,6 +238,10 @@ def run_parent(matrix: Any, args: argparse.Namespace, selection: Any) -> int:
                "false_alarms": summary["false_alarms"], "errors": summary["errors"], "problems": problems,
                "records": records}
     path = args.results / "mutants.json"
-    path.write_text(json.dumps(payload, indent=2, default=str))
+    try:  # whole or not at all: a full disk leaves the previous mutants.json as it was, and says so
+        replace_file(path, json.dumps(payload, indent=2, default=str).encode("utf-8"))
+    except ReportNotWritten as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return verdict.FAILED
     print(f"results: {path} (wall {payload['wall_s']:.1f} s)", file=sys.stderr, flush=True)
     return verdict.OK if summary["ok"] and not problems else verdict.FAILED

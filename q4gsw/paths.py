@@ -1,4 +1,5 @@
-"""Where q4gsw keeps things it owns (the cache root, defined once), and the one way it deletes them."""
+"""Where q4gsw keeps things it owns (the cache root, defined once), and the only ways it deletes: a folder it
+wrote (remove_owned), or the files it wrote, by name and kind, in a folder it writes into (remove_owned_files)."""
 
 from __future__ import annotations
 
@@ -94,8 +95,17 @@ def mark_owned(folder: Path, what: str) -> Path:
     return folder
 
 
+def _refuse_unless_ours(path: Path, parent: Path, owned: Callable[[Path], bool]) -> None:
+    """NotOurs unless `path` is a real folder directly inside `parent` that holds OWNED_MARKER or passes `owned`."""
+    fix = "move it away or choose another location (q4gsw never deletes what it did not write)"
+    if path.name in ("", ".", "..") or path.is_symlink() or path.parent.resolve() != parent.resolve():
+        raise NotOurs(f"{path} is not a folder directly inside {parent}: {fix}")
+    if not path.is_dir() or not ((path / OWNED_MARKER).is_file() or owned(path)):
+        raise NotOurs(f"{path} exists and is not something q4gsw wrote: {fix}")
+
+
 def remove_owned(path: Path, parent: Path, owned: Callable[[Path], bool] = lambda p: False) -> None:
-    """The only delete in q4gsw: a folder q4gsw wrote, directly inside `parent`, never anything else.
+    """The only delete of a folder in q4gsw: a folder q4gsw wrote, directly inside `parent`, never anything else.
 
     Refuses (NotOurs) a symbolic link (its target may be the user's), anything that is not a folder, a
     folder outside `parent` (after resolving), and a folder that holds neither OWNED_MARKER nor passes
@@ -103,11 +113,7 @@ def remove_owned(path: Path, parent: Path, owned: Callable[[Path], bool] = lambd
     the folder is touched: shutil.rmtree does not follow the links inside it."""
     if not path.exists() and not path.is_symlink():
         return
-    fix = "move it away or choose another location (q4gsw never deletes what it did not write)"
-    if path.name in ("", ".", "..") or path.is_symlink() or path.parent.resolve() != parent.resolve():
-        raise NotOurs(f"{path} is not a folder directly inside {parent}: {fix}")
-    if not path.is_dir() or not ((path / OWNED_MARKER).is_file() or owned(path)):
-        raise NotOurs(f"{path} exists and is not something q4gsw wrote: {fix}")
+    _refuse_unless_ours(path, parent, owned)
     shutil.rmtree(path)
 
 
@@ -148,3 +154,22 @@ def job_folder(parent: Path | None = None) -> Path:
     (folder / OWNED_MARKER).write_text("a q4gsw child's job files, written by q4gsw; safe to delete when the run "
                                        "whose pid the folder's name holds has ended\n")
     return folder
+
+
+def is_plain_file(path: Path) -> bool:
+    """A regular file, not a link to one: the only kind of thing q4gsw writes into a folder it shares."""
+    return path.is_file() and not path.is_symlink()
+
+
+def remove_owned_files(folder: Path, parent: Path, ours: Callable[[str], bool],
+                       owned: Callable[[Path], bool] = lambda p: False) -> None:
+    """The only delete of files in q4gsw: in a folder q4gsw writes into (checked as remove_owned checks a folder),
+    the plain files whose names `ours` accepts. The folder itself stays, and so does everything else in it: a
+    user's folder (or link) that happens to be named like one of q4gsw's files is never deleted with its
+    contents (issue 22: a user's `plots/error-hist-x.png/` folder was deleted by a name match)."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    _refuse_unless_ours(folder, parent, owned)
+    for entry in folder.iterdir():
+        if ours(entry.name) and is_plain_file(entry):
+            entry.unlink()

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 from q4gsw.junit import case_name
-from q4gsw.paths import OWNED_MARKER, NotOurs, remove_owned
+from q4gsw.paths import OWNED_MARKER, NotOurs, is_plain_file, remove_owned_files
 from q4gsw.result import Result
 
 MISSING_MATPLOTLIB = "plots skipped: matplotlib is not installed (pip install 'q4gsw[report]')"
@@ -98,9 +98,14 @@ def _runner(r: Result) -> str:
     return f"{r.backend} ({r.webgpu})" if r.webgpu else r.backend
 
 
+def _is_plot_name(name: str) -> bool:
+    return re.fullmatch(r"error-hist-.*\.png|headroom\.png", name) is not None
+
+
 def _only_our_plots(folder: Path) -> bool:
-    """A plots folder from a q4gsw before the marker: only the PNG names q4gsw writes."""
-    return all(re.fullmatch(r"error-hist-.*\.png|headroom\.png", p.name) for p in folder.iterdir())
+    """A plots folder from a q4gsw before the marker: only plain files with the PNG names q4gsw writes (a folder
+    named like a plot is the user's: q4gsw writes files only)."""
+    return all(_is_plot_name(p.name) and is_plain_file(p) for p in folder.iterdir())
 
 
 def write_plots(out_dir: Path, results: Sequence[Result],
@@ -115,14 +120,15 @@ def write_plots(out_dir: Path, results: Sequence[Result],
         return [], [MISSING_MATPLOTLIB]
     written: list[Path] = []
     notes: list[str] = []
-    # A plots folder from an earlier run here is replaced whole, through the one delete (which refuses a
-    # folder q4gsw did not write, e.g. the user's own plots/): stale histograms never mix with new ones.
+    # The plots of an earlier run here are removed first, so stale histograms never mix with new ones; only
+    # the plain files named like q4gsw's plots go (remove_owned_files), in a folder q4gsw wrote (it refuses the
+    # user's own plots/): anything else in it, e.g. a folder the user named error-hist-x.png, stays.
     try:
-        remove_owned(out_dir, out_dir.parent, owned=_only_our_plots)
+        remove_owned_files(out_dir, out_dir.parent, _is_plot_name, owned=_only_our_plots)
     except NotOurs as exc:
         return [], [f"plots not written: {exc}"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / OWNED_MARKER).write_text("plots written by q4gsw; the next run here replaces this folder\n")
+    (out_dir / OWNED_MARKER).write_text("plots written by q4gsw; the next run here replaces the plots in it\n")
     configs = list(dict.fromkeys(r.config for r in results))
     for config in configs:
         mine = [r for r in results if r.config == config]
@@ -133,15 +139,21 @@ def write_plots(out_dir: Path, results: Sequence[Result],
             path = None
             if png is not None:
                 path = out_dir / f"error-hist-{_safe(config)}.png"
+                if path.exists() or path.is_symlink():  # left by the clean-up above: not a file q4gsw wrote
+                    notes.append(f"histogram of {config} not written: {path} is not a file q4gsw wrote (move it "
+                                 "away to get the plot)")
+                    continue
                 path.write_bytes(png)
         except Exception as exc:  # a plot must never cost the run its other reports
             notes.append(f"histogram of {config} not written: {type(exc).__name__}: {exc}")
             plt.close("all")
             continue
         if path is None:
-            if any(r.status in ("pass", "fail") for r in results if r.config == config):
-                notes.append(f"no error histogram for {config}: no result recorded one (run failed before the "
-                             "comparison, or results from an older q4gsw)")
+            # Expected only where a case was compared (errors recorded): a config that failed before any
+            # comparison (no adapter, crash, export) already says why in its FAIL line, once per config.
+            if any(r.errors is not None for r in mine):
+                notes.append(f"no error histogram for {config}: its compared cases recorded none (results "
+                             "from an older q4gsw?)")
         else:
             written.append(path)
     try:

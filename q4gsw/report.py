@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from q4gsw.result import Result, format_number, summary_line, write_results
+from q4gsw.result import ReportNotWritten, Result, format_number, replace_file, summary_line, write_results
 
 if TYPE_CHECKING:
     from q4gsw.plots import HistogramsAhead
@@ -81,8 +81,10 @@ def write_run_outputs(results_dir: Path, results: list[Result], meta: dict[str, 
                       plots_ahead: HistogramsAhead | None = None) -> Path:
     """Write results.json, junit.xml, summary.md and plots/*.png into results_dir; returns results.json.
 
-    results.json is written first; a problem in any other report is printed as a warning and never
-    loses the run. summary.md is also appended to $GITHUB_STEP_SUMMARY when that is set.
+    results.json is written first, whole or not at all: when it cannot be written (a full disk) nothing else is
+    written either, so the folder keeps the previous run's reports, consistent with each other, and
+    ReportNotWritten says why (the caller fails the command). A problem in any other report is printed as a
+    warning and never loses the run. summary.md is also appended to $GITHUB_STEP_SUMMARY when that is set.
     """
     from q4gsw.junit import write_junit
     from q4gsw.plots import write_plots
@@ -95,7 +97,9 @@ def write_run_outputs(results_dir: Path, results: list[Result], meta: dict[str, 
     notes: list[str] = []
     try:
         write_junit(results_dir / "junit.xml", results, meta)
-    except Exception as exc:  # reports are secondary to results.json
+    except ReportNotWritten as exc:  # reports are secondary to results.json
+        notes.append(str(exc))
+    except Exception as exc:
         notes.append(f"junit.xml not written: {type(exc).__name__}: {exc}")
     try:
         plots, plot_notes = write_plots(results_dir / "plots", results, plots_ahead)
@@ -105,9 +109,11 @@ def write_run_outputs(results_dir: Path, results: list[Result], meta: dict[str, 
     try:
         markdown = markdown_summary(results, meta, title=title,
                                     plots=[str(p.relative_to(results_dir)) for p in plots], notes=notes)
-        (results_dir / "summary.md").write_text(markdown, encoding="utf-8")
+        replace_file(results_dir / "summary.md", markdown.encode("utf-8"))
         if step_summary:
             append_step_summary(markdown)
+    except ReportNotWritten as exc:
+        notes.append(str(exc))
     except Exception as exc:
         notes.append(f"summary.md not written: {type(exc).__name__}: {exc}")
     for note in notes:

@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from q4gsw.report import print_report, write_run_outputs
-    from q4gsw.result import summary_line
+    from q4gsw.result import ReportNotWritten, summary_line
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -133,8 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return verdict.USAGE
-    write_run_outputs(out, results, meta, write_json=not in_place, step_summary=not args.no_step_summary,
-                      title=args.title)
+    try:
+        write_run_outputs(out, results, meta, write_json=not in_place, step_summary=not args.no_step_summary,
+                          title=args.title)
+    except ReportNotWritten as exc:  # the merged reports are this command's product
+        print(f"error: {exc}", file=sys.stderr)
+        return verdict.FAILED
     if not args.quiet:
         print_report(results)
     else:

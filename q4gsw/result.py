@@ -7,8 +7,10 @@ one place rather than a blank report cell. The run's exit code is decided in ver
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -124,12 +126,36 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
     return cls(**values)
 
 
-def write_results(path: Path, results: list[Result], meta: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"schema_version": RESULT_SCHEMA_VERSION, **meta, "results": [r.as_dict() for r in results]}
+class ReportNotWritten(RuntimeError):
+    """A report file could not be written (a full disk, a read-only folder); the previous file is unchanged."""
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all: into PATH.tmp, flushed to disk, then renamed over `path`. On any failure
+    (issue 22: a full disk left results.json.tmp behind) the .tmp this call created is removed, the previous file
+    at `path` stays as it was, and ReportNotWritten says why in one line."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default))
-    tmp.replace(path)
+    created = False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as out:
+            created = True
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())  # a full disk can surface only here: before the rename, never after it
+        tmp.replace(path)
+    except OSError as exc:
+        if created:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise ReportNotWritten(f"{path} not written ({exc.strerror or exc}): the previous {path.name} there, if "
+                               "any, is unchanged") from exc
+
+
+def write_results(path: Path, results: list[Result], meta: dict[str, Any]) -> None:
+    """results.json, replaced whole or left as it was (ReportNotWritten)."""
+    payload = {"schema_version": RESULT_SCHEMA_VERSION, **meta, "results": [r.as_dict() for r in results]}
+    replace_file(path, json.dumps(payload, indent=2, default=_json_default).encode("utf-8"))
 
 
 def read_results(path: Path) -> tuple[list[Result], dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import MATRIX
 
 from q4gsw import audit, error_model
 from q4gsw.matrix import Config
@@ -79,3 +80,12 @@ def test_load_measurements_reads_typed_results(tmp_path):
     assert (first.max_abs, first.headroom, first.atol, first.rtol, first.tolerance_source) == (
         1e-6, 0.1, 1e-5, 1e-4, "config")
     assert (second.adapter, second.max_abs, second.atol, second.tolerance_source) == ("", 2e-4, 1e-4, "kernel:tiled")
+
+
+def test_audit_of_a_results_folder_that_does_not_exist_is_exit_2(tmp_path, capsys):
+    """issue 22: a mistyped --results audited with no measurements and exited 0 silently."""
+    missing = tmp_path / "no-such-results"
+    assert audit.main(["--matrix", str(MATRIX), "--results", str(missing), "--json", str(tmp_path / "audit.json")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and f"{missing} does not exist" in err[0]
+    assert not (tmp_path / "audit.json").exists()

@@ -379,3 +379,19 @@ def test_workflow_structure():
 
     report_script = "\n".join(s.get("run", "") for s in jobs["report"]["steps"])
     assert "python -m q4gsw report" in report_script
+
+
+def test_github_output_naming_a_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    """issue 22: `--github-output DIR` was a traceback after the matrix had been printed."""
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    assert ci.main(["--matrix", str(MATRIX), "--backend", "swiftshader", "--github-output", str(folder)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no matrix that looks like success
+    assert captured.err.splitlines() == [f"error: --github-output {folder}: is a folder, not a file: pass the file "
+                                         "GitHub Actions names in $GITHUB_OUTPUT"]
+    assert list(folder.iterdir()) == []
+    missing_parent = tmp_path / "no" / "such" / "github_output"
+    assert ci.main(["--matrix", str(MATRIX), "--backend", "swiftshader", "--github-output",
+                    str(missing_parent)]) == 2
+    assert "cannot be written (No such file or directory)" in capsys.readouterr().err

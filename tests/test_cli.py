@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 from conftest import MATRIX, run_cli
 
 
@@ -65,3 +66,31 @@ def test_an_empty_shard_says_why_it_runs_nothing(tiny_matrix: Path, capsys):
 def test_run_in_process_says_what_it_is_for():
     done = run_cli("run", "--help")
     assert "--in-process" in done.stdout and "debuggers and profilers" in " ".join(done.stdout.split())
+
+
+@pytest.mark.parametrize("limit", ["-1", "nan", "inf", "-0.5"])
+def test_export_rejects_a_golden_limit_that_is_not_a_size(tmp_path: Path, capsys, limit: str):
+    """issue 22: -1 and nan were accepted (nan compares false: every golden kept)."""
+    from q4gsw import cli
+
+    code = cli.main(["export", "--matrix", str(MATRIX), "--config", "q_proj", "--max-golden-mib", limit,
+                     "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
+    assert code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--max-golden-mib" in err[0] and "is not a size in MiB" in err[0], err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()  # checked before any work
+
+
+def test_export_out_naming_a_file_calls_it_the_export_output_folder(tmp_path: Path, capsys):
+    """issue 22: the message called export's --out FILE "the q4gsw results folder"."""
+    from q4gsw import cli
+
+    a_file = tmp_path / "fixtures.txt"
+    a_file.write_text("the user's")
+    code = cli.main(["export", "--matrix", str(MATRIX), "--config", "q_proj", "--out", str(a_file),
+                     "--cache", str(tmp_path / "cache")])
+    assert code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"the q4gsw export output folder {a_file} is not a folder" in err[0], err
+    assert "results folder" not in err[0]
+    assert a_file.read_text() == "the user's"

@@ -103,3 +103,16 @@ def test_exported_pte_holds_the_extreme_nibbles():
     groups = q.reshape(16, 8, 8)
     zero = (groups == 0).all(axis=2)
     assert zero.any() and (packed.scales[:, :16].T[zero] == np.finfo(np.float32).tiny).all()
+
+
+def test_ramp_is_the_documented_sequence_over_the_flattened_input():
+    """x[i] = ((i % 17) - 8) / 16 over the row-major M*K input (issue 22: a changed formula was caught only by an
+    e2e test). The oracle is the period written out, -8/16 .. 8/16, laid end to end across row boundaries."""
+    period = [k / 16 for k in range(-8, 9)]  # 17 values, each exact in fp32
+    M, K = 5, 24  # K is not a multiple of 17: a row starts mid-period
+    x = inputs.make_input("ramp", M, K, seed=123)  # the seed does not matter for the ramp
+    expected = (period * (M * K // 17 + 1))[: M * K]
+    assert x.dtype == np.float32 and x.shape == (M, K)
+    assert x.ravel().tolist() == expected
+    assert x[1, 0] == period[24 % 17] == -0.0625 and x[0, 16] == 0.5 and x[0, 17] == -0.5
+    assert np.array_equal(x, inputs.make_input("ramp", M, K, seed=0))

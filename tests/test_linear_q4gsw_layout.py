@@ -36,3 +36,50 @@ def test_dequantized_rows_apply_transposed_group_scales():
     assert np.array_equal(packed.dequantized_rows(0, 2), expected)
     assert np.array_equal(packed.dequantized_rows(1, 2), expected[1:])
     assert (packed.N, packed.K, packed.padded_N) == (2, 4, 2)
+
+
+def _fp32_product(q: int, scale: np.float32) -> float:
+    """q * scale rounded once to fp32, computed without numpy's fp32 arithmetic: an int4 times an fp32 is exact in
+    fp64 (4 + 24 significant bits), so rounding the Python float product to fp32 is the correctly rounded fp32
+    product that IEEE fp32 multiplication gives."""
+    return float(np.float32(float(q) * float(scale)))
+
+
+def test_dequantized_rows_round_each_product_to_fp32():
+    """The op dequantizes in fp32 (layout.py): with scales that are not powers of two, q * scale in fp64 differs
+    from the fp32-rounded product, so dequantizing in fp64 fails here (issue 22: it was caught only by an e2e
+    test, the test above uses power-of-two scales where both agree)."""
+    rng = np.random.default_rng(22)
+    N, K, group = 6, 16, 4
+    q = rng.integers(-8, 8, size=(N, K))
+    scales = (rng.uniform(0.01, 0.3, size=(K // group, N + 2))).astype(np.float32)  # padded_N = N + 2
+    packed = PackedLinear(weight_packed=pack_int4(q), scales=scales, group_size=group)
+    expected = np.array([[_fp32_product(int(q[n, k]), scales[k // group, n]) for k in range(K)] for n in range(N)])
+    got = packed.dequantized_rows(0, N)
+    assert got.dtype == np.float64 and got.tobytes() == expected.tobytes()  # bit-exact
+    assert packed.dequantized_rows(2, 5).tobytes() == expected[2:5].tobytes()
+    in_fp64 = np.array([[float(q[n, k]) * float(scales[k // group, n]) for k in range(K)] for n in range(N)])
+    assert not np.array_equal(in_fp64, expected)  # the scales really tell fp32 from fp64 dequantization
+
+
+def test_golden_is_the_fp64_product_with_the_fp32_dequantized_weights():
+    """golden.py's y = x @ W.T with W dequantized in fp32; the oracle sums each row exactly (math.fsum) in plain
+    Python, so the only difference allowed is the fp64 summation's rounding, far below the fp32 dequantization's
+    ~1e-8 relative effect that an fp64 dequantization would show."""
+    import math
+
+    from q4gsw.ops.linear_q4gsw.golden import golden
+
+    rng = np.random.default_rng(23)
+    M, N, K, group = 3, 5, 32, 8
+    q = rng.integers(-8, 8, size=(N, K))
+    scales = rng.uniform(0.01, 0.3, size=(K // group, N)).astype(np.float32)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    packed = PackedLinear(weight_packed=pack_int4(q), scales=scales, group_size=group)
+    expected = np.array([[math.fsum(float(x[m, k]) * _fp32_product(int(q[n, k]), scales[k // group, n])
+                                    for k in range(K)) for n in range(N)] for m in range(M)])
+    got = golden(x, packed)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)  # fp64 summation order: ~1e-14 here
+    in_fp64 = np.array([[math.fsum(float(x[m, k]) * float(q[n, k]) * float(scales[k // group, n]) for k in range(K))
+                         for n in range(N)] for m in range(M)])
+    assert np.abs(in_fp64 - expected).max() > 1e-9  # an fp64 dequantization would fail the check above

@@ -296,7 +296,20 @@ def test_plots_are_pngs(tmp_path):
         data = (tmp_path / "plots" / name).read_bytes()
         assert data[:8] == PNG_MAGIC
         assert len(data) > 5000
-    assert "no error histogram for gate_proj" in (tmp_path / "summary.md").read_text()
+    # gate_proj failed before any comparison: its FAIL line says why, a histogram note would only repeat it
+    assert "no error histogram" not in (tmp_path / "summary.md").read_text()
+
+
+def test_no_histogram_is_warned_only_where_a_case_was_compared(tmp_path, capsys):
+    """issue 22: a backend with no adapter fails every config before any comparison; one FAIL per config says
+    so, and no "no error histogram for <config>" line per config repeats it. A compared case without a
+    histogram (results of an older q4gsw) is still named."""
+    pytest.importorskip("matplotlib")
+    no_adapter = [replace(crashed(config=f"c{i}"), message="no adapter for backend 'dawn-vulkan'") for i in range(13)]
+    older = replace(passing(config="older"), errors=replace(passing().errors, histogram={}))
+    write_run_outputs(tmp_path, [*no_adapter, older], META)
+    err = capsys.readouterr().err
+    assert err.count("no error histogram") == 1 and "no error histogram for older" in err
 
 
 def test_histograms_drawn_during_the_run_are_the_ones_written(tmp_path, monkeypatch):
@@ -469,6 +482,35 @@ def test_plots_never_replace_a_folder_q4gsw_did_not_write(tmp_path: Path) -> Non
     assert not (tmp_path / "plots" / "headroom.png").exists()
 
 
+def test_plots_never_delete_a_user_folder_named_like_a_plot(tmp_path: Path) -> None:
+    """issue 22: clean-up removes only the plain files an earlier run wrote, by name and kind; a folder the
+    user named error-hist-*.png survives with its contents, in a q4gsw plots folder and in one without the
+    marker (a folder is never q4gsw's plot)."""
+    pytest.importorskip("matplotlib")
+    marked = tmp_path / "marked" / "plots"
+    write_run_outputs(tmp_path / "marked", _all(), META)  # an earlier run: plots/ is q4gsw's
+    (marked / "error-hist-old_config.png").write_bytes(b"stale plot of an earlier run")
+    unmarked = tmp_path / "unmarked" / "plots"
+    unmarked.mkdir(parents=True)
+    kept = []
+    for plots_dir in (marked, unmarked):
+        for name in ("error-hist-x.png", "error-hist-q_proj.png", "headroom.png"):
+            (plots_dir / name).unlink(missing_ok=True)  # the earlier run's plot, replaced by the user's folder
+            (plots_dir / name).mkdir()
+            (plots_dir / name / "keep.txt").write_text("the user's")
+            kept.append(plots_dir / name / "keep.txt")
+        (plots_dir / "error-hist-link.png").symlink_to(plots_dir / "error-hist-x.png" / "keep.txt")
+    write_run_outputs(tmp_path / "marked", _all(), META)
+    write_run_outputs(tmp_path / "unmarked", _all(), META)
+    assert all(p.read_text() == "the user's" for p in kept)
+    assert (marked / "error-hist-link.png").is_symlink()  # a link is not a file q4gsw wrote either
+    assert not (marked / "error-hist-old_config.png").exists()  # the earlier run's plot is replaced
+    assert (marked / "error-hist-kv_proj.png").read_bytes()[:8] == PNG_MAGIC
+    summary = (tmp_path / "marked" / "summary.md").read_text()
+    assert "histogram of q_proj not written" in summary and "headroom chart not written" in summary
+    assert "plots not written" in (tmp_path / "unmarked" / "summary.md").read_text()  # not q4gsw's folder
+
+
 # ------------------------------------------------------------------------------------------------
 # A merge never overwrites an input (issue 14)
 # ------------------------------------------------------------------------------------------------
@@ -503,3 +545,101 @@ def test_report_merge_never_overwrites_an_input(tmp_path: Path, sources: list[st
     argv = [str(tmp_path / s) for s in sources] + (["--out", str(tmp_path / out)] if out else [])
     assert report_cli.main([*argv, "--quiet", "--no-step-summary"]) == code
     assert {p: p.read_bytes() for p in inputs_before} == inputs_before
+
+
+# ------------------------------------------------------------------------------------------------
+# A full disk never loses the previous results (issue 22)
+# ------------------------------------------------------------------------------------------------
+
+def _full_disk(monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...]) -> None:
+    """Files with these names (written whole, or through NAME.tmp) fail as on a full disk: half written, then
+    ENOSPC."""
+    import errno
+    import os
+
+    real_open = Path.open
+
+    class FullDisk(io.BufferedWriter):
+        def write(self, data) -> int:  # type: ignore[override]
+            super().write(bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def open_on_a_full_disk(self: Path, mode: str = "r", *args, **kwargs):
+        if "w" not in mode or self.name.removesuffix(".tmp") not in names:
+            return real_open(self, mode, *args, **kwargs)
+        raw = FullDisk(io.FileIO(self, "w"))
+        return raw if "b" in mode else io.TextIOWrapper(raw, encoding=kwargs.get("encoding"))
+
+    monkeypatch.setattr(Path, "open", open_on_a_full_disk)
+
+
+def _reports(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_full_disk_leaves_the_previous_results_intact(tmp_path, monkeypatch, capsys, no_plots):
+    from q4gsw.result import ReportNotWritten
+
+    write_run_outputs(tmp_path, [passing()], META)
+    before = _reports(tmp_path)
+    assert set(before) == {"results.json", "junit.xml", "summary.md"}
+    _full_disk(monkeypatch, ("results.json", "junit.xml", "summary.md"))
+    with pytest.raises(ReportNotWritten) as raised:
+        write_run_outputs(tmp_path, [failing()], META)
+    assert str(raised.value) == (f"{tmp_path / 'results.json'} not written (No space left on device): the previous "
+                                 "results.json there, if any, is unchanged")
+    assert _reports(tmp_path) == before  # no .tmp left, and the other reports still those of the previous run
+
+
+def test_a_full_disk_for_the_other_reports_keeps_them_and_says_why(tmp_path, monkeypatch, capsys, no_plots):
+    write_run_outputs(tmp_path, [passing()], META)
+    before = _reports(tmp_path)
+    _full_disk(monkeypatch, ("junit.xml", "summary.md"))
+    capsys.readouterr()
+    write_run_outputs(tmp_path, [failing()], META)
+    after = _reports(tmp_path)
+    assert set(after) == set(before)  # no junit.xml.tmp, no summary.md.tmp
+    assert after["junit.xml"] == before["junit.xml"] and after["summary.md"] == before["summary.md"]
+    assert [r.status for r in read_results(tmp_path / "results.json")[0]] == ["fail"]  # results.json is this run's
+    err = capsys.readouterr().err.splitlines()
+    assert f"warning: {tmp_path / 'junit.xml'} not written (No space left on device): the previous junit.xml " \
+           "there, if any, is unchanged" in err
+    assert any(line.startswith(f"warning: {tmp_path / 'summary.md'} not written (No space left") for line in err)
+
+
+def test_a_run_whose_results_cannot_be_written_fails_with_one_line(tmp_path, monkeypatch, capsys, no_plots):
+    from q4gsw.cases import build_selection
+    from q4gsw.matrix import load_matrix
+    from q4gsw.run import finish
+    from q4gsw.run.stages import RunOptions
+
+    matrix = Path(__file__).resolve().parent.parent / "matrix.toml"
+    selection = build_selection(load_matrix(matrix), "swiftshader", tiers=["required"], suites=["llama"])
+
+    def every_case_passed(selection, options, root, on_result, matrix_order):
+        for config in selection.configs:
+            on_result(passing(config=config.name))
+
+    monkeypatch.setattr(finish, "run_selection", every_case_passed)
+    write_results(tmp_path / "results.json", [failing()], META)  # the previous run's
+    before = _reports(tmp_path)
+    _full_disk(monkeypatch, ("results.json",))
+    capsys.readouterr()
+    options = RunOptions(fixtures=None)  # type: ignore[arg-type]
+    code = finish.run_and_report(selection, options, matrix.parent, tmp_path, matrix)
+    assert code == 1  # every case passed, but results/ still holds the previous run's: not a success
+    assert _reports(tmp_path) == before
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: {tmp_path / 'results.json'} not written (No space left on device): the previous results.json there, "
+        "if any, is unchanged; the run's results are only in the table above"]
+
+
+def test_report_on_a_full_disk_exits_1_with_one_line(tmp_path, monkeypatch, capsys, no_plots):
+    write_results(tmp_path / "a" / "results.json", [passing()], META)
+    _full_disk(monkeypatch, ("results.json",))
+    assert report_cli.main([str(tmp_path / "a"), "--out", str(tmp_path / "merged"), "--no-step-summary"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'merged' / 'results.json'} not written (No space left on device)" in err
+    assert not list((tmp_path / "merged").iterdir())

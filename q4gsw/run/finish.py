@@ -12,10 +12,10 @@ from pathlib import Path
 
 from q4gsw import __version__
 from q4gsw.cases import Selection, Skip
-from q4gsw.result import Result
+from q4gsw.result import ReportNotWritten, Result
 from q4gsw.run.records import in_matrix_order, skip_result
 from q4gsw.run.stages import RunOptions, run_selection
-from q4gsw.verdict import exit_code
+from q4gsw.verdict import FAILED, INTERRUPTED, exit_code
 
 
 def run_and_report(selection: Selection, options: RunOptions, root: Path, results_dir: Path, matrix_path: Path,
@@ -55,7 +55,13 @@ def run_and_report(selection: Selection, options: RunOptions, root: Path, result
             "wall_s": time.time() - started, "host": platform.node(), "python": platform.python_version(),
             "interrupted": interrupted}
     collected = in_matrix_order(collected, selection, matrix_order)
-    path = write_run_outputs(results_dir, collected, meta, plots_ahead=ahead)
+    try:
+        path = write_run_outputs(results_dir, collected, meta, plots_ahead=ahead)
+    except ReportNotWritten as exc:
+        # The table still shows what ran; the run fails: a CI step reading results/ would read the previous run's.
+        print_report(collected)
+        print(f"error: {exc}; the run's results are only in the table above", file=sys.stderr, flush=True)
+        return INTERRUPTED if interrupted else FAILED
     print_report(collected)
     print(f"results: {path} (wall {meta['wall_s']:.1f} s)", file=sys.stderr, flush=True)
     return exit_code(collected, interrupted)
