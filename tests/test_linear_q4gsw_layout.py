@@ -36,3 +36,20 @@ def test_dequantized_rows_apply_transposed_group_scales():
     assert np.array_equal(packed.dequantized_rows(0, 2), expected)
     assert np.array_equal(packed.dequantized_rows(1, 2), expected[1:])
     assert (packed.N, packed.K, packed.padded_N) == (2, 4, 2)
+
+
+def test_unpacked_values_are_int8():
+    assert unpack_int4(np.array([[0x2F]], dtype=np.uint8)).dtype == np.int8
+
+
+def test_dequantized_rows_round_each_product_to_fp32():
+    """The op dequantizes in fp32 (q * scale rounded to fp32, as torchao and every kernel do): with scales that are
+    not powers of two the fp32 product differs from the exact one, and the exact one would be wrong."""
+    q = np.array([[7, -3, 5, 1]])
+    scales = np.array([[0.1], [0.3]], dtype=np.float32)  # [K/group, N], group 2
+    packed = PackedLinear(weight_packed=pack_int4(q), scales=scales, group_size=2)
+    # q * scale is exact in fp64 (a 24-bit significand times a 4-bit integer); np.float32() rounds it once.
+    exact = [int(q[0, k]) * float(scales[k // 2, 0]) for k in range(4)]
+    rounded = [float(np.float32(v)) for v in exact]
+    assert rounded != exact  # these scales make the fp32 rounding visible
+    assert packed.dequantized_rows(0, 1).tolist() == [rounded]
