@@ -53,3 +53,15 @@ def test_dequantized_rows_round_each_product_to_fp32():
     rounded = [float(np.float32(v)) for v in exact]
     assert rounded != exact  # these scales make the fp32 rounding visible
     assert packed.dequantized_rows(0, 1).tolist() == [rounded]
+
+
+def test_u32_words_pad_a_partial_word_with_zeros():
+    packed = np.array([[0x01, 0x02, 0x03, 0x04, 0x05]], dtype=np.uint8)
+    assert as_u32_words(packed).tolist() == [0x04030201, 0x00000005]
+
+
+def test_pack_says_why_it_refuses():
+    with pytest.raises(ValueError, match=r"^K=3 must be even to pack two nibbles per byte$"):
+        pack_int4(np.zeros((1, 3), dtype=int))
+    with pytest.raises(ValueError, match=r"^int4 values must lie in \[-8, 7\]$"):
+        pack_int4(np.array([[-9, 0]]))
