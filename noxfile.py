@@ -138,6 +138,19 @@ def mutants(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of the harness's own core with mutmut ([tool.mutmut] in pyproject.toml, docs/mutation.md);
+    `-- results`, `-- show NAME` or `-- run 'q4gsw.compare*'` pass through to mutmut (default: run, then results)."""
+    _install(session, "report,test")
+    session.install("-c", CONSTRAINTS, "mutmut")
+    if session.posargs:
+        session.run("mutmut", *session.posargs)
+    else:
+        session.run("mutmut", "run")
+        session.run("mutmut", "results")
+
+
+@nox.session(default=False)
 def audit(session: nox.Session) -> None:
     """Tolerance audit against the fp32 error model, with the measured errors found under results/."""
     _install(session, "export,report")

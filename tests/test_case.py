@@ -144,3 +144,18 @@ def test_load_problem_refuses_a_golden_computed_from_another_input(tmp_path):
     (path / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(RuntimeError, match="input 'ramp' regenerated here differs"):
         load_problem(config, ("ramp",), path, None)
+
+
+def test_upstream_verdict_bounds_are_inclusive_over_max_g_1e6_and_empty_without_a_bound(tmp_path):
+    from q4gsw.case import upstream_verdict
+
+    case = _case_and_problem(tmp_path)[0]
+    assert upstream_verdict(np.ones((1, 1)), np.ones((1, 1)), replace(case, config=replace(
+        case.config, upstream_tolerance=None))) == ""  # no upstream tolerance: no upstream verdict
+    inclusive = replace(case, config=replace(case.config, upstream_tolerance=Tolerance(atol=0.5, rtol=0.25)))
+    g = np.array([[1.0, 4.0]])
+    assert upstream_verdict(np.array([[1.5, 4.0]]), g, inclusive) == "pass"  # |err| == atol (rel 0.5 > rtol)
+    assert upstream_verdict(np.array([[1.0, 5.0]]), g, inclusive) == "pass"  # |err|/|g| == rtol (|err| 1 > atol)
+    relative = replace(case, config=replace(case.config, upstream_tolerance=Tolerance(atol=1e-3, rtol=0.25)))
+    # |g| = 0.5 is above 1e-6: rel = 0.2 / 0.5 = 0.4 > rtol fails (over max(|g|, 1.000001) it would pass)
+    assert upstream_verdict(np.array([[0.7]]), np.array([[0.5]]), relative).startswith("fail (1 elements")

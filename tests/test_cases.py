@@ -363,3 +363,9 @@ def test_only_a_route_variant_is_routed(tiny):
     assert "no variant of the route" in routed.skipped[0].reason
     both = dataclasses.replace(selection, route=("never", "gemv")).routed(adapter)
     assert {c.routed for c in both.cases} == {"gemv"}
+
+
+def test_to_plain_writes_non_finite_floats_as_text():
+    from q4gsw.cases import to_plain
+
+    assert to_plain({"a": float("inf"), "b": (float("nan"), 1.5)}) == {"a": "inf", "b": ["nan", 1.5]}

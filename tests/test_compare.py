@@ -157,3 +157,34 @@ def test_a_non_finite_golden_fails_whatever_the_output(bad):
     c = compare(np.ones((2, 3), dtype=np.float32), g, TOL)
     assert not c.passed
     assert c.message.startswith("the golden holds 1 non-finite values, first at (m, n) = (1, 2)")
+
+
+def test_a_clean_comparison_says_its_error_and_headroom_and_has_no_first_non_finite():
+    g = np.array([[4.0, -2.0]])
+    y = np.array([[4.001, -2.0]])  # |err| 1e-3 against a bound of 1e-3 + 1e-2 * 4 = 0.041
+    c = compare(y, g, TOL)
+    assert c.passed and c.errors.first_nonfinite is None and c.errors.nonfinite == 0
+    assert c.message == "max |err| 0.001, headroom 0.024"
+    assert c.errors.max_rel == pytest.approx(1e-3 / 4)  # |err| / |g|, not |err| * |g|
+
+
+def test_a_non_finite_output_has_infinite_headroom():
+    g = np.ones((1, 3))
+    y = np.ones((1, 3), dtype=np.float32)
+    y[0, 1] = np.nan
+    c = compare(y, g, TOL)
+    assert c.errors.headroom == np.inf and c.errors.max_abs == 0
+
+
+def test_nmse_is_relative_to_the_golden_energy_and_the_squared_error_for_a_zero_golden():
+    g = np.array([[0.5, 0.0]])  # energy 0.25, under 1
+    c = compare(np.array([[0.5 + 1e-3, 0.0]]), g, TOL)
+    assert c.errors.nmse == pytest.approx(1e-6 / 0.25)
+    zero = compare(np.array([[3e-4, -4e-4]]), np.zeros((1, 2)), TOL)
+    assert zero.errors.nmse == pytest.approx(9e-8 + 16e-8)
+
+
+def test_a_non_finite_golden_says_what_to_do():
+    g = np.ones((1, 2))
+    g[0, 0] = np.inf
+    assert compare(np.ones((1, 2)), g, TOL).message.endswith("nothing can be compared with it; re-export the fixture")

@@ -87,6 +87,8 @@ DAMAGE: list[tuple[str, Callable[[Path], object], str]] = [
      r"manifest.json lists no weight_packed.npy"),
     ("other-config", _edit_manifest(lambda m: m["config"].update(M=1)),
      r"fixture has M=1 but config 'a' has M=3"),
+    ("manifest-without-config", _edit_manifest(lambda m: m.pop("config")),
+     r"fixture has M=None but config 'a' has M=3"),
 ]
 
 
@@ -100,6 +102,13 @@ def test_damaged_fixture_is_detected(tmp_path: Path, matrix: Path, synthetic: Pa
     damage(folder)
     with pytest.raises(FixtureError, match=expected):
         verify_fixture(folder, config)
+
+
+def test_a_fixture_gives_its_stored_golden_and_none_for_an_input_it_does_not_carry(matrix: Path,
+                                                                                  synthetic: Path) -> None:
+    fixture = verify_fixture(synthetic / "a", _config(matrix, "a"))
+    assert np.array_equal(fixture.golden("ramp"), np.load(synthetic / "a" / golden_file("ramp")))
+    assert fixture.golden("not-an-input") is None
 
 
 def test_fixture_of_another_shape_is_rejected(matrix: Path, synthetic: Path) -> None:

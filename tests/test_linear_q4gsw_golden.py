@@ -52,3 +52,16 @@ def test_the_ramp_input_has_17_distinct_rows_whatever_m_is():
     for M, K in ((4096, 2048), (70, 1024), (5, 1000)):
         x = make_input("ramp", M, K, 0)
         assert len(distinct_rows(x)[0]) == min(M, 17)
+
+
+def test_repeated_rows_report_progress_and_a_wrong_k_is_refused():
+    import pytest
+
+    rng = np.random.default_rng(4)
+    packed = _random_linear(rng, 8, 32, 16)
+    x = np.repeat(rng.standard_normal((1, 32)).astype(np.float32), 3, axis=0)  # one distinct row, three times
+    seen = []
+    golden(x, packed, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(8, 8)]
+    with pytest.raises(ValueError, match="input has K=16 but the packed weight has K=32"):
+        golden(x[:, :16], packed)

@@ -83,3 +83,19 @@ def test_golden_is_the_fp64_product_with_the_fp32_dequantized_weights():
     in_fp64 = np.array([[math.fsum(float(x[m, k]) * float(q[n, k]) * float(scales[k // group, n]) for k in range(K))
                          for n in range(N)] for m in range(M)])
     assert np.abs(in_fp64 - expected).max() > 1e-9  # an fp64 dequantization would fail the check above
+
+
+def test_unpacked_values_are_int8():
+    assert unpack_int4(np.array([[0x2F]], dtype=np.uint8)).dtype == np.int8
+
+
+def test_u32_words_pad_a_partial_word_with_zeros():
+    packed = np.array([[0x01, 0x02, 0x03, 0x04, 0x05]], dtype=np.uint8)
+    assert as_u32_words(packed).tolist() == [0x04030201, 0x00000005]
+
+
+def test_pack_says_why_it_refuses():
+    with pytest.raises(ValueError, match=r"^K=3 must be even to pack two nibbles per byte$"):
+        pack_int4(np.zeros((1, 3), dtype=int))
+    with pytest.raises(ValueError, match=r"^int4 values must lie in \[-8, 7\]$"):
+        pack_int4(np.array([[-9, 0]]))

@@ -27,6 +27,7 @@ def test_problems_say_why_results_fail_a_run():
     assert verdict.problems([result("a", "pass"), result("a", "fail")]) == ["1 failed"]
     assert verdict.problems([result("a", "skip")]) == ["no case passed: nothing was checked"]
     assert verdict.exit_code([result("a", "skip")]) == verdict.FAILED
+    assert verdict.exit_code([result("a", "pass"), result("b", "skip")]) == verdict.OK
     assert verdict.exit_code([result("a", "pass")], interrupted=True) == verdict.INTERRUPTED
 
 
