@@ -1,7 +1,7 @@
 """One case, executed and judged: execute_case() is the one place a case becomes a Result.
 
 A case runs on an open device (open_device) against a Problem (load_problem: the fixture's weights,
-inputs and fp64 goldens). The engine calls these in a child process per config; `run --in-process`
+inputs and fp64 goldens). q4gsw/run/ calls these in a child process per config; `run --in-process`
 calls them in the calling process.
 """
 
