@@ -1,8 +1,8 @@
 """One case, executed and judged: execute_case() is the one place a case becomes a Result.
 
 A case runs on an open device (open_device) against a Problem (load_problem: the fixture's weights,
-inputs and fp64 goldens). q4gsw/run/ calls these in a child process per config; `run --in-process`
-calls them in the calling process.
+inputs and fp64 goldens). execute_config() runs a config's cases that way: q4gsw/run/ calls it in a
+child process per config, and `run --in-process` in the calling process.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import resource
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,23 @@ def warm_up(device: Any, case: Case, root: Path) -> None:
         constants, _ = resolve_kernel(case.kernel, case.config.shape_names(), device.info)
         op = op_for(case.config)
         device.warm_up(case.kernel.source(root), constants, case.kernel.name, op.bindings(*op.warm_up_problem()))
+
+
+def execute_config(cases: Sequence[Case], fixture: Path | None, seed: int | None, root: Path, repeats: int = 1,
+                   opened: tuple[Any, str] | None = None) -> Iterator[Result]:
+    """A config's cases on one device, each Result as it is judged: the device (opened here unless `opened`, as
+    a warm child opened it ahead), the problem, then execute_case per case. A device or fixture that cannot be
+    had fails every case with the reason."""
+    device, failure = opened if opened is not None else open_device(list(cases))
+    problem = None
+    if not failure:
+        try:
+            problem = load_problem(cases[0].config, tuple(dict.fromkeys(c.input for c in cases)), fixture, seed)
+        except Exception as exc:  # a bad fixture fails every case with its reason
+            failure = f"{type(exc).__name__}: {exc}"
+    if failure or problem is None:
+        for case in cases:
+            yield base_result(case, "fail", failure)
+        return
+    for case in cases:
+        yield execute_case(case, device, problem, root, repeats=repeats)

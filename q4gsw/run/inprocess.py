@@ -1,6 +1,6 @@
 """`run --in-process`: the selected cases in the calling process, for debuggers and profilers. No child processes,
 no spares, no export process: fixtures are exported here by the function the `_export` worker calls, the adapter
-is found here, and each config runs load_problem -> open_device -> execute_case per case. A crash or hang of the
+is found here, and each config runs case.execute_config, as a `_child` does. A crash or hang of the
 driver then ends the run (there is no child to lose instead); results, reports and exit codes are a normal run's."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from q4gsw.case import base_result, execute_case, load_problem, open_device
+from q4gsw.case import execute_config
 from q4gsw.cases import Selection
 from q4gsw.console import say
 from q4gsw.matrix import Config
@@ -34,22 +34,10 @@ def execute_in_process(selection: Selection, runnable: list[Config], fixture_for
             record(config_failure(config, selection, problem_text, cases, timings=Timings(export_s=waited)))
             continue
         started = time.perf_counter()  # what a child's wall time measures: device, problem and every case
-        device, failure = open_device(list(cases))
-        problem = None
-        if not failure:
-            try:
-                problem = load_problem(config, tuple(dict.fromkeys(c.input for c in cases)), fixture,
-                                       options.problem_seed)
-            except Exception as exc:  # a bad fixture fails every case with its reason, as in a child
-                failure = f"{type(exc).__name__}: {exc}"
-        if failure or problem is None:
-            for case in cases:
-                record(base_result(case, "fail", failure, timings=Timings(export_s=waited or None)))
-            continue
         done = []
-        for case in cases:
-            done.append(execute_case(case, device, problem, root, repeats=options.repeats))
-            say(verdict_line(done[-1]), "    ")
+        for result in execute_config(cases, fixture, options.problem_seed, root, options.repeats):
+            done.append(result)
+            say(verdict_line(result), "    ")
         total_s = time.perf_counter() - started
         for result in done:
             record(replace(result, timings=replace(result.timings, export_s=waited or None, total_s=total_s)))

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from q4gsw.case import base_result, execute_case, load_problem, open_device, warm_up
+from q4gsw.case import execute_config, open_device, warm_up
 from q4gsw.cases import case_from_plain, to_plain
 from q4gsw.console import last_lines as _last_lines
 from q4gsw.console import say
@@ -46,19 +46,9 @@ def child_main(job_path: Path) -> int:
             return 0
         job.update(json.loads(go))
         start_deadline(float(job["deadline_s"]))
-    config = cases[0].config
-    try:
-        problem = load_problem(config, tuple(dict.fromkeys(c.input for c in cases)),
-                               Path(job["fixture"]) if job["fixture"] else None, job.get("seed"))
-    except Exception as exc:  # a bad fixture fails every case with its reason
-        failure = failure or f"{type(exc).__name__}: {exc}"
-    if failure:
-        results.extend(base_result(c, "fail", failure) for c in cases)
-        flush()
-        return 0
-    root = Path(job["root"])
-    for case in cases:
-        result = execute_case(case, device, problem, root, repeats=int(job.get("repeats", 1)))
+    fixture = Path(job["fixture"]) if job["fixture"] else None
+    for result in execute_config(cases, fixture, job.get("seed"), Path(job["root"]), int(job.get("repeats", 1)),
+                                 opened=(device, failure)):
         results.append(result)
         flush()
         say(verdict_line(result), "    ")
