@@ -357,7 +357,7 @@ def check_runnable(matrix: Matrix) -> None:
                               "change the shape, or add a kernel whose `when` and dispatch hold for it")
     for backend in matrix.backends.values():
         for config in (c for c in matrix.configs if c.tier == "required"):
-            if not any(_runs_on(kernel, config, backend) for kernel in matrix.kernels):
+            if all(_why_not(kernel, config, backend) for kernel in matrix.kernels):
                 raise MatrixError(matrix.path, f"[backend.{backend.name}]", "device_type/adapter_name",
                                   f"required config '{config.name}' ({config.op}) has no kernel written for "
                                   f"{backend.device_type} adapters named like /{backend.adapter_name}/",
@@ -365,27 +365,22 @@ def check_runnable(matrix: Matrix) -> None:
                                   "widen a kernel's device_type/adapter_name (docs/backends.md)")
 
 
-def _runs_on(kernel: Kernel, config: Config, backend: Backend) -> bool:
+def _why_not(kernel: Kernel, config: Config, backend: Backend) -> str:
+    """'' when the kernel runs the config on the backend (on the most generous adapter), else why not."""
     try:
         if not kernel_applies(kernel, config, backend):
-            return False
+            return f"{kernel.name}: `when = {kernel.when}` does not hold"
         resolve_kernel(kernel, config.shape_names(), None)
-    except KernelUnsupported:
-        return False
-    return True
+    except KernelUnsupported as exc:
+        return str(exc)
+    return ""
 
 
 def _runs_anywhere(kernel: Kernel, config: Config, matrix: Matrix, reasons: list[str]) -> bool:
     if kernel.op != config.op:
         return False
     backends = [b for b in matrix.backends.values() if written_for(kernel, b.device_type, b.adapter_name)]
-    try:
-        if not backends or not kernel_applies(kernel, config, backends[0]):
-            reasons.append(f"{kernel.name}: `when = {kernel.when}` does not hold" if backends else
-                           f"{kernel.name}: no backend of the matrix runs it")
-            return False
-        resolve_kernel(kernel, config.shape_names(), None)
-    except KernelUnsupported as exc:
-        reasons.append(str(exc))
-        return False
-    return True
+    reason = _why_not(kernel, config, backends[0]) if backends else f"{kernel.name}: no backend of the matrix runs it"
+    if reason:
+        reasons.append(reason)
+    return not reason
