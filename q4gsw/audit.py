@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from q4gsw import verdict
-from q4gsw.error_model import DELTA, ErrorModel, U, error_model
+from q4gsw.error_model import DELTA, ErrorModel, U
 
 LOOSE_FACTOR = 10.0
 TIGHT_MARGIN = 3.0
@@ -257,7 +257,6 @@ def _fixture(config: Any, args: argparse.Namespace) -> Any:
 
 def audit_config(config: Any, fixture: Any, measurements: dict[tuple[str, str], list[Measured]],
                  tolerance: tuple[float, float] | None = None) -> list[AuditRow]:
-    from q4gsw import inputs
     from q4gsw.ops import op_for
 
     atol, rtol = tolerance or (config.tolerance.atol, config.tolerance.rtol)
@@ -265,11 +264,14 @@ def audit_config(config: Any, fixture: Any, measurements: dict[tuple[str, str], 
     packed = fixture.constants(config)
     rows = []
     for input_name in config.inputs:
-        x = inputs.make_input(input_name, config.M, config.K, config.weight_seed)
+        x = op.make_input(input_name, config)
         g = fixture.golden(input_name)
         if g is None:
             g = op.golden(x, packed)
-        model = error_model(x, packed=packed)
+        model = op.error_model(x, packed)
+        if model is None:
+            print(f"note: op '{op.name}' has no error model: config '{config.name}' is not audited", file=sys.stderr)
+            return rows
         measured = measurements.get((config.name, input_name), [])
         # Runs under a kernel's or backend's own tolerance are audited against that tolerance, in their own row.
         overrides: dict[str, list[Measured]] = {}
@@ -346,8 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     measurements = load_measurements(result_paths)
     rows: list[AuditRow] = []
     for config in configs:
-        print(f"audit {config.name} ({config.M}x{config.K}x{config.N}, gs={config.group_size}, "
-              f"weights={config.weights})", flush=True)
+        from q4gsw.ops import op_for
+
+        print(f"audit {config.name} ({op_for(config).describe_shape(config)}, weights={config.weights})", flush=True)
         rows.extend(audit_config(config, _fixture(config, args), measurements, what_if))
     print_table(rows)
     overrides = [f"{b.name}:{c}" for b in matrix.backends.values() for c in b.tolerance_overrides]

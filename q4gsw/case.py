@@ -97,15 +97,26 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
         # A kernel the user named explicitly (check) that cannot be dispatched fails: they asked for it.
         status = "fail" if case.kernel.origin.startswith("check:") else "unsupported"
         return base_result(case, status, str(exc), **common)
-    bindings = op.bindings(problem.x[case.input], problem.constants)
+    x = problem.x[case.input]
+    before = None
+    if case.kernel.before is not None:
+        try:
+            before = before_dispatch(case.kernel.before, case.config, info, op.before_bindings(x, problem.constants),
+                                     root)
+        except KernelUnsupported as exc:
+            return base_result(case, "fail" if case.kernel.origin.startswith("check:") else "unsupported",
+                               f"the kernel it runs after, {case.kernel.before.name}: {exc}", **common)
+    bindings = op.bindings(x, problem.constants, chained=before is not None)
     try:
+        if before is not None:
+            device.pipeline(before.source, before.constants, before.label, before.bindings)
         device.pipeline(source, constants, case.kernel.name, bindings)
     except KernelCompileError as exc:
         return base_result(case, "fail", f"{COMPILE_FAILURE} by {COMPILERS[info.webgpu]} on {info.name}: "
                                          f"{_last_lines(str(exc), 8)}", **common)
     try:
-        run = device.run(source, case.kernel.name, constants, workgroups, bindings)
-        timed_s, how = _time_dispatches(device, run, source, case, constants, workgroups, bindings, repeats)
+        run = device.run(source, case.kernel.name, constants, workgroups, bindings, before=before)
+        timed_s, how = _time_dispatches(device, run, source, case, constants, workgroups, bindings, repeats, before)
     except Exception as exc:  # OOM or device loss fails this case, not the run
         return base_result(case, "fail", f"kernel '{case.kernel.name}' failed on {info.name} through {info.webgpu}: "
                                          f"{type(exc).__name__}: {_last_lines(str(exc), 8)}",
@@ -134,18 +145,28 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
                        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, **common)
 
 
+def before_dispatch(kernel: Any, config: Config, info: Any, bindings: Bindings, root: Path) -> Any:
+    """The `before` kernel of a chain, resolved for the config on this adapter (raises KernelUnsupported)."""
+    from q4gsw.expressions import resolve_kernel
+    from q4gsw.webgpu.execute import Dispatch
+
+    constants, workgroups = resolve_kernel(kernel, config.shape_names(), info)
+    return Dispatch(kernel.source(root), kernel.name, constants, workgroups, bindings)
+
+
 def _time_dispatches(device: Any, first: Any, source: str, case: Case, constants: dict[str, Any],
-                     workgroups: tuple[int, ...], bindings: Bindings, repeats: int) -> tuple[float | None, str]:
+                     workgroups: tuple[int, ...], bindings: Bindings, repeats: int,
+                     before: Any = None) -> tuple[float | None, str]:
     """(seconds per dispatch or None, how): timestamp queries (best of `repeats`) where the adapter has them;
     else the wall time of `repeats` extra dispatches (R+1 dispatches minus 1, which cancels pipeline creation)."""
     if device.timestamps:
         timed = first if repeats <= 1 else device.run(source, case.kernel.name, constants, workgroups, bindings,
-                                                      repeats=repeats)
+                                                      repeats=repeats, before=before)
         # Timestamps that read zero (Dawn quantizes them; some drivers wrap) are no measurement: say so.
         return (timed.gpu_s, "gpu") if timed.gpu_s else (None, "unmeasured")
     if repeats <= 1:
         return first.wall_s, "wall"
-    many = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=repeats + 1)
+    many = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=repeats + 1, before=before)
     return max(many.wall_s - first.wall_s, 1e-9) / repeats, "wall"
 
 
@@ -158,13 +179,11 @@ def _versions() -> dict[str, str]:
 
 def load_problem(config: Config, inputs_wanted: tuple[str, ...], fixture: Path | None, seed: int | None) -> Problem:
     """The fixture's weights and goldens (checked against their sha256), or a synthetic problem (bench)."""
-    from q4gsw import inputs
-
     op = op_for(config)
     started = time.perf_counter()
     if fixture is None:
         constants = op.synthetic_constants(config, seed or 0)
-        x = inputs.make_input("normal", config.M, config.K, seed or 0)
+        x = op.make_input(op.input_names[min(1, len(op.input_names) - 1)], replace(config, weight_seed=seed or 0))
         xs = dict.fromkeys(inputs_wanted, x)
         return Problem(constants=constants, x=xs, golden={name: op.golden(x, constants) for name in xs},
                        timings={"golden_s": time.perf_counter() - started})
@@ -177,7 +196,7 @@ def load_problem(config: Config, inputs_wanted: tuple[str, ...], fixture: Path |
     xs, goldens = {}, {}
     started = time.perf_counter()
     for name in inputs_wanted:
-        x = inputs.make_input(name, config.M, config.K, config.weight_seed)
+        x = op.make_input(name, config)
         recorded = loaded.manifest.get("input_sha256", {}).get(name)
         if recorded and hashlib.sha256(x.tobytes()).hexdigest() != recorded:
             raise RuntimeError(f"input '{name}' regenerated here differs from the one the fixture's golden was "

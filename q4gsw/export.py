@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from q4gsw import inputs
 from q4gsw.ops import op_for, registry
 from q4gsw.paths import OWNED_MARKER, NotOurs, fixture_cache, mark_owned
 from q4gsw.paths import remove_owned as _remove_owned
@@ -90,12 +89,13 @@ def import_executorch_fixture(pte_path: Path, golden_path: Path, config: Config,
             input_sha256 = {}
             if golden_path.is_file():
                 raw = np.fromfile(golden_path, dtype="<f4")
-                if raw.size != config.M * config.N:
-                    raise FixtureError(f"{golden_path}: {raw.size} floats, config '{config.name}' needs M*N = "
-                                       f"{config.M * config.N}")
-                _write_npy(temporary / golden_file("ramp"), raw.reshape(config.M, config.N).astype(np.float64))
-                x = inputs.make_input("ramp", config.M, config.K, config.weight_seed)
-                input_sha256["ramp"] = hashlib.sha256(x.tobytes()).hexdigest()
+                shape = op.output_shape(config)
+                if raw.size != int(np.prod(shape)):
+                    raise FixtureError(f"{golden_path}: {raw.size} floats, config '{config.name}' needs "
+                                       f"{' x '.join(map(str, shape))} = {int(np.prod(shape))}")
+                _write_npy(temporary / golden_file(op.input_names[0]), raw.reshape(shape).astype(np.float64))
+                x = op.make_input(op.input_names[0], config)
+                input_sha256[op.input_names[0]] = hashlib.sha256(x.tobytes()).hexdigest()
             files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
                      for p in sorted(temporary.iterdir()) if p.name != PARTIAL_MARKER}
             manifest = {"identity": fixture_identity(config), "key": digest.hexdigest(),
@@ -342,7 +342,7 @@ def build_fixture(config: Config, destination: Path, progress: Callable[[str], N
         input_sha256 = {}
         for input_name in config.inputs:
             progress(f"export {config.name}: fp64 golden for input '{input_name}'")
-            x = inputs.make_input(input_name, config.M, config.K, config.weight_seed)
+            x = op.make_input(input_name, config)
             input_sha256[input_name] = hashlib.sha256(x.tobytes()).hexdigest()
             reference = op.golden(x, exported.constants,
                                   progress=_quarter_progress(f"export {config.name}: golden", progress))

@@ -159,6 +159,16 @@ def load_kernel_set(spec: KernelSet, checkout: Path) -> LoadedKernelSet:
         if committed is not None and committed != text:
             notes[kernel.name] = (f"{kernel.name}_wgsl.h differs from the text generated from {kernel.file}: the "
                                   "runtime compiles the header; regenerate it with gen_wgsl_headers.py")
-        kernels.append(replace(kernel, file=str(path), text=text, origin=origin,
+        before = kernel.before
+        if before is not None:  # the kernel the runtime dispatches first, read from the same tree
+            relative = f"{spec.folder}/{before.file}"
+            try:
+                before = replace(before, file=str(folder / before.file), text=_text(folder / before.file),
+                                 origin=f"executorch:{checkout}:{relative}")
+            except (OSError, ValueError) as exc:
+                missing[kernel.name] = (f"{relative} (dispatched before it) is not in {checkout}"
+                                        if isinstance(exc, FileNotFoundError) else _unreadable(checkout, relative, exc))
+                continue
+        kernels.append(replace(kernel, file=str(path), text=text, origin=origin, before=before,
                                notes=(notes[kernel.name],) if kernel.name in notes else ()))
     return LoadedKernelSet(spec=spec, checkout=checkout, kernels=tuple(kernels), missing=missing, notes=notes)

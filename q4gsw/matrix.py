@@ -40,14 +40,14 @@ def make_kernel(name: str, file: str, dispatch: str | tuple[str, ...], *, when: 
                 requires_limits: Mapping[str, int] | None = None, tolerance: Tolerance | None = None,
                 device_type: str = "", adapter_name: str = "", op: str = DEFAULT_OP, text: str | None = None,
                 origin: str = "",
-                template: str = "") -> Kernel:
+                template: str = "", before: Kernel | None = None) -> Kernel:
     """The one constructor for a Kernel: from matrix.toml, from `check --kernel`, a mutant or a kernel set."""
     return Kernel(name=name, file=file, when=when,
                   dispatch=split_dispatch(dispatch) if isinstance(dispatch, str) else tuple(dispatch),
                   overrides=MappingProxyType(dict(overrides or {})), requires_features=tuple(requires_features),
                   requires_limits=MappingProxyType(dict(requires_limits or {})), tolerance=tolerance,
                   device_type=device_type, adapter_name=adapter_name, op=op, text=text, origin=origin or file,
-                  template=template)
+                  template=template, before=before)
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ _BACKEND_KEYS = ("description", "api", "adapter_name", "device_type", "provision
                  "dawn_toggles")
 WEBGPU_IMPLEMENTATIONS = ("wgpu-native", "dawn")
 _KERNEL_KEYS = ("file", "when", "dispatch", "overrides", "requires_features", "requires_limits", "tolerance",
-                "device_type", "adapter_name", "op", "template")
+                "device_type", "adapter_name", "op", "template", "before")
 
 
 def load_matrix(path: Path | str, known_inputs: tuple[str, ...] | None = None,
@@ -259,11 +259,18 @@ def _load_kernels(check: Checker, table: Mapping[str, Any], prefix: str, base: P
         adapter_name = check.pattern(raw.get("adapter_name", ""), where, "adapter_name")
         kernel_op = op or check.op(raw.get("op", DEFAULT_OP), where)
         tolerance = check.tolerance(raw["tolerance"], where, f"kernel:{name}") if "tolerance" in raw else None
+        before = None
+        if "before" in raw:  # the kernel the runtime dispatches first; its own [..before] table, same keys
+            if "before" in check.table(raw["before"], where, "before"):
+                raise check.fail(f"[{prefix}.{name}.before]", "before", "chains of more than two kernels are not "
+                                 "supported", "remove the nested before")
+            (before,) = _load_kernels(check, {"before": raw["before"]}, f"{prefix}.{name}", base, kernel_op)
         kernels.append(make_kernel(name, kernel_file, dispatch, when=when, overrides=overrides,
                                    requires_features=tuple(features), requires_limits=dict(limits_raw),
                                    tolerance=tolerance,
                                    device_type=device_type, adapter_name=adapter_name, op=kernel_op,
-                                   template=check.string(raw.get("template", ""), where, "template")))
+                                   template=check.string(raw.get("template", ""), where, "template"),
+                                   before=before))
     return tuple(kernels)
 
 
@@ -308,14 +315,19 @@ def _load_config(check: Checker, raw: Mapping[str, Any], name: str, where: str, 
     N = check.integer(merged["N"], where, "N")
     group_size = check.integer(merged["group_size"], where, "group_size")
     config_op = check.op(merged.get("op", DEFAULT_OP), where)
-    config_inputs = merged.get("inputs", ["ramp"])
+    op = op_for(config_op)
+    if config_op != DEFAULT_OP:  # [defaults] describe linear_q4gsw; another op names its own inputs and weights
+        known_inputs, known_weights = op.input_names, op.weight_names or known_weights
+        merged = {**{k: v for k, v in defaults.items() if k not in ("inputs", "weights")}, **raw}
+    config_inputs = merged.get("inputs", [op.input_names[0]])
     if isinstance(config_inputs, str):
         config_inputs = [config_inputs]
     if not isinstance(config_inputs, list) or not config_inputs:
         raise check.fail(where, "inputs", "expected a non-empty list of input names", 'write inputs = ["ramp"]')
     for input_name in config_inputs:
         check.string(input_name, where, "inputs", known_inputs)
-    weights = check.string(merged.get("weights", "linear_init"), where, "weights", known_weights)
+    weights = check.string(merged.get("weights", known_weights[0] if config_op != DEFAULT_OP else "linear_init"),
+                           where, "weights", known_weights)
     timeout = check.number(merged.get("timeout_s", 900), where, "timeout_s")
     if timeout == 0:
         raise check.fail(where, "timeout_s", "must be positive", "use a number of seconds > 0")
@@ -329,7 +341,7 @@ def _load_config(check: Checker, raw: Mapping[str, Any], name: str, where: str, 
         upstream_tolerance=check.upstream_tolerance(raw.get("upstream_tolerance"), where),
         f16_accumulate_gemm=check.boolean(raw.get("f16_accumulate_gemm", False), where, "f16_accumulate_gemm"),
         op=config_op)
-    for problem in op_for(config).shape_problems(config):
+    for problem in op.shape_problems(config):
         raise check.fail(where, problem.key, problem.problem, problem.fix)
     return config
 

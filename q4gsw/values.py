@@ -90,6 +90,7 @@ class Kernel:
     origin: str = ""  # where the text came from, for the report (file, "template X variant Y", "mutant of X")
     template: str = ""  # kernel sets: the template (.wgsl + .yaml) this variant is generated from
     notes: tuple[str, ...] = ()  # what a kernel author should know about this text (e.g. a stale generated header)
+    before: Kernel | None = None  # a kernel dispatched first whose outputs this one reads, as the runtime chains them
 
     def path(self, root: Path) -> Path:
         p = Path(self.file)

@@ -45,7 +45,7 @@ class FakeDevice:
             raise KernelCompileError("error: unknown identifier 'oops'\n  ┌─ wgsl:3:5")
 
     def run(self, source: str, label: str, constants: dict[str, Any], workgroups: tuple[int, ...],
-            bindings: Bindings, repeats: int = 1) -> GpuRun:
+            bindings: Bindings, repeats: int = 1, before: Any = None) -> GpuRun:
         self.dispatched.append(workgroups)
         if self.fault == "device-lost":
             raise RuntimeError("device lost")

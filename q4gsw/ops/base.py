@@ -33,18 +33,25 @@ class ShapeProblem:
 
 @dataclass(frozen=True)
 class Binding:
-    """One read-only or uniform buffer of a kernel's bind group."""
+    """One buffer of a kernel's bind group.
+
+    `shared` names a buffer that one dispatch of a chain writes and a later one reads (a kernel's `before`:
+    ExecuTorch's choose_qparams_affine writing the per-row qparams linear_dq8ca_q4gsw reads): bindings with the
+    same name in the dispatches of one run are one buffer, sized and first filled from `data`."""
 
     index: int
     data: np.ndarray
-    kind: Literal["read-only-storage", "uniform"] = "read-only-storage"
+    kind: Literal["read-only-storage", "uniform", "storage"] = "read-only-storage"
+    shared: str = ""
 
 
 @dataclass(frozen=True)
 class Bindings:
-    """A dispatch's buffers in the op's (ExecuTorch's) layout: the output (read-write, fp32) and the rest."""
+    """A dispatch's buffers in the op's (ExecuTorch's) layout: the output (read-write, fp32) and the rest.
+    A dispatch that runs before the kernel under test has no output of its own (output_index None): what it
+    writes goes to `shared` storage bindings."""
 
-    output_index: int
+    output_index: int | None
     output_shape: tuple[int, ...]
     inputs: tuple[Binding, ...]
 
@@ -92,6 +99,9 @@ class Op(ABC):
     executorch_folder: ClassVar[str]  # the op's kernels in an ExecuTorch checkout
     executorch_fixture_prefix: ClassVar[str]  # ExecuTorch's export folder names its files <prefix><config>.pte
     constant_files: ClassVar[tuple[str, ...]]  # the fixture files that hold the constants (.npy)
+    input_names: ClassVar[tuple[str, ...]] = ("ramp", "normal", "outliers")  # matrix.toml `inputs` it accepts
+    weight_names: ClassVar[tuple[str, ...]] = ()  # matrix.toml `weights` it accepts, default first (): all of
+    # q4gsw.inputs.WEIGHTS
 
     @property
     def folder(self) -> Path:
@@ -101,6 +111,20 @@ class Op(ABC):
     @abstractmethod
     def shape_problems(self, config: Config) -> list[ShapeProblem]:
         """Everything wrong with the config's shape for this op (empty: fine)."""
+
+    def make_input(self, name: str, config: Config) -> np.ndarray:
+        """The input named `name` (one of input_names) for a config, bit-exactly reproducible with numpy alone.
+        Default: an activation x [M, K] from q4gsw.inputs."""
+        from q4gsw import inputs
+
+        return inputs.make_input(name, config.M, config.K, config.weight_seed)
+
+    def output_shape(self, config: Config) -> tuple[int, ...]:
+        return (config.M, config.N)
+
+    def describe_shape(self, config: Config) -> str:
+        """The config's shape in the op's words, for progress lines and tables."""
+        return f"{config.M}x{config.K}x{config.N} gs={config.group_size}"
 
     @abstractmethod
     def flops(self, config: Config) -> int: ...
@@ -145,7 +169,18 @@ class Op(ABC):
         return None
 
     @abstractmethod
-    def bindings(self, x: np.ndarray, constants: Any) -> Bindings: ...
+    def bindings(self, x: np.ndarray, constants: Any, chained: bool = False) -> Bindings:
+        """The kernel's buffers. `chained`: the kernel runs after its `before` kernel, and reads what that one
+        wrote (the same `shared` names as before_bindings) instead of buffers computed here."""
+
+    def before_bindings(self, x: np.ndarray, constants: Any) -> Bindings:
+        """The buffers of the kernel that runs first in a chain (a kernel's `before`), for ops that have one."""
+        raise NotImplementedError(f"op '{self.name}' has no kernel that runs before its own")
+
+    def error_model(self, x: np.ndarray, constants: Any) -> Any:
+        """q4gsw.error_model.ErrorModel of the op's fp32 rounding for `audit`, or None where the op has none
+        (audit then says so for its configs)."""
+        return None
 
     def mutation_suite(self) -> MutationSuite | None:
         """The op's mutation self-test, or None where it has none yet."""

@@ -48,6 +48,17 @@ def adapt_source(source: str, implementation: str) -> tuple[str, tuple[str, ...]
     return source, ()
 
 
+@dataclass(frozen=True)
+class Dispatch:
+    """A kernel dispatched before the kernel under test (its `before`), with its resolved constants and counts."""
+
+    source: str
+    label: str
+    constants: Mapping[str, Any]
+    workgroups: tuple[int, ...]
+    bindings: Bindings
+
+
 @dataclass
 class GpuRun:
     output: np.ndarray  # float32 [M, N]
@@ -110,24 +121,41 @@ class Device:
         self.run(source, label, constants, (0,), bindings)
 
     def run(self, source: str, kernel_name: str, constants: Mapping[str, Any], workgroups: tuple[int, ...],
-            bindings: Bindings, repeats: int = 1) -> GpuRun:
+            bindings: Bindings, repeats: int = 1, before: Dispatch | None = None) -> GpuRun:
+        """Dispatch the kernel (after `before`, in the same compute pass, where the kernel has one) and read its
+        output back with its guard words."""
         wgpu = self.wgpu
         device = self.device
         usage = wgpu.BufferUsage
         started = time.perf_counter()
-        pipeline = self.pipeline(source, constants, kernel_name, bindings)
+        steps = [] if before is None else [before]
+        steps.append(Dispatch(source, kernel_name, dict(constants), workgroups, bindings))
+        pipelines = [self.pipeline(s.source, s.constants, s.label, s.bindings) for s in steps]
+        assert bindings.output_index is not None, "the kernel under test writes an output"
         out_words = int(np.prod(bindings.output_shape))
         guarded = np.full(out_words + 2 * GUARD_WORDS, GUARD_PATTERN, dtype=np.uint32)
         out_buffer = device.create_buffer_with_data(data=guarded, usage=usage.STORAGE | usage.COPY_SRC)
-        buffers = [device.create_buffer_with_data(
-            data=b.data, usage=usage.UNIFORM if b.kind == "uniform" else usage.STORAGE) for b in bindings.inputs]
-        entries = [{"binding": bindings.output_index,
-                    "resource": {"buffer": out_buffer, "offset": GUARD_WORDS * 4, "size": out_words * 4}}]
-        entries += [{"binding": b.index, "resource": {"buffer": buffer}} for b, buffer in zip(bindings.inputs, buffers,
-                                                                                                strict=True)]
-        bind_group = device.create_bind_group(layout=self._layout(_signature(bindings))[0], entries=entries)
-        counts = (*workgroups, 1, 1)[:3]
-        gpu_s = self._dispatch(pipeline, bind_group, counts, repeats)
+        shared: dict[str, Any] = {}
+        owned = [out_buffer]
+        passes = []
+        for step, pipeline in zip(steps, pipelines, strict=True):
+            entries = []
+            if step.bindings.output_index is not None:
+                entries.append({"binding": step.bindings.output_index,
+                                "resource": {"buffer": out_buffer, "offset": GUARD_WORDS * 4, "size": out_words * 4}})
+            for b in step.bindings.inputs:
+                if b.shared and b.shared in shared:
+                    buffer = shared[b.shared]
+                else:
+                    kind = usage.UNIFORM if b.kind == "uniform" else usage.STORAGE
+                    buffer = device.create_buffer_with_data(data=b.data, usage=kind)
+                    owned.append(buffer)
+                    if b.shared:
+                        shared[b.shared] = buffer
+                entries.append({"binding": b.index, "resource": {"buffer": buffer}})
+            group = device.create_bind_group(layout=self._layout(_signature(step.bindings))[0], entries=entries)
+            passes.append((pipeline, group, (*step.workgroups, 1, 1)[:3]))
+        gpu_s = self._dispatch(passes, repeats)
         raw = np.frombuffer(device.queue.read_buffer(out_buffer), dtype=np.uint32)
         wall_s = time.perf_counter() - started
         guards = np.concatenate([raw[:GUARD_WORDS], raw[GUARD_WORDS + out_words:]])
@@ -135,13 +163,15 @@ class Device:
         violations = [int((i - GUARD_WORDS) * 4) if i < GUARD_WORDS else int((out_words + i - GUARD_WORDS) * 4)
                       for i in changed]
         output = raw[GUARD_WORDS:GUARD_WORDS + out_words].view(np.float32).reshape(bindings.output_shape).copy()
-        for buffer in (out_buffer, *buffers):
+        for buffer in owned:
             buffer.destroy()
         return GpuRun(output=output, guard_violations=violations, wall_s=wall_s, gpu_s=gpu_s,
-                      workgroups=tuple(counts), constants=dict(constants))
+                      workgroups=tuple(passes[-1][2]), constants=dict(constants))
 
-    def _dispatch(self, pipeline: Any, bind_group: Any, counts: tuple[int, ...], repeats: int) -> float | None:
-        """Dispatch `repeats` times; the best timestamp-query time in seconds, or None where none was measured."""
+    def _dispatch(self, passes: list[tuple[Any, Any, tuple[int, ...]]], repeats: int) -> float | None:
+        """Dispatch the chain `repeats` times, in one compute pass each time (WebGPU orders a pass's dispatches
+        and makes one's storage writes visible to the next); the best timestamp-query time of the pass in seconds,
+        or None where none was measured."""
         wgpu, device, usage = self.wgpu, self.device, self.wgpu.BufferUsage
         gpu_s = None
         for _ in range(max(1, repeats)):
@@ -154,9 +184,10 @@ class Device:
                 timestamp_writes = {"query_set": query_set, "beginning_of_pass_write_index": 0,
                                     "end_of_pass_write_index": 1}
             compute_pass = encoder.begin_compute_pass(timestamp_writes=timestamp_writes)
-            compute_pass.set_pipeline(pipeline)
-            compute_pass.set_bind_group(0, bind_group)
-            compute_pass.dispatch_workgroups(*counts)
+            for pipeline, bind_group, counts in passes:
+                compute_pass.set_pipeline(pipeline)
+                compute_pass.set_bind_group(0, bind_group)
+                compute_pass.dispatch_workgroups(*counts)
             compute_pass.end()
             if query_set is not None:
                 encoder.resolve_query_set(query_set, 0, 2, resolve_buffer, 0)
@@ -171,4 +202,5 @@ class Device:
 
 
 def _signature(bindings: Bindings) -> tuple[tuple[int, str], ...]:
-    return tuple(sorted([(bindings.output_index, "storage"), *((b.index, b.kind) for b in bindings.inputs)]))
+    output = [] if bindings.output_index is None else [(bindings.output_index, "storage")]
+    return tuple(sorted([*output, *((b.index, b.kind) for b in bindings.inputs)]))

@@ -112,7 +112,12 @@ class LinearQ4gsw(Op):
 
         return time_torch(x, constants, golden, repeats)
 
-    def bindings(self, x: np.ndarray, constants: PackedLinear) -> Bindings:
+    def error_model(self, x: np.ndarray, constants: PackedLinear) -> Any:
+        from q4gsw.error_model import error_model
+
+        return error_model(x, packed=constants)
+
+    def bindings(self, x: np.ndarray, constants: PackedLinear, chained: bool = False) -> Bindings:
         """ExecuTorch's q4gsw layout: b0 out, b1 x, b2 weight words, b3 scales, b4 bias (unused: zeros), b5 Params
         {M, N, K, K_packed, group_size, padded_N, has_bias, _pad}."""
         M, K = x.shape
