@@ -140,13 +140,18 @@ def _check_names(matrix: Matrix, option: str, given: Sequence[str], known: Seque
 
 
 def select_configs(matrix: Matrix, *, tiers: Sequence[str] | None = None, suites: Sequence[str] | None = None,
-                   names: Sequence[str] = ()) -> tuple[tuple[Config, ...], tuple[Skip, ...]]:
-    """(configs to run, configs left out with the reason). Every name given is checked against the matrix."""
+                   names: Sequence[str] = (), ops: Sequence[str] = ()) -> tuple[tuple[Config, ...], tuple[Skip, ...]]:
+    """(configs to run, configs left out with the reason). Every name given is checked against the matrix.
+    `ops` keeps only those ops' configs; with ops and no suites, every suite of those ops is selected."""
     _check_names(matrix, "--suite", suites or (), [c.suite for c in matrix.configs])
     _check_names(matrix, "--tier", tiers or (), TIERS)
     _check_names(matrix, "--config", names, [c.name for c in matrix.configs])
+    _check_names(matrix, "--op", ops, [c.op for c in matrix.configs])
+    if ops:
+        matrix = replace(matrix, configs=tuple(c for c in matrix.configs if c.op in ops))
+        suites = suites or tuple(dict.fromkeys(c.suite for c in matrix.configs))
     if names:
-        return tuple(matrix.config(n) for n in dict.fromkeys(names)), ()
+        return tuple(matrix.config(n) for n in dict.fromkeys(names) if n in {c.name for c in matrix.configs}), ()
     suites = tuple(suites) if suites else DEFAULT_SUITES
     tiers = tuple(tiers) if tiers else ("required",)
     selected = matrix.select(tiers=tiers, suites=suites)
@@ -194,13 +199,15 @@ def build_selection(matrix: Matrix, backend_name: str, *, tiers: Sequence[str] |
                     suites: Sequence[str] | None = None, names: Sequence[str] = (),
                     kernels: Sequence[Kernel] | None = None, roles: Mapping[str, str] | None = None,
                     shard: tuple[int, int] | None = None, max_gflop: float | None = None,
-                    applies: bool = True, route: tuple[str, ...] = (), all_variants: bool = False) -> Selection:
+                    applies: bool = True, route: tuple[str, ...] = (), all_variants: bool = False,
+                    ops: Sequence[str] = ()) -> Selection:
     backend = matrix.backend(backend_name)
-    configs, skipped = select_configs(matrix, tiers=tiers, suites=suites, names=names)
+    configs, skipped = select_configs(matrix, tiers=tiers, suites=suites, names=names, ops=ops)
     kernel_list = tuple(matrix.kernels if kernels is None else kernels)
     cases, unsupported = build_cases(matrix, backend, configs, kernel_list, roles=roles, applies=applies)
     selection = Selection(backend=backend, configs=configs, cases=cases, skipped=skipped + unsupported,
-                          filters=MappingProxyType({"tiers": tiers, "suites": suites, "names": tuple(names)}),
+                          filters=MappingProxyType({"tiers": tiers, "suites": suites, "names": tuple(names),
+                                                            "ops": tuple(ops)}),
                           route=route, all_variants=all_variants)
     selection = selection.filter_by_max_gflop(max_gflop)
     if shard is not None:

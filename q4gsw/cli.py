@@ -40,6 +40,8 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", action="append", help="suite(s) to run (default: llama)")
     parser.add_argument("--config", action="append", default=[], metavar="NAME",
                         help="run only these configs (any tier); repeatable")
+    parser.add_argument("--op", action="append", default=[], metavar="OP",
+                        help="only this op's configs, every suite of it unless --suite; repeatable")
     parser.add_argument("--fixtures", type=Path, help="run from fixtures exported with `q4gsw export --out DIR` "
                         "(needs only numpy + wgpu); otherwise fixtures are exported into the cache")
     parser.add_argument("--cache", type=Path, help="fixture cache (default: $Q4GSW_CACHE or ~/.cache/q4gsw)")
@@ -139,7 +141,8 @@ def selection_from_args(matrix: Matrix, args: argparse.Namespace, kernels: tuple
 
     backend = getattr(args, "backend", None) or next(iter(matrix.backends))
     selection = build_selection(matrix, backend, tiers=args.tier, suites=args.suite, names=tuple(args.config),
-                                kernels=kernels, shard=getattr(args, "shard", None), applies=applies)
+                                kernels=kernels, shard=getattr(args, "shard", None), applies=applies,
+                                ops=tuple(getattr(args, "op", ()) or ()))
     shard = getattr(args, "shard", None)
     if selection.is_empty() and shard is None:
         option = "--config" if args.config else "--suite/--tier"
@@ -147,7 +150,7 @@ def selection_from_args(matrix: Matrix, args: argparse.Namespace, kernels: tuple
                           "see `python -m q4gsw list` for the configs, suites and tiers")
     if selection.is_empty():  # a CI shard with more shards than configs: not the user's mistake, but say why
         whole = build_selection(matrix, backend, tiers=args.tier, suites=args.suite, names=tuple(args.config),
-                                kernels=kernels, applies=applies)
+                                kernels=kernels, applies=applies, ops=tuple(getattr(args, "op", ()) or ()))
         print(f"note: shard {shard[0]}/{shard[1]} runs nothing: the cost-balanced split dealt all "
               f"{len(whole.configs)} selected config(s) to the other shards", file=sys.stderr, flush=True)
     from q4gsw.sessions import rerun_options  # reproduce lines repeat the run's matrix, fixtures and checkout
@@ -193,26 +196,23 @@ def cmd_list(matrix: Matrix) -> int:
     return verdict.OK
 
 
-def cmd_run_kernel_set(matrix: Matrix, args: argparse.Namespace, name: str, checkout: Path) -> int:
-    """run --executorch PATH: the kernel set read from the checkout, routed as its runtime routes it."""
+def cmd_run_kernel_set(matrix: Matrix, args: argparse.Namespace, checkout: Path) -> int:
+    """run --executorch PATH: every kernel set (one per op) read from the checkout, routed as its runtime routes
+    it. A set whose op folder the checkout lacks (an older ExecuTorch) is said and left out, unless that op was
+    asked for by --op."""
     from q4gsw.cases import Skip
     from q4gsw.expressions import kernel_applies
-    from q4gsw.kernel_sets import load_kernel_set
+    from q4gsw.kernel_sets import load_checkout
 
-    if name not in matrix.kernel_sets:
-        raise MatrixError(matrix.path, "top level", f"kernel_set.{name}", "not declared",
-                          f"declare [kernel_set.{name}] (see docs/executorch.md)")
-    loaded = load_kernel_set(matrix.kernel_sets[name], checkout)
-    selection = selection_from_args(matrix, args, loaded.kernels)
-    selection = replace(selection, route=loaded.spec.route, all_variants=args.all_variants)
-    missing = [Skip(config, f"kernel '{kernel.name}' declared in [kernel_set.{name}] is missing from the tree or "
-                            f"unusable: {loaded.missing[kernel.name]}", kernel=kernel.name, status="fail")
-               for config in selection.configs for kernel in loaded.spec.kernels
+    loaded_sets = load_checkout(matrix, checkout, tuple(getattr(args, "op", None) or ()))
+    kernels = tuple(k for loaded in loaded_sets for k in loaded.kernels)
+    selection = selection_from_args(matrix, args, kernels)
+    selection = replace(selection, route=tuple(r for loaded in loaded_sets for r in loaded.spec.route),
+                        all_variants=args.all_variants)
+    missing = [Skip(config, f"kernel '{kernel.name}' declared in [kernel_set.{loaded.spec.name}] is missing from the "
+                            f"tree or unusable: {loaded.missing[kernel.name]}", kernel=kernel.name, status="fail")
+               for loaded in loaded_sets for config in selection.configs for kernel in loaded.spec.kernels
                if kernel.name in loaded.missing and kernel_applies(kernel, config, selection.backend)]
-    print(f"{name} kernels from {loaded.checkout}: {len(loaded.kernels)} found"
-          f"{', missing: ' + ', '.join(loaded.missing) if loaded.missing else ''}", flush=True)
-    for kernel, note in loaded.notes.items():
-        print(f"note: {kernel}: {note}", flush=True)
     return cmd_run(matrix, args, selection=replace(selection, skipped=selection.skipped + tuple(missing)))
 
 
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(matrix.backends)} backends)")
             return verdict.OK
         if args.command == "run" and args.executorch is not None:
-            return cmd_run_kernel_set(matrix, args, "executorch", args.executorch)
+            return cmd_run_kernel_set(matrix, args, args.executorch)
         if args.command == "run":
             if args.all_variants:
                 raise MatrixError("command line", "run", "--all-variants", "needs --executorch PATH",

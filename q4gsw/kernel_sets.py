@@ -172,3 +172,25 @@ def load_kernel_set(spec: KernelSet, checkout: Path) -> LoadedKernelSet:
         kernels.append(replace(kernel, file=str(path), text=text, origin=origin, before=before,
                                notes=(notes[kernel.name],) if kernel.name in notes else ()))
     return LoadedKernelSet(spec=spec, checkout=checkout, kernels=tuple(kernels), missing=missing, notes=notes)
+
+
+def load_checkout(matrix: Any, checkout: Path, wanted_ops: tuple[str, ...] = ()) -> list[LoadedKernelSet]:
+    """Every kernel set of the matrix (one per op) read from the checkout, each said with what it found. A set
+    whose op folder the checkout lacks (an older ExecuTorch) is said and left out, unless its op is wanted."""
+    if not matrix.kernel_sets:
+        raise MatrixError(matrix.path, "top level", "kernel_set", "none declared",
+                          "declare [kernel_set.NAME] tables (see docs/executorch.md)")
+    loaded_sets = []
+    for spec in matrix.kernel_sets.values():
+        if wanted_ops and spec.op not in wanted_ops:
+            continue
+        if checkout.is_dir() and not (checkout / spec.folder).is_dir() and spec.op not in wanted_ops:
+            print(f"note: {checkout} has no {spec.folder}: op {spec.op} is not checked", flush=True)
+            continue
+        loaded = load_kernel_set(spec, checkout)
+        print(f"{spec.name} kernels ({spec.op}) from {loaded.checkout}: {len(loaded.kernels)} found"
+              f"{', missing: ' + ', '.join(loaded.missing) if loaded.missing else ''}", flush=True)
+        for kernel, note in loaded.notes.items():
+            print(f"note: {kernel}: {note}", flush=True)
+        loaded_sets.append(loaded)
+    return loaded_sets

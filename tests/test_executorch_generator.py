@@ -155,7 +155,7 @@ def test_a_kernel_that_cannot_be_generated_is_a_fail_of_the_configs_it_applies_t
     monkeypatch.setattr(cli, "cmd_run", lambda m, a, selection=None, **_: handed.append(selection) or 0)
     args = cli.build_parser().parse_args(["run", "--executorch", str(tree_with_wheel_generator), "--backend",
                                           "swiftshader-dawn", "--config", "edge_steel", "--config", "q_proj"])
-    cli.cmd_run_kernel_set(matrix, args, "executorch", tree_with_wheel_generator)
+    cli.cmd_run_kernel_set(matrix, args, tree_with_wheel_generator)
     (selection,) = handed
     failed = [s for s in selection.skipped if s.status == "fail"]
     assert {s.kernel for s in failed} >= {et.STEEL, et.PWDQ, et.HALF}
