@@ -16,7 +16,14 @@ import nox
 ROOT = Path(__file__).parent
 CONSTRAINTS = str(ROOT / "constraints.txt")
 sys.path.insert(0, str(ROOT))
-from q4gsw.sessions import EXECUTORCH_SESSION, HEAVY_SESSION, accuracy_session  # noqa: E402 (standard library only)
+from q4gsw.sessions import (  # noqa: E402 (standard library only)
+    DEFAULT_SUITE,
+    EXECUTORCH_SESSION,
+    HEAVY_SESSION,
+    accuracy_session,
+    executorch_suites,
+    matrix_suites,
+)
 
 # uv builds a session's virtualenv in seconds where it is installed (`pip install nox[uv]`); virtualenv otherwise.
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -25,13 +32,16 @@ nox.options.error_on_missing_interpreters = True
 nox.options.sessions = ["tests"]
 
 
-def _matrix_backends() -> list[str]:
-    # Only the backend names are read here; the package validates the whole file and reports errors.
+def _matrix_data() -> dict:
+    # Only names are read here; the package validates the whole file and reports errors.
     try:
-        data = tomllib.loads((ROOT / "matrix.toml").read_text())
-        return sorted(data.get("backend", {})) or ["swiftshader"]
+        return tomllib.loads((ROOT / "matrix.toml").read_text())
     except (OSError, tomllib.TOMLDecodeError):
-        return ["swiftshader"]
+        return {}
+
+
+def _matrix_backends() -> list[str]:
+    return sorted(_matrix_data().get("backend", {})) or ["swiftshader"]
 
 
 def _install(session: nox.Session, extras: str) -> None:
@@ -132,9 +142,10 @@ def edges(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def mutants(session: nox.Session) -> None:
-    """Mutation self-test: every mutant of the reference kernel killed, no false alarm (`-- --backend NAME`)."""
+    """Mutation self-test of every op (each op's mutants killed, no false alarm); `-- --backend NAME`, `-- --op OP`."""
     _install(session, "export,report")
-    session.run("python", "-m", "q4gsw", "mutants", "--results", "results/mutants", *session.posargs)
+    ops = [] if any(a == "--op" or a.startswith("--op=") for a in session.posargs) else ["--op", "all"]
+    session.run("python", "-m", "q4gsw", "mutants", "--results", "results/mutants", *ops, *session.posargs)
 
 
 @nox.session(default=False)
@@ -158,26 +169,35 @@ def audit(session: nox.Session) -> None:
                 *session.posargs)
 
 
-def _edges(backend: str) -> Callable[[nox.Session], None]:
+def _suite(suite: str, backend: str) -> Callable[[nox.Session], None]:
     def session_body(session: nox.Session) -> None:
         _install(session, _run_extras(session))
-        session.run("python", "-m", "q4gsw", "run", "--suite", "edges", "--backend", backend, "--tier", "required",
-                    "--results", f"results/edges-{backend}", *session.posargs)
+        session.run("python", "-m", "q4gsw", "run", "--suite", suite, "--backend", backend, "--tier", "required",
+                    "--results", f"results/{suite}-{backend}", *session.posargs)
 
-    session_body.__doc__ = f"Suite 'edges', required tier, on {backend} (the name the runner's reproduce lines use)."
+    session_body.__doc__ = f"Suite '{suite}', required tier, on {backend} (the name the runner's reproduce lines use)."
     return session_body
 
 
-for _backend in _matrix_backends():
-    nox.session(name=accuracy_session(_backend, "edges"), tags=["edges", _backend], default=False)(_edges(_backend))
+for _suite_name in matrix_suites(_matrix_data()):
+    if _suite_name == DEFAULT_SUITE:
+        continue
+    for _backend in _matrix_backends():
+        nox.session(name=accuracy_session(_backend, _suite_name), tags=[_suite_name, _backend],
+                    default=False)(_suite(_suite_name, _backend))
 
 
 @nox.session(name=EXECUTORCH_SESSION, default=False, tags=["executorch"])
 def executorch(session: nox.Session) -> None:
-    """ExecuTorch's own q4gsw kernels, routed as its runtime routes them: `-- --executorch PATH [--backend B]`
-    (default backend: SwiftShader through Dawn; `--all-variants` checks every variant whose preconditions hold)."""
+    """ExecuTorch's own kernels of every op, routed as its runtime routes them: `-- --executorch PATH [--backend B]`
+    (default backend: SwiftShader through Dawn; `--all-variants` checks every variant whose preconditions hold).
+    Runs the Llama suite of linear_q4gsw and every suite of the other ops, unless --suite, --config or --op."""
     _install(session, _run_extras(session))
     posargs = list(session.posargs)
     if not any(a == "--backend" or a.startswith("--backend=") for a in posargs):
         posargs = ["--backend", "swiftshader-dawn", *posargs]
-    session.run("python", "-m", "q4gsw", "run", "--tier", "required", "--results", "results/executorch", *posargs)
+    suites = [a for suite in executorch_suites(_matrix_data()) for a in ("--suite", suite)]
+    if any(a in ("--suite", "--config", "--op") or a.startswith(("--suite=", "--config=", "--op=")) for a in posargs):
+        suites = []  # the user chose what to run
+    session.run("python", "-m", "q4gsw", "run", "--tier", "required", "--results", "results/executorch", *suites,
+                *posargs)

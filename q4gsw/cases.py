@@ -121,6 +121,13 @@ class Selection:
         return replace(self, configs=keep, cases=tuple(c for c in self.cases if c.config in keep),
                        skipped=self.skipped + dropped)
 
+    def filter_by_op(self, ops: set[str], reason: str) -> Selection:
+        """Only configs of these ops; the others are skipped with `reason` (a checkout without an op's kernels)."""
+        keep = tuple(c for c in self.configs if c.op in ops)
+        dropped = tuple(Skip(c, reason.format(op=c.op)) for c in self.configs if c not in keep)
+        return replace(self, configs=keep, cases=tuple(c for c in self.cases if c.config in keep),
+                       skipped=self.skipped + dropped)
+
     def filter_by_shard(self, index: int, count: int) -> Selection:
         from q4gsw.ci import select_shard
 

@@ -209,6 +209,8 @@ def cmd_run_kernel_set(matrix: Matrix, args: argparse.Namespace, checkout: Path)
     selection = selection_from_args(matrix, args, kernels)
     selection = replace(selection, route=tuple(r for loaded in loaded_sets for r in loaded.spec.route),
                         all_variants=args.all_variants)
+    selection = selection.filter_by_op({loaded.spec.op for loaded in loaded_sets},
+                                       f"op {{op}}: {checkout} has no kernels of it (an older ExecuTorch?)")
     missing = [Skip(config, f"kernel '{kernel.name}' declared in [kernel_set.{loaded.spec.name}] is missing from the "
                             f"tree or unusable: {loaded.missing[kernel.name]}", kernel=kernel.name, status="fail")
                for loaded in loaded_sets for config in selection.configs for kernel in loaded.spec.kernels

@@ -91,9 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--matrix", default="matrix.toml")
     parser.add_argument("--backend", default="swiftshader")
-    parser.add_argument("--op", default=DEFAULT_OP, help=f"the op whose mutants run (default {DEFAULT_OP})")
+    parser.add_argument("--op", action="append", default=[], metavar="OP",
+                        help=f"the op(s) whose mutants run, or `all` (default {DEFAULT_OP}); with several, each op's "
+                             "results go to RESULTS/<op>/")
     parser.add_argument("--tier", action="append", choices=TIERS, help="tiers (default: required)")
-    parser.add_argument("--suite", action="append", help=f"suites (default: {', '.join(DEFAULT_SUITES)})")
+    parser.add_argument("--suite", action="append",
+                        help=f"suites (default: {', '.join(DEFAULT_SUITES)} for {DEFAULT_OP}; another op: all)")
     parser.add_argument("--config", action="append", default=[], metavar="NAME",
                         help="only these configs (any tier, any size); repeatable")
     parser.add_argument("--mutant", action="append", default=[], metavar="NAME", help="only these mutants")
@@ -171,11 +174,31 @@ def print_kill_matrix(records: list[dict[str, Any]], summary: dict[str, Any], ca
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from q4gsw.ops import registry
+
+    ops = list(dict.fromkeys(args.op or [DEFAULT_OP]))
+    if "all" in ops:
+        ops = [name for name, op in registry().items() if op.mutation_suite() is not None]
+    if len(ops) == 1:
+        return main_one(args, ops[0], args.results)
+    if args.mutant or args.list:
+        print("error: --mutant and --list take one --op", file=sys.stderr)
+        return verdict.USAGE
+    codes = {}
+    for op_name in ops:  # every op runs, whatever an earlier one found; the worst exit code is the verdict
+        print(f"== mutants of op {op_name}", flush=True)
+        codes[op_name] = main_one(args, op_name, args.results / op_name)
+    print("mutants: " + ", ".join(f"{op} {'ok' if code == verdict.OK else 'FAILED'}" for op, code in codes.items()),
+          flush=True)
+    return max(codes.values())
+
+
+def main_one(args: argparse.Namespace, op_name: str, results: Path) -> int:
     from q4gsw.cases import build_selection
     from q4gsw.matrix import load_matrix
 
     try:
-        catalogue = suite_of(args.op).mutants
+        catalogue = suite_of(op_name).mutants
         if args.list:
             for m in catalogue:
                 print(f"{m.name:22s} {m.bug}")
@@ -183,32 +206,33 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.mutant:
             if name not in {m.name for m in catalogue}:
                 raise MatrixError("command line", "mutants", "--mutant", f"no such mutant '{name}'",
-                                  "see `python -m q4gsw mutants --list`")
+                                  f"see `python -m q4gsw mutants --op {op_name} --list`")
         matrix = load_matrix(args.matrix)
-        kernels = mutant_kernels(tuple(args.mutant), args.op)  # fails fast if the reference no longer matches an edit
+        kernels = mutant_kernels(tuple(args.mutant), op_name)  # fails fast if the reference no longer matches an edit
         roles = {k.name: "mutant" if k.name != "reference" else "reference" for k in kernels}
         if not args.no_matrix_kernels:
-            kernels += list(matrix.kernels)
+            kernels += [k for k in matrix.kernels if k.op == op_name]
             roles.update({k.name: "reference" for k in matrix.kernels})
-        defaults = [s for s in DEFAULT_SUITES if any(c.suite == s for c in matrix.configs)]  # a default is no typo
+        # A default is no typo: the default op's default suites where it has them; another op's every suite.
+        defaults = [s for s in DEFAULT_SUITES if any(c.suite == s and c.op == op_name for c in matrix.configs)]
         selection = build_selection(matrix, args.backend, tiers=args.tier, suites=args.suite or defaults or None,
                                     names=tuple(args.config), kernels=tuple(kernels), roles=roles,
-                                    max_gflop=None if args.config else args.max_gflop)
+                                    max_gflop=None if args.config else args.max_gflop, ops=(op_name,))
         if selection.is_empty():
             raise MatrixError("command line", "mutants", "--config/--suite/--tier/--max-gflop",
-                              "selects no config", "see `python -m q4gsw list`")
+                              f"selects no config of op {op_name}", "see `python -m q4gsw list`")
         from q4gsw.paths import unusable_folder
 
-        problem = unusable_folder(args.results, "results folder")  # before any work: the results are never lost
+        problem = unusable_folder(results, "results folder")  # before any work: the results are never lost
         if problem:
             raise MatrixError("command line", "mutants", "--results", problem, "pass another --results")
     except MatrixError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return verdict.USAGE
-    return run_parent(matrix, args, selection)
+    return run_parent(matrix, args, selection, op_name, results)
 
 
-def run_parent(matrix: Any, args: argparse.Namespace, selection: Any) -> int:
+def run_parent(matrix: Any, args: argparse.Namespace, selection: Any, op_name: str, results_folder: Path) -> int:
     from q4gsw.export import default_cache_dir
     from q4gsw.result import ReportNotWritten, replace_file
     from q4gsw.run.exporter import FixtureSource
@@ -224,20 +248,20 @@ def run_parent(matrix: Any, args: argparse.Namespace, selection: Any) -> int:
     ran = {r["config"] for r in records}
     problems = [f"{r.config}: {r.message}" for r in results
                 if r.status == "fail" and (not r.kernel or r.config not in ran)]
-    summary = kill_summary(records, args.op)
-    catalogue = suite_of(args.op).mutants
+    summary = kill_summary(records, op_name)
+    catalogue = suite_of(op_name).mutants
     print_kill_matrix(records, summary, catalogue)
     for problem in problems:
         print(f"PROBLEM {problem}", flush=True)
-    args.results.mkdir(parents=True, exist_ok=True)
+    results_folder.mkdir(parents=True, exist_ok=True)
     payload = {"backend": selection.backend.name, "webgpu": selection.backend.webgpu,
                "wall_s": time.perf_counter() - started, "configs": [c.name for c in selection.configs],
                "not_run": {s.config.name: s.reason for s in selection.skipped},
-               "op": args.op, "catalogue": [{"name": m.name, "bug": m.bug} for m in catalogue],
+               "op": op_name, "catalogue": [{"name": m.name, "bug": m.bug} for m in catalogue],
                "summary": {k: v for k, v in summary.items() if k not in ("false_alarms", "errors")},
                "false_alarms": summary["false_alarms"], "errors": summary["errors"], "problems": problems,
                "records": records}
-    path = args.results / "mutants.json"
+    path = results_folder / "mutants.json"
     try:  # whole or not at all: a full disk leaves the previous mutants.json as it was, and says so
         replace_file(path, json.dumps(payload, indent=2, default=str).encode("utf-8"))
     except ReportNotWritten as exc:

@@ -6,8 +6,9 @@ Standard library only: noxfile.py imports this module before q4gsw is installed 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 DEFAULT_SUITE = "llama"
 HEAVY_SESSION = "heavy"
@@ -24,9 +25,26 @@ def session_for(backend: str, tier: str, suite: str = DEFAULT_SUITE) -> tuple[st
     """(nox session name, the arguments it needs after `--`) that runs `tier` of `suite` on `backend`."""
     if tier == "required":
         return accuracy_session(backend, suite), []
-    if tier == "heavy" and suite == DEFAULT_SUITE:
-        return HEAVY_SESSION, ["--backend", backend]
+    if tier == "heavy":
+        return HEAVY_SESSION, ["--backend", backend, *([] if suite == DEFAULT_SUITE else ["--suite", suite])]
     raise ValueError(f"no nox session runs tier {tier!r} of suite {suite!r}")
+
+
+def matrix_suites(data: Mapping[str, Any]) -> list[str]:
+    """Every suite of a parsed matrix.toml, in order of first appearance (the default suite when a config names
+    none)."""
+    configs = data.get("config", [])
+    return list(dict.fromkeys(c.get("suite", DEFAULT_SUITE) for c in configs if isinstance(c, dict)))
+
+
+def executorch_suites(data: Mapping[str, Any]) -> list[str]:
+    """The suites `nox -s executorch` runs: the default suite (linear_q4gsw's Llama shapes, as ExecuTorch's seed
+    suite) and every suite of the other ops (their Llama shapes and upstream's small cases), so a checkout's every
+    op is checked."""
+    configs = [c for c in data.get("config", []) if isinstance(c, dict)]
+    default_op = data.get("defaults", {}).get("op", "linear_q4gsw")
+    others = [c.get("suite", DEFAULT_SUITE) for c in configs if c.get("op", default_op) != "linear_q4gsw"]
+    return list(dict.fromkeys([DEFAULT_SUITE, *others]))
 
 
 def has_session(tier: str, suite: str) -> bool:

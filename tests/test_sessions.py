@@ -24,13 +24,14 @@ def test_accuracy_session_names():
     ("swiftshader", "required", "llama", ("accuracy-swiftshader", [])),
     ("native", "required", "edges", ("accuracy-edges-native", [])),
     ("lavapipe", "heavy", "llama", ("heavy", ["--backend", "lavapipe"])),
+    ("lavapipe", "heavy", "dq8ca-llama", ("heavy", ["--backend", "lavapipe", "--suite", "dq8ca-llama"])),
 ])
 def test_session_for(backend, tier, suite, expected):
     assert sessions.session_for(backend, tier, suite) == expected
     assert sessions.has_session(tier, suite)
 
 
-@pytest.mark.parametrize("tier, suite", [("optional", "llama"), ("heavy", "edges"), ("optional", "edges")])
+@pytest.mark.parametrize("tier, suite", [("optional", "llama"), ("optional", "edges")])
 def test_tiers_without_a_session(tier, suite):
     with pytest.raises(ValueError, match=f"no nox session runs tier '{tier}' of suite '{suite}'"):
         sessions.session_for("swiftshader", tier, suite)
@@ -68,3 +69,11 @@ def test_standard_library_only():
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+def test_executorch_runs_the_default_suite_and_every_suite_of_the_other_ops():
+    data = {"config": [{"name": "a", "suite": "llama"}, {"name": "b", "suite": "edges"},
+                       {"name": "c", "op": "linear_qcs4w", "suite": "qcs4w-llama"},
+                       {"name": "d", "op": "linear_qcs4w", "suite": "qcs4w-edges"}, {"name": "e"}]}
+    assert sessions.executorch_suites(data) == ["llama", "qcs4w-llama", "qcs4w-edges"]
+    assert sessions.matrix_suites(data) == ["llama", "edges", "qcs4w-llama", "qcs4w-edges"]
