@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from q4gsw.matrix import TIERS, Backend, Config, Kernel, Matrix, MatrixError, Tolerance
+from q4gsw.ops import op_for
 from q4gsw.sessions import HEAVY_HINT, Rerun
 from q4gsw.values import AdapterInfo
 
@@ -95,7 +96,7 @@ class Selection:
             routed = next((name for name in runnable if name in order), "")
             if not routed:
                 skipped.append(Skip(config, f"no variant of the route ({', '.join(self.route)}) holds for "
-                                            f"{config.M}x{config.K}x{config.N} gs={config.group_size} on {info.name}",
+                                            f"{op_for(config).describe_shape(config)} on {info.name}",
                                     status="unsupported"))
                 continue
             keep = [c for c in mine if c.kernel.name in runnable and (self.all_variants or c.kernel.name == routed)]
@@ -113,8 +114,6 @@ class Selection:
     def filter_by_max_gflop(self, max_gflop: float | None) -> Selection:
         if max_gflop is None:
             return self
-        from q4gsw.ops import op_for
-
         keep = tuple(c for c in self.configs if op_for(c).flops(c) <= max_gflop * 1e9)
         dropped = tuple(Skip(c, f"{op_for(c).flops(c) / 1e9:.1f} GFLOP is over --max-gflop {max_gflop:g}")
                         for c in self.configs if c not in keep)
@@ -190,8 +189,8 @@ def build_cases(matrix: Matrix, backend: Backend, configs: Sequence[Config], ker
             raise MatrixError(matrix.path, f"[kernel.{exc.kernel}] with config '{config.name}'", exc.key, str(exc),
                               "make the expression valid for every shape it is evaluated on") from None
         if not chosen:
-            skipped.append(Skip(config, f"no kernel applies to {config.M}x{config.K}x{config.N} "
-                                        f"gs={config.group_size} on backend '{backend.name}'", status="unsupported"))
+            skipped.append(Skip(config, f"no kernel applies to {op_for(config).describe_shape(config)} "
+                                        f"on backend '{backend.name}'", status="unsupported"))
         for kernel in chosen:
             role = roles.get(kernel.name, "subject")
             for input_name in config.inputs:

@@ -364,7 +364,7 @@ def check_runnable(matrix: Matrix) -> None:
         reasons: list[str] = []
         if not any(_runs_anywhere(kernel, config, matrix, reasons) for kernel in kernels):
             raise MatrixError(matrix.path, where, "M/K/N/group_size",
-                              f"no kernel can run {config.M}x{config.K}x{config.N} gs={config.group_size} on any "
+                              f"no kernel can run {op_for(config).describe_shape(config)} on any "
                               f"backend ({'; '.join(reasons) or f'no kernel computes op {config.op}'})",
                               "change the shape, or add a kernel whose `when` and dispatch hold for it")
     for backend in matrix.backends.values():

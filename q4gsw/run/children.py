@@ -135,7 +135,7 @@ def with_other_compiler(result: Result, cases: tuple[Case, ...], env: dict[str, 
 
 
 def announce(index: int, count: int, config: Config, selection: Selection) -> None:
-    say(f"({index + 1}/{count}) {config.name} {config.M}x{config.K}x{config.N} gs={config.group_size} "
+    say(f"({index + 1}/{count}) {config.name} {op_for(config).describe_shape(config)} "
         f"[{config.tier}] on {selection.backend.name}")
 
 
