@@ -16,8 +16,9 @@ from q4gsw.values import Config
 def registry() -> Mapping[str, Op]:
     """name -> Op. Imported on first use, so `import q4gsw.ops` stays light (no numpy-heavy op code)."""
     from q4gsw.ops.linear_q4gsw import LinearQ4gsw
+    from q4gsw.ops.linear_qcs4w import LinearQcs4w
 
-    return {op.name: op for op in (LinearQ4gsw(),)}
+    return {op.name: op for op in (LinearQ4gsw(), LinearQcs4w())}
 
 
 def op_names() -> tuple[str, ...]:
