@@ -193,10 +193,12 @@ def test_ci_matrix_entries_are_complete_and_consistent(matrix, capsys):
     for e in data["include"]:
         session, args = ci.session_for(e["backend"], e["tier"], e["suite"])
         assert e["session"] == session
-        if e["suite"] == "llama":
-            assert e["session"] == (f"accuracy-{e['backend']}" if e["tier"] == "required" else "heavy")
+        if e["tier"] == "heavy":  # one session runs the heavy tier of any suite
+            assert e["session"] == "heavy"
+        elif e["suite"] == "llama":
+            assert e["session"] == f"accuracy-{e['backend']}"
         else:
-            assert (e["tier"], e["session"]) == ("required", f"accuracy-{e['suite']}-{e['backend']}")
+            assert e["session"] == f"accuracy-{e['suite']}-{e['backend']}"
         assert e["command"].startswith(f"nox -s {session} -- ")
         command_args = e["command"].split(" -- ", 1)[1].split()
         assert command_args[:len(args)] == args  # heavy: --backend B
@@ -217,12 +219,12 @@ def test_ci_matrix_commands_select_exactly_their_listed_configs(matrix, capsys):
     data = _ci_matrix(capsys, "--tier", "required", "--tier", "heavy", "--shards", "3")
     for e in data["include"]:
         extra = e["command"].split(" -- ", 1)[1].split()
-        if e["suite"] != "llama":  # accuracy-<suite>-<backend>
-            argv = ["--suite", e["suite"], "--backend", e["backend"], "--tier", "required", *extra]
-        elif e["tier"] == "required":  # what noxfile.py's accuracy-<backend> passes before the posargs
-            argv = ["--backend", e["backend"], "--tier", "required", *extra]
-        else:  # heavy: --tier heavy, and --backend comes from the posargs
+        if e["tier"] == "heavy":  # heavy: --tier heavy; --backend (and --suite) come from the posargs
             argv = ["--tier", "heavy", *extra]
+        elif e["suite"] != "llama":  # accuracy-<suite>-<backend>
+            argv = ["--suite", e["suite"], "--backend", e["backend"], "--tier", "required", *extra]
+        else:  # what noxfile.py's accuracy-<backend> passes before the posargs
+            argv = ["--backend", e["backend"], "--tier", "required", *extra]
         args = cli.build_parser().parse_args(["run", *argv])
         selection = cli.selection_from_args(matrix, args)
         assert [c.name for c in selection.configs] == e["configs"].split(), e["name"]
@@ -266,8 +268,10 @@ def test_ci_matrix_through_the_cli():
     result = run_cli("ci-matrix", "--tier", "heavy", "--backend", "swiftshader", timeout=120)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert [e["session"] for e in data["include"]] == ["heavy"]
-    assert data["include"][0]["command"].startswith("nox -s heavy -- --backend swiftshader ")
+    heavy_suites = {c.suite for c in load_matrix(REPO / "matrix.toml").configs if c.tier == "heavy"}
+    assert sorted(e["suite"] for e in data["include"]) == sorted(heavy_suites)  # one entry per suite with heavy configs
+    assert all(e["session"] == "heavy" for e in data["include"])
+    assert all(e["command"].startswith("nox -s heavy -- --backend swiftshader ") for e in data["include"])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,6 +1,11 @@
 """linear_qcs4w's mutation self-test: the op's simple correct kernel (kernels/qcs4w_reference.wgsl) and the bugs
 a qcs4w kernel author makes, most of them by carrying linear_q4gsw's habits over (low-nibble-first order, word-
-aligned rows, per-group scale indexing), each an exact text substitution in the reference."""
+aligned rows, per-group scale indexing), each an exact text substitution in the reference.
+
+last_tile_overhang_written is a write race: the overhang of row m lands on row m + 1's first columns, which their
+own invocations also write, so whether the wrong value stays is the adapter's scheduling. SwiftShader keeps it on
+every N % 4 != 0 config; lavapipe only on qcs4w_tiles_tail (70 rows, 3 workgroups a row). output_stride_tile_padded
+is the same tile-padding mistake made deterministic."""
 
 from __future__ import annotations
 
