@@ -19,13 +19,14 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from q4gsw import inputs, verdict
+from q4gsw.bench_drift import BENCH_FORMAT, add_bench_baseline_options, read_baseline, repeat_stats, report_bench_drift
 from q4gsw.cases import Selection, build_cases
 from q4gsw.matrix import Config, MatrixError, Tolerance, load_matrix
 from q4gsw.ops import Op, op_for
@@ -81,6 +82,10 @@ class Row:
     torch_fp32_s: float | None = None
     speedup_vs_torch_int4: float | None = None  # torch int4 time / kernel time: >= 1 is as fast or faster
     roofline: float | None = None  # the larger of GB/s / peak GB/s and GFLOP/s / peak GFLOP/s, where peaks are given
+    # Over the timed repeats (time_s is their best): what `bench --baseline` needs to tell a slower kernel from noise.
+    median_s: float | None = None
+    spread_s: float | None = None  # slowest - best repeat: the noise one run of this kernel shows
+    samples_s: list[float] = field(default_factory=list)
 
 
 def _tolerance(K: int) -> Tolerance:
@@ -168,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(auto: on the native backend when torch sees CUDA)")
     parser.add_argument("--scoreboard", nargs="+", type=Path, metavar="BENCH.json",
                         help="print a Markdown scoreboard of bench JSON files (e.g. Dawn and wgpu-native); exit")
+    add_bench_baseline_options(parser)
     return parser
 
 
@@ -184,6 +190,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         print(table)
         return verdict.OK
+    try:  # before any work: a baseline that cannot be compared with is a usage error, not a late surprise
+        baseline = read_baseline(args.baseline) if args.baseline is not None else None
+        compared = read_baseline(args.compare, "--compare") if args.compare is not None else None
+    except ScoreboardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return verdict.USAGE
+    if compared is not None:
+        if baseline is None:
+            parser.error("--compare NEW.json needs --baseline OLD.json (the bench JSON to compare it with)")
+        return report_bench_drift(baseline, compared, args, verdict.OK)
     shapes: list[Shape] = args.shapes or [Shape.parse(s) for s in DEFAULT_SHAPES]
     bad = [str(s) for s in shapes if s.K % args.group_size]
     if bad:
@@ -230,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # whole or not at all: a full disk leaves the previous bench JSON as it was, and says so
         replace_file(args.json, json.dumps({
             "backend": backend.name, "webgpu": backend.webgpu, "adapter": asdict(adapter) if adapter else None,
-            "group_size": args.group_size, "repeats": args.repeats, "cpu_count": os.cpu_count(),
+            "bench_format": BENCH_FORMAT, "group_size": args.group_size, "repeats": args.repeats,
+            "cpu_count": os.cpu_count(),
             "numpy": np.__version__, "rows": [asdict(r) for r in flat]}, indent=2, default=str).encode("utf-8"))
     except ReportNotWritten as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -238,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.json}")
     correct = flat and all(r.correct is not False for r in flat) and any(r.correct for r in flat)
     correct = correct and not (args.executorch is not None and loaded.missing)
-    return verdict.OK if correct else verdict.FAILED
+    code = verdict.OK if correct else verdict.FAILED
+    if baseline is None:
+        return code
+    return report_bench_drift(baseline, json.loads(args.json.read_text(encoding="utf-8")), args, code)
 
 
 def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch: bool) -> list[Row]:
@@ -269,7 +289,7 @@ def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch:
                         r.message if r.status != "pass" else note, list(r.workgroups), torch_int4_s=int4_s,
                         torch_fp32_s=torch_times.fp32_s if torch_times else None,
                         speedup_vs_torch_int4=int4_s / seconds if int4_s and seconds else None,
-                        roofline=max(roof) if roof else None))
+                        roofline=max(roof) if roof else None, **repeat_stats(r.timings.gpu_samples_s)))
     return rows
 
 

@@ -48,7 +48,7 @@ def base_result(case: Case, status: str, message: str, **extra: Any) -> Result:
     return Result(config=c.name, backend=case.backend.name, status=status, message=message, case_id=case.id,
                   webgpu=case.backend.webgpu, tier=c.tier, suite=c.suite, op=c.op, kernel=case.kernel.name,
                   input=case.input, role=case.role, routed=case.routed, shape=Shape(c.M, c.K, c.N, c.group_size),
-                  tolerance=case.tolerance, reproduce=reproduce_for(case), **extra)
+                  tolerance=case.tolerance, reproduce=reproduce_for(case), drift_factor=c.drift_factor, **extra)
 
 
 def reproduce_for(case: Case) -> str:
@@ -116,7 +116,8 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
                                          f"{_last_lines(str(exc), 8)}", **common)
     try:
         run = device.run(source, case.kernel.name, constants, workgroups, bindings, before=before)
-        timed_s, how = _time_dispatches(device, run, source, case, constants, workgroups, bindings, repeats, before)
+        timed_s, how, samples = _time_dispatches(device, run, source, case, constants, workgroups, bindings, repeats,
+                                                 before)
     except Exception as exc:  # OOM or device loss fails this case, not the run
         return base_result(case, "fail", f"kernel '{case.kernel.name}' failed on {info.name} through {info.webgpu}: "
                                          f"{type(exc).__name__}: {_last_lines(str(exc), 8)}",
@@ -133,7 +134,7 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
                      histogram=error_histogram(run.output, g))
     gpu_s = timed_s
     timings = Timings(unpack_s=problem.timings.get("unpack_s"), golden_s=problem.timings.get("golden_s"),
-                      gpu_s=gpu_s, gpu_wall_s=run.wall_s, gpu_timing=how, compare_s=compare_s,
+                      gpu_s=gpu_s, gpu_wall_s=run.wall_s, gpu_timing=how, gpu_samples_s=samples, compare_s=compare_s,
                       gflops=op.flops(case.config) / gpu_s / 1e9 if gpu_s else None,
                       fixture_export_s=problem.timings.get("fixture_export_s"),
                       fixture_golden_s=problem.timings.get("fixture_golden_s"))
@@ -156,18 +157,20 @@ def before_dispatch(kernel: Any, config: Config, info: Any, bindings: Bindings, 
 
 def _time_dispatches(device: Any, first: Any, source: str, case: Case, constants: dict[str, Any],
                      workgroups: tuple[int, ...], bindings: Bindings, repeats: int,
-                     before: Any = None) -> tuple[float | None, str]:
-    """(seconds per dispatch or None, how): timestamp queries (best of `repeats`) where the adapter has them;
-    else the wall time of `repeats` extra dispatches (R+1 dispatches minus 1, which cancels pipeline creation)."""
-    if device.timestamps:
-        timed = first if repeats <= 1 else device.run(source, case.kernel.name, constants, workgroups, bindings,
-                                                      repeats=repeats, before=before)
-        # Timestamps that read zero (Dawn quantizes them; some drivers wrap) are no measurement: say so.
-        return (timed.gpu_s, "gpu") if timed.gpu_s else (None, "unmeasured")
+                     before: Any = None) -> tuple[float | None, str, tuple[float, ...]]:
+    """(seconds per dispatch or None, how, the seconds of each repeat): the best of `repeats` timestamp-query times
+    where the adapter has them, else the best wall time of `repeats` dispatches after the first (which includes
+    pipeline creation); one dispatch (repeats <= 1) is timed by the first's wall time alone."""
     if repeats <= 1:
-        return first.wall_s, "wall"
-    many = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=repeats + 1, before=before)
-    return max(many.wall_s - first.wall_s, 1e-9) / repeats, "wall"
+        if device.timestamps:
+            # Timestamps that read zero (Dawn quantizes them; some drivers wrap) are no measurement: say so.
+            return (first.gpu_s, "gpu", ()) if first.gpu_s else (None, "unmeasured", ())
+        return first.wall_s, "wall", ()
+    timed = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=repeats, before=before)
+    samples = tuple(timed.gpu_samples)
+    if not samples:
+        return None, "unmeasured", ()
+    return min(samples), "gpu" if device.timestamps else "wall", samples
 
 
 def _versions() -> dict[str, str]:

@@ -152,6 +152,17 @@ class Checker:
                          justification="ExecuTorch's test_webgpu_native.cpp (abs OR rel)", source="upstream")
 
 
+    def drift_factor(self, value: Any, where: str) -> float | None:
+        """A config's drift_factor (docs/results.md): how much its error may grow against a baseline run before
+        it is reported as drift; None when the config leaves it to --drift-factor."""
+        if value is None:
+            return None
+        factor = self.number(value, where, "drift_factor")
+        if factor <= 1:  # a factor of 1 or less would report any wobble, even an improvement, as drift
+            raise self.fail(where, "drift_factor", f"must be greater than 1, got {value}",
+                            "write e.g. drift_factor = 3.0 (error may triple before it is drift)")
+        return factor
+
     def boolean(self, value: Any, where: str, key: str) -> bool:
         if not isinstance(value, bool):
             raise self.fail(where, key, f"expected true or false, got {value!r}", f"write {key} = true")

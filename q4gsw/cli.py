@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from q4gsw import __version__, verdict
+from q4gsw.baseline import add_baseline_options, run_baseline
 from q4gsw.matrix import TIERS, Kernel, Matrix, MatrixError, check_runnable, load_matrix
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the cases in this process, for debuggers and profilers: no child processes, no "
                         "export process, no warm spares; a driver crash or hang then ends the whole run")
     _add_selection(p)
+    add_baseline_options(p)
 
     p = sub.add_parser("check", help="check a user's WGSL kernel (ExecuTorch binding layout) against the matrix")
     _add_matrix(p)
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pipeline-override constant (number or expression); repeatable")
     p.add_argument("--backend", required=True)
     _add_selection(p)
+    add_baseline_options(p)
 
     p = sub.add_parser("export", help="export fixtures (needs torch, executorch, torchao)")
     _add_matrix(p)
@@ -230,12 +233,13 @@ def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...
         raise MatrixError("command line", args.command, "--fixtures", f"{args.fixtures} is not a folder",
                           "pass a folder written by `python -m q4gsw export --out DIR`")
     check_output_folder(args.results, "--results")  # before any work: a run's results are never lost
+    baseline = run_baseline(args)  # before any work too, into memory: it may be the --results folder it replaces
     # An unusable cache is not checked here: the engine fails every selected config with its reason.
     cache = args.cache or default_cache_dir()
     options = RunOptions(fixtures=FixtureSource(fixtures=args.fixtures, cache=cache, matrix_path=matrix.path),
                          in_process=getattr(args, "in_process", False))
     return run_and_report(selection, options, matrix.root, args.results, matrix.path,
-                          matrix_order=[c.name for c in matrix.configs])
+                          matrix_order=[c.name for c in matrix.configs], baseline=baseline)
 
 
 def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:

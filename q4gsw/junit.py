@@ -5,8 +5,9 @@ classname = "backend.webgpu" (the WebGPU implementation that ran it, e.g. swifts
 backend where that is unknown) and name = "config/kernel/input". Each testcase's <properties> name the
 WebGPU implementation, the variant ExecuTorch would route the config to, the role and the adapter.
 A failure carries the max abs/rel error, the worst (m, n), the mismatch count, the tolerance and the
-one line that reproduces it; skipped and unsupported cases are <skipped>. Written with xml.etree
-(no extra dependency).
+one line that reproduces it; skipped and unsupported cases are <skipped>. Compared with a baseline run, a
+drifted case has a `drift` property (why) and, under --fail-on-drift, a <failure type="AccuracyDrift">.
+Written with xml.etree (no extra dependency).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import io
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +95,11 @@ def case_properties(result: Result) -> list[tuple[str, str]]:
     return [(key, str(value)) for key, value in pairs if value]
 
 
-def build_junit(results: list[Result], meta: dict[str, Any] | None = None) -> ET.ElementTree:
+def build_junit(results: list[Result], meta: dict[str, Any] | None = None, drift: Mapping[str, str] | None = None,
+                drift_fails: bool = False) -> ET.ElementTree:
+    """drift: case label -> why it drifted from the baseline (q4gsw.drift); drift_fails: a failure (--fail-on-drift)."""
     meta = meta or {}
+    drift = drift or {}
     root = ET.Element("testsuites", name="q4gsw")
     by_backend: dict[str, list[Result]] = {}
     for r in results:
@@ -122,7 +127,8 @@ def build_junit(results: list[Result], meta: dict[str, Any] | None = None) -> ET
             suite_time += seconds
             case = ET.SubElement(suite, "testcase", classname=class_name(r), name=case_name(r),
                                  time=f"{seconds:.3f}")
-            pairs = case_properties(r)
+            moved = drift.get(case_label(r), "")
+            pairs = case_properties(r) + ([("drift", moved)] if moved else [])
             if pairs:
                 case_props = ET.SubElement(case, "properties")
                 for key, value in pairs:
@@ -132,11 +138,18 @@ def build_junit(results: list[Result], meta: dict[str, Any] | None = None) -> ET
                 failure = ET.SubElement(case, "failure", message=r.message.splitlines()[0] if r.message else "failed",
                                         type=failure_kind(r))
                 failure.text = failure_details(r)
+            elif moved and drift_fails:
+                failures += 1
+                failure = ET.SubElement(case, "failure", message=f"drift from the baseline: {moved}",
+                                        type="AccuracyDrift")
+                failure.text = f"{moved}\nreproduce: {reproduce_line(r)}"
             elif r.status in ("skip", "unsupported"):
                 skipped += 1
                 ET.SubElement(case, "skipped", message=f"{r.status}: {r.message}", type=r.status)
             out = ET.SubElement(case, "system-out")
             out.text = f"{r.status.upper()} {case_label(r)}: {r.message}\nreproduce: {reproduce_line(r)}\n"
+            if moved:
+                out.text += f"DRIFT from the baseline: {moved}\n"
         suite.set("tests", str(len(cases)))
         suite.set("failures", str(failures))
         suite.set("errors", "0")
@@ -155,9 +168,10 @@ def build_junit(results: list[Result], meta: dict[str, Any] | None = None) -> ET
     return ET.ElementTree(root)
 
 
-def write_junit(path: Path, results: list[Result], meta: dict[str, Any] | None = None) -> Path:
+def write_junit(path: Path, results: list[Result], meta: dict[str, Any] | None = None,
+                drift: Mapping[str, str] | None = None, drift_fails: bool = False) -> Path:
     """junit.xml, replaced whole or left as it was (result.replace_file: ReportNotWritten)."""
     text = io.BytesIO()
-    build_junit(results, meta).write(text, encoding="utf-8", xml_declaration=True)
+    build_junit(results, meta, drift, drift_fails).write(text, encoding="utf-8", xml_declaration=True)
     replace_file(path, text.getvalue())
     return path

@@ -98,9 +98,9 @@ class Matrix:
 # ------------------------------------------------------------------------------------------------
 
 _TOP_KEYS = ("schema_version", "defaults", "backend", "kernel", "kernel_set", "config")
-_DEFAULT_KEYS = ("group_size", "weight_seed", "inputs", "suite", "timeout_s", "weights", "op")
+_DEFAULT_KEYS = ("group_size", "weight_seed", "inputs", "suite", "timeout_s", "weights", "op", "drift_factor")
 _CONFIG_KEYS = ("name", "M", "K", "N", "group_size", "tier", "suite", "inputs", "weights", "weight_seed",
-                "timeout_s", "tolerance", "upstream_tolerance", "f16_accumulate_gemm", "op")
+                "timeout_s", "tolerance", "upstream_tolerance", "f16_accumulate_gemm", "op", "drift_factor")
 _KERNEL_SET_KEYS = ("op", "folder", "generator", "route", "kernel")
 _BACKEND_KEYS = ("description", "api", "adapter_name", "device_type", "provision", "tolerance", "webgpu",
                  "dawn_toggles")
@@ -340,7 +340,7 @@ def _load_config(check: Checker, raw: Mapping[str, Any], name: str, where: str, 
         timeout_s=timeout, tolerance=check.tolerance(merged["tolerance"], where, "config"),
         upstream_tolerance=check.upstream_tolerance(raw.get("upstream_tolerance"), where),
         f16_accumulate_gemm=check.boolean(raw.get("f16_accumulate_gemm", False), where, "f16_accumulate_gemm"),
-        op=config_op)
+        op=config_op, drift_factor=check.drift_factor(merged.get("drift_factor"), where))
     for problem in op.shape_problems(config):
         raise check.fail(where, problem.key, problem.problem, problem.fix)
     return config

@@ -14,6 +14,7 @@ from rich.table import Table
 from q4gsw.result import ReportNotWritten, Result, format_number, replace_file, summary_line, write_results
 
 if TYPE_CHECKING:
+    from q4gsw.drift import Comparison
     from q4gsw.plots import HistogramsAhead
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow", "unsupported": "magenta"}
@@ -78,14 +79,17 @@ def print_report(results: list[Result], console: Console | None = None) -> None:
 
 def write_run_outputs(results_dir: Path, results: list[Result], meta: dict[str, Any], *,
                       write_json: bool = True, step_summary: bool = True, title: str | None = None,
-                      plots_ahead: HistogramsAhead | None = None) -> Path:
+                      plots_ahead: HistogramsAhead | None = None, comparison: Comparison | None = None,
+                      fail_on_drift: bool = False) -> Path:
     """Write results.json, junit.xml, summary.md and plots/*.png into results_dir; returns results.json.
 
     results.json is written first, whole or not at all: when it cannot be written (a full disk) nothing else is
     written either, so the folder keeps the previous run's reports, consistent with each other, and
     ReportNotWritten says why (the caller fails the command). A problem in any other report is printed as a
     warning and never loses the run. summary.md is also appended to $GITHUB_STEP_SUMMARY when that is set.
+    comparison: the results compared with a baseline run, shown in summary.md and marked in junit.xml.
     """
+    from q4gsw.drift_report import markdown_section
     from q4gsw.junit import write_junit
     from q4gsw.plots import write_plots
     from q4gsw.summary import append_step_summary, markdown_summary
@@ -96,7 +100,8 @@ def write_run_outputs(results_dir: Path, results: list[Result], meta: dict[str, 
     results_dir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     try:
-        write_junit(results_dir / "junit.xml", results, meta)
+        write_junit(results_dir / "junit.xml", results, meta, comparison.drift_by_case() if comparison else None,
+                    fail_on_drift)
     except ReportNotWritten as exc:  # reports are secondary to results.json
         notes.append(str(exc))
     except Exception as exc:
@@ -108,7 +113,8 @@ def write_run_outputs(results_dir: Path, results: list[Result], meta: dict[str, 
     notes += plot_notes
     try:
         markdown = markdown_summary(results, meta, title=title,
-                                    plots=[str(p.relative_to(results_dir)) for p in plots], notes=notes)
+                                    plots=[str(p.relative_to(results_dir)) for p in plots], notes=notes,
+                                    baseline=markdown_section(comparison, fail_on_drift) if comparison else "")
         replace_file(results_dir / "summary.md", markdown.encode("utf-8"))
         if step_summary:
             append_step_summary(markdown)

@@ -3,67 +3,24 @@
 Each DIR is a results folder (DIR/results.json), a results.json file, or a folder searched
 recursively for results.json (e.g. the downloaded artifacts of every CI job). One DIR without --out
 re-renders junit.xml, summary.md and plots/ in place; several are merged into one table in --out
-(default results/merged), with a merged results.json.
+(default results/merged), with a merged results.json. With --baseline OLD, the results are compared with another
+run's case by case (q4gsw.drift): the console, summary.md and junit.xml list what moved.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from q4gsw import verdict
+from q4gsw.baseline import BaselineError, add_baseline_options, baseline_from_args
 from q4gsw.junit import case_label
-from q4gsw.result import Result, read_results
+from q4gsw.result import Result
+from q4gsw.results_files import ReportError, find_results, load_all
 
 DEFAULT_MERGED = Path("results/merged")
-
-
-class ReportError(Exception):
-    pass
-
-
-def find_results(sources: list[Path]) -> list[Path]:
-    """The results.json files named by the sources, in order, without duplicates."""
-    found: list[Path] = []
-    for source in sources:
-        if source.is_file():
-            candidates = [source]
-        elif (source / "results.json").is_file():
-            candidates = [source / "results.json"]
-        elif source.is_dir():
-            # Skip earlier merged outputs so that re-running a merge never counts a job twice.
-            candidates = [p for p in sorted(source.rglob("results.json")) if not _is_merged(p)]
-        else:
-            raise ReportError(f"{source}: no such file or folder")
-        if not candidates:
-            raise ReportError(f"{source}: no results.json in it (pass a results folder written by `q4gsw run`)")
-        for path in candidates:
-            if path.resolve() not in {p.resolve() for p in found}:
-                found.append(path)
-    return found
-
-
-def _is_merged(path: Path) -> bool:
-    try:
-        return "merged_from" in json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-
-
-def load_all(paths: list[Path]) -> tuple[list[Result], list[dict[str, Any]]]:
-    results: list[Result] = []
-    metas: list[dict[str, Any]] = []
-    for path in paths:
-        try:
-            loaded, meta = read_results(path)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ReportError(f"{path}: not a q4gsw results.json ({type(exc).__name__}: {exc})") from exc
-        results.extend(loaded)
-        metas.append({**meta, "path": str(path)})
-    return results, metas
 
 
 def merge(results: list[Result]) -> list[Result]:
@@ -105,11 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "case, no passed case, an interrupted run, or a required config that ran no case on a "
                              "backend it was selected for; without it the exit code is 0 once the reports are written")
     parser.add_argument("--quiet", action="store_true", help="do not print the results table")
+    add_baseline_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from q4gsw.report import print_report, write_run_outputs
+    from q4gsw.report import make_console, print_report, write_run_outputs
     from q4gsw.result import ReportNotWritten, summary_line
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
@@ -118,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         results, metas = load_all(paths)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return verdict.USAGE
+    try:
+        baseline = baseline_from_args(args)
+    except BaselineError as exc:
+        print(f"error: --baseline {exc}", file=sys.stderr)
         return verdict.USAGE
     results = merge(results)
     meta = merged_meta(metas)
@@ -133,9 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return verdict.USAGE
+    comparison = None
+    if baseline is not None:
+        from q4gsw.drift import compare
+
+        comparison = compare(baseline.results, results, label=baseline.label, factor=baseline.factor)
+    fail_on_drift = baseline is not None and baseline.fail_on_drift
     try:
         write_run_outputs(out, results, meta, write_json=not in_place, step_summary=not args.no_step_summary,
-                          title=args.title)
+                          title=args.title, comparison=comparison, fail_on_drift=fail_on_drift)
     except ReportNotWritten as exc:  # the merged reports are this command's product
         print(f"error: {exc}", file=sys.stderr)
         return verdict.FAILED
@@ -143,13 +112,18 @@ def main(argv: list[str] | None = None) -> int:
         print_report(results)
     else:
         print(summary_line(results), flush=True)
+    if comparison is not None:
+        from q4gsw.drift_report import print_comparison
+
+        print_comparison(comparison, fail_on_drift, make_console())
     print(f"report: {out} ({len(paths)} results.json: {', '.join(str(p) for p in paths)})", file=sys.stderr)
+    drifted = len(comparison.drifted) if comparison is not None else 0
     if not args.strict:
-        return verdict.OK
+        return verdict.with_drift(verdict.OK, drifted, fail_on_drift)
     problems = strict_problems(results, metas)
     for problem in problems:
         print(f"strict: {problem}", file=sys.stderr)
-    return verdict.FAILED if problems else verdict.OK
+    return verdict.with_drift(verdict.FAILED if problems else verdict.OK, drifted, fail_on_drift)
 
 
 OUTPUT_FILES = ("results.json", "junit.xml", "summary.md")

@@ -43,6 +43,7 @@ class Timings:
     gpu_s: float | None = None  # timestamp queries where the adapter has them, else the dispatch's wall time
     gpu_wall_s: float | None = None  # first dispatch including pipeline creation
     gpu_timing: str = ""  # "gpu" (timestamp queries), "wall", or "unmeasured" (timestamps read 0)
+    gpu_samples_s: tuple[float, ...] = ()  # each timed repeat (bench: --repeats > 1), for its median and spread
     compare_s: float | None = None
     total_s: float | None = None
     gflops: float | None = None
@@ -89,6 +90,7 @@ class Result:
     provenance: Provenance = field(default_factory=Provenance)
     reproduce: str = ""
     log: str = ""  # library output of a failing case's child (kept out of the console)
+    drift_factor: float | None = None  # the config's matrix.toml drift_factor (None: --drift-factor, default 2)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,7 +110,7 @@ class Result:
 
 _NESTED = {"shape": Shape, "tolerance": Tolerance, "errors": Errors, "adapter": AdapterInfo,
            "timings": Timings, "provenance": Provenance}
-_TUPLES = {"worst_index", "first_nonfinite", "features", "workgroups", "source_notes"}
+_TUPLES = {"worst_index", "first_nonfinite", "features", "workgroups", "source_notes", "gpu_samples_s"}
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:

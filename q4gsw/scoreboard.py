@@ -27,10 +27,11 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def read_bench(path: Path) -> dict[str, Any]:
-    """One bench JSON, checked: its rows hold every field the scoreboard shows, with the right types."""
+def read_bench(path: Path, option: str = "--scoreboard", fix: str = FIX) -> dict[str, Any]:
+    """One bench JSON, checked: its rows hold every field the scoreboard (and a baseline) reads, with the right
+    types. A problem is a ScoreboardError of one line: `option path: problem: fix`."""
     def bad(problem: str) -> ScoreboardError:
-        return ScoreboardError(f"--scoreboard {path}: {problem}: {FIX}")
+        return ScoreboardError(f"{option} {path}: {problem}: {fix}")
 
     if path.is_dir():
         raise bad("is a folder, not a bench JSON")

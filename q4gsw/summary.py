@@ -58,7 +58,8 @@ def where(r: Result) -> str:
 
 
 def markdown_summary(results: Sequence[Result], meta: dict[str, Any] | None = None, title: str | None = None,
-                     plots: Sequence[str] = (), notes: Sequence[str] = ()) -> str:
+                     plots: Sequence[str] = (), notes: Sequence[str] = (), baseline: str = "") -> str:
+    """baseline: the comparison with a baseline run (drift_report.markdown_section), shown above the table."""
     meta = meta or {}
     results = ordered(results)
     backends = sorted({r.backend for r in results})
@@ -80,6 +81,8 @@ def markdown_summary(results: Sequence[Result], meta: dict[str, Any] | None = No
         facts.append("**interrupted: partial results**")
     if facts:
         lines += [" · ".join(facts), ""]
+    if baseline:
+        lines += [baseline.rstrip("\n"), ""]
     if results:
         lines.append("| " + " | ".join(COLUMNS) + " |")
         lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")

@@ -45,6 +45,7 @@ class Config:
     upstream_tolerance: Tolerance | None = None  # ExecuTorch's own test bound (abs OR rel), shown beside ours
     f16_accumulate_gemm: bool = False  # ExecuTorch runtime option `enable_f16_accumulate_gemm` for this config
     op: str = DEFAULT_OP  # the operator under test (q4gsw/ops/<op>/)
+    drift_factor: float | None = None  # how much its error may grow against a baseline run (None: --drift-factor)
 
     def shape_names(self) -> dict[str, int]:
         """The names a kernel's `when`, `dispatch` and `overrides` expressions may use for this config."""

@@ -3,6 +3,8 @@
 - any case failed, or none passed (a run that checked nothing is never a success): FAILED
 - a required config selected on a backend none of whose cases ran there (pass or fail): FAILED; the run records
   it as a failed config (stages), `report --strict` finds it in merged results
+- with --fail-on-drift, a case that drifted from the --baseline run (q4gsw.drift) or a bench kernel slower than the
+  baseline bench (q4gsw.bench_drift): FAILED; without the flag drift is reported and the code is unchanged
 - interrupted (Ctrl-C, SIGTERM; partial results written): INTERRUPTED
 - usage, matrix.toml or environment errors, nothing run: USAGE
 """
@@ -33,6 +35,12 @@ def exit_code(results: list[Result], interrupted: bool = False) -> int:
     if interrupted:
         return INTERRUPTED
     return FAILED if problems(results) else OK
+
+
+def with_drift(code: int, drifted: int, fail_on_drift: bool) -> int:
+    """The exit code once drift from a baseline is known: FAILED for drift under --fail-on-drift, never hiding a
+    code that says more (interrupted, usage)."""
+    return FAILED if code == OK and drifted and fail_on_drift else code
 
 
 def required_not_run(results: list[Result], required: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

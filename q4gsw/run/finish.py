@@ -1,5 +1,6 @@
 """The finish of a command-line run: the stages run with Ctrl-C and SIGTERM turned into a partial result, then
-results.json, junit.xml, summary.md, the plots and the console table, and the exit code (verdict.exit_code)."""
+results.json, junit.xml, summary.md, the plots and the console table, the comparison with a --baseline run
+(q4gsw.drift), and the exit code (verdict.exit_code, verdict.with_drift)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,25 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from q4gsw import __version__
 from q4gsw.cases import Selection, Skip
 from q4gsw.result import ReportNotWritten, Result
 from q4gsw.run.records import in_matrix_order, skip_result
 from q4gsw.run.stages import RunOptions, run_selection
-from q4gsw.verdict import FAILED, INTERRUPTED, exit_code
+from q4gsw.verdict import FAILED, INTERRUPTED, exit_code, with_drift
+
+if TYPE_CHECKING:
+    from q4gsw.baseline import Baseline
 
 
 def run_and_report(selection: Selection, options: RunOptions, root: Path, results_dir: Path, matrix_path: Path,
-                   matrix_order: Sequence[str] = ()) -> int:
+                   matrix_order: Sequence[str] = (), baseline: Baseline | None = None) -> int:
+    from q4gsw.drift import compare
+    from q4gsw.drift_report import print_comparison
     from q4gsw.plots import HistogramsAhead
-    from q4gsw.report import print_report, write_run_outputs
+    from q4gsw.report import make_console, print_report, write_run_outputs
 
     collected: list[Result] = []
     started = time.time()
@@ -55,13 +62,21 @@ def run_and_report(selection: Selection, options: RunOptions, root: Path, result
             "wall_s": time.time() - started, "host": platform.node(), "python": platform.python_version(),
             "interrupted": interrupted}
     collected = in_matrix_order(collected, selection, matrix_order)
+    # Only the baseline's cases of the configs and backend this run ran are compared: a run of some configs (a
+    # shard, --config) against a whole run's results lists no other config as vanished.
+    comparison = compare(baseline.results, collected, label=baseline.label, factor=baseline.factor,
+                         scope_to_results=True) if baseline is not None else None
+    fail_on_drift = baseline is not None and baseline.fail_on_drift
     try:
-        path = write_run_outputs(results_dir, collected, meta, plots_ahead=ahead)
+        path = write_run_outputs(results_dir, collected, meta, plots_ahead=ahead, comparison=comparison,
+                                 fail_on_drift=fail_on_drift)
     except ReportNotWritten as exc:
         # The table still shows what ran; the run fails: a CI step reading results/ would read the previous run's.
         print_report(collected)
         print(f"error: {exc}; the run's results are only in the table above", file=sys.stderr, flush=True)
         return INTERRUPTED if interrupted else FAILED
     print_report(collected)
+    if comparison is not None:
+        print_comparison(comparison, fail_on_drift, make_console())
     print(f"results: {path} (wall {meta['wall_s']:.1f} s)", file=sys.stderr, flush=True)
-    return exit_code(collected, interrupted)
+    return with_drift(exit_code(collected, interrupted), len(comparison.drifted) if comparison else 0, fail_on_drift)

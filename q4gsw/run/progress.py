@@ -36,7 +36,7 @@ class BackendRate:
 
 
 def dispatches_per_case(repeats: int) -> int:
-    """case.execute_case's dispatches: one, plus `repeats` timed ones (R + 1 for wall timing) when repeats > 1."""
+    """case.execute_case's dispatches: one, plus `repeats` timed ones when repeats > 1."""
     return 1 if repeats <= 1 else repeats + 1
 
 

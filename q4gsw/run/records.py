@@ -19,7 +19,7 @@ def skip_result(skip: Skip, selection: Selection) -> Result:
     return Result(config=c.name, backend=selection.backend.name, status=skip.status, message=skip.reason,
                   case_id=f"{c.name}{'/' + skip.kernel if skip.kernel else ''}@{selection.backend.name}",
                   webgpu=selection.backend.webgpu, tier=c.tier, suite=c.suite, kernel=skip.kernel,
-                  shape=Shape(c.M, c.K, c.N, c.group_size),
+                  shape=Shape(c.M, c.K, c.N, c.group_size), drift_factor=c.drift_factor,
                   reproduce=reproduce_command(c.name, selection.backend.name, c.tier, c.suite,
                                               rerun=selection.rerun))
 

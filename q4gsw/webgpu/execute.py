@@ -67,6 +67,7 @@ class GpuRun:
     gpu_s: float | None  # from timestamp queries, when supported
     workgroups: tuple[int, ...]
     constants: dict[str, Any]
+    gpu_samples: tuple[float, ...] = ()  # seconds of each repeat (_dispatch), for a bench's median and spread
 
 
 class Device:
@@ -155,7 +156,8 @@ class Device:
                 entries.append({"binding": b.index, "resource": {"buffer": buffer}})
             group = device.create_bind_group(layout=self._layout(_signature(step.bindings))[0], entries=entries)
             passes.append((pipeline, group, (*step.workgroups, 1, 1)[:3]))
-        gpu_s = self._dispatch(passes, repeats)
+        samples = self._dispatch(passes, repeats)
+        gpu_s = min(samples) if self.timestamps and samples else None
         raw = np.frombuffer(device.queue.read_buffer(out_buffer), dtype=np.uint32)
         wall_s = time.perf_counter() - started
         guards = np.concatenate([raw[:GUARD_WORDS], raw[GUARD_WORDS + out_words:]])
@@ -166,14 +168,16 @@ class Device:
         for buffer in owned:
             buffer.destroy()
         return GpuRun(output=output, guard_violations=violations, wall_s=wall_s, gpu_s=gpu_s,
-                      workgroups=tuple(passes[-1][2]), constants=dict(constants))
+                      workgroups=tuple(passes[-1][2]), constants=dict(constants), gpu_samples=tuple(samples))
 
-    def _dispatch(self, passes: list[tuple[Any, Any, tuple[int, ...]]], repeats: int) -> float | None:
+    def _dispatch(self, passes: list[tuple[Any, Any, tuple[int, ...]]], repeats: int) -> list[float]:
         """Dispatch the chain `repeats` times, in one compute pass each time (WebGPU orders a pass's dispatches
-        and makes one's storage writes visible to the next); the best timestamp-query time of the pass in seconds,
-        or None where none was measured."""
+        and makes one's storage writes visible to the next); the seconds of each repeat: its timestamp-query time
+        where the adapter has them (readings that are no measurement left out), else, when repeating, its wall
+        time from submit to the queue's work done (each repeat waits, so a sample is one dispatch, not a share of
+        pipelined ones: the spread of the samples is what a bench baseline compares against)."""
         wgpu, device, usage = self.wgpu, self.device, self.wgpu.BufferUsage
-        gpu_s = None
+        samples: list[float] = []
         for _ in range(max(1, repeats)):
             query_set = resolve_buffer = None
             encoder = device.create_command_encoder()
@@ -191,14 +195,18 @@ class Device:
             compute_pass.end()
             if query_set is not None:
                 encoder.resolve_query_set(query_set, 0, 2, resolve_buffer, 0)
+            started = time.perf_counter()
             device.queue.submit([encoder.finish()])
             if resolve_buffer is not None:
                 stamps = np.frombuffer(device.queue.read_buffer(resolve_buffer), dtype=np.uint64)
                 elapsed = (int(stamps[1]) - int(stamps[0])) * 1e-9
                 # A zero or backwards reading (Dawn's quantized timestamps, a wrapped counter) is no measurement.
                 if 0 < elapsed < 3600:
-                    gpu_s = elapsed if gpu_s is None else min(gpu_s, elapsed)
-        return gpu_s
+                    samples.append(elapsed)
+            elif repeats > 1:
+                device.queue.on_submitted_work_done_sync()
+                samples.append(time.perf_counter() - started)
+        return samples
 
 
 def _signature(bindings: Bindings) -> tuple[tuple[int, str], ...]:

@@ -1,0 +1,117 @@
+"""`--baseline` for `run`, `check` and `report`: the options, and reading the baseline run's results.
+
+The baseline comes from outside the run (main's CI artifact, another checkout's results folder, a mistyped path),
+so it is read and checked before any work: a path that is missing, holds no results.json, is not a q4gsw
+results.json, or is a bench JSON is a usage error of one line naming the file and the fix (BaselineError, exit 2).
+Cases it has that no longer exist (a kernel, backend or config removed since) are reported as vanished by
+q4gsw.drift, never an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from q4gsw.drift import DEFAULT_FACTOR
+from q4gsw.result import Result
+from q4gsw.results_files import ReportError, find_results
+
+FIX = ("pass the results folder (or its results.json) of the run to compare with, as `run --results DIR` or "
+       "`report` wrote it")
+
+
+class BaselineError(ValueError):
+    """A --baseline that cannot be compared with; str() is one line: the file, what is wrong, and the fix."""
+
+    def __init__(self, path: Path, problem: str, fix: str = FIX) -> None:
+        self.path, self.problem, self.fix = path, problem, fix
+        super().__init__(f"{path}: {problem}: {fix}")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The run to compare with, and how: its results, where they came from, the default factor, the exit rule."""
+
+    label: str
+    results: tuple[Result, ...]
+    factor: float = DEFAULT_FACTOR
+    fail_on_drift: bool = False
+
+
+def _factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 2 or 3.5)") from None
+    if not math.isfinite(value) or value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the factor must be greater than 1 (e.g. 2: error may double)")
+    return value
+
+
+def add_baseline_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--baseline", type=Path, metavar="OLD",
+                        help="compare with this run's results (its results folder or results.json): new, vanished "
+                             "and changed-status cases, error ratios, and drift (docs/results.md)")
+    parser.add_argument("--drift-factor", type=_factor, default=DEFAULT_FACTOR, metavar="F",
+                        help=f"a case drifted when its error grew more than F times (default {DEFAULT_FACTOR:g}); "
+                             "a config's own drift_factor in matrix.toml wins")
+    parser.add_argument("--fail-on-drift", action="store_true",
+                        help="exit 1 when a case drifted from the --baseline (drift is otherwise only reported)")
+
+
+def _kind_problem(payload: Any) -> tuple[str, str] | None:
+    """(problem, fix) when a parsed JSON file is not a results.json; None when it is one."""
+    if isinstance(payload, dict) and isinstance(payload.get("rows"), list) and "results" not in payload:
+        return ("is a bench JSON (from `q4gsw bench`), not a results.json",
+                "compare bench JSONs with `python -m q4gsw bench --baseline OLD.json`")
+    if not isinstance(payload, dict) or not isinstance(payload.get("results"), list):
+        return "is not a q4gsw results.json (no 'results' list)", FIX
+    return None
+
+
+def read_baseline(path: Path) -> Baseline:
+    """The baseline's results (every results.json the path names, as `report` finds them); BaselineError if none."""
+    if not path.exists():
+        raise BaselineError(path, "no such file or folder")
+    try:
+        paths = find_results([path])
+    except ReportError:
+        raise BaselineError(path, "holds no results.json") from None
+    results: list[Result] = []
+    for found in paths:
+        try:
+            payload = json.loads(found.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise BaselineError(found, f"is not a q4gsw results.json ({type(exc).__name__})") from None
+        problem = _kind_problem(payload)
+        if problem:
+            raise BaselineError(found, *problem)
+        try:
+            results += [Result.from_dict(r) for r in payload["results"]]
+        except (TypeError, AttributeError, ValueError) as exc:
+            raise BaselineError(found, f"has results q4gsw cannot read ({type(exc).__name__}: {exc})") from None
+    return Baseline(label=str(path), results=tuple(results))
+
+
+def baseline_from_args(args: argparse.Namespace) -> Baseline | None:
+    """The --baseline of a parsed command line with its options (None without one); raises BaselineError."""
+    path = getattr(args, "baseline", None)
+    if path is None:
+        return None
+    baseline = read_baseline(path)
+    return Baseline(baseline.label, baseline.results, args.drift_factor, args.fail_on_drift)
+
+
+def run_baseline(args: argparse.Namespace) -> Baseline | None:
+    """baseline_from_args for `run` and `check`: a bad --baseline is their usage error, a MatrixError naming the
+    option (exit 2, nothing run)."""
+    from q4gsw.checker import MatrixError
+
+    try:
+        return baseline_from_args(args)
+    except BaselineError as exc:
+        raise MatrixError("command line", args.command, "--baseline", f"{exc.path}: {exc.problem}", exc.fix) from None

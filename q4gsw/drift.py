@@ -1,0 +1,205 @@
+"""Did a change move the numbers? Two runs' results compared case by case (by case id), with the drift rule.
+
+A case drifted when both runs measured it (errors recorded on both sides) and its error grew beyond its factor:
+
+    drift  <=>  new > factor * max(old, floor)      floor = FLOOR_OF_ATOL * atol   (the case's tolerance)
+
+for its max |err|, and for its median |err| (read from the recorded |err| histograms: a shift of the whole
+distribution that leaves the maximum alone). The factor is the config's `drift_factor` in matrix.toml (recorded in
+each result), else --drift-factor, else DEFAULT_FACTOR. The floor makes an exact kernel (0 error in the baseline)
+comparable: it drifts once its error exceeds factor * 1e-3 of the smallest bound any element has (atol, where the
+golden is 0); with atol = 0 there is no floor, and any error where there was none is drift. Improvements (the
+mirror image, old > factor * max(new, floor)) are listed, never counted. The rule is documented in
+docs/results.md, with the exit codes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from q4gsw.junit import case_label as case_key  # the id two runs' cases are matched by
+from q4gsw.result import Result
+
+DEFAULT_FACTOR = 2.0
+FLOOR_OF_ATOL = 1e-3
+KINDS = ("drift", "status", "improved", "new", "vanished", "same")  # the order a report lists them in
+MEASURED = ("pass", "fail")
+
+
+def error_quantile(histogram: dict[str, Any], q: float) -> float | None:
+    """The q-quantile of |y - g| from a recorded histogram (histogram.py): exact zeros count as 0, the log10 bins
+    are interpolated linearly, errors outside the binned range sit at its ends; None without a histogram."""
+    counts, edges = histogram.get("counts"), histogram.get("log10_edges")
+    if not counts or not edges or len(edges) != len(counts) + 1:
+        return None
+    zero, below, above = (int(histogram.get(k, 0)) for k in ("zero", "below", "above"))
+    total = zero + below + sum(counts) + above
+    if total == 0:
+        return None
+    target = q * total
+    if target <= zero:
+        return 0.0
+    seen = zero + below
+    if target <= seen:
+        return 10.0 ** edges[0]
+    for index, count in enumerate(counts):
+        if count and seen + count >= target:
+            fraction = (target - seen) / count
+            return 10.0 ** (edges[index] + fraction * (edges[index + 1] - edges[index]))
+        seen += count
+    return 10.0 ** edges[-1]
+
+
+def ratio(old: float, new: float, floor: float) -> float:
+    """new / max(old, floor); 1 when both are 0, infinite when only the denominator is."""
+    reference = max(old, floor)
+    if reference > 0:
+        return new / reference
+    return 1.0 if new == 0 else math.inf
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One error measure of a case in both runs, with its ratio under the drift rule."""
+
+    name: str  # "max |err|" or "median |err|"
+    old: float
+    new: float
+    ratio: float  # new / max(old, floor)
+    back: float  # old / max(new, floor): the improvement's ratio
+
+
+@dataclass(frozen=True)
+class CaseDelta:
+    """A case of either run and how it moved."""
+
+    key: str
+    kind: str  # one of KINDS
+    old: Result | None
+    new: Result | None
+    factor: float = DEFAULT_FACTOR
+    floor: float = 0.0
+    measures: tuple[Measure, ...] = ()
+
+    @property
+    def headroom_ratio(self) -> float | None:
+        old, new = (r.errors.headroom if r is not None and r.errors is not None else None for r in (self.old, self.new))
+        if old is None or new is None or not all(map(math.isfinite, (old, new))):
+            return None
+        return ratio(old, new, 0.0)
+
+    def reason(self) -> str:
+        """One line: why the case is listed (the measures that moved past the factor, or the status change)."""
+        if self.kind == "status":
+            return f"status {self.old.status if self.old else '-'} -> {self.new.status if self.new else '-'}"
+        if self.kind == "drift":
+            grown = [m for m in self.measures if m.new > self.factor * max(m.old, self.floor)]
+            return "; ".join(f"{m.name} {m.old:.3g} -> {m.new:.3g} ({_times(m.ratio)})" for m in grown) + \
+                f" > factor {self.factor:g}"
+        if self.kind == "improved":
+            shrunk = [m for m in self.measures if m.old > self.factor * max(m.new, self.floor)]
+            return "; ".join(f"{m.name} {m.old:.3g} -> {m.new:.3g} (/{m.back:.3g})" for m in shrunk)
+        return self.kind
+
+
+def _times(value: float) -> str:
+    return "new where the baseline had none" if math.isinf(value) else f"{value:.2f}x"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every case of both runs, matched by case id; `not_compared` baseline cases were outside this run's scope."""
+
+    baseline: str  # what the baseline was read from, for the reports
+    deltas: tuple[CaseDelta, ...]
+    factor: float = DEFAULT_FACTOR
+    not_compared: int = 0
+
+    def of(self, kind: str) -> list[CaseDelta]:
+        return [d for d in self.deltas if d.kind == kind]
+
+    @property
+    def drifted(self) -> list[CaseDelta]:
+        return self.of("drift")
+
+    def counts(self) -> dict[str, int]:
+        return {kind: len(self.of(kind)) for kind in KINDS}
+
+    def line(self) -> str:
+        """The one-line verdict of the comparison."""
+        c = self.counts()
+        compared = sum(c[k] for k in ("drift", "status", "improved", "same"))
+        text = (f"{c['drift']} drifted, {c['status']} changed status, {c['improved']} improved, {c['new']} new, "
+                f"{c['vanished']} vanished ({compared} cases compared with {self.baseline})")
+        return text + (f"; {self.not_compared} baseline cases outside this run not compared" if self.not_compared
+                       else "")
+
+    def drift_by_case(self) -> dict[str, str]:
+        """case id -> the drift reason, for the per-case reports (junit.xml)."""
+        return {d.key: d.reason() for d in self.drifted}
+
+
+def measures(old: Result, new: Result, floor: float) -> tuple[Measure, ...]:
+    """The error measures both runs recorded: max |err|, and the median |err| where both have a histogram."""
+    pairs = [("max |err|", old.errors.max_abs if old.errors else None, new.errors.max_abs if new.errors else None)]
+    if old.errors is not None and new.errors is not None:
+        pairs.append(("median |err|", error_quantile(old.errors.histogram, 0.5),
+                      error_quantile(new.errors.histogram, 0.5)))
+    found = []
+    for name, before, after in pairs:
+        if isinstance(before, int | float) and isinstance(after, int | float) and \
+                math.isfinite(before) and math.isfinite(after):
+            found.append(Measure(name, float(before), float(after), ratio(before, after, floor),
+                                 ratio(after, before, floor)))
+    return tuple(found)
+
+
+def floor_for(old: Result, new: Result) -> float:
+    """FLOOR_OF_ATOL of the atol the new run applied (the baseline's where the new one has none)."""
+    tolerance = new.tolerance or old.tolerance
+    return FLOOR_OF_ATOL * tolerance.atol if tolerance is not None else 0.0
+
+
+def delta(key: str, old: Result, new: Result, default_factor: float) -> CaseDelta:
+    factor = new.drift_factor or default_factor
+    floor = floor_for(old, new)
+    # A mutant's error is meant to be large: how large is no kernel's accuracy, so it is never drift.
+    measured = old.status in MEASURED and new.status in MEASURED and new.role != "mutant"
+    found = measures(old, new, floor) if measured else ()
+    if old.status != new.status:
+        kind = "status"
+    elif any(m.new > factor * max(m.old, floor) for m in found):
+        kind = "drift"
+    elif any(m.old > factor * max(m.new, floor) for m in found):
+        kind = "improved"
+    else:
+        kind = "same"
+    return CaseDelta(key, kind, old, new, factor, floor, found)
+
+
+def _by_key(results: Iterable[Result]) -> dict[str, Result]:
+    found: dict[str, Result] = {}
+    for r in results:
+        found.setdefault(case_key(r), r)  # a row repeated by shards (a skip) is one case
+    return found
+
+
+def compare(baseline: Sequence[Result], results: Sequence[Result], *, label: str,
+            factor: float = DEFAULT_FACTOR, scope_to_results: bool = False) -> Comparison:
+    """Match the cases of two runs. scope_to_results: compare only the baseline cases of the (config, backend)
+    pairs these results have (a `run` of some configs against a whole run's baseline); the others are counted
+    as not compared instead of vanished."""
+    old, new = _by_key(baseline), _by_key(results)
+    not_compared = 0
+    if scope_to_results:
+        ran = {(r.config, r.backend) for r in results}
+        kept = {k: r for k, r in old.items() if (r.config, r.backend) in ran}
+        not_compared, old = len(old) - len(kept), kept
+    deltas = [delta(key, old[key], r, factor) if key in old else CaseDelta(key, "new", None, r, factor)
+              for key, r in new.items()]
+    deltas += [CaseDelta(key, "vanished", r, None, factor) for key, r in old.items() if key not in new]
+    ordered = sorted(deltas, key=lambda d: KINDS.index(d.kind))  # stable: each kind keeps the results' order
+    return Comparison(label, tuple(ordered), factor, not_compared)

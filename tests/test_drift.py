@@ -1,0 +1,296 @@
+"""Baselines (q4gsw.drift, baseline, drift_report, `report --baseline`, `run --baseline`): did a change move the
+numbers? Results are built from real error arrays and written with the real writers; no GPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from helpers import assert_clean_usage_error, write_matrix
+
+from q4gsw import plots, report_cli
+from q4gsw.compare import compare as compare_arrays
+from q4gsw.drift import FLOOR_OF_ATOL, compare, error_quantile
+from q4gsw.histogram import error_histogram
+from q4gsw.matrix import MatrixError, load_matrix
+from q4gsw.result import Result, Shape, Tolerance, write_results
+
+TOL = Tolerance(atol=1e-5, rtol=1e-4, justification="K=2048 fp32 accumulation bound", source="config")
+META = {"q4gsw_version": "0.1.0", "command": "python -m q4gsw run --backend swiftshader", "backend": "swiftshader",
+        "started": "2026-11-25T15:35:22Z", "wall_s": 12.5, "host": "ci-host", "interrupted": False}
+GOLDEN = np.random.default_rng(7).standard_normal((4, 512))
+NOISE = np.random.default_rng(8).standard_normal((4, 512)) * 1e-7  # a kernel's rounding error, far inside TOL
+
+
+def case(config: str = "kv_proj", kernel: str = "cpu_gemv", scale: float = 1.0, noise: np.ndarray = NOISE,
+         **extra: object) -> Result:
+    """A case judged by the real compare() and histogram from a kernel output of golden + scale * noise."""
+    y = GOLDEN + scale * noise  # float64: the errors are exactly the noise, not fp32 rounding of it
+    judged = compare_arrays(y, GOLDEN, TOL)
+    errors = replace(judged.errors, histogram=error_histogram(y, GOLDEN))
+    return Result(config=config, backend="swiftshader", status="pass" if judged.passed else "fail",
+                  message=judged.message, case_id=f"{config}/{kernel}/normal@swiftshader", tier="required",
+                  suite="llama", kernel=kernel, input="normal", shape=Shape(4, 2048, 512, 32), tolerance=TOL,
+                  errors=errors, reproduce=f"nox -s accuracy-swiftshader -- --config {config}", **extra)
+
+
+def run_of(*results: Result) -> list[Result]:
+    return list(results)
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+    def unavailable() -> None:
+        raise ImportError("plots disabled in this test")
+
+    monkeypatch.setattr(plots, "_load_pyplot", unavailable)
+
+
+def written(folder: Path, results: list[Result]) -> Path:
+    write_results(folder / "results.json", results, META)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------
+# The rule
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_same_run_twice_moves_nothing() -> None:
+    old = run_of(case(), case(kernel="cpu_tiled"), case(config="q_proj"))
+    comparison = compare(old, run_of(case(), case(kernel="cpu_tiled"), case(config="q_proj")), label="old")
+    assert comparison.counts() == {"drift": 0, "status": 0, "improved": 0, "new": 0, "vanished": 0, "same": 3}
+    assert comparison.line().startswith("0 drifted, 0 changed status, 0 improved, 0 new, 0 vanished (3 cases")
+
+
+def test_four_times_the_error_inside_the_tolerance_is_drift() -> None:
+    new = case(scale=4.0)
+    assert new.status == "pass" and new.errors.headroom < 0.2  # still well inside the tolerance
+    comparison = compare([case()], [new], label="old")
+    [moved] = comparison.drifted
+    by_name = {m.name: m for m in moved.measures}
+    assert by_name["max |err|"].ratio == pytest.approx(4.0, rel=0.02)
+    assert by_name["median |err|"].ratio == pytest.approx(4.0, rel=0.15)  # read from the histograms' bins
+    assert moved.headroom_ratio == pytest.approx(4.0, rel=0.02)
+    assert "max |err|" in moved.reason() and "> factor 2" in moved.reason()
+    # The mirror image is an improvement, listed but never drift.
+    assert compare([new], [case()], label="old").counts()["improved"] == 1
+
+
+def test_growth_below_the_factor_is_not_drift_and_the_factor_is_configurable() -> None:
+    assert compare([case()], [case(scale=1.8)], label="old").counts()["same"] == 1
+    assert compare([case()], [case(scale=4.0)], label="old", factor=5.0).counts()["same"] == 1
+    # The config's own drift_factor (matrix.toml, recorded in each result) wins over --drift-factor.
+    assert compare([case()], [case(scale=4.0, drift_factor=5.0)], label="old").counts()["same"] == 1
+    assert compare([case()], [case(scale=1.8, drift_factor=1.5)], label="old", factor=5.0).counts()["drift"] == 1
+
+
+def test_a_shift_of_the_distribution_alone_is_drift() -> None:
+    """The maximum stays where it was, most errors grow 5x: the median (from the histograms) catches it."""
+    noise = NOISE.copy()
+    flat = noise.ravel()
+    peak = int(np.argmax(np.abs(flat)))
+    grown = flat * 5
+    grown[peak] = flat[peak]  # the largest error unchanged
+    shifted = grown.reshape(NOISE.shape)
+    if np.abs(shifted).max() > abs(flat[peak]):  # keep the old maximum the maximum
+        shifted = np.clip(shifted, -abs(flat[peak]), abs(flat[peak]))
+    [moved] = compare([case()], [case(noise=shifted)], label="old").drifted
+    assert [m.name for m in moved.measures if m.new > 2 * m.old] == ["median |err|"]
+
+
+def test_an_exact_baseline_drifts_only_past_the_floor() -> None:
+    """Errors of 0 in the baseline: the ratio is taken against a floor of 1e-3 of atol."""
+    exact = case(noise=np.zeros_like(NOISE))
+    assert exact.errors.max_abs == 0
+    floor = FLOOR_OF_ATOL * TOL.atol
+    tiny = np.zeros_like(NOISE)
+    tiny[0, 0] = floor * 1.5  # 1.5x the floor: under the factor
+    assert compare([exact], [case(noise=tiny)], label="old").counts()["same"] == 1
+    tiny[0, 0] = floor * 3
+    [moved] = compare([exact], [case(noise=tiny)], label="old").drifted
+    assert moved.measures[0].ratio == pytest.approx(3.0, rel=0.01)
+    # Exact on both sides: nothing moved.
+    assert compare([exact], [exact], label="old").counts()["same"] == 1
+    # No floor (atol 0): any error where there was none is drift.
+    no_atol = Tolerance(0.0, 1e-4, "relative only")
+    [moved] = compare([replace(exact, tolerance=no_atol)], [replace(case(noise=tiny), tolerance=no_atol)],
+                      label="old").drifted
+    assert math.isinf(moved.measures[0].ratio) and "where the baseline had none" in moved.reason()
+
+
+def test_new_vanished_and_changed_status_cases() -> None:
+    old = [case(), case(kernel="removed_kernel"), case(config="gone_config"), case(config="q_proj"),
+           replace(case(config="broken"), status="fail")]
+    new = [case(), case(kernel="added_kernel"), replace(case(config="q_proj"), status="fail", message="12 out"),
+           case(config="broken")]
+    comparison = compare(old, new, label="old")
+    assert {d.key: d.kind for d in comparison.deltas} == {
+        "kv_proj/cpu_gemv/normal@swiftshader": "same", "kv_proj/added_kernel/normal@swiftshader": "new",
+        "kv_proj/removed_kernel/normal@swiftshader": "vanished", "gone_config/cpu_gemv/normal@swiftshader": "vanished",
+        "q_proj/cpu_gemv/normal@swiftshader": "status", "broken/cpu_gemv/normal@swiftshader": "status"}
+    assert [d.kind for d in comparison.deltas] == ["status", "status", "new", "vanished", "vanished", "same"]
+    assert comparison.of("status")[0].reason() == "status pass -> fail"
+    # A run's scope: baseline cases of configs it did not run are not compared, never vanished.
+    scoped = compare(old, [case()], label="old", scope_to_results=True)
+    assert scoped.counts()["vanished"] == 1 and scoped.not_compared == 3  # removed_kernel vanished: same config
+
+
+def test_a_baseline_of_an_older_q4gsw_without_case_ids_or_histograms_is_compared() -> None:
+    old = replace(case(), case_id="", errors=replace(case().errors, histogram={}))
+    comparison = compare([old], [case(scale=4.0)], label="old")
+    [moved] = comparison.drifted
+    assert [m.name for m in moved.measures] == ["max |err|"]
+
+
+def test_error_quantile_reads_the_histogram() -> None:
+    g = np.zeros(1000)
+    y = np.concatenate([np.zeros(500), np.full(500, 1e-6)])
+    hist = error_histogram(y, g)
+    assert error_quantile(hist, 0.25) == 0.0
+    assert error_quantile(hist, 0.9) == pytest.approx(1e-6, rel=0.8)  # inside its quarter-decade bin
+    assert error_quantile({}, 0.5) is None
+
+
+# ------------------------------------------------------------------------------------------------
+# report --baseline: console, summary.md, junit.xml, exit codes
+# ------------------------------------------------------------------------------------------------
+
+
+def test_report_of_an_identical_run_says_no_drift(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = written(tmp_path / "old", run_of(case(), case(kernel="cpu_tiled")))
+    new = written(tmp_path / "new", run_of(case(), case(kernel="cpu_tiled")))
+    assert report_cli.main([str(new), "--baseline", str(old), "--fail-on-drift"]) == 0
+    out = capsys.readouterr().out
+    assert f"baseline: 0 drifted, 0 changed status, 0 improved, 0 new, 0 vanished (2 cases compared with {old})" in out
+    summary = (new / "summary.md").read_text()
+    assert "### Compared with the baseline" in summary and "No case moved." in summary
+
+
+def test_report_lists_drift_everywhere_and_fails_only_on_request(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    old = written(tmp_path / "old", run_of(case(), case(kernel="cpu_tiled")))
+    new = written(tmp_path / "new", run_of(case(scale=4.0), case(kernel="cpu_tiled")))
+    assert report_cli.main([str(new), "--baseline", str(old)]) == 0  # reported, not failed
+    out = capsys.readouterr().out
+    assert "DRIFT kv_proj/cpu_gemv/normal@swiftshader: max |err|" in out
+    assert "baseline: 1 drifted" in out
+    summary = (new / "summary.md").read_text()
+    row = next(line for line in summary.splitlines() if "DRIFT" in line)
+    assert "`kv_proj/cpu_gemv/normal@swiftshader`" in row and "4.0" in row
+    assert summary.index("Compared with the baseline") < summary.index("| status |")  # above the full table
+    cases = {c.get("name"): c for c in ET.parse(new / "junit.xml").getroot().iter("testcase")}
+    drifted = cases["kv_proj/cpu_gemv/normal"]
+    props = {p.get("name"): p.get("value") for p in drifted.find("properties")}
+    assert "max |err|" in props["drift"]
+    assert drifted.find("failure") is None  # without --fail-on-drift, a property, not a failure
+    assert "drift" not in {p.get("name") for p in cases["kv_proj/cpu_tiled/normal"].iter("property")}
+
+    assert report_cli.main([str(new), "--baseline", str(old), "--fail-on-drift"]) == 1
+    root = ET.parse(new / "junit.xml").getroot()
+    failure = next(c for c in root.iter("testcase") if c.get("name") == "kv_proj/cpu_gemv/normal").find("failure")
+    assert failure.get("type") == "AccuracyDrift" and root.get("failures") == "1"
+    # --drift-factor above the growth: no drift.
+    assert report_cli.main([str(new), "--baseline", str(old), "--fail-on-drift", "--drift-factor", "6"]) == 0
+
+
+def test_strict_and_drift_together(tmp_path: Path) -> None:
+    old = written(tmp_path / "old", run_of(case()))
+    new = written(tmp_path / "new", run_of(case(scale=4.0)))
+    assert report_cli.main([str(new), "--baseline", str(old), "--strict"]) == 0
+    assert report_cli.main([str(new), "--baseline", str(old), "--strict", "--fail-on-drift"]) == 1
+
+
+def test_a_baseline_with_vanished_configs_and_kernels_is_no_crash(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    old = written(tmp_path / "old", run_of(case(), case(config="removed", kernel="old_kernel"),
+                                          replace(case(), case_id="kv_proj/cpu_gemv/normal@gone_backend",
+                                                  backend="gone_backend")))
+    new = written(tmp_path / "new", run_of(case(), case(kernel="new_kernel")))
+    assert report_cli.main([str(new), "--baseline", str(old), "--fail-on-drift"]) == 0
+    out = capsys.readouterr().out
+    assert "vanished: removed/old_kernel/normal@swiftshader, kv_proj/cpu_gemv/normal@gone_backend" in out
+    assert "new: kv_proj/new_kernel/normal@swiftshader" in out
+    assert "2 vanished" in (new / "summary.md").read_text()
+
+
+def _bench_json(tmp_path: Path) -> Path:
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"backend": "swiftshader", "rows": [{"shape": "1x8x8", "kernel": "k"}]}))
+    return path
+
+
+def _not_results(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.json"
+    path.write_text('{"hello": 1}')
+    return path
+
+
+def _not_json(tmp_path: Path) -> Path:
+    path = tmp_path / "results.json"
+    path.write_text("config,kernel\n")
+    return path
+
+
+def _empty_folder(tmp_path: Path) -> Path:
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
+
+
+BAD_BASELINES = [("missing", lambda p: p / "nope", "no such file or folder"),
+                 ("a-bench-json", _bench_json, "is a bench JSON (from `q4gsw bench`), not a results.json: compare "
+                                               "bench JSONs with `python -m q4gsw bench --baseline OLD.json`"),
+                 ("not-results", _not_results, "is not a q4gsw results.json (no 'results' list)"),
+                 ("not-json", _not_json, "is not a q4gsw results.json (JSONDecodeError)"),
+                 ("no-results-json", _empty_folder, "holds no results.json")]
+
+
+@pytest.mark.parametrize("make, says", [b[1:] for b in BAD_BASELINES], ids=[b[0] for b in BAD_BASELINES])
+def test_report_with_a_bad_baseline_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           make, says: str) -> None:
+    new = written(tmp_path / "new", run_of(case()))
+    before = sorted(p.name for p in new.iterdir())
+    bad = make(tmp_path)
+    assert report_cli.main([str(new), "--baseline", str(bad)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: --baseline {bad}") and says in line
+    assert sorted(p.name for p in new.iterdir()) == before  # nothing written
+
+
+def test_run_with_a_bad_baseline_is_a_usage_error_before_any_work(tmp_path: Path, tiny_matrix: Path) -> None:
+    bench = _bench_json(tmp_path)
+    done = run_cli("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--results",
+                   str(tmp_path / "out"), "--baseline", str(bench), timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert_clean_usage_error(done, "--baseline", str(bench), "bench --baseline OLD.json")
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize("value", ["1", "0.5", "x", "inf"])
+def test_drift_factor_must_exceed_1(tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str) -> None:
+    new = written(tmp_path / "new", run_of(case()))
+    with pytest.raises(SystemExit) as exit_info:
+        report_cli.main([str(new), "--baseline", str(new), "--drift-factor", value])
+    assert exit_info.value.code == 2
+    assert "--drift-factor" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# drift_factor in matrix.toml
+# ------------------------------------------------------------------------------------------------
+
+
+def test_matrix_drift_factor_per_config(tmp_path: Path) -> None:
+    path = write_matrix(tmp_path / "matrix.toml", "bh", replace=(('name = "b"', 'name = "b"\ndrift_factor = 3.0'),))
+    assert [c.drift_factor for c in load_matrix(path).configs] == [3.0, None]
+    write_matrix(path, "bh", replace=(('name = "b"', 'name = "b"\ndrift_factor = 1'),))
+    with pytest.raises(MatrixError, match=r"drift_factor.*must be greater than 1"):
+        load_matrix(path)
