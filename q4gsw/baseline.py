@@ -80,7 +80,10 @@ def read_baseline(path: Path) -> Baseline:
     try:
         paths = find_results([path])
     except ReportError:
-        raise BaselineError(path, "holds no results.json") from None
+        # A folder holding only merged reports (`report --out`) is a baseline too: the merge is the whole run.
+        paths = sorted(path.rglob("results.json")) if path.is_dir() else []
+        if not paths:
+            raise BaselineError(path, "holds no results.json") from None
     results: list[Result] = []
     for found in paths:
         try:

@@ -399,3 +399,87 @@ def test_github_output_naming_a_folder_is_one_line_and_exit_2(tmp_path, capsys):
     assert ci.main(["--matrix", str(MATRIX), "--backend", "swiftshader", "--github-output",
                     str(missing_parent)]) == 2
     assert "cannot be written (No such file or directory)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# The baseline: main's results, compared with by every job (docs/results.md, "Comparing with a baseline")
+# ------------------------------------------------------------------------------------------------
+
+EXECUTORCH_WORKFLOW = REPO / "docs" / "executorch-workflow.yml"
+
+
+def _step(steps: list[dict], name_part: str) -> dict:
+    (found,) = [s for s in steps if name_part in s.get("name", "")]
+    return found
+
+
+def test_workflow_finds_mains_baseline_and_every_job_compares_with_it():
+    wf = _workflow()
+    assert wf["permissions"]["actions"] == "read"  # listing main's runs and downloading their artifacts
+    jobs = wf["jobs"]
+    find = _step(jobs["matrix"]["steps"], "Find the baseline")
+    assert "gh run list" in find["run"] and "--branch main" in find["run"] and "--status success" in find["run"]
+    assert "--event push" in find["run"] and "run-id=" in find["run"]
+    assert jobs["matrix"]["outputs"]["baseline-run"] == "${{ steps.baseline.outputs.run-id }}"
+
+    steps = jobs["accuracy"]["steps"]
+    download = _step(steps, "Download the baseline")
+    assert download["uses"].startswith("actions/download-artifact@") and download["continue-on-error"] is True
+    assert download["with"]["run-id"] == "${{ needs.matrix.outputs.baseline-run }}"
+    assert download["with"]["pattern"] == "results-${{ matrix.backend }}-*"  # what ci-matrix names `artifact`
+    assert download["with"]["path"] == "baseline"
+    run = _step(steps, "Run ${{ matrix.session }}")
+    assert steps.index(download) < steps.index(run)
+    assert "--baseline baseline" in run["run"] and "--fail-on-drift" in run["run"]
+    assert run["env"]["FAIL_ON_DRIFT"] == "${{ vars.Q4GSW_FAIL_ON_DRIFT }}"
+
+    report_steps = jobs["report"]["steps"]
+    merged_download = _step(report_steps, "Download the baseline")
+    assert merged_download["with"]["run-id"] == "${{ needs.matrix.outputs.baseline-run }}"
+    assert "--baseline baseline" in _step(report_steps, "Merge every job's results")["run"]
+
+
+def test_ci_matrix_artifacts_match_the_baseline_download_pattern(capsys):
+    data = _ci_matrix(capsys, "--tier", "required", "--tier", "heavy", "--shards", "2")
+    for e in data["include"]:
+        assert e["artifact"].startswith(f"results-{e['backend']}-")
+
+
+@pytest.mark.parametrize("downloaded, fail_on_drift, expected", [
+    (False, "true", "nox -s accuracy-swiftshader -- --shard 1/2"),
+    (True, "", "nox -s accuracy-swiftshader -- --shard 1/2 --baseline baseline"),
+    (True, "true", "nox -s accuracy-swiftshader -- --shard 1/2 --baseline baseline --fail-on-drift"),
+])
+def test_the_accuracy_step_adds_the_baseline_when_one_was_downloaded(tmp_path, downloaded, fail_on_drift, expected):
+    """The step's own shell script, run with `echo` for the command: --baseline only when main's results arrived."""
+    script = _step(_workflow()["jobs"]["accuracy"]["steps"], "Run ${{ matrix.session }}")["run"]
+    if downloaded:
+        (tmp_path / "baseline" / "results-swiftshader-required-1of2").mkdir(parents=True)
+        (tmp_path / "baseline" / "results-swiftshader-required-1of2" / "results.json").write_text("{}")
+    env = {"PATH": os.environ["PATH"], "COMMAND": "echo nox -s accuracy-swiftshader -- --shard 1/2",
+           "FAIL_ON_DRIFT": fail_on_drift}
+    done = subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == expected
+
+
+def test_executorch_workflow_compares_with_its_mains_baseline():
+    yaml = pytest.importorskip("yaml")
+    wf = yaml.safe_load(EXECUTORCH_WORKFLOW.read_text())
+    triggers = wf.get("on", wf.get(True))
+    assert triggers["push"]["branches"] == ["main"]  # main's runs are the baseline
+    assert triggers["push"]["paths"] == triggers["pull_request"]["paths"]
+    assert wf["permissions"]["actions"] == "read"
+    (job,) = wf["jobs"].values()
+    steps = job["steps"]
+    find = _step(steps, "Find the baseline")
+    assert "branch=main&event=push&status=success" in find["run"] and "run-id=" in find["run"]
+    download = _step(steps, "Download the baseline")
+    assert download["uses"].startswith("actions/download-artifact@")
+    assert download["with"]["run-id"] == "${{ steps.baseline.outputs.run-id }}"
+    (upload,) = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert download["with"]["name"] == upload["with"]["name"]  # it reads what main's run uploaded
+    check = _step(steps, "Check ExecuTorch's kernels")
+    assert f'--baseline "$GITHUB_WORKSPACE/{download["with"]["path"]}"' in check["run"]
+    assert "--fail-on-drift" in check["run"]

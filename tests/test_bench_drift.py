@@ -1,0 +1,164 @@
+"""`bench --baseline OLD.json` (q4gsw.bench_drift): a kernel slower than the baseline beyond both runs' spreads and
+the minimum margin is drift; noise inside the spreads is not; old bench JSONs (no spread) are still read; a file of
+the wrong kind is one line and exit 2. Offline (bench JSONs written here, `--compare` instead of a bench run), plus
+one e2e bench on SwiftShader that records the per-repeat times."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import MATRIX
+from helpers import fake_result
+
+from q4gsw import bench
+from q4gsw.bench_drift import MIN_SLOWDOWN, compare_bench, judge, repeat_stats
+from q4gsw.result import write_results
+
+
+def row(kernel: str = "cpu_gemv", samples: tuple[float, ...] = (0.0020, 0.0021, 0.0022), shape: str = "1x2048x2048",
+        **extra: Any) -> dict[str, Any]:
+    best = min(samples) if samples else None
+    return {"shape": shape, "kernel": kernel, "group_size": 32, "time_s": best, "timing": "gpu",
+            "gflops": 8.4 / best / 1e9 if best else None, "gbytes_s": 1.0, "correct": True, "message": "",
+            **repeat_stats(samples), **extra}
+
+
+def bench_file(path: Path, rows: list[dict[str, Any]], **top: Any) -> Path:
+    path.write_text(json.dumps({"backend": "swiftshader", "webgpu": "wgpu-native", "bench_format": 2,
+                                "adapter": {"name": "SwiftShader Device (Subzero)"}, "group_size": 32, "repeats": 3,
+                                "rows": rows, **top}))
+    return path
+
+
+def slower(samples: tuple[float, ...], factor: float) -> tuple[float, ...]:
+    return tuple(s * factor for s in samples)
+
+
+BASE = (0.0020, 0.0021, 0.0022)  # best 2.0 ms, spread 0.2 ms
+
+
+def test_repeat_stats() -> None:
+    assert repeat_stats([0.003, 0.001, 0.002]) == {"median_s": 0.002, "spread_s": 0.002,
+                                                   "samples_s": [0.003, 0.001, 0.002]}
+    assert repeat_stats([]) == {}
+
+
+@pytest.mark.parametrize("old, new, spreads, expected", [
+    (2.0, 4.0, (0.2, 0.2), "slower"),  # 2x: far past both spreads and the margin
+    (2.0, 2.3, (0.2, 0.2), "same"),  # +0.3 is inside the spreads 0.2 + 0.2
+    (2.0, 2.5, (0.2, 0.2), "slower"),
+    (2.0, 2.1, (0.0, 0.0), "same"),  # +5 %: under the 10 % margin even without noise
+    (2.0, 2.3, (0.0, 0.0), "slower"),
+    (2.0, 3.0, (0.6, 0.6), "same"),  # +1.0 inside spreads of 1.2: noise
+    (4.0, 2.0, (0.2, 0.2), "faster"),
+])
+def test_the_rule(old: float, new: float, spreads: tuple[float, float], expected: str) -> None:
+    assert judge(old, new, *spreads, MIN_SLOWDOWN) == expected
+
+
+def test_a_second_bench_of_the_same_code_is_no_drift(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = bench_file(tmp_path / "old.json", [row(), row("cpu_tiled", shape="64x512x256")])
+    # Another run of the same code: other samples, best within the spreads.
+    new = bench_file(tmp_path / "new.json", [row(samples=(0.0021, 0.0020, 0.0023)),
+                                             row("cpu_tiled", (0.0021, 0.0020, 0.0022), shape="64x512x256")])
+    assert bench.main(["--compare", str(new), "--baseline", str(old), "--fail-on-drift"]) == 0
+    out = capsys.readouterr().out
+    assert f"bench baseline: 0 slower, 0 faster, 0 new, 0 vanished, 0 without a time (2 kernels compared with {old})" \
+        in out
+
+
+def test_a_kernel_made_slower_is_drift_and_fails_on_request(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    old = bench_file(tmp_path / "old.json", [row(), row("cpu_tiled")])
+    new = bench_file(tmp_path / "new.json", [row(samples=slower(BASE, 1.5)), row("cpu_tiled")])
+    assert bench.main(["--compare", str(new), "--baseline", str(old)]) == 0  # reported only
+    captured = capsys.readouterr()
+    assert "| SLOWER | 1x2048x2048 | cpu_gemv | 32 | 2.000 | 3.000 | 1.50x |" in captured.out
+    assert "bench baseline: 1 slower" in captured.out
+    assert "DRIFT 1x2048x2048 cpu_gemv (group size 32): slower, best 2.000 -> 3.000 ms (1.50x)" in captured.err
+    assert bench.main(["--compare", str(new), "--baseline", str(old), "--fail-on-drift"]) == 1
+    # A larger margin than the slowdown: not reported.
+    assert bench.main(["--compare", str(new), "--baseline", str(old), "--fail-on-drift",
+                       "--min-slowdown", "0.6"]) == 0
+
+
+def test_a_slowdown_inside_the_measured_spread_is_noise(tmp_path: Path) -> None:
+    noisy = (0.0020, 0.0030, 0.0040)  # spread 2 ms
+    old = bench_file(tmp_path / "old.json", [row(samples=noisy)])
+    new = bench_file(tmp_path / "new.json", [row(samples=slower(noisy, 1.5))])  # +1 ms < 2 + 3 ms of spreads
+    assert bench.main(["--compare", str(new), "--baseline", str(old), "--fail-on-drift"]) == 0
+
+
+def test_new_vanished_and_unmeasured_kernels(tmp_path: Path) -> None:
+    old = {"rows": [row(), row("removed"), row("unmeasured")], "backend": "swiftshader"}
+    new = {"rows": [row(), row("added"), row("unmeasured", samples=())], "backend": "swiftshader"}
+    comparison = compare_bench(old, new, label="old")
+    assert {(d.kernel, d.kind) for d in comparison.deltas} == {("cpu_gemv", "same"), ("added", "new"),
+                                                                ("removed", "vanished"), ("unmeasured", "unmeasured")}
+    assert comparison.line().startswith("0 slower, 0 faster, 1 new, 1 vanished, 1 without a time (1 kernels")
+
+
+def test_an_older_bench_json_without_spread_is_read_with_the_margin_alone(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    old_rows = [{k: v for k, v in row().items() if k not in ("median_s", "spread_s", "samples_s")}]
+    old = bench_file(tmp_path / "old.json", old_rows, bench_format=None)
+    new = bench_file(tmp_path / "new.json", [row(samples=slower(BASE, 1.15))])
+    assert bench.main(["--compare", str(new), "--baseline", str(old), "--fail-on-drift"]) == 1
+    assert f"note: {old} records no spread over repeats (written by an older q4gsw): only the 10% margin applies" \
+        in capsys.readouterr().err
+
+
+def test_the_committed_bench_jsons_are_readable_baselines(capsys: pytest.CaptureFixture[str]) -> None:
+    found = sorted((Path(__file__).resolve().parent.parent / "docs").rglob("bench*.json"))
+    assert found
+    assert bench.main(["--compare", str(found[0]), "--baseline", str(found[0]), "--fail-on-drift"]) == 0
+    assert " 0 slower, 0 faster" in capsys.readouterr().out
+
+
+def _results_json(tmp_path: Path) -> Path:
+    write_results(tmp_path / "results.json", [fake_result("q_proj", "pass")], {"backend": "swiftshader"})
+    return tmp_path / "results.json"
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda p: p / "nope.json", "no such file"),
+    (_results_json, "is a q4gsw results.json (from `run` or `report`), not a bench JSON: pass a bench JSON written by "
+                    "`python -m q4gsw bench --json PATH` (results.json files: `report --baseline`)"),
+    (lambda p: bench_file(p / "b.json", [row(spread_s="wide")]), "row 0: 'spread_s' is a str"),
+], ids=["missing", "a-results-json", "a-spread-that-is-text"])
+def test_a_bad_bench_baseline_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any,
+                                                     says: str) -> None:
+    bad = make(tmp_path)
+    json_out = tmp_path / "out.json"
+    assert bench.main(["--baseline", str(bad), "--json", str(json_out), "--shapes", "1x64x16"]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert line.startswith(f"error: --baseline {bad}: ") and says in line
+    assert not json_out.exists()  # checked before any work
+
+
+def test_compare_needs_a_baseline(tmp_path: Path) -> None:
+    new = bench_file(tmp_path / "new.json", [row()])
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--compare", str(new)])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.e2e
+def test_bench_on_swiftshader_records_repeats_and_compares_with_itself(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    assert bench.main(["--backend", "swiftshader", "--matrix", str(MATRIX), "--shapes", "1x256x64", "--repeats", "4",
+                       "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["bench_format"] == 2
+    [measured] = [r for r in data["rows"] if r["time_s"]]
+    assert len(measured["samples_s"]) == 4 and measured["time_s"] == min(measured["samples_s"])
+    assert measured["median_s"] == pytest.approx(statistics.median(measured["samples_s"]))
+    assert measured["spread_s"] == pytest.approx(max(measured["samples_s"]) - min(measured["samples_s"]))
+    capsys.readouterr()
+    assert bench.main(["--compare", str(out), "--baseline", str(out), "--fail-on-drift"]) == 0
