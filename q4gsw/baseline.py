@@ -40,6 +40,7 @@ class Baseline:
     results: tuple[Result, ...]
     factor: float = DEFAULT_FACTOR
     fail_on_drift: bool = False
+    sources: tuple[Path, ...] = ()  # the results.json files read
 
 
 def _factor(text: str) -> float:
@@ -97,7 +98,7 @@ def read_baseline(path: Path) -> Baseline:
             results += [Result.from_dict(r) for r in payload["results"]]
         except (TypeError, AttributeError, ValueError) as exc:
             raise BaselineError(found, f"has results q4gsw cannot read ({type(exc).__name__}: {exc})") from None
-    return Baseline(label=str(path), results=tuple(results))
+    return Baseline(label=str(path), results=tuple(results), sources=tuple(paths))
 
 
 def baseline_from_args(args: argparse.Namespace) -> Baseline | None:
@@ -106,7 +107,7 @@ def baseline_from_args(args: argparse.Namespace) -> Baseline | None:
     if path is None:
         return None
     baseline = read_baseline(path)
-    return Baseline(baseline.label, baseline.results, args.drift_factor, args.fail_on_drift)
+    return Baseline(baseline.label, baseline.results, args.drift_factor, args.fail_on_drift, baseline.sources)
 
 
 def run_baseline(args: argparse.Namespace) -> Baseline | None:

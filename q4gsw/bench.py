@@ -1,10 +1,11 @@
 """Benchmark every q4gsw kernel declared in matrix.toml on one backend, against numpy on the CPU.
 
-`python -m q4gsw bench [--backend NAME] [--shapes MxKxN ...] [--repeats R] [--json PATH]`
+`python -m q4gsw bench [--backend NAME] [--shapes MxKxN ...] [--repeats R] [--json PATH] [--baseline OLD.json]`
 
 For each shape and each kernel whose `when` holds for it, the kernel runs on random packed int4
-weights; the time is the GPU timestamp-query time when the adapter supports it, else the wall time
-of the extra dispatches (see _time_kernel). The reference is numpy's fp32 dequantize-then-matmul
+weights; the time is the best of R repeats, each timed by GPU timestamp queries when the adapter
+supports them, else by its wall time (case._time_dispatches); the JSON also records their median,
+spread and every sample, which `--baseline` (bench_drift) compares against. The reference is numpy's fp32 dequantize-then-matmul
 timed in the same process on the same shape: on CPU adapters the ratio says how far the WGSL kernel
 is from what the same cores do natively. Each result is also checked once against the fp64 golden,
 because a fast wrong kernel is not a result.

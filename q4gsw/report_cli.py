@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         out = DEFAULT_MERGED
     in_place = len(paths) == 1 and out.resolve() == paths[0].parent.resolve()
     try:
-        check_output(out, paths, write_json=not in_place)
+        check_output(out, [*paths, *(baseline.sources if baseline else ())], write_json=not in_place)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return verdict.USAGE

@@ -162,3 +162,38 @@ def test_bench_on_swiftshader_records_repeats_and_compares_with_itself(tmp_path:
     assert measured["spread_s"] == pytest.approx(max(measured["samples_s"]) - min(measured["samples_s"]))
     capsys.readouterr()
     assert bench.main(["--compare", str(out), "--baseline", str(out), "--fail-on-drift"]) == 0
+
+
+class _Timed:
+    """What Device.run returns, as far as _time_dispatches reads it."""
+
+    def __init__(self, gpu_s: float | None, wall_s: float, samples: tuple[float, ...] = ()) -> None:
+        self.gpu_s, self.wall_s, self.gpu_samples = gpu_s, wall_s, samples
+
+
+class _Device:
+    def __init__(self, timestamps: bool, samples: tuple[float, ...]) -> None:
+        self.timestamps, self.samples, self.repeats = timestamps, samples, []
+
+    def run(self, *args: Any, repeats: int = 1, before: Any = None) -> _Timed:
+        self.repeats.append(repeats)
+        return _Timed(min(self.samples) if self.timestamps and self.samples else None, 0.5, self.samples)
+
+
+@pytest.mark.parametrize("timestamps, how", [(True, "gpu"), (False, "wall")])
+def test_repeats_are_timed_one_by_one_and_the_best_counts(timestamps: bool, how: str) -> None:
+    from types import SimpleNamespace
+
+    from q4gsw.case import _time_dispatches
+
+    case = SimpleNamespace(kernel=SimpleNamespace(name="k"))
+    device = _Device(timestamps, (0.003, 0.001, 0.002))
+    seconds, timing, samples = _time_dispatches(device, _Timed(0.004, 0.5), "src", case, {}, (1,), None, 3)
+    assert (seconds, timing, samples) == (0.001, how, (0.003, 0.001, 0.002))
+    assert device.repeats == [3]  # one run of `repeats` dispatches after the first (pipeline creation)
+    # One dispatch: the first's own time, no samples, nothing run again.
+    first = _Timed(0.004 if timestamps else None, 0.5)
+    assert _time_dispatches(device, first, "src", case, {}, (1,), None, 1) == \
+        ((0.004, "gpu", ()) if timestamps else (0.5, "wall", ()))
+    # Timestamps that read nothing: unmeasured, never a made-up time.
+    assert _time_dispatches(_Device(timestamps, ()), first, "src", case, {}, (1,), None, 3) == (None, "unmeasured", ())

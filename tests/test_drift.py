@@ -294,3 +294,12 @@ def test_matrix_drift_factor_per_config(tmp_path: Path) -> None:
     write_matrix(path, "bh", replace=(('name = "b"', 'name = "b"\ndrift_factor = 1'),))
     with pytest.raises(MatrixError, match=r"drift_factor.*must be greater than 1"):
         load_matrix(path)
+
+
+def test_report_never_writes_over_its_baseline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = written(tmp_path / "old", run_of(case()))
+    new = written(tmp_path / "new", run_of(case(scale=4.0)))
+    before = (old / "results.json").read_bytes()
+    assert report_cli.main([str(new), "--out", str(old), "--baseline", str(old)]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert (old / "results.json").read_bytes() == before

@@ -178,6 +178,9 @@ class Device:
         pipelined ones: the spread of the samples is what a bench baseline compares against)."""
         wgpu, device, usage = self.wgpu, self.device, self.wgpu.BufferUsage
         samples: list[float] = []
+        # Waiting for a repeat = reading a word back (queue.on_submitted_work_done_sync fails in wgpu-py 0.32 with
+        # wgpu-native: a callback signature mismatch), so a wall sample includes one tiny copy and map.
+        done = None if self.timestamps or repeats <= 1 else device.create_buffer(size=4, usage=usage.COPY_SRC)
         for _ in range(max(1, repeats)):
             query_set = resolve_buffer = None
             encoder = device.create_command_encoder()
@@ -203,8 +206,8 @@ class Device:
                 # A zero or backwards reading (Dawn's quantized timestamps, a wrapped counter) is no measurement.
                 if 0 < elapsed < 3600:
                     samples.append(elapsed)
-            elif repeats > 1:
-                device.queue.on_submitted_work_done_sync()
+            elif done is not None:
+                device.queue.read_buffer(done)
                 samples.append(time.perf_counter() - started)
         return samples
 
