@@ -5,10 +5,10 @@
 For each shape and each kernel whose `when` holds for it, the kernel runs on random packed int4
 weights; the time is the best of R repeats, each timed by GPU timestamp queries when the adapter
 supports them, else by its wall time (case._time_dispatches); the JSON also records their median,
-spread and every sample, which `--baseline` (bench_drift) compares against. The reference is numpy's fp32 dequantize-then-matmul
-timed in the same process on the same shape: on CPU adapters the ratio says how far the WGSL kernel
-is from what the same cores do natively. Each result is also checked once against the fp64 golden,
-because a fast wrong kernel is not a result.
+spread and every sample, which `--baseline` (bench_drift) compares against. The reference is
+numpy's fp32 dequantize-then-matmul timed in the same process on the same shape: on CPU adapters
+the ratio says how far the WGSL kernel is from what the same cores do natively. Each result is also
+checked once against the fp64 golden, because a fast wrong kernel is not a result.
 """
 
 from __future__ import annotations
