@@ -88,8 +88,9 @@ class BenchComparison:
     def line(self) -> str:
         counts = {kind: len(self.of(kind)) for kind in KINDS}
         compared = counts["slower"] + counts["faster"] + counts["same"]
+        kernels = "kernel" if compared == 1 else "kernels"
         return (f"{counts['slower']} slower, {counts['faster']} faster, {counts['new']} new, {counts['vanished']} "
-                f"vanished, {counts['unmeasured']} without a time ({compared} kernels compared with {self.baseline})")
+                f"vanished, {counts['unmeasured']} without a time ({compared} {kernels} compared with {self.baseline})")
 
 
 def _key(row: dict[str, Any], run: dict[str, Any]) -> tuple[str, str, int]:

@@ -132,8 +132,9 @@ class Comparison:
         """The one-line verdict of the comparison."""
         c = self.counts()
         compared = sum(c[k] for k in ("drift", "status", "improved", "same"))
+        cases = "case" if compared == 1 else "cases"
         text = (f"{c['drift']} drifted, {c['status']} changed status, {c['improved']} improved, {c['new']} new, "
-                f"{c['vanished']} vanished ({compared} cases compared with {self.baseline})")
+                f"{c['vanished']} vanished ({compared} {cases} compared with {self.baseline})")
         return text + (f"; {self.not_compared} baseline cases outside this run not compared" if self.not_compared
                        else "")
 

@@ -99,7 +99,7 @@ def test_new_vanished_and_unmeasured_kernels(tmp_path: Path) -> None:
     comparison = compare_bench(old, new, label="old")
     assert {(d.kernel, d.kind) for d in comparison.deltas} == {("cpu_gemv", "same"), ("added", "new"),
                                                                 ("removed", "vanished"), ("unmeasured", "unmeasured")}
-    assert comparison.line().startswith("0 slower, 0 faster, 1 new, 1 vanished, 1 without a time (1 kernels")
+    assert comparison.line().startswith("0 slower, 0 faster, 1 new, 1 vanished, 1 without a time (1 kernel compared")
 
 
 def test_an_older_bench_json_without_spread_is_read_with_the_margin_alone(tmp_path: Path,
