@@ -103,7 +103,8 @@ class EmbeddingQ4gsw(Op):
         return packed_from_delegate(pte)
 
     def constants_to_files(self, constants: PackedEmbedding) -> dict[str, np.ndarray]:
-        return {WEIGHT_FILE: np.ascontiguousarray(constants.weight), SCALES_FILE: np.ascontiguousarray(constants.scales),
+        return {WEIGHT_FILE: np.ascontiguousarray(constants.weight),
+                SCALES_FILE: np.ascontiguousarray(constants.scales),
                 PACKING_FILE: np.array(constants.is_linear_weight, dtype=np.bool_)}
 
     def constants_from_files(self, files: Mapping[str, np.ndarray], config: Config) -> PackedEmbedding:
