@@ -143,7 +143,7 @@ def test_matrix_tolerances_are_the_one_rounding_bound_with_margin():
         assert 3 * U <= config.tolerance.rtol <= 8 * U, config.name
         assert config.tolerance.atol <= np.finfo(np.float32).tiny * 1.01, config.name
     upstream = {c.name for c in configs if c.upstream_tolerance is not None}
-    assert upstream == {"emb_upstream_small", "emb_upstream_llama1b"}
+    assert upstream == {"emb_upstream_small", "emb_upstream_1b"}
     llama = {(c.M, c.K, c.N, c.group_size, c.tier) for c in configs if c.suite == "embedding-llama"}
     assert {(4096, 4096, 2048, 32, "required"), (4096, 4096, 2048, 64, "required"),
             (128256, 128256, 2048, 32, "heavy")} <= llama
