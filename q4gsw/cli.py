@@ -184,11 +184,13 @@ def cmd_list(matrix: Matrix) -> int:
     widest = max(len(c.name) for c in matrix.configs)
     for column in ("config", "op", "suite", "tier", "MxKxN", "gs", "inputs", "atol/rtol"):
         table.add_column(column, **({"no_wrap": True, "min_width": widest} if column == "config" else
-                                    {"min_width": 8} if column in ("inputs", "atol/rtol") else {"no_wrap": True}))
+                                    {"min_width": 8} if column in ("inputs", "atol/rtol") else
+                                    {"no_wrap": True, "min_width": len("required")} if column == "tier" else
+                                    {"no_wrap": True}))
     for c in matrix.configs:
         table.add_row(c.name, c.op, c.suite, c.tier, f"{c.M}x{c.K}x{c.N}", str(c.group_size),
                       ", ".join(c.inputs), f"{c.tolerance.atol:g}/{c.tolerance.rtol:g}")
-    console.print(table)
+    console.print(table, crop=False)  # columns that cannot shrink further widen the table rather than be cut off
     kernels = Table(title="kernels")
     for column in ("op", "kernel", "file", "when", "dispatch", "written for"):
         kernels.add_column(column)
