@@ -20,22 +20,23 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from q4gsw import inputs, verdict
+from q4gsw import verdict
 from q4gsw.bench_drift import BENCH_FORMAT, add_bench_baseline_options, read_baseline, repeat_stats, report_bench_drift
 from q4gsw.cases import Selection, build_cases
-from q4gsw.matrix import Config, MatrixError, Tolerance, load_matrix
-from q4gsw.ops import Op, op_for
+from q4gsw.matrix import Config, MatrixError, load_matrix
+from q4gsw.ops import Op, op_for, op_names
 from q4gsw.paths import unusable_output_file
 from q4gsw.result import ReportNotWritten, replace_file
 from q4gsw.run.exporter import FixtureSource
 from q4gsw.run.stages import RunOptions, run_selection
 from q4gsw.scoreboard import ScoreboardError, scoreboard
+from q4gsw.values import DEFAULT_OP
 
 DEFAULT_SHAPES = ("1x2048x2048", "1x2048x8192", "1x8192x2048", "256x2048x2048", "1024x2048x512")
 
@@ -52,16 +53,12 @@ class Shape:
             M, K, N = (int(part) for part in text.lower().split("x"))
         except ValueError:
             raise argparse.ArgumentTypeError(f"shape '{text}' is not MxKxN (e.g. 256x2048x2048)") from None
-        if min(M, K, N) < 1 or K % 8 or N % 8:
-            raise argparse.ArgumentTypeError(f"shape '{text}': need M, K, N >= 1 and K, N multiples of 8")
+        if min(M, K, N) < 1:
+            raise argparse.ArgumentTypeError(f"shape '{text}': need M, K, N >= 1")
         return cls(M, K, N)
 
     def __str__(self) -> str:
         return f"{self.M}x{self.K}x{self.N}"
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.M * self.K * self.N
 
 
 @dataclass
@@ -89,16 +86,11 @@ class Row:
     samples_s: list[float] = field(default_factory=list)
 
 
-def _tolerance(K: int) -> Tolerance:
-    # matrix.toml's K=2048 bound (atol 1e-5, rtol 1e-4), grown like the expected fp32 error (sqrt(K)).
-    grow = max(1.0, math.sqrt(K / 2048))
-    return Tolerance(atol=1e-5 * grow, rtol=1e-4 * grow, justification="bench sanity check", source="bench")
-
-
-def _config(shape: Shape, group_size: int) -> Config:
-    return Config(name=str(shape), M=shape.M, K=shape.K, N=shape.N, group_size=group_size, tier="optional",
-                  suite="bench", inputs=("normal",), weights="random", weight_seed=0, timeout_s=900.0,
-                  tolerance=_tolerance(shape.K))
+def _config(shape: Shape, group_size: int, op_name: str) -> Config:
+    op = op_for(op_name)
+    return Config(name=str(shape), M=shape.M, K=shape.K, N=shape.N, group_size=op.group_size_for(shape.K, group_size),
+                  tier="optional", suite="bench", inputs=(op.synthetic_input,), weights="random", weight_seed=0,
+                  timeout_s=900.0, tolerance=op.bench_tolerance(shape.K), op=op_name)
 
 
 def _cuda_available() -> bool:
@@ -161,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shapes", nargs="+", type=Shape.parse, default=None, metavar="MxKxN",
                         help=f"shapes to time (default: {' '.join(DEFAULT_SHAPES)})")
     parser.add_argument("--group-size", type=int, default=32, help="quantisation group size (default 32)")
+    parser.add_argument("--op", default=DEFAULT_OP, help=f"the op whose kernels are timed (default {DEFAULT_OP}); "
+                        "MxKxN are its config's M, K, N (docs/ops.md)")
     parser.add_argument("--repeats", type=int, default=3, help="timed dispatches per kernel; the best counts")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="results/bench.json", type=Path, help="where to write the results")
@@ -202,9 +196,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--compare NEW.json needs --baseline OLD.json (the bench JSON to compare it with)")
         return report_bench_drift(baseline, compared, args, verdict.OK)
     shapes: list[Shape] = args.shapes or [Shape.parse(s) for s in DEFAULT_SHAPES]
-    bad = [str(s) for s in shapes if s.K % args.group_size]
-    if bad:
-        parser.error(f"K must be a multiple of --group-size {args.group_size}: {', '.join(bad)}")
+    if args.op not in op_names():
+        parser.error(f"--op {args.op}: unknown op; known: {', '.join(op_names())}")
+    for shape in shapes:  # the op's own shape rules, as matrix.toml's configs get them
+        problems = op_for(args.op).shape_problems(_config(shape, args.group_size, args.op))
+        if problems:
+            parser.error(f"shape {shape} for op {args.op}: {problems[0].problem} ({problems[0].fix})")
 
     try:
         matrix = load_matrix(args.matrix)
@@ -220,18 +217,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.torch == "on" and not _cuda_available():
         print("error: --torch on, but torch with CUDA is not importable here")
         return verdict.USAGE
-    configs = tuple(_config(shape, args.group_size) for shape in shapes)
-    kernels = list(matrix.kernels)
+    configs = tuple(_config(shape, args.group_size, args.op) for shape in shapes)
+    kernels = [k for k in matrix.kernels if k.op == args.op]
+    missing: dict[str, str] = {}
     if args.executorch is not None:
-        from q4gsw.kernel_sets import load_kernel_set
+        from q4gsw.kernel_sets import load_checkout
 
         try:
-            loaded = load_kernel_set(matrix.kernel_sets["executorch"], args.executorch)
-        except (MatrixError, KeyError) as exc:
+            loaded_sets = load_checkout(matrix, args.executorch, (args.op,))
+        except MatrixError as exc:
             print(f"error: --executorch: {exc}", file=sys.stderr)
             return verdict.USAGE
-        kernels += list(loaded.kernels)
-        for name, why in loaded.missing.items():  # not benchmarked: said, and the bench does not exit 0
+        for loaded in loaded_sets:
+            kernels += list(loaded.kernels)
+            missing.update(loaded.missing)
+        for name, why in missing.items():  # not benchmarked: said, and the bench does not exit 0
             print(f"error: --executorch: kernel '{name}' cannot be benchmarked: {why}", file=sys.stderr)
     cases, unsupported = build_cases(matrix, backend, configs, tuple(kernels))
     selection = Selection(backend=backend, configs=configs, cases=cases, skipped=unsupported)
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # whole or not at all: a full disk leaves the previous bench JSON as it was, and says so
         replace_file(args.json, json.dumps({
             "backend": backend.name, "webgpu": backend.webgpu, "adapter": asdict(adapter) if adapter else None,
-            "bench_format": BENCH_FORMAT, "group_size": args.group_size, "repeats": args.repeats,
+            "bench_format": BENCH_FORMAT, "op": args.op, "group_size": args.group_size, "repeats": args.repeats,
             "cpu_count": os.cpu_count(),
             "numpy": np.__version__, "rows": [asdict(r) for r in flat]}, indent=2, default=str).encode("utf-8"))
     except ReportNotWritten as exc:
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         return verdict.FAILED
     print(f"wrote {args.json}")
     correct = flat and all(r.correct is not False for r in flat) and any(r.correct for r in flat)
-    correct = correct and not (args.executorch is not None and loaded.missing)
+    correct = correct and not missing
     code = verdict.OK if correct else verdict.FAILED
     if baseline is None:
         return code
@@ -264,12 +264,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch: bool) -> list[Row]:
     """The bench rows of one shape: every kernel's engine result beside numpy's (and torch's) time."""
-    config = _config(shape, args.group_size)
+    config = _config(shape, args.group_size, args.op)
     op = op_for(config)
     packed = op.synthetic_constants(config, args.seed)
-    x = inputs.make_input("normal", shape.M, shape.K, args.seed)
+    x = op.make_input(op.synthetic_input, replace(config, weight_seed=args.seed))
     numpy_s = _numpy_time(op, x, packed, args.repeats)
-    numpy_gflops = shape.flops / numpy_s / 1e9
+    flops = op.flops(config)
+    numpy_gflops = flops / numpy_s / 1e9
     torch_times = None
     if use_torch:
         torch_times = op.torch_baseline(x, packed, op.golden(x, packed), args.repeats)
@@ -278,7 +279,7 @@ def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch:
     for r in (r for r in results if r.config == str(shape)):
         seconds = r.timings.gpu_s
         via = r.timings.gpu_timing or ("unsupported" if r.status == "unsupported" else "-")
-        gflops = shape.flops / seconds / 1e9 if seconds else None
+        gflops = flops / seconds / 1e9 if seconds else None
         correct = None if r.status in ("unsupported", "skip") else r.status == "pass"
         int4_s = torch_times.int4_s if torch_times else None
         note = "time not measurable: the timestamps read 0" if via == "unmeasured" else ""

@@ -186,7 +186,7 @@ def load_problem(config: Config, inputs_wanted: tuple[str, ...], fixture: Path |
     started = time.perf_counter()
     if fixture is None:
         constants = op.synthetic_constants(config, seed or 0)
-        x = op.make_input(op.input_names[min(1, len(op.input_names) - 1)], replace(config, weight_seed=seed or 0))
+        x = op.make_input(op.synthetic_input, replace(config, weight_seed=seed or 0))
         xs = dict.fromkeys(inputs_wanted, x)
         return Problem(constants=constants, x=xs, golden={name: op.golden(x, constants) for name in xs},
                        timings={"golden_s": time.perf_counter() - started})

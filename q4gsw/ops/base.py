@@ -9,6 +9,7 @@ and its FLOP and byte counts. Each op is one folder: q4gsw/ops/<name>/.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from q4gsw.values import Config
+from q4gsw.values import Config, Tolerance
 
 Progress = Callable[[str], None]
 
@@ -100,6 +101,7 @@ class Op(ABC):
     executorch_fixture_prefix: ClassVar[str]  # ExecuTorch's export folder names its files <prefix><config>.pte
     constant_files: ClassVar[tuple[str, ...]]  # the fixture files that hold the constants (.npy)
     input_names: ClassVar[tuple[str, ...]] = ("ramp", "normal", "outliers")  # matrix.toml `inputs` it accepts
+    synthetic_input: ClassVar[str] = "normal"  # the input a synthetic problem (bench, no export) gets
     weight_names: ClassVar[tuple[str, ...]] = ()  # matrix.toml `weights` it accepts, default first (): all of
     # q4gsw.inputs.WEIGHTS
 
@@ -125,6 +127,16 @@ class Op(ABC):
     def describe_shape(self, config: Config) -> str:
         """The config's shape in the op's words, for progress lines and tables."""
         return f"{config.M}x{config.K}x{config.N} gs={config.group_size}"
+
+    def group_size_for(self, K: int, requested: int) -> int:
+        """The group size a synthetic (bench) config of reduction size K gets when `requested` is asked for."""
+        return requested
+
+    def bench_tolerance(self, K: int) -> Tolerance:
+        """The sanity bound bench checks each timed kernel's output with (a fast wrong kernel is no result):
+        matrix.toml's K = 2048 linear bound (atol 1e-5, rtol 1e-4), grown like the expected fp32 error, sqrt(K)."""
+        grow = max(1.0, math.sqrt(K / 2048))
+        return Tolerance(atol=1e-5 * grow, rtol=1e-4 * grow, justification="bench sanity check", source="bench")
 
     @abstractmethod
     def flops(self, config: Config) -> int: ...

@@ -29,7 +29,7 @@ from q4gsw.ops.embedding_q4gsw.layout import (
     packed_from_delegate,
 )
 from q4gsw.ops.embedding_q4gsw.recipe import TORCH_EMBEDDING
-from q4gsw.values import Config
+from q4gsw.values import Config, Tolerance
 
 WEIGHT_FILE = "table_packed.npy"
 SCALES_FILE = "table_scales.npy"
@@ -46,6 +46,11 @@ class EmbeddingQ4gsw(Op):
     constant_files = (WEIGHT_FILE, SCALES_FILE, PACKING_FILE)
     input_names = tuple(INDICES)
     weight_names = (TORCH_EMBEDDING, "int4_edges", "int4_tiny_scales")
+    synthetic_input = "every_row"
+
+    def bench_tolerance(self, K: int) -> Tolerance:
+        """One correctly rounded fp32 product per output, as every config's tolerance in matrix.toml (4u)."""
+        return Tolerance(atol=1.18e-38, rtol=2.4e-7, justification="bench sanity check", source="bench")
 
     def shape_problems(self, config: Config) -> list[ShapeProblem]:
         M, K, N, group_size = config.M, config.K, config.N, config.group_size

@@ -43,6 +43,9 @@ class LinearQcs4w(Op):
     constant_files = (WEIGHT_FILE, SCALES_FILE)
     weight_names = ("torch_linear",)  # upstream's recipe: a seeded nn.Linear through the VulkanQuantizer
 
+    def group_size_for(self, K: int, requested: int) -> int:
+        return K  # per output channel: one group spans K
+
     def shape_problems(self, config: Config) -> list[ShapeProblem]:
         M, K, N = config.M, config.K, config.N
         problems = []
