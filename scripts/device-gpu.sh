@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One lent-GPU session: q4gsw's required tier, bench and ExecuTorch's kernels on wgpu-native and on Dawn,
+# side by side. Needs the carried folders of scripts/device-native.sh plus .et/ (an ExecuTorch tree with
+# backends/webgpu/runtime/ops/<each op's folder> and backends/webgpu/scripts/gen_wgsl_headers.py).
+# Usage: GPU=h200 scripts/device-gpu.sh accuracy|bench|ops|ops-bench   (each fits one 10-minute device command)
+#   accuracy, bench: linear_q4gsw;  ops, ops-bench: every other op (--op OP ... to choose)
+# Writes $OUT/$GPU-<stage>.tgz (every results folder and log).
+set -uo pipefail
+gpu=${GPU:-gpu}
+out="${OUT:-results}/$gpu"
+mkdir -p "$out"
+run() { local name=$1; shift; echo "=== $name: $*"; bash scripts/device-native.sh "$@" > "$out/$name.log" 2>&1;
+        echo "exit $?"; tail -n 4 "$out/$name.log"; }
+# Peak HBM GB/s and fp32 (non-tensor) GFLOP/s for the roofline column.
+case "$gpu" in
+    h100) peaks=(--peak-gbs 3350 --peak-gflops 67000) ;;
+    h200) peaks=(--peak-gbs 4800 --peak-gflops 67000) ;;
+    *) peaks=() ;;
+esac
+stage=${1:-accuracy}
+shift || true
+ops=("$@")
+[ ${#ops[@]} -eq 0 ] && ops=(linear_qcs4w embedding_q4gsw linear_dq8ca_q4gsw)
+configs=(q_proj kv_proj gate_proj down_proj q_proj_4k kv_proj_4k edge_steel edge_partial_tiles edge_gs8 edge_gs64
+         edge_bk64 edge_f16acc edge_gate_proj_pf)
+case "$stage" in
+accuracy)
+    for b in native native-dawn; do
+        run "required-$b" run --backend "$b" --fixtures .fx --tier required --results "$out/required-$b"
+    done
+    for b in native native-dawn native-dawn-f16; do
+        run "executorch-$b" run --backend "$b" --executorch .et --fixtures .fx --all-variants \
+            --results "$out/executorch-$b" "${configs[@]/#/--config=}"
+    done ;;
+bench)
+    for b in native native-dawn native-dawn-f16; do
+        run "bench-$b" bench --backend "$b" --executorch .et --repeats 20 --json "$out/bench-$b.json" "${peaks[@]}" \
+            --shapes 1x2048x2048 1x2048x8192 1x8192x2048 1x2048x128256 128x2048x8192 4096x2048x2048
+    done
+    python3 -m q4gsw bench --scoreboard "$out"/bench-*.json > "$out/scoreboard.md"
+    cat "$out/scoreboard.md" ;;
+ops)
+    for op in "${ops[@]}"; do
+        for b in native native-dawn; do
+            run "$op-$b" run --backend "$b" --op "$op" --fixtures .fx --tier required --tier heavy \
+                --results "$out/$op-$b"
+            run "$op-executorch-$b" run --backend "$b" --op "$op" --executorch .et --fixtures .fx --all-variants \
+                --tier required --tier heavy --results "$out/$op-executorch-$b"
+        done
+    done ;;
+ops-bench)
+    for op in "${ops[@]}"; do
+        case "$op" in
+            embedding_q4gsw) shapes=(4096x4096x2048 65535x128256x2048) ;;  # indices x vocab x dim
+            linear_qcs4w) shapes=(1x2048x2048 1x2048x8192 1x8192x2048 1x2048x128256 4096x2048x2048) ;;
+            *) shapes=(1x2048x2048 1x2048x8192 1x8192x2048 1x2048x128256 4096x2048x2048) ;;
+        esac
+        for b in native native-dawn; do
+            run "bench-$op-$b" bench --op "$op" --backend "$b" --executorch .et --repeats 20 \
+                --json "$out/bench-$op-$b.json" "${peaks[@]}" --shapes "${shapes[@]}"
+        done
+    done ;;
+*) echo "unknown stage '$stage': accuracy, bench, ops or ops-bench" >&2; exit 2 ;;
+esac
+tar -czf "${OUT:-results}/$gpu-$stage.tgz" -C "$(dirname "$out")" "$(basename "$out")"
