@@ -5,6 +5,7 @@
 #   .gl/   Debian .debs: libvulkan1 and the X11/EGL libraries wgpu-native links against
 #   .fx/   fixtures from `python -m q4gsw export --out .fx --without-pte --max-golden-mib 4`
 # Usage: scripts/device-native.sh [q4gsw CLI args...]   (default: the required tier on `native`)
+#        scripts/device-native.sh SCRIPT.py [args...]      (a python script, e.g. scripts/bandwidth_probe.py)
 set -euo pipefail
 mkdir -p /tmp/gl
 for deb in .gl/*.deb; do dpkg -x "$deb" /tmp/gl; done
@@ -18,4 +19,7 @@ fi
 if [ $# -eq 0 ]; then
     set -- run --backend native --fixtures .fx --tier required --results "${OUT:-results}/native-required"
 fi
+case "$1" in
+    *.py) exec python3 "$@" ;;
+esac
 python3 -m q4gsw "$@"
