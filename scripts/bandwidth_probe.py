@@ -19,9 +19,9 @@ import numpy as np
 
 MIB = 1 << 20
 WG_SIZE = 256
-VARIANTS = ("exact", "oversized", "offset", "split", "mapped")
+VARIANTS = ("exact", "oversized", "offset", "split", "mapped", "chunked")
 CHUNK = 64 * MIB  # host-side fill granularity: a 256 MiB buffer never needs a full-size host copy
-MULT, SEEDS = 0x9E3779B1, {"exact": 1, "oversized": 2, "offset": 2, "split": 3, "mapped": 5}  # split: 3, 4
+MULT, SEEDS = 0x9E3779B1, {"exact": 1, "oversized": 2, "offset": 2, "split": 3, "mapped": 5, "chunked": 6}  # split: 3, 4
 
 # Each invocation adds (wrapping) the vec4s of a grid-stride walk and writes one word: the sum of all output
 # words is then the sum of all bound words mod 2^32 whatever the grid, so the host can check that every
@@ -78,7 +78,8 @@ def make_buffer(device: Any, wgpu: Any, parts: list[int], seed: int, mapped: boo
 
 
 class Probe:
-    def __init__(self, backend_name: str, workgroups: int, repeats: int, flush_mib: float) -> None:
+    def __init__(self, backend_name: str, workgroups: int, repeats: int, flush_mib: float,
+                 chunk_mib: float = 32) -> None:
         from q4gsw.matrix import load_matrix
         from q4gsw.webgpu.adapter import select_adapter
         from q4gsw.webgpu.provision import provision
@@ -90,6 +91,7 @@ class Probe:
         import wgpu
 
         self.wgpu, self.workgroups, self.repeats = wgpu, workgroups, repeats
+        self.chunk = max(256, int(chunk_mib * MIB) // 256 * 256)  # binding offsets must be 256-byte aligned
         self.timestamps = "timestamp-query" in self.info.features
         features = [self.info.native_features["timestamp-query"]] if self.timestamps else []
         # The defaults (128 MiB binding, 256 MiB buffer) are below the sizes probed: ask for the adapter's own.
@@ -114,15 +116,19 @@ class Probe:
         module = self.device.create_shader_module(code=source)
         return self.device.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": "main"})
 
-    def measure(self, bindings: list[tuple[Any, int, int]]) -> tuple[list[float], int]:
-        """Seconds of each of `repeats` dispatches reading the (buffer, offset, size) bindings, and the sum of the
-        output words. Timestamps: one pass per repeat in one submit; without them, the wall time of a submit."""
+    def measure(self, dispatches: list[list[tuple[Any, int, int]]]) -> tuple[list[float], int]:
+        """Seconds of each of `repeats` passes, each running the dispatches in order (each reading its (buffer,
+        offset, size) bindings and writing its own output words), and the sum of the output words. Timestamps: one
+        pass per repeat in one submit; without them, the wall time of a submit."""
         wgpu, device = self.wgpu, self.device
-        pipeline = self.pipelines[len(bindings)]
-        entries = [{"binding": 0, "resource": {"buffer": self.out, "offset": 0, "size": self.out_bytes}}]
-        entries += [{"binding": i + 1, "resource": {"buffer": b, "offset": o, "size": s}}
-                    for i, (b, o, s) in enumerate(bindings)]
-        group = device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=entries)
+        pipeline = self.pipelines[len(dispatches[0])]
+        groups = []
+        for d, bindings in enumerate(dispatches):
+            entries = [{"binding": 0, "resource": {"buffer": self.out, "offset": d * self.out_bytes,
+                                                   "size": self.out_bytes}}]
+            entries += [{"binding": i + 1, "resource": {"buffer": b, "offset": o, "size": s}}
+                        for i, (b, o, s) in enumerate(bindings)]
+            groups.append(device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=entries))
         n = self.repeats
         query_set = device.create_query_set(type=wgpu.QueryType.timestamp, count=2 * n) if self.timestamps else None
         samples: list[float] = []
@@ -137,8 +143,9 @@ class Probe:
                                                      "end_of_pass_write_index": 2 * r + 1}
             compute = encoder.begin_compute_pass(timestamp_writes=writes)
             compute.set_pipeline(pipeline)
-            compute.set_bind_group(0, group)
-            compute.dispatch_workgroups(self.workgroups)
+            for group in groups:
+                compute.set_bind_group(0, group)
+                compute.dispatch_workgroups(self.workgroups)
             compute.end()
             if query_set is None:
                 device.queue.submit([encoder.finish()])
@@ -152,7 +159,7 @@ class Probe:
             device.queue.submit([encoder.finish()])
             stamps = np.frombuffer(device.queue.read_buffer(resolved), dtype=np.uint64).reshape(n, 2).astype(float)
             samples = [s for s in ((stamps[:, 1] - stamps[:, 0]) * 1e-9).tolist() if 0 < s < 60]
-        words = np.frombuffer(device.queue.read_buffer(self.out, 0, self.out_bytes), dtype=np.uint32)
+        words = np.frombuffer(device.queue.read_buffer(self.out, 0, len(groups) * self.out_bytes), dtype=np.uint32)
         return samples, int(words.sum(dtype=np.uint64)) & 0xFFFFFFFF
 
     def size_rows(self, size: int, variants: list[str]) -> list[dict[str, Any]]:
@@ -175,7 +182,13 @@ class Probe:
             else:
                 buffer, (expected,) = make_buffer(device, wgpu, [size], seed, mapped=variant == "mapped")
                 buffers, bindings = [buffer], [(buffer, 0, size)]
-            samples, checksum = self.measure(bindings)
+            # chunked: the same bytes read by one dispatch per chunk (does the working set of one dispatch count?)
+            dispatches = ([[(buffers[0], o, min(self.chunk, size - o))] for o in range(0, size, self.chunk)]
+                          if variant == "chunked" else [bindings])
+            if len(dispatches) * self.out_bytes > self.out.size:
+                rows.append({"size_mib": size / MIB, "variant": variant, "skipped": "too many chunks for --flush-mib"})
+                continue
+            samples, checksum = self.measure(dispatches)
             if checksum != expected:
                 raise SystemExit(f"CHECKSUM MISMATCH at {size / MIB:g} MiB {variant}: GPU {checksum:#010x}, numpy "
                                  f"{expected:#010x}: the kernel did not read every bound element exactly once")
@@ -184,7 +197,7 @@ class Probe:
                          "gbs": size / best / 1e9 if best else None, "samples_s": samples,
                          "gpu_checksum": checksum, "numpy_checksum": expected,
                          "bindings": [{"offset": o, "size": n, "seed": seed + i}
-                                      for i, (_, o, n) in enumerate(bindings)]})
+                                      for i, (_, o, n) in enumerate(b for d in dispatches for b in d)]})
             for buffer in buffers:
                 buffer.destroy()
         if big is not None:
@@ -201,9 +214,10 @@ def main() -> None:
     parser.add_argument("--workgroups", type=int, default=132 * 32, help="of 256 invocations (H100/H200: 132 SMs)")
     parser.add_argument("--flush-mib", type=float, default=128, help="cleared before each repeat to evict the L2 "
                         "(0: only the output words, so sizes below the L2 read from it)")
+    parser.add_argument("--chunk-mib", type=float, default=32, help="bytes per dispatch of the chunked variant")
     parser.add_argument("--json", help="write the rows and adapter info here")
     args = parser.parse_args()
-    probe = Probe(args.backend, args.workgroups, args.repeats, args.flush_mib)
+    probe = Probe(args.backend, args.workgroups, args.repeats, args.flush_mib, args.chunk_mib)
     timer = "timestamp queries" if probe.timestamps else "WALL CLOCK (no timestamp-query: submit+readback)"
     print(f"{'MiB':>7} {'variant':<10} {'best us':>10} {'GB/s':>9}   timer: {timer}, best of {args.repeats}, "
           f"{args.workgroups} x {WG_SIZE} invocations, L2 flush {args.flush_mib:g} MiB")
