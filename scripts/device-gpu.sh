@@ -39,13 +39,16 @@ bench)
     done
     python3 -m q4gsw bench --scoreboard "$out"/bench-*.json > "$out/scoreboard.md"
     cat "$out/scoreboard.md" ;;
-ops)
+ops)  # every config of the op whose fixture was carried in .fx (required and heavy alike)
     for op in "${ops[@]}"; do
+        mapfile -t names < <(python3 -c 'import json, pathlib, sys
+for m in sorted(pathlib.Path(".fx").glob("*/manifest.json")):
+    if json.loads(m.read_text()).get("op") == sys.argv[1]: print(m.parent.name)' "$op")
+        [ ${#names[@]} -eq 0 ] && { echo "no fixture of $op in .fx"; continue; }
         for b in native native-dawn; do
-            run "$op-$b" run --backend "$b" --op "$op" --fixtures .fx --tier required --tier heavy \
-                --results "$out/$op-$b"
-            run "$op-executorch-$b" run --backend "$b" --op "$op" --executorch .et --fixtures .fx --all-variants \
-                --tier required --tier heavy --results "$out/$op-executorch-$b"
+            run "$op-$b" run --backend "$b" --fixtures .fx --results "$out/$op-$b" "${names[@]/#/--config=}"
+            run "$op-executorch-$b" run --backend "$b" --executorch .et --fixtures .fx --all-variants \
+                --results "$out/$op-executorch-$b" "${names[@]/#/--config=}"
         done
     done ;;
 ops-bench)
