@@ -47,8 +47,6 @@ QPARAMS: tuple[Mutant, ...] = (
            (("<< (8u * r)", "<< (8u * (3u - r))"),), True),
     Mutant("qp_levels_256", "scale = range / 256 (qmax - qmin + 1 levels) instead of / 255",
            (("f32(params.quant_max - params.quant_min)", "f32(params.quant_max - params.quant_min + 1)"),), True),
-    Mutant("qp_no_eps", "scale not clamped to eps: an all-zero row divides 0 by 0",
-           (("max((hi - lo) / levels, EPS)", "(hi - lo) / levels"),), True),
     Mutant("qp_small_scale_threshold", "scales below 6.1e-5 raised to 6.1e-5 (ExecuTorch's SMALL_SCALE_THRESHOLD; "
                                        "torchao clamps at 2^-126 only)",
            (("max((hi - lo) / levels, EPS)", "max((hi - lo) / levels, 6.1e-5)"),), True),
