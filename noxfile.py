@@ -16,7 +16,12 @@ import nox
 ROOT = Path(__file__).parent
 CONSTRAINTS = str(ROOT / "constraints.txt")
 sys.path.insert(0, str(ROOT))
-from q4gsw.sessions import EXECUTORCH_SESSION, HEAVY_SESSION, accuracy_session  # noqa: E402 (standard library only)
+from q4gsw.sessions import (  # noqa: E402 (standard library only)
+    DEFAULT_SUITE,
+    EXECUTORCH_SESSION,
+    HEAVY_SESSION,
+    accuracy_session,
+)
 
 # uv builds a session's virtualenv in seconds where it is installed (`pip install nox[uv]`); virtualenv otherwise.
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -158,18 +163,31 @@ def audit(session: nox.Session) -> None:
                 *session.posargs)
 
 
-def _edges(backend: str) -> Callable[[nox.Session], None]:
+def _matrix_suites() -> list[str]:
+    """The suites of matrix.toml's configs other than the default one (edges, and each other op's suites)."""
+    try:
+        data = tomllib.loads((ROOT / "matrix.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return ["edges"]
+    default = data.get("defaults", {}).get("suite", DEFAULT_SUITE)
+    suites = {c.get("suite", default) for c in data.get("config", []) if isinstance(c, dict)}
+    return sorted(suites - {DEFAULT_SUITE}) or ["edges"]
+
+
+def _suite(backend: str, suite: str) -> Callable[[nox.Session], None]:
     def session_body(session: nox.Session) -> None:
         _install(session, _run_extras(session))
-        session.run("python", "-m", "q4gsw", "run", "--suite", "edges", "--backend", backend, "--tier", "required",
-                    "--results", f"results/edges-{backend}", *session.posargs)
+        session.run("python", "-m", "q4gsw", "run", "--suite", suite, "--backend", backend, "--tier", "required",
+                    "--results", f"results/{suite}-{backend}", *session.posargs)
 
-    session_body.__doc__ = f"Suite 'edges', required tier, on {backend} (the name the runner's reproduce lines use)."
+    session_body.__doc__ = f"Suite '{suite}', required tier, on {backend} (the name the runner's reproduce lines use)."
     return session_body
 
 
 for _backend in _matrix_backends():
-    nox.session(name=accuracy_session(_backend, "edges"), tags=["edges", _backend], default=False)(_edges(_backend))
+    for _name in _matrix_suites():
+        nox.session(name=accuracy_session(_backend, _name), tags=[_name, _backend], default=False)(
+            _suite(_backend, _name))
 
 
 @nox.session(name=EXECUTORCH_SESSION, default=False, tags=["executorch"])
