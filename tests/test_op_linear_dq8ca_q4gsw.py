@@ -9,9 +9,9 @@ import math
 import os
 from pathlib import Path
 
-import helpers
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from q4gsw.cases import kernel_from_plain, to_plain
 from q4gsw.matrix import load_matrix, make_kernel
@@ -286,7 +286,7 @@ def test_golden_equals_the_wheel_helpers_within_its_fp32_rounding(M, K, N):
 def test_reference_kernels_pass_and_executorch_diverges_on_tiny_rows(swiftshader_env, tmp_path):
     configs = ("dq8ca_up_basic", "dq8ca_up_n32", "dq8ca_tiny_rows")
     args = [a for c in configs for a in ("--config", c)]
-    done = helpers.run_cli("run", "--backend", "swiftshader", *args, "--results", str(tmp_path / "ours"),
+    done = run_cli("run", "--backend", "swiftshader", *args, "--results", str(tmp_path / "ours"),
                            env=swiftshader_env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((tmp_path / "ours" / "results.json").read_text())["results"]
@@ -295,7 +295,7 @@ def test_reference_kernels_pass_and_executorch_diverges_on_tiny_rows(swiftshader
     checkout = Path(os.environ.get("Q4GSW_EXECUTORCH", "/work/et-checkout"))
     if not (checkout / op.executorch_folder).is_dir():
         pytest.skip(f"no ExecuTorch checkout with {op.executorch_folder} (set Q4GSW_EXECUTORCH)")
-    done = helpers.run_cli("run", "--backend", "swiftshader-dawn", "--executorch", str(checkout), "--all-variants",
+    done = run_cli("run", "--backend", "swiftshader-dawn", "--executorch", str(checkout), "--all-variants",
                            *args, "--results", str(tmp_path / "et"), env=swiftshader_env, timeout=900)
     results = json.loads((tmp_path / "et" / "results.json").read_text())["results"]
     status = {(r["config"], r["kernel"]): r["status"] for r in results if r["kernel"]}
@@ -309,7 +309,7 @@ def test_reference_kernels_pass_and_executorch_diverges_on_tiny_rows(swiftshader
 def test_every_mutant_is_killed_without_false_alarms(swiftshader_env, tmp_path):
     configs = ("dq8ca_up_basic", "dq8ca_up_n32", "dq8ca_m128_k64", "dq8ca_tiny_rows")
     args = [a for c in configs for a in ("--config", c)]
-    done = helpers.run_cli("mutants", "--op", OP, "--backend", "swiftshader", *args, "--results", str(tmp_path),
+    done = run_cli("mutants", "--op", OP, "--backend", "swiftshader", *args, "--results", str(tmp_path),
                            env=swiftshader_env, timeout=1800)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     summary = json.loads((tmp_path / "mutants.json").read_text())["summary"]
