@@ -132,6 +132,16 @@ def test_a_near_tie_may_flip_and_equal_values_flip_together():
     assert np.allclose(flips, [[s * abs(5 - 2), s * abs(1 + 1)]])  # |sum of w over the 0.5 elements|, not sum|w|
 
 
+def test_even_a_correctly_rounded_quotient_can_cross_a_tie():
+    """Why the tie window exists: fl(-9.85) / fl(0.1) = -98.5000023 exactly, so the op's code is -99; the
+    correctly rounded fp32 quotient is -98.5 itself, which rounds to even, -98 (lavapipe does this on q_proj_4k)."""
+    x = np.array([[np.float32(-9.85), np.float32(1.0)]], dtype=np.float32)
+    qparams = RowQparams(scale=np.array([0.1], np.float32), zero_point=np.array([0], np.int8))
+    fp32_quotient = (x / qparams.scale[:, None]).astype(np.float32)
+    assert op_codes(x, qparams)[0, 0] == -99 and np.round(fp32_quotient[0, 0]) == -98
+    assert code_deviation(x, qparams, chained=False).tolist() == [[1, 0]]
+
+
 def test_chained_qparams_admit_the_other_zero_point_at_the_clamp_boundary():
     x = np.array([[-0.5, 0.5, 0.25, -0.5]], dtype=np.float32)
     qparams = choose_qparams(x)
