@@ -251,7 +251,8 @@ def kernel_from_plain(data: Mapping[str, Any]) -> Kernel:
     return Kernel(**{**data, "dispatch": tuple(data["dispatch"]), "overrides": MappingProxyType(data["overrides"]),
                      "requires_features": tuple(data["requires_features"]),
                      "requires_limits": MappingProxyType(data["requires_limits"]), "notes": tuple(data["notes"]),
-                     "tolerance": _tolerance(data["tolerance"])})
+                     "tolerance": _tolerance(data["tolerance"]),
+                     "before": kernel_from_plain(data["before"]) if data.get("before") else None})
 
 
 def backend_from_plain(data: Mapping[str, Any]) -> Backend:

@@ -40,25 +40,39 @@ def suite_of(op_name: str = DEFAULT_OP) -> MutationSuite:
 
 
 def mutant_sources(reference: str | None = None, op_name: str = DEFAULT_OP) -> dict[str, str]:
-    """name -> WGSL for every mutant of the op; raises if an edit no longer matches the reference."""
+    """name -> WGSL for every mutant of the op (of the kernel it edits: the reference, or the `before` reference
+    for Mutant.in_before); raises if an edit no longer matches its kernel."""
     suite = suite_of(op_name)
     reference = suite.reference.read_text() if reference is None else reference
-    return {m.name: m.source(reference) for m in suite.mutants}
+    before = suite.before.file.read_text() if suite.before is not None else ""
+    return {m.name: m.source(before if m.in_before else reference) for m in suite.mutants}
 
 
 def mutant_kernels(wanted: tuple[str, ...] = (), op_name: str = DEFAULT_OP) -> list[Any]:
-    """The op's reference kernel and its mutants, each a Kernel (text = the mutated WGSL)."""
+    """The op's reference kernel and its mutants, each a Kernel (text = the mutated WGSL); with a `before`
+    reference, each runs after it (a mutant of the `before` kernel runs the reference after its mutated text)."""
     from q4gsw.matrix import make_kernel
 
     suite = suite_of(op_name)
     reference = suite.reference.read_text()
     path = str(suite.reference)
+
+    def before(text: str | None, origin: str) -> Any:
+        if suite.before is None:
+            return None
+        return make_kernel(f"{origin}-before", str(suite.before.file), suite.before.dispatch,
+                           overrides=suite.before.overrides, op=op_name, text=text, origin=origin)
+
+    first = suite.before.file.read_text() if suite.before is not None else None
     kernels = [make_kernel("reference", path, suite.dispatch, overrides=suite.overrides, op=op_name,
-                           text=reference, origin=f"mutant-reference:{suite.reference.name}")]
+                           text=reference, origin=f"mutant-reference:{suite.reference.name}",
+                           before=before(first, "mutant-reference"))]
     for mutant in suite.mutants:
         if not wanted or mutant.name in wanted:
+            chained = before(mutant.source(first) if mutant.in_before else first, f"mutant:{mutant.name}")
             kernels.append(make_kernel(mutant.name, path, suite.dispatch, overrides=suite.overrides, op=op_name,
-                                       text=mutant.source(reference), origin=f"mutant:{mutant.name}"))
+                                       text=reference if mutant.in_before else mutant.source(reference),
+                                       origin=f"mutant:{mutant.name}", before=chained))
     return kernels
 
 

@@ -56,11 +56,14 @@ class DelegateGraph:
     def call_names(self) -> list[str]:
         return [c.name for c in self.graph.chain]
 
-    def args(self, operator: str) -> list[int]:
-        """The value ids of the only call of `operator`; DelegateLayoutError when the delegate runs anything else."""
-        if self.call_names != [operator]:
-            raise DelegateLayoutError(f"delegate runs {self.call_names}, expected only {operator}")
-        return list(self.graph.chain[0].args)
+    def args(self, operator: str, calls: tuple[str, ...] = ()) -> list[int]:
+        """The value ids of the call of `operator` in a delegate whose calls are exactly `calls` (default: that one
+        call alone, e.g. a dynamic-quant op's chain is its qparams call then the op); DelegateLayoutError when the
+        delegate runs anything else."""
+        expected = list(calls or (operator,))
+        if self.call_names != expected or expected.count(operator) != 1:
+            raise DelegateLayoutError(f"delegate runs {self.call_names}, expected {expected}")
+        return list(self.graph.chain[expected.index(operator)].args)
 
     def value(self, arg: int) -> Any:
         return self.graph.values[arg].value

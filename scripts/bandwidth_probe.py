@@ -21,7 +21,8 @@ MIB = 1 << 20
 WG_SIZE = 256
 VARIANTS = ("exact", "oversized", "offset", "split", "mapped", "chunked")
 CHUNK = 64 * MIB  # host-side fill granularity: a 256 MiB buffer never needs a full-size host copy
-MULT, SEEDS = 0x9E3779B1, {"exact": 1, "oversized": 2, "offset": 2, "split": 3, "mapped": 5, "chunked": 6}  # split: 3, 4
+MULT, SEEDS = 0x9E3779B1, {"exact": 1, "oversized": 2, "offset": 2, "split": 3, "mapped": 5, "chunked": 6}
+# (split reads two buffers, seeds 3 and 4)
 
 # Each invocation adds (wrapping) the vec4s of a grid-stride walk and writes one word: the sum of all output
 # words is then the sum of all bound words mod 2^32 whatever the grid, so the host can check that every

@@ -73,6 +73,7 @@ class Mutant:
     name: str
     bug: str  # what the kernel author got wrong
     edits: tuple[tuple[str, str], ...]  # (exact text in the reference kernel, replacement)
+    in_before: bool = False  # the edits apply to the suite's `before` reference (the kernel dispatched first)
 
     def source(self, reference: str) -> str:
         text = reference
@@ -85,13 +86,25 @@ class Mutant:
 
 
 @dataclass(frozen=True)
+class BeforeReference:
+    """A simple correct kernel the runtime dispatches before the op's (e.g. choose_qparams_affine before
+    linear_dq8ca_q4gsw): every kernel of a MutationSuite that has one runs after it, as a matrix kernel's `before`."""
+
+    file: Path
+    dispatch: str
+    overrides: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class MutationSuite:
-    """An op's simple correct kernel and the catalogue of mutants derived from it (`python -m q4gsw mutants`)."""
+    """An op's simple correct kernel and the catalogue of mutants derived from it (`python -m q4gsw mutants`);
+    with `before`, mutants may edit either kernel of the chain (Mutant.in_before)."""
 
     reference: Path
     dispatch: str
     overrides: Mapping[str, str]
     mutants: tuple[Mutant, ...]
+    before: BeforeReference | None = None
 
 
 class Op(ABC):

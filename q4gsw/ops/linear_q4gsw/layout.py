@@ -77,12 +77,29 @@ def as_u32_words(weight_packed: np.ndarray) -> np.ndarray:
     return flat.view("<u4")
 
 
-def packed_from_delegate(pte_bytes: bytes) -> PackedLinear:
-    """The packed weights and scales of the .pte's only call, et_vk.linear_q4gsw (args: input, weights, scales,
-    group_size, bias, output)."""
+@dataclass(frozen=True)
+class DelegateCall:
+    """Where an operator that consumes this packing finds it in the .pte's delegate: the calls the delegate runs
+    and the argument positions of the packed weights, the scales and group_size in the operator's call."""
+
+    operator: str
+    calls: tuple[str, ...]
+    weight_arg: int
+    scales_arg: int
+    group_size_arg: int
+
+
+# et_vk.linear_q4gsw, the delegate's only call (args: input, weights, scales, group_size, bias, output).
+Q4GSW_CALL = DelegateCall(operator=Q4GSW_OPERATOR, calls=(Q4GSW_OPERATOR,), weight_arg=1, scales_arg=2,
+                          group_size_arg=3)
+
+
+def packed_from_delegate(pte_bytes: bytes, call: DelegateCall = Q4GSW_CALL) -> PackedLinear:
+    """The packed weights and scales of the .pte's call of `call.operator` (default et_vk.linear_q4gsw)."""
     from q4gsw.pte import read_delegate
 
     delegate = read_delegate(pte_bytes)
-    args = delegate.args(Q4GSW_OPERATOR)
-    return PackedLinear(weight_packed=delegate.constant(args[1], "uint8"), scales=delegate.constant(args[2], "<f4"),
-                        group_size=int(delegate.value(args[3]).int_val))
+    args = delegate.args(call.operator, call.calls)
+    return PackedLinear(weight_packed=delegate.constant(args[call.weight_arg], "uint8"),
+                        scales=delegate.constant(args[call.scales_arg], "<f4"),
+                        group_size=int(delegate.value(args[call.group_size_arg]).int_val))

@@ -1,0 +1,326 @@
+"""Op linear_dq8ca_q4gsw (q4gsw/ops/linear_dq8ca_q4gsw/): torchao's per-row qparams, the golden, the error model,
+inputs, bindings, mutants (offline); the real export, the wheel helper's golden, the reference kernels, the
+mutants and ExecuTorch's kernels on SwiftShader (e2e)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from q4gsw.cases import kernel_from_plain, to_plain
+from q4gsw.matrix import load_matrix, make_kernel
+from q4gsw.ops import op_for
+from q4gsw.ops.linear_dq8ca_q4gsw.golden import golden
+from q4gsw.ops.linear_dq8ca_q4gsw.inputs import flat_rows, row_offsets, tiny_rows
+from q4gsw.ops.linear_dq8ca_q4gsw.qparams import (
+    EPS,
+    RowQparams,
+    choose_qparams,
+    executorch_qparams,
+    op_codes,
+    torchao_codes,
+)
+from q4gsw.ops.linear_dq8ca_q4gsw.rounding import code_deviation, dq8ca_error_model, flip_bound
+from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4
+from q4gsw.values import Config, Tolerance
+
+REPO = Path(__file__).resolve().parent.parent
+OP = "linear_dq8ca_q4gsw"
+op = op_for(OP)
+
+
+def config(M: int, K: int, N: int, group_size: int = 32, **fields: object) -> Config:
+    return Config(name="t", M=M, K=K, N=N, group_size=group_size, tier="required", suite="dq8ca-edges",
+                  inputs=("normal",), weights="torch_linear", weight_seed=0, timeout_s=60,
+                  tolerance=Tolerance(1e-5, 1e-4), op=OP, **fields)  # type: ignore[arg-type]
+
+
+def random_packed(N: int, K: int, group_size: int, seed: int = 0) -> PackedLinear:
+    rng = np.random.default_rng(seed)
+    q = rng.integers(-8, 8, size=(N, K))
+    scales = rng.uniform(0.01, 0.05, size=(K // group_size, N)).astype(np.float32)
+    return PackedLinear(weight_packed=pack_int4(q), scales=scales, group_size=group_size)
+
+
+# ------------------------------------------------------------------------------------------------
+# torchao's qparams
+# ------------------------------------------------------------------------------------------------
+
+
+def test_qparams_of_a_symmetric_row_and_its_codes():
+    # range [-0.5, 0.5]: scale = fl(1 / 255) (slightly above 1/255), -0.5 / scale = -127.49999 rounds to -127,
+    # so zp = -128 + 127 = -1; the extremes quantize to -128 and 126, i.e. codes -127 and 127.
+    qparams = choose_qparams(np.array([[-0.5, 0.25, 0.5, 0.0]], dtype=np.float32))
+    assert qparams.scale.tolist() == [np.float32(np.float32(1.0) / np.float32(255.0))]
+    assert qparams.zero_point.tolist() == [-1]
+    assert op_codes(np.array([[-0.5, 0.25, 0.5, 0.0]], np.float32), qparams).tolist() == [[-127, 64, 127, 0]]
+
+
+def test_degenerate_rows_follow_torchao():
+    x = np.array([[0.0] * 4, [2.0] * 4, [-3.0] * 4], dtype=np.float32)
+    qparams = choose_qparams(x)
+    assert qparams.scale[0] == EPS == np.float32(2.0**-126)  # all zero: scale clamped to eps, zp = -128
+    assert qparams.zero_point.tolist() == [-128, -128, 127]  # [0, c]: zp = qmin; [c, 0]: zp = qmax
+    assert op_codes(x, qparams)[:, 0].tolist() == [0, 255, -255]
+
+
+def test_zero_points_pack_four_per_word_little_endian():
+    qparams = RowQparams(scale=np.ones(5, np.float32), zero_point=np.array([-1, 2, -128, 127, 5], np.int8))
+    assert qparams.zero_point_words().tolist() == [0x7F8002FF, 0x00000005]
+
+
+def test_torchao_codes_round_the_reciprocal_product():
+    """torchao multiplies by fl(1 / s); the op's meaning divides exactly: they differ only next to a .5 tie."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((64, 256)) * 3).astype(np.float32)
+    qparams = choose_qparams(x)
+    assert np.array_equal(torchao_codes(x, qparams), op_codes(x, qparams))
+
+
+def test_executorch_qparams_raise_small_scales():
+    """ExecuTorch's choose_qparams_affine.wgsl (replayed): rows whose torchao scale is below 6.1e-5 get 6.1e-5;
+    other rows keep torchao's scale, and their codes are the same even where the zero point differs."""
+    x = tiny_rows(6, 128, 0)
+    assert (choose_qparams(x).scale < 6.1e-5).all()
+    assert (executorch_qparams(x).scale == np.float32(6.1e-5)).all()
+    x = row_offsets(8, 128, 0)
+    torchao, executorch = choose_qparams(x), executorch_qparams(x)
+    assert np.array_equal(torchao.scale, executorch.scale)
+    assert np.array_equal(op_codes(x, torchao), op_codes(x, executorch))
+
+
+# ------------------------------------------------------------------------------------------------
+# Golden and error model
+# ------------------------------------------------------------------------------------------------
+
+
+def test_golden_is_the_exact_scaled_code_dot_product():
+    rng = np.random.default_rng(11)
+    M, K, N, group = 3, 32, 5, 8
+    packed = random_packed(N, K, group, 11)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    qparams = choose_qparams(x)
+    w = packed.dequantized_rows(0, N)
+    expected = np.empty((M, N))
+    for m in range(M):
+        t = [float(x[m, k]) / float(qparams.scale[m]) for k in range(K)]
+        z = int(qparams.zero_point[m])
+        codes = [min(max(round(v) + z, -128), 127) - z for v in t]  # Python's round is half to even too
+        for n in range(N):
+            expected[m, n] = float(qparams.scale[m]) * math.fsum(c * float(w[n, k]) for k, c in enumerate(codes))
+    assert np.allclose(golden(x, packed), expected, rtol=1e-15, atol=0)
+
+
+def test_a_near_tie_may_flip_and_equal_values_flip_together():
+    # s = fl(1/255), zp = -1: 0.5 / s = 127.4999925 is 1 fp32 ulp from the tie 127.5, inside the 3-ulp window, and
+    # a kernel rounding it up codes 128 - 1 = 127 -> 128 instead of 127; -0.5 / s rounded down would code -129,
+    # clamped to -128: the same code, so no deviation; 0.25 / s = 63.75 is far from any tie.
+    x = np.array([[-0.5, 0.5, 0.25, 0.5]], dtype=np.float32)
+    qparams = choose_qparams(x)
+    deviation = code_deviation(x, qparams, chained=False)
+    assert deviation.tolist() == [[0, 1, 0, 1]]
+    packed = PackedLinear(weight_packed=pack_int4(np.array([[3, 5, 7, -2], [1, 1, 1, 1]])),
+                          scales=np.array([[1.0, 1.0]], np.float32), group_size=4)
+    flips = flip_bound(x, packed, qparams, deviation)
+    s = float(qparams.scale[0])
+    assert np.allclose(flips, [[s * abs(5 - 2), s * abs(1 + 1)]])  # |sum of w over the 0.5 elements|, not sum|w|
+
+
+def test_even_a_correctly_rounded_quotient_can_cross_a_tie():
+    """Why the tie window exists: fl(-9.85) / fl(0.1) = -98.5000023 exactly, so the op's code is -99; the
+    correctly rounded fp32 quotient is -98.5 itself, which rounds to even, -98 (lavapipe does this on q_proj_4k)."""
+    x = np.array([[np.float32(-9.85), np.float32(1.0)]], dtype=np.float32)
+    qparams = RowQparams(scale=np.array([0.1], np.float32), zero_point=np.array([0], np.int8))
+    fp32_quotient = (x / qparams.scale[:, None]).astype(np.float32)
+    assert op_codes(x, qparams)[0, 0] == -99 and np.round(fp32_quotient[0, 0]) == -98
+    assert code_deviation(x, qparams, chained=False).tolist() == [[1, 0]]
+
+
+def test_chained_qparams_admit_the_other_zero_point_at_the_clamp_boundary():
+    x = np.array([[-0.5, 0.5, 0.25, -0.5]], dtype=np.float32)
+    qparams = choose_qparams(x)
+    # -128 - (-0.5 / s) = -0.5000075: within the zero-point window of a tie, so zp may be 0 (ExecuTorch picks it);
+    # then 0.5 codes to 127 - 0 = 127 either way, and -0.5 to -127 or -128: still one step.
+    assert code_deviation(x, qparams, chained=True).max() == 1
+
+
+def test_error_model_adds_the_flip_bound_to_the_fp32_model():
+    packed = random_packed(16, 64, 32, 3)
+    x = np.tile(np.array([-0.5, 0.5, 0.25, 0.125], np.float32), (2, 16))
+    model = dq8ca_error_model(x, packed)
+    assert model.flips is not None and (model.flips > 0).all()
+    assert np.all(model.est >= model.flips) and np.all(model.worst >= model.flips)
+    assert model.S.shape == model.step.shape == (2, 16)
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs, shapes, bindings
+# ------------------------------------------------------------------------------------------------
+
+
+def test_inputs_are_reproducible_and_exercise_the_row_paths():
+    assert np.array_equal(op.make_input("row_offsets", config(8, 64, 8)), row_offsets(8, 64, 0))
+    zero_points = choose_qparams(row_offsets(16, 256, 0)).zero_point
+    assert -128 in zero_points and 127 in zero_points and len(set(zero_points.tolist())) >= 6
+    flat = flat_rows(8, 32, 0)
+    assert (flat == flat[:, :1]).all() and (flat[:, 0] == 0).any() and (np.abs(flat[:, 0]) >= 255 * 6.1e-5).any()
+    tiny = tiny_rows(6, 64, 0)
+    assert ((tiny.max(axis=1) - np.minimum(tiny.min(axis=1), 0)) < 255 * 6.1e-5).all()
+    assert np.array_equal(op.make_input("ramp", config(2, 64, 8)), op.make_input("ramp", config(2, 64, 8)))
+
+
+def test_shape_problems_are_the_packings():
+    assert [p.key for p in op.shape_problems(config(1, 100, 8))] == ["K", "K"]
+    assert [p.key for p in op.shape_problems(config(1, 64, 12))] == ["N"]
+    assert op.shape_problems(config(6, 64, 16)) == []
+
+
+def test_bindings_follow_executorchs_layout():
+    x = row_offsets(6, 64, 0)
+    packed = random_packed(16, 64, 32)
+    exact = op.bindings(x, packed)
+    assert exact.output_index == 0 and exact.output_shape == (6, 16)
+    assert [b.index for b in exact.inputs] == [1, 2, 3, 4, 5, 6, 7]
+    by_index = {b.index: b for b in exact.inputs}
+    assert np.array_equal(by_index[2].data, choose_qparams(x).scale)
+    assert by_index[3].data.dtype == np.uint32 and by_index[3].data.size == 2
+    assert by_index[6].data.nbytes == 4 and by_index[7].kind == "uniform"
+    assert by_index[7].data.tolist() == [6, 16, 64, 32, 32, 16, 0, 0]
+    chained = {b.index: b for b in op.bindings(x, packed, chained=True).inputs}
+    before = op.before_bindings(x, packed)
+    assert before.output_index is None
+    writes = {b.shared: b for b in before.inputs if b.kind == "storage"}
+    assert set(writes) == {"input_scale", "input_zp"}
+    assert chained[2].shared == "input_scale" and chained[3].shared == "input_zp"
+    assert chained[2].data.nbytes == writes["input_scale"].data.nbytes == 6 * 4
+    assert chained[3].data.nbytes == writes["input_zp"].data.nbytes == 2 * 4
+    assert before.inputs[-1].data.tolist() == [6, 64, -128, 127]
+
+
+def test_kernels_with_a_before_survive_the_trip_to_the_child():
+    first = make_kernel("q", "q.wgsl", "ceil(M / 4)", op=OP)
+    kernel = make_kernel("k", "k.wgsl", "ceil(N / wg_size), M", overrides={"wg_size": "64"}, op=OP, before=first)
+    assert kernel_from_plain(json.loads(json.dumps(to_plain(kernel)))) == kernel
+
+
+def test_matrix_declares_the_reference_chain_and_executorchs():
+    matrix = load_matrix(REPO / "matrix.toml")
+    kernels = {k.name: k for k in matrix.kernels if k.op == OP}
+    assert kernels["dq8ca_ref"].before is None
+    assert kernels["dq8ca_ref_chained"].before is not None
+    assert kernels["dq8ca_ref_chained"].before.file.endswith("choose_qparams_reference.wgsl")
+    spec = matrix.kernel_sets["executorch_dq8ca"]
+    assert spec.route == ("linear_dq8ca_q4gsw",)
+    routed = next(k for k in spec.kernels if k.name == "linear_dq8ca_q4gsw")
+    assert routed.before is not None and routed.before.file == "../choose_qparams_affine/choose_qparams_affine.wgsl"
+    suites = {c.suite for c in matrix.configs if c.op == OP}
+    assert suites == {"dq8ca-llama", "dq8ca-edges"}
+    assert all("TBD" not in c.tolerance.justification for c in matrix.configs if c.op == OP)
+
+
+# ------------------------------------------------------------------------------------------------
+# Mutants
+# ------------------------------------------------------------------------------------------------
+
+
+def test_every_mutant_edits_its_kernel():
+    from q4gsw.mutants import mutant_kernels, mutant_sources
+
+    suite = op.mutation_suite()
+    assert suite is not None and suite.before is not None
+    sources = mutant_sources(op_name=OP)
+    reference, first = suite.reference.read_text(), suite.before.file.read_text()
+    for mutant in suite.mutants:
+        assert sources[mutant.name] != (first if mutant.in_before else reference), mutant.name
+    kernels = {k.name: k for k in mutant_kernels(op_name=OP)}
+    assert all(k.before is not None for k in kernels.values())
+    assert kernels["reference"].text == reference and kernels["reference"].before.text == first
+    assert kernels["qp_zp_sign"].text == reference and kernels["qp_zp_sign"].before.text != first
+    assert kernels["zp_sign"].text != reference and kernels["zp_sign"].before.text == first
+    assert {m.in_before for m in suite.mutants} == {True, False}
+
+
+# ------------------------------------------------------------------------------------------------
+# End to end
+# ------------------------------------------------------------------------------------------------
+
+
+UPSTREAM_SHAPES = ((4, 64, 16), (1, 64, 16), (2, 128, 8), (3, 64, 32), (1, 2048, 512))
+
+
+@pytest.mark.e2e
+def test_export_reads_the_quantizers_tensors_from_the_delegate():
+    exported = op.export(config(4, 64, 16), progress=lambda message: None)
+    assert exported.cross_checked  # recipe.cross_check: nibbles and scales equal torchao's, per-token int8 acts
+    assert op.constants_from_pte(exported.pte).weight_packed.tobytes() == exported.constants.weight_packed.tobytes()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("M,K,N", UPSTREAM_SHAPES)
+def test_golden_equals_the_wheel_helpers_within_its_fp32_rounding(M, K, N):
+    """The wheel helper's golden is the converted eager module's fp32 forward: torchao's codes (x * fl(1/s)),
+    dequantized to fp32, an fp32 matmul. It differs from q4gsw's fp64 golden by (1) codes that torchao rounds to
+    the other side of a tie (computed exactly here: none for these inputs) and (2) fp32 rounding of (xq - z) s
+    and of the K-term dot product, <= (u + gamma_K) sum_k |xdq| |w| (Higham)."""
+    torch = pytest.importorskip("torch")
+    from executorch.backends.webgpu.test.ops.test_linear_dq8ca_q4gsw import make_linear_dq8ca_q4gsw_module
+
+    from q4gsw.error_model import U, gamma
+
+    module = make_linear_dq8ca_q4gsw_module(K, N, M, group_size=32, seed=0)
+    packed = PackedLinear(weight_packed=pack_int4(module.weight.qdata.numpy()),
+                          scales=np.ascontiguousarray(module.weight.scale.numpy().reshape(N, -1).T), group_size=32)
+    torch.manual_seed(0)
+    x = torch.randn(M, K).numpy()  # the op-test framework's input (torch.manual_seed(0); randn)
+    with torch.no_grad():
+        theirs = module(torch.from_numpy(x)).double().numpy()
+    ours = golden(x, packed)
+    qparams = choose_qparams(x)
+    s = qparams.scale.astype(np.float64)[:, None]
+    w = packed.dequantized_rows(0, N)
+    their_codes = torchao_codes(x, qparams)
+    flips = np.abs(s * ((their_codes - op_codes(x, qparams)) @ w.T))
+    dequantized = (their_codes.astype(np.float32) * qparams.scale[:, None]).astype(np.float64)
+    bound = flips + (U + gamma(K)) * (1 + U) * (np.abs(dequantized) @ np.abs(w).T)
+    assert np.all(np.abs(theirs - ours) <= bound)
+    assert np.abs(theirs - ours).max() > 0  # not vacuous: fp32 rounding is there, and bounded
+
+
+@pytest.mark.e2e
+def test_reference_kernels_pass_and_executorch_diverges_on_tiny_rows(swiftshader_env, tmp_path):
+    configs = ("dq8ca_up_basic", "dq8ca_up_n32", "dq8ca_tiny_rows")
+    args = [a for c in configs for a in ("--config", c)]
+    done = run_cli("run", "--backend", "swiftshader", *args, "--results", str(tmp_path / "ours"),
+                           env=swiftshader_env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "ours" / "results.json").read_text())["results"]
+    ran = {(r["config"], r["kernel"]) for r in results if r["status"] == "pass"}
+    assert {(c, k) for c in configs for k in ("dq8ca_ref", "dq8ca_ref_chained")} <= ran
+    checkout = Path(os.environ.get("Q4GSW_EXECUTORCH", "/work/et-checkout"))
+    if not (checkout / op.executorch_folder).is_dir():
+        pytest.skip(f"no ExecuTorch checkout with {op.executorch_folder} (set Q4GSW_EXECUTORCH)")
+    done = run_cli("run", "--backend", "swiftshader-dawn", "--executorch", str(checkout), "--all-variants",
+                           *args, "--results", str(tmp_path / "et"), env=swiftshader_env, timeout=900)
+    results = json.loads((tmp_path / "et" / "results.json").read_text())["results"]
+    status = {(r["config"], r["kernel"]): r["status"] for r in results if r["kernel"]}
+    assert done.returncode == 1
+    assert status[("dq8ca_tiny_rows", "linear_dq8ca_q4gsw")] == "fail"  # SMALL_SCALE_THRESHOLD
+    assert status[("dq8ca_tiny_rows", "linear_dq8ca_q4gsw_exact_qparams")] == "pass"
+    assert all(v == "pass" for (c, _), v in status.items() if c != "dq8ca_tiny_rows")
+
+
+@pytest.mark.e2e
+def test_every_mutant_is_killed_without_false_alarms(swiftshader_env, tmp_path):
+    configs = ("dq8ca_up_basic", "dq8ca_up_n32", "dq8ca_m128_k64", "dq8ca_tiny_rows")
+    args = [a for c in configs for a in ("--config", c)]
+    done = run_cli("mutants", "--op", OP, "--backend", "swiftshader", *args, "--results", str(tmp_path),
+                           env=swiftshader_env, timeout=1800)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    summary = json.loads((tmp_path / "mutants.json").read_text())["summary"]
+    assert summary["ok"] and summary["killed"] == summary["mutants"] == len(op.mutation_suite().mutants)
