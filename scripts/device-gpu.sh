@@ -54,7 +54,7 @@ for m in sorted(pathlib.Path(".fx").glob("*/manifest.json")):
 ops-bench)
     for op in "${ops[@]}"; do
         case "$op" in
-            embedding_q4gsw) shapes=(4096x4096x2048 65535x128256x2048) ;;  # indices x vocab x dim
+            embedding_q4gsw) shapes=(4096x4096x2048 128256x128256x2048) ;;  # indices x vocab x dim (every row)
             linear_qcs4w) shapes=(1x2048x2048 1x2048x8192 1x8192x2048 1x2048x128256 4096x2048x2048) ;;
             *) shapes=(1x2048x2048 1x2048x8192 1x8192x2048 1x2048x128256 4096x2048x2048) ;;
         esac

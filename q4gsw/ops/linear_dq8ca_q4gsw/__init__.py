@@ -26,7 +26,7 @@ from q4gsw.ops.linear_dq8ca_q4gsw.qparams import QUANT_MAX, QUANT_MIN, choose_qp
 from q4gsw.ops.linear_dq8ca_q4gsw.recipe import DQ8CA_CALL, DQ8CA_OPERATOR
 from q4gsw.ops.linear_q4gsw import LinearQ4gsw
 from q4gsw.ops.linear_q4gsw.layout import PackedLinear, as_u32_words, pack_int4, packed_from_delegate
-from q4gsw.values import Config
+from q4gsw.values import Config, Tolerance
 
 
 class LinearDq8caQ4gsw(Op):
@@ -78,6 +78,11 @@ class LinearDq8caQ4gsw(Op):
 
     def check_constants(self, constants: PackedLinear, config: Config) -> str:
         return self._weights.check_constants(constants, config)
+
+    def bench_tolerance(self, K: int) -> Tolerance:
+        """Prefill-sized bench shapes hold x/s values within fp32 rounding of a .5 tie, where a correct kernel lands
+        one int8 step away (rounding.py's flip term): the bound of matrix.toml's 4k and 8k prefill configs."""
+        return Tolerance(atol=5e-3, rtol=1e-4, justification="bench sanity check", source="bench")
 
     def synthetic_constants(self, config: Config, seed: int) -> PackedLinear:
         return self._weights.synthetic_constants(config, seed)
