@@ -25,7 +25,12 @@ from q4gsw.ops.base import Binding, Bindings, Exported, MutationSuite, Op, Progr
 from q4gsw.ops.linear_dq8ca_q4gsw.qparams import QUANT_MAX, QUANT_MIN, choose_qparams, torchao_codes
 from q4gsw.ops.linear_dq8ca_q4gsw.recipe import DQ8CA_CALL, DQ8CA_OPERATOR
 from q4gsw.ops.linear_q4gsw import LinearQ4gsw
-from q4gsw.ops.linear_q4gsw.layout import PackedLinear, as_u32_words, pack_int4, packed_from_delegate
+from q4gsw.ops.linear_q4gsw.layout import (
+    PackedLinear,
+    as_u32_words,
+    packed_from_delegate,
+    tiny_problem,
+)
 from q4gsw.values import Config, Tolerance
 
 
@@ -140,6 +145,4 @@ class LinearDq8caQ4gsw(Op):
         return SUITE
 
     def warm_up_problem(self) -> tuple[np.ndarray, Any]:
-        tiny = PackedLinear(weight_packed=pack_int4(np.zeros((8, 8), dtype=np.int64)),
-                            scales=np.ones((1, 8), dtype=np.float32), group_size=8)
-        return np.zeros((1, 8), dtype=np.float32), tiny
+        return tiny_problem()

@@ -20,6 +20,7 @@ from q4gsw.ops.linear_q4gsw.layout import (
     as_u32_words,
     pack_int4,
     packed_from_delegate,
+    tiny_problem,
     unpack_int4,
 )
 from q4gsw.values import Config
@@ -135,6 +136,4 @@ class LinearQ4gsw(Op):
         return SUITE
 
     def warm_up_problem(self) -> tuple[np.ndarray, Any]:
-        tiny = PackedLinear(weight_packed=pack_int4(np.zeros((8, 8), dtype=np.int64)),
-                            scales=np.ones((1, 8), dtype=np.float32), group_size=8)
-        return np.zeros((1, 8), dtype=np.float32), tiny
+        return tiny_problem()

@@ -103,3 +103,10 @@ def packed_from_delegate(pte_bytes: bytes, call: DelegateCall = Q4GSW_CALL) -> P
     return PackedLinear(weight_packed=delegate.constant(args[call.weight_arg], "uint8"),
                         scales=delegate.constant(args[call.scales_arg], "<f4"),
                         group_size=int(delegate.value(args[call.group_size_arg]).int_val))
+
+
+def tiny_problem() -> tuple[np.ndarray, PackedLinear]:
+    """A 1x8x8 (x, constants) of this packing: the buffers a warm child builds a pipeline with before its fixture."""
+    tiny = PackedLinear(weight_packed=pack_int4(np.zeros((8, 8), dtype=np.int64)),
+                        scales=np.ones((1, 8), dtype=np.float32), group_size=8)
+    return np.zeros((1, 8), dtype=np.float32), tiny
