@@ -124,8 +124,10 @@ class Selection:
         """Only configs of these ops; the others are skipped with `reason` (a checkout without an op's kernels)."""
         keep = tuple(c for c in self.configs if c.op in ops)
         dropped = tuple(Skip(c, reason.format(op=c.op)) for c in self.configs if c not in keep)
+        # A dropped config's earlier skips ("no kernel applies": its op's kernels were never read) give way to why.
+        earlier = tuple(s for s in self.skipped if s.config in keep or s.config not in self.configs)
         return replace(self, configs=keep, cases=tuple(c for c in self.cases if c.config in keep),
-                       skipped=self.skipped + dropped)
+                       skipped=earlier + dropped)
 
     def filter_by_shard(self, index: int, count: int) -> Selection:
         from q4gsw.ci import select_shard

@@ -168,3 +168,26 @@ def test_the_generator_runs_in_its_own_process(matrix, tree_with_wheel_generator
     load_kernel_set(matrix.kernel_sets["executorch"], tree_with_wheel_generator)
     assert not [name for name in sys.modules if "generator" in name and "q4gsw" in name]
 
+
+
+def test_an_op_the_checkout_lacks_is_said_and_its_configs_skipped(matrix, tree_with_wheel_generator, monkeypatch,
+                                                                  capsys):
+    """A tree with only quantized_linear/ (an older ExecuTorch): the other ops' configs are skips with the reason,
+    never failures of a required config, and the console says which ops are not checked."""
+    handed: list[Selection] = []
+    monkeypatch.setattr(cli, "cmd_run", lambda m, a, selection=None, **_: handed.append(selection) or 0)
+    args = cli.build_parser().parse_args(["run", "--executorch", str(tree_with_wheel_generator), "--backend",
+                                          "swiftshader-dawn", "--config", "q_proj", "--config", "qcs4w_q_proj"])
+    cli.cmd_run_kernel_set(matrix, args, tree_with_wheel_generator)
+    (selection,) = handed
+    assert [c.name for c in selection.configs] == ["q_proj"]
+    (skip,) = [s for s in selection.skipped if s.config.name == "qcs4w_q_proj"]
+    assert skip.status == "skip" and "op linear_qcs4w" in skip.reason and "has no kernels of it" in skip.reason
+    assert "backends/webgpu/runtime/ops/linear_qcs4w: op linear_qcs4w is not checked" in capsys.readouterr().out
+
+
+def test_an_op_asked_for_that_the_checkout_lacks_is_a_usage_error(matrix, tree_with_wheel_generator):
+    args = cli.build_parser().parse_args(["run", "--executorch", str(tree_with_wheel_generator), "--backend",
+                                          "swiftshader-dawn", "--op", "linear_qcs4w"])
+    with pytest.raises(MatrixError, match="has no backends/webgpu/runtime/ops/linear_qcs4w"):
+        cli.cmd_run_kernel_set(matrix, args, tree_with_wheel_generator)
