@@ -61,7 +61,8 @@ def kernel_results(tmp_path_factory: pytest.TempPathFactory, swiftshader_env: di
 
 
 def _declared_kernels() -> list[str]:
-    return [k.name for k in load_matrix(MATRIX).kernels]
+    """linear_q4gsw's kernels (the other ops' kernels are checked by their own tests, on their own shapes)."""
+    return [k.name for k in load_matrix(MATRIX).kernels if k.op == "linear_q4gsw"]
 
 
 def test_every_shape_has_a_kernel(kernel_results: dict[tuple[str, Shape], Result]) -> None:
