@@ -255,3 +255,25 @@ def test_outputs_start_as_nan_and_the_binding_cannot_reach_the_guards(swiftshade
     assert skipped.status == "fail" and skipped.errors.guard_violations == 0
     assert skipped.errors.nonfinite == 1 and skipped.errors.first_nonfinite == (2, 39)
     assert skipped.message == "1 non-finite outputs, first at (m, n) = (2, 39)"
+
+
+def test_op_all_runs_every_op_with_a_suite_and_the_worst_verdict_wins(monkeypatch, tmp_path):
+    """`mutants --op all` (nox -s mutants): every op, each into RESULTS/<op>/, whatever an earlier op found."""
+    from q4gsw.ops import registry
+
+    ran: list[tuple[str, Path]] = []
+
+    def fake_main_one(args, op_name, results):
+        ran.append((op_name, results))
+        return 1 if op_name == "linear_q4gsw" else 0
+
+    monkeypatch.setattr(mutants, "main_one", fake_main_one)
+    code = mutants.main(["--op", "all", "--results", str(tmp_path)])
+    assert [op for op, _ in ran] == list(registry())
+    assert all(results == tmp_path / op for op, results in ran)
+    assert code == 1
+
+
+def test_several_ops_take_no_mutant_or_list(capsys):
+    assert mutants.main(["--op", "linear_qcs4w", "--op", "embedding_q4gsw", "--list"]) == 2
+    assert "--mutant and --list take one --op" in capsys.readouterr().err
