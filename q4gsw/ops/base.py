@@ -158,9 +158,26 @@ class Op(ABC):
     def bytes_moved(self, config: Config) -> int:
         """Bytes a kernel must read and write at least once (inputs, constants, output)."""
 
-    @abstractmethod
+    recipe: ClassVar[str] = "quantize + torch.export + Vulkan lowering"  # the export's progress words
+
     def export(self, config: Config, progress: Progress) -> Exported:
-        """ExecuTorch's recipe for the op (needs torch, torchao, executorch), its constants read from the .pte."""
+        """ExecuTorch's recipe for the op (needs torch, torchao, executorch), its constants read back from the .pte
+        and cross-checked against what the quantizer made."""
+        progress(f"export {config.name}: {self.recipe} ({self.describe_shape(config)})")
+        pte, quantized = self.export_pte(config)
+        progress(f"export {config.name}: unpacking {len(pte) / 2**20:.1f} MiB .pte delegate")
+        constants = self.constants_from_pte(pte)
+        self.cross_check(pte, constants, quantized, config)
+        return Exported(pte=pte, constants=constants, cross_checked=True)
+
+    @abstractmethod
+    def export_pte(self, config: Config) -> tuple[bytes, Any]:
+        """The .pte bytes of the op's export recipe, and the quantizer's own tensors to cross-check them with."""
+
+    @abstractmethod
+    def cross_check(self, pte: bytes, constants: Any, quantized: Any, config: Config) -> None:
+        """Raise when the constants read from the .pte are not what the quantizer made (or the .pte is not the
+        op's graph)."""
 
     @abstractmethod
     def constants_from_pte(self, pte: bytes) -> Any:

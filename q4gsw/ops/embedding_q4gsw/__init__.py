@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw.ops.base import Binding, Bindings, Exported, MutationSuite, Op, Progress, ShapeProblem
+from q4gsw.ops.base import Binding, Bindings, MutationSuite, Op, ShapeProblem
 from q4gsw.ops.embedding_q4gsw import golden as golden_module
 from q4gsw.ops.embedding_q4gsw.indices import INDICES, make_indices
 from q4gsw.ops.embedding_q4gsw.layout import (
@@ -94,15 +94,15 @@ class EmbeddingQ4gsw(Op):
         rows = config.M * (config.N // 2 + 4 * (config.N // config.group_size))
         return 4 * config.M + rows + 4 * config.M * config.N
 
-    def export(self, config: Config, progress: Progress) -> Exported:
-        from q4gsw.ops.embedding_q4gsw.recipe import cross_check, export_pte
+    def export_pte(self, config: Config) -> tuple[bytes, Any]:
+        from q4gsw.ops.embedding_q4gsw.recipe import export_pte
 
-        progress(f"export {config.name}: quantize + torch.export + Vulkan lowering ({self.describe_shape(config)})")
-        pte, state = export_pte(config)
-        progress(f"export {config.name}: unpacking {len(pte) / 2**20:.1f} MiB .pte delegate")
-        table = packed_from_delegate(pte)
-        cross_check(table, state, config)
-        return Exported(pte=pte, constants=table, cross_checked=True)
+        return export_pte(config)
+
+    def cross_check(self, pte: bytes, constants: PackedEmbedding, quantized: Any, config: Config) -> None:
+        from q4gsw.ops.embedding_q4gsw.recipe import cross_check
+
+        cross_check(constants, quantized, config)
 
     def constants_from_pte(self, pte: bytes) -> PackedEmbedding:
         return packed_from_delegate(pte)

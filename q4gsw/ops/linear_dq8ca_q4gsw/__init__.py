@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw.ops.base import Binding, Bindings, Exported, MutationSuite, Op, Progress, ShapeProblem
+from q4gsw.ops.base import Binding, Bindings, MutationSuite, Op, ShapeProblem
 from q4gsw.ops.linear_dq8ca_q4gsw.qparams import QUANT_MAX, QUANT_MIN, choose_qparams, torchao_codes
 from q4gsw.ops.linear_dq8ca_q4gsw.recipe import DQ8CA_CALL, DQ8CA_OPERATOR
 from q4gsw.ops.linear_q4gsw import LinearQ4gsw
@@ -60,17 +60,18 @@ class LinearDq8caQ4gsw(Op):
     def bytes_moved(self, config: Config) -> int:
         return self._weights.bytes_moved(config) + 5 * config.M  # + the per-row scale (f32) and zero point (int8)
 
-    def export(self, config: Config, progress: Progress) -> Exported:
-        from q4gsw.ops.linear_dq8ca_q4gsw.recipe import check_qparams_call, cross_check, export_pte
+    recipe = "8da4w quantize + torch.export + Vulkan lowering"
 
-        progress(f"export {config.name}: 8da4w quantize + torch.export + Vulkan lowering "
-                 f"({config.M}x{config.K}x{config.N})")
-        pte, qweight = export_pte(config)
-        progress(f"export {config.name}: unpacking {len(pte) / 2**20:.1f} MiB .pte delegate")
-        packed = packed_from_delegate(pte, DQ8CA_CALL)
+    def export_pte(self, config: Config) -> tuple[bytes, Any]:
+        from q4gsw.ops.linear_dq8ca_q4gsw.recipe import export_pte
+
+        return export_pte(config)
+
+    def cross_check(self, pte: bytes, constants: PackedLinear, quantized: Any, config: Config) -> None:
+        from q4gsw.ops.linear_dq8ca_q4gsw.recipe import check_qparams_call, cross_check
+
         check_qparams_call(pte, config)
-        cross_check(packed, qweight, config)
-        return Exported(pte=pte, constants=packed, cross_checked=True)
+        cross_check(constants, quantized, config)
 
     def constants_from_pte(self, pte: bytes) -> PackedLinear:
         return packed_from_delegate(pte, DQ8CA_CALL)

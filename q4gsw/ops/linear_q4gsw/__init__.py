@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw.ops.base import Binding, Bindings, Exported, MutationSuite, Op, Progress, ShapeProblem
+from q4gsw.ops.base import Binding, Bindings, MutationSuite, Op, ShapeProblem
 from q4gsw.ops.linear_q4gsw.golden import golden
 from q4gsw.ops.linear_q4gsw.layout import (
     Q4GSW_OPERATOR,
@@ -63,15 +63,15 @@ class LinearQ4gsw(Op):
         weights, scales = config.N * config.K // 2, 4 * (config.K // config.group_size) * config.N
         return weights + scales + 4 * config.M * (config.K + config.N)
 
-    def export(self, config: Config, progress: Progress) -> Exported:
-        from q4gsw.ops.linear_q4gsw.recipe import cross_check, export_pte
+    def export_pte(self, config: Config) -> tuple[bytes, Any]:
+        from q4gsw.ops.linear_q4gsw.recipe import export_pte
 
-        progress(f"export {config.name}: quantize + torch.export + Vulkan lowering ({config.M}x{config.K}x{config.N})")
-        pte, qweight = export_pte(config)
-        progress(f"export {config.name}: unpacking {len(pte) / 2**20:.1f} MiB .pte delegate")
-        packed = packed_from_delegate(pte)
-        cross_check(packed, qweight, config)
-        return Exported(pte=pte, constants=packed, cross_checked=True)
+        return export_pte(config)
+
+    def cross_check(self, pte: bytes, constants: PackedLinear, quantized: Any, config: Config) -> None:
+        from q4gsw.ops.linear_q4gsw.recipe import cross_check
+
+        cross_check(constants, quantized, config)
 
     def constants_from_pte(self, pte: bytes) -> PackedLinear:
         return packed_from_delegate(pte)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw.ops.base import Binding, Bindings, Exported, MutationSuite, Op, Progress, ShapeProblem
+from q4gsw.ops.base import Binding, Bindings, MutationSuite, Op, ShapeProblem
 from q4gsw.ops.linear_q4gsw.layout import as_u32_words
 from q4gsw.ops.linear_qcs4w.golden import golden
 from q4gsw.ops.linear_qcs4w.layout import (
@@ -79,16 +79,17 @@ class LinearQcs4w(Op):
         weights, scales = config.N * packed_width(config.K), 4 * config.N
         return weights + scales + 4 * config.M * (config.K + config.N)
 
-    def export(self, config: Config, progress: Progress) -> Exported:
-        from q4gsw.ops.linear_qcs4w.recipe import cross_check, export_pte
+    recipe = "VulkanQuantizer + torch.export + Vulkan lowering"
 
-        progress(f"export {config.name}: VulkanQuantizer + torch.export + Vulkan lowering "
-                 f"({config.M}x{config.K}x{config.N})")
-        pte, tensors = export_pte(config)
-        progress(f"export {config.name}: unpacking {len(pte) / 2**20:.1f} MiB .pte delegate")
-        constants = constants_from_delegate(pte)
-        cross_check(constants, tensors, config)
-        return Exported(pte=pte, constants=constants, cross_checked=True)
+    def export_pte(self, config: Config) -> tuple[bytes, Any]:
+        from q4gsw.ops.linear_qcs4w.recipe import export_pte
+
+        return export_pte(config)
+
+    def cross_check(self, pte: bytes, constants: Qcs4wLinear, quantized: Any, config: Config) -> None:
+        from q4gsw.ops.linear_qcs4w.recipe import cross_check
+
+        cross_check(constants, quantized, config)
 
     def constants_from_pte(self, pte: bytes) -> Qcs4wLinear:
         return constants_from_delegate(pte)
