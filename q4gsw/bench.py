@@ -4,7 +4,8 @@
 
 For each shape and each kernel whose `when` holds for it, the kernel runs on random packed int4
 weights; the time is the best of R repeats, each timed by GPU timestamp queries when the adapter
-supports them, else by its wall time (case._time_dispatches); the JSON also records their median,
+supports them, else by its wall time (case._time_dispatches), after --warmup-s of back-to-back
+dispatches (a GPU timed from idle is timed at its idle clock: docs/speed.md); the JSON also records their median,
 spread and every sample, which `--baseline` (bench_drift) compares against. The reference is
 numpy's fp32 dequantize-then-matmul timed in the same process on the same shape: on CPU adapters
 the ratio says how far the WGSL kernel is from what the same cores do natively. Each result is also
@@ -28,6 +29,7 @@ import numpy as np
 
 from q4gsw import verdict
 from q4gsw.bench_drift import BENCH_FORMAT, add_bench_baseline_options, read_baseline, repeat_stats, report_bench_drift
+from q4gsw.case import GPU_WARMUP_S
 from q4gsw.cases import Selection, build_cases
 from q4gsw.matrix import Config, MatrixError, load_matrix
 from q4gsw.ops import Op, op_for, op_names
@@ -84,6 +86,7 @@ class Row:
     median_s: float | None = None
     spread_s: float | None = None  # slowest - best repeat: the noise one run of this kernel shows
     samples_s: list[float] = field(default_factory=list)
+    warmup_s: float | None = None  # seconds of back-to-back load before the timed repeats (case.warmup_for)
 
 
 def _config(shape: Shape, group_size: int, op_name: str) -> Config:
@@ -156,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--op", default=DEFAULT_OP, help=f"the op whose kernels are timed (default {DEFAULT_OP}); "
                         "MxKxN are its config's M, K, N (docs/ops.md)")
     parser.add_argument("--repeats", type=int, default=3, help="timed dispatches per kernel; the best counts")
+    parser.add_argument("--warmup-s", type=float, default=None, metavar="S",
+                        help=f"seconds of back-to-back dispatches before each kernel's timed repeats, so a GPU is "
+                             f"timed at its working clock, not its idle one (default: {GPU_WARMUP_S:g} on GPUs, 0 on "
+                             f"CPU adapters; docs/speed.md)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="results/bench.json", type=Path, help="where to write the results")
     parser.add_argument("--matrix", default="matrix.toml", type=Path)
@@ -236,19 +243,21 @@ def main(argv: list[str] | None = None) -> int:
     cases, unsupported = build_cases(matrix, backend, configs, tuple(kernels))
     selection = Selection(backend=backend, configs=configs, cases=cases, skipped=unsupported)
     options = RunOptions(fixtures=FixtureSource(None, Path("."), matrix.path), repeats=args.repeats,
-                         mode="bench", seed=args.seed)
+                         mode="bench", seed=args.seed, warmup_s=args.warmup_s)
     results = run_selection(selection, options, matrix.root)
     rows = [_rows(shape, args, results, use_torch) for shape in shapes]
     flat = [row for group in rows for row in group]
     adapter = next((r.adapter for r in results if r.adapter), None)
     adapter_name = adapter.name if adapter else "no adapter"
-    _print_table(flat, f"q4gsw kernels on {adapter_name} ({backend.name}, {backend.webgpu}); numpy fp32 on "
-                       f"{platform.processor() or 'CPU'} with {os.cpu_count()} cores")
+    warmed = [r.warmup_s for r in flat if r.warmup_s]
+    warm_note = f"timed after {min(warmed):.2g}-{max(warmed):.2g} s of load each" if warmed else "timed from idle"
+    _print_table(flat, f"q4gsw kernels on {adapter_name} ({backend.name}, {backend.webgpu}), {warm_note}; numpy fp32 "
+                       f"on {platform.processor() or 'CPU'} with {os.cpu_count()} cores")
     try:  # whole or not at all: a full disk leaves the previous bench JSON as it was, and says so
         replace_file(args.json, json.dumps({
             "backend": backend.name, "webgpu": backend.webgpu, "adapter": asdict(adapter) if adapter else None,
             "bench_format": BENCH_FORMAT, "op": args.op, "group_size": args.group_size, "repeats": args.repeats,
-            "cpu_count": os.cpu_count(),
+            "warmup_s": args.warmup_s, "cpu_count": os.cpu_count(),
             "numpy": np.__version__, "rows": [asdict(r) for r in flat]}, indent=2, default=str).encode("utf-8"))
     except ReportNotWritten as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -273,7 +282,8 @@ def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch:
     numpy_gflops = flops / numpy_s / 1e9
     torch_times = None
     if use_torch:
-        torch_times = op.torch_baseline(x, packed, op.golden(x, packed), args.repeats)
+        warmup = GPU_WARMUP_S if args.warmup_s is None else args.warmup_s
+        torch_times = op.torch_baseline(x, packed, op.golden(x, packed), args.repeats, warmup)
     nbytes = op.bytes_moved(config)
     rows = []
     for r in (r for r in results if r.config == str(shape)):
@@ -291,7 +301,8 @@ def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch:
                         r.message if r.status != "pass" else note, list(r.workgroups), torch_int4_s=int4_s,
                         torch_fp32_s=torch_times.fp32_s if torch_times else None,
                         speedup_vs_torch_int4=int4_s / seconds if int4_s and seconds else None,
-                        roofline=max(roof) if roof else None, **repeat_stats(r.timings.gpu_samples_s)))
+                        roofline=max(roof) if roof else None, **repeat_stats(r.timings.gpu_samples_s),
+                        warmup_s=r.timings.gpu_warmup_s))
     return rows
 
 

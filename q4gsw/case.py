@@ -29,6 +29,8 @@ from q4gsw.sessions import reproduce_command
 from q4gsw.values import Config
 
 COMPILE_FAILURE = "kernel rejected"
+# The lent H200's SM clock needs ~0.4 s of back-to-back Vulkan compute to rise from 345 to 1980 MHz (docs/speed.md).
+GPU_WARMUP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,10 @@ def upstream_verdict(y: np.ndarray, g: np.ndarray, case: Case) -> str:
     return "pass" if bad == 0 else f"fail ({bad} elements beyond atol {bound.atol:g} or rtol {bound.rtol:g})"
 
 
-def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats: int = 1) -> Result:
-    """Run one case on an open device and compare it with its golden: the one place a case is judged."""
+def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats: int = 1,
+                 warmup_s: float | None = None) -> Result:
+    """Run one case on an open device and compare it with its golden: the one place a case is judged. With
+    repeats > 1 (bench) the kernel is then timed: `warmup_s` of back-to-back load first (None: warmup_for)."""
     from q4gsw.compare import compare
     from q4gsw.expressions import KernelUnsupported, resolve_kernel
     from q4gsw.histogram import error_histogram
@@ -116,8 +120,8 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
                                          f"{_last_lines(str(exc), 8)}", **common)
     try:
         run = device.run(source, case.kernel.name, constants, workgroups, bindings, before=before)
-        timed_s, how, samples = _time_dispatches(device, run, source, case, constants, workgroups, bindings, repeats,
-                                                 before)
+        timed_s, how, samples, warmed_s = _time_dispatches(device, run, source, case, constants, workgroups,
+                                                           bindings, repeats, before, warmup_s)
     except Exception as exc:  # OOM or device loss fails this case, not the run
         return base_result(case, "fail", f"kernel '{case.kernel.name}' failed on {info.name} through {info.webgpu}: "
                                          f"{type(exc).__name__}: {_last_lines(str(exc), 8)}",
@@ -135,6 +139,7 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
     gpu_s = timed_s
     timings = Timings(unpack_s=problem.timings.get("unpack_s"), golden_s=problem.timings.get("golden_s"),
                       gpu_s=gpu_s, gpu_wall_s=run.wall_s, gpu_timing=how, gpu_samples_s=samples, compare_s=compare_s,
+                      gpu_warmup_s=warmed_s,
                       gflops=op.flops(case.config) / gpu_s / 1e9 if gpu_s else None,
                       fixture_export_s=problem.timings.get("fixture_export_s"),
                       fixture_golden_s=problem.timings.get("fixture_golden_s"))
@@ -155,22 +160,32 @@ def before_dispatch(kernel: Any, config: Config, info: Any, bindings: Bindings, 
     return Dispatch(kernel.source(root), kernel.name, constants, workgroups, bindings)
 
 
+def warmup_for(info: Any, asked: float | None) -> float:
+    """Seconds of back-to-back load before a kernel is timed: as asked, else GPU_WARMUP_S on a GPU and none on a
+    CPU adapter (SwiftShader, lavapipe: no clock ramp worth a second per kernel)."""
+    if asked is not None:
+        return max(0.0, asked)
+    return 0.0 if info.is_cpu else GPU_WARMUP_S
+
+
 def _time_dispatches(device: Any, first: Any, source: str, case: Case, constants: dict[str, Any],
-                     workgroups: tuple[int, ...], bindings: Bindings, repeats: int,
-                     before: Any = None) -> tuple[float | None, str, tuple[float, ...]]:
-    """(seconds per dispatch or None, how, the seconds of each repeat): the best of `repeats` timestamp-query times
-    where the adapter has them, else the best wall time of `repeats` dispatches after the first (which includes
-    pipeline creation); one dispatch (repeats <= 1) is timed by the first's wall time alone."""
+                     workgroups: tuple[int, ...], bindings: Bindings, repeats: int, before: Any = None,
+                     warmup_s: float | None = None) -> tuple[float | None, str, tuple[float, ...], float | None]:
+    """(seconds per dispatch or None, how, the seconds of each repeat, warm-up seconds or None): the best of
+    `repeats` timestamp-query times where the adapter has them, else the best wall time of `repeats` dispatches
+    after the first (which includes pipeline creation), each after the warm-up (warmup_for); one dispatch
+    (repeats <= 1) is timed by the first's wall time alone, cold."""
     if repeats <= 1:
         if device.timestamps:
             # Timestamps that read zero (Dawn quantizes them; some drivers wrap) are no measurement: say so.
-            return (first.gpu_s, "gpu", ()) if first.gpu_s else (None, "unmeasured", ())
-        return first.wall_s, "wall", ()
-    timed = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=repeats, before=before)
+            return (first.gpu_s, "gpu", (), None) if first.gpu_s else (None, "unmeasured", (), None)
+        return first.wall_s, "wall", (), None
+    timed = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=repeats, before=before,
+                       warmup_s=warmup_for(device.info, warmup_s))
     samples = tuple(timed.gpu_samples)
     if not samples:
-        return None, "unmeasured", ()
-    return min(samples), "gpu" if device.timestamps else "wall", samples
+        return None, "unmeasured", (), timed.warmup_s
+    return min(samples), "gpu" if device.timestamps else "wall", samples, timed.warmup_s
 
 
 def _versions() -> dict[str, str]:
@@ -242,7 +257,7 @@ def warm_up(device: Any, case: Case, root: Path) -> None:
 
 
 def execute_config(cases: Sequence[Case], fixture: Path | None, seed: int | None, root: Path, repeats: int = 1,
-                   opened: tuple[Any, str] | None = None) -> Iterator[Result]:
+                   opened: tuple[Any, str] | None = None, warmup_s: float | None = None) -> Iterator[Result]:
     """A config's cases on one device, each Result as it is judged: the device (opened here unless `opened`, as
     a warm child opened it ahead), the problem, then execute_case per case. A device or fixture that cannot be
     had fails every case with the reason."""
@@ -258,4 +273,4 @@ def execute_config(cases: Sequence[Case], fixture: Path | None, seed: int | None
             yield base_result(case, "fail", failure)
         return
     for case in cases:
-        yield execute_case(case, device, problem, root, repeats=repeats)
+        yield execute_case(case, device, problem, root, repeats=repeats, warmup_s=warmup_s)

@@ -44,6 +44,7 @@ class Timings:
     gpu_wall_s: float | None = None  # first dispatch including pipeline creation
     gpu_timing: str = ""  # "gpu" (timestamp queries), "wall", or "unmeasured" (timestamps read 0)
     gpu_samples_s: tuple[float, ...] = ()  # each timed repeat (bench: --repeats > 1), for its median and spread
+    gpu_warmup_s: float | None = None  # back-to-back load before the timed repeats (case.warmup_for)
     compare_s: float | None = None
     total_s: float | None = None
     gflops: float | None = None

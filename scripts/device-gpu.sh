@@ -2,9 +2,11 @@
 # One lent-GPU session: q4gsw's required tier, bench and ExecuTorch's kernels on wgpu-native and on Dawn,
 # side by side. Needs the carried folders of scripts/device-native.sh plus .et/ (an ExecuTorch tree with
 # backends/webgpu/runtime/ops/<each op's folder> and backends/webgpu/scripts/gen_wgsl_headers.py).
-# Usage: GPU=h200 scripts/device-gpu.sh accuracy|bench|ops|ops-bench   (each fits one 10-minute device command)
+# Usage: GPU=h200 scripts/device-gpu.sh accuracy|bench|clocks|ops|ops-bench   (each fits one 10-minute device command)
 #   accuracy, bench: linear_q4gsw;  ops, ops-bench: every other op (--op OP ... to choose)
-# Writes $OUT/$GPU-<stage>.tgz (every results folder and log).
+#   clocks: linear_q4gsw's GEMV/GEMM timed from idle (--warmup-s 0) and warmed up, and
+#           scripts/steady_state_probe.py's three phases (idle, back to back, warm) for each kernel and torch
+# Writes $OUT/$GPU-<stage>.tgz (every results folder and log) with clocks.csv: nvidia-smi's clocks every 200 ms.
 set -uo pipefail
 gpu=${GPU:-gpu}
 out="${OUT:-results}/$gpu"
@@ -17,9 +19,17 @@ case "$gpu" in
     h200) peaks=(--peak-gbs 4800 --peak-gflops 67000) ;;
     *) peaks=() ;;
 esac
+smi=""
+if command -v nvidia-smi > /dev/null; then
+    query=timestamp,pstate,clocks.sm,clocks.mem,clocks.max.sm,power.draw,utilization.gpu,utilization.memory,temperature.gpu
+    nvidia-smi --query-gpu="$query" --format=csv -lms 200 > "$out/clocks.csv" 2>&1 &
+    smi=$!
+fi
 stage=${1:-accuracy}
 shift || true
 ops=("$@")
+probe_variants=()  # clocks: PROBE_VARIANTS="rpt2:rpt=2 persistent:dispatch=1056" adds kernel variants to the probe
+for v in ${PROBE_VARIANTS:-}; do probe_variants+=(--variant "$v"); done
 [ ${#ops[@]} -eq 0 ] && ops=(linear_qcs4w embedding_q4gsw linear_dq8ca_q4gsw)
 configs=(q_proj kv_proj gate_proj down_proj q_proj_4k kv_proj_4k edge_steel edge_partial_tiles edge_gs8 edge_gs64
          edge_bk64 edge_f16acc edge_gate_proj_pf)
@@ -34,11 +44,19 @@ accuracy)
     done ;;
 bench)
     for b in native native-dawn native-dawn-f16; do
-        run "bench-$b" bench --backend "$b" --executorch .et --repeats 20 --json "$out/bench-$b.json" "${peaks[@]}" \
+        run "bench-$b" bench --backend "$b" --executorch .et --repeats 10 --json "$out/bench-$b.json" "${peaks[@]}" \
             --shapes 1x2048x2048 1x2048x8192 1x8192x2048 1x2048x128256 128x2048x8192 4096x2048x2048
     done
-    python3 -m q4gsw bench --scoreboard "$out"/bench-*.json > "$out/scoreboard.md"
+    bash scripts/device-native.sh bench --scoreboard "$out"/bench-*.json > "$out/scoreboard.md"
     cat "$out/scoreboard.md" ;;
+clocks)
+    cliff=(1x2048x65536 1x2048x98304 1x2048x128256 4096x2048x2048)
+    run bench-cold bench --backend native --repeats 10 --warmup-s 0 --json "$out/bench-cold.json" --shapes "${cliff[@]}"
+    run bench-warm bench --backend native --repeats 10 --json "$out/bench-warm.json" --shapes "${cliff[@]}"
+    run probe-lm_head scripts/steady_state_probe.py --backend native --shape 1x2048x128256 --torch \
+        --kernels gpu_gemv gpu_gemv_fast --json "$out/probe-lm_head.json" "${probe_variants[@]}"
+    run probe-q_proj_4k scripts/steady_state_probe.py --backend native --shape 4096x2048x2048 --torch --batch 50 \
+        --kernels gpu_gemm tiled --json "$out/probe-q_proj_4k.json" ;;
 ops)  # every config of the op whose fixture was carried in .fx (required and heavy alike)
     for op in "${ops[@]}"; do
         mapfile -t names < <(python3 -c 'import json, pathlib, sys
@@ -63,6 +81,7 @@ ops-bench)
                 --json "$out/bench-$op-$b.json" "${peaks[@]}" --shapes "${shapes[@]}"
         done
     done ;;
-*) echo "unknown stage '$stage': accuracy, bench, ops or ops-bench" >&2; exit 2 ;;
+*) echo "unknown stage '$stage': accuracy, bench, clocks, ops or ops-bench" >&2; exit 2 ;;
 esac
+[ -n "$smi" ] && kill "$smi"
 tar -czf "${OUT:-results}/$gpu-$stage.tgz" -C "$(dirname "$out")" "$(basename "$out")"

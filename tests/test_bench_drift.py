@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -160,40 +161,71 @@ def test_bench_on_swiftshader_records_repeats_and_compares_with_itself(tmp_path:
     assert len(measured["samples_s"]) == 4 and measured["time_s"] == min(measured["samples_s"])
     assert measured["median_s"] == pytest.approx(statistics.median(measured["samples_s"]))
     assert measured["spread_s"] == pytest.approx(max(measured["samples_s"]) - min(measured["samples_s"]))
+    assert measured["warmup_s"] == 0.0 and data["warmup_s"] is None  # a CPU adapter: no warm-up by default
     capsys.readouterr()
     assert bench.main(["--compare", str(out), "--baseline", str(out), "--fail-on-drift"]) == 0
+
+
+@pytest.mark.e2e
+def test_bench_warms_the_adapter_up_for_as_long_as_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    assert bench.main(["--backend", "swiftshader", "--matrix", str(MATRIX), "--shapes", "1x256x64", "--repeats", "2",
+                       "--warmup-s", "0.3", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    [measured] = [r for r in data["rows"] if r["time_s"]]
+    assert data["warmup_s"] == 0.3 and 0.3 <= measured["warmup_s"] < 30
+    assert len(measured["samples_s"]) == 2 and measured["correct"] is True
+    assert "timed after 0.3" in capsys.readouterr().out
 
 
 class _Timed:
     """What Device.run returns, as far as _time_dispatches reads it."""
 
-    def __init__(self, gpu_s: float | None, wall_s: float, samples: tuple[float, ...] = ()) -> None:
-        self.gpu_s, self.wall_s, self.gpu_samples = gpu_s, wall_s, samples
+    def __init__(self, gpu_s: float | None, wall_s: float, samples: tuple[float, ...] = (),
+                 warmup_s: float = 0.0) -> None:
+        self.gpu_s, self.wall_s, self.gpu_samples, self.warmup_s = gpu_s, wall_s, samples, warmup_s
 
 
 class _Device:
-    def __init__(self, timestamps: bool, samples: tuple[float, ...]) -> None:
-        self.timestamps, self.samples, self.repeats = timestamps, samples, []
+    def __init__(self, timestamps: bool, samples: tuple[float, ...], is_cpu: bool = False) -> None:
+        self.timestamps, self.samples, self.repeats, self.warmups = timestamps, samples, [], []
+        self.info = SimpleNamespace(is_cpu=is_cpu)
 
-    def run(self, *args: Any, repeats: int = 1, before: Any = None) -> _Timed:
+    def run(self, *args: Any, repeats: int = 1, before: Any = None, warmup_s: float = 0.0) -> _Timed:
         self.repeats.append(repeats)
-        return _Timed(min(self.samples) if self.timestamps and self.samples else None, 0.5, self.samples)
+        self.warmups.append(warmup_s)
+        return _Timed(min(self.samples) if self.timestamps and self.samples else None, 0.5, self.samples,
+                      warmup_s)
 
 
 @pytest.mark.parametrize("timestamps, how", [(True, "gpu"), (False, "wall")])
 def test_repeats_are_timed_one_by_one_and_the_best_counts(timestamps: bool, how: str) -> None:
-    from types import SimpleNamespace
-
-    from q4gsw.case import _time_dispatches
+    from q4gsw.case import GPU_WARMUP_S, _time_dispatches
 
     case = SimpleNamespace(kernel=SimpleNamespace(name="k"))
     device = _Device(timestamps, (0.003, 0.001, 0.002))
-    seconds, timing, samples = _time_dispatches(device, _Timed(0.004, 0.5), "src", case, {}, (1,), None, 3)
+    seconds, timing, samples, warmed = _time_dispatches(device, _Timed(0.004, 0.5), "src", case, {}, (1,), None, 3)
     assert (seconds, timing, samples) == (0.001, how, (0.003, 0.001, 0.002))
     assert device.repeats == [3]  # one run of `repeats` dispatches after the first (pipeline creation)
-    # One dispatch: the first's own time, no samples, nothing run again.
+    assert device.warmups == [GPU_WARMUP_S] and warmed == GPU_WARMUP_S  # a GPU is timed after its warm-up
+    # One dispatch: the first's own time, no samples, nothing run again, no warm-up.
     first = _Timed(0.004 if timestamps else None, 0.5)
     assert _time_dispatches(device, first, "src", case, {}, (1,), None, 1) == \
-        ((0.004, "gpu", ()) if timestamps else (0.5, "wall", ()))
+        ((0.004, "gpu", (), None) if timestamps else (0.5, "wall", (), None))
     # Timestamps that read nothing: unmeasured, never a made-up time.
-    assert _time_dispatches(_Device(timestamps, ()), first, "src", case, {}, (1,), None, 3) == (None, "unmeasured", ())
+    assert _time_dispatches(_Device(timestamps, ()), first, "src", case, {}, (1,), None, 3)[:3] == \
+        (None, "unmeasured", ())
+
+
+def test_warm_up_defaults_to_gpus_and_obeys_an_explicit_value() -> None:
+    from q4gsw.case import GPU_WARMUP_S, _time_dispatches, warmup_for
+
+    assert warmup_for(SimpleNamespace(is_cpu=False), None) == GPU_WARMUP_S
+    assert warmup_for(SimpleNamespace(is_cpu=True), None) == 0.0  # SwiftShader, lavapipe: no clock to raise
+    assert warmup_for(SimpleNamespace(is_cpu=True), 0.25) == 0.25
+    assert warmup_for(SimpleNamespace(is_cpu=False), -1.0) == 0.0
+    case = SimpleNamespace(kernel=SimpleNamespace(name="k"))
+    cpu = _Device(True, (0.002,), is_cpu=True)
+    _time_dispatches(cpu, _Timed(0.004, 0.5), "src", case, {}, (1,), None, 3)
+    _time_dispatches(cpu, _Timed(0.004, 0.5), "src", case, {}, (1,), None, 3, warmup_s=0.5)
+    assert cpu.warmups == [0.0, 0.5]

@@ -206,8 +206,10 @@ class Op(ABC):
     def cpu_reference(self, x: np.ndarray, constants: Any) -> np.ndarray:
         """The op in fp32 numpy, as a framework without a kernel for it computes it: bench's native reference."""
 
-    def torch_baseline(self, x: np.ndarray, constants: Any, golden: np.ndarray, repeats: int) -> Any:
-        """torch's own kernel for the op on a CUDA GPU, timed (bench, native GPUs); None where the op has none."""
+    def torch_baseline(self, x: np.ndarray, constants: Any, golden: np.ndarray, repeats: int,
+                       warmup_s: float = 0.0) -> Any:
+        """torch's own kernel for the op on a CUDA GPU, timed after `warmup_s` of back-to-back calls, as q4gsw's
+        kernels are (bench, native GPUs); None where the op has none."""
         return None
 
     @abstractmethod

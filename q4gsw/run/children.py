@@ -56,7 +56,8 @@ class ConfigChild:
         self.out = self.folder / "results.json"
         job = self.folder / "job.json"
         job.write_text(json.dumps({"cases": [to_plain(c) for c in self.cases], "seed": options.problem_seed,
-                                   "out": str(self.out), "repeats": options.repeats, "root": str(root)}))
+                                   "out": str(self.out), "repeats": options.repeats,
+                                   "warmup_s": options.warmup_s, "root": str(root)}))
         self.err = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed by finish/cancel)
         self.proc = start_child([sys.executable, "-m", "q4gsw", "_child", str(job)], child_env(env), self.err,
                                 stdin=subprocess.PIPE)

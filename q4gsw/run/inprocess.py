@@ -35,7 +35,8 @@ def execute_in_process(selection: Selection, runnable: list[Config], fixture_for
             continue
         started = time.perf_counter()  # what a child's wall time measures: device, problem and every case
         done = []
-        for result in execute_config(cases, fixture, options.problem_seed, root, options.repeats):
+        for result in execute_config(cases, fixture, options.problem_seed, root, options.repeats,
+                                     warmup_s=options.warmup_s):
             done.append(result)
             say(verdict_line(result), "    ")
         total_s = time.perf_counter() - started

@@ -14,6 +14,7 @@ Mode = Literal["check", "bench"]
 class RunOptions:
     fixtures: FixtureSource
     repeats: int = 1
+    warmup_s: float | None = None  # bench: back-to-back load before timing a kernel (None: case.warmup_for's default)
     mode: Mode = "check"  # bench: synthetic problems from `seed` instead of fixtures, kernels timed
     seed: int = 0
     in_process: bool = False  # `run --in-process`: no child processes (IN_PROCESS_STAGES)

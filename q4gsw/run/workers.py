@@ -48,7 +48,7 @@ def child_main(job_path: Path) -> int:
         start_deadline(float(job["deadline_s"]))
     fixture = Path(job["fixture"]) if job["fixture"] else None
     for result in execute_config(cases, fixture, job.get("seed"), Path(job["root"]), int(job.get("repeats", 1)),
-                                 opened=(device, failure)):
+                                 opened=(device, failure), warmup_s=job.get("warmup_s")):
         results.append(result)
         flush()
         say(verdict_line(result), "    ")

@@ -22,6 +22,7 @@ from q4gsw.values import AdapterInfo
 
 GUARD_WORDS = 256  # per side; 1 KiB keeps the output binding offset 256-byte aligned
 GUARD_PATTERN = 0x7FC0_0BAD  # a quiet-NaN bit pattern: unwritten outputs read back as NaN
+MAX_BATCH = 2048  # passes per submit: two timestamps each, and WebGPU caps a query set at 4096
 _SUBGROUPS_DIRECTIVE = re.compile(r"^\s*enable\s+subgroups\s*;[^\n]*$", re.MULTILINE)
 _SUBGROUP_BUILTIN = re.compile(r"\bsubgroup[A-Z]\w*\s*\(|@builtin\(\s*subgroup_")
 
@@ -68,6 +69,7 @@ class GpuRun:
     workgroups: tuple[int, ...]
     constants: dict[str, Any]
     gpu_samples: tuple[float, ...] = ()  # seconds of each repeat (_dispatch), for a bench's median and spread
+    warmup_s: float = 0.0  # seconds of back-to-back dispatches before the timed repeats (Device.warm_clocks)
 
 
 class Device:
@@ -122,9 +124,11 @@ class Device:
         self.run(source, label, constants, (0,), bindings)
 
     def run(self, source: str, kernel_name: str, constants: Mapping[str, Any], workgroups: tuple[int, ...],
-            bindings: Bindings, repeats: int = 1, before: Dispatch | None = None) -> GpuRun:
+            bindings: Bindings, repeats: int = 1, before: Dispatch | None = None, batch: int = 1,
+            warmup_s: float = 0.0) -> GpuRun:
         """Dispatch the kernel (after `before`, in the same compute pass, where the kernel has one) and read its
-        output back with its guard words."""
+        output back with its guard words; with warmup_s, keep the GPU busy with it that long before the timed
+        repeats (warm_clocks)."""
         wgpu = self.wgpu
         device = self.device
         usage = wgpu.BufferUsage
@@ -156,7 +160,8 @@ class Device:
                 entries.append({"binding": b.index, "resource": {"buffer": buffer}})
             group = device.create_bind_group(layout=self._layout(_signature(step.bindings))[0], entries=entries)
             passes.append((pipeline, group, (*step.workgroups, 1, 1)[:3]))
-        samples = self._dispatch(passes, repeats)
+        warmed_s = self.warm_clocks(passes, warmup_s) if warmup_s > 0 else 0.0
+        samples = self._dispatch(passes, repeats, batch)
         gpu_s = min(samples) if self.timestamps and samples else None
         raw = np.frombuffer(device.queue.read_buffer(out_buffer), dtype=np.uint32)
         wall_s = time.perf_counter() - started
@@ -168,49 +173,79 @@ class Device:
         for buffer in owned:
             buffer.destroy()
         return GpuRun(output=output, guard_violations=violations, wall_s=wall_s, gpu_s=gpu_s,
-                      workgroups=tuple(passes[-1][2]), constants=dict(constants), gpu_samples=tuple(samples))
+                      workgroups=tuple(passes[-1][2]), constants=dict(constants), gpu_samples=tuple(samples),
+                      warmup_s=warmed_s)
 
-    def _dispatch(self, passes: list[tuple[Any, Any, tuple[int, ...]]], repeats: int) -> list[float]:
+    def warm_clocks(self, passes: list[tuple[Any, Any, tuple[int, ...]]], seconds: float) -> float:
+        """Dispatch the chain back to back for at least `seconds` (doubling the passes per submit, waiting once per
+        submit); the seconds it took. Why: a GPU's driver raises its clocks only after sustained load (the lent
+        H200 idles at 345 MHz and needs ~0.4 s of Vulkan compute to reach 1980 MHz, then drops back within ~1.5 s
+        idle), so a kernel timed from idle is timed at the idle clock (docs/speed.md)."""
+        device, usage = self.device, self.wgpu.BufferUsage
+        done = device.create_buffer(size=4, usage=usage.COPY_SRC)
+        started, count = time.perf_counter(), 1
+        while time.perf_counter() - started < seconds:
+            encoder = device.create_command_encoder()
+            for _ in range(count):
+                compute_pass = encoder.begin_compute_pass()
+                for pipeline, bind_group, counts in passes:
+                    compute_pass.set_pipeline(pipeline)
+                    compute_pass.set_bind_group(0, bind_group)
+                    compute_pass.dispatch_workgroups(*counts)
+                compute_pass.end()
+            device.queue.submit([encoder.finish()])
+            device.queue.read_buffer(done)
+            count = min(MAX_BATCH, 2 * count)
+        done.destroy()
+        return time.perf_counter() - started
+
+    def _dispatch(self, passes: list[tuple[Any, Any, tuple[int, ...]]], repeats: int, batch: int = 1) -> list[float]:
         """Dispatch the chain `repeats` times, in one compute pass each time (WebGPU orders a pass's dispatches
         and makes one's storage writes visible to the next); the seconds of each repeat: its timestamp-query time
-        where the adapter has them (readings that are no measurement left out), else, when repeating, its wall
-        time from submit to the queue's work done (each repeat waits, so a sample is one dispatch, not a share of
-        pipelined ones: the spread of the samples is what a bench baseline compares against)."""
+        where the adapter has them (readings that are no measurement left out), else its wall time from submit to
+        the queue's work done. `batch` passes go in one submit and the host waits once per submit: batch 1 times
+        each repeat alone (the GPU idles between repeats), a larger batch keeps the GPU busy back to back (wall
+        samples are then a submit's time over its passes)."""
         wgpu, device, usage = self.wgpu, self.device, self.wgpu.BufferUsage
         samples: list[float] = []
+        batch = max(1, min(batch, MAX_BATCH))
         # Waiting for a repeat = reading a word back (queue.on_submitted_work_done_sync fails in wgpu-py 0.32 with
         # wgpu-native: a callback signature mismatch), so a wall sample includes one tiny copy and map.
-        done = None if self.timestamps or repeats <= 1 else device.create_buffer(size=4, usage=usage.COPY_SRC)
-        for _ in range(max(1, repeats)):
+        done = None if self.timestamps or (repeats <= 1 and batch <= 1) else device.create_buffer(
+            size=4, usage=usage.COPY_SRC)
+        left = max(1, repeats)
+        while left > 0:
+            count, left = min(batch, left), left - min(batch, left)
             query_set = resolve_buffer = None
             encoder = device.create_command_encoder()
-            timestamp_writes = None
             if self.timestamps:
-                query_set = device.create_query_set(type=wgpu.QueryType.timestamp, count=2)
-                resolve_buffer = device.create_buffer(size=16, usage=usage.QUERY_RESOLVE | usage.COPY_SRC)
-                timestamp_writes = {"query_set": query_set, "beginning_of_pass_write_index": 0,
-                                    "end_of_pass_write_index": 1}
-            compute_pass = encoder.begin_compute_pass(timestamp_writes=timestamp_writes)
-            for pipeline, bind_group, counts in passes:
-                compute_pass.set_pipeline(pipeline)
-                compute_pass.set_bind_group(0, bind_group)
-                compute_pass.dispatch_workgroups(*counts)
-            compute_pass.end()
+                query_set = device.create_query_set(type=wgpu.QueryType.timestamp, count=2 * count)
+                resolve_buffer = device.create_buffer(size=16 * count, usage=usage.QUERY_RESOLVE | usage.COPY_SRC)
+            for index in range(count):
+                timestamp_writes = None if query_set is None else {
+                    "query_set": query_set, "beginning_of_pass_write_index": 2 * index,
+                    "end_of_pass_write_index": 2 * index + 1}
+                compute_pass = encoder.begin_compute_pass(timestamp_writes=timestamp_writes)
+                for pipeline, bind_group, counts in passes:
+                    compute_pass.set_pipeline(pipeline)
+                    compute_pass.set_bind_group(0, bind_group)
+                    compute_pass.dispatch_workgroups(*counts)
+                compute_pass.end()
             if query_set is not None:
-                encoder.resolve_query_set(query_set, 0, 2, resolve_buffer, 0)
+                encoder.resolve_query_set(query_set, 0, 2 * count, resolve_buffer, 0)
             started = time.perf_counter()
             device.queue.submit([encoder.finish()])
             if resolve_buffer is not None:
-                stamps = np.frombuffer(device.queue.read_buffer(resolve_buffer), dtype=np.uint64)
-                elapsed = (int(stamps[1]) - int(stamps[0])) * 1e-9
-                # A zero or backwards reading (Dawn's quantized timestamps, a wrapped counter) is no measurement.
-                if 0 < elapsed < 3600:
-                    samples.append(elapsed)
+                stamps = np.frombuffer(device.queue.read_buffer(resolve_buffer), dtype=np.uint64).reshape(count, 2)
+                for begin, end in stamps.tolist():
+                    elapsed = (int(end) - int(begin)) * 1e-9
+                    # A zero or backwards reading (Dawn's quantized timestamps, a wrapped counter) is no measurement.
+                    if 0 < elapsed < 3600:
+                        samples.append(elapsed)
             elif done is not None:
                 device.queue.read_buffer(done)
-                samples.append(time.perf_counter() - started)
+                samples.append((time.perf_counter() - started) / count)
         return samples
-
 
 def _signature(bindings: Bindings) -> tuple[tuple[int, str], ...]:
     output = [] if bindings.output_index is None else [(bindings.output_index, "storage")]

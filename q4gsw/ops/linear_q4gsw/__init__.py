@@ -108,10 +108,11 @@ class LinearQ4gsw(Op):
         w *= np.repeat(constants.scales[:, :constants.N], constants.group_size, axis=0).T
         return x @ w.T
 
-    def torch_baseline(self, x: np.ndarray, constants: PackedLinear, golden: np.ndarray, repeats: int) -> Any:
+    def torch_baseline(self, x: np.ndarray, constants: PackedLinear, golden: np.ndarray, repeats: int,
+                       warmup_s: float = 0.0) -> Any:
         from q4gsw.ops.linear_q4gsw.torch_baseline import time_torch
 
-        return time_torch(x, constants, golden, repeats)
+        return time_torch(x, constants, golden, repeats, warmup_s)
 
     def error_model(self, x: np.ndarray, constants: PackedLinear) -> Any:
         from q4gsw.error_model import error_model

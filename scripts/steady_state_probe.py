@@ -1,0 +1,198 @@
+"""Kernel time against the GPU's recent load: isolated repeats after idling, back-to-back, isolated again.
+
+Why: on the lent H200 every linear_q4gsw kernel at lm_head timed ~5x slower than the same code on an H100, and
+q_proj_4k's samples in one bench run jumped from 6.8 ms to 4.1 ms partway through. This separates the kernel
+from the GPU's clock and power state: for each kernel (synthetic constants, checked against the fp64 golden)
+it idles, times `--isolated` repeats the way `bench` does (one submit and wait each), then dispatches back to
+back for `--sustain-s` seconds (`--batch` passes per submit, each pass timed by timestamps), then times
+isolated repeats again. torch's int4 path gets the same three phases where torch sees CUDA. Run
+`nvidia-smi --query-gpu=... -lms 100` beside it to see the clocks. A benchmark, not a test.
+Usage: python scripts/steady_state_probe.py --backend native --shape 1x2048x128256 --kernels gpu_gemv_fast
+       [--variant 'rpt2:rpt=2' --variant 'persistent:dispatch=1056' ...]  (each kernel again with those changes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+
+def phase_summary(samples: list[float]) -> dict[str, Any]:
+    if not samples:
+        return {"n": 0}
+    tail = samples[-max(1, len(samples) // 10):]
+    return {"n": len(samples), "best_ms": 1e3 * min(samples), "median_ms": 1e3 * statistics.median(samples),
+            "first_ms": 1e3 * samples[0], "last10pct_median_ms": 1e3 * statistics.median(tail)}
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str], str | None]:
+    """'LABEL:key=value,...' -> (label, override constants, dispatch expression or None); key `dispatch` is the
+    kernel's workgroup counts (one expression, grid-strided kernels take any count)."""
+    label, _, body = text.partition(":")
+    overrides: dict[str, str] = {}
+    dispatch = None
+    for item in filter(None, body.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not label:
+            raise SystemExit(f"--variant {text!r}: write LABEL:key=value[,key=value...], e.g. rpt2:rpt=2")
+        if key == "dispatch":
+            dispatch = value
+        else:
+            overrides[key] = value
+    return label, overrides, dispatch
+
+
+def with_variant(case: Any, variant: str) -> Any:
+    label, overrides, dispatch = parse_variant(variant)
+    kernel = case.kernel
+    kernel = replace(kernel, name=f"{kernel.name}[{label}]", overrides={**kernel.overrides, **overrides},
+                     dispatch=(dispatch,) if dispatch else kernel.dispatch)
+    return replace(case, kernel=kernel)
+
+
+def kernel_phases(device: Any, case: Any, problem: Any, root: str, args: argparse.Namespace) -> dict[str, Any]:
+    from q4gsw.expressions import resolve_kernel
+    from q4gsw.ops import op_for
+
+    op = op_for(case.config)
+    constants, workgroups = resolve_kernel(case.kernel, case.config.shape_names(), device.info)
+    x = problem.x[case.input]
+    bindings = op.bindings(x, problem.constants, chained=False)
+    source = case.kernel.source(root)
+    first = device.run(source, case.kernel.name, constants, workgroups, bindings)
+    golden = problem.golden[case.input]
+    rel = float(np.abs(first.output - golden).max() / (np.abs(golden).max() or 1.0))
+    phases: dict[str, Any] = {"kernel": case.kernel.name, "workgroups": list(workgroups), "max_rel_err": rel}
+    time.sleep(args.idle_s)
+    stamp = time.time()
+    cold = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=args.isolated)
+    phases["isolated_after_idle"] = {"t0": stamp, **phase_summary(list(cold.gpu_samples)),
+                                     "samples_ms": [1e3 * s for s in cold.gpu_samples]}
+    guess = statistics.median(cold.gpu_samples) if cold.gpu_samples else 1e-3
+    total = max(args.batch, int(args.sustain_s / guess))
+    stamp = time.time()
+    busy = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=total, batch=args.batch)
+    series = [1e3 * s for s in busy.gpu_samples]
+    phases["back_to_back"] = {"t0": stamp, "wall_s": time.time() - stamp, **phase_summary(list(busy.gpu_samples)),
+                              "samples_ms_every_10th": series[::10]}
+    stamp = time.time()
+    warm = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=args.isolated)
+    phases["isolated_after_load"] = {"t0": stamp, **phase_summary(list(warm.gpu_samples)),
+                                     "samples_ms": [1e3 * s for s in warm.gpu_samples]}
+    return phases
+
+
+def torch_phases(x: np.ndarray, constants: Any, golden: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from q4gsw.ops.linear_q4gsw.torch_baseline import gpu_operands, int4_function
+
+    x_gpu, nibbles, scales = gpu_operands(x, constants)
+    fn = int4_function(x_gpu, nibbles, scales, constants.group_size)
+    out = fn().double().cpu().numpy()
+    phases: dict[str, Any] = {"kernel": "torch int4 (tinygemm, bf16 activations)",
+                              "max_rel_err": float(np.abs(out - golden).max() / (np.abs(golden).max() or 1.0))}
+
+    def isolated(n: int) -> list[float]:
+        samples = []
+        for _ in range(n):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            samples.append(start.elapsed_time(end) / 1e3)
+        return samples
+
+    time.sleep(args.idle_s)
+    stamp = time.time()
+    cold = isolated(args.isolated)
+    phases["isolated_after_idle"] = {"t0": stamp, **phase_summary(cold), "samples_ms": [1e3 * s for s in cold]}
+    stamp = time.time()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+              for _ in range(max(args.batch, int(args.sustain_s / (statistics.median(cold) or 1e-3))))]
+    for start, end in events:
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    busy = [s.elapsed_time(e) / 1e3 for s, e in events]
+    phases["back_to_back"] = {"t0": stamp, "wall_s": time.time() - stamp, **phase_summary(busy),
+                              "samples_ms_every_10th": [1e3 * s for s in busy[::10]]}
+    stamp = time.time()
+    warm = isolated(args.isolated)
+    phases["isolated_after_load"] = {"t0": stamp, **phase_summary(warm), "samples_ms": [1e3 * s for s in warm]}
+    return phases
+
+
+def main() -> None:
+    from q4gsw.bench import Shape, _config
+    from q4gsw.case import load_problem, open_device
+    from q4gsw.cases import build_cases
+    from q4gsw.matrix import load_matrix
+    from q4gsw.ops import op_for
+    from q4gsw.webgpu.provision import provision
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="native")
+    parser.add_argument("--op", default="linear_q4gsw")
+    parser.add_argument("--shape", type=Shape.parse, required=True, metavar="MxKxN")
+    parser.add_argument("--kernels", nargs="+", required=True)
+    parser.add_argument("--torch", action="store_true", help="also torch's int4 path (linear_q4gsw, CUDA)")
+    parser.add_argument("--idle-s", type=float, default=2.0, help="sleep before each kernel's first phase")
+    parser.add_argument("--isolated", type=int, default=30, help="repeats of each isolated phase")
+    parser.add_argument("--sustain-s", type=float, default=2.0, help="seconds of back-to-back dispatches")
+    parser.add_argument("--batch", type=int, default=500, help="passes per submit while back to back")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL:key=value,...",
+                        help="also each kernel with these override constants (and dispatch=EXPR)")
+    parser.add_argument("--json", help="write the phases here")
+    args = parser.parse_args()
+    root = os.path.join(os.path.dirname(__file__), "..")
+    matrix = load_matrix(os.path.join(root, "matrix.toml"))
+    backend = matrix.backend(args.backend)
+    os.environ.update(provision(backend))
+    config = _config(args.shape, 32, args.op)
+    kernels = [k for k in matrix.kernels if k.op == args.op and k.name in args.kernels]
+    cases, skipped = build_cases(matrix, backend, (config,), tuple(kernels))
+    for skip in skipped:
+        print(f"skipped: {skip}")
+    cases = [c for c in cases if c.input == cases[0].input] if cases else []
+    if not cases:
+        raise SystemExit(f"none of {args.kernels} applies to {args.shape} on {args.backend}")
+    device, why = open_device(list(cases))
+    if device is None:
+        raise SystemExit(f"no device: {why}")
+    problem = load_problem(config, (cases[0].input,), None, 0)
+    print(f"adapter: {device.info.name} | {device.info.webgpu} | driver {device.info.driver}", flush=True)
+    rows = []
+    for case in [*cases, *(with_variant(c, v) for c in cases for v in args.variant)]:
+        rows.append(kernel_phases(device, case, problem, root, args))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "samples_ms"}, default=str)[:600], flush=True)
+    if args.torch:
+        op = op_for(config)
+        x = problem.x[cases[0].input]
+        rows.append(torch_phases(x, problem.constants, op.golden(x, problem.constants), args))
+    print(f"\n{'kernel':<32} {'idle->isolated':>15} {'back-to-back':>13} {'(last 10%)':>11} {'isolated after':>15}  ms")
+    for r in rows:
+        a, b, c = r["isolated_after_idle"], r["back_to_back"], r["isolated_after_load"]
+        print(f"{r['kernel'][:32]:<32} {a.get('median_ms', 0):15.4f} {b.get('median_ms', 0):13.4f} "
+              f"{b.get('last10pct_median_ms', 0):11.4f} {c.get('median_ms', 0):15.4f}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"shape": str(args.shape), "backend": args.backend, "adapter": device.info.name,
+                       "driver": device.info.driver, "webgpu": device.info.webgpu, "args": vars(args) | {
+                           "shape": str(args.shape)}, "rows": rows}, handle, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
