@@ -54,7 +54,7 @@ clocks)
     run bench-cold bench --backend native --repeats 10 --warmup-s 0 --json "$out/bench-cold.json" --shapes "${cliff[@]}"
     run bench-warm bench --backend native --repeats 10 --json "$out/bench-warm.json" --shapes "${cliff[@]}"
     run probe-lm_head scripts/steady_state_probe.py --backend native --shape 1x2048x128256 --torch \
-        --kernels gpu_gemv gpu_gemv_fast --json "$out/probe-lm_head.json" "${probe_variants[@]}"
+        --kernels gpu_gemv_fast --json "$out/probe-lm_head.json" "${probe_variants[@]}"
     run probe-q_proj_4k scripts/steady_state_probe.py --backend native --shape 4096x2048x2048 --torch --batch 50 \
         --kernels gpu_gemm tiled --json "$out/probe-q_proj_4k.json" ;;
 ops)  # every config of the op whose fixture was carried in .fx (required and heavy alike)
