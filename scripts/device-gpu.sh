@@ -3,7 +3,8 @@
 # side by side. Needs the carried folders of scripts/device-native.sh plus .et/ (an ExecuTorch tree with
 # backends/webgpu/runtime/ops/<each op's folder> and backends/webgpu/scripts/gen_wgsl_headers.py).
 # Usage: GPU=h200 scripts/device-gpu.sh accuracy|bench|clocks|ops|ops-bench   (each fits one 10-minute device command)
-#   accuracy, bench: linear_q4gsw;  ops, ops-bench: every other op (--op OP ... to choose)
+#   accuracy, bench: linear_q4gsw (BENCH_BACKENDS="native native-dawn" to bench fewer);  ops, ops-bench: every other
+#   op (--op OP ... to choose)
 #   clocks: linear_q4gsw's GEMV/GEMM timed from idle (--warmup-s 0) and warmed up, and
 #           scripts/steady_state_probe.py's three phases (idle, back to back, warm) for each kernel and torch
 # Writes $OUT/$GPU-<stage>.tgz (every results folder and log) with clocks.csv: nvidia-smi's clocks every 200 ms.
@@ -43,7 +44,7 @@ accuracy)
             --results "$out/executorch-$b" "${configs[@]/#/--config=}"
     done ;;
 bench)
-    for b in native native-dawn native-dawn-f16; do
+    for b in ${BENCH_BACKENDS:-native native-dawn native-dawn-f16}; do
         run "bench-$b" bench --backend "$b" --executorch .et --repeats 10 --json "$out/bench-$b.json" "${peaks[@]}" \
             --shapes 1x2048x2048 1x2048x8192 1x8192x2048 1x2048x128256 128x2048x8192 4096x2048x2048
     done
