@@ -3,8 +3,8 @@
 # side by side. Needs the carried folders of scripts/device-native.sh plus .et/ (an ExecuTorch tree with
 # backends/webgpu/runtime/ops/<each op's folder> and backends/webgpu/scripts/gen_wgsl_headers.py).
 # Usage: GPU=h200 scripts/device-gpu.sh accuracy|bench|clocks|ops|ops-bench   (each fits one 10-minute device command)
-#   accuracy, bench: linear_q4gsw (BENCH_BACKENDS="native native-dawn" to bench fewer);  ops, ops-bench: every other
-#   op (--op OP ... to choose)
+#   accuracy, bench: linear_q4gsw;  ops, ops-bench: every other op (--op OP ... to choose)
+#   BENCH_BACKENDS="native ..." limits bench and ops-bench to those backends
 #   clocks: linear_q4gsw's GEMV/GEMM timed from idle (--warmup-s 0) and warmed up, and
 #           scripts/steady_state_probe.py's three phases (idle, back to back, warm) for each kernel and torch
 # Writes $OUT/$GPU-<stage>.tgz (every results folder and log) with clocks.csv: nvidia-smi's clocks every 200 ms.
@@ -77,8 +77,8 @@ ops-bench)
             linear_qcs4w) shapes=(1x2048x2048 1x2048x8192 1x8192x2048 1x2048x128256 4096x2048x2048) ;;
             *) shapes=(1x2048x2048 1x2048x8192 1x8192x2048 1x2048x128256 4096x2048x2048) ;;
         esac
-        for b in native native-dawn; do
-            run "bench-$op-$b" bench --op "$op" --backend "$b" --executorch .et --repeats 20 \
+        for b in ${BENCH_BACKENDS:-native native-dawn}; do
+            run "bench-$op-$b" bench --op "$op" --backend "$b" --executorch .et --repeats 10 \
                 --json "$out/bench-$op-$b.json" "${peaks[@]}" --shapes "${shapes[@]}"
         done
     done ;;
