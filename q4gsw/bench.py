@@ -5,8 +5,9 @@
 For each shape and each kernel whose `when` holds for it, the kernel runs on random packed int4
 weights; the time is the best of R repeats, each timed by GPU timestamp queries when the adapter
 supports them, else by its wall time (case._time_dispatches), after --warmup-s of back-to-back
-dispatches (a GPU timed from idle is timed at its idle clock: docs/speed.md); the JSON also records their median,
-spread and every sample, which `--baseline` (bench_drift) compares against. The reference is
+dispatches (a GPU timed from idle is timed at its idle clock: docs/kernels.md "Speed"); the JSON
+also records their median, spread and every sample, which `--baseline` (bench_drift) compares
+against. The reference is
 numpy's fp32 dequantize-then-matmul timed in the same process on the same shape: on CPU adapters
 the ratio says how far the WGSL kernel is from what the same cores do natively. Each result is also
 checked once against the fp64 golden, because a fast wrong kernel is not a result.
@@ -162,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup-s", type=float, default=None, metavar="S",
                         help=f"seconds of back-to-back dispatches before each kernel's timed repeats, so a GPU is "
                              f"timed at its working clock, not its idle one (default: {GPU_WARMUP_S:g} on GPUs, 0 on "
-                             f"CPU adapters; docs/speed.md)")
+                             f"CPU adapters; docs/kernels.md, \"Speed\")")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="results/bench.json", type=Path, help="where to write the results")
     parser.add_argument("--matrix", default="matrix.toml", type=Path)

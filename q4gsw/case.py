@@ -29,7 +29,8 @@ from q4gsw.sessions import reproduce_command
 from q4gsw.values import Config
 
 COMPILE_FAILURE = "kernel rejected"
-# The lent H200's SM clock needs ~0.4 s of back-to-back Vulkan compute to rise from 345 to 1980 MHz (docs/speed.md).
+# The lent H200 needs ~0.4 s of back-to-back Vulkan compute to raise its SM clock from 345 to 1980 MHz
+# (docs/kernels.md, "Speed").
 GPU_WARMUP_S = 1.0
 
 

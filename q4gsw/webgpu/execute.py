@@ -180,7 +180,7 @@ class Device:
         """Dispatch the chain back to back for at least `seconds` (doubling the passes per submit, waiting once per
         submit); the seconds it took. Why: a GPU's driver raises its clocks only after sustained load (the lent
         H200 idles at 345 MHz and needs ~0.4 s of Vulkan compute to reach 1980 MHz, then drops back within ~1.5 s
-        idle), so a kernel timed from idle is timed at the idle clock (docs/speed.md)."""
+        idle), so a kernel timed from idle is timed at the idle clock (docs/kernels.md, "Speed")."""
         device, usage = self.device, self.wgpu.BufferUsage
         done = device.create_buffer(size=4, usage=usage.COPY_SRC)
         started, count = time.perf_counter(), 1
