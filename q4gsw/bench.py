@@ -90,7 +90,7 @@ class Row:
     warmup_s: float | None = None  # seconds of back-to-back load before the timed repeats (case.warmup_for)
 
 
-def _config(shape: Shape, group_size: int, op_name: str) -> Config:
+def bench_config(shape: Shape, group_size: int, op_name: str) -> Config:
     op = op_for(op_name)
     return Config(name=str(shape), M=shape.M, K=shape.K, N=shape.N, group_size=op.group_size_for(shape.K, group_size),
                   tier="optional", suite="bench", inputs=(op.synthetic_input,), weights="random", weight_seed=0,
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.op not in op_names():
         parser.error(f"--op {args.op}: unknown op; known: {', '.join(op_names())}")
     for shape in shapes:  # the op's own shape rules, as matrix.toml's configs get them
-        problems = op_for(args.op).shape_problems(_config(shape, args.group_size, args.op))
+        problems = op_for(args.op).shape_problems(bench_config(shape, args.group_size, args.op))
         if problems:
             parser.error(f"shape {shape} for op {args.op}: {problems[0].problem} ({problems[0].fix})")
 
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.torch == "on" and not _cuda_available():
         print("error: --torch on, but torch with CUDA is not importable here")
         return verdict.USAGE
-    configs = tuple(_config(shape, args.group_size, args.op) for shape in shapes)
+    configs = tuple(bench_config(shape, args.group_size, args.op) for shape in shapes)
     kernels = [k for k in matrix.kernels if k.op == args.op]
     missing: dict[str, str] = {}
     if args.executorch is not None:
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch: bool) -> list[Row]:
     """The bench rows of one shape: every kernel's engine result beside numpy's (and torch's) time."""
-    config = _config(shape, args.group_size, args.op)
+    config = bench_config(shape, args.group_size, args.op)
     op = op_for(config)
     packed = op.synthetic_constants(config, args.seed)
     x = op.make_input(op.synthetic_input, replace(config, weight_seed=args.seed))

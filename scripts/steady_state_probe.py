@@ -136,7 +136,7 @@ def torch_phases(x: np.ndarray, constants: Any, golden: np.ndarray, args: argpar
 
 
 def main() -> None:
-    from q4gsw.bench import Shape, _config
+    from q4gsw.bench import Shape, bench_config
     from q4gsw.case import load_problem, open_device
     from q4gsw.cases import build_cases
     from q4gsw.matrix import load_matrix
@@ -161,7 +161,7 @@ def main() -> None:
     matrix = load_matrix(os.path.join(root, "matrix.toml"))
     backend = matrix.backend(args.backend)
     os.environ.update(provision(backend))
-    config = _config(args.shape, 32, args.op)
+    config = bench_config(args.shape, 32, args.op)
     kernels = [k for k in matrix.kernels if k.op == args.op and k.name in args.kernels]
     cases, skipped = build_cases(matrix, backend, (config,), tuple(kernels))
     for skip in skipped:

@@ -29,11 +29,11 @@ def test_a_shape_the_op_rejects_is_a_usage_error_naming_the_fix(capsys):
 
 
 def test_each_op_makes_its_synthetic_config():
-    qcs4w = bench._config(bench.Shape(1, 2048, 512), 32, "linear_qcs4w")
+    qcs4w = bench.bench_config(bench.Shape(1, 2048, 512), 32, "linear_qcs4w")
     assert qcs4w.group_size == 2048 and op_for(qcs4w).shape_problems(qcs4w) == []  # per channel: one group of K
-    embedding = bench._config(bench.Shape(512, 512, 256), 32, "embedding_q4gsw")
+    embedding = bench.bench_config(bench.Shape(512, 512, 256), 32, "embedding_q4gsw")
     assert embedding.inputs == ("every_row",) and embedding.tolerance.rtol == pytest.approx(2.4e-7)
-    linear = bench._config(bench.Shape(1, 8192, 512), 32, "linear_q4gsw")
+    linear = bench.bench_config(bench.Shape(1, 8192, 512), 32, "linear_q4gsw")
     assert linear.tolerance.atol == pytest.approx(2e-5)  # grown like sqrt(K / 2048)
 
 
