@@ -91,6 +91,7 @@ class Row:
 
 
 def bench_config(shape: Shape, group_size: int, op_name: str) -> Config:
+    """The config bench times a shape as: random weights, the op's synthetic input and bench tolerance."""
     op = op_for(op_name)
     return Config(name=str(shape), M=shape.M, K=shape.K, N=shape.N, group_size=op.group_size_for(shape.K, group_size),
                   tier="optional", suite="bench", inputs=(op.synthetic_input,), weights="random", weight_seed=0,

@@ -148,6 +148,7 @@ def main() -> None:
     parser.add_argument("--op", default="linear_q4gsw")
     parser.add_argument("--shape", type=Shape.parse, required=True, metavar="MxKxN")
     parser.add_argument("--kernels", nargs="+", required=True)
+    parser.add_argument("--group-size", type=int, default=32)
     parser.add_argument("--torch", action="store_true", help="also torch's int4 path (linear_q4gsw, CUDA)")
     parser.add_argument("--idle-s", type=float, default=2.0, help="sleep before each kernel's first phase")
     parser.add_argument("--isolated", type=int, default=30, help="repeats of each isolated phase")
@@ -161,7 +162,7 @@ def main() -> None:
     matrix = load_matrix(os.path.join(root, "matrix.toml"))
     backend = matrix.backend(args.backend)
     os.environ.update(provision(backend))
-    config = bench_config(args.shape, 32, args.op)
+    config = bench_config(args.shape, args.group_size, args.op)
     kernels = [k for k in matrix.kernels if k.op == args.op and k.name in args.kernels]
     cases, skipped = build_cases(matrix, backend, (config,), tuple(kernels))
     for skip in skipped:
