@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,28 +36,32 @@ def phase_summary(samples: list[float]) -> dict[str, Any]:
             "first_ms": 1e3 * samples[0], "last10pct_median_ms": 1e3 * statistics.median(tail)}
 
 
-def parse_variant(text: str) -> tuple[str, dict[str, str], str | None]:
-    """'LABEL:key=value,...' -> (label, override constants, dispatch expression or None); key `dispatch` is the
-    kernel's workgroup counts (one expression, grid-strided kernels take any count)."""
+def parse_variant(text: str) -> tuple[str, dict[str, str], str | None, str | None]:
+    """'LABEL:key=value,...' -> (label, override constants, dispatch expression or None, WGSL file or None); key
+    `dispatch` is the kernel's workgroup counts (one expression, grid-strided kernels take any count), `file` a
+    WGSL file with the same bindings to run in the kernel's place (a candidate rewrite)."""
     label, _, body = text.partition(":")
     overrides: dict[str, str] = {}
-    dispatch = None
+    dispatch = file = None
     for item in filter(None, body.split(",")):
         key, sep, value = item.partition("=")
         if not sep or not label:
             raise SystemExit(f"--variant {text!r}: write LABEL:key=value[,key=value...], e.g. rpt2:rpt=2")
         if key == "dispatch":
             dispatch = value
+        elif key == "file":
+            file = value
         else:
             overrides[key] = value
-    return label, overrides, dispatch
+    return label, overrides, dispatch, file
 
 
 def with_variant(case: Any, variant: str) -> Any:
-    label, overrides, dispatch = parse_variant(variant)
+    label, overrides, dispatch, file = parse_variant(variant)
     kernel = case.kernel
     kernel = replace(kernel, name=f"{kernel.name}[{label}]", overrides={**kernel.overrides, **overrides},
-                     dispatch=(dispatch,) if dispatch else kernel.dispatch)
+                     dispatch=(dispatch,) if dispatch else kernel.dispatch,
+                     text=Path(file).read_text() if file else kernel.text)
     return replace(case, kernel=kernel)
 
 

@@ -79,8 +79,20 @@ GEMV_FAST_EXTRA = [
     {"shape": [1, 1280, 72, 64, "ramp"], "overrides": {"rpt": 2}, "dispatch": "2"},
 ]
 
+# gpu_gemv_vec4 (K % 32 == 0, group_size % 32 == 0): rpt 1-4 and 4-team workgroups on partial blocks, a
+# partial single chunk (K = 1280: the second vec of each lane lies past the row), a partial second chunk
+# (K = 2560) and grid strides.
+GEMV_VEC4_EXTRA = [
+    {"shape": [1, 2048, 200, 32, "normal"], "overrides": {"rpt": 4}},
+    {"shape": [1, 4096, 24, 128, "normal"], "overrides": {"rpt": 3}},
+    {"shape": [1, 2560, 100, 32, "ramp"], "overrides": {"rpt": 3, "teams": 4}},
+    {"shape": [1, 6144, 40, 64, "normal"], "overrides": {"rpt": 1, "teams": 4}},
+    {"shape": [1, 512, 1000, 32, "normal"], "overrides": {"rpt": 4}, "dispatch": "3"},
+    {"shape": [1, 1280, 72, 64, "ramp"], "overrides": {"rpt": 2}, "dispatch": "2"},
+]
+
 KERNEL_SHAPES = {"gpu_gemv": GEMV_SHAPES, "gpu_gemv_rows": GEMV_SHAPES, "gpu_gemv_fast": GEMV_SHAPES,
-                 "gpu_gemm": GEMM_SHAPES, "gpu_gemm_f16": GEMM_SHAPES}
+                 "gpu_gemv_vec4": GEMV_SHAPES, "gpu_gemm": GEMM_SHAPES, "gpu_gemm_f16": GEMM_SHAPES}
 
 
 def make_packed(M: int, K: int, N: int, group_size: int, seed: int = SEED) -> PackedLinear:
@@ -110,9 +122,10 @@ class Spec:
 def specs_of(kernel: str) -> list[Spec]:
     """The kernel's cases whose shape satisfies the kernel's `when` in matrix.toml (gpu_gemm_f16: M >= 64)."""
     specs = [Spec(kernel, shape) for shape in KERNEL_SHAPES[kernel]]
-    if kernel in ("gpu_gemv", "gpu_gemv_rows", "gpu_gemv_fast"):
+    if kernel in ("gpu_gemv", "gpu_gemv_rows", "gpu_gemv_fast", "gpu_gemv_vec4"):
         specs.append(Spec(kernel, GRID_STRIDE["shape"], dispatch=GRID_STRIDE["dispatch"]))
-    extra = {"gpu_gemv_rows": GEMV_ROWS_EXTRA, "gpu_gemv_fast": GEMV_FAST_EXTRA}.get(kernel, [])
+    extra = {"gpu_gemv_rows": GEMV_ROWS_EXTRA, "gpu_gemv_fast": GEMV_FAST_EXTRA,
+             "gpu_gemv_vec4": GEMV_VEC4_EXTRA}.get(kernel, [])
     specs += [Spec(kernel, tuple(e["shape"]), tuple(e["overrides"].items()), e.get("dispatch", "")) for e in extra]
     matrix = load_matrix(MATRIX)
     declared = dataclasses.replace(next(k for k in matrix.kernels if k.name == kernel), device_type="", adapter_name="")
