@@ -43,10 +43,10 @@ def parse_variant(text: str) -> tuple[str, dict[str, str], str | None, str | Non
     label, _, body = text.partition(":")
     overrides: dict[str, str] = {}
     dispatch = file = None
-    for item in filter(None, body.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or not label:
-            raise SystemExit(f"--variant {text!r}: write LABEL:key=value[,key=value...], e.g. rpt2:rpt=2")
+    items = [item.partition("=") for item in body.split(",") if item]
+    if not label or not items or any(not sep for _, sep, _ in items):
+        raise SystemExit(f"--variant {text!r}: write LABEL:key=value[,key=value...], e.g. rpt2:rpt=2")
+    for key, _, value in items:
         if key == "dispatch":
             dispatch = value
         elif key == "file":
@@ -163,6 +163,8 @@ def main() -> None:
                         help="also each kernel with these override constants (and dispatch=EXPR)")
     parser.add_argument("--json", help="write the phases here")
     args = parser.parse_args()
+    for variant in args.variant:  # before any work: a mistyped variant is said at once
+        parse_variant(variant)
     root = os.path.join(os.path.dirname(__file__), "..")
     matrix = load_matrix(os.path.join(root, "matrix.toml"))
     backend = matrix.backend(args.backend)
