@@ -29,7 +29,7 @@ fi
 stage=${1:-accuracy}
 shift || true
 ops=("$@")
-probe_variants=()  # clocks: PROBE_VARIANTS="rpt2:rpt=2 persistent:dispatch=1056" adds kernel variants to the probe
+probe_variants=()  # clocks: PROBE_VARIANTS="rpt2:rpt=2 p528:dispatch=528" adds variants of the probed GEMVs
 for v in ${PROBE_VARIANTS:-}; do probe_variants+=(--variant "$v"); done
 [ ${#ops[@]} -eq 0 ] && ops=(linear_qcs4w embedding_q4gsw linear_dq8ca_q4gsw)
 configs=(q_proj kv_proj gate_proj down_proj q_proj_4k kv_proj_4k edge_steel edge_partial_tiles edge_gs8 edge_gs64
@@ -55,7 +55,7 @@ clocks)
     run bench-cold bench --backend native --repeats 10 --warmup-s 0 --json "$out/bench-cold.json" --shapes "${cliff[@]}"
     run bench-warm bench --backend native --repeats 10 --json "$out/bench-warm.json" --shapes "${cliff[@]}"
     run probe-lm_head scripts/steady_state_probe.py --backend native --shape 1x2048x128256 --torch \
-        --kernels gpu_gemv_fast --json "$out/probe-lm_head.json" "${probe_variants[@]}"
+        --kernels gpu_gemv_fast gpu_gemv_vec4 --json "$out/probe-lm_head.json" "${probe_variants[@]}"
     run probe-q_proj_4k scripts/steady_state_probe.py --backend native --shape 4096x2048x2048 --torch --batch 50 \
         --kernels gpu_gemm tiled --json "$out/probe-q_proj_4k.json" ;;
 ops)  # every config of the op whose fixture was carried in .fx (required and heavy alike)
@@ -82,7 +82,7 @@ ops-bench)
                 --json "$out/bench-$op-$b.json" "${peaks[@]}" --shapes "${shapes[@]}"
         done
     done ;;
-*) echo "unknown stage '$stage': accuracy, bench, clocks, ops or ops-bench" >&2; exit 2 ;;
+*) echo "unknown stage '$stage': accuracy, bench, clocks, ops or ops-bench" >&2; [ -n "$smi" ] && kill "$smi"; exit 2 ;;
 esac
 [ -n "$smi" ] && kill "$smi"
 tar -czf "${OUT:-results}/$gpu-$stage.tgz" -C "$(dirname "$out")" "$(basename "$out")"
