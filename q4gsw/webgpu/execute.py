@@ -177,26 +177,15 @@ class Device:
                       warmup_s=warmed_s)
 
     def warm_clocks(self, passes: list[tuple[Any, Any, tuple[int, ...]]], seconds: float) -> float:
-        """Dispatch the chain back to back for at least `seconds` (doubling the passes per submit, waiting once per
-        submit); the seconds it took. Why: a GPU's driver raises its clocks only after sustained load (the lent
-        H200 idles at 345 MHz and needs ~0.4 s of Vulkan compute to reach 1980 MHz, then drops back within ~1.5 s
-        idle), so a kernel timed from idle is timed at the idle clock (docs/kernels.md, "Speed")."""
-        device, usage = self.device, self.wgpu.BufferUsage
-        done = device.create_buffer(size=4, usage=usage.COPY_SRC)
-        started, count = time.perf_counter(), 1
+        """Dispatch the chain back to back for at least `seconds` (_dispatch with batch = repeats, from 2 so that
+        every submit is waited for, doubling each time); the seconds it took. Why: a GPU's driver raises its clocks
+        only after sustained load (the lent H200 idles at 345 MHz and needs ~0.4 s of Vulkan compute to reach 1980
+        MHz, then drops back within ~1.5 s idle), so a kernel timed from idle is timed at the idle clock
+        (docs/kernels.md, "Speed")."""
+        started, count = time.perf_counter(), 2
         while time.perf_counter() - started < seconds:
-            encoder = device.create_command_encoder()
-            for _ in range(count):
-                compute_pass = encoder.begin_compute_pass()
-                for pipeline, bind_group, counts in passes:
-                    compute_pass.set_pipeline(pipeline)
-                    compute_pass.set_bind_group(0, bind_group)
-                    compute_pass.dispatch_workgroups(*counts)
-                compute_pass.end()
-            device.queue.submit([encoder.finish()])
-            device.queue.read_buffer(done)
+            self._dispatch(passes, count, batch=count)
             count = min(MAX_BATCH, 2 * count)
-        done.destroy()
         return time.perf_counter() - started
 
     def _dispatch(self, passes: list[tuple[Any, Any, tuple[int, ...]]], repeats: int, batch: int = 1) -> list[float]:
