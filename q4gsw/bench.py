@@ -30,7 +30,7 @@ import numpy as np
 
 from q4gsw import verdict
 from q4gsw.bench_drift import BENCH_FORMAT, add_bench_baseline_options, read_baseline, repeat_stats, report_bench_drift
-from q4gsw.case import GPU_WARMUP_S
+from q4gsw.case import GPU_WARMUP_S, warmup_for
 from q4gsw.cases import Selection, build_cases
 from q4gsw.matrix import Config, MatrixError, load_matrix
 from q4gsw.ops import Op, op_for, op_names
@@ -284,8 +284,8 @@ def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch:
     numpy_gflops = flops / numpy_s / 1e9
     torch_times = None
     if use_torch:
-        warmup = GPU_WARMUP_S if args.warmup_s is None else args.warmup_s
-        torch_times = op.torch_baseline(x, packed, op.golden(x, packed), args.repeats, warmup)
+        torch_times = op.torch_baseline(x, packed, op.golden(x, packed), args.repeats,
+                                        warmup_for(is_cpu=False, asked=args.warmup_s))  # torch: a CUDA GPU
     nbytes = op.bytes_moved(config)
     rows = []
     for r in (r for r in results if r.config == str(shape)):

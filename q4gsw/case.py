@@ -161,12 +161,12 @@ def before_dispatch(kernel: Any, config: Config, info: Any, bindings: Bindings, 
     return Dispatch(kernel.source(root), kernel.name, constants, workgroups, bindings)
 
 
-def warmup_for(info: Any, asked: float | None) -> float:
+def warmup_for(is_cpu: bool, asked: float | None) -> float:
     """Seconds of back-to-back load before a kernel is timed: as asked, else GPU_WARMUP_S on a GPU and none on a
     CPU adapter (SwiftShader, lavapipe: no clock ramp worth a second per kernel)."""
     if asked is not None:
         return max(0.0, asked)
-    return 0.0 if info.is_cpu else GPU_WARMUP_S
+    return 0.0 if is_cpu else GPU_WARMUP_S
 
 
 def _time_dispatches(device: Any, first: Any, source: str, case: Case, constants: dict[str, Any],
@@ -182,7 +182,7 @@ def _time_dispatches(device: Any, first: Any, source: str, case: Case, constants
             return (first.gpu_s, "gpu", (), None) if first.gpu_s else (None, "unmeasured", (), None)
         return first.wall_s, "wall", (), None
     timed = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=repeats, before=before,
-                       warmup_s=warmup_for(device.info, warmup_s))
+                       warmup_s=warmup_for(device.info.is_cpu, warmup_s))
     samples = tuple(timed.gpu_samples)
     if not samples:
         return None, "unmeasured", (), timed.warmup_s

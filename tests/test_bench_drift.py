@@ -220,10 +220,10 @@ def test_repeats_are_timed_one_by_one_and_the_best_counts(timestamps: bool, how:
 def test_warm_up_defaults_to_gpus_and_obeys_an_explicit_value() -> None:
     from q4gsw.case import GPU_WARMUP_S, _time_dispatches, warmup_for
 
-    assert warmup_for(SimpleNamespace(is_cpu=False), None) == GPU_WARMUP_S
-    assert warmup_for(SimpleNamespace(is_cpu=True), None) == 0.0  # SwiftShader, lavapipe: no clock to raise
-    assert warmup_for(SimpleNamespace(is_cpu=True), 0.25) == 0.25
-    assert warmup_for(SimpleNamespace(is_cpu=False), -1.0) == 0.0
+    assert warmup_for(False, None) == GPU_WARMUP_S
+    assert warmup_for(True, None) == 0.0  # SwiftShader, lavapipe: no clock to raise
+    assert warmup_for(True, 0.25) == 0.25
+    assert warmup_for(False, -1.0) == 0.0
     case = SimpleNamespace(kernel=SimpleNamespace(name="k"))
     cpu = _Device(True, (0.002,), is_cpu=True)
     _time_dispatches(cpu, _Timed(0.004, 0.5), "src", case, {}, (1,), None, 3)
