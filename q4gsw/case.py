@@ -80,9 +80,10 @@ def upstream_verdict(y: np.ndarray, g: np.ndarray, case: Case) -> str:
 
 
 def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats: int = 1,
-                 warmup_s: float | None = None) -> Result:
+                 warmup_s: float | None = None, batch: int = 1) -> Result:
     """Run one case on an open device and compare it with its golden: the one place a case is judged. With
-    repeats > 1 (bench) the kernel is then timed: `warmup_s` of back-to-back load first (None: warmup_for)."""
+    repeats > 1 (bench) the kernel is then timed: `warmup_s` of back-to-back load first (None: warmup_for), then
+    the repeats, `batch` of them per submit (Device.run; 1: each alone)."""
     from q4gsw.compare import compare
     from q4gsw.expressions import KernelUnsupported, resolve_kernel
     from q4gsw.histogram import error_histogram
@@ -122,7 +123,7 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
     try:
         run = device.run(source, case.kernel.name, constants, workgroups, bindings, before=before)
         timed_s, how, samples, warmed_s = _time_dispatches(device, run, source, case, constants, workgroups,
-                                                           bindings, repeats, before, warmup_s)
+                                                           bindings, repeats, before, warmup_s, batch)
     except Exception as exc:  # OOM or device loss fails this case, not the run
         return base_result(case, "fail", f"kernel '{case.kernel.name}' failed on {info.name} through {info.webgpu}: "
                                          f"{type(exc).__name__}: {_last_lines(str(exc), 8)}",
@@ -171,7 +172,8 @@ def warmup_for(is_cpu: bool, asked: float | None) -> float:
 
 def _time_dispatches(device: Any, first: Any, source: str, case: Case, constants: dict[str, Any],
                      workgroups: tuple[int, ...], bindings: Bindings, repeats: int, before: Any = None,
-                     warmup_s: float | None = None) -> tuple[float | None, str, tuple[float, ...], float | None]:
+                     warmup_s: float | None = None,
+                     batch: int = 1) -> tuple[float | None, str, tuple[float, ...], float | None]:
     """(seconds per dispatch or None, how, the seconds of each repeat, warm-up seconds or None): the best of
     `repeats` timestamp-query times where the adapter has them, else the best wall time of `repeats` dispatches
     after the first (which includes pipeline creation), each after the warm-up (warmup_for); one dispatch
@@ -182,7 +184,7 @@ def _time_dispatches(device: Any, first: Any, source: str, case: Case, constants
             return (first.gpu_s, "gpu", (), None) if first.gpu_s else (None, "unmeasured", (), None)
         return first.wall_s, "wall", (), None
     timed = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=repeats, before=before,
-                       warmup_s=warmup_for(device.info.is_cpu, warmup_s))
+                       warmup_s=warmup_for(device.info.is_cpu, warmup_s), batch=batch)
     samples = tuple(timed.gpu_samples)
     if not samples:
         return None, "unmeasured", (), timed.warmup_s

@@ -2,10 +2,10 @@
 
 Why: on the lent H200 every linear_q4gsw kernel at lm_head timed ~5x slower than the same code on an H100, and
 q_proj_4k's samples in one bench run jumped from 6.8 ms to 4.1 ms partway through. This separates the kernel
-from the GPU's clock and power state: for each kernel (synthetic constants, checked against the fp64 golden)
-it idles, times `--isolated` repeats the way `bench` does (one submit and wait each), then dispatches back to
-back for `--sustain-s` seconds (`--batch` passes per submit, each pass timed by timestamps), then times
-isolated repeats again. torch's int4 path gets the same three phases where torch sees CUDA. Run
+from the GPU's clock and power state: for each kernel (synthetic constants) it idles, times `--isolated`
+repeats the way `bench` does (one submit and wait each), then dispatches back to back for `--sustain-s`
+seconds (`--batch` passes per submit, each pass timed by timestamps), then times isolated repeats again.
+Each phase is one case.execute_case without warm-up, so each is judged against the fp64 golden first. torch's int4 path gets the same three phases where torch sees CUDA. Run
 `nvidia-smi --query-gpu=... -lms 100` beside it to see the clocks. A benchmark, not a test.
 Usage: python scripts/steady_state_probe.py --backend native --shape 1x2048x128256 --kernels gpu_gemv_fast
        [--variant 'rpt2:rpt=2' --variant 'persistent:dispatch=1056' ...]  (each kernel again with those changes)
@@ -65,36 +65,34 @@ def with_variant(case: Any, variant: str) -> Any:
     return replace(case, kernel=kernel)
 
 
-def kernel_phases(device: Any, case: Any, problem: Any, root: str, args: argparse.Namespace) -> dict[str, Any]:
-    from q4gsw.expressions import resolve_kernel
-    from q4gsw.ops import op_for
+def kernel_phases(device: Any, case: Any, problem: Any, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The three phases of one kernel, each an execute_case (judged against the golden, then timed without a
+    warm-up); a kernel that does not pass is reported, not timed further."""
+    from q4gsw.case import execute_case
 
-    op = op_for(case.config)
-    constants, workgroups = resolve_kernel(case.kernel, case.config.shape_names(), device.info)
-    x = problem.x[case.input]
-    bindings = op.bindings(x, problem.constants, chained=False)
-    source = case.kernel.source(root)
-    first = device.run(source, case.kernel.name, constants, workgroups, bindings)
-    golden = problem.golden[case.input]
-    rel = float(np.abs(first.output - golden).max() / (np.abs(golden).max() or 1.0))
-    phases: dict[str, Any] = {"kernel": case.kernel.name, "workgroups": list(workgroups), "max_rel_err": rel}
+    golden_max = float(np.abs(problem.golden[case.input]).max()) or 1.0
+    row: dict[str, Any] = {"kernel": case.kernel.name}
+
+    def phase(name: str, repeats: int, batch: int = 1) -> list[float]:
+        stamp = time.time()
+        result = execute_case(case, device, problem, root, repeats=repeats, warmup_s=0.0, batch=batch)
+        samples = list(result.timings.gpu_samples_s)
+        row.update(status=result.status, message=result.message, workgroups=list(result.workgroups),
+                   max_rel_err=result.errors.max_abs / golden_max if result.errors else None)
+        row[name] = {"t0": stamp, "wall_s": time.time() - stamp, **phase_summary(samples)}
+        return samples if result.status == "pass" else []
+
     time.sleep(args.idle_s)
-    stamp = time.time()
-    cold = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=args.isolated)
-    phases["isolated_after_idle"] = {"t0": stamp, **phase_summary(list(cold.gpu_samples)),
-                                     "samples_ms": [1e3 * s for s in cold.gpu_samples]}
-    guess = statistics.median(cold.gpu_samples) if cold.gpu_samples else 1e-3
-    total = max(args.batch, int(args.sustain_s / guess))
-    stamp = time.time()
-    busy = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=total, batch=args.batch)
-    series = [1e3 * s for s in busy.gpu_samples]
-    phases["back_to_back"] = {"t0": stamp, "wall_s": time.time() - stamp, **phase_summary(list(busy.gpu_samples)),
-                              "samples_ms_every_10th": series[::10]}
-    stamp = time.time()
-    warm = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=args.isolated)
-    phases["isolated_after_load"] = {"t0": stamp, **phase_summary(list(warm.gpu_samples)),
-                                     "samples_ms": [1e3 * s for s in warm.gpu_samples]}
-    return phases
+    cold = phase("isolated_after_idle", args.isolated)
+    if not cold:
+        return row
+    row["isolated_after_idle"]["samples_ms"] = [1e3 * s for s in cold]
+    total = max(args.batch, int(args.sustain_s / statistics.median(cold)))
+    busy = phase("back_to_back", total, args.batch)
+    row["back_to_back"]["samples_ms_every_10th"] = [1e3 * s for s in busy[::10]]
+    warm = phase("isolated_after_load", args.isolated)
+    row["isolated_after_load"]["samples_ms"] = [1e3 * s for s in warm]
+    return row
 
 
 def torch_phases(x: np.ndarray, constants: Any, golden: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
@@ -145,7 +143,6 @@ def main() -> None:
     from q4gsw.case import load_problem, open_device
     from q4gsw.cases import build_cases
     from q4gsw.matrix import load_matrix
-    from q4gsw.ops import op_for
     from q4gsw.webgpu.provision import provision
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -165,8 +162,8 @@ def main() -> None:
     args = parser.parse_args()
     for variant in args.variant:  # before any work: a mistyped variant is said at once
         parse_variant(variant)
-    root = os.path.join(os.path.dirname(__file__), "..")
-    matrix = load_matrix(os.path.join(root, "matrix.toml"))
+    root = Path(__file__).resolve().parent.parent
+    matrix = load_matrix(root / "matrix.toml")
     backend = matrix.backend(args.backend)
     os.environ.update(provision(backend))
     config = bench_config(args.shape, args.group_size, args.op)
@@ -187,11 +184,12 @@ def main() -> None:
         rows.append(kernel_phases(device, case, problem, root, args))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "samples_ms"}, default=str)[:600], flush=True)
     if args.torch:
-        op = op_for(config)
-        x = problem.x[cases[0].input]
-        rows.append(torch_phases(x, problem.constants, op.golden(x, problem.constants), args))
+        rows.append(torch_phases(problem.x[cases[0].input], problem.constants, problem.golden[cases[0].input], args))
     print(f"\n{'kernel':<32} {'idle->isolated':>15} {'back-to-back':>13} {'(last 10%)':>11} {'isolated after':>15}  ms")
     for r in rows:
+        if r.get("status", "pass") != "pass":
+            print(f"{r['kernel'][:32]:<32} {r['status'].upper()}: {r['message']}")
+            continue
         a, b, c = r["isolated_after_idle"], r["back_to_back"], r["isolated_after_load"]
         print(f"{r['kernel'][:32]:<32} {a.get('median_ms', 0):15.4f} {b.get('median_ms', 0):13.4f} "
               f"{b.get('last10pct_median_ms', 0):11.4f} {c.get('median_ms', 0):15.4f}")

@@ -191,7 +191,7 @@ class _Device:
         self.timestamps, self.samples, self.repeats, self.warmups = timestamps, samples, [], []
         self.info = SimpleNamespace(is_cpu=is_cpu)
 
-    def run(self, *args: Any, repeats: int = 1, before: Any = None, warmup_s: float = 0.0) -> _Timed:
+    def run(self, *args: Any, repeats: int = 1, before: Any = None, warmup_s: float = 0.0, batch: int = 1) -> _Timed:
         self.repeats.append(repeats)
         self.warmups.append(warmup_s)
         return _Timed(min(self.samples) if self.timestamps and self.samples else None, 0.5, self.samples,
