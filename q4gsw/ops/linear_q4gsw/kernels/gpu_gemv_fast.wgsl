@@ -24,9 +24,9 @@
 // once per workgroup, not once per row block, and the barrier after the last chunk is skipped.
 //
 // Reduction: where the subgroup is exactly one 32-lane team (NVIDIA), each team sums its rows with
-// subgroupAdd and writes them directly, with no workgroup-memory round trip or barrier; narrower or
-// wider subgroups (lavapipe) sum per-subgroup partials through workgroup memory as
-// gpu_gemv_rows.wgsl does. Measured on an H100: lm_head 0.113 ms (was 0.122 ms), decode shapes
+// subgroupAdd and writes them directly, with no workgroup-memory round trip (one barrier, before sc is
+// restaged); narrower or wider subgroups (lavapipe) sum per-subgroup partials through workgroup memory
+// as gpu_gemv_rows.wgsl does. Measured on an H100: lm_head 0.113 ms (was 0.122 ms), decode shapes
 // unchanged (docs/native-h100).
 @group(0) @binding(0) var<storage, read_write> t_out: array<f32>;
 @group(0) @binding(1) var<storage, read> t_input: array<f32>;
@@ -124,10 +124,10 @@ fn stage_x(k_base: u32, cw: u32, lid: u32, WGS: u32, K: u32) {
   }
 }
 
-fn scale_put(idx: u32, tile: u32, R: u32, v: f32, buf: u32) {
+fn scale_put(idx: u32, tile: u32, R: u32, v: f32) {
   if (idx < tile) {
     let g = idx / R;
-    sc[buf + g * (R + 1u) + idx - g * R] = v;
+    sc[g * (R + 1u) + idx - g * R] = v;
   }
 }
 
@@ -162,7 +162,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
   if (single) {
     stage_x(0u, cw, lid, WGS, K);
   }
-  var it = 0u;                           // chunk iterations so far: selects the sc buffer
 
   for (var block = wid.x; block < blocks; block = block + groups.x) {
     let n0 = block * R;
@@ -214,8 +213,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
       if (!single) {
         stage_x(k_base, cw, lid, WGS, K);
       }
-      let buf = 0u;
-      it = it + 1u;
       let g0 = k_base / gs;
       for (var i0 = lid; i0 < tile; i0 = i0 + 8u * WGS) {
         let s0 = scale_at(i0, tile, R, g0, n0, n_groups, N);
@@ -226,28 +223,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
         let s5 = scale_at(i0 + 5u * WGS, tile, R, g0, n0, n_groups, N);
         let s6 = scale_at(i0 + 6u * WGS, tile, R, g0, n0, n_groups, N);
         let s7 = scale_at(i0 + 7u * WGS, tile, R, g0, n0, n_groups, N);
-        scale_put(i0, tile, R, s0, buf);
-        scale_put(i0 + WGS, tile, R, s1, buf);
-        scale_put(i0 + 2u * WGS, tile, R, s2, buf);
-        scale_put(i0 + 3u * WGS, tile, R, s3, buf);
-        scale_put(i0 + 4u * WGS, tile, R, s4, buf);
-        scale_put(i0 + 5u * WGS, tile, R, s5, buf);
-        scale_put(i0 + 6u * WGS, tile, R, s6, buf);
-        scale_put(i0 + 7u * WGS, tile, R, s7, buf);
+        scale_put(i0, tile, R, s0);
+        scale_put(i0 + WGS, tile, R, s1);
+        scale_put(i0 + 2u * WGS, tile, R, s2);
+        scale_put(i0 + 3u * WGS, tile, R, s3);
+        scale_put(i0 + 4u * WGS, tile, R, s4);
+        scale_put(i0 + 5u * WGS, tile, R, s5);
+        scale_put(i0 + 6u * WGS, tile, R, s6);
+        scale_put(i0 + 7u * WGS, tile, R, s7);
       }
       workgroupBarrier();
       // 3. Dot products: word s * 32 + lane of each row, s < steps.
-      acc = step(acc, lane, ga.x + buf + r0, vec4<u32>(w0a.x, w1a.x, w2a.x, w3a.x));
-      acc = step(acc, lane + 32u, ga.y + buf + r0, vec4<u32>(w0a.y, w1a.y, w2a.y, w3a.y));
+      acc = step(acc, lane, ga.x + r0, vec4<u32>(w0a.x, w1a.x, w2a.x, w3a.x));
+      acc = step(acc, lane + 32u, ga.y + r0, vec4<u32>(w0a.y, w1a.y, w2a.y, w3a.y));
       if (steps > 2u) {
-        acc = step(acc, lane + 64u, ga.z + buf + r0, vec4<u32>(w0a.z, w1a.z, w2a.z, w3a.z));
-        acc = step(acc, lane + 96u, ga.w + buf + r0, vec4<u32>(w0a.w, w1a.w, w2a.w, w3a.w));
+        acc = step(acc, lane + 64u, ga.z + r0, vec4<u32>(w0a.z, w1a.z, w2a.z, w3a.z));
+        acc = step(acc, lane + 96u, ga.w + r0, vec4<u32>(w0a.w, w1a.w, w2a.w, w3a.w));
       }
       if (big) {
-        acc = step(acc, lane + 128u, gb.x + buf + r0, vec4<u32>(w0b.x, w1b.x, w2b.x, w3b.x));
-        acc = step(acc, lane + 160u, gb.y + buf + r0, vec4<u32>(w0b.y, w1b.y, w2b.y, w3b.y));
-        acc = step(acc, lane + 192u, gb.z + buf + r0, vec4<u32>(w0b.z, w1b.z, w2b.z, w3b.z));
-        acc = step(acc, lane + 224u, gb.w + buf + r0, vec4<u32>(w0b.w, w1b.w, w2b.w, w3b.w));
+        acc = step(acc, lane + 128u, gb.x + r0, vec4<u32>(w0b.x, w1b.x, w2b.x, w3b.x));
+        acc = step(acc, lane + 160u, gb.y + r0, vec4<u32>(w0b.y, w1b.y, w2b.y, w3b.y));
+        acc = step(acc, lane + 192u, gb.z + r0, vec4<u32>(w0b.z, w1b.z, w2b.z, w3b.z));
+        acc = step(acc, lane + 224u, gb.w + r0, vec4<u32>(w0b.w, w1b.w, w2b.w, w3b.w));
       }
       if (!single) {
         workgroupBarrier();  // x is restaged by the next chunk
@@ -255,8 +252,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     }
 
     // Reduce the 32 lanes of each row: subgroupAdd; a team that is one subgroup writes its rows
-    // directly (no barrier: sc is double-buffered, so the next block's staging cannot race this
-    // block's reads), else the per-subgroup sums go through workgroup memory.
+    // directly (no workgroup-memory round trip), else the per-subgroup sums go through workgroup memory.
+    // Either way one barrier ends the block: the next block restages sc.
     let total = vec4<f32>(subgroupAdd(acc.x), subgroupAdd(acc.y), subgroupAdd(acc.z), subgroupAdd(acc.w));
     if (fast) {
       if (sgid < rpt) {

@@ -29,7 +29,7 @@ override teams: u32 = 8u;             // teams (of 32 lanes) per workgroup (1..8
 const TEAM: u32 = 32u;
 const KCMAX: u32 = 2048u;             // elements per chunk at most
 const CWMAX: u32 = KCMAX / 8u;        // 256 words per row per chunk at most
-const GT: u32 = 64u;                  // groups per chunk at most (kc = min(KCMAX, GT * gs))
+const GT: u32 = 64u;                  // groups per chunk at most (KCMAX / 32)
 const RMAX: u32 = 32u;                // rows per block at most
 const MAGIC: u32 = 0x4B000000u;       // 2^23 as f32 bits
 
@@ -106,10 +106,10 @@ fn stage_x(k_base: u32, cw: u32, lid: u32, WGS: u32, K: u32) {
   }
 }
 
-fn scale_put(idx: u32, tile: u32, R: u32, v: f32, buf: u32) {
+fn scale_put(idx: u32, tile: u32, R: u32, v: f32) {
   if (idx < tile) {
     let g = idx / R;
-    sc[buf + g * (R + 1u) + idx - g * R] = v;
+    sc[g * (R + 1u) + idx - g * R] = v;
   }
 }
 
@@ -124,14 +124,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
   let WGS = teams * TEAM;
   let R = teams * rpt;
   let RP = R + 1u;
-  let kc = min(KCMAX, GT * gs);          // elements per chunk (gs divides kc)
-  let cw = kc / 8u;                      // words per row per chunk: 64, 128 or 256
-  let steps = cw / TEAM;                 // 2, 4 or 8
+  let kc = KCMAX;                        // elements per chunk (gs >= 32: 64 * gs >= 2048)
+  let cw = CWMAX;                        // words per row per chunk
   let gpc = kc / gs;                     // groups per full chunk (<= GT)
   let tile = gpc * R;                    // scale tile floats (<= 2048)
   let lane = lid % TEAM;
   let team = lid / TEAM;
-  // Chunk-local scale rows (times RP) of this lane's words s * 32 + lane, s = 0..7.
+  // Chunk-local scale rows (times RP) of this lane's vecs lane and lane + 32.
   let l32 = lane * 32u;
   let gv = vec2<u32>(l32 / gs, (l32 + 1024u) / gs) * RP;
   let vpr = params.K_packed / 16u;       // vecs per row (K % 32 == 0)
@@ -143,7 +142,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
   if (single) {
     stage_x(0u, cw, lid, WGS, K);
   }
-  var it = 0u;                           // chunk iterations so far: selects the sc buffer
 
   for (var block = wid.x; block < blocks; block = block + groups.x) {
     let n0 = block * R;
@@ -162,42 +160,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
       let lastv = vpr - 1u;
       let va0 = min(vb, lastv);
       let va1 = min(vb + 32u, lastv);
-      let two = steps > 4u;  // a full 2048-element chunk: two vecs per lane and row
       let q0a = t_weight[v0 + va0];
-      var q0b = vec4<u32>(0u);
       var q1a = vec4<u32>(0u);
       var q1b = vec4<u32>(0u);
       var q2a = vec4<u32>(0u);
       var q2b = vec4<u32>(0u);
       var q3a = vec4<u32>(0u);
       var q3b = vec4<u32>(0u);
-      if (two) {
-        q0b = t_weight[v0 + va1];
-      }
+      let q0b = t_weight[v0 + va1];
       if (rpt > 1u) {
         q1a = t_weight[v1 + va0];
-        if (two) {
-          q1b = t_weight[v1 + va1];
-        }
+        q1b = t_weight[v1 + va1];
       }
       if (rpt > 2u) {
         q2a = t_weight[v2 + va0];
-        if (two) {
-          q2b = t_weight[v2 + va1];
-        }
+        q2b = t_weight[v2 + va1];
       }
       if (rpt > 3u) {
         q3a = t_weight[v3 + va0];
-        if (two) {
-          q3b = t_weight[v3 + va1];
-        }
+        q3b = t_weight[v3 + va1];
       }
       // 2. Stage x (zero past K) and the block's scale tile (zero past the last group / row N-1).
       if (!single) {
         stage_x(k_base, cw, lid, WGS, K);
       }
-      let buf = 0u;
-      it = it + 1u;
       let g0 = k_base / gs;
       for (var i0 = lid; i0 < tile; i0 = i0 + 8u * WGS) {
         let s0 = scale_at(i0, tile, R, g0, n0, n_groups, N);
@@ -208,29 +194,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
         let s5 = scale_at(i0 + 5u * WGS, tile, R, g0, n0, n_groups, N);
         let s6 = scale_at(i0 + 6u * WGS, tile, R, g0, n0, n_groups, N);
         let s7 = scale_at(i0 + 7u * WGS, tile, R, g0, n0, n_groups, N);
-        scale_put(i0, tile, R, s0, buf);
-        scale_put(i0 + WGS, tile, R, s1, buf);
-        scale_put(i0 + 2u * WGS, tile, R, s2, buf);
-        scale_put(i0 + 3u * WGS, tile, R, s3, buf);
-        scale_put(i0 + 4u * WGS, tile, R, s4, buf);
-        scale_put(i0 + 5u * WGS, tile, R, s5, buf);
-        scale_put(i0 + 6u * WGS, tile, R, s6, buf);
-        scale_put(i0 + 7u * WGS, tile, R, s7, buf);
+        scale_put(i0, tile, R, s0);
+        scale_put(i0 + WGS, tile, R, s1);
+        scale_put(i0 + 2u * WGS, tile, R, s2);
+        scale_put(i0 + 3u * WGS, tile, R, s3);
+        scale_put(i0 + 4u * WGS, tile, R, s4);
+        scale_put(i0 + 5u * WGS, tile, R, s5);
+        scale_put(i0 + 6u * WGS, tile, R, s6);
+        scale_put(i0 + 7u * WGS, tile, R, s7);
       }
       workgroupBarrier();
-      // 3. Dot products: vec s * 32 + lane of each row (one group each), s < steps / 4.
-      acc = vstep(acc, lane, gv.x + buf + r0, q0a, q1a, q2a, q3a);
-      if (two) {
-        acc = vstep(acc, lane + 32u, gv.y + buf + r0, q0b, q1b, q2b, q3b);
-      }
+      // 3. Dot products: vecs lane and lane + 32 of each row (one group each).
+      acc = vstep(acc, lane, gv.x + r0, q0a, q1a, q2a, q3a);
+      acc = vstep(acc, lane + 32u, gv.y + r0, q0b, q1b, q2b, q3b);
       if (!single) {
         workgroupBarrier();  // x is restaged by the next chunk
       }
     }
 
     // Reduce the 32 lanes of each row: subgroupAdd; a team that is one subgroup writes its rows
-    // directly (no barrier: sc is double-buffered, so the next block's staging cannot race this
-    // block's reads), else the per-subgroup sums go through workgroup memory.
+    // directly (no workgroup-memory round trip), else the per-subgroup sums go through workgroup memory.
+    // Either way one barrier ends the block: the next block restages sc.
     let total = vec4<f32>(subgroupAdd(acc.x), subgroupAdd(acc.y), subgroupAdd(acc.z), subgroupAdd(acc.w));
     if (fast) {
       if (sgid < rpt) {
