@@ -5,8 +5,9 @@ q_proj_4k's samples in one bench run jumped from 6.8 ms to 4.1 ms partway throug
 from the GPU's clock and power state: for each kernel (synthetic constants) it idles, times `--isolated`
 repeats the way `bench` does (one submit and wait each), then dispatches back to back for `--sustain-s`
 seconds (`--batch` passes per submit, each pass timed by timestamps), then times isolated repeats again.
-Each phase is one case.execute_case without warm-up, so each is judged against the fp64 golden first. torch's int4 path gets the same three phases where torch sees CUDA. Run
-`nvidia-smi --query-gpu=... -lms 100` beside it to see the clocks. A benchmark, not a test.
+Each phase is one case.execute_case without warm-up, so each is judged against the fp64 golden first.
+torch's int4 path gets the same three phases where torch sees CUDA. Run `nvidia-smi --query-gpu=... -lms 100`
+beside it to see the clocks. A benchmark, not a test.
 Usage: python scripts/steady_state_probe.py --backend native --shape 1x2048x128256 --kernels gpu_gemv_fast
        [--variant 'rpt2:rpt=2' --variant 'persistent:dispatch=1056' ...]  (each kernel again with those changes)
 """
