@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     adapter = next((r.adapter for r in results if r.adapter), None)
     adapter_name = adapter.name if adapter else "no adapter"
     warmed = [r.warmup_s for r in flat if r.warmup_s]
-    warm_note = f"timed after {min(warmed):.2g}-{max(warmed):.2g} s of load each" if warmed else "timed from idle"
+    warm_span = "-".join(dict.fromkeys(f"{s:.2g}" for s in (min(warmed), max(warmed)))) if warmed else ""
+    warm_note = f"timed after {warm_span} s of load each" if warmed else "timed from idle"
     _print_table(flat, f"q4gsw kernels on {adapter_name} ({backend.name}, {backend.webgpu}), {warm_note}; numpy fp32 "
                        f"on {platform.processor() or 'CPU'} with {os.cpu_count()} cores")
     try:  # whole or not at all: a full disk leaves the previous bench JSON as it was, and says so

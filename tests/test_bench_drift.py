@@ -175,7 +175,8 @@ def test_bench_warms_the_adapter_up_for_as_long_as_asked(tmp_path: Path, capsys:
     [measured] = [r for r in data["rows"] if r["time_s"]]
     assert data["warmup_s"] == 0.3 and 0.3 <= measured["warmup_s"] < 30
     assert len(measured["samples_s"]) == 2 and measured["correct"] is True
-    assert "timed after 0.3" in capsys.readouterr().out
+    # the title reports the warm-up measured, which overshoots the asked 0.3 s by a slow machine's last batch
+    assert f"timed after {measured['warmup_s']:.2g} s of load each" in " ".join(capsys.readouterr().out.split())
 
 
 class _Timed:
