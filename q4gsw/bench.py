@@ -252,8 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     adapter = next((r.adapter for r in results if r.adapter), None)
     adapter_name = adapter.name if adapter else "no adapter"
     warmed = [r.warmup_s for r in flat if r.warmup_s]
-    warm_span = "-".join(dict.fromkeys(f"{s:.2g}" for s in (min(warmed), max(warmed)))) if warmed else ""
-    warm_note = f"timed after {warm_span} s of load each" if warmed else "timed from idle"
+    warm_note = "timed from idle"
+    if warmed:
+        shortest, longest = f"{min(warmed):.2g}", f"{max(warmed):.2g}"
+        span = shortest if shortest == longest else f"{shortest}-{longest}"
+        warm_note = f"timed after {span} s of load each"
     _print_table(flat, f"q4gsw kernels on {adapter_name} ({backend.name}, {backend.webgpu}), {warm_note}; numpy fp32 "
                        f"on {platform.processor() or 'CPU'} with {os.cpu_count()} cores")
     try:  # whole or not at all: a full disk leaves the previous bench JSON as it was, and says so
