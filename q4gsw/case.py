@@ -22,11 +22,11 @@ from q4gsw import __version__
 from q4gsw.cases import Case
 from q4gsw.console import last_lines as _last_lines
 from q4gsw.console import say
+from q4gsw.matrix.values import Config
 from q4gsw.ops import op_for
 from q4gsw.ops.base import Bindings
-from q4gsw.result import Provenance, Result, Shape, Timings
+from q4gsw.report.result import Provenance, Result, Shape, Timings
 from q4gsw.sessions import reproduce_command
-from q4gsw.values import Config
 
 COMPILE_FAILURE = "kernel rejected"
 # The lent H200 needs ~0.4 s of back-to-back Vulkan compute to raise its SM clock from 345 to 1980 MHz
@@ -85,8 +85,8 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
     repeats > 1 (bench) the kernel is then timed: `warmup_s` of back-to-back load first (None: warmup_for), then
     the repeats, `batch` of them per submit (Device.run; 1: each alone)."""
     from q4gsw.compare import compare
-    from q4gsw.expressions import KernelUnsupported, resolve_kernel
-    from q4gsw.histogram import error_histogram
+    from q4gsw.matrix.expressions import KernelUnsupported, resolve_kernel
+    from q4gsw.report.histogram import error_histogram
     from q4gsw.webgpu.execute import COMPILERS, KernelCompileError, adapt_source
 
     info = device.info
@@ -155,7 +155,7 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
 
 def before_dispatch(kernel: Any, config: Config, info: Any, bindings: Bindings, root: Path) -> Any:
     """The `before` kernel of a chain, resolved for the config on this adapter (raises KernelUnsupported)."""
-    from q4gsw.expressions import resolve_kernel
+    from q4gsw.matrix.expressions import resolve_kernel
     from q4gsw.webgpu.execute import Dispatch
 
     constants, workgroups = resolve_kernel(kernel, config.shape_names(), info)
@@ -192,7 +192,7 @@ def _time_dispatches(device: Any, first: Any, source: str, case: Case, constants
 
 
 def _versions() -> dict[str, str]:
-    from q4gsw.export import package_version, package_versions
+    from q4gsw.export.fixtures import package_version, package_versions
 
     return {"q4gsw": __version__, **package_versions(), "wgpu": package_version("wgpu"),
             "wgpudawn": package_version("wgpudawn"), "numpy": np.__version__}
@@ -208,7 +208,7 @@ def load_problem(config: Config, inputs_wanted: tuple[str, ...], fixture: Path |
         xs = dict.fromkeys(inputs_wanted, x)
         return Problem(constants=constants, x=xs, golden={name: op.golden(x, constants) for name in xs},
                        timings={"golden_s": time.perf_counter() - started})
-    from q4gsw.export import verify_fixture
+    from q4gsw.export.fixtures import verify_fixture
 
     loaded = verify_fixture(fixture, config)
     constants = loaded.constants(config)
@@ -251,7 +251,7 @@ def open_device(cases: list[Case]) -> tuple[Any, str]:
 def warm_up(device: Any, case: Case, root: Path) -> None:
     """A spare's work before its fixture: its first kernel's pipeline and an empty dispatch (Device.warm_up).
     Any failure is left for execute_case to meet again and report with the case."""
-    from q4gsw.expressions import resolve_kernel
+    from q4gsw.matrix.expressions import resolve_kernel
 
     with contextlib.suppress(Exception):
         constants, _ = resolve_kernel(case.kernel, case.config.shape_names(), device.info)

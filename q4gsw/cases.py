@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
-from q4gsw.matrix import TIERS, Backend, Config, Kernel, Matrix, MatrixError, Tolerance
+from q4gsw.matrix.load import TIERS, Backend, Config, Kernel, Matrix, MatrixError, Tolerance
+from q4gsw.matrix.values import AdapterInfo
 from q4gsw.ops import op_for
 from q4gsw.sessions import HEAVY_HINT, Rerun
-from q4gsw.values import AdapterInfo
 
 ROLES = ("subject", "reference", "mutant")
 DEFAULT_SUITES = ("llama",)
@@ -78,7 +78,7 @@ class Selection:
         The route is evaluated with the adapter's real features and limits, as the runtime does."""
         if not self.route:
             return self
-        from q4gsw.expressions import KernelUnsupported, resolve_kernel
+        from q4gsw.matrix.expressions import KernelUnsupported, resolve_kernel
 
         order = {name: i for i, name in enumerate(self.route)}
         cases: list[Case] = []
@@ -130,7 +130,7 @@ class Selection:
                        skipped=earlier + dropped)
 
     def filter_by_shard(self, index: int, count: int) -> Selection:
-        from q4gsw.ci import select_shard
+        from q4gsw.commands.ci import select_shard
 
         keep = select_shard(self.configs, index, count)
         # Other-tier skips are reported by shard 1 only, so merged shard reports list each once.
@@ -179,7 +179,7 @@ def build_cases(matrix: Matrix, backend: Backend, configs: Sequence[Config], ker
     A config no kernel applies to is recorded as unsupported (the engine fails it if it is required).
     `applies=False` keeps every kernel (a `check --kernel` is the user's explicit choice).
     """
-    from q4gsw.expressions import ExpressionError, kernel_applies
+    from q4gsw.matrix.expressions import ExpressionError, kernel_applies
 
     roles = roles or {}
     cases: list[Case] = []

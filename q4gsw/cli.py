@@ -1,6 +1,6 @@
 """Command line: python -m q4gsw {list,run,check,export,...}.
 
-Exit codes (q4gsw/verdict.py, docs/results.md): 0 all selected cases passed, 1 any failed or nothing was
+Exit codes (q4gsw/report/verdict.py, docs/results.md): 0 all selected cases passed, 1 any failed or nothing was
 checked, 2 usage or matrix.toml error (nothing run), 130 interrupted (partial results written).
 
 Environment: Q4GSW_CACHE the cache folder (fixtures, provisioned drivers); Q4GSW_PREWARM the cold-start
@@ -19,16 +19,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from q4gsw import __version__, verdict
-from q4gsw.baseline import add_baseline_options, run_baseline
-from q4gsw.matrix import TIERS, Kernel, Matrix, MatrixError, check_runnable, load_matrix
+from q4gsw import __version__
+from q4gsw.drift.baseline import add_baseline_options, run_baseline
+from q4gsw.matrix.load import TIERS, Kernel, Matrix, MatrixError, check_runnable, load_matrix
+from q4gsw.report import verdict
 
 if TYPE_CHECKING:
     from q4gsw.cases import Selection
 
 # Subcommands implemented in their own module, each exposing main(argv) -> int.
-EXTERNAL_COMMANDS = {"bench": "q4gsw.bench", "ci-matrix": "q4gsw.ci", "report": "q4gsw.report_cli",
-                     "audit": "q4gsw.audit", "mutants": "q4gsw.mutants"}
+EXTERNAL_COMMANDS = {"bench": "q4gsw.commands.bench", "ci-matrix": "q4gsw.commands.ci",
+                     "report": "q4gsw.commands.report",
+                     "audit": "q4gsw.commands.audit", "mutants": "q4gsw.commands.mutants"}
 
 
 def _add_matrix(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +56,7 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
 
 
 def _shard_arg(text: str) -> tuple[int, int]:
-    from q4gsw.ci import ShardError, parse_shard
+    from q4gsw.commands.ci import ShardError, parse_shard
 
     try:
         return parse_shard(text)
@@ -177,8 +179,8 @@ def cmd_run_kernel_set(matrix: Matrix, args: argparse.Namespace, checkout: Path)
     it. A set whose op folder the checkout lacks (an older ExecuTorch) is said and left out, unless that op was
     asked for by --op."""
     from q4gsw.cases import Skip
-    from q4gsw.expressions import kernel_applies
-    from q4gsw.kernel_sets import load_checkout
+    from q4gsw.export.kernel_sets import load_checkout
+    from q4gsw.matrix.expressions import kernel_applies
 
     loaded_sets = load_checkout(matrix, checkout, tuple(getattr(args, "op", None) or ()))
     kernels = tuple(k for loaded in loaded_sets for k in loaded.kernels)
@@ -196,7 +198,7 @@ def cmd_run_kernel_set(matrix: Matrix, args: argparse.Namespace, checkout: Path)
 
 def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...] | None = None,
             applies: bool = True, selection: Selection | None = None) -> int:
-    from q4gsw.export import default_cache_dir
+    from q4gsw.export.fixtures import default_cache_dir
     from q4gsw.run.exporter import FixtureSource
     from q4gsw.run.finish import run_and_report
     from q4gsw.run.stages import RunOptions
@@ -216,7 +218,7 @@ def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...
 
 
 def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
-    from q4gsw.export import (
+    from q4gsw.export.fixtures import (
         GOLDEN_PREFIX,
         PTE_FILE,
         NotOurs,
@@ -246,7 +248,7 @@ def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
         raise MatrixError("environment", "cache", "Q4GSW_CACHE / --cache", problem,
                           "nothing was exported; fix the cache location and run again")
     max_golden = None if args.max_golden_mib is None else args.max_golden_mib * 2**20
-    from q4gsw.export import quiet_library_output
+    from q4gsw.export.fixtures import quiet_library_output
 
     quiet_library_output()  # torch's warnings and the partitioner's INFO lines only with --verbose
 
@@ -295,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         matrix = load_matrix(args.matrix)
         if args.command == "list":
-            from q4gsw.listing import cmd_list
+            from q4gsw.commands.listing import cmd_list
 
             return cmd_list(matrix)
         if args.command == "validate":
@@ -341,7 +343,7 @@ def _child_command(args: argparse.Namespace) -> int:
 
 
 def _user_kernel(args: argparse.Namespace) -> Kernel:
-    from q4gsw.matrix import make_kernel
+    from q4gsw.matrix.load import make_kernel
 
     if not args.kernel.is_file():
         raise MatrixError("command line", "check", "--kernel", f"{args.kernel}: no such file",
@@ -353,8 +355,8 @@ def _user_kernel(args: argparse.Namespace) -> Kernel:
 
 
 def _validate_user_kernel(kernel: Kernel) -> None:
-    from q4gsw.checker import PLACEHOLDER_SHAPE
-    from q4gsw.expressions import environment, evaluate
+    from q4gsw.matrix.checker import PLACEHOLDER_SHAPE
+    from q4gsw.matrix.expressions import environment, evaluate
 
     names = environment(PLACEHOLDER_SHAPE, None)
     for key, value in kernel.overrides.items():

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from q4gsw.values import Errors, Tolerance
+from q4gsw.matrix.values import Errors, Tolerance
 
 
 @dataclass(frozen=True)

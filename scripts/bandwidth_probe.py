@@ -81,7 +81,7 @@ def make_buffer(device: Any, wgpu: Any, parts: list[int], seed: int, mapped: boo
 class Probe:
     def __init__(self, backend_name: str, workgroups: int, repeats: int, flush_mib: float,
                  chunk_mib: float = 32) -> None:
-        from q4gsw.matrix import load_matrix
+        from q4gsw.matrix.load import load_matrix
         from q4gsw.webgpu.adapter import select_adapter
         from q4gsw.webgpu.provision import provision
 

@@ -140,10 +140,10 @@ def torch_phases(x: np.ndarray, constants: Any, golden: np.ndarray, args: argpar
 
 
 def main() -> None:
-    from q4gsw.bench import Shape, bench_config
     from q4gsw.case import load_problem, open_device
     from q4gsw.cases import build_cases
-    from q4gsw.matrix import load_matrix
+    from q4gsw.commands.bench import Shape, bench_config
+    from q4gsw.matrix.load import load_matrix
     from q4gsw.webgpu.provision import provision
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -23,7 +23,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
 
 def provisioned_env(backend: str) -> dict[str, str]:
     """Environment that makes wgpu see the backend's driver; skips (locally) when it cannot be provisioned."""
-    from q4gsw.matrix import load_matrix
+    from q4gsw.matrix.load import load_matrix
     from q4gsw.webgpu.adapter import BackendUnavailable
     from q4gsw.webgpu.provision import provision
 

@@ -1,7 +1,7 @@
 """Test helpers shared by the test files: synthetic fixtures (no torch), running Cases through the engine,
 results.json read back, and a tiny matrix (write_matrix) for the hostile-input tests of issue 14.
 
-Kernels are never run by a test's own child script: a test writes fixtures in the format of q4gsw.export
+Kernels are never run by a test's own child script: a test writes fixtures in the format of q4gsw.export.fixtures
 (manifest.json with every file's sha256 and size, weight_packed.npy, scales.npy, golden-<input>.npy), builds
 q4gsw.cases.Case objects into a Selection and calls q4gsw.run.stages.run_selection, which provisions the backend,
 probes its adapter and runs each config's cases in a child (`python -m q4gsw _child`), as `q4gsw run` does.
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from q4gsw import export, inputs
 from q4gsw.cases import Case, Selection
-from q4gsw.matrix import Backend, Config, Tolerance, load_matrix
-from q4gsw.ops import op_for
+from q4gsw.export import fixtures
+from q4gsw.matrix.load import Backend, Config, Tolerance, load_matrix
+from q4gsw.ops import inputs, op_for
 from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4
-from q4gsw.result import Result, Shape
+from q4gsw.report.result import Result, Shape
 
 REPO = Path(__file__).resolve().parent.parent
 MATRIX = REPO / "matrix.toml"
@@ -54,7 +54,7 @@ def write_fixture(folder: Path, config: Config, packed: PackedLinear,
 
     The golden of each of the config's inputs is the fp64 reference of the input the engine regenerates
     (inputs.make_input(name, M, K, weight_seed)), unless `goldens` gives it (the gate tests use their own)."""
-    path = export.find_fixture(folder, config)
+    path = fixtures.find_fixture(folder, config)
     path.mkdir(parents=True)
     op = op_for(config)
     for name, array in op.constants_to_files(packed).items():
@@ -64,14 +64,14 @@ def write_fixture(folder: Path, config: Config, packed: PackedLinear,
         x = inputs.make_input(input_name, config.M, config.K, config.weight_seed)
         input_sha[input_name] = hashlib.sha256(x.tobytes()).hexdigest()
         g = goldens[input_name] if goldens is not None else op.golden(x, packed)
-        np.save(path / export.golden_file(input_name), np.asarray(g, dtype=np.float64))
-    files = {p.name: {"sha256": export.sha256_file(p), "size": p.stat().st_size} for p in sorted(path.iterdir())}
+        np.save(path / fixtures.golden_file(input_name), np.asarray(g, dtype=np.float64))
+    files = {p.name: {"sha256": fixtures.sha256_file(p), "size": p.stat().st_size} for p in sorted(path.iterdir())}
     manifest = {"key": f"synthetic-{config.name}", "op": op.name, "operator": op.operator, "files": files,
                 "input_sha256": input_sha,
                 "config": {"M": config.M, "K": config.K, "N": config.N, "group_size": config.group_size,
                            "weights": config.weights, "weight_seed": config.weight_seed,
                            "inputs": list(config.inputs)}}
-    (path / export.MANIFEST).write_text(json.dumps(manifest))
+    (path / fixtures.MANIFEST).write_text(json.dumps(manifest))
     return path
 
 

@@ -1,4 +1,4 @@
-"""Adapter matching (Backend.matches in q4gsw.values, used by q4gsw.webgpu.adapter to pick a backend's adapter):
+"""Adapter matching (Backend.matches in q4gsw.matrix.values, used by q4gsw.webgpu.adapter to pick a backend's adapter):
 a backend never accepts another adapter, offline; and, on SwiftShader, a backend whose adapter is not there fails
 its required configs with the adapters seen, and no fallback."""
 
@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli, write_fault_matrix
 from helpers import only, results_json
 
-from q4gsw.matrix import load_matrix
+from q4gsw.matrix.load import load_matrix
 from q4gsw.webgpu.adapter import AdapterInfo
 
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from conftest import MATRIX
 
-from q4gsw import audit, error_model
-from q4gsw.matrix import Config
-from q4gsw.result import AdapterInfo, Errors, Result, Tolerance, write_results
+from q4gsw.commands import audit
+from q4gsw.matrix.load import Config
+from q4gsw.ops import error_model
+from q4gsw.report.result import AdapterInfo, Errors, Result, Tolerance, write_results
 
 U = 2.0**-24
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import MATRIX
 
-from q4gsw import ci
 from q4gsw.cases import build_selection
-from q4gsw.matrix import MatrixError, check_runnable, load_matrix
+from q4gsw.commands import ci
+from q4gsw.matrix.load import MatrixError, check_runnable, load_matrix
 from q4gsw.sessions import accuracy_session
 
 

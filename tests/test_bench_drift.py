@@ -1,4 +1,4 @@
-"""`bench --baseline OLD.json` (q4gsw.bench_drift): a kernel slower than the baseline beyond both runs' spreads and
+"""`bench --baseline OLD.json` (q4gsw.drift.bench): a kernel slower than the baseline beyond both runs' spreads and
 the minimum margin is drift; noise inside the spreads is not; old bench JSONs (no spread) are still read; a file of
 the wrong kind is one line and exit 2. Offline (bench JSONs written here, `--compare` instead of a bench run), plus
 one e2e bench on SwiftShader that records the per-repeat times."""
@@ -15,9 +15,9 @@ import pytest
 from conftest import MATRIX
 from helpers import fake_result
 
-from q4gsw import bench
-from q4gsw.bench_drift import MIN_SLOWDOWN, compare_bench, judge, repeat_stats
-from q4gsw.result import write_results
+from q4gsw.commands import bench
+from q4gsw.drift.bench import MIN_SLOWDOWN, compare_bench, judge, repeat_stats
+from q4gsw.report.result import write_results
 
 
 def row(kernel: str = "cpu_gemv", samples: tuple[float, ...] = (0.0020, 0.0021, 0.0022), shape: str = "1x2048x2048",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from q4gsw import bench
+from q4gsw.commands import bench
 from q4gsw.ops import op_for
 
 ROOT = Path(__file__).resolve().parents[1]

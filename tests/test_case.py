@@ -16,10 +16,10 @@ from helpers import make_config, random_packed
 
 from q4gsw.case import COMPILE_FAILURE, Problem, execute_case
 from q4gsw.cases import Case
-from q4gsw.matrix import Backend, Tolerance, make_kernel
+from q4gsw.matrix.load import Backend, Tolerance, make_kernel
+from q4gsw.matrix.values import AdapterInfo
 from q4gsw.ops import op_for
 from q4gsw.ops.base import Bindings
-from q4gsw.values import AdapterInfo
 from q4gsw.webgpu.execute import GpuRun, KernelCompileError
 
 ADAPTER = AdapterInfo(name="Fake Device", device_type="CPU", api="Vulkan", webgpu="wgpu-native",
@@ -133,7 +133,7 @@ def test_load_problem_refuses_a_golden_computed_from_another_input(tmp_path):
     from helpers import write_fixture
 
     from q4gsw.case import load_problem
-    from q4gsw.export import MANIFEST
+    from q4gsw.export.fixtures import MANIFEST
 
     config = make_config("sha", 1, 64, 16, 32, tolerance=TOLERANCE)
     path = write_fixture(tmp_path, config, random_packed(16, 64, 32, np.random.default_rng(5)))

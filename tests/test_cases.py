@@ -25,10 +25,10 @@ from q4gsw.cases import (
     select_configs,
     to_plain,
 )
-from q4gsw.expressions import written_for
-from q4gsw.matrix import MatrixError, load_matrix
+from q4gsw.matrix.expressions import written_for
+from q4gsw.matrix.load import MatrixError, load_matrix
+from q4gsw.report.verdict import USAGE as EXIT_USAGE
 from q4gsw.sessions import HEAVY_HINT
-from q4gsw.verdict import USAGE as EXIT_USAGE
 
 # Every optional part of a Config, Kernel and Backend filled in, for the round trip through JSON.
 RICH_MATRIX = '''
@@ -349,7 +349,7 @@ def test_heavy_not_selected_is_a_skip_with_its_reason(tmp_path: Path, swiftshade
 def test_only_a_route_variant_is_routed(tiny):
     """A kernel outside the route never becomes "what the runtime dispatches", even when the route's variants
     cannot run: the config is then unsupported (and a required one fails)."""
-    from q4gsw.values import AdapterInfo
+    from q4gsw.matrix.values import AdapterInfo
 
     adapter = AdapterInfo(name="SwiftShader Device", device_type="CPU", api="Vulkan", webgpu="wgpu-native",
                           limits={"max-compute-invocations-per-workgroup": 256,

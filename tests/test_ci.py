@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 from conftest import MATRIX, REPO, run_cli
 
-from q4gsw import ci, cli
-from q4gsw.matrix import load_matrix
+from q4gsw import cli
+from q4gsw.commands import ci
+from q4gsw.matrix.load import load_matrix
 
 WORKFLOW = REPO / ".github" / "workflows" / "accuracy.yml"
 

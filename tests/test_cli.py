@@ -10,7 +10,7 @@ def test_list_shows_configs_tiers_and_kernels():
     for name in ("q_proj", "kv_proj", "gate_proj", "down_proj", "lm_head", "q_proj_4k", "kv_proj_8k"):
         assert name in proc.stdout
     # Piped (no terminal), the table fits 100 columns: still every config's whole name, and every backend.
-    from q4gsw.matrix import load_matrix
+    from q4gsw.matrix.load import load_matrix
 
     matrix = load_matrix(MATRIX)
     for config in matrix.configs:
@@ -55,7 +55,7 @@ def test_an_unknown_prewarm_mechanism_is_a_usage_error_before_any_work(tiny_matr
 
 def test_an_empty_shard_says_why_it_runs_nothing(tiny_matrix: Path, capsys):
     from q4gsw import cli
-    from q4gsw.matrix import load_matrix
+    from q4gsw.matrix.load import load_matrix
 
     args = cli.build_parser().parse_args(["run", "--backend", "swiftshader", "--shard", "3/3"])
     assert cli.selection_from_args(load_matrix(tiny_matrix), args).is_empty()

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from q4gsw.compare import compare
-from q4gsw.matrix import Tolerance
+from q4gsw.matrix.load import Tolerance
 
 TOL = Tolerance(atol=1e-3, rtol=1e-2, justification="test")
 

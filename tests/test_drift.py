@@ -1,4 +1,4 @@
-"""Baselines (q4gsw.drift, baseline, drift_report, `report --baseline`, `run --baseline`): did a change move the
+"""Baselines (q4gsw.drift.rule, baseline, drift_report, `report --baseline`, `run --baseline`): did a change move the
 numbers? Results are built from real error arrays and written with the real writers; no GPU."""
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import pytest
 from conftest import run_cli
 from helpers import assert_clean_usage_error, write_matrix
 
-from q4gsw import plots, report_cli
+from q4gsw.commands import report
 from q4gsw.compare import compare as compare_arrays
-from q4gsw.drift import FLOOR_OF_ATOL, compare, error_quantile
-from q4gsw.histogram import error_histogram
-from q4gsw.matrix import MatrixError, load_matrix
-from q4gsw.result import Result, Shape, Tolerance, write_results
+from q4gsw.drift.rule import FLOOR_OF_ATOL, compare, error_quantile
+from q4gsw.matrix.load import MatrixError, load_matrix
+from q4gsw.report import plots
+from q4gsw.report.histogram import error_histogram
+from q4gsw.report.result import Result, Shape, Tolerance, write_results
 
 TOL = Tolerance(atol=1e-5, rtol=1e-4, justification="K=2048 fp32 accumulation bound", source="config")
 META = {"q4gsw_version": "0.1.0", "command": "python -m q4gsw run --backend swiftshader", "backend": "swiftshader",
@@ -168,7 +169,7 @@ def test_error_quantile_reads_the_histogram() -> None:
 def test_report_of_an_identical_run_says_no_drift(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     old = written(tmp_path / "old", run_of(case(), case(kernel="cpu_tiled")))
     new = written(tmp_path / "new", run_of(case(), case(kernel="cpu_tiled")))
-    assert report_cli.main([str(new), "--baseline", str(old), "--fail-on-drift"]) == 0
+    assert report.main([str(new), "--baseline", str(old), "--fail-on-drift"]) == 0
     out = capsys.readouterr().out
     assert f"baseline: 0 drifted, 0 changed status, 0 improved, 0 new, 0 vanished (2 cases compared with {old})" in out
     summary = (new / "summary.md").read_text()
@@ -179,7 +180,7 @@ def test_report_lists_drift_everywhere_and_fails_only_on_request(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     old = written(tmp_path / "old", run_of(case(), case(kernel="cpu_tiled")))
     new = written(tmp_path / "new", run_of(case(scale=4.0), case(kernel="cpu_tiled")))
-    assert report_cli.main([str(new), "--baseline", str(old)]) == 0  # reported, not failed
+    assert report.main([str(new), "--baseline", str(old)]) == 0  # reported, not failed
     out = capsys.readouterr().out
     assert "DRIFT kv_proj/cpu_gemv/normal@swiftshader: max |err|" in out
     assert "baseline: 1 drifted" in out
@@ -194,19 +195,19 @@ def test_report_lists_drift_everywhere_and_fails_only_on_request(tmp_path: Path,
     assert drifted.find("failure") is None  # without --fail-on-drift, a property, not a failure
     assert "drift" not in {p.get("name") for p in cases["kv_proj/cpu_tiled/normal"].iter("property")}
 
-    assert report_cli.main([str(new), "--baseline", str(old), "--fail-on-drift"]) == 1
+    assert report.main([str(new), "--baseline", str(old), "--fail-on-drift"]) == 1
     root = ET.parse(new / "junit.xml").getroot()
     failure = next(c for c in root.iter("testcase") if c.get("name") == "kv_proj/cpu_gemv/normal").find("failure")
     assert failure.get("type") == "AccuracyDrift" and root.get("failures") == "1"
     # --drift-factor above the growth: no drift.
-    assert report_cli.main([str(new), "--baseline", str(old), "--fail-on-drift", "--drift-factor", "6"]) == 0
+    assert report.main([str(new), "--baseline", str(old), "--fail-on-drift", "--drift-factor", "6"]) == 0
 
 
 def test_strict_and_drift_together(tmp_path: Path) -> None:
     old = written(tmp_path / "old", run_of(case()))
     new = written(tmp_path / "new", run_of(case(scale=4.0)))
-    assert report_cli.main([str(new), "--baseline", str(old), "--strict"]) == 0
-    assert report_cli.main([str(new), "--baseline", str(old), "--strict", "--fail-on-drift"]) == 1
+    assert report.main([str(new), "--baseline", str(old), "--strict"]) == 0
+    assert report.main([str(new), "--baseline", str(old), "--strict", "--fail-on-drift"]) == 1
 
 
 def test_a_baseline_with_vanished_configs_and_kernels_is_no_crash(tmp_path: Path,
@@ -215,7 +216,7 @@ def test_a_baseline_with_vanished_configs_and_kernels_is_no_crash(tmp_path: Path
                                           replace(case(), case_id="kv_proj/cpu_gemv/normal@gone_backend",
                                                   backend="gone_backend")))
     new = written(tmp_path / "new", run_of(case(), case(kernel="new_kernel")))
-    assert report_cli.main([str(new), "--baseline", str(old), "--fail-on-drift"]) == 0
+    assert report.main([str(new), "--baseline", str(old), "--fail-on-drift"]) == 0
     out = capsys.readouterr().out
     assert "vanished: removed/old_kernel/normal@swiftshader, kv_proj/cpu_gemv/normal@gone_backend" in out
     assert "new: kv_proj/new_kernel/normal@swiftshader" in out
@@ -259,7 +260,7 @@ def test_report_with_a_bad_baseline_is_one_line_and_exit_2(tmp_path: Path, capsy
     new = written(tmp_path / "new", run_of(case()))
     before = sorted(p.name for p in new.iterdir())
     bad = make(tmp_path)
-    assert report_cli.main([str(new), "--baseline", str(bad)]) == 2
+    assert report.main([str(new), "--baseline", str(bad)]) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: --baseline {bad}") and says in line
     assert sorted(p.name for p in new.iterdir()) == before  # nothing written
@@ -278,7 +279,7 @@ def test_run_with_a_bad_baseline_is_a_usage_error_before_any_work(tmp_path: Path
 def test_drift_factor_must_exceed_1(tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str) -> None:
     new = written(tmp_path / "new", run_of(case()))
     with pytest.raises(SystemExit) as exit_info:
-        report_cli.main([str(new), "--baseline", str(new), "--drift-factor", value])
+        report.main([str(new), "--baseline", str(new), "--drift-factor", value])
     assert exit_info.value.code == 2
     assert "--drift-factor" in capsys.readouterr().err
 
@@ -300,6 +301,6 @@ def test_report_never_writes_over_its_baseline(tmp_path: Path, capsys: pytest.Ca
     old = written(tmp_path / "old", run_of(case()))
     new = written(tmp_path / "new", run_of(case(scale=4.0)))
     before = (old / "results.json").read_bytes()
-    assert report_cli.main([str(new), "--out", str(old), "--baseline", str(old)]) == 2
+    assert report.main([str(new), "--out", str(old), "--baseline", str(old)]) == 2
     assert "would overwrite the input" in capsys.readouterr().err
     assert (old / "results.json").read_bytes() == before

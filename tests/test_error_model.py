@@ -1,4 +1,4 @@
-"""The fp32 error model (q4gsw.error_model): the bounds by hand and against real fp32 sums."""
+"""The fp32 error model (q4gsw.ops.error_model): the bounds by hand and against real fp32 sums."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from q4gsw import error_model
+from q4gsw.ops import error_model
 
 U = 2.0**-24
 

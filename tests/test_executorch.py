@@ -30,10 +30,11 @@ import helpers
 import numpy as np
 import pytest
 
-from q4gsw import export, inputs
 from q4gsw.cases import build_selection
-from q4gsw.kernel_sets import load_kernel_set
-from q4gsw.matrix import Matrix, MatrixError, load_matrix
+from q4gsw.export import fixtures
+from q4gsw.export.kernel_sets import load_kernel_set
+from q4gsw.matrix.load import Matrix, MatrixError, load_matrix
+from q4gsw.ops import inputs
 from q4gsw.ops.linear_q4gsw import SCALES_FILE, WEIGHT_FILE
 from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4, unpack_int4
 from q4gsw.webgpu.adapter import AdapterInfo
@@ -405,7 +406,7 @@ dispatch = "ceil(N / 64), M"
 
 
 def write_fixture(folder: Path, name: str, M: int, K: int, N: int, group_size: int) -> Path:
-    """folder/<name>: a fixture in q4gsw.export's format (no torch): random int4 nibbles over all 16 values and
+    """folder/<name>: a fixture in q4gsw.export.fixtures's format (no torch): random int4 nibbles over all 16 values and
     scales of a quantized nn.Linear's size (|w| < 1/sqrt(K)), padded to padded_N = roundup(N, 4) with zeros."""
     rng = np.random.default_rng([M, K, N, group_size])
     padded_N = -(-N // 4) * 4
@@ -603,7 +604,7 @@ def compare_with_upstream(upstream: ModuleType, config, fixture: Path, model) ->
 
     x = upstream._ramp_input(config.M, config.K)
     theirs = upstream._fp64_golden(model, x).astype(np.float64)
-    ours = np.load(fixture / export.golden_file("ramp"))
+    ours = np.load(fixture / fixtures.golden_file("ramp"))
     assert ours.dtype == np.float64 and ours.shape == theirs.shape == (config.M, config.N)
     assert np.array_equal(x.numpy(), inputs.make_input("ramp", config.M, config.K, config.weight_seed))
     per_k = np.repeat(scales[:, :config.N], config.group_size, axis=0).T  # [N, K], float32
@@ -665,13 +666,13 @@ def test_executorch_export_folder_runs_through_fixtures(tmp_path, icd):
     assert ran and all(r["status"] == "pass" for r in ran)
     assert {r["input"] for r in ran} == {"ramp", "outliers"}  # outliers: golden computed from the .pte's weights
     (imported,) = [p for p in (cache / "executorch-imports").glob("kv_proj-*") if p.is_dir()]
-    manifest = json.loads((imported / export.MANIFEST).read_text())
+    manifest = json.loads((imported / fixtures.MANIFEST).read_text())
     assert manifest["source"] == {"executorch_pte": str(pte), "executorch_golden": str(golden_bin),
                                   "golden_precision": "fp64 rounded to fp32 by ExecuTorch"}
     assert manifest["cross_checked"] is False
     assert {r["provenance"]["fixture"] for r in ran} == {manifest["key"]}
     upstream_golden = np.fromfile(golden_bin, dtype="<f4").reshape(1, 512)
-    assert np.array_equal(np.load(imported / export.golden_file("ramp")), upstream_golden.astype(np.float64))
+    assert np.array_equal(np.load(imported / fixtures.golden_file("ramp")), upstream_golden.astype(np.float64))
 
 
 # ------------------------------------------------------------------------------------------------

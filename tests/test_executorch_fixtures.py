@@ -18,8 +18,8 @@ import pytest
 from conftest import run_cli
 from helpers import random_packed, results_of, write_fixtures, write_matrix
 
-from q4gsw import export
-from q4gsw.matrix import Config, load_matrix
+from q4gsw.export import fixtures
+from q4gsw.matrix.load import Config, load_matrix
 from q4gsw.run.exporter import FixtureSource, from_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,8 +57,8 @@ def test_reading_a_pte_without_executorch_says_what_to_install(tmp_path, configs
     for name in [n for n in sys.modules if n == "executorch" or n.startswith("executorch.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "executorch", None)  # import executorch now raises ImportError
-    with pytest.raises(export.FixtureError) as caught:
-        export.find_fixture(tmp_path, configs["a"], tmp_path / "cache")
+    with pytest.raises(fixtures.FixtureError) as caught:
+        fixtures.find_fixture(tmp_path, configs["a"], tmp_path / "cache")
     assert "needs the executorch package: pip install -e '.[export]'" in str(caught.value)
     path, problem, _ = lookup_for(tmp_path, tmp_path / "cache")(configs["a"])
     assert path is None and "pip install -e '.[export]'" in problem
@@ -70,7 +70,7 @@ def test_the_manifest_claims_executorchs_golden_only_when_it_was_there(tmp_path,
     config = configs["a"]
     # The op's .pte reader replaced by the constants a real .pte of this config holds (a real one needs an export).
     packed = random_packed(config.N, config.K, config.group_size, np.random.default_rng(3))
-    monkeypatch.setattr(type(export.op_for(config)), "constants_from_pte", lambda self, data: packed)
+    monkeypatch.setattr(type(fixtures.op_for(config)), "constants_from_pte", lambda self, data: packed)
     folder = tmp_path / "et"
     folder.mkdir()
     (folder / "q4gsw_a.pte").write_bytes(b"a .pte")
@@ -78,7 +78,7 @@ def test_the_manifest_claims_executorchs_golden_only_when_it_was_there(tmp_path,
         np.zeros(config.M * config.N, dtype="<f4").tofile(folder / "q4gsw_a.golden.bin")
     path, problem, _ = lookup_for(folder, tmp_path / "cache")(config)
     assert problem == "" and path is not None
-    source = json.loads((path / export.MANIFEST).read_text())["source"]
+    source = json.loads((path / fixtures.MANIFEST).read_text())["source"]
     said = capsys.readouterr().out
     if with_golden:
         assert source["golden_precision"] == "fp64 rounded to fp32 by ExecuTorch"

@@ -19,8 +19,8 @@ from helpers import assert_clean_usage_error
 
 from q4gsw import cli
 from q4gsw.cases import Selection
-from q4gsw.kernel_sets import load_kernel_set
-from q4gsw.matrix import Matrix, MatrixError, load_matrix
+from q4gsw.export.kernel_sets import load_kernel_set
+from q4gsw.matrix.load import Matrix, MatrixError, load_matrix
 
 HOSTILE_GENERATORS = [  # (id, the generator's text, what the one-line error says)
     ("sys-exit-0", "import sys\nprint('all headers up to date')\nsys.exit(0)\n", "it called sys.exit(0)"),

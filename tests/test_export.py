@@ -6,11 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from q4gsw.export import FixtureError, build_fixture, fixture_key, verify_fixture
-from q4gsw.matrix import load_matrix
+from q4gsw.export import lowering
+from q4gsw.export.fixtures import FixtureError, build_fixture, fixture_key, verify_fixture
+from q4gsw.export.pte import DelegateLayoutError
+from q4gsw.matrix.load import load_matrix
 from q4gsw.ops.linear_q4gsw.layout import packed_from_delegate as read_pte
 from q4gsw.ops.linear_q4gsw.layout import unpack_int4
-from q4gsw.pte import DelegateLayoutError
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +36,7 @@ def test_build_fixture_unpacks_the_delegate_and_cross_checks(tiny_matrix: Path, 
     from torchao.quantization import IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerGroup
 
-    from q4gsw.inputs import make_weights
+    from q4gsw.ops.inputs import make_weights
 
     model = torch.nn.Linear(96, 40, bias=False)
     with torch.no_grad():
@@ -70,7 +71,6 @@ def test_reused_pattern_graphs_do_not_change_the_pte(tiny_matrix: Path):
 
     from executorch.backends.vulkan.patterns.pattern_registry import fusable_patterns
 
-    from q4gsw import export
     from q4gsw.ops.linear_q4gsw import recipe
 
     config = load_matrix(tiny_matrix).configs[0]
@@ -80,7 +80,7 @@ def test_reused_pattern_graphs_do_not_change_the_pte(tiny_matrix: Path):
     try:
         for entry in fusable_patterns.values():
             entry.get_graphs_fn = getattr(entry.get_graphs_fn, "__wrapped__", entry.get_graphs_fn)
-        with mock.patch.object(export, "reuse_pattern_graphs", lambda: None):
+        with mock.patch.object(lowering, "reuse_pattern_graphs", lambda: None):
             fresh, _ = recipe.export_pte(config)
     finally:
         for name, entry in fusable_patterns.items():

@@ -1,4 +1,4 @@
-"""Kernel expressions (q4gsw.expressions): which kernel applies to a config's shape and backend (kernel_applies),
+"""Kernel expressions (q4gsw.matrix.expressions): which kernel applies to a config's shape and backend (kernel_applies),
 and resolve_kernel's overrides, dispatch, required features and limits against a real adapter's limits. Pure
 logic, no adapter needed."""
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from q4gsw.expressions import KernelUnsupported, kernel_applies, resolve_kernel
-from q4gsw.matrix import load_matrix
+from q4gsw.matrix.expressions import KernelUnsupported, kernel_applies, resolve_kernel
+from q4gsw.matrix.load import load_matrix
 from q4gsw.webgpu.adapter import AdapterInfo
 
 SWIFTSHADER_LIMITS = {"max-compute-workgroups-per-dimension": 65535, "max-compute-invocations-per-workgroup": 256,

@@ -24,8 +24,8 @@ import pytest
 from conftest import REPO, run_cli, write_fault_matrix
 from helpers import random_packed, results_of, write_fixture, write_matrix
 
-from q4gsw.export import MANIFEST, FixtureError, fixture_dir, golden_file, verify_fixture
-from q4gsw.matrix import Config, load_matrix
+from q4gsw.export.fixtures import MANIFEST, FixtureError, fixture_dir, golden_file, verify_fixture
+from q4gsw.matrix.load import Config, load_matrix
 from q4gsw.ops.linear_q4gsw import SCALES_FILE, WEIGHT_FILE
 
 

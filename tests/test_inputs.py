@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from q4gsw import inputs
-from q4gsw.matrix import Config, Tolerance
+from q4gsw.matrix.load import Config, Tolerance
+from q4gsw.ops import inputs
 from q4gsw.ops.linear_q4gsw.layout import unpack_int4
 
 

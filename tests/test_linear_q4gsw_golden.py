@@ -3,7 +3,7 @@ repeated rows computed once."""
 
 import numpy as np
 
-from q4gsw.inputs import make_input
+from q4gsw.ops.inputs import make_input
 from q4gsw.ops.linear_q4gsw.golden import distinct_rows, golden
 from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4
 

@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 from helpers import MATRIX, default_workers, make_config, random_packed, require_backend, run_cases, write_fixture
 
-from q4gsw import inputs
 from q4gsw.cases import Case
-from q4gsw.expressions import kernel_applies
-from q4gsw.matrix import Tolerance, load_matrix, split_dispatch
+from q4gsw.matrix.expressions import kernel_applies
+from q4gsw.matrix.load import Tolerance, load_matrix, split_dispatch
+from q4gsw.ops import inputs
 from q4gsw.ops.linear_q4gsw.layout import PackedLinear
-from q4gsw.result import Result
+from q4gsw.report.result import Result
 
 SEED = 7
 F32_EPS = 2.0**-24  # unit roundoff of fp32
@@ -235,7 +235,7 @@ def test_forced_overrides_and_dispatches_really_ran(gpu_results: dict[Spec, Resu
 
 
 def test_matrix_declares_gpu_kernels_for_gpu_backends_and_lavapipe_only():
-    from q4gsw.expressions import written_for
+    from q4gsw.matrix.expressions import written_for
 
     matrix = load_matrix(MATRIX)
     gpus = {name for name, backend in matrix.backends.items() if backend.device_type == "GPU"}

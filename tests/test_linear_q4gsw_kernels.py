@@ -15,9 +15,9 @@ import pytest
 from helpers import MATRIX, default_workers, make_config, random_packed, require_backend, run_cases, write_fixture
 
 from q4gsw.cases import Case
-from q4gsw.expressions import kernel_applies, written_for
-from q4gsw.matrix import Tolerance, load_matrix
-from q4gsw.result import Result
+from q4gsw.matrix.expressions import kernel_applies, written_for
+from q4gsw.matrix.load import Tolerance, load_matrix
+from q4gsw.report.result import Result
 
 pytestmark = pytest.mark.e2e
 

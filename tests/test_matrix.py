@@ -1,4 +1,5 @@
-"""The matrix loader (q4gsw.matrix): the real matrix's seed suite, selection, tolerance precedence, errors that name
+"""The matrix loader (q4gsw.matrix.load):
+the real matrix's seed suite, selection, tolerance precedence, errors that name
 the file, config and key, dispatch splitting; and the loader's properties (hypothesis, issue #8): random valid
 configs round-trip exactly; random values anywhere in the document give MatrixError (or load, when the value
 happens to be valid), never another exception; values that are clearly invalid for a key always give MatrixError
@@ -18,8 +19,8 @@ from conftest import MATRIX, REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from q4gsw.inputs import INPUTS, WEIGHTS
-from q4gsw.matrix import TIERS, MatrixError, Tolerance, load_matrix, split_dispatch
+from q4gsw.matrix.load import TIERS, MatrixError, Tolerance, load_matrix, split_dispatch
+from q4gsw.ops.inputs import INPUTS, WEIGHTS
 from q4gsw.ops.linear_q4gsw import MAX_BINDING_BYTES
 
 SEED_CONFIGS = {

@@ -22,8 +22,9 @@ import pytest
 from conftest import REPO, run_cli
 from helpers import assert_clean_usage_error, write_matrix
 
-from q4gsw import cli, verdict
-from q4gsw.matrix import MatrixError, load_matrix
+from q4gsw import cli
+from q4gsw.matrix.load import MatrixError, load_matrix
+from q4gsw.report import verdict
 
 BASE = f'''schema_version = 1
 

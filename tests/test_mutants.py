@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from helpers import backend_unavailable, make_config, random_packed, run_cases, write_fixture
 
-from q4gsw import mutants
 from q4gsw.cases import Case
-from q4gsw.matrix import Config, Tolerance, load_matrix, make_kernel
+from q4gsw.commands import mutants
+from q4gsw.matrix.load import Config, Tolerance, load_matrix, make_kernel
 from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4
 
 REPO = Path(__file__).resolve().parent.parent

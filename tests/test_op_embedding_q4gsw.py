@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from q4gsw import export
-from q4gsw.error_model import gamma
-from q4gsw.matrix import load_matrix
+from q4gsw.export import fixtures
+from q4gsw.matrix.load import load_matrix
+from q4gsw.matrix.values import Config, Tolerance
 from q4gsw.ops import op_for, registry
 from q4gsw.ops.embedding_q4gsw.golden import error_model, golden
 from q4gsw.ops.embedding_q4gsw.indices import make_indices
 from q4gsw.ops.embedding_q4gsw.layout import PackedEmbedding, as_u32_words, pack_int4, unpack_int4
 from q4gsw.ops.embedding_q4gsw.mutants import CATALOGUE, REFERENCE, SUITE
-from q4gsw.values import Config, Tolerance
+from q4gsw.ops.error_model import gamma
 
 REPO = Path(__file__).resolve().parent.parent
 OP = "embedding_q4gsw"
@@ -334,14 +334,14 @@ def write_synthetic_fixture(folder: Path, config: Config, table: PackedEmbedding
     for input_name in config.inputs:
         x = op.make_input(input_name, config)
         input_sha[input_name] = hashlib.sha256(x.tobytes()).hexdigest()
-        np.save(path / export.golden_file(input_name), op.golden(x, table))
-    files = {p.name: {"sha256": export.sha256_file(p), "size": p.stat().st_size} for p in sorted(path.iterdir())}
+        np.save(path / fixtures.golden_file(input_name), op.golden(x, table))
+    files = {p.name: {"sha256": fixtures.sha256_file(p), "size": p.stat().st_size} for p in sorted(path.iterdir())}
     manifest = {"key": f"synthetic-{config.name}", "op": op.name, "operator": op.operator, "files": files,
                 "input_sha256": input_sha,
                 "config": {"M": config.M, "K": config.K, "N": config.N, "group_size": config.group_size,
                            "weights": config.weights, "weight_seed": config.weight_seed,
                            "inputs": list(config.inputs)}}
-    (path / export.MANIFEST).write_text(json.dumps(manifest))
+    (path / fixtures.MANIFEST).write_text(json.dumps(manifest))
     return path
 
 

@@ -14,7 +14,8 @@ import pytest
 from conftest import run_cli
 
 from q4gsw.cases import kernel_from_plain, to_plain
-from q4gsw.matrix import load_matrix, make_kernel
+from q4gsw.matrix.load import load_matrix, make_kernel
+from q4gsw.matrix.values import Config, Tolerance
 from q4gsw.ops import op_for
 from q4gsw.ops.linear_dq8ca_q4gsw.golden import golden
 from q4gsw.ops.linear_dq8ca_q4gsw.inputs import flat_rows, row_offsets, tiny_rows
@@ -28,7 +29,6 @@ from q4gsw.ops.linear_dq8ca_q4gsw.qparams import (
 )
 from q4gsw.ops.linear_dq8ca_q4gsw.rounding import code_deviation, dq8ca_error_model, flip_bound
 from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4
-from q4gsw.values import Config, Tolerance
 
 REPO = Path(__file__).resolve().parent.parent
 OP = "linear_dq8ca_q4gsw"
@@ -230,7 +230,7 @@ def test_matrix_declares_the_reference_chain_and_executorchs():
 
 
 def test_every_mutant_edits_its_kernel():
-    from q4gsw.mutants import mutant_kernels, mutant_sources
+    from q4gsw.commands.mutants import mutant_kernels, mutant_sources
 
     suite = op.mutation_suite()
     assert suite is not None and suite.before is not None
@@ -271,7 +271,7 @@ def test_golden_equals_the_wheel_helpers_within_its_fp32_rounding(M, K, N):
     torch = pytest.importorskip("torch")
     from executorch.backends.webgpu.test.ops.test_linear_dq8ca_q4gsw import make_linear_dq8ca_q4gsw_module
 
-    from q4gsw.error_model import U, gamma
+    from q4gsw.ops.error_model import U, gamma
 
     module = make_linear_dq8ca_q4gsw_module(K, N, M, group_size=32, seed=0)
     packed = PackedLinear(weight_packed=pack_int4(module.weight.qdata.numpy()),

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from helpers import MATRIX, make_config
 
-from q4gsw import mutants
-from q4gsw.error_model import gamma
-from q4gsw.expressions import resolve_kernel
-from q4gsw.matrix import load_matrix
+from q4gsw.commands import mutants
+from q4gsw.matrix.expressions import resolve_kernel
+from q4gsw.matrix.load import load_matrix
+from q4gsw.matrix.values import AdapterInfo
 from q4gsw.ops import op_for
+from q4gsw.ops.error_model import gamma
 from q4gsw.ops.linear_qcs4w import LinearQcs4w
 from q4gsw.ops.linear_qcs4w.layout import OneGroupView, Qcs4wLinear, pack_qcs4w, packed_width, unpack_qcs4w
-from q4gsw.values import AdapterInfo
 
 OP = LinearQcs4w()
 

@@ -14,10 +14,10 @@ from helpers import REPO, make_config, require_backend, run_cases, write_fixture
 from test_op_linear_qcs4w import qcs4w_config, random_constants
 
 from q4gsw.cases import Case
-from q4gsw.error_model import gamma
-from q4gsw.inputs import make_input
-from q4gsw.matrix import Tolerance, load_matrix
+from q4gsw.matrix.load import Tolerance, load_matrix
 from q4gsw.ops import op_for
+from q4gsw.ops.error_model import gamma
+from q4gsw.ops.inputs import make_input
 from q4gsw.ops.linear_qcs4w import LinearQcs4w
 from q4gsw.ops.linear_qcs4w.layout import Qcs4wLinear, pack_qcs4w
 
@@ -67,7 +67,7 @@ def test_export_is_the_wheel_helpers_fixture_and_our_golden_is_its_golden(M: int
 
 
 def test_a_bad_pte_is_refused_with_the_reason():
-    from q4gsw.pte import DelegateLayoutError
+    from q4gsw.export.pte import DelegateLayoutError
 
     # A linear_q4gsw .pte: its delegate runs another operator, whose arguments mean something else.
     pte = op_for("linear_q4gsw").export(make_config("o", 1, 32, 8, 32, weights="torch_linear"), lambda _: None).pte

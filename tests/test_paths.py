@@ -21,7 +21,8 @@ from helpers import (
     write_matrix,
 )
 
-from q4gsw import export, paths
+from q4gsw import paths
+from q4gsw.export import fixtures
 from q4gsw.paths import OWNED_MARKER, CacheError, NotOurs, usable_directory
 from q4gsw.paths import remove_owned as remove_owned_in
 
@@ -172,11 +173,11 @@ def test_the_one_delete_removes_only_what_q4gsw_wrote(tmp_path: Path, build: Cal
     path = build(parent)
     before = snapshot(tmp_path)
     if ours:
-        export.remove_owned(path)
+        fixtures.remove_owned(path)
         assert not path.exists()
         return
     with pytest.raises(NotOurs):
-        export.remove_owned(path)
+        fixtures.remove_owned(path)
     if never:  # a link, a file or '..' is refused even by a lax ownership rule
         with pytest.raises(NotOurs):
             remove_owned_in(path, path.parent, lambda p: True)

@@ -48,7 +48,7 @@ from pathlib import Path
 from q4gsw.run import stages
 from q4gsw.run.exporter import FixtureSource
 from q4gsw.cases import Selection
-from q4gsw.matrix import load_matrix
+from q4gsw.matrix.load import load_matrix
 matrix = load_matrix(Path(sys.argv[1]))
 options = stages.RunOptions(fixtures=FixtureSource(None, Path(sys.argv[2]), matrix.path))
 with contextlib.ExitStack() as stack:
@@ -69,7 +69,7 @@ def test_without_spares_a_configs_child_starts_only_once_its_fixture_is_in(monke
     from helpers import MATRIX
 
     from q4gsw.cases import build_selection
-    from q4gsw.matrix import load_matrix
+    from q4gsw.matrix.load import load_matrix
     from q4gsw.run import children
     from q4gsw.run.exporter import FixtureSource
     from q4gsw.run.stages import RunOptions

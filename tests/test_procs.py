@@ -20,7 +20,7 @@ import pytest
 from conftest import REPO
 from helpers import write_fixtures, write_matrix
 
-from q4gsw.matrix import load_matrix
+from q4gsw.matrix.load import load_matrix
 from q4gsw.run.procs import PARENT_ENV, ChildOutcome, child_env, describe_exit, start_child, wait_child
 
 

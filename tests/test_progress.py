@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from q4gsw.result import Result, Timings
+from q4gsw.report.result import Result, Timings
 from q4gsw.run import progress
 from q4gsw.run.progress import BackendRate, Heartbeat, Work, dispatches_per_case, progress_text
 

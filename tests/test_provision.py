@@ -9,7 +9,7 @@ import numpy as np
 from conftest import run_cli, write_fault_matrix
 from helpers import only, random_packed, results_json, write_fixture
 
-from q4gsw.matrix import load_matrix
+from q4gsw.matrix.load import load_matrix
 
 
 def test_backend_that_cannot_be_provisioned_fails_required_configs(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """Reports from Result objects built by hand (no GPU): junit.xml, summary.md, plots, `q4gsw report` merging
-(q4gsw.report, report_cli, junit, summary, plots), and a merge never overwrites an input."""
+(q4gsw.report.write, report_cli, junit, summary, plots), and a merge never overwrites an input."""
 
 from __future__ import annotations
 
@@ -15,10 +15,21 @@ import pytest
 from helpers import fake_result
 from rich.console import Console
 
-from q4gsw import plots, report_cli
-from q4gsw.histogram import edges, error_histogram
-from q4gsw.report import make_console, print_report, write_run_outputs
-from q4gsw.result import AdapterInfo, Errors, Provenance, Result, Shape, Timings, Tolerance, read_results, write_results
+from q4gsw.commands import report
+from q4gsw.report import plots
+from q4gsw.report.histogram import edges, error_histogram
+from q4gsw.report.result import (
+    AdapterInfo,
+    Errors,
+    Provenance,
+    Result,
+    Shape,
+    Timings,
+    Tolerance,
+    read_results,
+    write_results,
+)
+from q4gsw.report.write import make_console, print_report, write_run_outputs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TOL = Tolerance(atol=1e-5, rtol=1e-4, justification="K=2048 fp32 accumulation bound", source="config")
@@ -349,12 +360,12 @@ def test_missing_matplotlib_degrades_gracefully(tmp_path, monkeypatch, capsys):
 
 
 def test_a_broken_report_never_loses_results_json(tmp_path, monkeypatch, capsys, no_plots):
-    import q4gsw.junit
+    import q4gsw.report.junit
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(q4gsw.junit, "write_junit", boom)
+    monkeypatch.setattr(q4gsw.report.junit, "write_junit", boom)
     write_run_outputs(tmp_path, [passing()], META)
     results, meta = read_results(tmp_path / "results.json")
     assert [r.config for r in results] == ["q_proj"] and meta["host"] == "ci-host"
@@ -394,7 +405,7 @@ def test_report_merges_two_result_folders_into_one_table(tmp_path, capsys, monke
         m.setattr(plots, "_load_pyplot", lambda: (_ for _ in ()).throw(ImportError("off")))
         a, b = _two_runs(tmp_path)
     out = tmp_path / "merged"
-    assert report_cli.main([str(a), str(b), "--out", str(out), "--no-step-summary", "--quiet"]) == 0
+    assert report.main([str(a), str(b), "--out", str(out), "--no-step-summary", "--quiet"]) == 0
     assert "2 passed, 2 failed, 2 skipped" in capsys.readouterr().out
     md = (out / "summary.md").read_text()
     rows = _table_rows(md)[1:]
@@ -424,9 +435,9 @@ def test_report_merges_two_result_folders_into_one_table(tmp_path, capsys, monke
 def test_report_finds_results_recursively_and_skips_earlier_merges(tmp_path, no_plots):
     _two_runs(tmp_path)
     runs = tmp_path / "runs"
-    assert report_cli.main([str(runs), "--out", str(runs / "merged"), "--no-step-summary", "--quiet"]) == 0
+    assert report.main([str(runs), "--out", str(runs / "merged"), "--no-step-summary", "--quiet"]) == 0
     # Re-running over the parent must not count the earlier merged results.json again.
-    assert report_cli.main([str(runs), "--out", str(runs / "merged"), "--no-step-summary", "--quiet"]) == 0
+    assert report.main([str(runs), "--out", str(runs / "merged"), "--no-step-summary", "--quiet"]) == 0
     results, meta = read_results(runs / "merged" / "results.json")
     assert len(results) == 6 and len(meta["merged_from"]) == 2
 
@@ -436,7 +447,7 @@ def test_report_rerenders_one_folder_in_place(tmp_path, no_plots):
     before = (a / "results.json").read_bytes()
     (a / "summary.md").unlink()
     (a / "junit.xml").unlink()
-    assert report_cli.main([str(a), "--no-step-summary", "--quiet"]) == 0
+    assert report.main([str(a), "--no-step-summary", "--quiet"]) == 0
     assert (a / "results.json").read_bytes() == before
     assert "| ❌ FAIL | kv_proj |" in (a / "summary.md").read_text()
     assert ET.parse(a / "junit.xml").getroot().get("tests") == "3"
@@ -447,7 +458,7 @@ def test_report_dedupes_skips_repeated_by_shards_and_strict_exit(tmp_path, no_pl
     write_run_outputs(one, [passing(), skipped()], META)
     write_run_outputs(two, [failing(), skipped()], META)
     out = tmp_path / "out"
-    assert report_cli.main([str(one), str(two), "--out", str(out), "--no-step-summary", "--quiet", "--strict"]) == 1
+    assert report.main([str(one), str(two), "--out", str(out), "--no-step-summary", "--quiet", "--strict"]) == 1
     results, _ = read_results(out / "results.json")
     assert [r.status for r in results] == ["pass", "skip", "fail"]
 
@@ -456,7 +467,7 @@ def test_report_appends_merged_table_to_step_summary(tmp_path, monkeypatch, no_p
     a, b = _two_runs(tmp_path)
     target = tmp_path / "summary"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(target))
-    assert report_cli.main([str(a), str(b), "--out", str(tmp_path / "m"), "--title", "all jobs", "--quiet"]) == 0
+    assert report.main([str(a), str(b), "--out", str(tmp_path / "m"), "--title", "all jobs", "--quiet"]) == 0
     assert target.read_text().startswith("## all jobs\n")
 
 
@@ -468,7 +479,7 @@ def test_report_usage_errors_exit_2(tmp_path, capsys, make):
     elif make == "garbage":
         source.mkdir()
         (source / "results.json").write_text("{not json")
-    assert report_cli.main([str(source), "--no-step-summary"]) == 2
+    assert report.main([str(source), "--no-step-summary"]) == 2
     assert str(source) in capsys.readouterr().err
 
 
@@ -535,7 +546,7 @@ MERGES = [  # (id, sources, --out or None, exit code); paths relative to tmp_pat
 @pytest.mark.parametrize("sources, out, code", [m[1:] for m in MERGES], ids=[m[0] for m in MERGES])
 def test_report_merge_never_overwrites_an_input(tmp_path: Path, sources: list[str], out: str | None,
                                                 code: int) -> None:
-    from q4gsw import report_cli
+    from q4gsw.commands import report
 
     _run_folder(tmp_path / "a", "a")
     _run_folder(tmp_path / "tree" / "b", "b")
@@ -543,7 +554,7 @@ def test_report_merge_never_overwrites_an_input(tmp_path: Path, sources: list[st
     inputs_before = {p: p.read_bytes() for p in (tmp_path / "a" / "results.json", tmp_path / "tree/b/results.json",
                                                  tmp_path / "a-file")}
     argv = [str(tmp_path / s) for s in sources] + (["--out", str(tmp_path / out)] if out else [])
-    assert report_cli.main([*argv, "--quiet", "--no-step-summary"]) == code
+    assert report.main([*argv, "--quiet", "--no-step-summary"]) == code
     assert {p: p.read_bytes() for p in inputs_before} == inputs_before
 
 
@@ -578,7 +589,7 @@ def _reports(folder: Path) -> dict[str, bytes]:
 
 
 def test_a_full_disk_leaves_the_previous_results_intact(tmp_path, monkeypatch, capsys, no_plots):
-    from q4gsw.result import ReportNotWritten
+    from q4gsw.report.result import ReportNotWritten
 
     write_run_outputs(tmp_path, [passing()], META)
     before = _reports(tmp_path)
@@ -609,7 +620,7 @@ def test_a_full_disk_for_the_other_reports_keeps_them_and_says_why(tmp_path, mon
 
 def test_a_run_whose_results_cannot_be_written_fails_with_one_line(tmp_path, monkeypatch, capsys, no_plots):
     from q4gsw.cases import build_selection
-    from q4gsw.matrix import load_matrix
+    from q4gsw.matrix.load import load_matrix
     from q4gsw.run import finish
     from q4gsw.run.stages import RunOptions
 
@@ -639,7 +650,7 @@ def test_a_run_whose_results_cannot_be_written_fails_with_one_line(tmp_path, mon
 def test_report_on_a_full_disk_exits_1_with_one_line(tmp_path, monkeypatch, capsys, no_plots):
     write_results(tmp_path / "a" / "results.json", [passing()], META)
     _full_disk(monkeypatch, ("results.json",))
-    assert report_cli.main([str(tmp_path / "a"), "--out", str(tmp_path / "merged"), "--no-step-summary"]) == 1
+    assert report.main([str(tmp_path / "a"), "--out", str(tmp_path / "merged"), "--no-step-summary"]) == 1
     err = capsys.readouterr().err
     assert f"error: {tmp_path / 'merged' / 'results.json'} not written (No space left on device)" in err
     assert not list((tmp_path / "merged").iterdir())

@@ -16,7 +16,7 @@ from helpers import write_matrix
 from q4gsw import cli
 from q4gsw.case import reproduce_for
 from q4gsw.cases import Skip, case_from_plain, to_plain
-from q4gsw.matrix import load_matrix
+from q4gsw.matrix.load import load_matrix
 from q4gsw.run.records import config_failure, skip_result
 from q4gsw.sessions import reproduce_command, rerun_options
 

@@ -1,4 +1,4 @@
-"""The typed Result (q4gsw.result): results.json round trip through from_dict, and the one exit-code rule."""
+"""The typed Result (q4gsw.report.result): results.json round trip through from_dict, and the one exit-code rule."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from q4gsw import verdict
-from q4gsw.result import (
+from q4gsw.matrix.values import AdapterInfo, Errors, Tolerance
+from q4gsw.report import verdict
+from q4gsw.report.result import (
     RESULT_SCHEMA_VERSION,
     Provenance,
     Result,
@@ -20,7 +21,6 @@ from q4gsw.result import (
     summary_line,
     write_results,
 )
-from q4gsw.values import AdapterInfo, Errors, Tolerance
 
 FULL = Result(
     config="q_proj", backend="swiftshader", status="fail", message="1/2048 elements out of tolerance",

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from helpers import MATRIX, random_packed, write_fixture, write_matrix
 
-from q4gsw import export, paths
+from q4gsw import paths
 from q4gsw.cases import build_selection
-from q4gsw.matrix import Config, load_matrix
+from q4gsw.export import fixtures
+from q4gsw.matrix.load import Config, load_matrix
 from q4gsw.run import children, exporter
 from q4gsw.run.exporter import Exporter, FixtureSource
 from q4gsw.run.options import RunOptions
@@ -75,7 +76,7 @@ def cached_fixtures(tmp_path: Path, names: str) -> tuple[Path, list[Config]]:
             written = write_fixture(tmp_path / "written", config, random_packed(
                 config.N, config.K, config.group_size, np.random.default_rng(6)))
             cache.mkdir(exist_ok=True)
-            shutil.move(written, export.fixture_dir(cache, config))
+            shutil.move(written, fixtures.fixture_dir(cache, config))
     return cache, configs
 
 
@@ -88,7 +89,7 @@ def read_only(folder: Path):
 
     folder.chmod(0o555)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(export, "FileLock", refuse)
+        patch.setattr(fixtures, "FileLock", refuse)
         patch.setattr("q4gsw.run.stages.unusable_folder", lambda path, what: f"the q4gsw {what} {path} is not "
                       "writable (Read-only file system)" if Path(path) == folder else "")
         try:
@@ -113,7 +114,7 @@ def test_a_read_only_cache_holding_every_fixture_runs(tmp_path):
     with read_only(cache):
         assert cache_stage(cache, configs, tmp_path).stopped == ""
         for config in configs:  # what the export process does for each config: verify, write nothing
-            assert export.ensure_fixture(config, cache).path == export.fixture_dir(cache, config)
+            assert fixtures.ensure_fixture(config, cache).path == fixtures.fixture_dir(cache, config)
     assert sorted(p.name for p in cache.iterdir()) == before, "no lock file, nothing written"
 
 

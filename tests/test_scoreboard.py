@@ -1,4 +1,5 @@
-"""`bench --scoreboard` (q4gsw.scoreboard, through q4gsw.bench.main): bench JSONs side by side; a file it cannot
+"""`bench --scoreboard` (q4gsw.report.scoreboard, through q4gsw.commands.bench.main): bench JSONs side by side;
+a file it cannot
 read is one line naming it and what is wrong, exit 2, never a traceback; files that are not comparable (different
 shapes or group sizes) give one warning line each (issue 22)."""
 
@@ -11,8 +12,8 @@ from typing import Any
 import pytest
 from helpers import fake_result
 
-from q4gsw import bench
-from q4gsw.result import write_results
+from q4gsw.commands import bench
+from q4gsw.report.result import write_results
 
 
 def row(shape: str = "1x2048x2048", kernel: str = "gemv", time_s: float | None = 0.002, **extra: Any) -> dict:
@@ -117,7 +118,7 @@ def test_merging_different_shapes_or_group_sizes_warns_once_each(tmp_path: Path,
 def test_the_committed_bench_jsons_are_read_as_they_are() -> None:
     """Real bench JSONs (docs/native-h100, several q4gsw versions) pass the checks: they are what the checks
     describe, not a stricter format."""
-    from q4gsw.scoreboard import read_bench
+    from q4gsw.report.scoreboard import read_bench
 
     found = sorted((Path(__file__).resolve().parent.parent / "docs").rglob("bench*.json"))
     assert found

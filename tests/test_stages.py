@@ -8,7 +8,7 @@ from dataclasses import replace
 from helpers import MATRIX
 
 from q4gsw.cases import Skip, build_selection
-from q4gsw.matrix import load_matrix
+from q4gsw.matrix.load import load_matrix
 from q4gsw.run.exporter import FixtureSource
 from q4gsw.run.records import in_matrix_order, skip_result
 from q4gsw.run.stages import execution_order
@@ -38,7 +38,7 @@ def test_results_are_reported_in_matrix_order_whatever_ran_first():
 
 
 def test_only_runs_that_export_reorder(tmp_path):
-    from q4gsw.export import fixture_dir
+    from q4gsw.export.fixtures import fixture_dir
     from q4gsw.run.exporter import FixtureSource
     from q4gsw.run.stages import RunOptions, must_export
 
@@ -81,7 +81,7 @@ def test_bench_is_a_mode_with_synthetic_problems_and_no_export():
 
 def test_a_stage_that_stops_the_run_ends_it_and_the_verdict_is_a_failure(tmp_path):
     """An unusable cache stops the run at the 'cache' stage: nothing is provisioned, every config fails."""
-    from q4gsw import verdict
+    from q4gsw.report import verdict
     from q4gsw.run import stages
 
     selection = required_llama_selection()

@@ -1,4 +1,5 @@
-"""The verdict (q4gsw.verdict): the exit codes and the rules that fail a run, defined once; a required config none
+"""The verdict (q4gsw.report.verdict): the exit codes and the rules that fail a run, defined once;
+a required config none
 of whose cases can run fails with the reason (e2e, SwiftShader), and `report --strict` agrees with `run`."""
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import pytest
 from conftest import run_cli
 from helpers import GOOD_KERNEL, fake_result, results_of, write_fixtures, write_matrix
 
-from q4gsw import verdict
-from q4gsw.result import Result, write_results
+from q4gsw.report import verdict
+from q4gsw.report.result import Result, write_results
 
 
 def result(config: str, status: str, backend: str = "lavapipe") -> Result:
@@ -112,9 +113,9 @@ STRICT = [  # (id, results, run's meta, does report --strict pass?)
 
 @pytest.mark.parametrize("results, meta, passes", [s[1:] for s in STRICT], ids=[s[0] for s in STRICT])
 def test_report_strict_agrees_with_run(tmp_path: Path, results: list[Result], meta: dict, passes: bool) -> None:
-    from q4gsw import report_cli
+    from q4gsw.commands import report
 
     write_results(tmp_path / "in" / "results.json", results, meta)
-    code = report_cli.main([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--strict", "--quiet",
+    code = report.main([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--strict", "--quiet",
                             "--no-step-summary"])
     assert code == (0 if passes else 1)

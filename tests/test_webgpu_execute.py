@@ -1,7 +1,7 @@
 """WGSL adapted to the WebGPU implementation (q4gsw.webgpu.execute.adapt_source): `enable subgroups;` added for
 Dawn's Tint, removed for wgpu-native's naga, and the matrix's subgroup kernels written for naga. No adapter needed."""
 
-from q4gsw.matrix import load_matrix
+from q4gsw.matrix.load import load_matrix
 from q4gsw.webgpu.execute import adapt_source
 
 SUBGROUP_KERNEL = """// No `enable subgroups;`: a comment that mentions the directive is not the directive.

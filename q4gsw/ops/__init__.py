@@ -8,8 +8,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 
+from q4gsw.matrix.values import Config
 from q4gsw.ops.base import Op
-from q4gsw.values import Config
 
 
 @functools.cache

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from q4gsw.values import Config, Tolerance
+from q4gsw.matrix.values import Config, Tolerance
 
 Progress = Callable[[str], None]
 
@@ -116,7 +116,7 @@ class Op(ABC):
     input_names: ClassVar[tuple[str, ...]] = ("ramp", "normal", "outliers")  # matrix.toml `inputs` it accepts
     synthetic_input: ClassVar[str] = "normal"  # the input a synthetic problem (bench, no export) gets
     weight_names: ClassVar[tuple[str, ...]] = ()  # matrix.toml `weights` it accepts, default first (): all of
-    # q4gsw.inputs.WEIGHTS
+    # q4gsw.ops.inputs.WEIGHTS
 
     @property
     def folder(self) -> Path:
@@ -129,8 +129,8 @@ class Op(ABC):
 
     def make_input(self, name: str, config: Config) -> np.ndarray:
         """The input named `name` (one of input_names) for a config, bit-exactly reproducible with numpy alone.
-        Default: an activation x [M, K] from q4gsw.inputs."""
-        from q4gsw import inputs
+        Default: an activation x [M, K] from q4gsw.ops.inputs."""
+        from q4gsw.ops import inputs
 
         return inputs.make_input(name, config.M, config.K, config.weight_seed)
 
@@ -181,7 +181,7 @@ class Op(ABC):
 
     @abstractmethod
     def constants_from_pte(self, pte: bytes) -> Any:
-        """The op's constants from a .pte's delegate (needs executorch); raises q4gsw.pte.DelegateLayoutError."""
+        """The op's constants from a .pte's delegate (needs executorch); raises q4gsw.export.pte.DelegateLayoutError."""
 
     @abstractmethod
     def constants_to_files(self, constants: Any) -> dict[str, np.ndarray]:
@@ -222,7 +222,7 @@ class Op(ABC):
         raise NotImplementedError(f"op '{self.name}' has no kernel that runs before its own")
 
     def error_model(self, x: np.ndarray, constants: Any) -> Any:
-        """q4gsw.error_model.ErrorModel of the op's fp32 rounding for `audit`, or None where the op has none
+        """q4gsw.ops.error_model.ErrorModel of the op's fp32 rounding for `audit`, or None where the op has none
         (audit then says so for its configs)."""
         return None
 

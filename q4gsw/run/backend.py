@@ -13,11 +13,11 @@ from collections.abc import Callable
 from q4gsw.cases import Selection, adapter_from_plain, to_plain
 from q4gsw.console import last_lines as _last_lines
 from q4gsw.console import say
-from q4gsw.result import Result
+from q4gsw.matrix.values import AdapterInfo
+from q4gsw.report.result import Result
 from q4gsw.run.procs import child_env
 from q4gsw.run.records import config_failure, skip_result
 from q4gsw.run.workers import PROBE_TIMEOUT_S
-from q4gsw.values import AdapterInfo
 
 Probe = Callable[[Selection, dict[str, str]], AdapterInfo]
 

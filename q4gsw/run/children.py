@@ -18,10 +18,10 @@ from q4gsw.case import COMPILE_FAILURE, base_result
 from q4gsw.cases import Case, Selection, to_plain
 from q4gsw.console import last_lines as _last_lines
 from q4gsw.console import say
-from q4gsw.matrix import Config
+from q4gsw.matrix.load import Config
 from q4gsw.ops import op_for
 from q4gsw.paths import NotOurs, job_folder, remove_owned
-from q4gsw.result import Result, Timings
+from q4gsw.report.result import Result, Timings
 from q4gsw.run.exporter import FixtureLookup
 from q4gsw.run.options import RunOptions
 from q4gsw.run.procs import (

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from q4gsw.console import last_lines as _last_lines
 from q4gsw.console import say
-from q4gsw.matrix import Config
+from q4gsw.matrix.load import Config
 from q4gsw.run.procs import VERBOSE_ENV, child_env, kill_child
 
 
@@ -125,8 +125,8 @@ def ended_because(name: str, returncode: int, tail: str) -> str:
 
 def from_folder(source: FixtureSource) -> FixtureLookup:
     """Fixtures from `--fixtures DIR`, each verified against its manifest before any GPU work."""
-    from q4gsw.export import FixtureError, find_fixture, verify_fixture
-    from q4gsw.pte import DelegateLayoutError, UnreadablePte
+    from q4gsw.export.fixtures import FixtureError, find_fixture, verify_fixture
+    from q4gsw.export.pte import DelegateLayoutError, UnreadablePte
 
     assert source.fixtures is not None
     given = source.fixtures
@@ -171,7 +171,7 @@ def exported_in_process(source: FixtureSource) -> FixtureLookup:
         return from_folder(source)
 
     def lookup(config: Config) -> tuple[Path | None, str, float]:
-        from q4gsw.export import ensure_fixture, quiet_library_output
+        from q4gsw.export.fixtures import ensure_fixture, quiet_library_output
         from q4gsw.run.workers import export_failure
 
         quiet_library_output()

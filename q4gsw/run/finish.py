@@ -1,6 +1,6 @@
 """The finish of a command-line run: the stages run with Ctrl-C and SIGTERM turned into a partial result, then
 results.json, junit.xml, summary.md, the plots and the console table, the comparison with a --baseline run
-(q4gsw.drift), and the exit code (verdict.exit_code, verdict.with_drift)."""
+(q4gsw.drift.rule), and the exit code (verdict.exit_code, verdict.with_drift)."""
 
 from __future__ import annotations
 
@@ -14,21 +14,21 @@ from typing import TYPE_CHECKING
 
 from q4gsw import __version__
 from q4gsw.cases import Selection, Skip
-from q4gsw.result import ReportNotWritten, Result
+from q4gsw.report.result import ReportNotWritten, Result
+from q4gsw.report.verdict import FAILED, INTERRUPTED, exit_code, with_drift
 from q4gsw.run.records import in_matrix_order, skip_result
 from q4gsw.run.stages import RunOptions, run_selection
-from q4gsw.verdict import FAILED, INTERRUPTED, exit_code, with_drift
 
 if TYPE_CHECKING:
-    from q4gsw.baseline import Baseline
+    from q4gsw.drift.baseline import Baseline
 
 
 def run_and_report(selection: Selection, options: RunOptions, root: Path, results_dir: Path, matrix_path: Path,
                    matrix_order: Sequence[str] = (), baseline: Baseline | None = None) -> int:
-    from q4gsw.drift import compare
-    from q4gsw.drift_report import print_comparison
-    from q4gsw.plots import HistogramsAhead
-    from q4gsw.report import make_console, print_report, write_run_outputs
+    from q4gsw.drift.report import print_comparison
+    from q4gsw.drift.rule import compare
+    from q4gsw.report.plots import HistogramsAhead
+    from q4gsw.report.write import make_console, print_report, write_run_outputs
 
     collected: list[Result] = []
     started = time.time()

@@ -13,8 +13,8 @@ from pathlib import Path
 from q4gsw.case import execute_config
 from q4gsw.cases import Selection
 from q4gsw.console import say
-from q4gsw.matrix import Config
-from q4gsw.result import Result, Timings
+from q4gsw.matrix.load import Config
+from q4gsw.report.result import Result, Timings
 from q4gsw.run.children import announce
 from q4gsw.run.exporter import FixtureLookup
 from q4gsw.run.options import RunOptions

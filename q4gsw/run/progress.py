@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from q4gsw.console import stamped
-from q4gsw.result import Result
+from q4gsw.report.result import Result
 
 HEARTBEAT_S = 30.0  # logs and CI: one line this often
 LIVE_AFTER_S = 2.0  # terminal: a config done sooner never shows the live line

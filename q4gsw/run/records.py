@@ -9,8 +9,8 @@ from typing import Any
 
 from q4gsw.case import base_result
 from q4gsw.cases import Case, Selection, Skip
-from q4gsw.matrix import Config
-from q4gsw.result import Result, Shape
+from q4gsw.matrix.load import Config
+from q4gsw.report.result import Result, Shape
 from q4gsw.sessions import reproduce_command
 
 

@@ -21,14 +21,14 @@ from pathlib import Path
 
 from q4gsw.cases import Selection
 from q4gsw.console import CLOCK_ENV, say
-from q4gsw.matrix import Config
+from q4gsw.matrix.load import Config
 from q4gsw.paths import unusable_folder
-from q4gsw.result import Result
+from q4gsw.report.result import Result
+from q4gsw.report.verdict import required_not_run
 from q4gsw.run.exporter import FixtureLookup, exported_in_process, fixture_provider
 from q4gsw.run.options import RunOptions
 from q4gsw.run.procs import PREWARM_ENV, ChildPolicy
 from q4gsw.run.records import config_failure, in_matrix_order, skip_result
-from q4gsw.verdict import required_not_run
 
 
 def no_fixture(config: Config) -> tuple[Path | None, str, float]:
@@ -72,7 +72,7 @@ def check_cache(state: RunState) -> None:
 
 
 def must_export(options: RunOptions, runnable: list[Config]) -> bool:
-    from q4gsw.export import fixture_dir
+    from q4gsw.export.fixtures import fixture_dir
 
     return options.exports_into_cache and any(not fixture_dir(options.fixtures.cache, c).exists() for c in runnable)
 

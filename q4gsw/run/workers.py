@@ -12,7 +12,7 @@ from q4gsw.case import execute_config, open_device, warm_up
 from q4gsw.cases import case_from_plain, to_plain
 from q4gsw.console import last_lines as _last_lines
 from q4gsw.console import say
-from q4gsw.result import Result
+from q4gsw.report.result import Result
 from q4gsw.run.procs import die_with_parent, start_deadline
 
 PROBE_TIMEOUT_S = 180
@@ -77,7 +77,7 @@ def probe_main(backend_json: str) -> int:
 
 def compile_main(job_json: str) -> int:
     """`python -m q4gsw _compile JOB`: does this implementation's compiler accept the case's kernel? (ok/rejected)"""
-    from q4gsw.expressions import resolve_kernel
+    from q4gsw.matrix.expressions import resolve_kernel
     from q4gsw.webgpu.adapter import select_adapter
     from q4gsw.webgpu.execute import Device, KernelCompileError
 
@@ -100,8 +100,8 @@ def compile_main(job_json: str) -> int:
 
 def export_main(matrix_path: Path, names: list[str], cache: Path) -> int:
     """`python -m q4gsw _export --config A --config B ...`: ensure each fixture, one READY/FAILED line each."""
-    from q4gsw.export import ensure_fixture, quiet_library_output
-    from q4gsw.matrix import load_matrix
+    from q4gsw.export.fixtures import ensure_fixture, quiet_library_output
+    from q4gsw.matrix.load import load_matrix
 
     die_with_parent(0)
     quiet_library_output()

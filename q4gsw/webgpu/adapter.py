@@ -14,8 +14,8 @@ import os
 from types import ModuleType
 from typing import Any
 
+from q4gsw.matrix.values import AdapterInfo, Backend
 from q4gsw.paths import job_folder
-from q4gsw.values import AdapterInfo, Backend
 
 IMPLEMENTATIONS = ("wgpu-native", "dawn")
 # implementation-specific feature name -> the matrix's name for it

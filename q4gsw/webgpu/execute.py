@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw.expressions import LIMIT_NAMES
+from q4gsw.matrix.expressions import LIMIT_NAMES
+from q4gsw.matrix.values import AdapterInfo
 from q4gsw.ops.base import Bindings
-from q4gsw.values import AdapterInfo
 
 GUARD_WORDS = 256  # per side; 1 KiB keeps the output binding offset 256-byte aligned
 GUARD_PATTERN = 0x7FC0_0BAD  # a quiet-NaN bit pattern: unwritten outputs read back as NaN

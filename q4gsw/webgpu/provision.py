@@ -19,7 +19,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from q4gsw.matrix import Backend
+from q4gsw.matrix.load import Backend
 from q4gsw.paths import CACHE_ENV, CacheError, NotOurs, cache_root, mark_owned, remove_owned, usable_directory
 from q4gsw.webgpu.adapter import BackendUnavailable  # one class: the engine catches it around provision + probe
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from q4gsw.matrix.values import Config, Tolerance
 from q4gsw.ops.base import Binding, Bindings, MutationSuite, Op, ShapeProblem
 from q4gsw.ops.embedding_q4gsw import golden as golden_module
 from q4gsw.ops.embedding_q4gsw.indices import INDICES, make_indices
@@ -29,7 +30,6 @@ from q4gsw.ops.embedding_q4gsw.layout import (
     packed_from_delegate,
 )
 from q4gsw.ops.embedding_q4gsw.recipe import TORCH_EMBEDDING
-from q4gsw.values import Config, Tolerance
 
 WEIGHT_FILE = "table_packed.npy"
 SCALES_FILE = "table_scales.npy"

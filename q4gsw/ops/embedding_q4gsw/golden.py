@@ -44,11 +44,11 @@ def cpu_reference(indices: np.ndarray, table: PackedEmbedding) -> np.ndarray:
 def error_model(indices: np.ndarray, table: PackedEmbedding) -> object:
     """The audit's model for a gather: each output is one fp32 product, no sum.
 
-    In q4gsw.error_model's terms an output is a 'dot product' of one term (K = 0 extra additions, so
+    In q4gsw.ops.error_model's terms an output is a 'dot product' of one term (K = 0 extra additions, so
     worst = gamma_1 S = u/(1-u) |g| with S = |g|). A single rounding is bounded, so the largest error over
     all outputs is that bound itself, not a Gaussian tail: sigma is set so est = worst. step is what one
     nibble off by one changes: the output's group scale."""
-    from q4gsw.error_model import ErrorModel, gamma
+    from q4gsw.ops.error_model import ErrorModel, gamma
 
     g = np.abs(golden(indices, table))
     worst = gamma(1) * g

@@ -87,7 +87,7 @@ def as_u32_words(weight: np.ndarray) -> np.ndarray:
 def packed_from_delegate(pte_bytes: bytes) -> PackedEmbedding:
     """The table of the .pte's only call, et_vk.embedding_q4gsw (args: weight, scales, group_size, indices,
     is_linear_weight, out)."""
-    from q4gsw.pte import DelegateLayoutError, read_delegate
+    from q4gsw.export.pte import DelegateLayoutError, read_delegate
 
     delegate = read_delegate(pte_bytes)
     args = delegate.args(EMBEDDING_OPERATOR)

@@ -15,17 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw import inputs
+from q4gsw.export.pte import DelegateLayoutError
+from q4gsw.matrix.values import Config
+from q4gsw.ops import inputs
 from q4gsw.ops.embedding_q4gsw.indices import make_indices
 from q4gsw.ops.embedding_q4gsw.layout import PackedEmbedding, unpack_int4
-from q4gsw.pte import DelegateLayoutError
-from q4gsw.values import Config
 
 TORCH_EMBEDDING = "torch_embedding"  # nn.Embedding's own init (N(0, 1)) after torch.manual_seed(weight_seed)
 
 
 def quantized_model(config: Config) -> Any:
-    """The quantized nn.Embedding(K, N) of ExecuTorch's test; other weight patterns (q4gsw.inputs, [rows, dim]
+    """The quantized nn.Embedding(K, N) of ExecuTorch's test; other weight patterns (q4gsw.ops.inputs, [rows, dim]
     with groups along dim) replace its weight before quantization."""
     import torch
     from executorch.examples.models.llama.source_transformation.quantize import EmbeddingQuantHandler
@@ -55,7 +55,7 @@ def export_pte(config: Config) -> tuple[bytes, dict[str, np.ndarray]]:
     """(.pte, the quantized model's weight and scales as numpy)."""
     import torch
 
-    from q4gsw.export import lower_to_vulkan
+    from q4gsw.export.lowering import lower_to_vulkan
 
     model = quantized_model(config)
     state = {name: tensor.numpy().copy() for name, tensor in model.state_dict().items()}

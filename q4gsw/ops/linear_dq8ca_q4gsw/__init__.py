@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from q4gsw.matrix.values import Config, Tolerance
 from q4gsw.ops.base import Binding, Bindings, MutationSuite, Op, ShapeProblem
 from q4gsw.ops.linear_dq8ca_q4gsw.qparams import QUANT_MAX, QUANT_MIN, choose_qparams, torchao_codes
 from q4gsw.ops.linear_dq8ca_q4gsw.recipe import DQ8CA_CALL, DQ8CA_OPERATOR
@@ -31,7 +32,6 @@ from q4gsw.ops.linear_q4gsw.layout import (
     packed_from_delegate,
     tiny_problem,
 )
-from q4gsw.values import Config, Tolerance
 
 
 class LinearDq8caQ4gsw(Op):

@@ -4,7 +4,7 @@ executorch/backends/webgpu/test/ops/test_linear_dq8ca_q4gsw.py: torch.manual_see
 bias=False).eval(); quantize_ with Int8DynamicActivationIntxWeightConfig(weight_dtype=int4,
 weight_granularity=PerGroup(group_size)); exported and lowered through the Vulkan partitioner, the delegate runs
 torchao.choose_qparams_affine (per-row activation scale and zero point) then et_vk.linear_dq8ca_q4gsw. The
-`torch_linear` weights are that construction (q4gsw.inputs.torch_linear); other weight patterns are copied in.
+`torch_linear` weights are that construction (q4gsw.ops.inputs.torch_linear); other weight patterns are copied in.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw import inputs
+from q4gsw.export.pte import DelegateLayoutError
+from q4gsw.matrix.values import Config
+from q4gsw.ops import inputs
 from q4gsw.ops.linear_q4gsw.layout import DelegateCall, PackedLinear, unpack_int4
-from q4gsw.pte import DelegateLayoutError
-from q4gsw.values import Config
 
 QPARAMS_OPERATOR = "torchao.choose_qparams_affine.default"
 DQ8CA_OPERATOR = "et_vk.linear_dq8ca_q4gsw.default"
@@ -35,7 +35,7 @@ def export_pte(config: Config) -> tuple[bytes, Any]:
     from torchao.quantization.granularity import PerGroup
     from torchao.quantization.quant_api import Int8DynamicActivationIntxWeightConfig, quantize_
 
-    from q4gsw.export import lower_to_vulkan
+    from q4gsw.export.lowering import lower_to_vulkan
 
     model = torch.nn.Linear(config.K, config.N, bias=False).eval()
     with torch.no_grad():
@@ -50,7 +50,7 @@ def export_pte(config: Config) -> tuple[bytes, Any]:
 
 def check_qparams_call(pte: bytes, config: Config) -> None:
     """The delegate's choose_qparams_affine is the per-row asymmetric int8 one qparams.choose_qparams replays."""
-    from q4gsw.pte import read_delegate
+    from q4gsw.export.pte import read_delegate
 
     delegate = read_delegate(pte)
     args = delegate.args(QPARAMS_OPERATOR, DQ8CA_CALL.calls)

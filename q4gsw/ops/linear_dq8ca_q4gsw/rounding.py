@@ -2,7 +2,7 @@
 
 A correct fp32 kernel differs from the fp64 golden in three ways:
 
-1. fp32 rounding of acc = sum_k (xq - z) * w and of s * acc: q4gsw's dot-product model (q4gsw.error_model) with
+1. fp32 rounding of acc = sum_k (xq - z) * w and of s * acc: q4gsw's dot-product model (q4gsw.ops.error_model) with
    x := the integer codes xq - z, scaled by s; one more rounding (the final multiply) counts in gamma_{K+2}.
 2. Tie flips. The kernel rounds an fp32 quotient: WGSL's f32 division is accurate to 2.5 ulp, so where the exact
    x / s lies within TIE_ULPS ulp of a .5 tie the kernel may round to the other neighbour: that code is one step
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from q4gsw.error_model import ErrorModel, U, error_model
+from q4gsw.ops.error_model import ErrorModel, U, error_model
 from q4gsw.ops.linear_dq8ca_q4gsw.golden import golden
 from q4gsw.ops.linear_dq8ca_q4gsw.qparams import (
     QUANT_MAX,

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from q4gsw.matrix.values import Config
 from q4gsw.ops.base import Binding, Bindings, MutationSuite, Op, ShapeProblem
 from q4gsw.ops.linear_q4gsw.golden import golden
 from q4gsw.ops.linear_q4gsw.layout import (
@@ -23,7 +24,6 @@ from q4gsw.ops.linear_q4gsw.layout import (
     tiny_problem,
     unpack_int4,
 )
-from q4gsw.values import Config
 
 WEIGHT_FILE = "weight_packed.npy"
 SCALES_FILE = "scales.npy"
@@ -115,7 +115,7 @@ class LinearQ4gsw(Op):
         return time_torch(x, constants, golden, repeats, warmup_s)
 
     def error_model(self, x: np.ndarray, constants: PackedLinear) -> Any:
-        from q4gsw.error_model import error_model
+        from q4gsw.ops.error_model import error_model
 
         return error_model(x, packed=constants)
 

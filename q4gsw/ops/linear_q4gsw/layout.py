@@ -96,7 +96,7 @@ Q4GSW_CALL = DelegateCall(operator=Q4GSW_OPERATOR, calls=(Q4GSW_OPERATOR,), weig
 
 def packed_from_delegate(pte_bytes: bytes, call: DelegateCall = Q4GSW_CALL) -> PackedLinear:
     """The packed weights and scales of the .pte's call of `call.operator` (default et_vk.linear_q4gsw)."""
-    from q4gsw.pte import read_delegate
+    from q4gsw.export.pte import read_delegate
 
     delegate = read_delegate(pte_bytes)
     args = delegate.args(call.operator, call.calls)

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw import inputs
+from q4gsw.export.pte import DelegateLayoutError
+from q4gsw.matrix.values import Config
+from q4gsw.ops import inputs
 from q4gsw.ops.linear_q4gsw.layout import PackedLinear, unpack_int4
-from q4gsw.pte import DelegateLayoutError
-from q4gsw.values import Config
 
 
 def export_pte(config: Config) -> tuple[bytes, Any]:
@@ -23,7 +23,7 @@ def export_pte(config: Config) -> tuple[bytes, Any]:
     from torchao.quantization import IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerGroup
 
-    from q4gsw.export import lower_to_vulkan
+    from q4gsw.export.lowering import lower_to_vulkan
 
     model = torch.nn.Linear(config.K, config.N, bias=False)
     with torch.no_grad():

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from q4gsw.matrix.values import Config
 from q4gsw.ops.base import Binding, Bindings, MutationSuite, Op, ShapeProblem
 from q4gsw.ops.linear_q4gsw.layout import as_u32_words
 from q4gsw.ops.linear_qcs4w.golden import golden
@@ -28,7 +29,6 @@ from q4gsw.ops.linear_qcs4w.layout import (
     packed_width,
     unpack_qcs4w,
 )
-from q4gsw.values import Config
 
 WEIGHT_FILE = "weight_packed.npy"
 SCALES_FILE = "scales.npy"
@@ -127,7 +127,7 @@ class LinearQcs4w(Op):
         return x @ w.T
 
     def error_model(self, x: np.ndarray, constants: Qcs4wLinear) -> Any:
-        from q4gsw.error_model import error_model
+        from q4gsw.ops.error_model import error_model
 
         return error_model(x, packed=OneGroupView(constants))
 

@@ -48,7 +48,7 @@ class Qcs4wLinear:
 @dataclass(frozen=True)
 class OneGroupView:
     """A Qcs4wLinear seen as a group-quantized linear with one group spanning K (group_size = K, scales [1, N]):
-    the shape q4gsw.error_model reads (its `step`, one nibble off, uses the channel's scale)."""
+    the shape q4gsw.ops.error_model reads (its `step`, one nibble off, uses the channel's scale)."""
 
     linear: Qcs4wLinear
 
@@ -102,7 +102,7 @@ def pack_qcs4w(q: np.ndarray) -> np.ndarray:
 def constants_from_delegate(pte_bytes: bytes) -> Qcs4wLinear:
     """The packed weights and scales of the .pte's only call, et_vk.linear_qcs4w (args: input, weight, scales,
     output), checked against the host's guards (K_packed == ceil(K/2), scales [N])."""
-    from q4gsw.pte import DelegateLayoutError, read_delegate
+    from q4gsw.export.pte import DelegateLayoutError, read_delegate
 
     delegate = read_delegate(pte_bytes)
     args = delegate.args(QCS4W_OPERATOR)

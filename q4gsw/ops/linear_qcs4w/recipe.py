@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from q4gsw.export.pte import DelegateLayoutError
+from q4gsw.matrix.values import Config
 from q4gsw.ops.linear_qcs4w.layout import Qcs4wLinear, pack_qcs4w
-from q4gsw.pte import DelegateLayoutError
-from q4gsw.values import Config
 
 DEQUANTIZE_PER_CHANNEL = "dequantize_per_channel"
 QUANT_RANGE = (-8, 7)
@@ -70,7 +70,7 @@ def export_pte(config: Config) -> tuple[bytes, QuantizerTensors]:
     """Upstream's converted module lowered with the Vulkan partitioner; returns (.pte, the quantizer's tensors)."""
     import torch
 
-    from q4gsw.export import lower_to_vulkan
+    from q4gsw.export.lowering import lower_to_vulkan
 
     module = converted_module(config.K, config.N, config.M, config.weight_seed)
     tensors = quantizer_tensors(module)

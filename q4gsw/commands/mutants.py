@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from q4gsw import verdict
-from q4gsw.checker import MatrixError
+from q4gsw.matrix.checker import MatrixError
+from q4gsw.matrix.values import DEFAULT_OP
 from q4gsw.ops import op_for
 from q4gsw.ops.base import Mutant, MutationSuite
-from q4gsw.values import DEFAULT_OP
+from q4gsw.report import verdict
 
 DEFAULT_SUITES = ("llama", "edges")
 DEFAULT_MAX_GFLOP = 1.0  # one-invocation-per-output kernels run at ~0.5 GFLOP/s on SwiftShader
@@ -51,7 +51,7 @@ def mutant_sources(reference: str | None = None, op_name: str = DEFAULT_OP) -> d
 def mutant_kernels(wanted: tuple[str, ...] = (), op_name: str = DEFAULT_OP) -> list[Any]:
     """The op's reference kernel and its mutants, each a Kernel (text = the mutated WGSL); with a `before`
     reference, each runs after it (a mutant of the `before` kernel runs the reference after its mutated text)."""
-    from q4gsw.matrix import make_kernel
+    from q4gsw.matrix.load import make_kernel
 
     suite = suite_of(op_name)
     reference = suite.reference.read_text()
@@ -99,7 +99,7 @@ def records_of(results: list[Any]) -> list[dict[str, Any]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from q4gsw.matrix import TIERS
+    from q4gsw.matrix.load import TIERS
 
     parser = argparse.ArgumentParser(prog="python -m q4gsw mutants", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def main_one(args: argparse.Namespace, op_name: str, results: Path) -> int:
     from q4gsw.cases import build_selection
-    from q4gsw.matrix import load_matrix
+    from q4gsw.matrix.load import load_matrix
 
     try:
         catalogue = suite_of(op_name).mutants
@@ -247,8 +247,8 @@ def main_one(args: argparse.Namespace, op_name: str, results: Path) -> int:
 
 
 def run_parent(matrix: Any, args: argparse.Namespace, selection: Any, op_name: str, results_folder: Path) -> int:
-    from q4gsw.export import default_cache_dir
-    from q4gsw.result import ReportNotWritten, replace_file
+    from q4gsw.export.fixtures import default_cache_dir
+    from q4gsw.report.result import ReportNotWritten, replace_file
     from q4gsw.run.exporter import FixtureSource
     from q4gsw.run.stages import RunOptions, run_selection
 

@@ -28,18 +28,18 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw import verdict
-from q4gsw.bench_drift import BENCH_FORMAT, add_bench_baseline_options, read_baseline, repeat_stats, report_bench_drift
 from q4gsw.case import GPU_WARMUP_S, warmup_for
 from q4gsw.cases import Selection, build_cases
-from q4gsw.matrix import Config, MatrixError, load_matrix
+from q4gsw.drift.bench import BENCH_FORMAT, add_bench_baseline_options, read_baseline, repeat_stats, report_bench_drift
+from q4gsw.matrix.load import Config, MatrixError, load_matrix
+from q4gsw.matrix.values import DEFAULT_OP
 from q4gsw.ops import Op, op_for, op_names
 from q4gsw.paths import unusable_output_file
-from q4gsw.result import ReportNotWritten, replace_file
+from q4gsw.report import verdict
+from q4gsw.report.result import ReportNotWritten, replace_file
+from q4gsw.report.scoreboard import ScoreboardError, scoreboard
 from q4gsw.run.exporter import FixtureSource
 from q4gsw.run.stages import RunOptions, run_selection
-from q4gsw.scoreboard import ScoreboardError, scoreboard
-from q4gsw.values import DEFAULT_OP
 
 DEFAULT_SHAPES = ("1x2048x2048", "1x2048x8192", "1x8192x2048", "256x2048x2048", "1024x2048x512")
 
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     kernels = [k for k in matrix.kernels if k.op == args.op]
     missing: dict[str, str] = {}
     if args.executorch is not None:
-        from q4gsw.kernel_sets import load_checkout
+        from q4gsw.export.kernel_sets import load_checkout
 
         try:
             loaded_sets = load_checkout(matrix, args.executorch, (args.op,))

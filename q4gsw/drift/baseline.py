@@ -4,7 +4,7 @@ The baseline comes from outside the run (main's CI artifact, another checkout's 
 so it is read and checked before any work: a path that is missing, holds no results.json, is not a q4gsw
 results.json, or is a bench JSON is a usage error of one line naming the file and the fix (BaselineError, exit 2).
 Cases it has that no longer exist (a kernel, backend or config removed since) are reported as vanished by
-q4gsw.drift, never an error.
+q4gsw.drift.rule, never an error.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from q4gsw.drift import DEFAULT_FACTOR
-from q4gsw.result import Result
-from q4gsw.results_files import ReportError, find_results
+from q4gsw.drift.rule import DEFAULT_FACTOR
+from q4gsw.report.result import Result
+from q4gsw.report.results_files import ReportError, find_results
 
 FIX = ("pass the results folder (or its results.json) of the run to compare with, as `run --results DIR` or "
        "`report` wrote it")
@@ -113,7 +113,7 @@ def baseline_from_args(args: argparse.Namespace) -> Baseline | None:
 def run_baseline(args: argparse.Namespace) -> Baseline | None:
     """baseline_from_args for `run` and `check`: a bad --baseline is their usage error, a MatrixError naming the
     option (exit 2, nothing run)."""
-    from q4gsw.checker import MatrixError
+    from q4gsw.matrix.checker import MatrixError
 
     try:
         return baseline_from_args(args)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from q4gsw.result import Result, format_number, replace_file
+from q4gsw.report.result import Result, format_number, replace_file
 
 
 def case_name(result: Result) -> str:
@@ -97,7 +97,8 @@ def case_properties(result: Result) -> list[tuple[str, str]]:
 
 def build_junit(results: list[Result], meta: dict[str, Any] | None = None, drift: Mapping[str, str] | None = None,
                 drift_fails: bool = False) -> ET.ElementTree:
-    """drift: case label -> why it drifted from the baseline (q4gsw.drift); drift_fails: a failure (--fail-on-drift)."""
+    """drift: case label -> why it drifted from the baseline (q4gsw.drift.rule); drift_fails: a failure
+    (--fail-on-drift)."""
     meta = meta or {}
     drift = drift or {}
     root = ET.Element("testsuites", name="q4gsw")

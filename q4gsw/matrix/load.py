@@ -13,8 +13,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from q4gsw.checker import PLACEHOLDER_SHAPE, Checker, MatrixError, suggest
-from q4gsw.expressions import (
+from q4gsw.matrix.checker import PLACEHOLDER_SHAPE, Checker, MatrixError, suggest
+from q4gsw.matrix.expressions import (
     LIMIT_NAMES,
     KernelUnsupported,
     environment,
@@ -23,8 +23,8 @@ from q4gsw.expressions import (
     split_dispatch,
     written_for,
 )
+from q4gsw.matrix.values import DEFAULT_OP, Backend, Config, Kernel, KernelSet, Tolerance
 from q4gsw.ops import op_for
-from q4gsw.values import DEFAULT_OP, Backend, Config, Kernel, KernelSet, Tolerance
 
 __all__ = ["Backend", "Config", "Kernel", "KernelSet", "Matrix", "MatrixError", "Tolerance", "load_matrix",
            "make_kernel"]
@@ -111,7 +111,7 @@ _KERNEL_KEYS = ("file", "when", "dispatch", "overrides", "requires_features", "r
 
 def load_matrix(path: Path | str, known_inputs: tuple[str, ...] | None = None,
                 known_weights: tuple[str, ...] | None = None) -> Matrix:
-    from q4gsw import inputs as input_registry  # late: keeps matrix importable without numpy users
+    from q4gsw.ops import inputs as input_registry  # late: keeps matrix importable without numpy users
 
     path = Path(path)
     known_inputs = known_inputs or tuple(input_registry.INPUTS)

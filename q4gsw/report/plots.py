@@ -1,7 +1,7 @@
 """PNG plots of a run (matplotlib, Agg backend): per-config |y - g| histograms and a headroom bar chart.
 
 Plotting is optional: without matplotlib, write_plots returns no files and a note saying so, and
-the run carries on. The histograms come from Result.errors.histogram (see q4gsw.histogram).
+the run carries on. The histograms come from Result.errors.histogram (see q4gsw.report.histogram).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from q4gsw.junit import case_name
 from q4gsw.paths import OWNED_MARKER, NotOurs, is_plain_file, remove_owned_files
-from q4gsw.result import Result
+from q4gsw.report.junit import case_name
+from q4gsw.report.result import Result
 
 MISSING_MATPLOTLIB = "plots skipped: matplotlib is not installed (pip install 'q4gsw[report]')"
 

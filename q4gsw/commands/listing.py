@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from q4gsw import verdict
-from q4gsw.matrix import Matrix
+from q4gsw.matrix.load import Matrix
+from q4gsw.report import verdict
 
 
 def cmd_list(matrix: Matrix) -> int:
     from rich.table import Table
 
-    from q4gsw.report import make_console
+    from q4gsw.report.write import make_console
 
     console = make_console()
     # Every config runs on every backend: the backends are named once, in the caption, so the table fits the

@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw import verdict
-from q4gsw.error_model import DELTA, ErrorModel, U
+from q4gsw.ops.error_model import DELTA, ErrorModel, U
+from q4gsw.report import verdict
 
 LOOSE_FACTOR = 10.0
 TIGHT_MARGIN = 3.0
@@ -176,7 +176,7 @@ def flags_for(row: AuditRow) -> list[str]:
 
 
 def load_measurements(paths: list[Path]) -> dict[tuple[str, str], list[Measured]]:
-    from q4gsw.result import read_results
+    from q4gsw.report.result import read_results
 
     found: dict[tuple[str, str], list[Measured]] = {}
     files: list[Path] = []
@@ -228,7 +228,7 @@ def _load_mutant_records(file: Path, found: dict[tuple[str, str], list[Measured]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from q4gsw.matrix import TIERS
+    from q4gsw.matrix.load import TIERS
 
     parser = argparse.ArgumentParser(prog="python -m q4gsw audit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fixture(config: Any, args: argparse.Namespace) -> Any:
-    from q4gsw.export import default_cache_dir, ensure_fixture, verify_fixture
+    from q4gsw.export.fixtures import default_cache_dir, ensure_fixture, verify_fixture
 
     if args.fixtures is not None:
         return verify_fixture(args.fixtures / config.name, config)
@@ -311,7 +311,7 @@ def print_table(rows: list[AuditRow]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from q4gsw.matrix import MatrixError, load_matrix
+    from q4gsw.matrix.load import MatrixError, load_matrix
 
     args = build_parser().parse_args(argv)
     try:
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                          "flaky_margin": FLAKY_MARGIN, "doc": __doc__},
                "rows": [{**asdict(r), "measured_max": r.measured_max, "measured_headroom": r.measured_headroom}
                         for r in rows]}
-    from q4gsw.result import ReportNotWritten, replace_file
+    from q4gsw.report.result import ReportNotWritten, replace_file
 
     try:  # whole or not at all: a full disk leaves the previous audit JSON as it was, and says so
         replace_file(args.json, json.dumps(payload, indent=2, default=float).encode("utf-8"))

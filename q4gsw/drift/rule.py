@@ -20,8 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from q4gsw.junit import case_label as case_key  # the id two runs' cases are matched by
-from q4gsw.result import Result
+from q4gsw.report.junit import case_label as case_key  # the id two runs' cases are matched by
+from q4gsw.report.result import Result
 
 DEFAULT_FACTOR = 2.0
 FLOOR_OF_ATOL = 1e-3

@@ -1,4 +1,4 @@
-"""A baseline comparison (q4gsw.drift) for people: the console section and summary.md's section.
+"""A baseline comparison (q4gsw.drift.rule) for people: the console section and summary.md's section.
 
 The console and summary.md list every case that moved (drift, status changes, improvements) with its numbers, and
 the new and vanished cases by id; junit.xml marks the drifted testcases (junit.build_junit's `drift`).
@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from q4gsw.drift import FLOOR_OF_ATOL, CaseDelta, Comparison
-from q4gsw.result import format_number
+from q4gsw.drift.rule import FLOOR_OF_ATOL, CaseDelta, Comparison
+from q4gsw.report.result import format_number
 
 LISTED = ("drift", "status", "improved")  # the kinds shown with their numbers
 MARK = {"drift": "📈 DRIFT", "status": "🔀 status", "improved": "📉 improved"}

@@ -3,8 +3,8 @@
 - any case failed, or none passed (a run that checked nothing is never a success): FAILED
 - a required config selected on a backend none of whose cases ran there (pass or fail): FAILED; the run records
   it as a failed config (stages), `report --strict` finds it in merged results
-- with --fail-on-drift, a case that drifted from the --baseline run (q4gsw.drift) or a bench kernel slower than the
-  baseline bench (q4gsw.bench_drift): FAILED; without the flag drift is reported and the code is unchanged
+- with --fail-on-drift, a case that drifted from the --baseline run (q4gsw.drift.rule) or a bench kernel slower than the
+  baseline bench (q4gsw.drift.bench): FAILED; without the flag drift is reported and the code is unchanged
 - interrupted (Ctrl-C, SIGTERM; partial results written): INTERRUPTED
 - usage, matrix.toml or environment errors, nothing run: USAGE
 """
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from q4gsw.result import Result
+    from q4gsw.report.result import Result
 
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
 EXECUTED = ("pass", "fail")  # the statuses of a case that ran

@@ -4,7 +4,7 @@ Each DIR is a results folder (DIR/results.json), a results.json file, or a folde
 recursively for results.json (e.g. the downloaded artifacts of every CI job). One DIR without --out
 re-renders junit.xml, summary.md and plots/ in place; several are merged into one table in --out
 (default results/merged), with a merged results.json. With --baseline OLD, the results are compared with another
-run's case by case (q4gsw.drift): the console, summary.md and junit.xml list what moved.
+run's case by case (q4gsw.drift.rule): the console, summary.md and junit.xml list what moved.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from q4gsw import verdict
-from q4gsw.baseline import BaselineError, add_baseline_options, baseline_from_args
-from q4gsw.junit import case_label
-from q4gsw.result import Result
-from q4gsw.results_files import ReportError, find_results, load_all
+from q4gsw.drift.baseline import BaselineError, add_baseline_options, baseline_from_args
+from q4gsw.report import verdict
+from q4gsw.report.junit import case_label
+from q4gsw.report.result import Result
+from q4gsw.report.results_files import ReportError, find_results, load_all
 
 DEFAULT_MERGED = Path("results/merged")
 
@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--title", help="summary heading (default: q4gsw accuracy: <backends>)")
     parser.add_argument("--no-step-summary", action="store_true", help="do not append to $GITHUB_STEP_SUMMARY")
     parser.add_argument("--strict", action="store_true",
-                        help="exit 1 when the merged results fail a run by run's own rules (q4gsw.verdict): a failed "
+                        help="exit 1 when the merged results fail a run by run's own rules (q4gsw.report.verdict): "
+                             "a failed "
                              "case, no passed case, an interrupted run, or a required config that ran no case on a "
                              "backend it was selected for; without it the exit code is 0 once the reports are written")
     parser.add_argument("--quiet", action="store_true", help="do not print the results table")
@@ -67,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from q4gsw.report import make_console, print_report, write_run_outputs
-    from q4gsw.result import ReportNotWritten, summary_line
+    from q4gsw.report.result import ReportNotWritten, summary_line
+    from q4gsw.report.write import make_console, print_report, write_run_outputs
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return verdict.USAGE
     comparison = None
     if baseline is not None:
-        from q4gsw.drift import compare
+        from q4gsw.drift.rule import compare
 
         comparison = compare(baseline.results, results, label=baseline.label, factor=baseline.factor)
     fail_on_drift = baseline is not None and baseline.fail_on_drift
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(summary_line(results), flush=True)
     if comparison is not None:
-        from q4gsw.drift_report import print_comparison
+        from q4gsw.drift.report import print_comparison
 
         print_comparison(comparison, fail_on_drift, make_console())
     print(f"report: {out} ({len(paths)} results.json: {', '.join(str(p) for p in paths)})", file=sys.stderr)
@@ -144,7 +145,8 @@ def check_output(out: Path, inputs: list[Path], write_json: bool) -> None:
 
 
 def strict_problems(results: list[Result], metas: list[dict[str, Any]]) -> list[str]:
-    """Why --strict fails, with run's own rules (q4gsw.verdict): a failed case, no case that passed, an interrupted
+    """Why --strict fails, with run's own rules (q4gsw.report.verdict): a failed case, no case that passed, an
+    interrupted
     run, or a required config selected on a backend (it has an unsupported row there) none of whose cases ran
     there. A required config skipped there (another tier's job) is not one."""
     problems = verdict.problems(results)

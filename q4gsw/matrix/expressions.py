@@ -15,7 +15,7 @@ from typing import Any
 
 from simpleeval import EvalWithCompoundTypes
 
-from q4gsw.values import AdapterInfo, Backend, Config, Kernel
+from q4gsw.matrix.values import AdapterInfo, Backend, Config, Kernel
 
 LIMIT_NAMES = {
     # expression name -> WebGPU limit key

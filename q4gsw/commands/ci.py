@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from q4gsw.matrix import TIERS, Config, Matrix, MatrixError, load_matrix
+from q4gsw.matrix.load import TIERS, Config, Matrix, MatrixError, load_matrix
 from q4gsw.sessions import DEFAULT_SUITE, has_session, session_for
 
 EXIT_OK, EXIT_USAGE = 0, 2

@@ -6,7 +6,7 @@ is expanded with the checkout's own generator (backends/webgpu/scripts/gen_wgsl_
 is tested is what the build would embed; when the committed generated header (<NAME>_wgsl.h)
 differs from the generated text, the kernel's notes say so, because the runtime compiles the header.
 Nothing from the checkout is copied into q4gsw. The generator is foreign code: it runs in a process of its own
-(foreign_generator.py), so nothing it does can end or mislead the run; a generator that cannot be loaded is a
+(generator.py), so nothing it does can end or mislead the run; a generator that cannot be loaded is a
 usage error, a variant it cannot generate fails that variant's cases with the reason.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from q4gsw.console import last_lines
-from q4gsw.matrix import Kernel, KernelSet, MatrixError
+from q4gsw.matrix.load import Kernel, KernelSet, MatrixError
 from q4gsw.paths import NotOurs, job_folder, remove_owned
 
 _HEADER_TEXT = re.compile(r'R"\(\n(.*?)\)";', re.DOTALL)
@@ -46,7 +46,7 @@ def _usage_error(spec: KernelSet, problem: str, fix: str) -> MatrixError:
 
 def _run_generator(checkout: Path, spec: KernelSet, templates: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
     """variant -> {"text": ...} or {"error": ...}, from the checkout's generator run in its own process
-    (foreign_generator.py): no exit, exception, hang or output of it can end or mislead this run. A generator
+    (generator.py): no exit, exception, hang or output of it can end or mislead this run. A generator
     that cannot be loaded is a usage error naming it."""
     path = checkout / spec.generator
     if not path.is_file():
@@ -58,7 +58,7 @@ def _run_generator(checkout: Path, spec: KernelSet, templates: list[dict[str, An
         job, out = folder / "job.json", folder / "out.json"
         job.write_text(json.dumps({"generator": str(path), "templates": templates}))
         try:
-            done = subprocess.run([sys.executable, str(Path(__file__).with_name("foreign_generator.py")), str(job),
+            done = subprocess.run([sys.executable, str(Path(__file__).with_name("generator.py")), str(job),
                                    str(out)], capture_output=True, stdin=subprocess.DEVNULL,
                                   timeout=GENERATOR_TIMEOUT_S)
         except subprocess.TimeoutExpired:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from q4gsw import verdict
-from q4gsw.scoreboard import ScoreboardError, read_bench
+from q4gsw.report import verdict
+from q4gsw.report.scoreboard import ScoreboardError, read_bench
 
 BENCH_FORMAT = 2  # 2: rows carry median_s, spread_s and samples_s (a file without the key is format 1: best only)
 MIN_SLOWDOWN = 0.10

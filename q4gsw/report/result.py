@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from q4gsw.values import AdapterInfo, Errors, Tolerance
+from q4gsw.matrix.values import AdapterInfo, Errors, Tolerance
 
 STATUSES = ("pass", "fail", "skip", "unsupported")
 RESULT_SCHEMA_VERSION = 2

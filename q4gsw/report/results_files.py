@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from q4gsw.result import Result, read_results
+from q4gsw.report.result import Result, read_results
 
 
 class ReportError(Exception):

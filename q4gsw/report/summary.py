@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from q4gsw.junit import case_name, reproduce_line
-from q4gsw.result import Result, format_number, summary_line
+from q4gsw.report.junit import case_name, reproduce_line
+from q4gsw.report.result import Result, format_number, summary_line
 
 STATUS_MARK = {"pass": "✅ pass", "fail": "❌ FAIL", "skip": "⏭️ skip", "unsupported": "⚠️ unsupported"}
 COLUMNS = ("status", "config", "M×K×N", "kernel", "input", "backend", "webgpu", "routed", "adapter", "max abs err",

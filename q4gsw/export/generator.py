@@ -3,7 +3,7 @@
 The generator is foreign code: loading it runs whatever its module does (sys.exit, os._exit, prints, raising).
 kernel_sets.py therefore never imports it; it runs this file as a script,
 
-    python foreign_generator.py JOB.json OUT.json
+    python generator.py JOB.json OUT.json
 
 and reads OUT.json back. The job names the generator and, per template, its variant spec (.yaml), its text and
 the variants wanted. OUT.json holds a load problem, or per variant its generated text or why it could not be

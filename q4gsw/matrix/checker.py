@@ -12,9 +12,9 @@ from typing import Any
 
 from simpleeval import InvalidExpression
 
-from q4gsw.expressions import LIMIT_NAMES, evaluate
+from q4gsw.matrix.expressions import LIMIT_NAMES, evaluate
+from q4gsw.matrix.values import Tolerance
 from q4gsw.ops import op_names
-from q4gsw.values import Tolerance
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 TOLERANCE_KEYS = ("atol", "rtol", "justification")

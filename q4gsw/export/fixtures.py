@@ -8,7 +8,6 @@ lock, so a killed export never leaves a fixture that a later run would trust.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -24,11 +23,11 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
+from q4gsw.export.pte import UnreadablePte, constants_from_foreign_pte
+from q4gsw.matrix.values import DEFAULT_OP, Config
 from q4gsw.ops import op_for, registry
 from q4gsw.paths import OWNED_MARKER, NotOurs, fixture_cache, mark_owned
 from q4gsw.paths import remove_owned as _remove_owned
-from q4gsw.pte import UnreadablePte, constants_from_foreign_pte
-from q4gsw.values import DEFAULT_OP, Config
 
 FIXTURE_FORMAT = 2  # 2: goldens over fp32-dequantized weights (the op's definition)
 MANIFEST = "manifest.json"
@@ -212,34 +211,6 @@ def verify_fixture(path: Path, config: Config | None = None) -> Fixture:
                 raise FixtureError(f"{path}: fixture has {key}={recorded.get(key)!r} but config '{config.name}' "
                                    f"has {key}={getattr(config, key)!r}")
     return Fixture(path=path, manifest=manifest)
-
-
-def reuse_pattern_graphs() -> None:
-    """Build the Vulkan partitioner's fusion-pattern graphs once per process instead of twice per export.
-
-    They are model-independent templates (RoPE graphs and the like) that the partitioner and the Vulkan
-    preprocess only match against (SubgraphMatcher); building them is ~9 of each export's ~11 s. With one
-    export process per run (the run's one export process), every export after the first skips that. If ExecuTorch's
-    registry changes shape, nothing is patched and exports are just slower."""
-    try:
-        from executorch.backends.vulkan.patterns.pattern_registry import fusable_patterns
-    except ImportError:
-        return
-    for entry in fusable_patterns.values():
-        build = getattr(entry, "get_graphs_fn", None)
-        if build is not None and not hasattr(build, "cache_info"):
-            entry.get_graphs_fn = functools.cache(build)
-
-
-def lower_to_vulkan(model: Any, example: tuple[Any, ...]) -> bytes:
-    """torch.export + to_edge_transform_and_lower with the Vulkan partitioner: the .pte bytes (every op's recipe)."""
-    import torch
-    from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-
-    reuse_pattern_graphs()
-    program = torch.export.export(model, example)
-    return bytes(to_edge_transform_and_lower(program, partitioner=[VulkanPartitioner()]).to_executorch().buffer)
 
 
 def _quarter_progress(label: str, progress: Callable[[str], None]) -> Callable[[int, int], None]:

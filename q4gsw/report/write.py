@@ -11,11 +11,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from q4gsw.result import ReportNotWritten, Result, format_number, replace_file, summary_line, write_results
+from q4gsw.report.result import ReportNotWritten, Result, format_number, replace_file, summary_line, write_results
 
 if TYPE_CHECKING:
-    from q4gsw.drift import Comparison
-    from q4gsw.plots import HistogramsAhead
+    from q4gsw.drift.rule import Comparison
+    from q4gsw.report.plots import HistogramsAhead
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow", "unsupported": "magenta"}
 
@@ -59,7 +59,7 @@ def results_table(results: list[Result], title: str = "q4gsw results") -> Table:
 
 
 def print_report(results: list[Result], console: Console | None = None) -> None:
-    from q4gsw.junit import case_label
+    from q4gsw.report.junit import case_label
 
     console = console or make_console()
     for index, (backend, group) in enumerate(_by_backend(results).items()):
@@ -89,10 +89,10 @@ def write_run_outputs(results_dir: Path, results: list[Result], meta: dict[str, 
     warning and never loses the run. summary.md is also appended to $GITHUB_STEP_SUMMARY when that is set.
     comparison: the results compared with a baseline run, shown in summary.md and marked in junit.xml.
     """
-    from q4gsw.drift_report import markdown_section
-    from q4gsw.junit import write_junit
-    from q4gsw.plots import write_plots
-    from q4gsw.summary import append_step_summary, markdown_summary
+    from q4gsw.drift.report import markdown_section
+    from q4gsw.report.junit import write_junit
+    from q4gsw.report.plots import write_plots
+    from q4gsw.report.summary import append_step_summary, markdown_summary
 
     path = results_dir / "results.json"
     if write_json:
