@@ -16,7 +16,7 @@ from helpers import assert_clean_usage_error, write_matrix
 
 from q4gsw.commands import report
 from q4gsw.compare import compare as compare_arrays
-from q4gsw.drift.rule import FLOOR_OF_ATOL, compare, error_quantile
+from q4gsw.drift.rule import FLOOR_OF_ATOL, compare, error_quantile, floor_for
 from q4gsw.matrix.load import MatrixError, load_matrix
 from q4gsw.report import plots
 from q4gsw.report.histogram import error_histogram
@@ -126,6 +126,17 @@ def test_an_exact_baseline_drifts_only_past_the_floor() -> None:
     [moved] = compare([replace(exact, tolerance=no_atol)], [replace(case(noise=tiny), tolerance=no_atol)],
                       label="old").drifted
     assert math.isinf(moved.measures[0].ratio) and "where the baseline had none" in moved.reason()
+
+
+def test_an_exact_run_under_an_rtol_only_tolerance_is_the_same_as_itself() -> None:
+    """atol 0 leaves no floor: 0 against 0 is 'same' (drift and improvement need new > factor * old, strictly;
+    at >= an exact kernel would drift against its own run)."""
+    no_atol = Tolerance(0.0, 1e-4, "relative only")
+    exact = replace(case(noise=np.zeros_like(NOISE)), tolerance=no_atol)
+    assert exact.errors.max_abs == 0 and floor_for(exact, exact) == 0
+    comparison = compare([exact], [exact], label="old")
+    assert comparison.counts()["same"] == 1 and comparison.counts()["drift"] == 0
+    assert [d.kind for d in comparison.deltas] == ["same"]
 
 
 def test_new_vanished_and_changed_status_cases() -> None:
