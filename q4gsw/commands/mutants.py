@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from q4gsw.matrix.checker import MatrixError
+from q4gsw.matrix.checker import MatrixError, suggest
 from q4gsw.matrix.values import DEFAULT_OP
 from q4gsw.ops import op_for
 from q4gsw.ops.base import Mutant, MutationSuite
@@ -191,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     from q4gsw.ops import registry
 
     ops = list(dict.fromkeys(args.op or [DEFAULT_OP]))
+    for name in ops:  # before any work, as `run --op` does: an unknown op is a usage error, not a KeyError
+        if name != "all" and name not in registry():
+            known = ["all", *sorted(registry())]
+            error = MatrixError("command line", "mutants", "--op", f"unknown op '{name}'",
+                                f"{suggest(name, known)}choose from {', '.join(known)}")
+            print(f"error: {error}", file=sys.stderr)
+            return verdict.USAGE
     if "all" in ops:
         ops = [name for name, op in registry().items() if op.mutation_suite() is not None]
     if len(ops) == 1:
