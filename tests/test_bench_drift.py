@@ -16,7 +16,7 @@ from conftest import MATRIX
 from helpers import fake_result
 
 from q4gsw.commands import bench
-from q4gsw.drift.bench import MIN_SLOWDOWN, compare_bench, judge, repeat_stats
+from q4gsw.drift.bench import MIN_SLOWDOWN, diff_bench, judge, repeat_stats
 from q4gsw.report.result import write_results
 
 
@@ -97,7 +97,7 @@ def test_a_slowdown_inside_the_measured_spread_is_noise(tmp_path: Path) -> None:
 def test_new_vanished_and_unmeasured_kernels(tmp_path: Path) -> None:
     old = {"rows": [row(), row("removed"), row("unmeasured")], "backend": "swiftshader"}
     new = {"rows": [row(), row("added"), row("unmeasured", samples=())], "backend": "swiftshader"}
-    comparison = compare_bench(old, new, label="old")
+    comparison = diff_bench(old, new, label="old")
     assert {(d.kernel, d.kind) for d in comparison.deltas} == {("cpu_gemv", "same"), ("added", "new"),
                                                                 ("removed", "vanished"), ("unmeasured", "unmeasured")}
     assert comparison.line().startswith("0 slower, 0 faster, 1 new, 1 vanished, 1 without a time (1 kernel compared")

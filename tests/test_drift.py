@@ -16,7 +16,7 @@ from helpers import assert_clean_usage_error, write_matrix
 
 from q4gsw.commands import report
 from q4gsw.compare import compare as compare_arrays
-from q4gsw.drift.rule import FLOOR_OF_ATOL, compare, error_quantile, floor_for
+from q4gsw.drift.rule import FLOOR_OF_ATOL, diff_runs, error_quantile, floor_for
 from q4gsw.matrix.load import MatrixError, load_matrix
 from q4gsw.report import plots
 from q4gsw.report.histogram import error_histogram
@@ -67,7 +67,7 @@ def written(folder: Path, results: list[Result]) -> Path:
 
 def test_the_same_run_twice_moves_nothing() -> None:
     old = run_of(case(), case(kernel="cpu_tiled"), case(config="q_proj"))
-    comparison = compare(old, run_of(case(), case(kernel="cpu_tiled"), case(config="q_proj")), label="old")
+    comparison = diff_runs(old, run_of(case(), case(kernel="cpu_tiled"), case(config="q_proj")), label="old")
     assert comparison.counts() == {"drift": 0, "status": 0, "improved": 0, "new": 0, "vanished": 0, "same": 3}
     assert comparison.line().startswith("0 drifted, 0 changed status, 0 improved, 0 new, 0 vanished (3 cases")
 
@@ -75,7 +75,7 @@ def test_the_same_run_twice_moves_nothing() -> None:
 def test_four_times_the_error_inside_the_tolerance_is_drift() -> None:
     new = case(scale=4.0)
     assert new.status == "pass" and new.errors.headroom < 0.2  # still well inside the tolerance
-    comparison = compare([case()], [new], label="old")
+    comparison = diff_runs([case()], [new], label="old")
     [moved] = comparison.drifted
     by_name = {m.name: m for m in moved.measures}
     assert by_name["max |err|"].ratio == pytest.approx(4.0, rel=0.02)
@@ -83,15 +83,15 @@ def test_four_times_the_error_inside_the_tolerance_is_drift() -> None:
     assert moved.headroom_ratio == pytest.approx(4.0, rel=0.02)
     assert "max |err|" in moved.reason() and "> factor 2" in moved.reason()
     # The mirror image is an improvement, listed but never drift.
-    assert compare([new], [case()], label="old").counts()["improved"] == 1
+    assert diff_runs([new], [case()], label="old").counts()["improved"] == 1
 
 
 def test_growth_below_the_factor_is_not_drift_and_the_factor_is_configurable() -> None:
-    assert compare([case()], [case(scale=1.8)], label="old").counts()["same"] == 1
-    assert compare([case()], [case(scale=4.0)], label="old", factor=5.0).counts()["same"] == 1
+    assert diff_runs([case()], [case(scale=1.8)], label="old").counts()["same"] == 1
+    assert diff_runs([case()], [case(scale=4.0)], label="old", factor=5.0).counts()["same"] == 1
     # The config's own drift_factor (matrix.toml, recorded in each result) wins over --drift-factor.
-    assert compare([case()], [case(scale=4.0, drift_factor=5.0)], label="old").counts()["same"] == 1
-    assert compare([case()], [case(scale=1.8, drift_factor=1.5)], label="old", factor=5.0).counts()["drift"] == 1
+    assert diff_runs([case()], [case(scale=4.0, drift_factor=5.0)], label="old").counts()["same"] == 1
+    assert diff_runs([case()], [case(scale=1.8, drift_factor=1.5)], label="old", factor=5.0).counts()["drift"] == 1
 
 
 def test_a_shift_of_the_distribution_alone_is_drift() -> None:
@@ -104,7 +104,7 @@ def test_a_shift_of_the_distribution_alone_is_drift() -> None:
     shifted = grown.reshape(NOISE.shape)
     if np.abs(shifted).max() > abs(flat[peak]):  # keep the old maximum the maximum
         shifted = np.clip(shifted, -abs(flat[peak]), abs(flat[peak]))
-    [moved] = compare([case()], [case(noise=shifted)], label="old").drifted
+    [moved] = diff_runs([case()], [case(noise=shifted)], label="old").drifted
     assert [m.name for m in moved.measures if m.new > 2 * m.old] == ["median |err|"]
 
 
@@ -115,15 +115,15 @@ def test_an_exact_baseline_drifts_only_past_the_floor() -> None:
     floor = FLOOR_OF_ATOL * TOL.atol
     tiny = np.zeros_like(NOISE)
     tiny[0, 0] = floor * 1.5  # 1.5x the floor: under the factor
-    assert compare([exact], [case(noise=tiny)], label="old").counts()["same"] == 1
+    assert diff_runs([exact], [case(noise=tiny)], label="old").counts()["same"] == 1
     tiny[0, 0] = floor * 3
-    [moved] = compare([exact], [case(noise=tiny)], label="old").drifted
+    [moved] = diff_runs([exact], [case(noise=tiny)], label="old").drifted
     assert moved.measures[0].ratio == pytest.approx(3.0, rel=0.01)
     # Exact on both sides: nothing moved.
-    assert compare([exact], [exact], label="old").counts()["same"] == 1
+    assert diff_runs([exact], [exact], label="old").counts()["same"] == 1
     # No floor (atol 0): any error where there was none is drift.
     no_atol = Tolerance(0.0, 1e-4, "relative only")
-    [moved] = compare([replace(exact, tolerance=no_atol)], [replace(case(noise=tiny), tolerance=no_atol)],
+    [moved] = diff_runs([replace(exact, tolerance=no_atol)], [replace(case(noise=tiny), tolerance=no_atol)],
                       label="old").drifted
     assert math.isinf(moved.measures[0].ratio) and "where the baseline had none" in moved.reason()
 
@@ -134,7 +134,7 @@ def test_an_exact_run_under_an_rtol_only_tolerance_is_the_same_as_itself() -> No
     no_atol = Tolerance(0.0, 1e-4, "relative only")
     exact = replace(case(noise=np.zeros_like(NOISE)), tolerance=no_atol)
     assert exact.errors.max_abs == 0 and floor_for(exact, exact) == 0
-    comparison = compare([exact], [exact], label="old")
+    comparison = diff_runs([exact], [exact], label="old")
     assert comparison.counts()["same"] == 1 and comparison.counts()["drift"] == 0
     assert [d.kind for d in comparison.deltas] == ["same"]
 
@@ -144,7 +144,7 @@ def test_new_vanished_and_changed_status_cases() -> None:
            replace(case(config="broken"), status="fail")]
     new = [case(), case(kernel="added_kernel"), replace(case(config="q_proj"), status="fail", message="12 out"),
            case(config="broken")]
-    comparison = compare(old, new, label="old")
+    comparison = diff_runs(old, new, label="old")
     assert {d.key: d.kind for d in comparison.deltas} == {
         "kv_proj/cpu_gemv/normal@swiftshader": "same", "kv_proj/added_kernel/normal@swiftshader": "new",
         "kv_proj/removed_kernel/normal@swiftshader": "vanished", "gone_config/cpu_gemv/normal@swiftshader": "vanished",
@@ -152,13 +152,13 @@ def test_new_vanished_and_changed_status_cases() -> None:
     assert [d.kind for d in comparison.deltas] == ["status", "status", "new", "vanished", "vanished", "same"]
     assert comparison.of("status")[0].reason() == "status pass -> fail"
     # A run's scope: baseline cases of configs it did not run are not compared, never vanished.
-    scoped = compare(old, [case()], label="old", scope_to_results=True)
+    scoped = diff_runs(old, [case()], label="old", scope_to_results=True)
     assert scoped.counts()["vanished"] == 1 and scoped.not_compared == 3  # removed_kernel vanished: same config
 
 
 def test_a_baseline_of_an_older_q4gsw_without_case_ids_or_histograms_is_compared() -> None:
     old = replace(case(), case_id="", errors=replace(case().errors, histogram={}))
-    comparison = compare([old], [case(scale=4.0)], label="old")
+    comparison = diff_runs([old], [case(scale=4.0)], label="old")
     [moved] = comparison.drifted
     assert [m.name for m in moved.measures] == ["max |err|"]
 

@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         return verdict.USAGE
     comparison = None
     if baseline is not None:
-        from q4gsw.drift.rule import compare
+        from q4gsw.drift.rule import diff_runs
 
-        comparison = compare(baseline.results, results, label=baseline.label, factor=baseline.factor)
+        comparison = diff_runs(baseline.results, results, label=baseline.label, factor=baseline.factor)
     fail_on_drift = baseline is not None and baseline.fail_on_drift
     try:
         write_run_outputs(out, results, meta, write_json=not in_place, step_summary=not args.no_step_summary,

@@ -117,7 +117,7 @@ def judge(old: float, new: float, old_spread: float, new_spread: float, min_slow
     return "same"
 
 
-def compare_bench(old_run: dict[str, Any], new_run: dict[str, Any], *, label: str,
+def diff_bench(old_run: dict[str, Any], new_run: dict[str, Any], *, label: str,
                   min_slowdown: float = MIN_SLOWDOWN) -> BenchComparison:
     """Match two bench JSONs' rows by (shape, kernel, group size) and judge each kernel present in both."""
     old = {_key(r, old_run): r for r in old_run["rows"]}
@@ -192,7 +192,7 @@ def add_bench_baseline_options(parser: argparse.ArgumentParser) -> None:
 def report_bench_drift(baseline: dict[str, Any], new_run: dict[str, Any], args: argparse.Namespace, code: int) -> int:
     """Print the comparison with the baseline and return the exit code: `code`, or 1 under --fail-on-drift when a
     kernel got slower (verdict.with_drift)."""
-    comparison = compare_bench(baseline, new_run, label=str(args.baseline), min_slowdown=args.min_slowdown)
+    comparison = diff_bench(baseline, new_run, label=str(args.baseline), min_slowdown=args.min_slowdown)
     if args.compare is None and args.repeats < 2:
         print("warning: --repeats 1 measures no spread: only the margin tells a slower kernel from noise",
               file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Did a change move the numbers? Two runs' results compared case by case (by case id), with the drift rule.
+"""Did a change move the numbers? Two runs' results matched case by case (by case id: diff_runs), with the drift
+rule (q4gsw.compare.compare is the other thing called compare: one output tensor against its golden).
 
 A case drifted when both runs measured it (errors recorded on both sides) and its error grew beyond its factor:
 
@@ -188,7 +189,7 @@ def _by_key(results: Iterable[Result]) -> dict[str, Result]:
     return found
 
 
-def compare(baseline: Sequence[Result], results: Sequence[Result], *, label: str,
+def diff_runs(baseline: Sequence[Result], results: Sequence[Result], *, label: str,
             factor: float = DEFAULT_FACTOR, scope_to_results: bool = False) -> Comparison:
     """Match the cases of two runs. scope_to_results: compare only the baseline cases of the (config, backend)
     pairs these results have (a `run` of some configs against a whole run's baseline); the others are counted

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 def run_and_report(selection: Selection, options: RunOptions, root: Path, results_dir: Path, matrix_path: Path,
                    matrix_order: Sequence[str] = (), baseline: Baseline | None = None) -> int:
     from q4gsw.drift.report import print_comparison
-    from q4gsw.drift.rule import compare
+    from q4gsw.drift.rule import diff_runs
     from q4gsw.report.plots import HistogramsAhead
     from q4gsw.report.write import make_console, print_report, write_run_outputs
 
@@ -64,7 +64,7 @@ def run_and_report(selection: Selection, options: RunOptions, root: Path, result
     collected = in_matrix_order(collected, selection, matrix_order)
     # Only the baseline's cases of the configs and backend this run ran are compared: a run of some configs (a
     # shard, --config) against a whole run's results lists no other config as vanished.
-    comparison = compare(baseline.results, collected, label=baseline.label, factor=baseline.factor,
+    comparison = diff_runs(baseline.results, collected, label=baseline.label, factor=baseline.factor,
                          scope_to_results=True) if baseline is not None else None
     fail_on_drift = baseline is not None and baseline.fail_on_drift
     try:
