@@ -70,6 +70,35 @@ def test_degenerate_rows_follow_torchao():
     assert op_codes(x, qparams)[:, 0].tolist() == [0, 255, -255]
 
 
+def tie_rows() -> np.ndarray:
+    """Rows whose min / scale is exactly a .5 tie: [t * 2^-e, 0, (t + 255) * 2^-e] has scale 2^-e (exact) and
+    min / scale = t for every t in -127.5 .. -0.5 (odd and even neighbours alike); plus rows whose max is the
+    tie side ([0, c]) and the degenerate rows."""
+    rows = [[t * 2.0**-e, 0.0, (t + 255) * 2.0**-e] for e in (0, 3, 9) for t in np.arange(-127.5, 0, 1.0)]
+    rows += [[0.0, 0.0, 0.0], [0.0, 1.0, 2.5], [-2.5, -1.0, 0.0], [-126.5, 0.0, 128.5]]
+    return np.array(rows, dtype=np.float32)
+
+
+def test_qparams_equal_torchaos_choose_qparams_affine_on_ties_and_random_rows():
+    """torchao's own choose_qparams_affine and quantize_affine (the 8da4w activation path), not a transcription:
+    scale and zero point bit for bit, and its codes, on rows built to land on .5 ties, where rounding half away
+    from zero instead of half to even moves the zero point (row [-126.5, 0, 128.5]: torchao's zp is -2)."""
+    torch = pytest.importorskip("torch")
+    quant = pytest.importorskip("torchao.quantization.quant_primitives")
+    x = np.concatenate([tie_rows(), (np.random.default_rng(3).standard_normal((64, 48)) * 4)[:, :3]
+                        .astype(np.float32)])
+    theirs_scale, theirs_zp = quant.choose_qparams_affine(
+        torch.from_numpy(x), quant.MappingType.ASYMMETRIC, [1, x.shape[1]], torch.int8, -128, 127, eps=None,
+        zero_point_dtype=torch.int8)
+    ours = choose_qparams(x)
+    assert ours.scale.tobytes() == theirs_scale.reshape(-1).numpy().tobytes()
+    assert ours.zero_point.tolist() == theirs_zp.reshape(-1).tolist()
+    assert ours.zero_point[len(tie_rows()) - 1] == -2  # the issue's row: -128 - round_half_even(-126.5)
+    xq = quant.quantize_affine(torch.from_numpy(x), [1, x.shape[1]], theirs_scale, theirs_zp, torch.int8, -128, 127)
+    centered = xq.numpy().astype(np.float64) - theirs_zp.numpy().astype(np.float64).reshape(-1, 1)
+    assert np.array_equal(torchao_codes(x, ours), centered)
+
+
 def test_zero_points_pack_four_per_word_little_endian():
     qparams = RowQparams(scale=np.ones(5, np.float32), zero_point=np.array([-1, 2, -128, 127, 5], np.int8))
     assert qparams.zero_point_words().tolist() == [0x7F8002FF, 0x00000005]

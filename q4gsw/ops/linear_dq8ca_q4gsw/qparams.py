@@ -9,8 +9,10 @@ quant_min=-128, quant_max=127, eps=None, zero_point_dtype=int8), in fp32:
     zp      = clamp(-128 - round(min_neg / scale), -128, 127)   (round: half to even)
 
 and quantize_affine as clamp(round(x * (1.0 / scale)) + zp, -128, 127). numpy's fp32 arithmetic is IEEE
-round-to-nearest like torch's CPU kernels, so `choose_qparams` is bit-exact (tests/test_op_linear_dq8ca_q4gsw.py
-checks it against torchao). The op's meaning (golden.py) rounds the exact quotient x / scale instead of torchao's
+round-to-nearest like torch's CPU kernels, so `choose_qparams` is bit-exact: tests/test_op_linear_dq8ca_q4gsw.py
+compares its scale and zero point, and `torchao_codes`, with torchao's own choose_qparams_affine and quantize_affine
+on rows built so that min / scale and x / scale land exactly on .5 ties (where half away from zero differs) and on
+random rows. The op's meaning (golden.py) rounds the exact quotient x / scale instead of torchao's
 two-rounding x * fl(1 / scale): `torchao_codes` is torchao's, for the comparison with the wheel helper's golden.
 
 `executorch_qparams` replays ExecuTorch's WebGPU choose_qparams_affine.wgsl in numpy (its algorithm, with
