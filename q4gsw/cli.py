@@ -213,8 +213,10 @@ def cmd_run(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...
     cache = args.cache or default_cache_dir()
     options = RunOptions(fixtures=FixtureSource(fixtures=args.fixtures, cache=cache, matrix_path=matrix.path),
                          in_process=getattr(args, "in_process", False))
+    # The baseline's cases of other kinds of kernel (a `check` kernel, an ExecuTorch tree's) are outside this run.
+    family = "check" if args.command == "check" else "executorch" if getattr(args, "executorch", None) else "matrix"
     return run_and_report(selection, options, matrix.root, args.results, matrix.path,
-                          matrix_order=[c.name for c in matrix.configs], baseline=baseline)
+                          matrix_order=[c.name for c in matrix.configs], baseline=baseline, family=family)
 
 
 def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:

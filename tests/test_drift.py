@@ -16,7 +16,7 @@ from helpers import assert_clean_usage_error, write_matrix
 
 from q4gsw.commands import report
 from q4gsw.compare import compare as compare_arrays
-from q4gsw.drift.rule import FLOOR_OF_ATOL, diff_runs, error_quantile, floor_for
+from q4gsw.drift.rule import FLOOR_OF_ATOL, Scope, diff_runs, error_quantile, floor_for
 from q4gsw.matrix.load import MatrixError, load_matrix
 from q4gsw.report import plots
 from q4gsw.report.histogram import error_histogram
@@ -150,9 +150,9 @@ def test_new_vanished_and_changed_status_cases() -> None:
         "kv_proj/removed_kernel/normal@swiftshader": "vanished", "gone_config/cpu_gemv/normal@swiftshader": "vanished",
         "q_proj/cpu_gemv/normal@swiftshader": "status", "broken/cpu_gemv/normal@swiftshader": "status"}
     assert [d.kind for d in comparison.deltas] == ["status", "status", "new", "vanished", "vanished", "same"]
-    assert comparison.of("status")[0].reason() == "status pass -> fail"
+    assert comparison.of("status")[0].reason() == "status pass -> fail: 12 out"  # why it stopped passing
     # A run's scope: baseline cases of configs it did not run are not compared, never vanished.
-    scoped = diff_runs(old, [case()], label="old", scope_to_results=True)
+    scoped = diff_runs(old, [case()], label="old", scope=Scope("swiftshader", frozenset({"kv_proj"})))
     assert scoped.counts()["vanished"] == 1 and scoped.not_compared == 3  # removed_kernel vanished: same config
 
 
@@ -227,7 +227,10 @@ def test_a_baseline_with_vanished_configs_and_kernels_is_no_crash(tmp_path: Path
                                           replace(case(), case_id="kv_proj/cpu_gemv/normal@gone_backend",
                                                   backend="gone_backend")))
     new = written(tmp_path / "new", run_of(case(), case(kernel="new_kernel")))
-    assert report.main([str(new), "--baseline", str(old), "--fail-on-drift"]) == 0
+    assert report.main([str(new), "--baseline", str(old), "--fail-on-drift"]) == 1  # measured cases lost (gate)
+    assert "REMOVED kv_proj/cpu_gemv/normal@gone_backend: measured (pass) in the baseline, not now: backend " \
+        "'gone_backend' measured no case in these results" in capsys.readouterr().out
+    assert report.main([str(new), "--baseline", str(old), "--fail-on-drift", "--accept-removed"]) == 0
     out = capsys.readouterr().out
     assert "vanished: removed/old_kernel/normal@swiftshader, kv_proj/cpu_gemv/normal@gone_backend" in out
     assert "new: kv_proj/new_kernel/normal@swiftshader" in out

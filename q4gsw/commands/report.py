@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if baseline is not None:
         from q4gsw.drift.rule import diff_runs
 
-        comparison = diff_runs(baseline.results, results, label=baseline.label, factor=baseline.factor)
+        comparison = diff_runs(baseline.results, results, label=baseline.label, factor=baseline.factor,
+                               accept_removed=baseline.accept_removed)
     fail_on_drift = baseline is not None and baseline.fail_on_drift
     try:
         write_run_outputs(out, results, meta, write_json=not in_place, step_summary=not args.no_step_summary,
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print_comparison(comparison, fail_on_drift, make_console())
     print(f"report: {out} ({len(paths)} results.json: {', '.join(str(p) for p in paths)})", file=sys.stderr)
-    drifted = len(comparison.drifted) if comparison is not None else 0
+    drifted = len(comparison.gate()) if comparison is not None else 0
     if not args.strict:
         return verdict.with_drift(verdict.OK, drifted, fail_on_drift)
     problems = strict_problems(results, metas)

@@ -41,6 +41,7 @@ class Baseline:
     factor: float = DEFAULT_FACTOR
     fail_on_drift: bool = False
     sources: tuple[Path, ...] = ()  # the results.json files read
+    accept_removed: bool = False  # cases the baseline measured and this run did not do not fail the gate
 
 
 def _factor(text: str) -> float:
@@ -61,7 +62,12 @@ def add_baseline_options(parser: argparse.ArgumentParser) -> None:
                         help=f"a case drifted when its error grew more than F times (default {DEFAULT_FACTOR:g}); "
                              "a config's own drift_factor in matrix.toml wins")
     parser.add_argument("--fail-on-drift", action="store_true",
-                        help="exit 1 when a case drifted from the --baseline (drift is otherwise only reported)")
+                        help="exit 1 when the comparison with the --baseline fails the gate: a case drifted or "
+                             "stopped passing, a case it measured is missing now, or nothing was compared "
+                             "(otherwise all this is only reported)")
+    parser.add_argument("--accept-removed", action="store_true",
+                        help="cases the --baseline measured that this run covered and did not measure (a kernel "
+                             "removed on purpose) do not fail the gate; they are still listed")
 
 
 def _kind_problem(payload: Any) -> tuple[str, str] | None:
@@ -107,7 +113,8 @@ def baseline_from_args(args: argparse.Namespace) -> Baseline | None:
     if path is None:
         return None
     baseline = read_baseline(path)
-    return Baseline(baseline.label, baseline.results, args.drift_factor, args.fail_on_drift, baseline.sources)
+    return Baseline(baseline.label, baseline.results, args.drift_factor, args.fail_on_drift, baseline.sources,
+                    args.accept_removed)
 
 
 def run_baseline(args: argparse.Namespace) -> Baseline | None:

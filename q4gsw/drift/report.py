@@ -25,9 +25,11 @@ CONSOLE_IDS = 10  # new/vanished case ids printed before "... and N more"
 
 def rule_text(comparison: Comparison, fail_on_drift: bool) -> str:
     return (f"drift: max or median |err| > factor × max(baseline, {FLOOR_OF_ATOL:g}·atol); factor "
-            f"{comparison.factor:g} unless the config sets drift_factor; "
-            + ("--fail-on-drift: drift fails the run" if fail_on_drift else "reported only (add --fail-on-drift to "
-                                                                             "fail on it)"))
+            f"{comparison.factor:g} unless the config sets drift_factor; the gate also fails on a case that stopped "
+            "passing, a measured case missing now" + (" (accepted: --accept-removed)" if comparison.accept_removed
+                                                      else "") + " and a comparison of nothing; "
+            + ("--fail-on-drift: a failed gate fails the run" if fail_on_drift else
+               "reported only (add --fail-on-drift to fail on it)"))
 
 
 def _errors(d: CaseDelta, name: str) -> tuple[str, str, str]:
@@ -70,14 +72,21 @@ def print_comparison(comparison: Comparison, fail_on_drift: bool, console: Conso
             table.add_row(escape(d.key), f"[{STYLE[d.kind]}]{d.kind.upper() if d.kind == 'drift' else d.kind}[/]",
                           then, now, ratio, _headroom(d), _errors(d, "median |err|")[2])
         console.print(table)
-        for d in comparison.drifted:
-            console.print(f"[bold red]DRIFT[/] {escape(d.key)}: {escape(d.reason())}", highlight=False, soft_wrap=True)
+    gate = comparison.gate()
+    removed = [line for line in gate if line.startswith("REMOVED ")]
+    shown = [line for line in gate if line not in removed[CONSOLE_IDS:]]
+    for line in shown:  # one line each, never wrapped: CI logs are searched for them
+        word, rest = line.split(" ", 1)
+        console.print(f"[bold red]{word}[/] {escape(rest)}", highlight=False, soft_wrap=True)
+    if len(removed) > CONSOLE_IDS:
+        console.print(f"REMOVED … and {len(removed) - CONSOLE_IDS} more (summary.md lists them all)", highlight=False)
     for kind in ("new", "vanished"):
         listed = comparison.of(kind)
         if listed:
             console.print(f"{kind}: {escape(_ids(listed, CONSOLE_IDS))}", highlight=False, soft_wrap=True)
-    # One line each, never wrapped: CI logs are searched for them.
     console.print(f"baseline: {escape(comparison.line())}", highlight=False, soft_wrap=True)
+    console.print(escape(comparison.gate_line()), highlight=False, soft_wrap=True,
+                  style="bold red" if gate else "green")
     console.print(escape(rule_text(comparison, fail_on_drift)), highlight=False, style="dim", soft_wrap=True)
 
 
@@ -89,7 +98,7 @@ def markdown_section(comparison: Comparison, fail_on_drift: bool) -> str:
     """summary.md's "Compared with the baseline" section (also in $GITHUB_STEP_SUMMARY)."""
     counts = comparison.counts()
     lines = ["### Compared with the baseline", "", f"**{_cell(comparison.line())}**", "",
-             _cell(rule_text(comparison, fail_on_drift)), ""]
+             f"**{_cell(comparison.gate_line())}**", "", _cell(rule_text(comparison, fail_on_drift)), ""]
     moved = [d for d in comparison.deltas if d.kind in LISTED]
     if moved:
         lines += ["| change | case | max \\|err\\| baseline | max \\|err\\| now | ratio | headroom baseline → now | "
@@ -106,5 +115,8 @@ def markdown_section(comparison: Comparison, fail_on_drift: bool) -> str:
         listed = comparison.of(kind)
         if listed:
             lines += [f"<details><summary>{len(listed)} {kind} ({what})</summary>", "",
-                      *(f"- `{d.key}`" for d in listed), "", "</details>", ""]
+                      *(f"- `{d.key}`" + (f": {_cell(d.reason())}" if d.removed else "") for d in listed), "",
+                      "</details>", ""]
+    if not comparison.compared:
+        lines += [f"**{_cell(comparison.gate()[-1])}**", ""]
     return "\n".join(lines)

@@ -10,8 +10,12 @@ distribution that leaves the maximum alone). The factor is the config's `drift_f
 each result), else --drift-factor, else DEFAULT_FACTOR. The floor makes an exact kernel (0 error in the baseline)
 comparable: it drifts once its error exceeds factor * 1e-3 of the smallest bound any element has (atol, where the
 golden is 0); with atol = 0 there is no floor, and any error where there was none is drift. Improvements (the
-mirror image, old > factor * max(new, floor)) are listed, never counted. The rule is documented in
-docs/results.md, with the exit codes.
+mirror image, old > factor * max(new, floor)) are listed, never counted.
+
+The gate (--fail-on-drift) fails on more than drift (Comparison.gate): a case that stopped passing (pass -> fail,
+unsupported or skip), a case the baseline measured that this run covered and did not measure (a deleted kernel, a
+kernel whose `when` stopped holding, an empty results file; unless accept_removed), and a comparison of nothing (a
+baseline of another backend or op). The rule and the gate are documented in docs/results.md, with the exit codes.
 """
 
 from __future__ import annotations
@@ -84,6 +88,18 @@ class CaseDelta:
     factor: float = DEFAULT_FACTOR
     floor: float = 0.0
     measures: tuple[Measure, ...] = ()
+    why: str = ""  # a vanished case: what this run says about its kernel
+
+    @property
+    def regressed(self) -> bool:
+        """It passed in the baseline and does not now (fail, unsupported, skip); a mutant caught now is no loss."""
+        return self.kind == "status" and self.old is not None and self.new is not None and \
+            self.old.status == "pass" and self.new.role != "mutant"
+
+    @property
+    def removed(self) -> bool:
+        """The baseline measured it (pass or fail) and these results do not have it."""
+        return self.kind == "vanished" and self.old is not None and self.old.status in MEASURED
 
     @property
     def headroom_ratio(self) -> float | None:
@@ -95,7 +111,10 @@ class CaseDelta:
     def reason(self) -> str:
         """One line: why the case is listed (the measures that moved past the factor, or the status change)."""
         if self.kind == "status":
-            return f"status {self.old.status if self.old else '-'} -> {self.new.status if self.new else '-'}"
+            said = f": {self.new.message}" if self.regressed and self.new and self.new.message else ""
+            return f"status {self.old.status if self.old else '-'} -> {self.new.status if self.new else '-'}{said}"
+        if self.removed and self.old is not None:
+            return f"measured ({self.old.status}) in the baseline, not now: {self.why}"
         if self.kind == "drift":
             grown = [m for m in self.measures if m.new > self.factor * max(m.old, self.floor)]
             return "; ".join(f"{m.name} {m.old:.3g} -> {m.new:.3g} ({_times(m.ratio)})" for m in grown) + \
@@ -118,6 +137,8 @@ class Comparison:
     deltas: tuple[CaseDelta, ...]
     factor: float = DEFAULT_FACTOR
     not_compared: int = 0
+    accept_removed: bool = False  # --accept-removed: cases the baseline measured and this run did not are no loss
+    nothing_why: str = ""  # when no case was compared: what each side holds
 
     def of(self, kind: str) -> list[CaseDelta]:
         return [d for d in self.deltas if d.kind == kind]
@@ -126,13 +147,49 @@ class Comparison:
     def drifted(self) -> list[CaseDelta]:
         return self.of("drift")
 
+    @property
+    def regressed(self) -> list[CaseDelta]:
+        return [d for d in self.deltas if d.regressed]
+
+    @property
+    def removed(self) -> list[CaseDelta]:
+        return [d for d in self.deltas if d.removed]
+
     def counts(self) -> dict[str, int]:
         return {kind: len(self.of(kind)) for kind in KINDS}
+
+    @property
+    def compared(self) -> int:
+        c = self.counts()
+        return sum(c[k] for k in ("drift", "status", "improved", "same"))
+
+    def gate(self) -> list[str]:
+        """Why the gate fails (--fail-on-drift), one line each; [] when it holds."""
+        lines = [f"DRIFT {d.key}: {d.reason()}" for d in self.drifted]
+        lines += [f"REGRESSED {d.key}: {d.reason()}" for d in self.regressed]
+        if not self.accept_removed:
+            lines += [f"REMOVED {d.key}: {d.reason()} (--accept-removed accepts it)" for d in self.removed]
+        if not self.compared:
+            lines.append(f"NOTHING COMPARED: 0 cases compared with {self.baseline}: {self.nothing_why}")
+        return lines
+
+    def gate_line(self) -> str:
+        """The gate's verdict in one line."""
+        if not self.compared:
+            return "gate: fails: nothing compared"
+        parts = [(len(self.drifted), "drifted"), (len(self.regressed), "stopped passing")]
+        if not self.accept_removed:
+            parts.append((len(self.removed), "removed"))
+        failing = ", ".join(f"{n} {what}" for n, what in parts if n)
+        if failing:
+            return f"gate: fails: {failing}"
+        accepted = f" ({len(self.removed)} removed, accepted)" if self.removed else ""
+        return f"gate: holds{accepted}"
 
     def line(self) -> str:
         """The one-line verdict of the comparison."""
         c = self.counts()
-        compared = sum(c[k] for k in ("drift", "status", "improved", "same"))
+        compared = self.compared
         cases = "case" if compared == 1 else "cases"
         text = (f"{c['drift']} drifted, {c['status']} changed status, {c['improved']} improved, {c['new']} new, "
                 f"{c['vanished']} vanished ({compared} {cases} compared with {self.baseline})")
@@ -140,8 +197,8 @@ class Comparison:
                        else "")
 
     def drift_by_case(self) -> dict[str, str]:
-        """case id -> the drift reason, for the per-case reports (junit.xml)."""
-        return {d.key: d.reason() for d in self.drifted}
+        """case id -> why it fails the gate (drifted, stopped passing), for the per-case reports (junit.xml)."""
+        return {d.key: d.reason() for d in (*self.drifted, *self.regressed)}
 
 
 def measures(old: Result, new: Result, floor: float) -> tuple[Measure, ...]:
@@ -189,19 +246,62 @@ def _by_key(results: Iterable[Result]) -> dict[str, Result]:
     return found
 
 
+@dataclass(frozen=True)
+class Scope:
+    """What a run's selection covered: the baseline cases it should have measured again. A `run` of some configs
+    (a shard, --config) covers only those configs on its backend, and only cases of its kind of kernel: q4gsw's
+    own (matrix), a `check` kernel or an ExecuTorch tree's (executorch)."""
+
+    backend: str
+    configs: frozenset[str]
+    family: str = "matrix"
+
+    def covers(self, result: Result) -> bool:
+        return result.backend == self.backend and result.config in self.configs and \
+            kernel_family(result.provenance.kernel_source) == self.family
+
+
+def kernel_family(source: str) -> str:
+    """Where a case's kernel came from (Provenance.kernel_source): check, executorch, mutant or matrix."""
+    return next((prefix for prefix in ("check", "executorch", "mutant") if source.startswith(prefix)), "matrix")
+
+
+def _why_not_now(old: Result, new: dict[str, Result]) -> str:
+    """What these results say about a vanished case: its backend or config ran nothing here, or its kernel ran on
+    other configs (its `when` stopped holding for this one) or on none (removed, renamed, or its `when` holds
+    nowhere now)."""
+    measured = [r for r in new.values() if r.status in MEASURED and r.backend == old.backend]
+    if not measured:
+        return f"backend '{old.backend}' measured no case in these results"
+    if not any(r.config == old.config for r in measured):
+        return f"config '{old.config}' measured no case on '{old.backend}' in these results"
+    if any(r.kernel == old.kernel for r in measured):
+        return (f"kernel '{old.kernel}' ran on other configs of this run, not on this one (its `when` or "
+                "requirements stopped holding for it?)")
+    return f"kernel '{old.kernel}' ran on no config of this run (removed, renamed, or its `when` holds nowhere?)"
+
+
+def _holdings(results: Iterable[Result]) -> str:
+    backends = sorted({r.backend for r in results})
+    ops = sorted({r.op for r in results if r.op})
+    if not backends:
+        return "no case"
+    return f"backend {', '.join(backends)}" + (f"; op {', '.join(ops)}" if ops else "")
+
+
 def diff_runs(baseline: Sequence[Result], results: Sequence[Result], *, label: str,
-            factor: float = DEFAULT_FACTOR, scope_to_results: bool = False) -> Comparison:
-    """Match the cases of two runs. scope_to_results: compare only the baseline cases of the (config, backend)
-    pairs these results have (a `run` of some configs against a whole run's baseline); the others are counted
-    as not compared instead of vanished."""
+              factor: float = DEFAULT_FACTOR, scope: Scope | None = None, accept_removed: bool = False) -> Comparison:
+    """Match the cases of two runs. scope: compare only the baseline cases this run covered (a `run` of some
+    configs against a whole run's baseline); the others are counted as not compared instead of vanished."""
     old, new = _by_key(baseline), _by_key(results)
     not_compared = 0
-    if scope_to_results:
-        ran = {(r.config, r.backend) for r in results}
-        kept = {k: r for k, r in old.items() if (r.config, r.backend) in ran}
+    if scope is not None:
+        kept = {k: r for k, r in old.items() if scope.covers(r)}
         not_compared, old = len(old) - len(kept), kept
     deltas = [delta(key, old[key], r, factor) if key in old else CaseDelta(key, "new", None, r, factor)
               for key, r in new.items()]
-    deltas += [CaseDelta(key, "vanished", r, None, factor) for key, r in old.items() if key not in new]
+    deltas += [CaseDelta(key, "vanished", r, None, factor, why=_why_not_now(r, new))
+               for key, r in old.items() if key not in new]
     ordered = sorted(deltas, key=lambda d: KINDS.index(d.kind))  # stable: each kind keeps the results' order
-    return Comparison(label, tuple(ordered), factor, not_compared)
+    nothing_why = f"the baseline holds {_holdings(baseline)}; these results: {_holdings(results)}"
+    return Comparison(label, tuple(ordered), factor, not_compared, accept_removed, nothing_why)

@@ -3,8 +3,9 @@
 - any case failed, or none passed (a run that checked nothing is never a success): FAILED
 - a required config selected on a backend none of whose cases ran there (pass or fail): FAILED; the run records
   it as a failed config (stages), `report --strict` finds it in merged results
-- with --fail-on-drift, a case that drifted from the --baseline run (q4gsw.drift.rule) or a bench kernel slower than the
-  baseline bench (q4gsw.drift.bench): FAILED; without the flag drift is reported and the code is unchanged
+- with --fail-on-drift, a comparison with the --baseline run that fails the gate (q4gsw.drift.rule: a case that
+  drifted or stopped passing, a measured case missing now, nothing compared) or with the baseline bench
+  (q4gsw.drift.bench): FAILED; without the flag all this is reported and the code is unchanged
 - interrupted (Ctrl-C, SIGTERM; partial results written): INTERRUPTED
 - usage, matrix.toml or environment errors, nothing run: USAGE
 """
@@ -37,10 +38,10 @@ def exit_code(results: list[Result], interrupted: bool = False) -> int:
     return FAILED if problems(results) else OK
 
 
-def with_drift(code: int, drifted: int, fail_on_drift: bool) -> int:
-    """The exit code once drift from a baseline is known: FAILED for drift under --fail-on-drift, never hiding a
-    code that says more (interrupted, usage)."""
-    return FAILED if code == OK and drifted and fail_on_drift else code
+def with_drift(code: int, gate_failures: int, fail_on_drift: bool) -> int:
+    """The exit code once the comparison with a baseline is known: FAILED when it fails the gate under
+    --fail-on-drift, never hiding a code that says more (interrupted, usage)."""
+    return FAILED if code == OK and gate_failures and fail_on_drift else code
 
 
 def required_not_run(results: list[Result], required: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

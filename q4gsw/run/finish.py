@@ -24,9 +24,11 @@ if TYPE_CHECKING:
 
 
 def run_and_report(selection: Selection, options: RunOptions, root: Path, results_dir: Path, matrix_path: Path,
-                   matrix_order: Sequence[str] = (), baseline: Baseline | None = None) -> int:
+                   matrix_order: Sequence[str] = (), baseline: Baseline | None = None, family: str = "matrix") -> int:
+    """family: the kind of kernels this run checks (drift.rule.kernel_family): the baseline's cases of another
+    kind are outside it."""
     from q4gsw.drift.report import print_comparison
-    from q4gsw.drift.rule import diff_runs
+    from q4gsw.drift.rule import Scope, diff_runs
     from q4gsw.report.plots import HistogramsAhead
     from q4gsw.report.write import make_console, print_report, write_run_outputs
 
@@ -62,10 +64,11 @@ def run_and_report(selection: Selection, options: RunOptions, root: Path, result
             "wall_s": time.time() - started, "host": platform.node(), "python": platform.python_version(),
             "interrupted": interrupted}
     collected = in_matrix_order(collected, selection, matrix_order)
-    # Only the baseline's cases of the configs and backend this run ran are compared: a run of some configs (a
+    # Only the baseline's cases of the configs and backend this run selected are compared: a run of some configs (a
     # shard, --config) against a whole run's results lists no other config as vanished.
-    comparison = diff_runs(baseline.results, collected, label=baseline.label, factor=baseline.factor,
-                         scope_to_results=True) if baseline is not None else None
+    scope = Scope(selection.backend.name, frozenset(c.name for c in selection.configs), family)
+    comparison = diff_runs(baseline.results, collected, label=baseline.label, factor=baseline.factor, scope=scope,
+                           accept_removed=baseline.accept_removed) if baseline is not None else None
     fail_on_drift = baseline is not None and baseline.fail_on_drift
     try:
         path = write_run_outputs(results_dir, collected, meta, plots_ahead=ahead, comparison=comparison,
@@ -79,4 +82,4 @@ def run_and_report(selection: Selection, options: RunOptions, root: Path, result
     if comparison is not None:
         print_comparison(comparison, fail_on_drift, make_console())
     print(f"results: {path} (wall {meta['wall_s']:.1f} s)", file=sys.stderr, flush=True)
-    return with_drift(exit_code(collected, interrupted), len(comparison.drifted) if comparison else 0, fail_on_drift)
+    return with_drift(exit_code(collected, interrupted), len(comparison.gate()) if comparison else 0, fail_on_drift)

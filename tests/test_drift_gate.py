@@ -1,0 +1,185 @@
+"""The drift gate (`--fail-on-drift` on run, check and report; issue 29): never green on a regression.
+
+A case that went from pass to fail, unsupported or skip fails it; a case the baseline measured that this run's
+selection covered and did not measure fails it (unless --accept-removed); a comparison of nothing fails it. Cases
+outside a scoped run (`run --config X`) stay outside. Offline: results written with the real writers, `run`'s finish
+driven with a stand-in for the engine (q4gsw.run.finish.run_selection)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from helpers import write_matrix
+from test_drift import META, case
+
+from q4gsw.cases import build_selection
+from q4gsw.commands import report
+from q4gsw.drift.baseline import Baseline
+from q4gsw.drift.rule import diff_runs
+from q4gsw.matrix.load import load_matrix
+from q4gsw.report import plots
+from q4gsw.report.result import Result, write_results
+from q4gsw.run import finish
+from q4gsw.run.exporter import FixtureSource
+from q4gsw.run.options import RunOptions
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+    def unavailable() -> None:
+        raise ImportError("plots disabled in this test")
+
+    monkeypatch.setattr(plots, "_load_pyplot", unavailable)
+
+
+def written(folder: Path, results: Sequence[Result]) -> Path:
+    write_results(folder / "results.json", list(results), META)
+    return folder
+
+
+def broken(result: Result, status: str = "fail", scale: float = 1e7) -> Result:
+    """The case gone wrong: its status changed, its error `scale` times larger."""
+    errors = replace(result.errors, max_abs=result.errors.max_abs * scale) if result.errors else None
+    return replace(result, status=status, message=f"{status} now", errors=errors if status == "fail" else None)
+
+
+def gate(tmp_path: Path, old: Sequence[Result], new: Sequence[Result], *extra: str) -> int:
+    return report.main([str(written(tmp_path / "new", new)), "--baseline", str(written(tmp_path / "old", old)),
+                        "--fail-on-drift", "--quiet", *extra])
+
+
+# ------------------------------------------------------------------------------------------------
+# report NEW --baseline OLD --fail-on-drift
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["fail", "unsupported", "skip"])
+def test_report_a_case_that_stopped_passing_fails_the_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           status: str) -> None:
+    """PASS -> FAIL with a 1e7x larger error exited 0: only kind 'drift' counted."""
+    old = [case(), case(kernel="cpu_tiled")]
+    assert gate(tmp_path, old, [broken(case(), status), case(kernel="cpu_tiled")]) == 1
+    out = capsys.readouterr().out
+    assert f"REGRESSED kv_proj/cpu_gemv/normal@swiftshader: status pass -> {status}" in out
+    # reported, not failed, without --fail-on-drift (for a fail, report's exit code is not a verdict either)
+    assert report.main([str(tmp_path / "new"), "--baseline", str(tmp_path / "old"), "--quiet"]) == 0
+
+
+def test_report_a_case_that_started_passing_or_a_mutant_now_caught_is_no_regression(tmp_path: Path) -> None:
+    old = [broken(case()), replace(case(kernel="mutant_x"), role="mutant")]
+    new = [case(), broken(replace(case(kernel="mutant_x"), role="mutant"))]
+    assert gate(tmp_path, old, new) == 0
+
+
+def test_report_a_measured_case_missing_now_fails_the_gate_unless_accepted(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A deleted kernel's cases: vanished, 'never an error', so the gate stayed green."""
+    old = [case(), case(kernel="deleted_kernel")]
+    assert gate(tmp_path, old, [case()]) == 1
+    out = capsys.readouterr().out
+    assert "REMOVED kv_proj/deleted_kernel/normal@swiftshader: measured (pass) in the baseline, not now" in out
+    assert "kernel 'deleted_kernel' ran on no config" in out
+    assert gate(tmp_path, old, [case()], "--accept-removed") == 0
+    # A baseline row that measured nothing (a skip) is not a removal.
+    assert gate(tmp_path, [case(), replace(case(kernel="skipped"), status="skip")], [case()]) == 0
+
+
+def test_report_a_kernel_that_stopped_applying_to_a_config_is_named(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Its `when` stopped holding for one config: it still ran on another, so the reason says so."""
+    old = [case(), case(kernel="cpu_tiled"), case(config="q_proj")]
+    assert gate(tmp_path, old, [case(kernel="cpu_tiled"), case(config="q_proj")]) == 1
+    assert "kernel 'cpu_gemv' ran on other configs of this run, not on this one" in capsys.readouterr().out
+
+
+def test_report_an_empty_new_file_fails_the_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert gate(tmp_path, [case(), case(kernel="cpu_tiled")], []) == 1
+    out = capsys.readouterr().out
+    assert "REMOVED kv_proj/cpu_gemv/normal@swiftshader" in out and "0 cases compared" in out
+
+
+def test_report_a_baseline_of_another_backend_compares_nothing_and_fails_the_gate(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = [replace(case(), backend="lavapipe", case_id="kv_proj/cpu_gemv/normal@lavapipe")]
+    assert gate(tmp_path, other, [case()], "--accept-removed") == 1
+    out = capsys.readouterr().out
+    assert "NOTHING COMPARED: 0 cases compared" in out
+    assert "the baseline holds backend lavapipe; these results: backend swiftshader" in out
+    # reported only without --fail-on-drift
+    assert report.main([str(tmp_path / "new"), "--baseline", str(tmp_path / "old"), "--quiet"]) == 0
+
+
+def test_the_gate_lines_and_the_verdict_line(tmp_path: Path) -> None:
+    old = [case(), case(kernel="cpu_tiled"), case(kernel="deleted")]
+    comparison = diff_runs(old, [case(scale=4.0), broken(case(kernel="cpu_tiled"))], label="old")
+    lines = comparison.gate()
+    assert [line.split()[0] for line in lines] == ["DRIFT", "REGRESSED", "REMOVED"]
+    assert comparison.gate_line() == "gate: fails: 1 drifted, 1 stopped passing, 1 removed"
+    accepted = diff_runs(old, [case(), case(kernel="cpu_tiled")], label="old", accept_removed=True)
+    assert accepted.gate() == [] and accepted.gate_line().startswith("gate: holds")
+
+
+# ------------------------------------------------------------------------------------------------
+# run --baseline OLD --fail-on-drift (the finish of a run, with the engine stood in for)
+# ------------------------------------------------------------------------------------------------
+
+
+def run_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: Sequence[Result], new: Sequence[Result],
+             names: tuple[str, ...] = (), accept_removed: bool = False) -> int:
+    """`run --config NAMES --baseline OLD --fail-on-drift` on a tiny matrix (configs b and h) whose engine
+    produced `new`."""
+    matrix = load_matrix(write_matrix(tmp_path / "matrix.toml", "bh"))
+    selection = build_selection(matrix, "swiftshader", names=names, tiers=("required", "heavy"))
+
+    def engine(selection, options, root, on_result=lambda r: None, matrix_order=()):
+        for result in new:
+            on_result(result)
+        return list(new)
+
+    monkeypatch.setattr(finish, "run_selection", engine)
+    baseline = Baseline("old", tuple(old), fail_on_drift=True, accept_removed=accept_removed)
+    options = RunOptions(fixtures=FixtureSource(None, tmp_path / "cache", matrix.path))
+    return finish.run_and_report(selection, options, matrix.root, tmp_path / "results", matrix.path,
+                                 baseline=baseline)
+
+
+def of(config: str, kernel: str = "good", **extra: object) -> Result:
+    return replace(case(config=config, kernel=kernel), case_id="", **extra)
+
+
+def test_run_pass_to_unsupported_fails_the_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`run` exited 0 on PASS -> unsupported (another config still passing)."""
+    old = [of("b"), of("h")]
+    new = [replace(of("b"), status="unsupported", message="needs shader-f16", errors=None), of("h")]
+    assert run_gate(tmp_path, monkeypatch, old, new) == 1
+    assert "REGRESSED b/good/normal@swiftshader: status pass -> unsupported" in capsys.readouterr().out
+    assert (tmp_path / "results" / "results.json").is_file()
+
+
+def test_run_a_kernel_no_longer_measured_in_a_covered_config_fails_the_gate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    old = [of("b"), of("b", "gone"), of("h")]
+    assert run_gate(tmp_path, monkeypatch, old, [of("b"), of("h")]) == 1
+    assert "REMOVED b/gone/normal@swiftshader" in capsys.readouterr().out
+    assert run_gate(tmp_path, monkeypatch, old, [of("b"), of("h")], accept_removed=True) == 0
+
+
+def test_run_scoped_to_a_config_leaves_the_others_outside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    old = [of("b"), of("h"), of("h", "gone")]
+    assert run_gate(tmp_path, monkeypatch, old, [of("b")], names=("b",)) == 0
+    out = capsys.readouterr().out
+    assert "2 baseline cases outside this run not compared" in out and "REMOVED" not in out
+
+
+def test_run_a_baseline_of_another_backend_fails_the_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    old = [of("b", backend="lavapipe"), of("h", backend="lavapipe")]
+    assert run_gate(tmp_path, monkeypatch, old, [of("b"), of("h")]) == 1
+    assert "NOTHING COMPARED: 0 cases compared" in capsys.readouterr().out
