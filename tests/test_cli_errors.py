@@ -3,9 +3,12 @@ line is answered with one `error:` line naming the option and the fix, exit code
 
 from __future__ import annotations
 
+import os
 import subprocess
 
-from conftest import run_cli
+from conftest import REPO, run_cli
+
+from q4gsw.matrix.load import load_matrix
 
 
 def one_usage_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -25,3 +28,21 @@ def test_mutants_refuses_an_unknown_op_in_one_line():
 def test_mutants_suggests_the_op_meant():
     line = one_usage_line(run_cli("mutants", "--op", "linear_q4gsx", "--list"))
     assert "did you mean 'linear_q4gsw'?" in line
+
+
+def test_validate_refuses_a_kernel_file_found_only_from_the_working_directory(tmp_path):
+    """The run reads a kernel file relative to matrix.toml; one that resolves only from the working directory
+    validated and then failed every case of the kernel. Refused, with the path to write instead."""
+    from test_matrix_errors import BASE
+
+    relative = "q4gsw/ops/linear_q4gsw/kernels/q4gsw_gemv.wgsl"
+    assert (REPO / relative).is_file() and not (tmp_path / relative).exists()
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text(BASE.replace(f"{REPO}/{relative}", relative))
+    line = one_usage_line(run_cli("validate", "--matrix", str(matrix), cwd=REPO))
+    expected = os.path.relpath(REPO / relative, tmp_path.resolve())
+    assert line.startswith(f"error: {matrix}: [kernel.gemv]: key 'file': '{relative}' is found from the working "
+                           "directory, not from matrix.toml's folder"), line
+    assert line.endswith(f'write file = "{expected}"'), line
+    matrix.write_text(BASE.replace(f"{REPO}/{relative}", expected))  # the fix it gives is one the loader takes
+    assert load_matrix(matrix).kernels[0].path(matrix.parent).resolve() == (REPO / relative).resolve()

@@ -186,6 +186,12 @@ CASES = [
     Bad("kernel-file-missing", "q4gsw/ops/linear_q4gsw/kernels/q4gsw_gemv.wgsl",
         "q4gsw/ops/linear_q4gsw/kernels/nope.wgsl", "[kernel.gemv]", "file",
         r"nope.wgsl' does not exist"),
+    # A `before` on an op that defines no first kernel's buffers: every run of it would fail (issue 29).
+    Bad("before-on-an-op-without-chains", "overrides = { wg_size = 64 }\n",
+        f'overrides = {{ wg_size = 64 }}\n\n[kernel.gemv.before]\nfile = "{REPO}/tests/data/good.wgsl"\n'
+        'when = "1"\ndispatch = "1"\n', "[kernel.gemv]", "before",
+        r"op 'linear_q4gsw' runs no kernel before its own \(ops that chain: linear_dq8ca_q4gsw\) — remove the "
+        r"\[kernel.gemv.before\] table"),
     # --- whole-file problems
     Bad("schema-version", "schema_version = 1", "schema_version = 2", "top level", "schema_version",
         r"unsupported version 2"),

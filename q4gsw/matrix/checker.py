@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,7 +15,7 @@ from simpleeval import InvalidExpression
 
 from q4gsw.matrix.expressions import LIMIT_NAMES, evaluate
 from q4gsw.matrix.values import Tolerance
-from q4gsw.ops import op_names
+from q4gsw.ops import op_names, registry
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 TOLERANCE_KEYS = ("atol", "rtol", "justification")
@@ -122,6 +123,23 @@ class Checker:
 
     def op(self, value: Any, where: str) -> str:
         return self.string(value, where, "op", op_names())
+
+    def missing_kernel_file(self, where: str, kernel_file: str, base: Path) -> None:
+        """Raise for a kernel file not found next to matrix.toml. One found from the working directory is refused
+        too: every run reads it relative to matrix.toml's folder, so it would pass here and fail there."""
+        if Path(kernel_file).is_file():
+            relative = os.path.relpath(Path(kernel_file).resolve(), base.resolve())
+            raise self.fail(where, "file", f"'{kernel_file}' is found from the working directory, not from "
+                            f"matrix.toml's folder {base.resolve()}, where every run reads it",
+                            f'write file = "{relative}"')
+        raise self.fail(where, "file", f"'{kernel_file}' does not exist", "give a .wgsl path relative to matrix.toml")
+
+    def chains(self, where: str, op: str) -> None:
+        """A `before` only on an op that defines the first kernel's buffers (a run would otherwise fail on it)."""
+        if not registry()[op].chains:
+            chaining = [name for name, candidate in registry().items() if candidate.chains]
+            raise self.fail(where, "before", f"op '{op}' runs no kernel before its own (ops that chain: "
+                            f"{', '.join(chaining) or 'none'})", f"remove the [{where[1:-1]}.before] table")
 
     def name(self, value: str, where: str, key: str) -> str:
         """A name that becomes a file name, a nox session name and a CLI argument."""

@@ -223,9 +223,8 @@ def _load_kernels(check: Checker, table: Mapping[str, Any], prefix: str, base: P
             if key not in raw:
                 raise check.fail(where, key, "missing", f"add {key} = \"...\" (see docs/kernels.md)")
         kernel_file = check.string(raw["file"], where, "file")
-        if base is not None and not (base / kernel_file).is_file() and not Path(kernel_file).is_file():
-            raise check.fail(where, "file", f"'{kernel_file}' does not exist",
-                             "give a .wgsl path relative to matrix.toml")
+        if base is not None and not (base / kernel_file).is_file():
+            check.missing_kernel_file(where, kernel_file, base)
         overrides_raw = check.table(raw.get("overrides", {}), where, "overrides")
         names = environment(PLACEHOLDER_SHAPE, None)
         overrides: dict[str, str | int | float] = {}
@@ -261,6 +260,7 @@ def _load_kernels(check: Checker, table: Mapping[str, Any], prefix: str, base: P
         tolerance = check.tolerance(raw["tolerance"], where, f"kernel:{name}") if "tolerance" in raw else None
         before = None
         if "before" in raw:  # the kernel the runtime dispatches first; its own [..before] table, same keys
+            check.chains(where, kernel_op)
             if "before" in check.table(raw["before"], where, "before"):
                 raise check.fail(f"[{prefix}.{name}.before]", "before", "chains of more than two kernels are not "
                                  "supported", "remove the nested before")

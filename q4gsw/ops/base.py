@@ -221,6 +221,11 @@ class Op(ABC):
         """The buffers of the kernel that runs first in a chain (a kernel's `before`), for ops that have one."""
         raise NotImplementedError(f"op '{self.name}' has no kernel that runs before its own")
 
+    @property
+    def chains(self) -> bool:
+        """Whether a kernel of this op may declare a `before` (the op defines its buffers: before_bindings)."""
+        return type(self).before_bindings is not Op.before_bindings
+
     def error_model(self, x: np.ndarray, constants: Any) -> Any:
         """q4gsw.ops.error_model.ErrorModel of the op's fp32 rounding for `audit`, or None where the op has none
         (audit then says so for its configs)."""
