@@ -5,7 +5,8 @@ checked, 2 usage or matrix.toml error (nothing run), 130 interrupted (partial re
 
 Environment: Q4GSW_CACHE the cache folder (fixtures, provisioned drivers); Q4GSW_PREWARM the cold-start
 machinery of run, check, bench and mutants (warm GPU children started ahead of their fixtures): unset or 1 on,
-0 off, see q4gsw/run/prewarm.py; an unknown value is a usage error (exit 2).
+0 off, see q4gsw/run/prewarm.py; an unknown value is a usage error (exit 2); Q4GSW_OPS_PATH folders of extra
+op folders (docs/ops.md).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from q4gsw import __version__
 from q4gsw.drift.baseline import add_baseline_options, run_baseline
 from q4gsw.matrix.load import TIERS, Kernel, Matrix, MatrixError, check_runnable, load_matrix
+from q4gsw.ops import OpFolderError
 from q4gsw.report import verdict
 
 if TYPE_CHECKING:
@@ -187,6 +189,8 @@ def cmd_run_kernel_set(matrix: Matrix, args: argparse.Namespace, checkout: Path)
     selection = selection_from_args(matrix, args, kernels)
     selection = replace(selection, route=tuple(r for loaded in loaded_sets for r in loaded.spec.route),
                         all_variants=args.all_variants)
+    selection = selection.filter_by_op({spec.op for spec in matrix.kernel_sets.values()},
+                                       f"op {{op}} has no [kernel_set] in {matrix.path}: no ExecuTorch kernels of it")
     selection = selection.filter_by_op({loaded.spec.op for loaded in loaded_sets},
                                        f"op {{op}}: {checkout} has no kernels of it (an older ExecuTorch?)")
     missing = [Skip(config, f"kernel '{kernel.name}' declared in [kernel_set.{loaded.spec.name}] is missing from the "
@@ -280,7 +284,14 @@ def cmd_export(matrix: Matrix, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except OpFolderError as exc:  # an op folder every command would find broken: one line naming it
+        print(f"error: {exc}", file=sys.stderr)
+        return verdict.USAGE
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] in RUNNING_COMMANDS:
         from q4gsw.run.stages import prewarm_switch_error
 

@@ -39,11 +39,13 @@ def matrix_suites(data: Mapping[str, Any]) -> list[str]:
 
 def executorch_suites(data: Mapping[str, Any]) -> list[str]:
     """The suites `nox -s executorch` runs: the default suite (linear_q4gsw's Llama shapes, as ExecuTorch's seed
-    suite) and every suite of the other ops (their Llama shapes and upstream's small cases), so a checkout's every
-    op is checked."""
+    suite) and every suite of the other ops that have a [kernel_set] (their Llama shapes and upstream's small cases),
+    so a checkout's every op is checked; an op ExecuTorch has no kernels of (no kernel set) is not."""
     configs = [c for c in data.get("config", []) if isinstance(c, dict)]
     default_op = data.get("defaults", {}).get("op", "linear_q4gsw")
-    others = [c.get("suite", DEFAULT_SUITE) for c in configs if c.get("op", default_op) != "linear_q4gsw"]
+    with_sets = {s.get("op", "linear_q4gsw") for s in data.get("kernel_set", {}).values() if isinstance(s, dict)}
+    others = [c.get("suite", DEFAULT_SUITE) for c in configs
+              if c.get("op", default_op) != "linear_q4gsw" and c.get("op", default_op) in with_sets]
     return list(dict.fromkeys([DEFAULT_SUITE, *others]))
 
 

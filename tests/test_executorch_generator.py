@@ -8,6 +8,7 @@ into them or the wheel's generator beside a broken template; the CLI runs stop b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -184,6 +185,22 @@ def test_an_op_the_checkout_lacks_is_said_and_its_configs_skipped(matrix, tree_w
     (skip,) = [s for s in selection.skipped if s.config.name == "qcs4w_q_proj"]
     assert skip.status == "skip" and "op linear_qcs4w" in skip.reason and "has no kernels of it" in skip.reason
     assert "backends/webgpu/runtime/ops/linear_qcs4w: op linear_qcs4w is not checked" in capsys.readouterr().out
+
+
+def test_an_op_without_a_kernel_set_is_said_so_not_taken_for_an_older_executorch(matrix, tree_with_wheel_generator,
+                                                                                  monkeypatch):
+    """An op ExecuTorch has no kernels of (no [kernel_set] of its op in the matrix) is skipped saying so."""
+    handed: list[Selection] = []
+    monkeypatch.setattr(cli, "cmd_run", lambda m, a, selection=None, **_: handed.append(selection) or 0)
+    without = dataclasses.replace(matrix, kernel_sets={name: spec for name, spec in matrix.kernel_sets.items()
+                                                       if spec.op != "linear_qcs4w"})
+    args = cli.build_parser().parse_args(["run", "--executorch", str(tree_with_wheel_generator), "--backend",
+                                          "swiftshader-dawn", "--config", "q_proj", "--config", "qcs4w_q_proj"])
+    cli.cmd_run_kernel_set(without, args, tree_with_wheel_generator)
+    (selection,) = handed
+    (skip,) = [s for s in selection.skipped if s.config.name == "qcs4w_q_proj"]
+    assert skip.status == "skip" and skip.reason.startswith("op linear_qcs4w has no [kernel_set] in ")
+    assert "older ExecuTorch" not in skip.reason
 
 
 def test_an_op_asked_for_that_the_checkout_lacks_is_a_usage_error(matrix, tree_with_wheel_generator):

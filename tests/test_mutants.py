@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -257,10 +258,15 @@ def test_outputs_start_as_nan_and_the_binding_cannot_reach_the_guards(swiftshade
     assert skipped.message == "1 non-finite outputs, first at (m, n) = (2, 39)"
 
 
-def test_op_all_runs_every_op_with_a_suite_and_the_worst_verdict_wins(monkeypatch, tmp_path):
-    """`mutants --op all` (nox -s mutants): every op, each into RESULTS/<op>/, whatever an earlier op found."""
+def test_op_all_runs_every_op_with_a_suite_and_the_worst_verdict_wins(monkeypatch, tmp_path, capsys):
+    """`mutants --op all` (nox -s mutants): every op with a suite, each into RESULTS/<op>/, whatever an earlier op
+    found; a suite is optional, and an op without one is said and left out."""
+    import q4gsw.ops
     from q4gsw.ops import registry
 
+    shipped = registry()
+    without_suite = SimpleNamespace(mutation_suite=lambda: None)
+    monkeypatch.setattr(q4gsw.ops, "registry", lambda: {**shipped, "no_suite": without_suite})
     ran: list[tuple[str, Path]] = []
 
     def fake_main_one(args, op_name, results):
@@ -269,8 +275,9 @@ def test_op_all_runs_every_op_with_a_suite_and_the_worst_verdict_wins(monkeypatc
 
     monkeypatch.setattr(mutants, "main_one", fake_main_one)
     code = mutants.main(["--op", "all", "--results", str(tmp_path)])
-    assert [op for op, _ in ran] == list(registry())
+    assert [op for op, _ in ran] == list(shipped)  # every shipped op has a suite today
     assert all(results == tmp_path / op for op, results in ran)
+    assert "no mutation suite (Op.mutation_suite) in op no_suite: not checked" in capsys.readouterr().out
     assert code == 1
 
 

@@ -71,9 +71,12 @@ def test_standard_library_only():
     assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
 
 
-def test_executorch_runs_the_default_suite_and_every_suite_of_the_other_ops():
+def test_executorch_runs_the_default_suite_and_every_suite_of_the_other_ops_with_a_kernel_set():
     data = {"config": [{"name": "a", "suite": "llama"}, {"name": "b", "suite": "edges"},
                        {"name": "c", "op": "linear_qcs4w", "suite": "qcs4w-llama"},
-                       {"name": "d", "op": "linear_qcs4w", "suite": "qcs4w-edges"}, {"name": "e"}]}
+                       {"name": "d", "op": "linear_qcs4w", "suite": "qcs4w-edges"}, {"name": "e"},
+                       {"name": "f", "op": "scale_rows", "suite": "scale"}],
+            "kernel_set": {"q4gsw": {}, "qcs4w": {"op": "linear_qcs4w"}}}
+    # scale_rows has no kernel set: ExecuTorch has no kernels of it, so the executorch session does not run it.
     assert sessions.executorch_suites(data) == ["llama", "qcs4w-llama", "qcs4w-edges"]
-    assert sessions.matrix_suites(data) == ["llama", "edges", "qcs4w-llama", "qcs4w-edges"]
+    assert sessions.matrix_suites(data) == ["llama", "edges", "qcs4w-llama", "qcs4w-edges", "scale"]

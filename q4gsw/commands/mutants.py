@@ -198,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{suggest(name, known)}choose from {', '.join(known)}")
             print(f"error: {error}", file=sys.stderr)
             return verdict.USAGE
-    if "all" in ops:
-        ops = [name for name, op in registry().items() if op.mutation_suite() is not None]
+    if "all" in ops:  # a mutation suite is optional: an op without one is said, not checked
+        without = [name for name, op in registry().items() if op.mutation_suite() is None]
+        if without:
+            print(f"mutants: no mutation suite (Op.mutation_suite) in op {', '.join(without)}: not checked", flush=True)
+        ops = [name for name in registry() if name not in without]
     if len(ops) == 1:
         return main_one(args, ops[0], args.results)
     if args.mutant or args.list:

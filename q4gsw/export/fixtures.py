@@ -55,9 +55,10 @@ def find_fixture(folder: Path, config: Config, cache: Path | None = None) -> Pat
     ExecuTorch's export script (DIR/<prefix><config>.pte + .golden.bin, the prefix its op's), which is
     converted once into a q4gsw fixture under the cache."""
     ours = folder / config.name
-    stem = f"{op_for(config).executorch_fixture_prefix}{config.name}"
+    prefix = op_for(config).executorch_fixture_prefix
+    stem = f"{prefix}{config.name}"
     pte = folder / f"{stem}.pte"
-    if ours.exists() or not pte.is_file():
+    if ours.exists() or prefix is None or not pte.is_file():
         return ours
     return import_executorch_fixture(pte, folder / f"{stem}.golden.bin", config,
                                      (cache or fixture_cache()) / "executorch-imports")
@@ -307,7 +308,8 @@ def build_fixture(config: Config, destination: Path, progress: Callable[[str], N
         started = time.perf_counter()
         exported = op.export(config, progress)
         timings["export_s"] = time.perf_counter() - started
-        (temporary / PTE_FILE).write_bytes(exported.pte)
+        if exported.pte:  # an op without an export recipe has no .pte: its constants are the fixture
+            (temporary / PTE_FILE).write_bytes(exported.pte)
         _write_constants(temporary, op.constants_to_files(exported.constants))
         started = time.perf_counter()
         input_sha256 = {}

@@ -176,6 +176,8 @@ def _load_kernel_sets(check: Checker, data: Mapping[str, Any]) -> dict[str, Kern
             if entry not in declared:
                 raise check.fail(where, "route", f"'{entry}' is not a kernel of this set",
                                  f"{suggest(entry, declared)}declare [kernel_set.{name}.kernel.{entry}]")
+        if "folder" not in raw and op_for(set_op).executorch_folder is None:  # the op names none: say so
+            raise check.fail(where, "folder", f"missing (op {set_op} has none)", 'add folder = "PATH/IN/CHECKOUT"')
         folder = check.string(raw.get("folder", op_for(set_op).executorch_folder), where, "folder")
         sets[name] = KernelSet(name=name, folder=folder, generator=check.string(raw["generator"], where, "generator"),
                                route=tuple(route), kernels=kernels, op=set_op)

@@ -1,26 +1,93 @@
 """The ops q4gsw checks, by name: `op_for(config)` is how every stage reaches what is specific to an op.
 
-The interface is q4gsw.ops.base.Op; each op is one folder here (q4gsw/ops/<name>/) registered below.
+The interface is q4gsw.ops.base.Op. An op is its folder: each folder q4gsw/ops/<name>/ (and each folder inside
+a folder of $Q4GSW_OPS_PATH, for ops kept outside the package) whose __init__.py defines one Op subclass with
+`name = "<name>"`. Nothing else registers it (docs/ops.md).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from q4gsw.matrix.values import Config
 from q4gsw.ops.base import Op
 
+OPS_PATH = "Q4GSW_OPS_PATH"  # folders of extra op folders, os.pathsep-separated (child processes inherit it)
+_HERE = Path(__file__).parent
+
+
+class OpFolderError(Exception):
+    """An op folder q4gsw cannot use: one line naming the folder, the problem and the fix."""
+
+    def __init__(self, folder: Path, problem: str, fix: str) -> None:
+        super().__init__(f"{folder}: op folder '{folder.name}': {problem} — {fix}")
+
+
+def op_roots() -> tuple[Path, ...]:
+    """Where op folders are looked for: the package's own, then each folder named by $Q4GSW_OPS_PATH."""
+    extra = [Path(p).expanduser().resolve() for p in os.environ.get(OPS_PATH, "").split(os.pathsep) if p]
+    for root in extra:
+        if not root.is_dir():
+            raise OpFolderError(root, f"${OPS_PATH} names it but it is not a folder",
+                                f"create it or take it out of ${OPS_PATH}")
+    return (_HERE, *extra)
+
+
+def _op_folders() -> dict[str, Path]:
+    """name -> folder. A folder holding only __pycache__ (an op deleted by a branch switch) is no op."""
+    found: dict[str, Path] = {}
+    for root in op_roots():
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+            if not any(p.name != "__pycache__" for p in folder.iterdir()):
+                continue
+            if not (folder / "__init__.py").is_file():
+                raise OpFolderError(folder, "no __init__.py", "add __init__.py defining the op's Op subclass "
+                                    "(docs/ops.md), or move the folder out of " + str(root))
+            if folder.name in found:
+                raise OpFolderError(folder, f"an op of this name is also in {found[folder.name]}",
+                                    "rename one of the two folders (and its Op's name)")
+            found[folder.name] = folder
+    return found
+
+
+def _load(name: str, folder: Path) -> Op:
+    """The one Op subclass the folder's __init__.py defines (or imports from its own modules), instantiated."""
+    module_name = f"{__name__}.{name}"
+    if str(folder.parent) not in __path__:  # an extra root: q4gsw.ops.<name> imports from it, relative imports work
+        __path__.append(str(folder.parent))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the op author's code: one line, the folder named
+        raise OpFolderError(folder, f"importing it failed: {type(exc).__name__}: {exc}", "fix the op's code "
+                            "(python -c 'import q4gsw.ops as o; o.registry()' shows the traceback)") from exc
+    defined = [cls for cls in vars(module).values() if inspect.isclass(cls) and issubclass(cls, Op)
+               and (cls.__module__ == module_name or cls.__module__.startswith(module_name + "."))]
+    own = sorted({cls for cls in defined if not inspect.isabstract(cls)}, key=lambda cls: cls.__qualname__)
+    abstract = [cls.__qualname__ for cls in defined if inspect.isabstract(cls)]
+    if not own:
+        unfinished = (f" ({', '.join(abstract)} leaves abstract methods unwritten: see q4gsw/ops/base.py)"
+                      if abstract else "")
+        raise OpFolderError(folder, f"__init__.py defines no Op subclass{unfinished}",
+                            "define `class ...(Op)` with every abstract method, as docs/ops.md walks through")
+    if len(own) > 1:
+        raise OpFolderError(folder, f"__init__.py defines {len(own)} Op subclasses "
+                            f"({', '.join(c.__qualname__ for c in own)})", "keep one op per folder")
+    op = own[0]()
+    if getattr(op, "name", None) != name:
+        raise OpFolderError(folder, f"its Op {own[0].__qualname__} has name = {getattr(op, 'name', None)!r}",
+                            f"set name = {name!r} (an op's name is its folder's)")
+    return op
+
 
 @functools.cache
 def registry() -> Mapping[str, Op]:
-    """name -> Op. Imported on first use, so `import q4gsw.ops` stays light (no numpy-heavy op code)."""
-    from q4gsw.ops.embedding_q4gsw import EmbeddingQ4gsw
-    from q4gsw.ops.linear_dq8ca_q4gsw import LinearDq8caQ4gsw
-    from q4gsw.ops.linear_q4gsw import LinearQ4gsw
-    from q4gsw.ops.linear_qcs4w import LinearQcs4w
-
-    return {op.name: op for op in (LinearQ4gsw(), LinearDq8caQ4gsw(), LinearQcs4w(), EmbeddingQ4gsw())}
+    """name -> Op, every op folder found. Imported on first use, so `import q4gsw.ops` stays light."""
+    return {name: _load(name, folder) for name, folder in _op_folders().items()}
 
 
 def op_names() -> tuple[str, ...]:

@@ -9,6 +9,7 @@ and its FLOP and byte counts. Each op is one folder: q4gsw/ops/<name>/.
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -110,8 +111,9 @@ class MutationSuite:
 class Op(ABC):
     name: ClassVar[str]  # matrix.toml's `op = "..."`
     operator: ClassVar[str]  # the delegate's operator, e.g. et_vk.linear_q4gsw.default
-    executorch_folder: ClassVar[str]  # the op's kernels in an ExecuTorch checkout
-    executorch_fixture_prefix: ClassVar[str]  # ExecuTorch's export folder names its files <prefix><config>.pte
+    executorch_folder: ClassVar[str | None] = None  # the op's kernels in an ExecuTorch checkout; None: it has none
+    executorch_fixture_prefix: ClassVar[str | None] = None  # ExecuTorch's export folder names its files
+    # <prefix><config>.pte; None: no ExecuTorch export folder writes this op's
     constant_files: ClassVar[tuple[str, ...]]  # the fixture files that hold the constants (.npy)
     input_names: ClassVar[tuple[str, ...]] = ("ramp", "normal", "outliers")  # matrix.toml `inputs` it accepts
     synthetic_input: ClassVar[str] = "normal"  # the input a synthetic problem (bench, no export) gets
@@ -120,8 +122,8 @@ class Op(ABC):
 
     @property
     def folder(self) -> Path:
-        """The op's folder, with its kernels under kernels/."""
-        return Path(__file__).parent / self.name
+        """The op's folder (q4gsw/ops/<name>/, or one under $Q4GSW_OPS_PATH), with its kernels under kernels/."""
+        return Path(inspect.getfile(type(self))).parent
 
     @abstractmethod
     def shape_problems(self, config: Config) -> list[ShapeProblem]:
@@ -160,9 +162,20 @@ class Op(ABC):
 
     recipe: ClassVar[str] = "quantize + torch.export + Vulkan lowering"  # the export's progress words
 
+    @property
+    def has_export_recipe(self) -> bool:
+        """Whether the op overrides export_pte; without one its fixtures hold the constants it builds itself."""
+        return type(self).export_pte is not Op.export_pte
+
     def export(self, config: Config, progress: Progress) -> Exported:
         """ExecuTorch's recipe for the op (needs torch, torchao, executorch), its constants read back from the .pte
-        and cross-checked against what the quantizer made."""
+        and cross-checked against what the quantizer made. An op without a recipe (no export_pte) runs from the
+        constants it builds itself, synthetic_constants(config, weight_seed): no .pte, nothing cross-checked."""
+        if not self.has_export_recipe:
+            progress(f"export {config.name}: {self.name} has no export recipe: constants built by the op "
+                     f"({self.describe_shape(config)})")
+            return Exported(pte=b"", constants=self.synthetic_constants(config, config.weight_seed),
+                            cross_checked=False)
         progress(f"export {config.name}: {self.recipe} ({self.describe_shape(config)})")
         pte, quantized = self.export_pte(config)
         progress(f"export {config.name}: unpacking {len(pte) / 2**20:.1f} MiB .pte delegate")
@@ -170,18 +183,20 @@ class Op(ABC):
         self.cross_check(pte, constants, quantized, config)
         return Exported(pte=pte, constants=constants, cross_checked=True)
 
-    @abstractmethod
     def export_pte(self, config: Config) -> tuple[bytes, Any]:
-        """The .pte bytes of the op's export recipe, and the quantizer's own tensors to cross-check them with."""
+        """The .pte bytes of the op's export recipe, and the quantizer's own tensors to cross-check them with.
+        Optional: an op without one runs from the constants it builds itself (see export)."""
+        raise NotImplementedError(f"op '{self.name}' has no export recipe")
 
-    @abstractmethod
     def cross_check(self, pte: bytes, constants: Any, quantized: Any, config: Config) -> None:
         """Raise when the constants read from the .pte are not what the quantizer made (or the .pte is not the
-        op's graph)."""
+        op's graph). Only ops with an export recipe need one."""
+        raise NotImplementedError(f"op '{self.name}' has an export recipe but no cross_check")
 
-    @abstractmethod
     def constants_from_pte(self, pte: bytes) -> Any:
-        """The op's constants from a .pte's delegate (needs executorch); raises q4gsw.export.pte.DelegateLayoutError."""
+        """The op's constants from a .pte's delegate (needs executorch); raises q4gsw.export.pte.DelegateLayoutError.
+        Only ops with an export recipe or an ExecuTorch export folder need one."""
+        raise NotImplementedError(f"op '{self.name}' reads no constants from a .pte")
 
     @abstractmethod
     def constants_to_files(self, constants: Any) -> dict[str, np.ndarray]:
@@ -190,9 +205,10 @@ class Op(ABC):
     @abstractmethod
     def constants_from_files(self, files: Mapping[str, np.ndarray], config: Config) -> Any: ...
 
-    @abstractmethod
     def check_constants(self, constants: Any, config: Config) -> str:
-        """Why these constants do not belong to this config ('' when they do)."""
+        """Why these constants do not belong to this config ('' when they do); asked of constants read from
+        ExecuTorch's export folder, so only ops with an executorch_fixture_prefix need one."""
+        raise NotImplementedError(f"op '{self.name}' checks no constants read from ExecuTorch's export folder")
 
     @abstractmethod
     def synthetic_constants(self, config: Config, seed: int) -> Any:

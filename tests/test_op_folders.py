@@ -1,0 +1,113 @@
+"""An op is its folder (issue 28, step 2): q4gsw/ops/<name>/ or a folder under $Q4GSW_OPS_PATH is found with nothing
+edited elsewhere, and a folder q4gsw cannot use is one line naming it and the fix."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from helpers import assert_clean_usage_error
+
+import q4gsw.ops
+from q4gsw.ops import OPS_PATH, OpFolderError, registry
+
+SHIPPED = {"linear_q4gsw", "linear_dq8ca_q4gsw", "linear_qcs4w", "embedding_q4gsw"}
+
+# The least op that imports: every abstract method written, nothing else (its behaviour is not under test here).
+TINY_OP = '''
+from q4gsw.ops.base import Op
+
+
+class {cls}(Op):
+    name = {name!r}
+    operator = "test.{name}"
+    constant_files = ("table.npy",)
+''' + "".join(f"\n    def {m}(self, *args, **kwargs):\n        raise NotImplementedError\n" for m in sorted(
+    m for m in q4gsw.ops.Op.__abstractmethods__))
+
+
+@pytest.fixture
+def extra_ops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder of extra op folders on $Q4GSW_OPS_PATH; the registry is rebuilt before and after."""
+    root = tmp_path / "extra_ops"
+    root.mkdir()
+    monkeypatch.setenv(OPS_PATH, str(root))
+    path = list(q4gsw.ops.__path__)
+    registry.cache_clear()
+    yield root
+    registry.cache_clear()
+    q4gsw.ops.__path__[:] = path
+    for name in [m for m in sys.modules if m.startswith("q4gsw.ops.") and m.split(".")[2] not in SHIPPED
+                 and m.split(".")[2] not in ("base", "inputs", "error_model")]:
+        del sys.modules[name]
+
+
+def _op(root: Path, folder: str, text: str) -> Path:
+    (root / folder).mkdir()
+    (root / folder / "__init__.py").write_text(text)
+    return root / folder
+
+
+def test_the_shipped_ops_are_their_folders():
+    assert set(registry()) == SHIPPED
+    assert all(op.folder == Path(q4gsw.ops.__file__).parent / name for name, op in registry().items())
+
+
+def test_an_op_folder_on_the_ops_path_is_found_with_nothing_else_edited(extra_ops):
+    folder = _op(extra_ops, "tiny_op", TINY_OP.format(cls="TinyOp", name="tiny_op"))
+    (folder / "helper.py").write_text("VALUE = 7\n")  # an op's own modules import as q4gsw.ops.tiny_op.helper
+    (folder / "__init__.py").write_text((folder / "__init__.py").read_text() + "\nfrom .helper import VALUE\n")
+    ops = registry()
+    assert set(ops) == SHIPPED | {"tiny_op"}
+    assert ops["tiny_op"].folder == folder.resolve()
+    assert not ops["tiny_op"].has_export_recipe and ops["linear_q4gsw"].has_export_recipe
+    assert ops["tiny_op"].executorch_folder is None and ops["tiny_op"].mutation_suite() is None
+
+
+@pytest.mark.parametrize(("folder", "text", "problem", "fix"), [
+    ("no_init", None, "no __init__.py", "add __init__.py defining the op's Op subclass"),
+    ("no_op", "X = 1\n", "__init__.py defines no Op subclass", "define `class ...(Op)`"),
+    ("half_op", "from q4gsw.ops.base import Op\n\n\nclass Half(Op):\n    name = 'half_op'\n",
+     "Half leaves abstract methods unwritten", "define `class ...(Op)` with every abstract method"),
+    ("two_ops", TINY_OP.format(cls="A", name="two_ops") + TINY_OP.format(cls="B", name="two_ops"),
+     "defines 2 Op subclasses (A, B)", "keep one op per folder"),
+    ("misnamed", TINY_OP.format(cls="Misnamed", name="other"), "has name = 'other'", "set name = 'misnamed'"),
+    ("broken", "import q4gsw_no_such_module\n", "importing it failed: ModuleNotFoundError",
+     "python -c 'import q4gsw.ops as o; o.registry()' shows the traceback"),
+    ("linear_q4gsw", TINY_OP.format(cls="Twin", name="linear_q4gsw"), "an op of this name is also in",
+     "rename one of the two folders"),
+])
+def test_a_folder_that_is_no_usable_op_is_named_with_the_fix(extra_ops, folder, text, problem, fix):
+    if text is None:
+        (extra_ops / folder / "kernels").mkdir(parents=True)
+    else:
+        _op(extra_ops, folder, text)
+    with pytest.raises(OpFolderError) as caught:
+        registry()
+    message = str(caught.value)
+    assert message.startswith(f"{extra_ops / folder}: op folder '{folder}': ") and "\n" not in message
+    assert problem in message and fix in message
+
+
+def test_a_folder_left_with_only_bytecode_is_no_op(extra_ops):
+    (extra_ops / "deleted_op" / "__pycache__").mkdir(parents=True)  # what a branch switch leaves of an op
+    assert set(registry()) == SHIPPED
+
+
+def test_an_ops_path_that_is_not_a_folder_is_named(extra_ops, monkeypatch):
+    monkeypatch.setenv(OPS_PATH, str(extra_ops / "absent"))
+    with pytest.raises(OpFolderError, match=r"absent: op folder 'absent': \$Q4GSW_OPS_PATH names it but it is not a "
+                                            r"folder — create it or take it out of \$Q4GSW_OPS_PATH"):
+        registry()
+
+
+def test_a_broken_op_folder_is_one_line_and_exit_2_for_every_command(tmp_path):
+    (tmp_path / "ops" / "broken").mkdir(parents=True)
+    (tmp_path / "ops" / "broken" / "__init__.py").write_text("raise RuntimeError('half written')\n")
+    for command in (["validate"], ["list"], ["mutants", "--list"]):
+        done = run_cli(*command, env={OPS_PATH: str(tmp_path / "ops")})
+        assert_clean_usage_error(done, f"{tmp_path / 'ops' / 'broken'}: op folder 'broken': importing it failed: "
+                                       "RuntimeError: half written")
