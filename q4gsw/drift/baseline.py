@@ -3,25 +3,32 @@
 The baseline comes from outside the run (main's CI artifact, another checkout's results folder, a mistyped path),
 so it is read and checked before any work: a path that is missing, holds no results.json, is not a q4gsw
 results.json, or is a bench JSON is a usage error of one line naming the file and the fix (BaselineError, exit 2).
+So is a result holding what no run writes (result_problem: NaN, negative or text errors, a pass without errors, a
+malformed histogram, an impossible tolerance): compared, a negative error read as drift and a NaN one as 'same'.
 Cases it has that no longer exist (a kernel, backend or config removed since) are reported as vanished by
-q4gsw.drift.rule, never an error.
+q4gsw.drift.rule.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from q4gsw.drift.rule import DEFAULT_FACTOR
-from q4gsw.report.result import Result
+from q4gsw.drift.rule import DEFAULT_FACTOR, MEASURED
+from q4gsw.matrix.values import Errors, Tolerance
+from q4gsw.report.junit import case_label
+from q4gsw.report.result import STATUSES, Result
 from q4gsw.report.results_files import ReportError, find_results
 
 FIX = ("pass the results folder (or its results.json) of the run to compare with, as `run --results DIR` or "
        "`report` wrote it")
+CORRUPT_FIX = ("no q4gsw run writes that: the file was changed or damaged since; rerun the baseline run (or restore "
+               "its results.json) and compare with that")
 
 
 class BaselineError(ValueError):
@@ -80,6 +87,72 @@ def _kind_problem(payload: Any) -> tuple[str, str] | None:
     return None
 
 
+def _describe(value: Any) -> str:
+    return f"a {type(value).__name__} ({value!r})" if isinstance(value, str) else f"a {type(value).__name__}"
+
+
+def _number_problem(name: str, value: Any, *, finite: bool, nan: bool = False) -> str:
+    """Why `value` is no error measure or tolerance ('' when it is one): a number >= 0, finite if asked."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{name} is {_describe(value)}, not a number"
+    if math.isnan(value):
+        return "" if nan else f"{name} is nan"
+    if value < 0:
+        return f"{name} is {value!r} (negative)"
+    return f"{name} is {value!r}" if finite and math.isinf(value) else ""
+
+
+def _histogram_problem(histogram: Any) -> str:
+    """Why a recorded |err| histogram (report/histogram.py) cannot be read ('' when it can, or is empty)."""
+    if not isinstance(histogram, dict):
+        return f"errors.histogram is a {type(histogram).__name__}, not an object"
+    if not histogram:
+        return ""  # an older q4gsw recorded none: only max |err| is compared
+    counts, edges = histogram.get("counts"), histogram.get("log10_edges")
+    if not isinstance(counts, list) or not isinstance(edges, list) or len(edges) != len(counts) + 1:
+        sizes = [len(v) if isinstance(v, list) else type(v).__name__ for v in (counts, edges)]
+        return f"errors.histogram has {sizes[0]} counts for {sizes[1]} edges (a count per bin between two edges)"
+    for index, edge in enumerate(edges):
+        if isinstance(edge, bool) or not isinstance(edge, int | float) or not math.isfinite(edge):
+            return f"errors.histogram.log10_edges[{index}] is {_describe(edge)}, not a finite number"
+    if any(b <= a for a, b in itertools.pairwise(edges)):
+        return "errors.histogram.log10_edges are not increasing"
+    named = [(f"counts[{i}]", c) for i, c in enumerate(counts)]
+    named += [(key, histogram[key]) for key in ("zero", "below", "above", "nonfinite") if key in histogram]
+    for name, count in named:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            return f"errors.histogram.{name} is {_describe(count) if not isinstance(count, int) else count}, " \
+                   "not a count"
+    return ""
+
+
+def result_problem(result: Result) -> str:
+    """What in a baseline result no q4gsw run writes ('' when nothing): the values the drift rule reads."""
+    if result.status not in STATUSES:
+        return f"status {result.status!r} is not one of {', '.join(STATUSES)}"
+    tolerance = result.tolerance
+    if tolerance is not None:
+        if not isinstance(tolerance, Tolerance):
+            return f"'tolerance' is {_describe(tolerance)}, not an object"
+        problem = next(filter(None, (_number_problem(f"tolerance.{name}", getattr(tolerance, name), finite=True)
+                                     for name in ("atol", "rtol"))), "")
+        if problem:
+            return problem
+    if result.status not in MEASURED:
+        return ""
+    errors = result.errors
+    if errors is None:
+        return "a pass with no 'errors'" if result.status == "pass" else ""
+    if not isinstance(errors, Errors):
+        return f"'errors' is {_describe(errors)}, not an object"
+    passed = result.status == "pass"  # a failed case may hold inf (non-finite outputs) or nan (a broken golden)
+    for name, finite in (("max_abs", passed), ("headroom", passed), ("max_rel", False)):
+        problem = _number_problem(f"errors.{name}", getattr(errors, name), finite=finite, nan=not passed)
+        if problem:
+            return problem
+    return _histogram_problem(errors.histogram)
+
+
 def read_baseline(path: Path) -> Baseline:
     """The baseline's results (every results.json the path names, as `report` finds them); BaselineError if none."""
     if not path.exists():
@@ -101,9 +174,14 @@ def read_baseline(path: Path) -> Baseline:
         if problem:
             raise BaselineError(found, *problem)
         try:
-            results += [Result.from_dict(r) for r in payload["results"]]
+            read = [Result.from_dict(r) for r in payload["results"]]
         except (TypeError, AttributeError, ValueError) as exc:
             raise BaselineError(found, f"has results q4gsw cannot read ({type(exc).__name__}: {exc})") from None
+        for index, result in enumerate(read):
+            problem = result_problem(result)
+            if problem:
+                raise BaselineError(found, f"result {index} ({case_label(result)}): {problem}", CORRUPT_FIX)
+        results += read
     return Baseline(label=str(path), results=tuple(results), sources=tuple(paths))
 
 
