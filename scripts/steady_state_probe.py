@@ -10,12 +10,15 @@ torch's int4 path gets the same three phases where torch sees CUDA. Run `nvidia-
 beside it to see the clocks. A benchmark, not a test.
 Usage: python scripts/steady_state_probe.py --backend native --shape 1x2048x128256 --kernels gpu_gemv_fast
        [--variant 'rpt2:rpt=2' --variant 'persistent:dispatch=1056' ...]  (each kernel again with those changes)
+Exit 0 when every kernel passed the golden, 1 when one did not (or no device), 2 for a mistake in the arguments,
+said in one line before any work.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -27,6 +30,15 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+
+class ProbeUsage(Exception):
+    """A mistake on the probe's command line: said in one line, exit 2, before any work."""
+
+    def __init__(self, option: str, problem: str, fix: str) -> None:
+        from q4gsw.matrix.checker import MatrixError
+
+        super().__init__(str(MatrixError("command line", "steady_state_probe", option, problem, fix)))
 
 
 def phase_summary(samples: list[float]) -> dict[str, Any]:
@@ -46,7 +58,8 @@ def parse_variant(text: str) -> tuple[str, dict[str, str], str | None, str | Non
     dispatch = file = None
     items = [item.partition("=") for item in body.split(",") if item]
     if not label or not items or any(not sep for _, sep, _ in items):
-        raise SystemExit(f"--variant {text!r}: write LABEL:key=value[,key=value...], e.g. rpt2:rpt=2")
+        raise ProbeUsage("--variant", f"{text!r} is not LABEL:key=value", "write LABEL:key=value[,key=value...], "
+                         "e.g. rpt2:rpt=2")
     for key, _, value in items:
         if key == "dispatch":
             dispatch = value
@@ -139,12 +152,8 @@ def torch_phases(x: np.ndarray, constants: Any, golden: np.ndarray, args: argpar
     return phases
 
 
-def main() -> None:
-    from q4gsw.case import load_problem, open_device
-    from q4gsw.cases import build_cases
-    from q4gsw.commands.bench import Shape, bench_config
-    from q4gsw.matrix.load import load_matrix
-    from q4gsw.webgpu.provision import provision
+def build_parser() -> argparse.ArgumentParser:
+    from q4gsw.commands.bench import Shape
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="native")
@@ -159,25 +168,80 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="passes per submit while back to back")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:key=value,...",
                         help="also each kernel with these override constants (and dispatch=EXPR)")
-    parser.add_argument("--json", help="write the phases here")
-    args = parser.parse_args()
-    for variant in args.variant:  # before any work: a mistyped variant is said at once
-        parse_variant(variant)
-    root = Path(__file__).resolve().parent.parent
+    parser.add_argument("--json", type=Path, help="write the phases here")
+    return parser
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """The counts and durations: each phase needs a repeat, a submit a pass, a sleep a finite length."""
+    for option, value, least in (("--isolated", args.isolated, 1), ("--batch", args.batch, 1),
+                                 ("--group-size", args.group_size, 1)):
+        if value < least:
+            raise ProbeUsage(option, f"{value} is below {least}", f"pass {option} {least} or more")
+    for option, value in (("--idle-s", args.idle_s), ("--sustain-s", args.sustain_s)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ProbeUsage(option, f"{value} is not a number of seconds", f"pass {option} 0 or more")
+
+
+def prepare(args: argparse.Namespace, root: Path) -> tuple[Any, Any, list[Any]]:
+    """Everything the command line says, checked before any work: (backend, config, cases of one input)."""
+    from q4gsw.cases import build_cases
+    from q4gsw.commands.bench import bench_config
+    from q4gsw.matrix.checker import suggest
+    from q4gsw.matrix.load import load_matrix
+    from q4gsw.ops import op_for, op_names
+    from q4gsw.paths import unusable_output_file
+
+    check_numbers(args)
+    for variant in args.variant:
+        file = parse_variant(variant)[3]
+        if file is not None and not Path(file).is_file():
+            raise ProbeUsage("--variant", f"{variant!r}: file {file!r} does not exist",
+                             "give a WGSL file with the kernel's bindings")
+    if args.op not in op_names():
+        raise ProbeUsage("--op", f"unknown op '{args.op}'",
+                         f"{suggest(args.op, list(op_names()))}choose from {', '.join(op_names())}")
+    if args.torch and args.op != "linear_q4gsw":  # torch_phases times torch's int4 linear
+        raise ProbeUsage("--torch", f"times torch's int4 linear, not op {args.op}", "leave --torch out")
+    problem = unusable_output_file(args.json, "probe JSON") if args.json else ""
+    if problem:
+        raise ProbeUsage("--json", problem, "pass another --json")
     matrix = load_matrix(root / "matrix.toml")
     backend = matrix.backend(args.backend)
-    os.environ.update(provision(backend))
     config = bench_config(args.shape, args.group_size, args.op)
-    kernels = [k for k in matrix.kernels if k.op == args.op and k.name in args.kernels]
-    cases, skipped = build_cases(matrix, backend, (config,), tuple(kernels))
-    for skip in skipped:
-        print(f"skipped: {skip}")
-    cases = [c for c in cases if c.input == cases[0].input] if cases else []
-    if not cases:
-        raise SystemExit(f"none of {args.kernels} applies to {args.shape} on {args.backend}")
+    for shape_problem in op_for(args.op).shape_problems(config):
+        raise ProbeUsage("--shape/--group-size", f"{args.shape} gs={config.group_size} for op {args.op}: "
+                         f"{shape_problem.problem}", shape_problem.fix)
+    known = [k.name for k in matrix.kernels if k.op == args.op]
+    for name in args.kernels:
+        if name not in known:
+            raise ProbeUsage("--kernels", f"'{name}' is no kernel of op {args.op} in {matrix.path}",
+                             f"{suggest(name, known)}choose from {', '.join(known)}")
+    cases, _ = build_cases(matrix, backend, (config,), tuple(k for k in matrix.kernels
+                                                                   if k.op == args.op and k.name in args.kernels))
+    if not cases:  # their `when`, or the adapters they are written for, rule the shape or backend out
+        raise ProbeUsage("--kernels", f"none of {args.kernels} applies to {args.shape} on {args.backend}",
+                         "choose kernels whose `when` holds for the shape (python -m q4gsw list)")
+    return backend, config, [c for c in cases if c.input == cases[0].input]
+
+
+def main() -> int:
+    from q4gsw.case import load_problem, open_device
+    from q4gsw.matrix.checker import MatrixError
+    from q4gsw.webgpu.provision import provision
+
+    args = build_parser().parse_args()
+    root = Path(__file__).resolve().parent.parent
+    try:
+        backend, config, cases = prepare(args, root)
+    except (ProbeUsage, MatrixError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    os.environ.update(provision(backend))
     device, why = open_device(list(cases))
     if device is None:
-        raise SystemExit(f"no device: {why}")
+        print(f"error: no device: {why}", file=sys.stderr)
+        return 1
     problem = load_problem(config, (cases[0].input,), None, 0)
     print(f"adapter: {device.info.name} | {device.info.webgpu} | driver {device.info.driver}", flush=True)
     rows = []
@@ -186,6 +250,16 @@ def main() -> None:
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "samples_ms"}, default=str)[:600], flush=True)
     if args.torch:
         rows.append(torch_phases(problem.x[cases[0].input], problem.constants, problem.golden[cases[0].input], args))
+    print_rows(rows)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"shape": str(args.shape), "backend": args.backend, "adapter": device.info.name,
+                       "driver": device.info.driver, "webgpu": device.info.webgpu, "args": vars(args) | {
+                           "shape": str(args.shape)}, "rows": rows}, handle, indent=1, default=str)
+    return 0 if all(r.get("status", "pass") == "pass" for r in rows) else 1
+
+
+def print_rows(rows: list[dict[str, Any]]) -> None:
     print(f"\n{'kernel':<32} {'idle->isolated':>15} {'back-to-back':>13} {'(last 10%)':>11} {'isolated after':>15}  ms")
     for r in rows:
         if r.get("status", "pass") != "pass":
@@ -194,12 +268,7 @@ def main() -> None:
         a, b, c = r["isolated_after_idle"], r["back_to_back"], r["isolated_after_load"]
         print(f"{r['kernel'][:32]:<32} {a.get('median_ms', 0):15.4f} {b.get('median_ms', 0):13.4f} "
               f"{b.get('last10pct_median_ms', 0):11.4f} {c.get('median_ms', 0):15.4f}")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"shape": str(args.shape), "backend": args.backend, "adapter": device.info.name,
-                       "driver": device.info.driver, "webgpu": device.info.webgpu, "args": vars(args) | {
-                           "shape": str(args.shape)}, "rows": rows}, handle, indent=1, default=str)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

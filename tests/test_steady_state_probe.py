@@ -38,11 +38,46 @@ def test_the_probe_times_idle_back_to_back_and_warm_phases(lavapipe_env: dict[st
     assert "gpu_gemv" in done.stdout and "back-to-back" in done.stdout
 
 
-def test_the_probe_refuses_kernels_that_do_not_apply() -> None:
-    done = subprocess.run([sys.executable, str(SCRIPT), "--backend", "lavapipe", "--shape", "64x256x512",
-                           "--kernels", "gpu_gemv"], capture_output=True, text=True, timeout=300, cwd=REPO,
+def run_probe(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert done.returncode != 0 and "none of ['gpu_gemv'] applies to 64x256x512" in done.stderr
+
+
+GOOD = ("--backend", "lavapipe", "--shape", "1x256x512", "--kernels", "gpu_gemv")
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--isolated", "0"), "key '--isolated': 0 is below 1 — pass --isolated 1 or more"),
+    (("--batch", "0"), "key '--batch': 0 is below 1"),
+    (("--idle-s", "nan"), "key '--idle-s': nan is not a number of seconds"),
+    (("--op", "nope"), "key '--op': unknown op 'nope' — choose from "),
+    (("--backend", "lavapip"), "backend 'lavapip': key 'backend': no such backend — did you mean 'lavapipe'?"),
+    (("--variant", "v:file=/nope/k.wgsl"), "key '--variant': 'v:file=/nope/k.wgsl': file '/nope/k.wgsl' does not "
+                                           "exist"),
+    (("--variant", "rpt"), "key '--variant': 'rpt' is not LABEL:key=value — write LABEL:key=value"),
+    (("--shape", "1x100x64"), "1x100x64 gs=32 for op linear_q4gsw: K=100 is not a multiple of group_size=32"),
+    (("--kernels", "nope"), "key '--kernels': 'nope' is no kernel of op linear_q4gsw in "),
+    (("--kernels", "gpu_gemv_fst"), "did you mean 'gpu_gemv_fast'?"),
+    (("--shape", "64x256x512"), "key '--kernels': none of ['gpu_gemv'] applies to 64x256x512 on lavapipe"),
+    (("--torch", "--op", "linear_qcs4w", "--kernels", "qcs4w_reference"), "key '--torch': times torch's int4 linear"),
+], ids=["isolated-0", "batch-0", "idle-nan", "unknown-op", "unknown-backend", "missing-variant-file",
+        "variant-without-keys", "K-not-whole-groups", "unknown-kernel", "kernel-typo", "kernel-does-not-apply",
+        "torch-for-another-op"])
+def test_the_probe_checks_its_arguments_first(args: tuple[str, ...], says: str, tmp_path: Path) -> None:
+    """Issue 29: each mistake is one line, exit 2, before any work (no device opened, nothing written); the raw
+    Skip dataclass and the tracebacks (KeyError, FileNotFoundError, numpy broadcast) are gone."""
+    done = run_probe(*GOOD, "--json", str(tmp_path / "probe.json"), *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], done.stderr
+    assert not (tmp_path / "probe.json").exists()
+
+
+def test_the_probe_refuses_a_json_path_it_cannot_write_before_any_work(tmp_path: Path) -> None:
+    done = run_probe(*GOOD, "--json", str(tmp_path))  # a folder: the phases would be lost at the end
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr.startswith("error: ") and "key '--json'" in done.stderr and "is a folder" in done.stderr
 
 
 def test_a_variant_is_a_label_and_keys() -> None:
@@ -55,5 +90,5 @@ def test_a_variant_is_a_label_and_keys() -> None:
     assert probe.parse_variant("p528:dispatch=528,rpt=2") == ("p528", {"rpt": "2"}, "528", None)
     assert probe.parse_variant("v4:file=k.wgsl") == ("v4", {}, None, "k.wgsl")
     for bad in ("nolabel", ":rpt=2", "x:rpt"):
-        with pytest.raises(SystemExit, match="write LABEL:key=value"):
+        with pytest.raises(probe.ProbeUsage, match="write LABEL:key=value"):
             probe.parse_variant(bad)
