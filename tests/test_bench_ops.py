@@ -13,19 +13,34 @@ from q4gsw.ops import op_for
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def usage_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """bench's one error line for a usage mistake (exit 2, said before any work)."""
+    assert bench.main(["--matrix", str(ROOT / "matrix.toml"), *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: command line: bench: "), lines
+    return lines[0]
+
+
 def test_an_unknown_op_is_a_usage_error(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        bench.main(["--matrix", str(ROOT / "matrix.toml"), "--op", "no_such_op", "--shapes", "1x64x64"])
-    assert exit_info.value.code == 2
-    assert "--op no_such_op: unknown op" in capsys.readouterr().err
+    line = usage_line(["--op", "no_such_op", "--shapes", "1x64x64"], capsys)
+    assert "key '--op': unknown op 'no_such_op' — choose from " in line
 
 
 def test_a_shape_the_op_rejects_is_a_usage_error_naming_the_fix(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        bench.main(["--matrix", str(ROOT / "matrix.toml"), "--op", "embedding_q4gsw", "--shapes", "4x512x256"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "shape 4x512x256 for op embedding_q4gsw" in err and "M >= K" in err
+    line = usage_line(["--op", "embedding_q4gsw", "--shapes", "4x512x256"], capsys)
+    assert "key '--shapes': shape 4x512x256 for op embedding_q4gsw" in line and "M >= K" in line
+
+
+def test_a_rule_of_benchs_input_is_fixed_with_the_shape_not_an_option_bench_lacks(capsys):
+    """Issue 29: on bench's default (linear) shapes, embedding's every_row rule said "or use the edges input",
+    which bench has no option for; the fix is the shape, and the defaults are said to be another op's."""
+    line = usage_line(["--op", "embedding_q4gsw"], capsys)
+    assert "shape 1x2048x2048 for op embedding_q4gsw: input every_row gathers all K=2048 rows only with M >= K" in line
+    assert "edges" not in line
+    assert line.endswith("— bench times the op's 'every_row' input: pass --shapes for which this holds (bench's "
+                         "default shapes are linear_q4gsw's: give op embedding_q4gsw its own with --shapes)")
+    line = usage_line(["--op", "embedding_q4gsw", "--shapes", "4096x2048x48"], capsys)
+    assert line.endswith("use a multiple of 32")  # a rule of the shape keeps the op's own fix
 
 
 def test_each_op_makes_its_synthetic_config():

@@ -31,6 +31,7 @@ import numpy as np
 from q4gsw.case import GPU_WARMUP_S, warmup_for
 from q4gsw.cases import Selection, build_cases
 from q4gsw.drift.bench import BENCH_FORMAT, add_bench_baseline_options, read_baseline, repeat_stats, report_bench_drift
+from q4gsw.matrix.checker import suggest
 from q4gsw.matrix.load import Config, MatrixError, load_matrix
 from q4gsw.matrix.values import DEFAULT_OP
 from q4gsw.ops import Op, op_for, op_names
@@ -96,6 +97,30 @@ def bench_config(shape: Shape, group_size: int, op_name: str) -> Config:
     return Config(name=str(shape), M=shape.M, K=shape.K, N=shape.N, group_size=op.group_size_for(shape.K, group_size),
                   tier="optional", suite="bench", inputs=(op.synthetic_input,), weights="random", weight_seed=0,
                   timeout_s=900.0, tolerance=op.bench_tolerance(shape.K), op=op_name)
+
+
+def _op_and_shapes_problem(args: argparse.Namespace, shapes: list[Shape]) -> str:
+    """Before any work: an unknown --op, or a shape the op cannot take (its own rules, as matrix.toml's configs get
+    them), in bench's words: bench times the op's synthetic input, so a rule of that input is met by the shape."""
+    if args.op not in op_names():
+        return str(MatrixError("command line", "bench", "--op", f"unknown op '{args.op}'",
+                               f"{suggest(args.op, list(op_names()))}choose from {', '.join(op_names())}"))
+    op = op_for(args.op)
+    for shape in shapes:
+        config = bench_config(shape, args.group_size, args.op)
+        problems = op.shape_problems(config)
+        if not problems:
+            continue
+        first = problems[0]
+        # The op's fix speaks of matrix.toml; a rule of the input (it holds with no input) is not bench's to change.
+        of_input = first.problem not in {p.problem for p in op.shape_problems(replace(config, inputs=()))}
+        fix = (f"bench times the op's '{op.synthetic_input}' input: pass --shapes for which this holds"
+               if of_input else first.fix)
+        if not args.shapes:
+            fix += f" (bench's default shapes are {DEFAULT_OP}'s: give op {args.op} its own with --shapes)"
+        return str(MatrixError("command line", "bench", "--shapes" if args.shapes else "--op",
+                               f"shape {shape} for op {args.op}: {first.problem}", fix))
+    return ""
 
 
 def _cuda_available() -> bool:
@@ -205,12 +230,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--compare NEW.json needs --baseline OLD.json (the bench JSON to compare it with)")
         return report_bench_drift(baseline, compared, args, verdict.OK)
     shapes: list[Shape] = args.shapes or [Shape.parse(s) for s in DEFAULT_SHAPES]
-    if args.op not in op_names():
-        parser.error(f"--op {args.op}: unknown op; known: {', '.join(op_names())}")
-    for shape in shapes:  # the op's own shape rules, as matrix.toml's configs get them
-        problems = op_for(args.op).shape_problems(bench_config(shape, args.group_size, args.op))
-        if problems:
-            parser.error(f"shape {shape} for op {args.op}: {problems[0].problem} ({problems[0].fix})")
+    problem = _op_and_shapes_problem(args, shapes)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return verdict.USAGE
 
     try:
         matrix = load_matrix(args.matrix)
