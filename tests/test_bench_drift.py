@@ -68,8 +68,8 @@ def test_a_second_bench_of_the_same_code_is_no_drift(tmp_path: Path, capsys: pyt
                                              row("cpu_tiled", (0.0021, 0.0020, 0.0022), shape="64x512x256")])
     assert bench.main(["--compare", str(new), "--baseline", str(old), "--fail-on-drift"]) == 0
     out = capsys.readouterr().out
-    assert f"bench baseline: 0 slower, 0 faster, 0 new, 0 vanished, 0 without a time (2 kernels compared with {old})" \
-        in out
+    assert "bench baseline: 0 wrong, 0 slower, 0 faster, 0 new, 0 vanished, 0 without a time (2 kernels compared " \
+        f"with {old})" in out
 
 
 def test_a_kernel_made_slower_is_drift_and_fails_on_request(tmp_path: Path,
@@ -79,7 +79,7 @@ def test_a_kernel_made_slower_is_drift_and_fails_on_request(tmp_path: Path,
     assert bench.main(["--compare", str(new), "--baseline", str(old)]) == 0  # reported only
     captured = capsys.readouterr()
     assert "| SLOWER | 1x2048x2048 | cpu_gemv | 32 | 2.000 | 3.000 | 1.50x |" in captured.out
-    assert "bench baseline: 1 slower" in captured.out
+    assert "bench baseline: 0 wrong, 1 slower" in captured.out
     assert "DRIFT 1x2048x2048 cpu_gemv (group size 32): slower, best 2.000 -> 3.000 ms (1.50x)" in captured.err
     assert bench.main(["--compare", str(new), "--baseline", str(old), "--fail-on-drift"]) == 1
     # A larger margin than the slowdown: not reported.
@@ -100,7 +100,8 @@ def test_new_vanished_and_unmeasured_kernels(tmp_path: Path) -> None:
     comparison = diff_bench(old, new, label="old")
     assert {(d.kernel, d.kind) for d in comparison.deltas} == {("cpu_gemv", "same"), ("added", "new"),
                                                                 ("removed", "vanished"), ("unmeasured", "unmeasured")}
-    assert comparison.line().startswith("0 slower, 0 faster, 1 new, 1 vanished, 1 without a time (1 kernel compared")
+    assert comparison.line().startswith("0 wrong, 0 slower, 0 faster, 1 new, 1 vanished, 1 without a time (1 kernel "
+                                        "compared")
 
 
 def test_an_older_bench_json_without_spread_is_read_with_the_margin_alone(tmp_path: Path,
@@ -113,11 +114,14 @@ def test_an_older_bench_json_without_spread_is_read_with_the_margin_alone(tmp_pa
         in capsys.readouterr().err
 
 
-def test_the_committed_bench_jsons_are_readable_baselines(capsys: pytest.CaptureFixture[str]) -> None:
-    found = sorted((Path(__file__).resolve().parent.parent / "docs").rglob("bench*.json"))
-    assert found
-    assert bench.main(["--compare", str(found[0]), "--baseline", str(found[0]), "--fail-on-drift"]) == 0
-    assert " 0 slower, 0 faster" in capsys.readouterr().out
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "docs").rglob("bench*.json")),
+                         ids=lambda p: str(p.relative_to(Path(__file__).resolve().parent.parent / "docs")))
+def test_the_committed_bench_jsons_are_readable_baselines(capsys: pytest.CaptureFixture[str], path: Path) -> None:
+    """Each bench JSON q4gsw wrote passes the baseline's checks; against itself nothing moved, and it fails exactly
+    when it records a wrong kernel (a wrong kernel is never 'same')."""
+    wrong = sum(1 for r in json.loads(path.read_text())["rows"] if r["correct"] is False)
+    assert bench.main(["--compare", str(path), "--baseline", str(path), "--fail-on-drift"]) == (1 if wrong else 0)
+    assert f"bench baseline: {wrong} wrong, 0 slower, 0 faster, 0 new, 0 vanished" in capsys.readouterr().out
 
 
 def _results_json(tmp_path: Path) -> Path:

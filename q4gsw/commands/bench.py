@@ -30,7 +30,14 @@ import numpy as np
 
 from q4gsw.case import GPU_WARMUP_S, warmup_for
 from q4gsw.cases import Selection, build_cases
-from q4gsw.drift.bench import BENCH_FORMAT, add_bench_baseline_options, read_baseline, repeat_stats, report_bench_drift
+from q4gsw.drift.bench import (
+    BENCH_FORMAT,
+    add_bench_baseline_options,
+    op_problem,
+    read_baseline,
+    repeat_stats,
+    report_bench_drift,
+)
 from q4gsw.matrix.checker import suggest
 from q4gsw.matrix.load import Config, MatrixError, load_matrix
 from q4gsw.matrix.values import DEFAULT_OP
@@ -225,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     except ScoreboardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return verdict.USAGE
+    if baseline is not None:  # another op's times compare nothing: said before any work
+        against = f"--compare {args.compare}" if compared is not None else "this bench"
+        problem = op_problem(baseline, args.baseline, compared.get("op") if compared is not None else args.op, against)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return verdict.USAGE
     if compared is not None:
         if baseline is None:
             parser.error("--compare NEW.json needs --baseline OLD.json (the bench JSON to compare it with)")

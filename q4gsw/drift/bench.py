@@ -9,6 +9,12 @@ repeat). Per (shape, kernel, group size), a kernel is slower when
 (MIN_SLOWDOWN, --min-slowdown), so that neither a noisy run nor a steady few-percent wobble is reported. A
 baseline written before the spread was recorded (an older q4gsw) has none: only the margin applies, and one note
 says so. The rule, and the run-to-run spread it was sized against, are in docs/results.md.
+
+A row recorded as wrong (correct: false) is never timed against anything: a wrong kernel in the new bench fails it
+(as the bench itself does), one in the baseline is left out. The gate (--fail-on-drift) also fails on a kernel
+timed in the baseline and not now (unmeasured), one missing from a shape this bench timed (removed, unless
+--accept-removed), and a comparison of nothing. A bench JSON holding what no bench writes (times <= 0 or NaN, a spread
+its samples do not give, a group size that is no whole number) or timing another op is refused before any work.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from q4gsw.report.scoreboard import ScoreboardError, read_bench
 
 BENCH_FORMAT = 2  # 2: rows carry median_s, spread_s and samples_s (a file without the key is format 1: best only)
 MIN_SLOWDOWN = 0.10
-KINDS = ("slower", "faster", "new", "vanished", "unmeasured", "same")  # the order they are listed in
+KINDS = ("wrong", "slower", "faster", "new", "vanished", "unmeasured", "same")  # the order they are listed in
 FIX = "pass a bench JSON written by `python -m q4gsw bench --json PATH` (results.json files: `report --baseline`)"
+CORRUPT_FIX = ("no q4gsw bench writes that: the file was changed or damaged since; rerun the baseline bench (or "
+               "restore its JSON) and compare with that")
 STATS = ("median_s", "spread_s")
 
 
@@ -40,6 +48,48 @@ def repeat_stats(samples: Sequence[float]) -> dict[str, Any]:
             "samples_s": list(samples)}
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _samples_problem(row: dict[str, Any]) -> str:
+    """Why a row's samples_s, median_s and spread_s are not what a bench wrote ('' when they are): its best time,
+    median and spread are those of its samples (repeat_stats), so a spread that would hide any slowdown is refused."""
+    samples = row.get("samples_s") or []
+    if not isinstance(samples, list):
+        return f"samples_s is a {type(samples).__name__}, not a list"
+    for index, sample in enumerate(samples):
+        if isinstance(sample, bool) or not isinstance(sample, int | float):
+            return f"samples_s[{index}] is a {type(sample).__name__}, not a time"
+        if not (math.isfinite(sample) and sample > 0):
+            return f"samples_s[{index}] is {sample!r}: a time is > 0"
+    for name in STATS:
+        value = row.get(name)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            return f"{name} is {value!r}"
+    if not samples:
+        return "has spread_s or median_s but no samples_s they come from" if any(
+            row.get(name) is not None for name in STATS) else ""
+    best, stats = row["time_s"], repeat_stats(samples)
+    if best is None or not math.isclose(best, min(samples), rel_tol=1e-9):
+        return f"time_s {best!r} is not the best of its samples_s ({min(samples)!r})"
+    for name, said in (("spread_s", "slowest - best"), ("median_s", "their median")):
+        value = row.get(name)
+        if value is not None and not math.isclose(value, stats[name], rel_tol=1e-6, abs_tol=1e-12):
+            return f"{name} {value!r} is not what its samples_s say ({said} = {stats[name]!r})"
+    return ""
+
+
+def _row_problem(row: dict[str, Any]) -> str:
+    """What in a bench row no bench writes ('' when nothing): the values the comparison reads."""
+    if "group_size" in row and not _whole(row["group_size"]):
+        return f"group_size is {row['group_size']!r}, not a whole number"
+    best = row["time_s"]
+    if best is not None and not (math.isfinite(best) and best > 0):
+        return f"time_s is {best!r}: a time is > 0"
+    return _samples_problem(row)
+
+
 def read_baseline(path: Path, option: str = "--baseline") -> dict[str, Any]:
     """A bench JSON to compare with, checked (one line naming the file and the fix: ScoreboardError)."""
     run = read_bench(path, option, FIX)
@@ -48,7 +98,24 @@ def read_baseline(path: Path, option: str = "--baseline") -> dict[str, Any]:
             value = row.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise ScoreboardError(f"{option} {path}: row {index}: '{name}' is a {type(value).__name__}: {FIX}")
+        problem = _row_problem(row)
+        if problem:
+            raise ScoreboardError(f"{option} {path}: row {index} ({row['shape']} {row['kernel']}): {problem}: "
+                                  f"{CORRUPT_FIX}")
+    if run.get("group_size") is not None and not _whole(run["group_size"]):
+        raise ScoreboardError(f"{option} {path}: group_size is {run['group_size']!r}, not a whole number: "
+                              f"{CORRUPT_FIX}")
     return run
+
+
+def op_problem(baseline: dict[str, Any], path: Path, op: str | None, against: str = "this bench") -> str:
+    """One line when the baseline bench JSON times another op than `op` ('' when the same, or either is unknown:
+    a bench JSON written before ops were recorded)."""
+    old = baseline.get("op")
+    if not old or not op or old == op:
+        return ""
+    return (f"--baseline {path}: times op {old}, {against} op {op}: compare bench JSONs of one op (bench --op {old}, "
+            f"or a baseline bench of --op {op})")
 
 
 @dataclass(frozen=True)
@@ -63,6 +130,23 @@ class TimeDelta:
     new_s: float | None = None
     old_spread_s: float = 0.0
     new_spread_s: float = 0.0
+    message: str = ""  # the new row's, for a wrong or unmeasured kernel
+    covered: bool = True  # a vanished kernel: this bench timed its shape (and group size)
+
+    @property
+    def label(self) -> str:
+        return f"{self.shape} {self.kernel} (group size {self.group_size})"
+
+    def gate_line(self) -> str:
+        """Why this kernel fails the gate, in one line ('' when it does not)."""
+        if self.kind == "slower":
+            return f"DRIFT {self.label}: slower, {self.reason()}"
+        if self.kind == "unmeasured" and self.old_s is not None:
+            return f"UNMEASURED {self.label}: timed in the baseline ({self.old_s * 1e3:.3f} ms), not now: " + \
+                (self.message or "no time")
+        if self.kind == "vanished" and self.covered:
+            return f"REMOVED {self.label}: timed in the baseline, not in this bench of its shape"
+        return ""
 
     @property
     def ratio(self) -> float | None:
@@ -81,16 +165,29 @@ class BenchComparison:
     deltas: tuple[TimeDelta, ...]
     min_slowdown: float
     notes: tuple[str, ...]
+    nothing_why: str = ""  # what each side times, for a comparison of nothing
 
     def of(self, kind: str) -> list[TimeDelta]:
         return [d for d in self.deltas if d.kind == kind]
 
+    @property
+    def compared(self) -> int:
+        return sum(len(self.of(kind)) for kind in ("slower", "faster", "same"))
+
+    def gate(self, accept_removed: bool = False) -> list[str]:
+        """Why the gate fails (--fail-on-drift), one line each; [] when it holds. Wrong kernels fail anyway."""
+        lines = [d.gate_line() for d in self.deltas if not (accept_removed and d.kind == "vanished")]
+        if not self.compared:
+            lines.append(f"NOTHING COMPARED: 0 kernels compared with {self.baseline}: {self.nothing_why}")
+        return [line for line in lines if line]
+
     def line(self) -> str:
         counts = {kind: len(self.of(kind)) for kind in KINDS}
-        compared = counts["slower"] + counts["faster"] + counts["same"]
+        compared = self.compared
         kernels = "kernel" if compared == 1 else "kernels"
-        return (f"{counts['slower']} slower, {counts['faster']} faster, {counts['new']} new, {counts['vanished']} "
-                f"vanished, {counts['unmeasured']} without a time ({compared} {kernels} compared with {self.baseline})")
+        return (f"{counts['wrong']} wrong, {counts['slower']} slower, {counts['faster']} faster, {counts['new']} new, "
+                f"{counts['vanished']} vanished, {counts['unmeasured']} without a time ({compared} {kernels} "
+                f"compared with {self.baseline})")
 
 
 def _key(row: dict[str, Any], run: dict[str, Any]) -> tuple[str, str, int]:
@@ -117,22 +214,41 @@ def judge(old: float, new: float, old_spread: float, new_spread: float, min_slow
     return "same"
 
 
+def _timed(run: dict[str, Any], rows: int) -> str:
+    shapes = sorted({(str(r["shape"]), _key(r, run)[2]) for r in run["rows"]})
+    if not shapes:
+        return "no rows"
+    kernels = "kernel" if rows == 1 else "kernels"
+    return f"{rows} {kernels} on " + ", ".join(f"{shape} (group size {gs})" for shape, gs in shapes)
+
+
 def diff_bench(old_run: dict[str, Any], new_run: dict[str, Any], *, label: str,
-                  min_slowdown: float = MIN_SLOWDOWN) -> BenchComparison:
-    """Match two bench JSONs' rows by (shape, kernel, group size) and judge each kernel present in both."""
-    old = {_key(r, old_run): r for r in old_run["rows"]}
+               min_slowdown: float = MIN_SLOWDOWN) -> BenchComparison:
+    """Match two bench JSONs' rows by (shape, kernel, group size) and judge each kernel present in both. A wrong
+    row of the new bench is 'wrong', never timed; one of the baseline is left out (a note says so)."""
+    old = {_key(r, old_run): r for r in old_run["rows"] if r["correct"] is not False}
     new = {_key(r, new_run): r for r in new_run["rows"]}
     deltas = []
     for key, row in new.items():
-        if key not in old:
+        if row["correct"] is False:
+            deltas.append(TimeDelta(*key, "wrong", _time(old[key]) if key in old else None, _time(row),
+                                    message=row["message"] or "wrong result"))
+        elif key not in old:
             deltas.append(TimeDelta(*key, "new", new_s=_time(row)))
-            continue
-        before, after = _time(old[key]), _time(row)
-        spreads = (_spread(old[key]), _spread(row))
-        kind = "unmeasured" if before is None or after is None else judge(before, after, *spreads, min_slowdown)
-        deltas.append(TimeDelta(*key, kind, before, after, *spreads))
-    deltas += [TimeDelta(*key, "vanished", old_s=_time(row)) for key, row in old.items() if key not in new]
+        else:
+            before, after = _time(old[key]), _time(row)
+            spreads = (_spread(old[key]), _spread(row))
+            kind = "unmeasured" if before is None or after is None else judge(before, after, *spreads, min_slowdown)
+            deltas.append(TimeDelta(*key, kind, before, after, *spreads, message=row["message"]))
+    timed = {(shape, gs) for shape, _, gs in new}
+    deltas += [TimeDelta(*key, "vanished", old_s=_time(row), covered=(key[0], key[2]) in timed)
+               for key, row in old.items() if key not in new]
     notes = []
+    wrong_before = sum(1 for r in old_run["rows"] if r["correct"] is False)
+    if wrong_before:
+        rows = "row of the baseline recorded as wrong (correct: false) is" if wrong_before == 1 else \
+            "rows of the baseline recorded as wrong (correct: false) are"
+        notes.append(f"{wrong_before} {rows} not compared")
     if old and not any(any(r.get(s) is not None for s in STATS) for r in old.values()):
         notes.append(f"{label} records no spread over repeats (written by an older q4gsw): only the "
                      f"{min_slowdown:.0%} margin applies to it")
@@ -142,7 +258,9 @@ def diff_bench(old_run: dict[str, Any], new_run: dict[str, Any], *, label: str,
         notes.append(f"{label} was run on {where[0]}, this bench on {where[1]}: times from different adapters or "
                      "WebGPU implementations are not of the same machine")
     ordered = sorted(deltas, key=lambda d: KINDS.index(d.kind))
-    return BenchComparison(label, tuple(ordered), min_slowdown, tuple(notes))
+    nothing_why = "the baseline has no rows" if not old_run["rows"] else \
+        f"the baseline times {_timed(old_run, len(old_run['rows']))}; this bench {_timed(new_run, len(new))}"
+    return BenchComparison(label, tuple(ordered), min_slowdown, tuple(notes), nothing_why)
 
 
 def markdown(comparison: BenchComparison) -> str:
@@ -186,12 +304,17 @@ def add_bench_baseline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-slowdown", type=_fraction, default=MIN_SLOWDOWN, metavar="FRACTION",
                         help=f"smallest relative slowdown reported (default {MIN_SLOWDOWN:g}: 10 %%)")
     parser.add_argument("--fail-on-drift", action="store_true",
-                        help="exit 1 when a kernel is slower than the --baseline (drift is otherwise only reported)")
+                        help="exit 1 when the comparison with the --baseline fails the gate: a kernel slower, timed "
+                             "before and not now, missing from a shape this bench timed, or nothing compared "
+                             "(otherwise all this is only reported; a wrong kernel fails anyway)")
+    parser.add_argument("--accept-removed", action="store_true",
+                        help="kernels the --baseline timed that this bench did not, on a shape it timed (removed on "
+                             "purpose), do not fail the gate; they are still listed")
 
 
 def report_bench_drift(baseline: dict[str, Any], new_run: dict[str, Any], args: argparse.Namespace, code: int) -> int:
-    """Print the comparison with the baseline and return the exit code: `code`, or 1 under --fail-on-drift when a
-    kernel got slower (verdict.with_drift)."""
+    """Print the comparison with the baseline and return the exit code: `code`; 1 for a wrong kernel; 1 under
+    --fail-on-drift when the comparison fails the gate (verdict.with_drift)."""
     comparison = diff_bench(baseline, new_run, label=str(args.baseline), min_slowdown=args.min_slowdown)
     if args.compare is None and args.repeats < 2:
         print("warning: --repeats 1 measures no spread: only the margin tells a slower kernel from noise",
@@ -199,6 +322,11 @@ def report_bench_drift(baseline: dict[str, Any], new_run: dict[str, Any], args: 
     for note in comparison.notes:
         print(f"note: {note}", file=sys.stderr)
     print(markdown(comparison))
-    for d in comparison.of("slower"):
-        print(f"DRIFT {d.shape} {d.kernel} (group size {d.group_size}): slower, {d.reason()}", file=sys.stderr)
-    return verdict.with_drift(code, len(comparison.of("slower")), args.fail_on_drift)
+    for d in comparison.of("wrong"):  # a wrong kernel fails the bench, as `bench` itself does
+        print(f"WRONG {d.label}: {d.message}", file=sys.stderr)
+    gate = comparison.gate(args.accept_removed)
+    for line in gate:
+        print(line, file=sys.stderr)
+    if comparison.of("wrong") and code == verdict.OK:
+        code = verdict.FAILED
+    return verdict.with_drift(code, len(gate), args.fail_on_drift)
