@@ -58,7 +58,8 @@ class Selection:
     cases: tuple[Case, ...]
     skipped: tuple[Skip, ...] = ()
     filters: Mapping[str, Any] = field(default_factory=dict)
-    route: tuple[str, ...] = ()  # a kernel set's routing order: the runtime runs the first variant that holds
+    # op -> its kernel set's routing order: the runtime runs the first variant that holds (each op its own route)
+    route: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     all_variants: bool = False  # with a route: also check every other variant whose preconditions hold
     rerun: Rerun = ()  # the options every reproduce line of the run repeats (sessions.rerun_options)
 
@@ -80,10 +81,11 @@ class Selection:
             return self
         from q4gsw.matrix.expressions import KernelUnsupported, resolve_kernel
 
-        order = {name: i for i, name in enumerate(self.route)}
         cases: list[Case] = []
         skipped = list(self.skipped)
         for config in self.configs:
+            route = self.route.get(config.op, ())
+            order = {name: i for i, name in enumerate(route)}
             # Only the route's variants can be what the runtime dispatches; the others run with --all-variants.
             mine = sorted(self.cases_of(config), key=lambda c: order.get(c.kernel.name, len(order)))
             runnable = []
@@ -95,7 +97,7 @@ class Selection:
                 runnable.append(case.kernel.name)
             routed = next((name for name in runnable if name in order), "")
             if not routed:
-                skipped.append(Skip(config, f"no variant of the route ({', '.join(self.route)}) holds for "
+                skipped.append(Skip(config, f"no variant of the route ({', '.join(route)}) holds for "
                                             f"{op_for(config).describe_shape(config)} on {info.name}",
                                     status="unsupported"))
                 continue
@@ -207,8 +209,8 @@ def build_selection(matrix: Matrix, backend_name: str, *, tiers: Sequence[str] |
                     suites: Sequence[str] | None = None, names: Sequence[str] = (),
                     kernels: Sequence[Kernel] | None = None, roles: Mapping[str, str] | None = None,
                     shard: tuple[int, int] | None = None, max_gflop: float | None = None,
-                    applies: bool = True, route: tuple[str, ...] = (), all_variants: bool = False,
-                    ops: Sequence[str] = ()) -> Selection:
+                    applies: bool = True, route: Mapping[str, tuple[str, ...]] | None = None,
+                    all_variants: bool = False, ops: Sequence[str] = ()) -> Selection:
     backend = matrix.backend(backend_name)
     configs, skipped = select_configs(matrix, tiers=tiers, suites=suites, names=names, ops=ops)
     kernel_list = tuple(matrix.kernels if kernels is None else kernels)
@@ -216,7 +218,7 @@ def build_selection(matrix: Matrix, backend_name: str, *, tiers: Sequence[str] |
     selection = Selection(backend=backend, configs=configs, cases=cases, skipped=skipped + unsupported,
                           filters=MappingProxyType({"tiers": tiers, "suites": suites, "names": tuple(names),
                                                             "ops": tuple(ops)}),
-                          route=route, all_variants=all_variants)
+                          route=MappingProxyType(dict(route or {})), all_variants=all_variants)
     selection = selection.filter_by_max_gflop(max_gflop)
     if shard is not None:
         selection = selection.filter_by_shard(*shard)

@@ -18,6 +18,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from q4gsw import __version__
@@ -187,8 +188,8 @@ def cmd_run_kernel_set(matrix: Matrix, args: argparse.Namespace, checkout: Path)
     loaded_sets = load_checkout(matrix, checkout, tuple(getattr(args, "op", None) or ()))
     kernels = tuple(k for loaded in loaded_sets for k in loaded.kernels)
     selection = selection_from_args(matrix, args, kernels)
-    selection = replace(selection, route=tuple(r for loaded in loaded_sets for r in loaded.spec.route),
-                        all_variants=args.all_variants)
+    routes = MappingProxyType({loaded.spec.op: loaded.spec.route for loaded in loaded_sets})  # each op its own
+    selection = replace(selection, route=routes, all_variants=args.all_variants)
     selection = selection.filter_by_op({spec.op for spec in matrix.kernel_sets.values()},
                                        f"op {{op}} has no [kernel_set] in {matrix.path}: no ExecuTorch kernels of it")
     selection = selection.filter_by_op({loaded.spec.op for loaded in loaded_sets},

@@ -357,12 +357,31 @@ def test_only_a_route_variant_is_routed(tiny):
     gemv = next(k for k in tiny.kernels if k.name == "gemv")
     never = dataclasses.replace(gemv, name="never", when="M == 0")
     selection = build_selection(tiny, "swiftshader", names=("tiny_gemv",), kernels=(never, gemv))
-    routed = dataclasses.replace(selection, route=("never",)).routed(adapter)
+    routed = dataclasses.replace(selection, route={"linear_q4gsw": ("never",)}).routed(adapter)
     assert routed.cases == ()
     assert [s.status for s in routed.skipped] == ["unsupported"]
     assert "no variant of the route" in routed.skipped[0].reason
-    both = dataclasses.replace(selection, route=("never", "gemv")).routed(adapter)
+    both = dataclasses.replace(selection, route={"linear_q4gsw": ("never", "gemv")}).routed(adapter)
     assert {c.routed for c in both.cases} == {"gemv"}
+
+
+def test_an_unsupported_config_names_only_its_own_ops_route(real):
+    """Issue 29: `run --executorch` on a tree without choose_qparams_affine/ (linear_dq8ca_q4gsw, the routed
+    variant, cannot be read; the exact-qparams variant, not routed, can) said "no variant of the route" followed
+    by all four ops' variants, as if they were one route; each op has its own."""
+    from q4gsw.matrix.values import AdapterInfo
+
+    adapter = AdapterInfo(name="SwiftShader Device", device_type="CPU", api="Vulkan", webgpu="dawn",
+                          limits={"max-compute-invocations-per-workgroup": 256,
+                                  "max-compute-workgroups-per-dimension": 65535})
+    spec = real.kernel_sets["executorch_dq8ca"]
+    found = tuple(k for k in spec.kernels if k.name != "linear_dq8ca_q4gsw")  # the tree lacks its `before`
+    selection = build_selection(real, "swiftshader-dawn", names=("dq8ca_up_basic",), kernels=found,
+                                route={s.op: s.route for s in real.kernel_sets.values()})  # as cli builds it
+    assert len(real.kernel_sets) == 4 and [c.kernel.name for c in selection.cases][:1] == [found[0].name]
+    (skip,) = selection.routed(adapter).skipped
+    assert skip.status == "unsupported"
+    assert skip.reason.startswith("no variant of the route (linear_dq8ca_q4gsw) holds for "), skip.reason
 
 
 def test_to_plain_writes_non_finite_floats_as_text():

@@ -271,7 +271,7 @@ ROUTES = {
 
 def routed_selection(matrix: Matrix, loaded, names, info: AdapterInfo, all_variants: bool = False):
     selection = build_selection(matrix, "native-dawn", names=tuple(names), kernels=loaded.kernels,
-                                route=loaded.spec.route, all_variants=all_variants)
+                                route={loaded.spec.op: loaded.spec.route}, all_variants=all_variants)
     return selection.routed(info)
 
 
