@@ -179,6 +179,49 @@ def test_chained_qparams_admit_the_other_zero_point_at_the_clamp_boundary():
     assert code_deviation(x, qparams, chained=True).max() == 1
 
 
+def test_the_tie_window_is_three_ulps_and_a_chained_scale_widens_it_by_6u_t():
+    # [-100, 155]: scale 255 / 255 = 1 exactly and zp -28, so x / s = x. Between 32 and 64 an fp32 ulp is 2^-18:
+    # 50.5 + 2 ulp lies inside TIE_ULPS = 3 ulp of the tie 50.5, 50.5 + 10 ulp outside (a 30-ulp window would
+    # take it), and 50.5 + 6 ulp only inside the chained window, 3 ulp + 6u * 50.5 = 3 + 4.7 ulp.
+    ulp = 2.0**-18
+    x = np.array([[-100.0, 155.0, 50.5 + 2 * ulp, 50.5 + 10 * ulp, 50.5 + 6 * ulp, 20.25]], dtype=np.float32)
+    qparams = choose_qparams(x)
+    assert qparams.scale.tolist() == [1.0] and qparams.zero_point.tolist() == [-28]
+    assert code_deviation(x, qparams, chained=False).tolist() == [[0, 0, 1, 0, 0, 0]]
+    assert code_deviation(x, qparams, chained=True).tolist() == [[0, 0, 1, 0, 1, 0]]
+
+
+def hand_model_case() -> tuple[np.ndarray, PackedLinear]:
+    """x / s is an integer everywhere (s = 1, zp = -28, no tie anywhere): the codes are x itself; w = q * scale."""
+    x = np.array([[-100.0, 155.0, 10.0, 20.0]], dtype=np.float32)
+    packed = PackedLinear(weight_packed=pack_int4(np.array([[1, -2, 3, 1], [2, 1, -1, -3]])),
+                          scales=np.array([[0.5, 0.25]], np.float32), group_size=4)
+    return x, packed
+
+
+def test_error_model_terms_on_a_hand_computed_case():
+    """Codes [-100, 155, 10, 20] times w [0.5, -1, 1.5, 0.5] and [0.5, 0.25, -0.25, -0.75]: S = 230 and 106.25,
+    y = -180 and -28.75. Four products, three additions and the final multiply by s: K + 1 = 5 roundings on each
+    term, so worst = gamma_{K+2} S (ErrorModel's gamma_{K+1} of K + 1 terms); a chained (GPU-computed) scale adds
+    6u |y|; no x / s and no zero point is near a tie, so there are no flips."""
+    from q4gsw.ops.error_model import U, gamma
+
+    x, packed = hand_model_case()
+    S, y = np.array([[230.0, 106.25]]), np.array([[-180.0, -28.75]])
+    assert golden(x, packed).tolist() == y.tolist()
+    exact, chained = dq8ca_error_model(x, packed, chained=False), dq8ca_error_model(x, packed, chained=True)
+    for model in (exact, chained):
+        assert model.K == 5 and model.S.tolist() == S.tolist() and model.flips.tolist() == [[0.0, 0.0]]
+        assert model.step.tolist() == [[155 * 0.5, 155 * 0.25]]  # max |code| * the weight scale, times s = 1
+    assert exact.scaled.tolist() == [[0.0, 0.0]]
+    np.testing.assert_allclose(exact.worst, gamma(6) * S, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(chained.scaled, 6 * U * np.abs(y), rtol=1e-14, atol=0)
+    np.testing.assert_allclose(chained.worst, gamma(6) * S + 6 * U * np.abs(y), rtol=1e-14, atol=0)
+    # The sequential estimate: t = [-50, -155, 15, 10], partial sums [-50, -205, -190, -180] for output 0.
+    sigma0 = U / math.sqrt(3) * math.sqrt(50**2 + 205**2 + 190**2 + 180**2 + 2 * (50**2 + 155**2 + 15**2 + 10**2))
+    np.testing.assert_allclose(chained.est[0, 0], math.sqrt(2 * math.log(2)) * sigma0 + 6 * U * 180, rtol=1e-12)
+
+
 def test_error_model_adds_the_flip_bound_to_the_fp32_model():
     packed = random_packed(16, 64, 32, 3)
     x = np.tile(np.array([-0.5, 0.5, 0.25, 0.125], np.float32), (2, 16))
@@ -201,7 +244,8 @@ def test_inputs_are_reproducible_and_exercise_the_row_paths():
     assert (flat == flat[:, :1]).all() and (flat[:, 0] == 0).any() and (np.abs(flat[:, 0]) >= 255 * 6.1e-5).any()
     tiny = tiny_rows(6, 64, 0)
     assert ((tiny.max(axis=1) - np.minimum(tiny.min(axis=1), 0)) < 255 * 6.1e-5).all()
-    assert np.array_equal(op.make_input("ramp", config(2, 64, 8)), op.make_input("ramp", config(2, 64, 8)))
+    ramp = op.make_input("ramp", config(2, 64, 8))  # q4gsw's ramp: ((i % 17) - 8) / 16 over the flattened input
+    assert ramp.dtype == np.float32 and ramp.ravel().tolist() == [((i % 17) - 8) / 16 for i in range(2 * 64)]
 
 
 def test_shape_problems_are_the_packings():
@@ -321,27 +365,56 @@ def test_golden_equals_the_wheel_helpers_within_its_fp32_rounding(M, K, N):
     assert np.abs(theirs - ours).max() > 0  # not vacuous: fp32 rounding is there, and bounded
 
 
+DIVERGENCE_CONFIGS = ("dq8ca_up_basic", "dq8ca_up_n32", "dq8ca_tiny_rows")
+
+
 @pytest.mark.e2e
-def test_reference_kernels_pass_and_executorch_diverges_on_tiny_rows(swiftshader_env, tmp_path):
-    configs = ("dq8ca_up_basic", "dq8ca_up_n32", "dq8ca_tiny_rows")
-    args = [a for c in configs for a in ("--config", c)]
-    done = run_cli("run", "--backend", "swiftshader", *args, "--results", str(tmp_path / "ours"),
-                           env=swiftshader_env, timeout=900)
+def test_reference_kernels_pass_on_every_row_kind(swiftshader_env, tmp_path):
+    args = [a for c in DIVERGENCE_CONFIGS for a in ("--config", c)]
+    done = run_cli("run", "--backend", "swiftshader", *args, "--results", str(tmp_path), env=swiftshader_env,
+                   timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads((tmp_path / "ours" / "results.json").read_text())["results"]
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
     ran = {(r["config"], r["kernel"]) for r in results if r["status"] == "pass"}
-    assert {(c, k) for c in configs for k in ("dq8ca_ref", "dq8ca_ref_chained")} <= ran
+    assert {(c, k) for c in DIVERGENCE_CONFIGS for k in ("dq8ca_ref", "dq8ca_ref_chained")} <= ran
+
+
+@pytest.mark.e2e
+def test_executorch_diverges_on_tiny_rows_only(swiftshader_env, tmp_path):
+    """ExecuTorch's SMALL_SCALE_THRESHOLD: its chained kernel fails on tiny rows, its exact-qparams variant and
+    every other config pass (a test of its own: without a checkout it is a skip, never half a pass)."""
     checkout = Path(os.environ.get("Q4GSW_EXECUTORCH", "/work/et-checkout"))
     if not (checkout / op.executorch_folder).is_dir():
         pytest.skip(f"no ExecuTorch checkout with {op.executorch_folder} (set Q4GSW_EXECUTORCH)")
+    args = [a for c in DIVERGENCE_CONFIGS for a in ("--config", c)]
     done = run_cli("run", "--backend", "swiftshader-dawn", "--executorch", str(checkout), "--all-variants",
-                           *args, "--results", str(tmp_path / "et"), env=swiftshader_env, timeout=900)
-    results = json.loads((tmp_path / "et" / "results.json").read_text())["results"]
+                   *args, "--results", str(tmp_path), env=swiftshader_env, timeout=900)
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
     status = {(r["config"], r["kernel"]): r["status"] for r in results if r["kernel"]}
     assert done.returncode == 1
     assert status[("dq8ca_tiny_rows", "linear_dq8ca_q4gsw")] == "fail"  # SMALL_SCALE_THRESHOLD
     assert status[("dq8ca_tiny_rows", "linear_dq8ca_q4gsw_exact_qparams")] == "pass"
     assert all(v == "pass" for (c, _), v in status.items() if c != "dq8ca_tiny_rows")
+
+
+@pytest.mark.e2e
+def test_audit_of_a_dq8ca_config_reproduces_its_justification(tmp_path):
+    """`audit` on dq8ca_up_basic's real fixture: the op's error model (rounding.py) through the audit, no flag
+    (--strict), and the sequential estimate and est the justification quotes per input (2 digits) are what the
+    model computes now: a change of the model's terms (the chained scale's 6u |y|, the tie window) moves them."""
+    import re
+
+    (tmp_path / "none").mkdir()
+    done = run_cli("audit", "--config", "dq8ca_up_basic", "--strict", "--results", str(tmp_path / "none"),
+                   "--json", str(tmp_path / "audit.json"), timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = {r["input"]: r for r in json.loads((tmp_path / "audit.json").read_text())["rows"]}
+    justification = load_matrix(REPO / "matrix.toml").config("dq8ca_up_basic").tolerance.justification
+    quoted = re.findall(r"(\w+): sequential fp32 estimate ([0-9.e+-]+), [^;]*?est ([0-9.e+-]+);", justification)
+    assert {name for name, _, _ in quoted} == set(rows) == {"normal", "row_offsets"}
+    for name, _, est in quoted:
+        assert rows[name]["flags"] == [] and rows[name]["est_max"] == pytest.approx(float(est), rel=0.05), name
+        assert rows[name]["step_over_tol_median"] >= 10 and rows[name]["worst_max"] > rows[name]["est_max"]
 
 
 @pytest.mark.e2e
