@@ -12,6 +12,7 @@ from conftest import run_cli
 from helpers import assert_clean_usage_error
 
 import q4gsw.ops
+from q4gsw.matrix.load import MatrixError, load_matrix
 from q4gsw.ops import OPS_PATH, OpFolderError, registry
 
 SHIPPED = {"linear_q4gsw", "linear_dq8ca_q4gsw", "linear_qcs4w", "embedding_q4gsw"}
@@ -25,8 +26,13 @@ class {cls}(Op):
     name = {name!r}
     operator = "test.{name}"
     constant_files = ("table.npy",)
+    dims = ()
 ''' + "".join(f"\n    def {m}(self, *args, **kwargs):\n        raise NotImplementedError\n" for m in sorted(
     m for m in q4gsw.ops.Op.__abstractmethods__))
+
+
+SWIFTSHADER_ONLY = ('schema_version = 1\n\n[backend.swiftshader]\napi = "Vulkan"\nadapter_name = "SwiftShader"\n'
+                    'device_type = "CPU"\nprovision = "swiftshader"\n\n')
 
 
 @pytest.fixture
@@ -92,6 +98,18 @@ def test_a_folder_that_is_no_usable_op_is_named_with_the_fix(extra_ops, folder, 
     assert problem in message and fix in message
 
 
+def test_a_kernel_set_of_an_op_without_an_executorch_folder_must_name_its_folder(extra_ops, tmp_path):
+    _op(extra_ops, "tiny_op", TINY_OP.format(cls="TinyOp", name="tiny_op"))
+    matrix = tmp_path / "matrix.toml"
+    (tmp_path / "k.wgsl").write_text("")
+    matrix.write_text(SWIFTSHADER_ONLY + '[kernel.k]\nop = "tiny_op"\nfile = "k.wgsl"\nwhen = "1"\ndispatch = "1"\n\n'
+                      '[kernel_set.tiny]\nop = "tiny_op"\ngenerator = "gen.py"\nroute = ["k"]\n\n'
+                      '[kernel_set.tiny.kernel.k]\nfile = "k.wgsl"\nwhen = "1"\ndispatch = "1"\n')
+    with pytest.raises(MatrixError, match=r"\[kernel_set.tiny\]: key 'folder': missing \(op tiny_op has none\) — "
+                                          r'add folder = "PATH/IN/CHECKOUT"'):
+        load_matrix(matrix)
+
+
 def test_a_folder_left_with_only_bytecode_is_no_op(extra_ops):
     (extra_ops / "deleted_op" / "__pycache__").mkdir(parents=True)  # what a branch switch leaves of an op
     assert set(registry()) == SHIPPED
@@ -111,3 +129,4 @@ def test_a_broken_op_folder_is_one_line_and_exit_2_for_every_command(tmp_path):
         done = run_cli(*command, env={OPS_PATH: str(tmp_path / "ops")})
         assert_clean_usage_error(done, f"{tmp_path / 'ops' / 'broken'}: op folder 'broken': importing it failed: "
                                        "RuntimeError: half written")
+
