@@ -173,7 +173,7 @@ def _suite(suite: str, backend: str) -> Callable[[nox.Session], None]:
     def session_body(session: nox.Session) -> None:
         _install(session, _run_extras(session))
         session.run("python", "-m", "q4gsw", "run", "--suite", suite, "--backend", backend, "--tier", "required",
-                    "--results", f"results/{suite}-{backend}", *session.posargs)
+                    "--results", f"results/{accuracy_session(backend, suite)}", *session.posargs)
 
     session_body.__doc__ = f"Suite '{suite}', required tier, on {backend} (the name the runner's reproduce lines use)."
     return session_body

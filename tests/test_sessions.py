@@ -80,3 +80,29 @@ def test_executorch_runs_the_default_suite_and_every_suite_of_the_other_ops_with
     # scale_rows has no kernel set: ExecuTorch has no kernels of it, so the executorch session does not run it.
     assert sessions.executorch_suites(data) == ["llama", "qcs4w-llama", "qcs4w-edges"]
     assert sessions.matrix_suites(data) == ["llama", "edges", "qcs4w-llama", "qcs4w-edges", "scale"]
+
+
+def test_every_session_that_runs_the_matrix_writes_results_under_its_own_name(monkeypatch):
+    """README and docs/results.md: the nox sessions write to results/<session>/. The per-suite sessions
+    (accuracy-<suite>-<backend>) wrote to results/<suite>-<backend>/ (issue 29)."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    pytest.importorskip("nox")
+    from nox import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", {})  # only noxfile.py's sessions, and none left behind
+    spec = importlib.util.spec_from_file_location("q4gsw_noxfile_sessions", SOURCE.parent.parent / "noxfile.py")
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    written = {}
+    for name, func in registry.get().items():
+        calls: list[tuple[str, ...]] = []
+        fake = SimpleNamespace(posargs=[], venv_backend="virtualenv", install=lambda *a, **k: None,
+                               run=lambda *args, calls=calls, **k: calls.append(args))
+        func(fake)
+        for args in calls:
+            if args[:3] == ("python", "-m", "q4gsw") and args[3] in ("run", "mutants"):
+                written[name] = args[args.index("--results") + 1]
+    assert {"accuracy-swiftshader", "accuracy-edges-lavapipe", "heavy", "executorch", "mutants"} <= set(written)
+    assert {name: folder for name, folder in written.items() if folder != f"results/{name}"} == {}
