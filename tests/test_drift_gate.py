@@ -183,3 +183,44 @@ def test_run_a_baseline_of_another_backend_fails_the_gate(tmp_path: Path, monkey
     old = [of("b", backend="lavapipe"), of("h", backend="lavapipe")]
     assert run_gate(tmp_path, monkeypatch, old, [of("b"), of("h")]) == 1
     assert "NOTHING COMPARED: 0 cases compared" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------
+# Nothing lost: a comparison that breaks while the reports are written never discards the run
+# ------------------------------------------------------------------------------------------------
+
+
+def _breaks(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("the comparison broke")
+
+
+# where it breaks, and the exit code under --fail-on-drift: 1 where the gate could not be decided
+BREAKS = [("q4gsw.drift.baseline.diff_runs", 1), ("q4gsw.drift.rule.Comparison.gate", 1),
+          ("q4gsw.drift.report.print_comparison", 1), ("q4gsw.drift.report.markdown_section", 0),
+          ("q4gsw.drift.rule.Comparison.drift_by_case", 0)]
+
+
+@pytest.mark.parametrize("where, code", BREAKS, ids=[b[0].rsplit(".", 1)[1] for b in BREAKS])
+def test_run_a_comparison_that_breaks_never_loses_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str], where: str,
+                                                          code: int) -> None:
+    monkeypatch.setattr(where, _breaks)
+    assert run_gate(tmp_path, monkeypatch, [of("b"), of("h")], [of("b"), of("h")]) == code
+    for name in ("results.json", "junit.xml", "summary.md"):
+        assert (tmp_path / "results" / name).is_file(), name
+    assert "| b |" in (tmp_path / "results" / "summary.md").read_text()
+    err = capsys.readouterr().err
+    assert "RuntimeError: the comparison broke" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("where, code", BREAKS, ids=[b[0].rsplit(".", 1)[1] for b in BREAKS])
+def test_report_a_comparison_that_breaks_never_loses_the_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 where: str, code: int) -> None:
+    monkeypatch.setattr(where, _breaks)
+    new = written(tmp_path / "new", [case()])
+    old = written(tmp_path / "old", [case()])
+    assert report.main([str(new), "--baseline", str(old), "--quiet"]) == 0  # reported only
+    assert report.main([str(new), "--baseline", str(old), "--quiet", "--fail-on-drift"]) == code
+    assert (new / "junit.xml").is_file() and (new / "summary.md").is_file()
+    assert "RuntimeError: the comparison broke" in capsys.readouterr().err

@@ -97,12 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return verdict.USAGE
-    comparison = None
+    comparison, problem = None, ""
     if baseline is not None:
-        from q4gsw.drift.rule import diff_runs
+        from q4gsw.drift.baseline import diff_with
 
-        comparison = diff_runs(baseline.results, results, label=baseline.label, factor=baseline.factor,
-                               accept_removed=baseline.accept_removed)
+        comparison, problem = diff_with(baseline, results)
     fail_on_drift = baseline is not None and baseline.fail_on_drift
     try:
         write_run_outputs(out, results, meta, write_json=not in_place, step_summary=not args.no_step_summary,
@@ -114,12 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         print_report(results)
     else:
         print(summary_line(results), flush=True)
-    if comparison is not None:
-        from q4gsw.drift.report import print_comparison
+    from q4gsw.drift.report import show_comparison
 
-        print_comparison(comparison, fail_on_drift, make_console())
+    drifted = show_comparison(comparison, problem, fail_on_drift, make_console())
     print(f"report: {out} ({len(paths)} results.json: {', '.join(str(p) for p in paths)})", file=sys.stderr)
-    drifted = len(comparison.gate()) if comparison is not None else 0
     if not args.strict:
         return verdict.with_drift(verdict.OK, drifted, fail_on_drift)
     problems = strict_problems(results, metas)

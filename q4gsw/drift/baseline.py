@@ -15,11 +15,12 @@ import argparse
 import itertools
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from q4gsw.drift.rule import DEFAULT_FACTOR, MEASURED
+from q4gsw.drift.rule import DEFAULT_FACTOR, MEASURED, Comparison, Scope, diff_runs
 from q4gsw.matrix.values import Errors, Tolerance
 from q4gsw.report.junit import case_label
 from q4gsw.report.result import STATUSES, Result
@@ -183,6 +184,20 @@ def read_baseline(path: Path) -> Baseline:
                 raise BaselineError(found, f"result {index} ({case_label(result)}): {problem}", CORRUPT_FIX)
         results += read
     return Baseline(label=str(path), results=tuple(results), sources=tuple(paths))
+
+
+def diff_with(baseline: Baseline, results: Sequence[Result], scope: Scope | None = None) -> tuple[Comparison | None,
+                                                                                                  str]:
+    """(the comparison of these results with the baseline, '') or (None, why it broke). The comparison is secondary
+    to the run's own results: they are written with or without it (and under --fail-on-drift the gate cannot hold)."""
+    try:
+        comparison = diff_runs(baseline.results, results, label=baseline.label, factor=baseline.factor, scope=scope,
+                               accept_removed=baseline.accept_removed)
+        comparison.gate()  # what breaks, breaks here: before any report is written
+    except Exception as exc:
+        return None, (f"the comparison with the baseline {baseline.label} failed ({type(exc).__name__}: {exc}); the "
+                      "results are written without it")
+    return comparison, ""
 
 
 def baseline_from_args(args: argparse.Namespace) -> Baseline | None:

@@ -7,6 +7,7 @@ the new and vanished cases by id; junit.xml marks the drifted testcases (junit.b
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 
 from rich import box
@@ -88,6 +89,24 @@ def print_comparison(comparison: Comparison, fail_on_drift: bool, console: Conso
     console.print(escape(comparison.gate_line()), highlight=False, soft_wrap=True,
                   style="bold red" if gate else "green")
     console.print(escape(rule_text(comparison, fail_on_drift)), highlight=False, style="dim", soft_wrap=True)
+
+
+def show_comparison(comparison: Comparison | None, problem: str, fail_on_drift: bool, console: Console) -> int:
+    """print_comparison, or why there is none (baseline.diff_with's problem, or printing it broke): never an
+    exception once the run's results are written. Returns how many reasons the gate fails for (1 when the
+    comparison broke: the gate cannot hold)."""
+    if comparison is not None:
+        try:
+            print_comparison(comparison, fail_on_drift, console)
+            return len(comparison.gate())
+        except Exception as exc:
+            problem = f"the comparison with the baseline {comparison.baseline} could not be shown " \
+                      f"({type(exc).__name__}: {exc})"
+    if not problem:
+        return 0
+    print(f"warning: {problem}" + ("; --fail-on-drift: the gate cannot hold" if fail_on_drift else ""),
+          file=sys.stderr, flush=True)
+    return 1
 
 
 def _cell(text: str) -> str:

@@ -99,9 +99,18 @@ def write_run_outputs(results_dir: Path, results: list[Result], meta: dict[str, 
         write_results(path, results, meta)
     results_dir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
+    drift: dict[str, str] | None = None
+    section = ""
+    try:  # the comparison with a baseline is secondary: junit.xml and summary.md are written without it if it breaks
+        drift = comparison.drift_by_case() if comparison else None
+    except Exception as exc:
+        notes.append(f"junit.xml written without the comparison with the baseline: {type(exc).__name__}: {exc}")
     try:
-        write_junit(results_dir / "junit.xml", results, meta, comparison.drift_by_case() if comparison else None,
-                    fail_on_drift)
+        section = markdown_section(comparison, fail_on_drift) if comparison else ""
+    except Exception as exc:
+        notes.append(f"summary.md written without the comparison with the baseline: {type(exc).__name__}: {exc}")
+    try:
+        write_junit(results_dir / "junit.xml", results, meta, drift, fail_on_drift)
     except ReportNotWritten as exc:  # reports are secondary to results.json
         notes.append(str(exc))
     except Exception as exc:
@@ -114,7 +123,7 @@ def write_run_outputs(results_dir: Path, results: list[Result], meta: dict[str, 
     try:
         markdown = markdown_summary(results, meta, title=title,
                                     plots=[str(p.relative_to(results_dir)) for p in plots], notes=notes,
-                                    baseline=markdown_section(comparison, fail_on_drift) if comparison else "")
+                                    baseline=section)
         replace_file(results_dir / "summary.md", markdown.encode("utf-8"))
         if step_summary:
             append_step_summary(markdown)

@@ -27,8 +27,9 @@ def run_and_report(selection: Selection, options: RunOptions, root: Path, result
                    matrix_order: Sequence[str] = (), baseline: Baseline | None = None, family: str = "matrix") -> int:
     """family: the kind of kernels this run checks (drift.rule.kernel_family): the baseline's cases of another
     kind are outside it."""
-    from q4gsw.drift.report import print_comparison
-    from q4gsw.drift.rule import Scope, diff_runs
+    from q4gsw.drift.baseline import diff_with
+    from q4gsw.drift.report import show_comparison
+    from q4gsw.drift.rule import Scope
     from q4gsw.report.plots import HistogramsAhead
     from q4gsw.report.write import make_console, print_report, write_run_outputs
 
@@ -67,8 +68,7 @@ def run_and_report(selection: Selection, options: RunOptions, root: Path, result
     # Only the baseline's cases of the configs and backend this run selected are compared: a run of some configs (a
     # shard, --config) against a whole run's results lists no other config as vanished.
     scope = Scope(selection.backend.name, frozenset(c.name for c in selection.configs), family)
-    comparison = diff_runs(baseline.results, collected, label=baseline.label, factor=baseline.factor, scope=scope,
-                           accept_removed=baseline.accept_removed) if baseline is not None else None
+    comparison, problem = diff_with(baseline, collected, scope) if baseline is not None else (None, "")
     fail_on_drift = baseline is not None and baseline.fail_on_drift
     try:
         path = write_run_outputs(results_dir, collected, meta, plots_ahead=ahead, comparison=comparison,
@@ -79,7 +79,6 @@ def run_and_report(selection: Selection, options: RunOptions, root: Path, result
         print(f"error: {exc}; the run's results are only in the table above", file=sys.stderr, flush=True)
         return INTERRUPTED if interrupted else FAILED
     print_report(collected)
-    if comparison is not None:
-        print_comparison(comparison, fail_on_drift, make_console())
+    gate_failures = show_comparison(comparison, problem, fail_on_drift, make_console())
     print(f"results: {path} (wall {meta['wall_s']:.1f} s)", file=sys.stderr, flush=True)
-    return with_drift(exit_code(collected, interrupted), len(comparison.gate()) if comparison else 0, fail_on_drift)
+    return with_drift(exit_code(collected, interrupted), gate_failures, fail_on_drift)
