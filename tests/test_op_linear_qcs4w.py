@@ -139,11 +139,20 @@ def test_every_matrix_config_of_the_op_is_per_channel_and_in_its_suites():
 
 
 def test_inputs_are_activations_of_the_config_shape_reproducible_with_numpy():
+    """Each input against what its docstring promises, computed here: the ramp ((i % 17) - 8) / 16, the normal one
+    numpy's standard_normal seeded [seed, 0x1A7E], and outliers of +-25 / +-60 in ~0.5% of small N(0, 0.1) values."""
     config = qcs4w_config(3, 98, 12, inputs=("ramp", "normal", "outliers"))
-    for name in OP.input_names:
-        x = OP.make_input(name, config)
-        assert x.shape == (3, 98) and x.dtype == np.float32
-        assert np.array_equal(x, OP.make_input(name, config))
+    assert set(OP.input_names) == {"ramp", "normal", "outliers"}
+    x = {name: OP.make_input(name, config) for name in OP.input_names}
+    assert all(v.shape == (3, 98) and v.dtype == np.float32 for v in x.values())
+    assert x["ramp"].ravel().tolist() == [((i % 17) - 8) / 16 for i in range(3 * 98)]
+    seed = config.weight_seed
+    expected = np.random.default_rng([seed, 0x1A7E]).standard_normal((3, 98), dtype=np.float32)
+    assert x["normal"].tobytes() == expected.tobytes()
+    big = np.abs(x["outliers"]) >= 20
+    assert set(np.abs(x["outliers"][big]).tolist()) <= {25.0, 60.0} and np.abs(x["outliers"][~big]).max() < 1
+    other = dataclasses.replace(config, weight_seed=seed + 1)  # the seed is the config's
+    assert not np.array_equal(OP.make_input("normal", other), x["normal"])
 
 
 def test_constants_files_round_trip_and_a_wrong_shape_is_named():
