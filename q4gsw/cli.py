@@ -180,7 +180,7 @@ def check_output_folder(path: Path, option: str, what: str = "results folder") -
 def cmd_run_kernel_set(matrix: Matrix, args: argparse.Namespace, checkout: Path) -> int:
     """run --executorch PATH: every kernel set (one per op) read from the checkout, routed as its runtime routes
     it. A set whose op folder the checkout lacks (an older ExecuTorch) is said and left out, unless that op was
-    asked for by --op."""
+    asked for by --op (a usage error); a required config of it named by --config fails."""
     from q4gsw.cases import Skip
     from q4gsw.export.kernel_sets import load_checkout
     from q4gsw.matrix.expressions import kernel_applies
@@ -194,6 +194,13 @@ def cmd_run_kernel_set(matrix: Matrix, args: argparse.Namespace, checkout: Path)
                                        f"op {{op}} has no [kernel_set] in {matrix.path}: no ExecuTorch kernels of it")
     selection = selection.filter_by_op({loaded.spec.op for loaded in loaded_sets},
                                        f"op {{op}}: {checkout} has no kernels of it (an older ExecuTorch?)")
+    # A required config named by --config is asked for: never silently skipped for a tree that lacks its op's
+    # folder, it fails with the reason (an op with no kernel set has no ExecuTorch kernels to lack: still a skip).
+    lacking = {spec.op for spec in matrix.kernel_sets.values()} - {loaded.spec.op for loaded in loaded_sets}
+    selection = replace(selection, skipped=tuple(
+        replace(s, status="fail", reason=f"required config '{s.config.name}' was asked for (--config), but {s.reason}")
+        if s.config.name in args.config and s.config.tier == "required" and s.config.op in lacking
+        and s.status == "skip" else s for s in selection.skipped))
     missing = [Skip(config, f"kernel '{kernel.name}' declared in [kernel_set.{loaded.spec.name}] is missing from the "
                             f"tree or unusable: {loaded.missing[kernel.name]}", kernel=kernel.name, status="fail")
                for loaded in loaded_sets for config in selection.configs for kernel in loaded.spec.kernels

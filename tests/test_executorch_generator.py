@@ -173,18 +173,40 @@ def test_the_generator_runs_in_its_own_process(matrix, tree_with_wheel_generator
 
 def test_an_op_the_checkout_lacks_is_said_and_its_configs_skipped(matrix, tree_with_wheel_generator, monkeypatch,
                                                                   capsys):
-    """A tree with only quantized_linear/ (an older ExecuTorch): the other ops' configs are skips with the reason,
-    never failures of a required config, and the console says which ops are not checked."""
+    """A tree with only quantized_linear/ (an older ExecuTorch): the other ops' configs the run selected by suite and
+    tier are skips with the reason, and the console says which ops are not checked; one named by --config that is
+    not required (a heavy one here) is a skip too."""
+    handed: list[Selection] = []
+    monkeypatch.setattr(cli, "cmd_run", lambda m, a, selection=None, **_: handed.append(selection) or 0)
+    args = cli.build_parser().parse_args(["run", "--executorch", str(tree_with_wheel_generator), "--backend",
+                                          "swiftshader-dawn", "--config", "q_proj", "--config", "qcs4w_q_proj_4k"])
+    cli.cmd_run_kernel_set(matrix, args, tree_with_wheel_generator)
+    (selection,) = handed
+    assert [c.name for c in selection.configs] == ["q_proj"]
+    (skip,) = [s for s in selection.skipped if s.config.name == "qcs4w_q_proj_4k"]
+    assert skip.status == "skip" and "op linear_qcs4w" in skip.reason and "has no kernels of it" in skip.reason
+    assert "backends/webgpu/runtime/ops/linear_qcs4w: op linear_qcs4w is not checked" in capsys.readouterr().out
+    handed.clear()
+    args = cli.build_parser().parse_args(["run", "--executorch", str(tree_with_wheel_generator), "--backend",
+                                          "swiftshader-dawn", "--suite", "qcs4w-llama"])
+    cli.cmd_run_kernel_set(matrix, args, tree_with_wheel_generator)
+    (selection,) = handed
+    assert {s.status for s in selection.skipped if s.config.op == "linear_qcs4w"} == {"skip"}
+
+
+def test_a_required_config_named_of_an_op_the_checkout_lacks_fails(matrix, tree_with_wheel_generator, monkeypatch):
+    """Required is never silently skipped: `--config qcs4w_q_proj` on a tree without linear_qcs4w/ was a skip, and
+    the run exited 0 on q_proj alone (issue 29)."""
     handed: list[Selection] = []
     monkeypatch.setattr(cli, "cmd_run", lambda m, a, selection=None, **_: handed.append(selection) or 0)
     args = cli.build_parser().parse_args(["run", "--executorch", str(tree_with_wheel_generator), "--backend",
                                           "swiftshader-dawn", "--config", "q_proj", "--config", "qcs4w_q_proj"])
     cli.cmd_run_kernel_set(matrix, args, tree_with_wheel_generator)
     (selection,) = handed
-    assert [c.name for c in selection.configs] == ["q_proj"]
-    (skip,) = [s for s in selection.skipped if s.config.name == "qcs4w_q_proj"]
-    assert skip.status == "skip" and "op linear_qcs4w" in skip.reason and "has no kernels of it" in skip.reason
-    assert "backends/webgpu/runtime/ops/linear_qcs4w: op linear_qcs4w is not checked" in capsys.readouterr().out
+    (failed,) = [s for s in selection.skipped if s.config.name == "qcs4w_q_proj"]
+    assert failed.status == "fail"
+    assert failed.reason.startswith("required config 'qcs4w_q_proj' was asked for (--config), but op linear_qcs4w: ")
+    assert "has no kernels of it" in failed.reason
 
 
 def test_an_op_without_a_kernel_set_is_said_so_not_taken_for_an_older_executorch(matrix, tree_with_wheel_generator,
