@@ -128,6 +128,7 @@ def tests(session: nox.Session) -> None:
     """Unit + end-to-end tests (pytest)."""
     _install(session, "export,report,test")
     session.run("ruff", "check", "q4gsw", "tests", "noxfile.py")
+    # pyproject.toml's addopts run the tests on every core (pytest-xdist); `-- -n 0` runs them serially.
     session.run("python", "-m", "pytest", "-q", "-rs", *session.posargs)
 
 

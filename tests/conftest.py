@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parent.parent
 MATRIX = REPO / "matrix.toml"
@@ -47,10 +48,20 @@ def lavapipe_env() -> dict[str, str]:
     return provisioned_env("lavapipe")
 
 
+def shared_folder(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder of this pytest run that every xdist worker sees: a session fixture runs once per worker, and its
+    base temp is the run's own, one level down (popen-gwN)."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def fixture_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One fixture cache for the whole session, shared by the end-to-end tests."""
-    return tmp_path_factory.mktemp("q4gsw-cache")
+    """One fixture cache for the whole run, shared by the end-to-end tests of every xdist worker: the cache's own
+    file locks make a worker wait for a fixture another is exporting, instead of exporting it again."""
+    return shared_folder(tmp_path_factory, "q4gsw-cache")
 
 
 TINY_MATRIX = '''
@@ -172,13 +183,18 @@ def write_fault_matrix(path: Path, timeout_s: float = 120, order: str = "abh",
 
 @pytest.fixture(scope="session")
 def fault_fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Portable fixtures (`export --out DIR`) of the fault matrix's configs a and b, exported once per session.
-    Tests copy them; they must not modify this folder."""
-    folder = tmp_path_factory.mktemp("fault-fixtures")
-    matrix = write_fault_matrix(folder / "matrix.toml")
-    done = run_cli("export", "--matrix", str(matrix), "--out", str(folder / "out"), "--config", "a", "--config", "b",
-                   timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    """Portable fixtures (`export --out DIR`) of the fault matrix's configs a and b, exported once per run (the
+    first xdist worker to need them exports, the others wait on the lock). Tests copy them; they must not modify
+    this folder."""
+    folder = shared_folder(tmp_path_factory, "fault-fixtures")
+    exported = folder / "exported"  # written last: the export finished and passed
+    with FileLock(str(folder) + ".lock"):
+        if not exported.exists():
+            matrix = write_fault_matrix(folder / "matrix.toml")
+            done = run_cli("export", "--matrix", str(matrix), "--out", str(folder / "out"), "--config", "a",
+                           "--config", "b", timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
+            exported.touch()
     return folder / "out"
 
 

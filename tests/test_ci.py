@@ -290,6 +290,7 @@ def nox_sessions() -> set[str]:
     return {s["session"] for s in json.loads(result.stdout)}
 
 
+@pytest.mark.xdist_group("nox-sessions")  # one worker lists the sessions (`nox -l`) once
 def test_ci_matrix_sessions_exist_in_nox(nox_sessions, capsys):
     data = _ci_matrix(capsys, "--tier", "required", "--tier", "heavy")
     named = {e["session"] for e in data["include"]}
@@ -307,6 +308,7 @@ def _run_scripts(workflow: dict) -> list[str]:
     return [step["run"] for job in workflow["jobs"].values() for step in job.get("steps", []) if "run" in step]
 
 
+@pytest.mark.xdist_group("nox-sessions")
 def test_workflow_sessions_exist_in_nox(nox_sessions):
     scripts = "\n".join(_run_scripts(_workflow()))
     named = set(re.findall(r"\bnox\s+-s\s+([A-Za-z0-9_.-]+)", scripts))

@@ -202,6 +202,7 @@ def gpu_results(tmp_path_factory: pytest.TempPathFactory, lavapipe_env: dict[str
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("lavapipe-kernels")  # one worker: gpu_results (every kernel at once) runs once
 @pytest.mark.parametrize("kernel", sorted(KERNEL_SHAPES))
 def test_gpu_kernel_matches_fp64_golden(kernel: str, gpu_results: dict[Spec, Result]):
     mine = {spec: r for spec, r in gpu_results.items() if spec.kernel == kernel}
@@ -226,6 +227,7 @@ def test_gpu_kernel_matches_fp64_golden(kernel: str, gpu_results: dict[Spec, Res
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("lavapipe-kernels")
 def test_forced_overrides_and_dispatches_really_ran(gpu_results: dict[Spec, Result]):
     """The forced rpt / teams and grid-stride dispatches reach the kernel: the recorded workgroups follow them."""
     for spec, r in gpu_results.items():

@@ -19,7 +19,8 @@ from q4gsw.matrix.expressions import kernel_applies, written_for
 from q4gsw.matrix.load import Tolerance, load_matrix
 from q4gsw.report.result import Result
 
-pytestmark = pytest.mark.e2e
+# One xdist worker runs every test of this module: kernel_results (every kernel at once) then runs once.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("swiftshader-kernels")]
 
 # M, N not multiples of the 8x8 output blocks (or of a workgroup's 512 columns); K with 1, 8 and
 # 32 packed words per row; every group size that divides K.
