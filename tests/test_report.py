@@ -311,6 +311,31 @@ def test_plots_are_pngs(tmp_path):
     assert "no error histogram" not in (tmp_path / "summary.md").read_text()
 
 
+def test_plots_of_long_names_leak_no_matplotlib_warning(tmp_path, capsys):
+    """Issue 29: fig.tight_layout() could not fit long case names in the headroom chart and said so with
+    "UserWarning: Tight layout not applied" and a source path, in the middle of a run's output. The image now
+    grows to hold every label; no warning of any kind comes out, drawn ahead on the thread or at the end."""
+    import warnings
+
+    pytest.importorskip("matplotlib")
+    long = "c" * 62
+    results = [passing(config=f"{long}{i:02d}", kernel="q4gsw_linear_gemm_steel_half_bk64", headroom=0.1 * (i + 1),
+                       case_id=f"{long}{i:02d}/q4gsw_linear_gemm_steel_half_bk64/ramp@{backend}", backend=backend)
+               for i in range(3) for backend in ("swiftshader", "lavapipe")]
+    exact = replace(passing(config="exact"), errors=replace(passing().errors, max_abs=0.0, headroom=0.0,
+                                                             histogram=error_histogram(np.ones((1, 8), np.float32),
+                                                                                       np.ones((1, 8)))))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ahead = plots.HistogramsAhead()
+        for result in [*results, exact]:
+            ahead.add(result)
+        files, notes = plots.write_plots(tmp_path / "plots", [*results, exact], ahead)
+    assert [str(w.message) for w in caught] == []
+    assert capsys.readouterr().err == "" and notes == []
+    assert len(files) == 5 and all(f.read_bytes()[:8] == PNG_MAGIC for f in files)
+
+
 def test_no_histogram_is_warned_only_where_a_case_was_compared(tmp_path, capsys):
     """issue 22: a backend with no adapter fails every config before any comparison; one FAIL per config says
     so, and no "no error histogram for <config>" line per config repeats it. A compared case without a
