@@ -44,7 +44,7 @@ def _matrix_backends() -> list[str]:
     return sorted(_matrix_data().get("backend", {})) or ["swiftshader"]
 
 
-def _install(session: nox.Session, extras: str) -> None:
+def _install(session: nox.Session, extras: str, constraints: str = CONSTRAINTS) -> None:
     env: dict[str, str] = {}
     reinstall: list[str] = []
     if session.venv_backend == "uv":
@@ -54,7 +54,7 @@ def _install(session: nox.Session, extras: str) -> None:
         # CPU build of torch) offers them to uv too, instead of uv fetching PyPI's CUDA build.
         if os.environ.get("PIP_FIND_LINKS") and not os.environ.get("UV_FIND_LINKS"):
             env["UV_FIND_LINKS"] = os.environ["PIP_FIND_LINKS"]
-    session.install("-c", CONSTRAINTS, *reinstall, "-e", f".[{extras}]", env=env)
+    session.install("-c", constraints, *reinstall, "-e", f".[{extras}]", env=env)
 
 
 def _fixtures_folder(posargs: list[str]) -> Path | None:
@@ -202,3 +202,83 @@ def executorch(session: nox.Session) -> None:
         suites = []  # the user chose what to run
     session.run("python", "-m", "q4gsw", "run", "--tier", "required", "--results", "results/executorch", *suites,
                 *posargs)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The WebGPU implementation versions axis (docs/versions.md): one session per release, each in its own virtualenv
+# holding exactly that package (constraints.txt's pin of it replaced), all running the same selection from one
+# export. The default sessions keep constraints.txt's pins. Left out, and why:
+#   wgpudawn 0.32.0.0  its Dawn extras have no set_instance_extras: q4gsw can neither pick Dawn's backend nor turn off
+#                      its timestamp quantization, so every case fails at the adapter probe (AttributeError).
+#   wgpu < 0.30        not asked for; pyproject.toml's range (wgpu>=0.30) keeps them out.
+# ------------------------------------------------------------------------------------------------------------------
+WEBGPU_VERSIONS = {
+    "wgpudawn": ("0.32.0.1", "0.32.0.2", "0.32.0.3", "0.32.0.4"),
+    "wgpu": ("0.30.0", "0.30.1", "0.31.0", "0.31.1", "0.32.0"),
+}
+VERSIONS_BACKEND = {"wgpudawn": "swiftshader-dawn", "wgpu": "swiftshader"}  # the default; `-- --backend B` wins
+VERSIONS_FIXTURES = "results/versions-fixtures"
+
+
+def release_constraints(text: str, package: str, version: str) -> str:
+    """constraints.txt with its pin of `package` replaced by `version` (the other pins kept exact)."""
+    kept = [line for line in text.splitlines() if line.split("==")[0].strip().lower() != package]
+    return "\n".join([*kept, f"{package}=={version}", ""])
+
+
+def versions_run_args(package: str, release: str, posargs: list[str]) -> list[str]:
+    """`python -m q4gsw run` arguments of a release's session: the required tier on its implementation's SwiftShader
+    backend from the shared export, unless the user's arguments name a backend or fixtures."""
+    args = ["run", "--tier", "required", "--results", f"results/{versions_session(package, release)}"]
+    if not any(a == "--backend" or a.startswith("--backend=") for a in posargs):
+        args += ["--backend", VERSIONS_BACKEND[package]]
+    if _fixtures_folder(posargs) is None:
+        args += ["--fixtures", VERSIONS_FIXTURES]
+    return [*args, *posargs]
+
+
+def versions_session(package: str, release: str) -> str:
+    return f"versions-{package}-{release}"
+
+
+@nox.session(name="versions-fixtures", default=False, tags=["versions"])
+def versions_fixtures(session: nox.Session) -> None:
+    """The one export every versions-* session runs from (results/versions-fixtures); `-- --suite S` etc."""
+    _install(session, "export,report")
+    session.run("python", "-m", "q4gsw", "export", "--out", VERSIONS_FIXTURES, "--tier", "required",
+                *session.posargs)
+
+
+def _release(package: str, release: str) -> Callable[[nox.Session], None]:
+    def session_body(session: nox.Session) -> None:
+        args = versions_run_args(package, release, list(session.posargs))
+        fixtures = _fixtures_folder(args)
+        if fixtures is None or not fixtures.is_dir():
+            session.error(f"no fixtures at {fixtures}: run `nox -s versions-fixtures` first, or pass "
+                          "`-- --fixtures DIR` (a folder from `python -m q4gsw export --out DIR`)")
+        constraints = Path(session.create_tmp()) / "constraints.txt"
+        constraints.write_text(release_constraints(Path(CONSTRAINTS).read_text(), package, release))
+        _install(session, run_extras(args), str(constraints))
+        session.run("python", "-m", "q4gsw", *args)
+
+    session_body.__doc__ = f"Required tier through {package}=={release} (WebGPU versions axis, docs/versions.md)."
+    return session_body
+
+
+for _package, _releases in WEBGPU_VERSIONS.items():
+    for _release_version in _releases:
+        nox.session(name=versions_session(_package, _release_version), tags=["versions", _package],
+                    default=False)(_release(_package, _release_version))
+
+
+@nox.session(name="versions-table", default=False, tags=["versions"])
+def versions_table(session: nox.Session) -> None:
+    """The version x case table and what moved between releases, from the versions-* results present
+    (results/versions-table); `-- --bench A.json B.json` adds the speed."""
+    _install(session, "report")
+    runs = [f"results/{versions_session(p, r)}" for p, rs in WEBGPU_VERSIONS.items() for r in rs
+            if (ROOT / "results" / versions_session(p, r) / "results.json").is_file()]
+    if not runs:
+        session.error("no results/versions-*/results.json: run the versions-* sessions first (`nox -t versions`)")
+    session.run("python", "-m", "q4gsw", "report", "--versions", *runs, "--out", "results/versions-table",
+                *session.posargs)

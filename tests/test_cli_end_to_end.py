@@ -4,6 +4,7 @@ runs them: the real export (torchao + torch.export + Vulkan partitioner) and a r
 from __future__ import annotations
 
 import json
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,9 @@ def test_tiny_matrix_runs_required_and_skips_heavy(swiftshader_env, fixture_cach
         r = results[name]
         assert r["status"] == "pass"
         assert "SwiftShader" in r["adapter"]["name"] and r["adapter"]["api"] == "Vulkan"
+        # the implementation version (docs/versions.md): the exact package, the library it loaded, the driver's build
+        assert r["adapter"]["webgpu_package"] == f"wgpu=={metadata.version('wgpu')}"
+        assert r["adapter"]["webgpu_build"].startswith("wgpu-native ") and r["adapter"]["driver_package"]
         assert 0 <= r["errors"]["headroom"] <= 1 and r["errors"]["mismatches"] == 0
         assert r["provenance"]["weight_seed"] == 0 and r["tolerance"]["justification"]
         assert r["provenance"]["fixture"] and r["provenance"]["kernel_source"].endswith(".wgsl")
@@ -39,6 +43,7 @@ def test_tiny_matrix_runs_required_and_skips_heavy(swiftshader_env, fixture_cach
         assert all(r["timings"][k] is not None for k in ("unpack_s", "golden_s", "gpu_s", "compare_s", "total_s"))
         assert r["timings"]["fixture_export_s"] > 0  # how long the fixture took to build, even from the cache
     assert results["tiny_heavy"]["status"] == "skip"
+    assert json.loads((out / "results.json").read_text())["webgpu_package"] == f"wgpu=={metadata.version('wgpu')}"
 
 
 def test_kv_proj_and_kv_proj_4k_on_swiftshader(swiftshader_env, fixture_cache: Path, tmp_path: Path):

@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "case, no passed case, an interrupted run, or a required config that ran no case on a "
                              "backend it was selected for; without it the exit code is 0 once the reports are written")
     parser.add_argument("--quiet", action="store_true", help="do not print the results table")
+    parser.add_argument("--versions", action="store_true",
+                        help="the DIRs are runs of one selection through several releases of a WebGPU implementation "
+                             "(the versions-* sessions): write the version x case table and what moved release "
+                             "after release (versions.md, versions.json in --out; docs/versions.md)")
+    parser.add_argument("--bench", nargs="+", type=Path, default=[], metavar="BENCH.json",
+                        help="with --versions: one bench JSON per release (`q4gsw bench --json`): the speed too")
     add_baseline_options(parser)
     return parser
 
@@ -72,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     from q4gsw.report.write import make_console, print_report, write_run_outputs
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.versions or args.bench:
+        return versions_report(args)
     try:
         paths = find_results(args.sources)
         results, metas = load_all(paths)
@@ -123,6 +131,44 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"strict: {problem}", file=sys.stderr)
     return verdict.with_drift(verdict.FAILED if problems else verdict.OK, drifted, fail_on_drift)
+
+
+def versions_report(args: argparse.Namespace) -> int:
+    """`report --versions`: the version x case table of the runs (q4gsw.drift.versions); with --fail-on-drift,
+    exit 1 when a case drifted or changed status between two releases."""
+    from q4gsw.drift import versions
+    from q4gsw.report.result import ReportNotWritten
+    from q4gsw.report.summary import append_step_summary
+
+    problem = ("--bench needs --versions" if not args.versions else
+               "--baseline does not apply to --versions (each release is compared with the previous one)"
+               if args.baseline is not None else "")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return verdict.USAGE
+    out = args.out or DEFAULT_MERGED.with_name("versions")
+    try:
+        paths = find_results(args.sources)
+        releases = versions.read_releases(paths)
+        if len(releases) < 2:
+            raise ReportError(f"{', '.join(map(str, paths))}: runs of {len(releases)} release(s): --versions "
+                              "compares runs of two or more releases (e.g. results/versions-*)")
+        found = versions.steps(releases, args.drift_factor, versions.read_bench_runs(args.bench))
+        check_output(out, paths, write_json=False)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return verdict.USAGE
+    try:
+        text = versions.write(out, releases, found, args.fail_on_drift)
+    except ReportNotWritten as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return verdict.FAILED
+    if not args.no_step_summary:
+        append_step_summary(text)
+    if not args.quiet:
+        print(text)
+    print(f"versions: {out / 'versions.md'} ({len(releases)} releases)", file=sys.stderr)
+    return verdict.with_drift(verdict.OK, sum(s.gated for s in found), args.fail_on_drift)
 
 
 OUTPUT_FILES = ("results.json", "junit.xml", "summary.md")

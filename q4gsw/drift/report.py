@@ -113,10 +113,11 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def markdown_section(comparison: Comparison, fail_on_drift: bool) -> str:
-    """summary.md's "Compared with the baseline" section (also in $GITHUB_STEP_SUMMARY)."""
+def markdown_section(comparison: Comparison, fail_on_drift: bool, heading: str = "Compared with the baseline") -> str:
+    """summary.md's "Compared with the baseline" section (also in $GITHUB_STEP_SUMMARY); `report --versions` gives
+    each release step its own heading."""
     counts = comparison.counts()
-    lines = ["### Compared with the baseline", "", f"**{_cell(comparison.line())}**", "",
+    lines = [f"### {heading}", "", f"**{_cell(comparison.line())}**", "",
              f"**{_cell(comparison.gate_line())}**", "", _cell(rule_text(comparison, fail_on_drift)), ""]
     moved = [d for d in comparison.deltas if d.kind in LISTED]
     if moved:

@@ -123,6 +123,9 @@ class AdapterInfo:
     api: str = ""
     driver: str = ""
     webgpu: str = ""  # the WebGPU implementation that found it: wgpu-native or dawn
+    webgpu_package: str = ""  # its package, exactly: "wgpudawn==0.32.0.4", "wgpu==0.32.0" (adapter.package_of)
+    webgpu_build: str = ""  # the native library that package loaded: "Dawn v20261009.190412", "wgpu-native 29.0.1.1"
+    driver_package: str = ""  # the provisioned Vulkan driver's build ("chromium-common 156.0…"), "" for the system's
     features: tuple[str, ...] = ()
     native_features: Mapping[str, str] = field(default_factory=dict)  # matrix name -> implementation name
     limits: Mapping[str, int] = field(default_factory=dict)
@@ -131,8 +134,18 @@ class AdapterInfo:
     def is_cpu(self) -> bool:
         return self.device_type == "CPU" or "llvmpipe" in self.name.lower()
 
+    def driver_text(self) -> str:
+        """The driver as the adapter names it and, for a provisioned one, the build it came from."""
+        parts = [p for p in (self.driver, self.driver_package) if p]
+        return ", ".join(parts) or "n/a"
+
+    def webgpu_text(self) -> str:
+        """The implementation with its exact package and native build, e.g. `dawn (wgpudawn==0.32.0.4, Dawn v…)`."""
+        parts = [p for p in (self.webgpu_package, self.webgpu_build) if p]
+        return self.webgpu + (f" ({', '.join(parts)})" if parts else "")
+
     def describe(self) -> str:
-        return f"{self.name} ({self.device_type}, {self.api}, driver {self.driver or 'n/a'}) via {self.webgpu}"
+        return f"{self.name} ({self.device_type}, {self.api}, driver {self.driver_text()}) via {self.webgpu_text()}"
 
 
 @dataclass(frozen=True)

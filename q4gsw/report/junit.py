@@ -71,9 +71,10 @@ def failure_details(result: Result) -> str:
         lines.append(f"tolerance: atol {tol.atol} + rtol {tol.rtol} * |golden| ({tol.source}): {tol.justification}")
     if adapter is not None:
         lines.append(f"adapter: {adapter.name or '?'} ({adapter.device_type or '?'}, {adapter.api or '?'}, "
-                     f"driver {adapter.driver or 'n/a'})")
+                     f"driver {adapter.driver_text()})")
     if result.webgpu or result.routed:
-        lines.append(f"webgpu: {result.webgpu or 'n/a'}; routed variant: {result.routed or 'n/a'}")
+        webgpu = adapter.webgpu_text() if adapter is not None and adapter.webgpu_package else result.webgpu
+        lines.append(f"webgpu: {webgpu or 'n/a'}; routed variant: {result.routed or 'n/a'}")
     lines.append(f"reproduce: {reproduce_line(result)}")
     return "\n".join(lines)
 
@@ -89,7 +90,8 @@ def _case_time(result: Result) -> float:
 def case_properties(result: Result) -> list[tuple[str, str]]:
     """Per-testcase <property> pairs (the empty ones left out)."""
     adapter = result.adapter
-    pairs = [("webgpu", result.webgpu), ("routed", result.routed),
+    pairs = [("webgpu", result.webgpu), ("webgpu_package", adapter.webgpu_package if adapter is not None else ""),
+             ("routed", result.routed),
              ("role", result.role if result.role != "subject" else ""), ("upstream", result.upstream),
              ("adapter", adapter.name if adapter is not None else ""), ("shape", result.shape.text())]
     return [(key, str(value)) for key, value in pairs if value]
@@ -114,8 +116,14 @@ def build_junit(results: list[Result], meta: dict[str, Any] | None = None, drift
         adapter = next((r.adapter for r in cases if r.adapter is not None), None)
         versions = next((r.provenance.versions for r in cases if r.provenance.versions), {})
         implementations = ", ".join(dict.fromkeys(r.webgpu for r in cases if r.webgpu))
+        # Every WebGPU package and build the suite's cases ran on (a merge of two versions' runs has both).
+        packages, builds = (", ".join(dict.fromkeys(getattr(r.adapter, name) for r in cases
+                                                    if r.adapter is not None and getattr(r.adapter, name)))
+                            for name in ("webgpu_package", "webgpu_build"))
         for key, value in (("adapter", adapter.name if adapter else ""),
-                           ("adapter_driver", adapter.driver if adapter else ""), ("webgpu", implementations),
+                           ("adapter_driver", adapter.driver if adapter else ""),
+                           ("driver_package", adapter.driver_package if adapter else ""), ("webgpu", implementations),
+                           ("webgpu_package", packages), ("webgpu_build", builds),
                            ("q4gsw_version", meta.get("q4gsw_version", versions.get("q4gsw", ""))),
                            ("command", meta.get("command", "")), ("matrix", meta.get("matrix", "")),
                            *((f"version.{k}", v) for k, v in sorted(versions.items()))):

@@ -40,7 +40,8 @@ def stages(r: Result) -> str:
 def row(r: Result) -> list[str]:
     e, tol = r.errors, r.tolerance
     worst = e.worst_index if e is not None else None
-    return [STATUS_MARK.get(r.status, r.status), r.config, r.shape.text(), r.kernel, r.input, r.backend, r.webgpu,
+    webgpu = r.adapter.webgpu_package if r.adapter is not None and r.adapter.webgpu_package else r.webgpu
+    return [STATUS_MARK.get(r.status, r.status), r.config, r.shape.text(), r.kernel, r.input, r.backend, webgpu,
             r.routed, r.adapter.name if r.adapter is not None else "",
             format_number(e.max_abs if e is not None else None, ".2e"),
             format_number(e.max_rel if e is not None else None, ".2e"),
@@ -50,6 +51,17 @@ def row(r: Result) -> list[str]:
             f"{tol.atol:g} / {tol.rtol:g}" if tol is not None else "",
             format_number(r.timings.gpu_s, ".3f"), format_number(r.timings.gflops, ".2f"), stages(r),
             f"{r.peak_rss_bytes / 2**30:.2f} GiB" if r.peak_rss_bytes else ""]
+
+
+def webgpu_facts(results: Sequence[Result]) -> list[str]:
+    """The WebGPU implementations with their exact packages and builds, and the drivers, the results ran on."""
+    adapters = [r.adapter for r in results if r.adapter is not None]
+    described = {a.webgpu for a in adapters}
+    implementations = [*dict.fromkeys(a.webgpu_text() for a in adapters),
+                       *dict.fromkeys(r.webgpu for r in results if r.webgpu and r.webgpu not in described)]
+    drivers = list(dict.fromkeys(a.driver_text() for a in adapters))
+    return ([f"WebGPU {', '.join(implementations)}"] if implementations else []) + \
+        ([f"driver {', '.join(drivers)}"] if drivers else [])
 
 
 def where(r: Result) -> str:
@@ -70,9 +82,7 @@ def markdown_summary(results: Sequence[Result], meta: dict[str, Any] | None = No
         facts.append(f"merged from {len(meta['merged_from'])} result files")
     if meta.get("q4gsw_version"):
         facts.append(f"q4gsw {meta['q4gsw_version']}")
-    implementations = list(dict.fromkeys(r.webgpu for r in results if r.webgpu))
-    if implementations:
-        facts.append(f"WebGPU {', '.join(implementations)}")
+    facts += webgpu_facts(results)
     if meta.get("host"):
         facts.append(f"host `{meta['host']}`")
     if isinstance(meta.get("wall_s"), int | float):

@@ -32,6 +32,7 @@ def run_and_report(selection: Selection, options: RunOptions, root: Path, result
     from q4gsw.drift.rule import Scope
     from q4gsw.report.plots import HistogramsAhead
     from q4gsw.report.write import make_console, print_report, write_run_outputs
+    from q4gsw.webgpu.adapter import package_of
 
     collected: list[Result] = []
     started = time.time()
@@ -60,7 +61,8 @@ def run_and_report(selection: Selection, options: RunOptions, root: Path, result
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
     meta = {"q4gsw_version": __version__, "command": " ".join(sys.argv), "backend": selection.backend.name,
-            "webgpu": selection.backend.webgpu, "matrix": str(matrix_path),
+            "webgpu": selection.backend.webgpu, "webgpu_package": package_of(selection.backend.webgpu),
+            "matrix": str(matrix_path),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "wall_s": time.time() - started, "host": platform.node(), "python": platform.python_version(),
             "interrupted": interrupted}

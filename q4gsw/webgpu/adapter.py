@@ -10,7 +10,12 @@ BackendUnavailable with the adapters it did see.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import re
+from importlib import metadata
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -18,6 +23,9 @@ from q4gsw.matrix.values import AdapterInfo, Backend
 from q4gsw.paths import job_folder
 
 IMPLEMENTATIONS = ("wgpu-native", "dawn")
+# The pip package each implementation ships in: its exact version is the implementation version a result records
+# (and the axis of `nox -s versions-*`, docs/versions.md).
+PACKAGES = {"wgpu-native": "wgpu", "dawn": "wgpudawn"}
 # implementation-specific feature name -> the matrix's name for it
 FEATURE_ALIASES = {"dawn": {"subgroups": "subgroup"}}
 OPTIONAL_SHADER_FEATURES = ("shader-f16", "subgroup")
@@ -52,6 +60,51 @@ def load_wgpu(implementation: str) -> ModuleType:
     return wgpu
 
 
+def package_of(implementation: str) -> str:
+    """The installed package of an implementation as a pip requirement (`wgpudawn==0.32.0.4`), read from its
+    metadata without importing it; `wgpudawn (not installed)` when absent."""
+    package = PACKAGES[implementation]
+    try:
+        return f"{package}=={metadata.version(package)}"
+    except metadata.PackageNotFoundError:
+        return f"{package} (not installed)"
+
+
+def build_of(implementation: str) -> str:
+    """The native library the package loaded (after load_wgpu): the Dawn release it was built from, or the
+    wgpu-native version the library itself reports. Two package versions can ship the same build."""
+    if implementation == "dawn":
+        from wgpudawn import _lib
+
+        return f"Dawn {getattr(_lib, 'dawn_version', 'release unknown')}"
+    from wgpu.backends.wgpu_native import lib_version_info
+
+    return "wgpu-native " + ".".join(str(part) for part in lib_version_info)
+
+
+# dpkg-x'd package folders (q4gsw's own SwiftShader, provision.py) are named PACKAGE_VERSION_ARCH
+_UNPACKED = re.compile(r"^(?P<package>[a-z0-9][a-z0-9.+-]*)_(?P<version>[^_]+)_[a-z0-9]+$")
+
+
+@functools.cache
+def driver_package() -> str:
+    """The Vulkan driver build the loader was pointed at (VK_ICD_FILENAMES, set by provisioning): the Debian
+    package and version its library was unpacked from (SwiftShader: chromium-common's), else the library's path;
+    "" when the loader finds the system's drivers (a native GPU: its driver version is the adapter's `driver`)."""
+    icd = os.environ.get("VK_ICD_FILENAMES", "").split(os.pathsep)[0]
+    if not icd:
+        return ""
+    try:
+        library = Path(json.loads(Path(icd).read_text())["ICD"]["library_path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"ICD {icd} (unreadable)"
+    for folder in library.parents:
+        match = _UNPACKED.match(folder.name)
+        if match:
+            return f"{match['package']} {match['version']}"
+    return str(library)
+
+
 def _info_of(adapter: Any, implementation: str) -> AdapterInfo:
     info = adapter.info
     aliases = FEATURE_ALIASES.get(implementation, {})
@@ -59,6 +112,8 @@ def _info_of(adapter: Any, implementation: str) -> AdapterInfo:
     return AdapterInfo(name=str(info.get("device", "")), vendor=str(info.get("vendor", "")),
                        device_type=str(info.get("adapter_type", "")), api=str(info.get("backend_type", "")),
                        driver=str(info.get("description", "")), webgpu=implementation,
+                       webgpu_package=package_of(implementation), webgpu_build=build_of(implementation),
+                       driver_package=driver_package(),
                        features=tuple(sorted(native)), native_features=native, limits=dict(adapter.limits))
 
 
