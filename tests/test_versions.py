@@ -231,8 +231,10 @@ def test_versions_usage_errors_are_one_line_exit_2(tmp_path, capsys, problem):
 
 
 def _bench(path: Path, package: str, seconds: float) -> Path:
-    rows = [{"shape": "1x2048x2048", "kernel": "gemv", "group_size": 32, "time_s": seconds, "median_s": seconds,
-             "spread_s": seconds * 0.01, "samples_s": [seconds], "gflops": 8.4e-3 / seconds, "gbytes_s": None,
+    samples = [seconds, seconds * 1.02, seconds * 1.01]  # as bench writes them: best, median, spread agree
+    rows = [{"shape": "1x2048x2048", "kernel": "gemv", "group_size": 32, "time_s": seconds,
+             "median_s": seconds * 1.01, "spread_s": seconds * 1.02 - seconds, "samples_s": samples,
+             "gflops": 8.4e-3 / seconds, "gbytes_s": None,
              "correct": True, "message": ""}]
     path.write_text(json.dumps({"backend": "swiftshader-dawn", "webgpu": "dawn",
                                 "adapter": {"name": "SwiftShader", "webgpu_package": package}, "rows": rows}))

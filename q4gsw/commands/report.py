@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def versions_report(args: argparse.Namespace) -> int:
     """`report --versions`: the version x case table of the runs (q4gsw.drift.versions); with --fail-on-drift,
-    exit 1 when a case drifted or changed status between two releases."""
+    exit 1 when a step between two releases fails the gate of `--baseline` (drifted, stopped passing, removed)."""
     from q4gsw.drift import versions
     from q4gsw.report.result import ReportNotWritten
     from q4gsw.report.summary import append_step_summary
@@ -153,7 +153,8 @@ def versions_report(args: argparse.Namespace) -> int:
         if len(releases) < 2:
             raise ReportError(f"{', '.join(map(str, paths))}: runs of {len(releases)} release(s): --versions "
                               "compares runs of two or more releases (e.g. results/versions-*)")
-        found = versions.steps(releases, args.drift_factor, versions.read_bench_runs(args.bench))
+        found = versions.steps(releases, args.drift_factor, versions.read_bench_runs(args.bench),
+                               args.accept_removed)
         check_output(out, paths, write_json=False)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -168,7 +169,11 @@ def versions_report(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(text)
     print(f"versions: {out / 'versions.md'} ({len(releases)} releases)", file=sys.stderr)
-    return verdict.with_drift(verdict.OK, sum(s.gated for s in found), args.fail_on_drift)
+    gate = [f"{s.old.package} -> {s.new.package}: {line}" for s in found for line in s.gate]
+    if args.fail_on_drift:
+        for line in gate:
+            print(f"gate: {line}", file=sys.stderr)
+    return verdict.with_drift(verdict.OK, len(gate), args.fail_on_drift)
 
 
 OUTPUT_FILES = ("results.json", "junit.xml", "summary.md")

@@ -4,8 +4,8 @@ versions-* sessions, docs/versions.md) as a version × case table, and release a
 Each RUN is a results folder or results.json of one release (its package version is recorded in every result's
 adapter and in the run's meta: "wgpudawn==0.32.0.4"); runs of the same release (shards) are joined. Releases are
 ordered by package, then version. Each release is compared with the previous release of the same package by the
-drift rule of `--baseline` (q4gsw.drift.rule.compare: status changes, max and median |err| beyond the factor), and
-with `--bench` JSONs (`q4gsw bench --json`, one per release) by the bench rule (q4gsw.drift.bench.compare_bench).
+drift rule of `--baseline` (q4gsw.drift.rule.diff_runs: status changes, max and median |err| beyond the factor), and
+with `--bench` JSONs (`q4gsw bench --json`, one per release) by the bench rule (q4gsw.drift.bench.diff_bench).
 """
 
 from __future__ import annotations
@@ -18,16 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from q4gsw.drift.bench import BenchComparison, compare_bench
+from q4gsw.drift.bench import BenchComparison, diff_bench
 from q4gsw.drift.bench import markdown as bench_markdown
 from q4gsw.drift.report import markdown_section
-from q4gsw.drift.rule import DEFAULT_FACTOR, Comparison, case_key, compare
+from q4gsw.drift.rule import DEFAULT_FACTOR, Comparison, case_key, diff_runs
 from q4gsw.report.junit import case_name
 from q4gsw.report.result import Result, format_number, read_results
 from q4gsw.report.results_files import ReportError
 from q4gsw.report.summary import STATUS_MARK, cell
-
-GATED = ("drift", "status")  # the kinds a step counts against --fail-on-drift
 
 
 @dataclass(frozen=True)
@@ -59,8 +57,9 @@ class Step:
     bench: BenchComparison | None = None
 
     @property
-    def gated(self) -> int:
-        return sum(len(self.comparison.of(kind)) for kind in GATED)
+    def gate(self) -> list[str]:
+        """Why this step fails --fail-on-drift (the gate of `--baseline`: drifted, stopped passing, removed)."""
+        return self.comparison.gate()
 
 
 def _joined(values: Sequence[str]) -> str:
@@ -128,7 +127,7 @@ def read_bench_runs(paths: Sequence[Path]) -> dict[str, dict[str, Any]]:
 
 
 def steps(releases: Sequence[Release], factor: float = DEFAULT_FACTOR,
-          benches: dict[str, dict[str, Any]] | None = None) -> list[Step]:
+          benches: dict[str, dict[str, Any]] | None = None, accept_removed: bool = False) -> list[Step]:
     """Each release against the previous release of its package: the drift rule, and the bench rule where both
     have a bench JSON."""
     benches = benches or {}
@@ -136,10 +135,11 @@ def steps(releases: Sequence[Release], factor: float = DEFAULT_FACTOR,
     for old, new in itertools.pairwise(releases):
         if old.name != new.name:
             continue
-        comparison = compare(old.results, new.results, label=old.package, factor=factor)
+        comparison = diff_runs(old.results, new.results, label=old.package, factor=factor,
+                               accept_removed=accept_removed)
         bench = None
         if old.package in benches and new.package in benches:
-            bench = compare_bench(benches[old.package], benches[new.package], label=old.package)
+            bench = diff_bench(benches[old.package], benches[new.package], label=old.package)
         found.append(Step(old, new, comparison, bench))
     return found
 
