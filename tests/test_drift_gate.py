@@ -7,6 +7,7 @@ driven with a stand-in for the engine (q4gsw.run.finish.run_selection)."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -66,6 +67,10 @@ def test_report_a_case_that_stopped_passing_fails_the_gate(tmp_path: Path, capsy
     assert gate(tmp_path, old, [broken(case(), status), case(kernel="cpu_tiled")]) == 1
     out = capsys.readouterr().out
     assert f"REGRESSED kv_proj/cpu_gemv/normal@swiftshader: status pass -> {status}" in out
+    # junit.xml: a failure, not a skip, so a CI reading only junit.xml is not green either
+    testcase = next(c for c in ET.parse(tmp_path / "new" / "junit.xml").getroot().iter("testcase")
+                    if c.get("name") == "kv_proj/cpu_gemv/normal")
+    assert testcase.find("failure") is not None and testcase.find("skipped") is None
     # reported, not failed, without --fail-on-drift (for a fail, report's exit code is not a verdict either)
     assert report.main([str(tmp_path / "new"), "--baseline", str(tmp_path / "old"), "--quiet"]) == 0
 
