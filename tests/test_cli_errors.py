@@ -3,6 +3,7 @@ line is answered with one `error:` line naming the option and the fix, exit code
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -46,3 +47,21 @@ def test_validate_refuses_a_kernel_file_found_only_from_the_working_directory(tm
     assert line.endswith(f'write file = "{expected}"'), line
     matrix.write_text(BASE.replace(f"{REPO}/{relative}", expected))  # the fix it gives is one the loader takes
     assert load_matrix(matrix).kernels[0].path(matrix.parent).resolve() == (REPO / relative).resolve()
+
+
+def test_report_refuses_a_json_file_that_is_no_results_json_and_writes_nothing_beside_it(tmp_path):
+    """`report results/bench.json` re-rendered the bench JSON as an empty run, in place: the summary.md and
+    junit.xml beside it (a plain run's, or the user's) were replaced by a report of nothing, exit 0."""
+    (tmp_path / "bench.json").write_text(json.dumps({"bench_format": 2, "backend": "swiftshader", "rows": []}))
+    (tmp_path / "summary.md").write_text("the user's own notes\n")
+    line = one_usage_line(run_cli("report", str(tmp_path / "bench.json")))
+    assert line == (f"error: {tmp_path / 'bench.json'}: is a bench JSON (from `q4gsw bench`), not a results.json — "
+                    "pass a results folder or results.json written by `q4gsw run`")
+    for name, text, says in (("other.json", {"tool": "x"}, "is not a q4gsw results.json (no 'results' list)"),
+                             ("list.json", [], "is not a q4gsw results.json (no 'results' list)"),
+                             ("ints.json", {"results": [1]}, "(results[0] is a int, not an object)")):
+        (tmp_path / name).write_text(json.dumps(text))
+        assert says in one_usage_line(run_cli("report", str(tmp_path / name)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "ints.json", "list.json", "other.json",
+                                                          "summary.md"]
+    assert (tmp_path / "summary.md").read_text() == "the user's own notes\n"

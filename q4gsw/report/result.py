@@ -161,9 +161,23 @@ def write_results(path: Path, results: list[Result], meta: dict[str, Any]) -> No
     replace_file(path, json.dumps(payload, indent=2, default=_json_default).encode("utf-8"))
 
 
+class NotResults(ValueError):
+    """A JSON file that is no results.json (a bench JSON, another tool's file): nothing is read or written from it."""
+
+
 def read_results(path: Path) -> tuple[list[Result], dict[str, Any]]:
+    """(results, the rest of the file); NotResults for a JSON file that is no results.json, which `report` would
+    otherwise have re-rendered as an empty run over the junit.xml and summary.md beside it."""
     payload = json.loads(path.read_text())
-    results = [Result.from_dict(r) for r in payload.pop("results", [])]
+    if isinstance(payload, dict) and isinstance(payload.get("rows"), list) and "results" not in payload:
+        raise NotResults("is a bench JSON (from `q4gsw bench`), not a results.json")
+    if not isinstance(payload, dict) or not isinstance(payload.get("results"), list):
+        raise NotResults("is not a q4gsw results.json (no 'results' list)")
+    for index, entry in enumerate(payload["results"]):
+        if not isinstance(entry, dict):
+            raise NotResults(f"is not a q4gsw results.json (results[{index}] is a {type(entry).__name__}, not an "
+                             "object)")
+    results = [Result.from_dict(r) for r in payload.pop("results")]
     return results, payload
 
 
