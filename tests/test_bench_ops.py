@@ -43,6 +43,22 @@ def test_a_rule_of_benchs_input_is_fixed_with_the_shape_not_an_option_bench_lack
     assert line.endswith("use a multiple of 32")  # a rule of the shape keeps the op's own fix
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["--repeats", "0"], "key '--repeats': 0 is not 1 or more"),  # wrote rows with no samples, exit 0
+    (["--group-size", "0"], "key '--group-size': 0 is not 1 or more"),  # ZeroDivisionError traceback
+    (["--group-size", "-32"], "key '--group-size': -32 is not 1 or more"),  # numpy ValueError traceback
+    (["--warmup-s", "nan"], "key '--warmup-s': nan is not a finite number of seconds >= 0"),
+    (["--warmup-s", "-1"], "key '--warmup-s': -1 is not a finite number of seconds >= 0"),
+    (["--peak-gbs", "-1"], "key '--peak-gbs': -1 is not a finite number > 0"),
+    (["--peak-gflops", "inf"], "key '--peak-gflops': inf is not a finite number > 0"),
+], ids=["repeats-0", "group-size-0", "group-size-negative", "warmup-nan", "warmup-negative", "peak-gbs-negative",
+        "peak-gflops-inf"])
+def test_numbers_out_of_range_are_refused_before_any_work(argv, says, capsys, tmp_path):
+    """Hostile pass (issue 29): each was a traceback or a bench JSON the drift gate later refuses."""
+    line = usage_line([*argv, "--shapes", "1x64x64", "--json", str(tmp_path / "bench.json")], capsys)
+    assert says in line and not (tmp_path / "bench.json").exists()
+
+
 def test_each_op_makes_its_synthetic_config():
     qcs4w = bench.bench_config(bench.Shape(1, 2048, 512), 32, "linear_qcs4w")
     assert qcs4w.group_size == 2048 and op_for(qcs4w).shape_problems(qcs4w) == []  # per channel: one group of K

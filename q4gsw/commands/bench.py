@@ -106,9 +106,29 @@ def bench_config(shape: Shape, group_size: int, op_name: str) -> Config:
                   timeout_s=900.0, tolerance=op.bench_tolerance(shape.K), op=op_name)
 
 
+def _numbers_problem(args: argparse.Namespace) -> str:
+    """Before any work: a repeat and a group size of at least 1 (0 repeats wrote rows with no samples, a group size
+    of 0 divided by zero), a finite warm-up of 0 s or more, and peaks above 0 (a roofline of a negative peak)."""
+    wrong = [(option, value, "1 or more") for option, value in (("--repeats", args.repeats),
+                                                                 ("--group-size", args.group_size)) if value < 1]
+    wrong += [(option, value, "a finite number of seconds >= 0") for option, value in (("--warmup-s", args.warmup_s),)
+              if value is not None and not (math.isfinite(value) and value >= 0)]
+    wrong += [(option, value, "a finite number > 0") for option, value in (("--peak-gbs", args.peak_gbs),
+                                                                            ("--peak-gflops", args.peak_gflops))
+              if value is not None and not (math.isfinite(value) and value > 0)]
+    if not wrong:
+        return ""
+    option, value, want = wrong[0]
+    return str(MatrixError("command line", "bench", option, f"{value:g} is not {want}", f"pass {option} {want}"))
+
+
 def _op_and_shapes_problem(args: argparse.Namespace, shapes: list[Shape]) -> str:
-    """Before any work: an unknown --op, or a shape the op cannot take (its own rules, as matrix.toml's configs get
-    them), in bench's words: bench times the op's synthetic input, so a rule of that input is met by the shape."""
+    """Before any work: a number out of range, an unknown --op, or a shape the op cannot take (its own rules, as
+    matrix.toml's configs get them), in bench's words: bench times the op's synthetic input, so a rule of that input
+    is met by the shape."""
+    numbers = _numbers_problem(args)
+    if numbers:
+        return numbers
     if args.op not in op_names():
         return str(MatrixError("command line", "bench", "--op", f"unknown op '{args.op}'",
                                f"{suggest(args.op, list(op_names()))}choose from {', '.join(op_names())}"))
