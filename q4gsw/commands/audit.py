@@ -4,25 +4,21 @@
 quantized weights (the fixture unpacked from the .pte) and its real input:
 
   S[m,n]   = sum_k |x[m,k]| * |w[n,k]|                     (w dequantized exactly, in fp64)
-  worst    = gamma_{K+1} * S,  gamma_j = j*u / (1 - j*u),  u = 2^-24
-             Deterministic: holds for ANY summation order (sequential, split-K, tree) and for the
-             products x*(q*s) or (x*q)*s: each term passes through at most K-1 additions and 2
-             multiplications (Higham, Accuracy and Stability, 2nd ed., sec. 3.1).
-  hm_bound = (exp(lam*sqrt(K+1)*u + (K+1)*u^2/(1-u)) - 1) * S       (Higham & Mary 2019, Thm 2.4)
-             Probabilistic: holds for all M*N outputs at once with probability >= 1 - 1e-3 when the
-             rounding errors are independent and mean-zero; lam = sqrt(2 ln(2 (K+1) M N / 1e-3)).
-  est      = sqrt(2 ln(M N)) * u/sqrt(3) * sqrt(sum_j P_j^2 + 2 sum_j t_j^2)
-             Statistical estimate of the largest error a SEQUENTIAL fp32 kernel makes: t_j = x_j*w_j,
-             P_j the running partial sums (rounding errors uniform in [-u, u]|.|, variance u^2/3;
-             sqrt(2 ln(MN)) is the expected maximum of MN such Gaussian errors). Split-K and tree
-             reductions have smaller partial sums, hence smaller errors.
+  worst    = gamma_{K+1} * S,  gamma_j = j*u / (1 - j*u),  u = 2^-24: deterministic, any summation order
+             (Higham, Accuracy and Stability, 2nd ed., sec. 3.1).
+  hm_bound = (exp(lam*sqrt(K+1)*u + (K+1)*u^2/(1-u)) - 1) * S, lam = sqrt(2 ln(2 (K+1) M N / 1e-3)):
+             probabilistic, all M*N outputs at once with probability >= 1 - 1e-3 (Higham & Mary 2019).
+  est      = sqrt(2 ln(M N)) * u/sqrt(3) * sqrt(sum_j P_j^2 + 2 sum_j t_j^2): the largest error a
+             SEQUENTIAL fp32 kernel is expected to make (t_j = x_j*w_j, P_j the running partial sums).
   step     = max_k |x[m,k]| * s[n, k // group_size]
              What ONE nibble off by one at output (m,n)'s most sensitive weight changes y[m,n].
 
 and sets them beside the tolerance T[m,n] = atol + rtol*|golden[m,n]| and the measured max error on
 every backend with results (results.json written by `run`). Flags:
 
-  LOOSE  T > 10*worst everywhere: admits errors 10x beyond anything fp32 rounding can produce.
+  LOOSE  T > 10*worst everywhere: admits errors 10x beyond anything fp32 rounding can produce. A LOOSE row
+         fails the audit (exit 1) unless its tolerance's justification says why, after the marker
+         `LOOSE:` (e.g. "LOOSE: f16 accumulation is outside the fp32 model; ...").
   BLIND  T >= step for most outputs: a single wrong nibble would pass the check.
   TIGHT  est > T/3 somewhere: a correct sequential fp32 kernel could fail (less than 3x margin).
   FLAKY  measured margin (1/headroom) < max(3, spread), spread = largest / median measured max error
@@ -37,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +45,7 @@ from q4gsw.ops.error_model import DELTA, ErrorModel, U
 from q4gsw.report import verdict
 
 LOOSE_FACTOR = 10.0
+LOOSE_MARKER = re.compile(r"\bLOOSE:\s*\S")  # a justification that says why its tolerance may be LOOSE
 TIGHT_MARGIN = 3.0
 FLAKY_MARGIN = 3.0
 
@@ -69,6 +67,7 @@ class Measured:
     atol: float = math.nan  # the tolerance the run used (NaN: unknown)
     rtol: float = math.nan
     tolerance_source: str = "config"  # config, kernel:<name> or backend:<name> (matrix.tolerance_for)
+    justification: str = ""  # the justification of the tolerance the run used
 
 
 @dataclass
@@ -101,6 +100,12 @@ class AuditRow:
     measured: list[Measured] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     suggested_atol: float = 0.0
+    justification: str = ""  # the audited tolerance's
+
+    @property
+    def unjustified_loose(self) -> bool:
+        """LOOSE, and the justification gives no reason after LOOSE_MARKER: the audit fails."""
+        return "LOOSE" in self.flags and not LOOSE_MARKER.search(self.justification)
 
     @property
     def measured_max(self) -> float:
@@ -120,7 +125,7 @@ class AuditRow:
 
 
 def audit_case(config: Any, input_name: str, model: ErrorModel, g: np.ndarray, atol: float, rtol: float,
-               measured: list[Measured], tolerance_source: str = "config") -> AuditRow:
+               measured: list[Measured], tolerance_source: str = "config", justification: str = "") -> AuditRow:
     T = atol + rtol * np.abs(g)
     live = model.S > 0
     worst = model.worst
@@ -137,7 +142,7 @@ def audit_case(config: Any, input_name: str, model: ErrorModel, g: np.ndarray, a
         worst_over_tol=worst_over_tol, hm_over_tol=float((model.hm_bound / T).max()),
         est_over_tol=float((model.est / T).max()), tol_over_worst_min=tol_over_worst,
         step_median=float(np.median(model.step)), step_over_tol_median=float(np.median(step_over_tol)),
-        blind_fraction=float(np.mean(model.step <= T)), measured=measured)
+        blind_fraction=float(np.mean(model.step <= T)), measured=measured, justification=justification)
     # The smallest atol (at this rtol) that keeps TIGHT_MARGIN over the statistical estimate everywhere.
     need = TIGHT_MARGIN * model.est - rtol * np.abs(g)
     row.suggested_atol = float(max(need.max(), 0.0))
@@ -207,7 +212,8 @@ def load_measurements(paths: list[Path]) -> dict[tuple[str, str], list[Measured]
                 headroom=math.nan if r.errors.headroom is None else float(r.errors.headroom), source=str(file),
                 atol=float(tol.atol) if tol is not None else math.nan,
                 rtol=float(tol.rtol) if tol is not None else math.nan,
-                tolerance_source=tol.source if tol is not None else "config"))
+                tolerance_source=tol.source if tol is not None else "config",
+                justification=tol.justification if tol is not None else ""))
     return found
 
 
@@ -279,10 +285,12 @@ def audit_config(config: Any, fixture: Any, measurements: dict[tuple[str, str], 
             if m.tolerance_source != "config" and math.isfinite(m.atol) and math.isfinite(m.rtol):
                 overrides.setdefault(m.tolerance_source, []).append(m)
         own = [m for m in measured if m.tolerance_source == "config" or m.tolerance_source not in overrides]
-        rows.append(audit_case(config, input_name, model, g, atol, rtol, own))
+        rows.append(audit_case(config, input_name, model, g, atol, rtol, own,
+                               justification="" if tolerance else config.tolerance.justification))
         if tolerance is None:
             for source, runs in sorted(overrides.items()):
-                rows.append(audit_case(config, input_name, model, g, runs[0].atol, runs[0].rtol, runs, source))
+                rows.append(audit_case(config, input_name, model, g, runs[0].atol, runs[0].rtol, runs, source,
+                                       runs[0].justification))
     return rows
 
 
@@ -308,6 +316,18 @@ def print_table(rows: list[AuditRow]) -> None:
                       _fmt(r.est_over_tol), _fmt(r.step_median), _fmt(r.step_over_tol_median),
                       " ".join(r.flags) or "ok")
     Console(width=200).print(table)
+
+
+def loose_errors(rows: list[AuditRow], matrix: str) -> list[str]:
+    """One error line per LOOSE row whose justification gives no reason (the tolerance is the user's: name it and
+    the two ways out)."""
+    lines = []
+    for r in (r for r in rows if r.unjustified_loose):
+        where = "its justification" if r.tolerance_source == "config" else f"the {r.tolerance_source} tolerance's"
+        lines.append(f"error: {matrix}: config '{r.config}' ({r.input}): tolerance atol={r.atol:g}, rtol={r.rtol:g} "
+                     f"is LOOSE ({r.tol_over_worst_min:.3g}x the fp32 worst case at its tightest output): tighten "
+                     f"it (suggested atol {r.suggested_atol:.2g}) or say why in {where} after 'LOOSE:'")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,5 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return verdict.FAILED
     print(f"audit: {args.json}", file=sys.stderr)
+    loose = loose_errors(rows, args.matrix)
+    for line in loose:
+        print(line, file=sys.stderr)
     flagged = [r for r in rows if r.flags]
-    return verdict.FAILED if args.strict and flagged else verdict.OK
+    return verdict.FAILED if loose or (args.strict and flagged) else verdict.OK
