@@ -65,3 +65,16 @@ def test_report_refuses_a_json_file_that_is_no_results_json_and_writes_nothing_b
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "ints.json", "list.json", "other.json",
                                                           "summary.md"]
     assert (tmp_path / "summary.md").read_text() == "the user's own notes\n"
+
+
+def test_run_executorch_refuses_a_folder_with_none_of_the_op_folders(tmp_path):
+    """Hostile pass: `run --executorch` on an empty folder (a typo, the wrong folder) noted four ops as 'an older
+    ExecuTorch', provisioned the backend and ran nothing (exit 1). It is no checkout: said in one line, exit 2."""
+    tree = tmp_path / "not-a-checkout"
+    tree.mkdir()
+    line = one_usage_line(run_cli("run", "--backend", "swiftshader", "--executorch", str(tree),
+                                  "--results", str(tmp_path / "results")))
+    assert line.startswith(f"error: command line: run: key '--executorch': {tree} has none of the kernel sets' "
+                           "folders (backends/webgpu/runtime/ops/"), line
+    assert line.endswith("— pass the path of an ExecuTorch checkout")
+    assert not (tmp_path / "results").exists()

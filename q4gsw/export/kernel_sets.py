@@ -180,6 +180,11 @@ def load_checkout(matrix: Any, checkout: Path, wanted_ops: tuple[str, ...] = ())
     if not matrix.kernel_sets:
         raise MatrixError(matrix.path, "top level", "kernel_set", "none declared",
                           "declare [kernel_set.NAME] tables (see docs/executorch.md)")
+    folders = sorted({spec.folder for spec in matrix.kernel_sets.values()})
+    if checkout.is_dir() and not wanted_ops and not any((checkout / folder).is_dir() for folder in folders):
+        # Not an older ExecuTorch but no checkout at all (a typo, the wrong folder): nothing would be checked.
+        raise MatrixError("command line", "run", "--executorch", f"{checkout} has none of the kernel sets' folders "
+                          f"({', '.join(folders)})", "pass the path of an ExecuTorch checkout")
     loaded_sets = []
     for spec in matrix.kernel_sets.values():
         if wanted_ops and spec.op not in wanted_ops:
