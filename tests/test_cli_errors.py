@@ -31,6 +31,19 @@ def test_mutants_suggests_the_op_meant():
     assert "did you mean 'linear_q4gsw'?" in line
 
 
+def test_mutants_checks_fixtures_and_max_gflop_before_any_work(tmp_path):
+    """Hostile pass: a --fixtures folder that does not exist failed every config in its child (exit 1, a
+    mutants.json written); --max-gflop nan or -1 was said as 'selects no config'. Both are usage errors, as in run."""
+    line = one_usage_line(run_cli("mutants", "--fixtures", str(tmp_path / "nope"), "--config", "kv_proj",
+                                  "--results", str(tmp_path / "out")))
+    assert line == (f"error: command line: mutants: key '--fixtures': {tmp_path / 'nope'} is not a folder — pass a "
+                    "folder written by `python -m q4gsw export --out DIR`")
+    for value in ("nan", "-1", "0"):
+        line = one_usage_line(run_cli("mutants", "--max-gflop", value, "--results", str(tmp_path / "out")))
+        assert f"key '--max-gflop': {float(value):g} is not a GFLOP count — pass a number > 0" in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_validate_refuses_a_kernel_file_found_only_from_the_working_directory(tmp_path):
     """The run reads a kernel file relative to matrix.toml; one that resolves only from the working directory
     validated and then failed every case of the kernel. Refused, with the path to write instead."""

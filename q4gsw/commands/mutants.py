@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -186,6 +187,18 @@ def print_kill_matrix(records: list[dict[str, Any]], summary: dict[str, Any], ca
         console.print(f"[yellow]ERROR[/] {r['kernel']} on {r['config']}/{r['input']}: {r['message'][:300]}")
 
 
+def _options_problem(args: argparse.Namespace) -> str:
+    """Before any work, as `run` checks them: a --fixtures folder that is not one (every config then failed in its
+    child), a --max-gflop that is no size (nan or <= 0 selected nothing, said as if the selection were empty)."""
+    if args.fixtures is not None and not args.fixtures.is_dir():
+        return str(MatrixError("command line", "mutants", "--fixtures", f"{args.fixtures} is not a folder",
+                               "pass a folder written by `python -m q4gsw export --out DIR`"))
+    if not (math.isfinite(args.max_gflop) and args.max_gflop > 0):
+        return str(MatrixError("command line", "mutants", "--max-gflop", f"{args.max_gflop:g} is not a GFLOP count",
+                               f"pass a number > 0 (default {DEFAULT_MAX_GFLOP:g})"))
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from q4gsw.ops import registry
@@ -198,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{suggest(name, known)}choose from {', '.join(known)}")
             print(f"error: {error}", file=sys.stderr)
             return verdict.USAGE
+    problem = _options_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return verdict.USAGE
     if "all" in ops:  # a mutation suite is optional: an op without one is said, not checked
         without = [name for name, op in registry().items() if op.mutation_suite() is None]
         if without:
