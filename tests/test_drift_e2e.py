@@ -70,5 +70,5 @@ def test_a_kernel_variant_with_a_larger_error_inside_the_tolerance_is_drift(swif
                      str(tmp_path / "r-old"), "--fail-on-drift")
     assert failing.returncode == 1, failing.stdout + failing.stderr
     kinds = [f.get("type") for f in ET.parse(tmp_path / "r-new" / "junit.xml").getroot().iter("failure")]
-    assert kinds == ["AccuracyDrift", "AccuracyDrift"]
+    assert kinds == ["AccuracyDrift", "AccuracyDrift"], failing.stdout + failing.stderr
     assert "📈 DRIFT" in (tmp_path / "r-new" / "summary.md").read_text()
