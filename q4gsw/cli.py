@@ -136,8 +136,8 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            print(f"error: --override {item!r}: expected NAME=VALUE, e.g. --override wg_size=64", file=sys.stderr)
-            raise SystemExit(verdict.USAGE)
+            raise MatrixError("command line", "check", "--override", f"{item!r} is not NAME=VALUE",
+                              "write e.g. --override wg_size=64")
         overrides[key.strip()] = value.strip()
     return overrides
 
@@ -367,7 +367,8 @@ def _user_kernel(args: argparse.Namespace) -> Kernel:
     from q4gsw.matrix.load import make_kernel
 
     if not args.kernel.is_file():
-        raise MatrixError("command line", "check", "--kernel", f"{args.kernel}: no such file",
+        problem = "is a folder, not a file" if args.kernel.is_dir() else "no such file"
+        raise MatrixError("command line", "check", "--kernel", f"{args.kernel}: {problem}",
                           "pass the path of a .wgsl file")
     kernel = make_kernel(args.kernel.stem, str(args.kernel.resolve()), args.dispatch,
                          overrides=_parse_overrides(args.override), origin=f"check:{args.kernel.resolve()}")

@@ -35,7 +35,9 @@ def test_check_rejects_bad_override_and_dispatch(tiny_matrix: Path, tmp_path: Pa
     kernel = Path(__file__).resolve().parent.parent / "q4gsw" / "ops" / "linear_q4gsw" / "kernels" / "q4gsw_gemv.wgsl"
     bad_override = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(kernel), "--dispatch", "N",
                            "--override", "wg_size", "--backend", "swiftshader", "--results", str(tmp_path))
-    assert bad_override.returncode == 2 and "expected NAME=VALUE" in bad_override.stderr
+    assert bad_override.returncode == 2 and bad_override.stderr == (
+        "error: command line: check: key '--override': 'wg_size' is not NAME=VALUE — write e.g. --override "
+        "wg_size=64\n")
     bad_dispatch = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(kernel), "--dispatch", "ceil(N/",
                            "--backend", "swiftshader", "--results", str(tmp_path))
     assert bad_dispatch.returncode == 2 and "--dispatch" in bad_dispatch.stderr

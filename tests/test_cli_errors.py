@@ -44,6 +44,14 @@ def test_mutants_checks_fixtures_and_max_gflop_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_check_says_a_kernel_folder_is_a_folder(tmp_path):
+    """Hostile pass: `check --kernel DIR` said 'no such file' of a folder that exists."""
+    line = one_usage_line(run_cli("check", "--backend", "swiftshader", "--kernel", str(tmp_path), "--dispatch", "1",
+                                  "--results", str(tmp_path / "results")))
+    assert line == (f"error: command line: check: key '--kernel': {tmp_path}: is a folder, not a file — pass the "
+                    "path of a .wgsl file")
+
+
 def test_validate_refuses_a_kernel_file_found_only_from_the_working_directory(tmp_path):
     """The run reads a kernel file relative to matrix.toml; one that resolves only from the working directory
     validated and then failed every case of the kernel. Refused, with the path to write instead."""
