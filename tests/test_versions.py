@@ -217,6 +217,15 @@ def test_identical_releases_read_identical(tmp_path):
     assert row.endswith("| identical |")
 
 
+def test_a_change_below_the_factor_is_shown_not_called_identical(tmp_path):
+    runs = [str(_run(tmp_path / v, f"wgpu=={v}", [_result("q_proj", f"wgpu=={v}", e, backend="swiftshader")]))
+            for v, e in (("0.30.0", 1.0e-7), ("0.31.0", 1.5e-7))]
+    assert report.main(["--versions", *runs, "--out", str(tmp_path / "t"), "--no-step-summary", "--quiet",
+                        "--fail-on-drift"]) == 0  # 1.5x: under the drift factor 2
+    row = next(x for x in (tmp_path / "t" / "versions.md").read_text().splitlines() if x.startswith("| `q_proj"))
+    assert "1.00e-07" in row and "1.50e-07" in row and row.endswith("| within the factor |")
+
+
 @pytest.mark.parametrize("problem", ["one release", "no package", "baseline", "bench alone"])
 def test_versions_usage_errors_are_one_line_exit_2(tmp_path, capsys, problem):
     runs = _three_releases(tmp_path)
