@@ -149,6 +149,17 @@ def _check_names(matrix: Matrix, option: str, given: Sequence[str], known: Seque
                               f"{hint}choose from {', '.join(sorted(set(known)))}")
 
 
+def selects_nothing(matrix: Matrix, command: str, names: Sequence[str], ops: Sequence[str]) -> MatrixError:
+    """The usage error of an empty selection, naming the options that select nothing together (--suite and --tier
+    have defaults, so they always take part without --config), and the --op that rules out a --config's op."""
+    options = ("--config",) if names else ("--suite", "--tier")
+    options = (*options, "--op") if ops else options
+    others = [f"config '{c.name}' is of op {c.op}" for c in matrix.configs if c.name in names and c.op not in ops]
+    problem = "selects no config of the matrix" + (f" ({'; '.join(others)})" if ops and others else "")
+    return MatrixError("command line", command, "/".join(options), problem,
+                       "see `python -m q4gsw list` for the configs, suites, tiers and ops")
+
+
 def select_configs(matrix: Matrix, *, tiers: Sequence[str] | None = None, suites: Sequence[str] | None = None,
                    names: Sequence[str] = (), ops: Sequence[str] = ()) -> tuple[tuple[Config, ...], tuple[Skip, ...]]:
     """(configs to run, configs left out with the reason). Every name given is checked against the matrix.

@@ -153,9 +153,9 @@ def selection_from_args(matrix: Matrix, args: argparse.Namespace, kernels: tuple
                                 ops=tuple(getattr(args, "op", ()) or ()))
     shard = getattr(args, "shard", None)
     if selection.is_empty() and shard is None:
-        option = "--config" if args.config else "--suite/--tier"
-        raise MatrixError("command line", args.command, option, "selects no config of the matrix",
-                          "see `python -m q4gsw list` for the configs, suites and tiers")
+        from q4gsw.cases import selects_nothing
+
+        raise selects_nothing(matrix, args.command, tuple(args.config), tuple(getattr(args, "op", ()) or ()))
     if selection.is_empty():  # a CI shard with more shards than configs: not the user's mistake, but say why
         whole = build_selection(matrix, backend, tiers=args.tier, suites=args.suite, names=tuple(args.config),
                                 kernels=kernels, applies=applies, ops=tuple(getattr(args, "op", ()) or ()))

@@ -44,6 +44,21 @@ def test_mutants_checks_fixtures_and_max_gflop_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_op_that_rules_out_the_named_config_is_said(tmp_path):
+    """Hostile pass: `run --op linear_q4gsw --config dq8ca_kv_proj` said "key '--config': selects no config" of a
+    config that exists; the --op that rules it out is named, with the config's own op."""
+    for command in (["run", "--backend", "swiftshader"], ["export"]):
+        line = one_usage_line(run_cli(*command, "--op", "linear_q4gsw", "--config", "dq8ca_kv_proj",
+                                      "--results" if command[0] == "run" else "--out", str(tmp_path / "out")))
+        assert line == (f"error: command line: {command[0]}: key '--config/--op': selects no config of the matrix "
+                        "(config 'dq8ca_kv_proj' is of op linear_dq8ca_q4gsw) — see `python -m q4gsw list` for the "
+                        "configs, suites, tiers and ops")
+    line = one_usage_line(run_cli("run", "--backend", "swiftshader", "--op", "linear_q4gsw", "--suite", "dq8ca-edges",
+                                  "--results", str(tmp_path / "out")))
+    assert "key '--suite/--tier/--op': selects no config of the matrix" in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_check_says_a_kernel_folder_is_a_folder(tmp_path):
     """Hostile pass: `check --kernel DIR` said 'no such file' of a folder that exists."""
     line = one_usage_line(run_cli("check", "--backend", "swiftshader", "--kernel", str(tmp_path), "--dispatch", "1",
