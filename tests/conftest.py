@@ -14,6 +14,24 @@ REPO = Path(__file__).resolve().parent.parent
 MATRIX = REPO / "matrix.toml"
 
 
+def _keep_bytecode() -> None:
+    """Bytecode for this run and its children, kept in the virtualenv (its own pycache/ folder, not beside the
+    sources). uv installs no bytecode, and where PYTHONDONTWRITEBYTECODE is set (as on this project's CI machine
+    kind) none is ever written: each of the tests' hundreds of `python -m q4gsw` children, every xdist worker and
+    every export then compiles all it imports from source (torch alone: half of its 13 CPU seconds of imports).
+    Outside a virtualenv, or where the user chose a PYTHONPYCACHEPREFIX, nothing changes."""
+    if not sys.dont_write_bytecode or sys.prefix == sys.base_prefix or os.environ.get("PYTHONPYCACHEPREFIX"):
+        return
+    prefix = str(Path(sys.prefix) / "pycache")
+    os.environ["PYTHONPYCACHEPREFIX"] = prefix  # inherited by the xdist workers and every child process
+    os.environ["PYTHONDONTWRITEBYTECODE"] = ""  # empty is unset, for Python
+    sys.pycache_prefix = prefix  # this process: the test modules and q4gsw, imported after this file
+    sys.dont_write_bytecode = False
+
+
+_keep_bytecode()
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
             cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     """Run `python -m q4gsw ARGS` in a child process, as a user would."""
