@@ -306,7 +306,7 @@ EMPTY_SELECTIONS = [  # (id, argv after the command's --matrix, text the error m
     ("mutants-suite-typo", ["mutants", "--backend", "swiftshader", "--suite", "lama"], "'lama' names nothing"),
     ("audit-suite-typo", ["audit", "--suite", "lama"], "'lama' names nothing"),
     ("audit-tier-with-no-config", ["audit", "--tier", "optional", "--suite", "llama"], "selects no config"),
-    ("ci-matrix-suite-typo", ["ci-matrix", "--suite", "lama"], "lama"),
+    ("ci-matrix-suite-typo", ["ci-matrix", "--suite", "lama"], "key '--suite': 'lama' names nothing"),
     ("bench-unknown-backend", ["bench", "--backend", "swiftshadr"], "key 'backend'"),
 ]
 

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from q4gsw.matrix.checker import suggest
 from q4gsw.matrix.load import TIERS, Config, Matrix, MatrixError, load_matrix
 from q4gsw.sessions import DEFAULT_SUITE, has_session, session_for
 
@@ -218,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         shards = _parse_shards(args.shards, tiers)
         matrix = load_matrix(args.matrix)
         suites = [s.strip() for item in args.suite for s in item.split(",") if s.strip()] or None
+        known = list(dict.fromkeys(c.suite for c in matrix.configs))
+        for suite in suites or ():  # a typo is said as run says it, not as "no jobs"
+            if suite not in known:
+                raise MatrixError("command line", "ci-matrix", "--suite", f"'{suite}' names nothing in {matrix.path}",
+                                  f"{suggest(suite, known)}choose from {', '.join(sorted(known))}")
         result = build_matrix(matrix, tiers=tiers, backends=backends or None, shards=shards, suites=suites,
                               fixtures=args.fixtures, cpu_runner=args.cpu_runner, gpu_runner=args.gpu_runner,
                               cpu_container=args.cpu_container, cpu_only=args.cpu_only)
