@@ -4,6 +4,7 @@ mutants and ExecuTorch's kernels on SwiftShader (e2e)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -246,6 +247,56 @@ def test_inputs_are_reproducible_and_exercise_the_row_paths():
     assert ((tiny.max(axis=1) - np.minimum(tiny.min(axis=1), 0)) < 255 * 6.1e-5).all()
     ramp = op.make_input("ramp", config(2, 64, 8))  # q4gsw's ramp: ((i % 17) - 8) / 16 over the flattened input
     assert ramp.dtype == np.float32 and ramp.ravel().tolist() == [((i % 17) - 8) / 16 for i in range(2 * 64)]
+
+
+def test_untied_rows_hold_no_tie_where_normal_ones_do():
+    """`untied` (the prefill configs' and bench's input): no x / s, no row extreme within UNTIED_MARGIN of a .5
+    tie, so the model admits no flip even for chained qparams; `normal` of the same shape has rows that flip."""
+    from q4gsw.ops.inputs import normal
+    from q4gsw.ops.linear_dq8ca_q4gsw.inputs import UNTIED_MARGIN, untied
+
+    x = untied(64, 2048, 0)
+    assert x.dtype == np.float32 and code_deviation(x, choose_qparams(x), chained=True).max() == 0
+    t = x.astype(np.float64) / choose_qparams(x).scale.astype(np.float64)[:, None]
+    assert np.abs(t - (np.floor(t) + 0.5)).min() >= UNTIED_MARGIN
+    plain = normal(64, 2048, 0)
+    assert (code_deviation(plain, choose_qparams(plain), chained=True).max(axis=1) > 0).sum() >= 3
+    assert np.abs(x).max() > 3 and abs(float(x.std()) - 1) < 0.01  # still standard normal rows
+
+
+def nibble_sharp(x: np.ndarray, tolerance: Tolerance, outputs: int) -> tuple[float, float]:
+    """(max est / T, median step / T) of the model on x with synthetic torch_linear-like weights (64 columns), the
+    fp32 estimate grown from these outputs to `outputs` as audit's grows (sqrt(2 ln(outputs))); the chained scale's
+    term (relative, 6u |y|) does not grow."""
+    from types import SimpleNamespace
+
+    packed = op._weights.synthetic_constants(SimpleNamespace(N=64, K=x.shape[1], group_size=32), 0)
+    model = dq8ca_error_model(x, packed)
+    T = tolerance.atol + tolerance.rtol * np.abs(golden(x, packed))
+    grow = math.sqrt(math.log(outputs) / math.log(model.outputs))
+    est = (model.est - model.scaled) * grow + model.scaled
+    return float((est / T).max()), float(np.median(model.step / T))
+
+
+def test_the_bench_bound_is_the_models_and_sees_one_nibble():
+    """bench's sanity bound keeps audit's 3x over the model's estimate and a one-nibble step >= 10x outside it
+    (the flat 5e-3 it replaced was 2x)."""
+    for K in (256, 2048):
+        x = op.make_input(op.synthetic_input, config(64, K, 64))
+        est_over_tol, step_over_tol = nibble_sharp(x, op.bench_tolerance(K), 2**36)
+        assert est_over_tol <= 1 / 3 and step_over_tol >= 10, (K, est_over_tol, step_over_tol)
+
+
+def test_the_prefill_configs_see_one_nibble():
+    """dq8ca_prefill_kv_64, dq8ca_q_proj_4k and _8k on their `untied` input: 3x over the model's estimate (their
+    own outputs), and a one-nibble step >= 10x their tolerance (on `normal` they admitted tie flips: 2-3x)."""
+    matrix = load_matrix(REPO / "matrix.toml")
+    for name in ("dq8ca_prefill_kv_64", "dq8ca_q_proj_4k", "dq8ca_q_proj_8k"):
+        c = matrix.config(name)
+        assert c.inputs == ("untied",), name
+        x = op.make_input("untied", dataclasses.replace(c, M=min(c.M, 64)))
+        est_over_tol, step_over_tol = nibble_sharp(x, c.tolerance, c.M * c.N)
+        assert est_over_tol <= 1 / 3 and step_over_tol >= 10, (name, est_over_tol, step_over_tol)
 
 
 def test_shape_problems_are_the_packings():

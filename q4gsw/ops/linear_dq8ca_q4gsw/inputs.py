@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from q4gsw.ops.linear_dq8ca_q4gsw.qparams import choose_qparams
+
 # Rows of one constant value: zero (scale 0 -> eps; ExecuTorch's 0.1 path), positive and negative constants
 # (zero point -128 / +127, every code at the clamp boundary), all with range >= 255 * 6.1e-5 so that
 # ExecuTorch's SMALL_SCALE_THRESHOLD does not apply.
@@ -48,4 +50,45 @@ def tiny_rows(M: int, K: int, seed: int) -> np.ndarray:
     return x.astype(np.float32)
 
 
-INPUTS = {"row_offsets": row_offsets, "flat_rows": flat_rows, "tiny_rows": tiny_rows}
+# Steps of x / s kept between every element of an `untied` row and a .5 tie: 10x rounding.py's widest window for a
+# chained scale (3 ulp + 6u |x / s| + the zero point's, ~1.5e-4 at |x / s| = 128), far below a step (1).
+UNTIED_MARGIN = 1e-3
+
+
+def _untie(row: np.ndarray) -> np.ndarray | None:
+    """The row with each element whose x / s lies within UNTIED_MARGIN of a .5 tie moved 2 * UNTIED_MARGIN steps
+    away from it (same side), or None where the row's own min or max sits near a tie (its zero point would) or a
+    moved element changed the qparams: a correct kernel then has one rounding of every code, whatever its order."""
+    qparams = choose_qparams(row[None, :])
+    s = float(qparams.scale[0])
+    t = row.astype(np.float64) / s
+    offset = t - (np.floor(t) + 0.5)
+    near = np.abs(offset) < UNTIED_MARGIN
+    if near[np.argmin(row)] or near[np.argmax(row)]:
+        return None
+    moved = np.floor(t) + 0.5 + np.where(offset < 0, -2.0, 2.0) * UNTIED_MARGIN
+    untied = np.where(near, (moved * s).astype(np.float32), row).astype(np.float32)
+    again = choose_qparams(untied[None, :])
+    t = untied.astype(np.float64) / s
+    if (again.scale[0] != qparams.scale[0] or again.zero_point[0] != qparams.zero_point[0]
+            or (np.abs(t - (np.floor(t) + 0.5)) < UNTIED_MARGIN).any()):
+        return None
+    return untied
+
+
+def untied(M: int, K: int, seed: int) -> np.ndarray:
+    """Normal rows with no x / s within UNTIED_MARGIN of a .5 tie (rows whose extremes sit near one are drawn
+    again): no legitimate tie flip, so a tolerance needs only the fp32 terms of the error model and sees one wrong
+    nibble (`normal` at prefill sizes holds elements within fp32 rounding of a tie: a correct kernel may code them
+    one int8 step off, and a tolerance admitting that is 2-3 nibble steps wide)."""
+    rng = np.random.default_rng([seed, 0x0E7E])
+    x = np.empty((M, K), dtype=np.float32)
+    for m in range(M):
+        row = None
+        while row is None:
+            row = _untie(rng.standard_normal(K, dtype=np.float32))
+        x[m] = row
+    return x
+
+
+INPUTS = {"row_offsets": row_offsets, "flat_rows": flat_rows, "tiny_rows": tiny_rows, "untied": untied}
