@@ -26,7 +26,8 @@ CONSOLE_IDS = 10  # new/vanished case ids printed before "... and N more"
 
 def rule_text(comparison: Comparison, fail_on_drift: bool) -> str:
     return (f"drift: max or median |err| > factor × max(baseline, {FLOOR_OF_ATOL:g}·atol); factor "
-            f"{comparison.factor:g} unless the config sets drift_factor; the gate also fails on a case that stopped "
+            f"{comparison.factor:g} unless the config sets drift_factor; so is a failed case's count of non-finite "
+            "outputs or writes past the output that grew; the gate also fails on a case that stopped "
             "passing, a measured case missing now" + (" (accepted: --accept-removed)" if comparison.accept_removed
                                                       else "") + " and a comparison of nothing; "
             + ("--fail-on-drift: a failed gate fails the run" if fail_on_drift else

@@ -6,7 +6,9 @@ A case drifted when both runs measured it (errors recorded on both sides) and it
     drift  <=>  new > factor * max(old, floor)      floor = FLOOR_OF_ATOL * atol   (the case's tolerance)
 
 for its max |err|, and for its median |err| (read from the recorded |err| histograms: a shift of the whole
-distribution that leaves the maximum alone). The factor is the config's `drift_factor` in matrix.toml (recorded in
+distribution that leaves the maximum alone). A failed case whose count of non-finite outputs or of writes past
+the output grew drifted too, by any amount (its max |err| is over its finite outputs: a NaN more can shrink it). The
+factor is the config's `drift_factor` in matrix.toml (recorded in
 each result), else --drift-factor, else DEFAULT_FACTOR. The floor makes an exact kernel (0 error in the baseline)
 comparable: it drifts once its error exceeds factor * 1e-3 of the smallest bound any element has (atol, where the
 golden is 0); with atol = 0 there is no floor, and any error where there was none is drift. Improvements (the
@@ -75,6 +77,16 @@ class Measure:
     new: float
     ratio: float  # new / max(old, floor)
     back: float  # old / max(new, floor): the improvement's ratio
+    count: bool = False  # a count of wrong outputs (non-finite, written past the output): any growth is drift
+
+    def text(self) -> str:
+        return f"{self.old:.0f} -> {self.new:.0f}" if self.count else f"{self.old:.3g} -> {self.new:.3g}"
+
+    def grew(self, factor: float, floor: float) -> bool:
+        return self.new > self.old if self.count else self.new > factor * max(self.old, floor)
+
+    def shrank(self, factor: float, floor: float) -> bool:
+        return self.old > self.new if self.count else self.old > factor * max(self.new, floor)
 
 
 @dataclass(frozen=True)
@@ -116,12 +128,14 @@ class CaseDelta:
         if self.removed and self.old is not None:
             return f"measured ({self.old.status}) in the baseline, not now: {self.why}"
         if self.kind == "drift":
-            grown = [m for m in self.measures if m.new > self.factor * max(m.old, self.floor)]
-            return "; ".join(f"{m.name} {m.old:.3g} -> {m.new:.3g} ({_times(m.ratio)})" for m in grown) + \
-                f" > factor {self.factor:g}"
+            grown = [m for m in self.measures if m.grew(self.factor, self.floor)]
+            return "; ".join(f"{m.name} {m.text()}" + ("" if m.count else f" ({_times(m.ratio)})")
+                             for m in grown) + (f" > factor {self.factor:g}" if any(not m.count for m in grown)
+                                                else "")
         if self.kind == "improved":
-            shrunk = [m for m in self.measures if m.old > self.factor * max(m.new, self.floor)]
-            return "; ".join(f"{m.name} {m.old:.3g} -> {m.new:.3g} (/{m.back:.3g})" for m in shrunk)
+            shrunk = [m for m in self.measures if m.shrank(self.factor, self.floor)]
+            return "; ".join(f"{m.name} {m.text()}" + ("" if m.count else f" (/{m.back:.3g})")
+                             for m in shrunk)
         return self.kind
 
 
@@ -202,7 +216,8 @@ class Comparison:
 
 
 def measures(old: Result, new: Result, floor: float) -> tuple[Measure, ...]:
-    """The error measures both runs recorded: max |err|, and the median |err| where both have a histogram."""
+    """The error measures both runs recorded: max |err|, the median |err| where both have a histogram, and the counts
+    of non-finite outputs and of writes past the output (a failed case's)."""
     pairs = [("max |err|", old.errors.max_abs if old.errors else None, new.errors.max_abs if new.errors else None)]
     if old.errors is not None and new.errors is not None:
         pairs.append(("median |err|", error_quantile(old.errors.histogram, 0.5),
@@ -213,6 +228,13 @@ def measures(old: Result, new: Result, floor: float) -> tuple[Measure, ...]:
                 math.isfinite(before) and math.isfinite(after):
             found.append(Measure(name, float(before), float(after), ratio(before, after, floor),
                                  ratio(after, before, floor)))
+    if old.errors is not None and new.errors is not None:
+        # A failed case's max |err| is over its finite outputs: one NaN more can leave it smaller ('improved').
+        for name, attribute in (("non-finite outputs", "nonfinite"), ("writes past the output", "guard_violations")):
+            before, after = getattr(old.errors, attribute), getattr(new.errors, attribute)
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in (before, after)) and (before or after):
+                found.append(Measure(name, float(before), float(after), ratio(before, after, 0.0),
+                                     ratio(after, before, 0.0), count=True))
     return tuple(found)
 
 
@@ -230,19 +252,37 @@ def delta(key: str, old: Result, new: Result, default_factor: float) -> CaseDelt
     found = measures(old, new, floor) if measured else ()
     if old.status != new.status:
         kind = "status"
-    elif any(m.new > factor * max(m.old, floor) for m in found):
+    elif any(m.grew(factor, floor) for m in found):
         kind = "drift"
-    elif any(m.old > factor * max(m.new, floor) for m in found):
+    elif any(m.shrank(factor, floor) for m in found):
         kind = "improved"
     else:
         kind = "same"
     return CaseDelta(key, kind, old, new, factor, floor, found)
 
 
-def _by_key(results: Iterable[Result]) -> dict[str, Result]:
+def _badness(result: Result) -> tuple[float, ...]:
+    """How badly a case went, to pick among rows of one case id: measured over not (a skip or unsupported row beside
+    a measurement is another shard's), a failure over a pass, then more non-finite outputs and a larger error."""
+    e = result.errors
+    worst = [e.nonfinite, e.guard_violations, e.max_abs] if e is not None else []
+    numbers = [float(v) if isinstance(v, int | float) and not math.isnan(v) else math.inf for v in worst]
+    return (float(result.status in MEASURED), float(result.status == "fail"), *numbers)
+
+
+def _by_key(results: Iterable[Result], worst: bool) -> dict[str, Result]:
+    """Results by case id. One case id in several rows (two runs of one backend merged, a row repeated by shards)
+    is the strictest choice for the gate: the worst row of the new results, the best measured row of the baseline;
+    a first-come row could hide a failure behind a pass."""
+    def rank(result: Result) -> tuple[float, ...]:
+        bad = _badness(result)
+        return bad if worst else (bad[0], *(-b for b in bad[1:]))
+
     found: dict[str, Result] = {}
     for r in results:
-        found.setdefault(case_key(r), r)  # a row repeated by shards (a skip) is one case
+        key = case_key(r)
+        if key not in found or rank(r) > rank(found[key]):
+            found[key] = r
     return found
 
 
@@ -293,7 +333,7 @@ def diff_runs(baseline: Sequence[Result], results: Sequence[Result], *, label: s
               factor: float = DEFAULT_FACTOR, scope: Scope | None = None, accept_removed: bool = False) -> Comparison:
     """Match the cases of two runs. scope: compare only the baseline cases this run covered (a `run` of some
     configs against a whole run's baseline); the others are counted as not compared instead of vanished."""
-    old, new = _by_key(baseline), _by_key(results)
+    old, new = _by_key(baseline, worst=False), _by_key(results, worst=True)
     not_compared = 0
     if scope is not None:
         kept = {k: r for k, r in old.items() if scope.covers(r)}

@@ -1,0 +1,91 @@
+"""Hostile cases for the drift gate and the versions report (issue 29, second pass): a false green, a traceback or
+a silently ignored option found by trying them, each kept here as the test that failed before its fix. Offline:
+results built from real error arrays (test_drift.case) and written with the real writers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from test_drift import GOLDEN, TOL, case
+from test_drift_gate import broken, gate
+
+from q4gsw.compare import compare as compare_arrays
+from q4gsw.drift.rule import diff_runs
+from q4gsw.report import plots
+from q4gsw.report.histogram import error_histogram
+from q4gsw.report.result import Result
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+    def unavailable() -> None:
+        raise ImportError("plots disabled in this test")
+
+    monkeypatch.setattr(plots, "_load_pyplot", unavailable)
+
+
+def judged(y: np.ndarray, kernel: str = "cpu_gemv") -> Result:
+    """The case kv_proj/<kernel>/normal judged by the real compare() from a kernel output y."""
+    verdict = compare_arrays(y, GOLDEN, TOL)
+    errors = replace(verdict.errors, histogram=error_histogram(y, GOLDEN))
+    return replace(case(kernel=kernel), status="pass" if verdict.passed else "fail", message=verdict.message,
+                   errors=errors)
+
+
+def with_nan(count: int) -> np.ndarray:
+    y = GOLDEN + 1e-3  # a kernel off by 1e-3 everywhere: fails, finite
+    y.flat[:count] = np.nan
+    return y
+
+
+# ------------------------------------------------------------------------------------------------
+# A kernel that returns garbage, against a baseline where it already failed
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nans", [1, GOLDEN.size])
+def test_nan_outputs_in_a_case_that_failed_before_are_drift(tmp_path, capsys, nans: int) -> None:
+    """fail (|err| 1e-3) -> fail with NaN outputs: max |err| is over the finite outputs, so one NaN read as
+    'improved' and all-NaN as 'same': the gate held."""
+    old, new = [judged(with_nan(0)), case(kernel="cpu_tiled")], [judged(with_nan(nans)), case(kernel="cpu_tiled")]
+    assert gate(tmp_path, old, new) == 1
+    out = capsys.readouterr().out
+    assert f"DRIFT kv_proj/cpu_gemv/normal@swiftshader: non-finite outputs 0 -> {nans}" in out
+    assert "gate: fails: 1 drifted" in out
+
+
+def test_writes_past_the_output_that_grew_are_drift_and_fewer_nans_improve() -> None:
+    old = judged(with_nan(0))
+    guarded = replace(old, errors=replace(old.errors, guard_violations=3))
+    assert diff_runs([old], [guarded], label="old").drifted[0].reason() == "writes past the output 0 -> 3"
+    # the mirror image: NaN outputs gone, the same finite error: improved, never counted against the change
+    comparison = diff_runs([judged(with_nan(5))], [judged(with_nan(0))], label="old")
+    assert [d.kind for d in comparison.deltas] == ["improved"] and comparison.gate() == []
+
+
+# ------------------------------------------------------------------------------------------------
+# One case id in several rows (two runs of one backend merged, shards)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_failure_repeated_after_a_pass_of_the_same_case_fails_the_gate(tmp_path, capsys) -> None:
+    """new results holding kv_proj/cpu_gemv twice, pass then fail (1e7x the error): the first row was kept and the
+    gate held."""
+    old = [case(), case(kernel="cpu_tiled")]
+    assert gate(tmp_path, old, [case(), broken(case()), case(kernel="cpu_tiled")]) == 1
+    assert "REGRESSED kv_proj/cpu_gemv/normal@swiftshader: status pass -> fail" in capsys.readouterr().out
+    # a larger error in a second row of the same status is drift, whichever row comes first
+    assert [d.kind for d in diff_runs([case()], [case(scale=8.0), case()], label="old").deltas] == ["drift"]
+
+
+def test_a_baseline_holding_a_case_twice_is_compared_with_its_best_measured_row() -> None:
+    """The strictest comparison: a fail now is a regression if the baseline passed it at all; a skip row beside a
+    measurement (another shard's) is no row of the comparison."""
+    skipped = replace(case(), status="skip", message="skip", errors=None)
+    comparison = diff_runs([broken(case()), skipped, case()], [broken(case())], label="old")
+    assert [d.key for d in comparison.regressed] == ["kv_proj/cpu_gemv/normal@swiftshader"]
+    assert diff_runs([case()], [skipped, case()], label="old").gate() == []  # a shard's skip row beside the pass
