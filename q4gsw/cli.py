@@ -145,7 +145,7 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
 def selection_from_args(matrix: Matrix, args: argparse.Namespace, kernels: tuple[Kernel, ...] | None = None,
                         applies: bool = True) -> Selection:
     """The one Selection of a command: names checked against the matrix, an empty result is a usage error."""
-    from q4gsw.cases import build_selection
+    from q4gsw.cases import build_selection, selects_nothing
 
     backend = getattr(args, "backend", None) or next(iter(matrix.backends))
     selection = build_selection(matrix, backend, tiers=args.tier, suites=args.suite, names=tuple(args.config),
@@ -153,8 +153,6 @@ def selection_from_args(matrix: Matrix, args: argparse.Namespace, kernels: tuple
                                 ops=tuple(getattr(args, "op", ()) or ()))
     shard = getattr(args, "shard", None)
     if selection.is_empty() and shard is None:
-        from q4gsw.cases import selects_nothing
-
         raise selects_nothing(matrix, args.command, tuple(args.config), tuple(getattr(args, "op", ()) or ()))
     if selection.is_empty():  # a CI shard with more shards than configs: not the user's mistake, but say why
         whole = build_selection(matrix, backend, tiers=args.tier, suites=args.suite, names=tuple(args.config),
@@ -366,10 +364,13 @@ def _child_command(args: argparse.Namespace) -> int:
 def _user_kernel(args: argparse.Namespace) -> Kernel:
     from q4gsw.matrix.load import make_kernel
 
-    if not args.kernel.is_file():
-        problem = "is a folder, not a file" if args.kernel.is_dir() else "no such file"
+    try:  # read here, not first in the run's child, where a file that is not UTF-8 crashed it
+        args.kernel.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = ("is a folder, not a file" if args.kernel.is_dir() else "no such file" if not args.kernel.exists()
+                   else f"cannot be read as UTF-8 text ({type(exc).__name__}: {exc})")
         raise MatrixError("command line", "check", "--kernel", f"{args.kernel}: {problem}",
-                          "pass the path of a .wgsl file")
+                          "pass the path of a .wgsl file (UTF-8 text)") from None
     kernel = make_kernel(args.kernel.stem, str(args.kernel.resolve()), args.dispatch,
                          overrides=_parse_overrides(args.override), origin=f"check:{args.kernel.resolve()}")
     _validate_user_kernel(kernel)

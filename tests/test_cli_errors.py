@@ -64,7 +64,27 @@ def test_check_says_a_kernel_folder_is_a_folder(tmp_path):
     line = one_usage_line(run_cli("check", "--backend", "swiftshader", "--kernel", str(tmp_path), "--dispatch", "1",
                                   "--results", str(tmp_path / "results")))
     assert line == (f"error: command line: check: key '--kernel': {tmp_path}: is a folder, not a file — pass the "
-                    "path of a .wgsl file")
+                    "path of a .wgsl file (UTF-8 text)")
+
+
+def test_a_kernel_file_that_is_not_utf8_is_refused_before_any_work(tmp_path):
+    """Hostile pass: such a file passed `validate` and `check`, then crashed the run's child, whose traceback was
+    the FAIL message. The loader and `check --kernel` read it first."""
+    from test_matrix_errors import BASE
+
+    kernel = tmp_path / "latin1.wgsl"
+    kernel.write_bytes("// \u00e9t\u00e9\n@compute @workgroup_size(1) fn main() {}\n".encode("latin-1"))
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text(BASE.replace(f"{REPO}/q4gsw/ops/linear_q4gsw/kernels/q4gsw_gemv.wgsl", str(kernel)))
+    for argv in (["validate"], ["run", "--backend", "swiftshader", "--results", str(tmp_path / "out")]):
+        line = one_usage_line(run_cli(*argv, "--matrix", str(matrix)))
+        assert line.startswith(f"error: {matrix}: [kernel.gemv]: key 'file': '{kernel}' cannot be read as UTF-8 "
+                               "text (UnicodeDecodeError: "), line
+        assert line.endswith("— save the WGSL file as UTF-8")
+    line = one_usage_line(run_cli("check", "--backend", "swiftshader", "--kernel", str(kernel), "--dispatch", "1",
+                                  "--results", str(tmp_path / "out")))
+    assert line.startswith(f"error: command line: check: key '--kernel': {kernel}: cannot be read as UTF-8 text")
+    assert not (tmp_path / "out").exists()
 
 
 def test_validate_refuses_a_kernel_file_found_only_from_the_working_directory(tmp_path):

@@ -124,9 +124,18 @@ class Checker:
     def op(self, value: Any, where: str) -> str:
         return self.string(value, where, "op", op_names())
 
-    def missing_kernel_file(self, where: str, kernel_file: str, base: Path) -> None:
-        """Raise for a kernel file not found next to matrix.toml. One found from the working directory is refused
-        too: every run reads it relative to matrix.toml's folder, so it would pass here and fail there."""
+    def kernel_file(self, where: str, kernel_file: str, base: Path) -> None:
+        """Raise for a kernel file not found next to matrix.toml, or not UTF-8 text (the run's child read it and
+        crashed, its traceback in the FAIL message). One found from the working directory is refused too: every
+        run reads it relative to matrix.toml's folder, so it would pass here and fail there."""
+        path = base / kernel_file
+        if path.is_file():
+            try:
+                path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise self.fail(where, "file", f"'{kernel_file}' cannot be read as UTF-8 text ({type(exc).__name__}: "
+                                f"{exc})", "save the WGSL file as UTF-8") from None
+            return
         if Path(kernel_file).is_file():
             relative = os.path.relpath(Path(kernel_file).resolve(), base.resolve())
             raise self.fail(where, "file", f"'{kernel_file}' is found from the working directory, not from "

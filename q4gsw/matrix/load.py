@@ -225,8 +225,8 @@ def _load_kernels(check: Checker, table: Mapping[str, Any], prefix: str, base: P
             if key not in raw:
                 raise check.fail(where, key, "missing", f"add {key} = \"...\" (see docs/kernels.md)")
         kernel_file = check.string(raw["file"], where, "file")
-        if base is not None and not (base / kernel_file).is_file():
-            check.missing_kernel_file(where, kernel_file, base)
+        if base is not None:
+            check.kernel_file(where, kernel_file, base)
         overrides_raw = check.table(raw.get("overrides", {}), where, "overrides")
         names = environment(PLACEHOLDER_SHAPE, None)
         overrides: dict[str, str | int | float] = {}
