@@ -137,6 +137,37 @@ def test_kill_summary_verdict():
     assert not mutants.kill_summary(records)["ok"]
 
 
+def _embedding_records(adapters: dict[str, str]) -> list[dict[str, str]]:
+    """offset_folded surviving on each of `adapters` (case -> adapter name), token_plus_one killed everywhere."""
+    records = []
+    for case, adapter in adapters.items():
+        for kernel, role, status in (("reference", "correct", "pass"), ("offset_folded", "mutant", "pass"),
+                                     ("token_plus_one", "mutant", "fail")):
+            records.append({"config": case, "input": "edges", "kernel": kernel, "role": role, "status": status,
+                            "adapter": adapter})
+    return records
+
+
+def test_a_survivor_only_where_the_catalogue_says_it_is_equivalent_is_no_gap():
+    """embedding's offset_folded (n * s - 8 * s) computes the reference's bits where the compiler contracts it into
+    one fma (NVIDIA): surviving there is reported as equivalent, with the reason; anywhere else it is a survivor."""
+    summary = mutants.kill_summary(_embedding_records({"a": "NVIDIA H100 80GB HBM3"}), "embedding_q4gsw")
+    assert summary["survivors"] == [] and list(summary["equivalent"]) == ["offset_folded"]
+    assert "fma(n, s, -(8 * s))" in summary["equivalent"]["offset_folded"]
+    assert summary["killed"] == 1 and summary["mutants"] == 2 and summary["ok"]
+    for adapters in ({"a": "llvmpipe (LLVM 15.0.6, 256 bits)"},
+                     {"a": "NVIDIA H100 80GB HBM3", "b": "SwiftShader Device (Subzero)"}):
+        summary = mutants.kill_summary(_embedding_records(adapters), "embedding_q4gsw")
+        assert summary["survivors"] == ["offset_folded"] and summary["equivalent"] == {} and not summary["ok"]
+
+
+def test_embedding_fp16_output_rounds_with_quantize_to_f16():
+    """NVIDIA's compiler removes an unpack2x16float(pack2x16float(x)) round trip (the f32 value survives);
+    quantizeToF16 is SPIR-V's OpQuantizeToF16, which it keeps."""
+    sources = mutants.mutant_sources(op_name="embedding_q4gsw")
+    assert "return quantizeToF16(q * s);" in sources["fp16_output"] and "pack2x16float" not in sources["fp16_output"]
+
+
 # ------------------------------------------------------------------------------------------------
 # On SwiftShader
 # ------------------------------------------------------------------------------------------------

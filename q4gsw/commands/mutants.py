@@ -141,12 +141,26 @@ def kill_summary(records: list[dict[str, Any]], op_name: str = DEFAULT_OP) -> di
             killed_by[r["kernel"]].append(case)
         elif r["role"] == "correct" and r["status"] == "fail":
             false_alarms.append(r)
-    survivors = [m for m, cases in killed_by.items() if not cases]
     cells = [r for r in records if r["role"] == "mutant" and r["status"] in ("pass", "fail")]
-    return {"mutants": len(mutants), "killed": len(mutants) - len(survivors), "survivors": survivors,
+    equivalent = _equivalent_survivors([m for m, cases in killed_by.items() if not cases], cells, op_name)
+    survivors = [m for m, cases in killed_by.items() if not cases and m not in equivalent]
+    return {"mutants": len(mutants), "killed": len(mutants) - len(survivors) - len(equivalent), "survivors": survivors,
+            "equivalent": equivalent,
             "killed_by": killed_by, "cells": len(cells), "cells_killing": sum(r["status"] == "fail" for r in cells),
             "false_alarms": false_alarms, "errors": errors,
             "ok": not survivors and not false_alarms and not errors and bool(mutants)}
+
+
+def _equivalent_survivors(survivors: list[str], cells: list[dict[str, Any]], op_name: str) -> dict[str, str]:
+    """Survivors that ran only on adapters where the catalogue says they are equivalent (Mutant.equivalent_on: the
+    compiler there computes the reference's numbers from the mutated text), each with the reason."""
+    catalogue = {m.name: m for m in suite_of(op_name).mutants}
+    equivalent = {}
+    for name in survivors:
+        reasons = {catalogue[name].equivalent_reason(r.get("adapter", "")) for r in cells if r["kernel"] == name}
+        if reasons and "" not in reasons:
+            equivalent[name] = "; ".join(sorted(reasons))
+    return equivalent
 
 
 def print_kill_matrix(records: list[dict[str, Any]], summary: dict[str, Any], catalogue: tuple[Mutant, ...]) -> None:
@@ -176,8 +190,11 @@ def print_kill_matrix(records: list[dict[str, Any]], summary: dict[str, Any], ca
     console.print(table)
     line = (f"{summary['killed']}/{summary['mutants']} mutants killed "
             f"({summary['cells_killing']}/{summary['cells']} mutant x case cells fail), "
-            f"{len(summary['false_alarms'])} false alarms, {len(summary['errors'])} errors")
+            + (f"{len(summary['equivalent'])} equivalent on this adapter, " if summary["equivalent"] else "")
+            + f"{len(summary['false_alarms'])} false alarms, {len(summary['errors'])} errors")
     console.print(line)
+    for name, why in summary["equivalent"].items():
+        console.print(f"[yellow]EQUIVALENT[/] {name} on this adapter (not a gap in the matrix): {why}")
     for name in summary["survivors"]:
         bug = next(m.bug for m in catalogue if m.name == name)
         console.print(f"[red]SURVIVOR[/] {name}: {bug} — add a config or input that exposes it")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -75,6 +76,13 @@ class Mutant:
     bug: str  # what the kernel author got wrong
     edits: tuple[tuple[str, str], ...]  # (exact text in the reference kernel, replacement)
     in_before: bool = False  # the edits apply to the suite's `before` reference (the kernel dispatched first)
+    # (adapter-name regex, why): where the adapter's compiler makes this mutant compute the reference's very
+    # numbers, so no input can expose it there; a survivor only on such adapters is reported equivalent, not missed.
+    equivalent_on: tuple[tuple[str, str], ...] = ()
+
+    def equivalent_reason(self, adapter: str) -> str:
+        """Why this mutant is equivalent on `adapter` ("" where it is not)."""
+        return next((why for pattern, why in self.equivalent_on if re.search(pattern, adapter)), "")
 
     def source(self, reference: str) -> str:
         text = reference

@@ -11,11 +11,6 @@ from q4gsw.ops.base import Mutant, MutationSuite
 REFERENCE = Path(__file__).parent / "kernels" / "reference.wgsl"
 
 
-def _f16(expr: str) -> str:
-    """Round an f32 expression to the nearest f16 with core WGSL (no shader-f16 needed)."""
-    return f"unpack2x16float(pack2x16float(vec2<f32>({expr}, 0.0))).x"
-
-
 CATALOGUE: tuple[Mutant, ...] = (
     Mutant("packing_flag_ignored", "is_linear_weight ignored: dim 2j always read from the high nibble, the "
            "quantized_decomposed packing the export repacks away",
@@ -51,9 +46,14 @@ CATALOGUE: tuple[Mutant, ...] = (
            (("let total = params.num_indices * params.embed_dim;",
              "let total = (params.num_indices - 1u) * params.embed_dim;"),)),
     Mutant("offset_folded", "zero point folded into a bias: nibble * s - 8 * s (two roundings, cancellation)",
-           (("return q * s;", "return f32(n) * s - 8.0 * s;"),)),
+           (("return q * s;", "return f32(n) * s - 8.0 * s;"),),
+           equivalent_on=(("NVIDIA", "the driver contracts n * s - 8 * s into fma(n, s, -(8 * s)); 8 * s is exact, "
+                                     "so the fma rounds (n - 8) * s once: the reference's bits for every scale below "
+                                     "FLT_MAX / 8 (docs/mutants.md)"),)),
+    # quantizeToF16 (core WGSL, SPIR-V OpQuantizeToF16), not unpack2x16float(pack2x16float(..)): NVIDIA's Vulkan
+    # compiler removes a pack/unpack round trip: that spelling computed the exact f32 product there (docs/mutants.md).
     Mutant("fp16_output", "the dequantized value rounded to fp16 (an f16 output path)",
-           (("return q * s;", f"return {_f16('q * s')};"),)),
+           (("return q * s;", "return quantizeToF16(q * s);"),)),
 )
 
 
