@@ -40,7 +40,8 @@ def _add_matrix(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--matrix", default="matrix.toml", help="path to matrix.toml (default: ./matrix.toml)")
 
 
-def _add_selection(parser: argparse.ArgumentParser) -> None:
+def _add_selection(parser: argparse.ArgumentParser, runs: bool = True) -> None:
+    """The selection options; with `runs`, where fixtures are read and results written (export has neither)."""
     parser.add_argument("--tier", action="append", choices=TIERS,
                         help="tier(s) to run (default: required); configs of other tiers are reported as skipped")
     parser.add_argument("--suite", action="append", help="suite(s) to run (default: llama)")
@@ -48,10 +49,11 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
                         help="run only these configs (any tier); repeatable")
     parser.add_argument("--op", action="append", default=[], metavar="OP",
                         help="only this op's configs, every suite of it unless --suite; repeatable")
-    parser.add_argument("--fixtures", type=Path, help="run from fixtures exported with `q4gsw export --out DIR` "
-                        "(needs only numpy + wgpu); otherwise fixtures are exported into the cache")
+    if runs:  # not offered where they would be ignored: export writes into --out or the cache
+        parser.add_argument("--fixtures", type=Path, help="run from fixtures exported with `q4gsw export --out DIR` "
+                            "(needs only numpy + wgpu); otherwise fixtures are exported into the cache")
+        parser.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
     parser.add_argument("--cache", type=Path, help="fixture cache (default: $Q4GSW_CACHE or ~/.cache/q4gsw)")
-    parser.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
     parser.add_argument("--shard", type=_shard_arg, metavar="i/N",
                         help="run only shard i (1-based) of N cost-balanced shards of the selection (CI sharding)")
     parser.add_argument("--verbose", action="store_true",
@@ -110,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave model.pte out of --out fixtures (running needs only the unpacked weights)")
     p.add_argument("--max-golden-mib", type=float,
                    help="leave out golden files larger than this; a run then recomputes them in fp64")
-    _add_selection(p)
+    _add_selection(p, runs=False)
 
     p = sub.add_parser("_export", help=argparse.SUPPRESS)
     _add_matrix(p)
@@ -310,7 +312,9 @@ def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in CHILD_COMMANDS:
-        return _child_command(args)
+        from q4gsw.run.workers import internal_command
+
+        return internal_command(args)
     if getattr(args, "verbose", False):
         os.environ["Q4GSW_VERBOSE"] = "1"
     try:
@@ -347,18 +351,6 @@ def _main(argv: list[str]) -> int:
 
 CHILD_COMMANDS = ("_export", "_probe", "_child", "_compile")
 RUNNING_COMMANDS = ("run", "check", "bench", "mutants")  # those that read Q4GSW_PREWARM
-
-
-def _child_command(args: argparse.Namespace) -> int:
-    from q4gsw.run import workers
-
-    if args.command == "_export":
-        return workers.export_main(Path(args.matrix), args.config, args.cache)
-    if args.command == "_probe":
-        return workers.probe_main(args.backend_json)
-    if args.command == "_compile":
-        return workers.compile_main(args.job)
-    return workers.child_main(args.job)
 
 
 def _user_kernel(args: argparse.Namespace) -> Kernel:

@@ -59,6 +59,18 @@ def test_an_op_that_rules_out_the_named_config_is_said(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_export_does_not_take_options_it_would_ignore(tmp_path):
+    """Hostile pass: `export --results DIR` (or --fixtures DIR) was accepted and ignored: the fixtures went to the
+    cache, nothing to DIR. export writes into --out or the cache; those options are refused, as any unknown one."""
+    for option in ("--results", "--fixtures"):
+        done = run_cli("export", "--config", "kv_proj", option, str(tmp_path / "out"),
+                       env={"Q4GSW_CACHE": str(tmp_path / "cache")})
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert f"error: unrecognized arguments: {option} {tmp_path / 'out'}" in done.stderr
+        assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+    assert "--results" not in run_cli("export", "--help").stdout
+
+
 def test_check_says_a_kernel_folder_is_a_folder(tmp_path):
     """Hostile pass: `check --kernel DIR` said 'no such file' of a folder that exists."""
     line = one_usage_line(run_cli("check", "--backend", "swiftshader", "--kernel", str(tmp_path), "--dispatch", "1",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from q4gsw.case import execute_config, open_device, warm_up
 from q4gsw.cases import case_from_plain, to_plain
@@ -119,3 +120,14 @@ def export_main(matrix_path: Path, names: list[str], cache: Path) -> int:
 
 def export_failure(name: str, exc: Exception) -> str:
     return f"export of '{name}' failed: {type(exc).__name__}: {' | '.join(str(exc).splitlines()[-3:])}"
+
+
+def internal_command(args: Any) -> int:
+    """`python -m q4gsw _export|_probe|_compile|_child`: the processes the engine starts, never a user."""
+    if args.command == "_export":
+        return export_main(Path(args.matrix), args.config, args.cache)
+    if args.command == "_probe":
+        return probe_main(args.backend_json)
+    if args.command == "_compile":
+        return compile_main(args.job)
+    return child_main(args.job)
