@@ -8,9 +8,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import run_cli
+from helpers import assert_clean_usage_error
 from test_drift import GOLDEN, TOL, case
-from test_drift_gate import broken, gate
+from test_drift_gate import broken, gate, written
 
+from q4gsw.commands import bench, report
 from q4gsw.compare import compare as compare_arrays
 from q4gsw.drift.rule import diff_runs
 from q4gsw.report import plots
@@ -89,3 +92,35 @@ def test_a_baseline_holding_a_case_twice_is_compared_with_its_best_measured_row(
     comparison = diff_runs([broken(case()), skipped, case()], [broken(case())], label="old")
     assert [d.key for d in comparison.regressed] == ["kv_proj/cpu_gemv/normal@swiftshader"]
     assert diff_runs([case()], [skipped, case()], label="old").gate() == []  # a shard's skip row beside the pass
+
+
+# ------------------------------------------------------------------------------------------------
+# The gate's options without a baseline: a gate that never ran is no green
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [["--fail-on-drift"], ["--accept-removed"],
+                                     ["--fail-on-drift", "--accept-removed"]])
+def test_report_gate_options_without_a_baseline_are_a_usage_error(tmp_path, capsys, options: list[str]) -> None:
+    """`report NEW --fail-on-drift` compared nothing and exited 0, writing the reports: a gate asked for, never run."""
+    new = written(tmp_path / "new", [case()])
+    assert report.main([str(new), *options, "--quiet", "--no-step-summary"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {options[0]} needs --baseline OLD (the run to compare with): without one nothing is "
+                   f"compared, no gate runs: add --baseline OLD, or drop {' and '.join(options)}")
+    assert not (tmp_path / "new" / "summary.md").exists()
+
+
+def test_run_fail_on_drift_without_a_baseline_is_a_usage_error_before_any_work(tmp_path, tiny_matrix) -> None:
+    done = run_cli("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--results", str(tmp_path / "out"),
+                   "--fail-on-drift", timeout=120)
+    assert_clean_usage_error(done, "key '--fail-on-drift': needs --baseline OLD", "add --baseline OLD")
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize("option", ["--fail-on-drift", "--accept-removed"])
+def test_bench_gate_options_without_a_baseline_are_a_usage_error(tmp_path, capsys, option: str) -> None:
+    assert bench.main(["--shapes", "1x64x16", "--json", str(tmp_path / "b.json"), option]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {option} needs --baseline OLD.json (the bench JSON to compare with)"), err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "b.json").exists()

@@ -30,6 +30,7 @@ import numpy as np
 
 from q4gsw.case import GPU_WARMUP_S, warmup_for
 from q4gsw.cases import Selection, build_cases
+from q4gsw.drift.baseline import LoneGateOption, check_gate_options
 from q4gsw.drift.bench import (
     BENCH_FORMAT,
     add_bench_baseline_options,
@@ -247,9 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
         return verdict.OK
     try:  # before any work: a baseline that cannot be compared with is a usage error, not a late surprise
+        check_gate_options(args, baseline="OLD.json (the bench JSON to compare with)")
         baseline = read_baseline(args.baseline) if args.baseline is not None else None
         compared = read_baseline(args.compare, "--compare") if args.compare is not None else None
-    except ScoreboardError as exc:
+    except (ScoreboardError, LoneGateOption) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return verdict.USAGE
     if baseline is not None:  # another op's times compare nothing: said before any work

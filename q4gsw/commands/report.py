@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from q4gsw.drift.baseline import BaselineError, add_baseline_options, baseline_from_args
+from q4gsw.drift.baseline import BaselineError, LoneGateOption, add_baseline_options, baseline_from_args
 from q4gsw.report import verdict
 from q4gsw.report.junit import case_label
 from q4gsw.report.result import Result
@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         baseline = baseline_from_args(args)
     except BaselineError as exc:
         print(f"error: --baseline {exc}", file=sys.stderr)
+        return verdict.USAGE
+    except LoneGateOption as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return verdict.USAGE
     results = merge(results)
     meta = merged_meta(metas)

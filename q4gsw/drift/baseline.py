@@ -200,8 +200,33 @@ def diff_with(baseline: Baseline, results: Sequence[Result], scope: Scope | None
     return comparison, ""
 
 
+GATE_OPTIONS = ("--fail-on-drift", "--accept-removed")  # options of the comparison: nothing to do without --baseline
+
+
+class LoneGateOption(ValueError):
+    """--fail-on-drift or --accept-removed without --baseline: alone, `--fail-on-drift` compared nothing and exited
+    0, a green gate that never ran. str() is one line: the option, the problem and the fix."""
+
+    def __init__(self, option: str, also: Sequence[str] = (), baseline: str = "OLD (the run to compare with)") -> None:
+        self.option = option
+        self.problem = f"needs --baseline {baseline}: without one nothing is compared, no gate runs"
+        self.fix = f"add --baseline {baseline.split()[0]}, or drop {' and '.join([option, *also])}"
+        super().__init__(f"{option} {self.problem}: {self.fix}")
+
+
+def check_gate_options(args: argparse.Namespace, **words: str) -> None:
+    """LoneGateOption when a gate option is given without a baseline (`bench` words its baseline itself)."""
+    if getattr(args, "baseline", None) is not None:
+        return
+    given = [option for option in GATE_OPTIONS if getattr(args, option[2:].replace("-", "_"), False)]
+    if given:
+        raise LoneGateOption(given[0], given[1:], **words)
+
+
 def baseline_from_args(args: argparse.Namespace) -> Baseline | None:
-    """The --baseline of a parsed command line with its options (None without one); raises BaselineError."""
+    """The --baseline of a parsed command line with its options (None without one); raises BaselineError, or
+    LoneGateOption for --fail-on-drift or --accept-removed without it."""
+    check_gate_options(args)
     path = getattr(args, "baseline", None)
     if path is None:
         return None
@@ -219,3 +244,5 @@ def run_baseline(args: argparse.Namespace) -> Baseline | None:
         return baseline_from_args(args)
     except BaselineError as exc:
         raise MatrixError("command line", args.command, "--baseline", f"{exc.path}: {exc.problem}", exc.fix) from None
+    except LoneGateOption as exc:
+        raise MatrixError("command line", args.command, exc.option, exc.problem, exc.fix) from None
