@@ -80,6 +80,7 @@ def tie_rows() -> np.ndarray:
     return np.array(rows, dtype=np.float32)
 
 
+@pytest.mark.e2e  # imports torch and torchao
 def test_qparams_equal_torchaos_choose_qparams_affine_on_ties_and_random_rows():
     """torchao's own choose_qparams_affine and quantize_affine (the 8da4w activation path), not a transcription:
     scale and zero point bit for bit, and its codes, on rows built to land on .5 ties, where rounding half away

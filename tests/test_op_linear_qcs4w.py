@@ -63,6 +63,7 @@ def test_packing_refuses_what_is_not_int4_and_a_width_that_does_not_hold_k():
         unpack_qcs4w(np.zeros((1, 2), np.uint8), 5)
 
 
+@pytest.mark.e2e  # imports torch and executorch
 def test_packing_equals_executorchs_own_prepack():
     torch = pytest.importorskip("torch")
     fuse = pytest.importorskip("executorch.backends.vulkan._passes.fuse_quantized_ops")

@@ -348,6 +348,22 @@ def test_no_histogram_is_warned_only_where_a_case_was_compared(tmp_path, capsys)
     assert err.count("no error histogram") == 1 and "no error histogram for older" in err
 
 
+def test_a_run_that_compared_nothing_loads_no_pyplot_and_still_clears_the_old_plots(tmp_path, monkeypatch):
+    """Every config failed before its comparison (no adapter, an unusable cache): nothing to draw, so pyplot is not
+    loaded (~0.7 CPU s of each such run), no note about matplotlib, and an earlier run's plots still go."""
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    (folder / "error-hist-q_proj.png").write_bytes(b"an earlier run's plot")
+    (folder / "headroom.png").write_bytes(b"an earlier run's chart")
+
+    def no_pyplot():
+        raise AssertionError("pyplot loaded for a run that compared nothing")
+
+    monkeypatch.setattr(plots, "_load_pyplot", no_pyplot)
+    assert plots.write_plots(folder, [crashed(), crashed(config="q_proj"), skipped()]) == ([], [])
+    assert sorted(p.name for p in folder.iterdir()) == [".q4gsw-partial"]
+
+
 def test_histograms_drawn_during_the_run_are_the_ones_written(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     q_proj = [passing(), passing(kernel="tiled", headroom=0.0)]

@@ -117,10 +117,14 @@ def write_plots(out_dir: Path, results: Sequence[Result],
     are of the same results. Never raises for a plotting problem."""
     if ahead is not None:
         ahead.finish()
-    try:
-        plt = _load_pyplot()
-    except ImportError:
-        return [], [MISSING_MATPLOTLIB]
+    plt: ModuleType | None = None
+    # A run that compared nothing (every config failed before its comparison) draws nothing: it does not load
+    # pyplot (~0.7 CPU s of every such run, and of the tests' many), yet still removes an earlier run's plots.
+    if any(r.errors is not None for r in results):
+        try:
+            plt = _load_pyplot()
+        except ImportError:
+            return [], [MISSING_MATPLOTLIB]
     written: list[Path] = []
     notes: list[str] = []
     # The plots of an earlier run here are removed first, so stale histograms never mix with new ones; only
@@ -132,6 +136,8 @@ def write_plots(out_dir: Path, results: Sequence[Result],
         return [], [f"plots not written: {exc}"]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / OWNED_MARKER).write_text("plots written by q4gsw; the next run here replaces the plots in it\n")
+    if plt is None:
+        return [], []  # nothing was compared: no histogram, no headroom, and no note (each FAIL line says why)
     configs = list(dict.fromkeys(r.config for r in results))
     for config in configs:
         mine = [r for r in results if r.config == config]
