@@ -124,3 +124,84 @@ def test_bench_gate_options_without_a_baseline_are_a_usage_error(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {option} needs --baseline OLD.json (the bench JSON to compare with)"), err
     assert len(err.splitlines()) == 1 and not (tmp_path / "b.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# report --versions: runs and bench JSONs that do not fit together
+# ------------------------------------------------------------------------------------------------
+
+DAWN = ("wgpudawn==0.32.0.1", "wgpudawn==0.32.0.2")
+
+
+def releases(tmp_path, *packages: str) -> list[str]:
+    from test_versions import _result, _run
+
+    return [str(_run(tmp_path / package, package, [_result("q_proj", package, 1e-7)])) for package in packages]
+
+
+def benches(tmp_path, *changes: tuple[str, dict, dict]) -> list[str]:
+    """A bench JSON per (package, changes to its first row, changes to its top level)."""
+    import json
+
+    from test_versions import _bench
+
+    paths = []
+    for index, (package, row, top) in enumerate(changes):
+        path = _bench(tmp_path / f"bench{index}.json", package, 1e-3)
+        data = json.loads(path.read_text())
+        data["rows"][0].update(row)
+        path.write_text(json.dumps({**data, **top}))
+        paths.append(str(path))
+    return paths
+
+
+def versions(tmp_path, runs: list[str], bench_paths: list[str] = (), *extra: str) -> int:
+    bench_args = ["--bench", *bench_paths] if bench_paths else []
+    return report.main(["--versions", *runs, *bench_args, "--out", str(tmp_path / "table"), "--no-step-summary",
+                        "--quiet", *extra])
+
+
+def test_versions_of_two_packages_compare_nothing_and_fail_the_gate(tmp_path, capsys) -> None:
+    """wgpu and wgpudawn, one release each: no step, so no gate line, and --fail-on-drift exited 0."""
+    runs = releases(tmp_path, "wgpu==0.32.0", "wgpudawn==0.32.0.4")
+    assert versions(tmp_path, runs, (), "--fail-on-drift") == 1
+    assert "gate: NOTHING COMPARED: no two releases of one package (wgpu==0.32.0, wgpudawn==0.32.0.4)" in \
+        capsys.readouterr().err
+    assert "No two releases of one package" in (tmp_path / "table" / "versions.md").read_text()
+    assert versions(tmp_path, runs) == 0  # the table across implementations is still written, reported only
+
+
+@pytest.mark.parametrize("change", [
+    {"correct": False, "message": "wrong output"},  # a wrong kernel: never timed, so it was no gate line at all
+    {"time_s": 3e-3, "median_s": 3.03e-3, "spread_s": 6e-5, "samples_s": [3e-3, 3.06e-3, 3.03e-3]},  # 3x slower
+    {"shape": "1x4096x4096"},  # another shape: nothing compared
+])
+def test_versions_fail_on_drift_holds_the_bench_rule_too(tmp_path, capsys, change: dict) -> None:
+    """--bench steps were shown, never gated: a wrong or 3x slower kernel in the new release exited 0."""
+    paths = benches(tmp_path, (DAWN[0], {}, {}), (DAWN[1], change, {}))
+    assert versions(tmp_path, releases(tmp_path, *DAWN), paths, "--fail-on-drift") == 1
+    err = capsys.readouterr().err
+    assert ("gate: WRONG wgpudawn==0.32.0.2: 1x2048x2048 gemv: wrong output" if "correct" in change else
+            "gate: wgpudawn==0.32.0.1 -> wgpudawn==0.32.0.2: bench ") in err, err
+
+
+def test_versions_a_wrong_kernel_in_the_first_release_fails_the_gate(tmp_path, capsys) -> None:
+    """diff_bench leaves a baseline's wrong rows out: the first release's wrong kernel was never seen."""
+    paths = benches(tmp_path, (DAWN[0], {"correct": False, "message": "garbage"}, {}), (DAWN[1], {}, {}))
+    assert versions(tmp_path, releases(tmp_path, *DAWN), paths, "--fail-on-drift") == 1
+    assert "gate: WRONG wgpudawn==0.32.0.1: 1x2048x2048 gemv: garbage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("problem", ["release of no run", "one bench", "another op"])
+def test_versions_bench_jsons_that_do_not_match_the_runs_are_a_usage_error(tmp_path, capsys, problem: str) -> None:
+    """Each was silently left out (no speed in any step, exit 0)."""
+    given = {"release of no run": [(DAWN[0], {}, {}), ("wgpudawn==0.32.0.7", {}, {})],
+             "one bench": [(DAWN[0], {}, {})],
+             "another op": [(DAWN[0], {}, {"op": "linear_q4gsw"}), (DAWN[1], {}, {"op": "embedding_q4gsw"})]}[problem]
+    assert versions(tmp_path, releases(tmp_path, *DAWN), benches(tmp_path, *given)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --bench") and len(err.splitlines()) == 1, err
+    assert {"release of no run": "times wgpudawn==0.32.0.7, a release none of the runs is",
+            "one bench": "no two successive releases of one package both have a bench JSON",
+            "another op": "times op linear_q4gsw, --bench"}[problem] in err
+    assert not (tmp_path / "table" / "versions.md").exists()

@@ -156,8 +156,11 @@ def versions_report(args: argparse.Namespace) -> int:
         if len(releases) < 2:
             raise ReportError(f"{', '.join(map(str, paths))}: runs of {len(releases)} release(s): --versions "
                               "compares runs of two or more releases (e.g. results/versions-*)")
-        found = versions.steps(releases, args.drift_factor, versions.read_bench_runs(args.bench),
-                               args.accept_removed)
+        benches = versions.read_bench_runs(args.bench, releases)
+        found = versions.steps(releases, args.drift_factor, benches, args.accept_removed)
+        problem = versions.unbenched(found, benches)
+        if problem:
+            raise ReportError(problem)
         check_output(out, paths, write_json=False)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -173,6 +176,10 @@ def versions_report(args: argparse.Namespace) -> int:
         print(text)
     print(f"versions: {out / 'versions.md'} ({len(releases)} releases)", file=sys.stderr)
     gate = [f"{s.old.package} -> {s.new.package}: {line}" for s in found for line in s.gate]
+    gate += versions.wrong_rows(benches)
+    if not found:  # releases of different packages only: each is compared with nothing
+        gate.append(f"NOTHING COMPARED: no two releases of one package ({', '.join(r.package for r in releases)}): "
+                    "each release is compared with the previous release of its package")
     if args.fail_on_drift:
         for line in gate:
             print(f"gate: {line}", file=sys.stderr)

@@ -55,11 +55,15 @@ class Step:
     new: Release
     comparison: Comparison
     bench: BenchComparison | None = None
+    accept_removed: bool = False
 
     @property
     def gate(self) -> list[str]:
-        """Why this step fails --fail-on-drift (the gate of `--baseline`: drifted, stopped passing, removed)."""
-        return self.comparison.gate()
+        """Why this step fails --fail-on-drift: the gate of `--baseline` (drifted, stopped passing, removed, nothing
+        compared) and, with bench JSONs, of `bench --baseline` (slower, timed before and not now, removed, nothing
+        compared; a wrong kernel is wrong_rows')."""
+        bench = self.bench.gate(self.accept_removed) if self.bench is not None else []
+        return self.comparison.gate() + [f"bench {line}" for line in bench]
 
 
 def _joined(values: Sequence[str]) -> str:
@@ -104,13 +108,16 @@ def read_releases(paths: Sequence[Path]) -> list[Release]:
     return sorted(releases, key=lambda r: version_key(r.package))
 
 
-def read_bench_runs(paths: Sequence[Path]) -> dict[str, dict[str, Any]]:
+def read_bench_runs(paths: Sequence[Path], releases: Sequence[Release] = ()) -> dict[str, dict[str, Any]]:
     """package version -> its bench JSON (the package its adapter recorded); ReportError on a bad or unversioned
-    file."""
-    from q4gsw.drift.bench import read_baseline
+    file, one of a release none of the runs is (with releases), or one of another op than the first: each would be
+    compared with nothing, silently."""
+    from q4gsw.drift.bench import op_problem, read_baseline
     from q4gsw.report.scoreboard import ScoreboardError
 
     runs: dict[str, dict[str, Any]] = {}
+    known = [release.package for release in releases]
+    first: tuple[Path, dict[str, Any]] | None = None
     for path in paths:
         try:
             run = read_baseline(path, "--bench")
@@ -122,6 +129,13 @@ def read_bench_runs(paths: Sequence[Path]) -> dict[str, dict[str, Any]]:
                               "bench each release with this q4gsw")
         if package in runs:
             raise ReportError(f"--bench {path}: a second bench of {package}: pass one bench JSON per release")
+        if known and package not in known:
+            raise ReportError(f"--bench {path}: times {package}, a release none of the runs is ({', '.join(known)}): "
+                              "pass the bench JSON of each release given as a run")
+        first = first or (path, run)
+        problem = op_problem(first[1], first[0], run.get("op"), f"--bench {path}")
+        if problem:
+            raise ReportError(problem.replace("--baseline", "--bench", 1))
         runs[package] = run
     return runs
 
@@ -140,8 +154,25 @@ def steps(releases: Sequence[Release], factor: float = DEFAULT_FACTOR,
         bench = None
         if old.package in benches and new.package in benches:
             bench = diff_bench(benches[old.package], benches[new.package], label=old.package)
-        found.append(Step(old, new, comparison, bench))
+        found.append(Step(old, new, comparison, bench, accept_removed))
     return found
+
+
+def wrong_rows(benches: dict[str, dict[str, Any]]) -> list[str]:
+    """A kernel a release's bench recorded as wrong (correct: false), one line each: it fails --fail-on-drift, as
+    it fails `bench` itself (diff_bench leaves a baseline's wrong rows out, so the first release's would go unseen)."""
+    return [f"WRONG {package}: {row['shape']} {row['kernel']}: {row.get('message') or 'wrong result'}"
+            for package, run in benches.items() for row in run["rows"] if row["correct"] is False]
+
+
+def unbenched(found_steps: Sequence[Step], benches: dict[str, dict[str, Any]]) -> str:
+    """Why --bench JSONs give no step a speed ('' when one has it): no two successive releases of a package both
+    have one."""
+    if not benches or any(step.bench is not None for step in found_steps):
+        return ""
+    pairs = ", ".join(f"{s.old.package} -> {s.new.package}" for s in found_steps) or "none"
+    return (f"--bench: no two successive releases of one package both have a bench JSON (benches of "
+            f"{', '.join(benches)}; steps: {pairs}): bench each release of a step to compare their speed")
 
 
 def _cell(result: Result | None) -> str:
@@ -196,6 +227,8 @@ def markdown(releases: Sequence[Release], found_steps: Sequence[Step], fail_on_d
              f"{len(releases)} releases; cells: status and max |err|; \"identical\": "
              "status and every error measure (max and max relative |err|, NMSE, the |err| histogram) alike.", "",
              *table(releases, found_steps), ""]
+    if not found_steps:
+        lines += ["No two releases of one package: no release is compared with another by the drift rule.", ""]
     for step in found_steps:
         section = markdown_section(step.comparison, fail_on_drift, heading=f"{step.old.package} → {step.new.package}")
         lines += [section.rstrip(), ""]
