@@ -146,7 +146,7 @@ LOOSE_PRONE = ("qcs4w_up_basic", "qcs4w_up_gemv", "qcs4w_up_k64", "qcs4w_up_n32"
 
 
 @pytest.mark.e2e
-def test_the_matrix_small_k_configs_are_not_loose(tmp_path):
+def test_the_matrix_small_k_configs_are_not_loose(tmp_path, fixture_cache):
     """The real matrix.toml through `audit` (real fixtures): its small-K configs, where fp32 rounding is smallest and
     a loosened tolerance is LOOSE first (qcs4w_up_basic at atol 3e-4 instead of 3e-6: 100x). Exit 0, no LOOSE."""
     from conftest import run_cli
@@ -154,7 +154,7 @@ def test_the_matrix_small_k_configs_are_not_loose(tmp_path):
     (tmp_path / "none").mkdir()
     args = [a for name in LOOSE_PRONE for a in ("--config", name)]
     done = run_cli("audit", *args, "--results", str(tmp_path / "none"), "--json", str(tmp_path / "audit.json"),
-                   timeout=1800)
+                   env={"Q4GSW_CACHE": str(fixture_cache)}, timeout=1800)  # the run's cache, not the user's
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = json.loads((tmp_path / "audit.json").read_text())["rows"]
     assert {r["config"] for r in rows} == set(LOOSE_PRONE)

@@ -622,13 +622,13 @@ def compare_with_upstream(upstream: ModuleType, config, fixture: Path, model) ->
 
 
 @pytest.mark.e2e
-def test_q4gsw_goldens_and_weights_equal_executorchs(matrix, tmp_path):
+def test_q4gsw_goldens_and_weights_equal_executorchs(matrix, fixture_cache):
     """q4gsw's export (torch_linear weights) gives ExecuTorch's test model and golden for every llama config that
     is not heavy: the weights unpacked from the .pte are the model's int4 values and scales exactly, ExecuTorch's
     golden is reproduced from them, and q4gsw's golden rounded to fp32 equals it to the last bit or one ulp
     (compare_with_upstream)."""
     upstream = executorch_test_module()
-    cache = tmp_path / "cache"
+    cache = fixture_cache  # shared with the other tests that run these configs: each is exported once per pytest run
     args = [a for name in GOLDEN_CONFIGS for a in ("--config", name)]
     done = run_cli("export", *args, env={"Q4GSW_CACHE": str(cache)}, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
