@@ -23,9 +23,9 @@ from q4gsw.cases import Case
 from q4gsw.console import last_lines as _last_lines
 from q4gsw.console import say
 from q4gsw.matrix.values import Config
-from q4gsw.ops import op_for
+from q4gsw.ops import expression_names, op_for
 from q4gsw.ops.base import Bindings
-from q4gsw.report.result import Provenance, Result, Shape, Timings
+from q4gsw.report.result import Provenance, Result, Timings, shape_of
 from q4gsw.sessions import reproduce_command
 
 COMPILE_FAILURE = "kernel rejected"
@@ -50,7 +50,7 @@ def base_result(case: Case, status: str, message: str, **extra: Any) -> Result:
     c = case.config
     return Result(config=c.name, backend=case.backend.name, status=status, message=message, case_id=case.id,
                   webgpu=case.backend.webgpu, tier=c.tier, suite=c.suite, op=c.op, kernel=case.kernel.name,
-                  input=case.input, role=case.role, routed=case.routed, shape=Shape(c.M, c.K, c.N, c.group_size),
+                  input=case.input, role=case.role, routed=case.routed, shape=shape_of(c),
                   tolerance=case.tolerance, reproduce=reproduce_for(case), drift_factor=c.drift_factor, **extra)
 
 
@@ -98,7 +98,7 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
                             versions=_versions())
     common = {"adapter": info, "provenance": provenance}
     try:
-        constants, workgroups = resolve_kernel(case.kernel, case.config.shape_names(), info)
+        constants, workgroups = resolve_kernel(case.kernel, expression_names(case.config), info)
     except KernelUnsupported as exc:
         # A kernel the user named explicitly (check) that cannot be dispatched fails: they asked for it.
         status = "fail" if case.kernel.origin.startswith("check:") else "unsupported"
@@ -158,7 +158,7 @@ def before_dispatch(kernel: Any, config: Config, info: Any, bindings: Bindings, 
     from q4gsw.matrix.expressions import resolve_kernel
     from q4gsw.webgpu.execute import Dispatch
 
-    constants, workgroups = resolve_kernel(kernel, config.shape_names(), info)
+    constants, workgroups = resolve_kernel(kernel, expression_names(config), info)
     return Dispatch(kernel.source(root), kernel.name, constants, workgroups, bindings)
 
 
@@ -254,7 +254,7 @@ def warm_up(device: Any, case: Case, root: Path) -> None:
     from q4gsw.matrix.expressions import resolve_kernel
 
     with contextlib.suppress(Exception):
-        constants, _ = resolve_kernel(case.kernel, case.config.shape_names(), device.info)
+        constants, _ = resolve_kernel(case.kernel, expression_names(case.config), device.info)
         op = op_for(case.config)
         device.warm_up(case.kernel.source(root), constants, case.kernel.name, op.bindings(*op.warm_up_problem()))
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from q4gsw.matrix.load import TIERS, Backend, Config, Kernel, Matrix, MatrixError, Tolerance
 from q4gsw.matrix.values import AdapterInfo
-from q4gsw.ops import op_for
+from q4gsw.ops import expression_names, op_for
 from q4gsw.sessions import HEAVY_HINT, Rerun
 
 ROLES = ("subject", "reference", "mutant")
@@ -91,14 +91,14 @@ class Selection:
             runnable = []
             for case in mine:
                 try:
-                    resolve_kernel(case.kernel, config.shape_names(), info)
+                    resolve_kernel(case.kernel, expression_names(config), info)
                 except KernelUnsupported:
                     continue
                 runnable.append(case.kernel.name)
             routed = next((name for name in runnable if name in order), "")
             if not routed:
                 skipped.append(Skip(config, f"no variant of the route ({', '.join(route)}) holds for "
-                                            f"{op_for(config).describe_shape(config)} on {info.name}",
+                                            f"{op_for(config).shape_text(config.dims)} on {info.name}",
                                     status="unsupported"))
                 continue
             keep = [c for c in mine if c.kernel.name in runnable and (self.all_variants or c.kernel.name == routed)]
@@ -204,7 +204,7 @@ def build_cases(matrix: Matrix, backend: Backend, configs: Sequence[Config], ker
             raise MatrixError(matrix.path, f"[kernel.{exc.kernel}] with config '{config.name}'", exc.key, str(exc),
                               "make the expression valid for every shape it is evaluated on") from None
         if not chosen:
-            skipped.append(Skip(config, f"no kernel applies to {op_for(config).describe_shape(config)} "
+            skipped.append(Skip(config, f"no kernel applies to {op_for(config).shape_text(config.dims)} "
                                         f"on backend '{backend.name}'", status="unsupported"))
         for kernel in chosen:
             role = roles.get(kernel.name, "subject")

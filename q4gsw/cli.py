@@ -370,16 +370,16 @@ def _user_kernel(args: argparse.Namespace) -> Kernel:
 
 
 def _validate_user_kernel(kernel: Kernel) -> None:
-    from q4gsw.matrix.checker import PLACEHOLDER_SHAPE
     from q4gsw.matrix.expressions import environment, evaluate
+    from q4gsw.ops import placeholder_names
 
-    names = environment(PLACEHOLDER_SHAPE, None)
+    names = environment(shape := placeholder_names(kernel.op), None)
     for key, value in kernel.overrides.items():
         try:
             names[key] = evaluate(value, names)
         except Exception as exc:
             raise MatrixError("command line", "check", f"--override {key}", f"bad expression {value!r}: {exc}",
-                              "use a number or an expression over M, N, K, group_size and adapter limits") from exc
+                              f"use a number or an expression over {', '.join(shape)} and adapter limits") from exc
     parts = kernel.dispatch
     if not 1 <= len(parts) <= 3:
         raise MatrixError("command line", "check", "--dispatch", f"needs 1 to 3 counts, got {len(parts)}",
@@ -389,4 +389,4 @@ def _validate_user_kernel(kernel: Kernel) -> None:
             evaluate(part, names)
         except Exception as exc:
             raise MatrixError("command line", "check", "--dispatch", f"bad expression {part!r}: {exc}",
-                              "use arithmetic over M, N, K, K_packed, group_size, overrides and ceil/min/max") from exc
+                              f"use arithmetic over {', '.join(shape)}, overrides, limits, ceil/min/max") from exc

@@ -153,12 +153,11 @@ def torch_phases(x: np.ndarray, constants: Any, golden: np.ndarray, args: argpar
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from q4gsw.commands.bench import Shape
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="native")
     parser.add_argument("--op", default="linear_q4gsw")
-    parser.add_argument("--shape", type=Shape.parse, required=True, metavar="MxKxN")
+    parser.add_argument("--shape", required=True, metavar="SHAPE",
+                        help="in the op's dims (as bench --shape takes it), or a linear's MxKxN")
     parser.add_argument("--kernels", nargs="+", required=True)
     parser.add_argument("--group-size", type=int, default=32)
     parser.add_argument("--torch", action="store_true", help="also torch's int4 path (linear_q4gsw, CUDA)")
@@ -186,8 +185,8 @@ def check_numbers(args: argparse.Namespace) -> None:
 def prepare(args: argparse.Namespace, root: Path) -> tuple[Any, Any, list[Any]]:
     """Everything the command line says, checked before any work: (backend, config, cases of one input)."""
     from q4gsw.cases import build_cases
-    from q4gsw.commands.bench import bench_config
-    from q4gsw.matrix.checker import suggest
+    from q4gsw.commands.bench import bench_config, parse_shape
+    from q4gsw.matrix.checker import MatrixError, suggest
     from q4gsw.matrix.load import load_matrix
     from q4gsw.ops import op_for, op_names
     from q4gsw.paths import unusable_output_file
@@ -208,9 +207,13 @@ def prepare(args: argparse.Namespace, root: Path) -> tuple[Any, Any, list[Any]]:
         raise ProbeUsage("--json", problem, "pass another --json")
     matrix = load_matrix(root / "matrix.toml")
     backend = matrix.backend(args.backend)
-    config = bench_config(args.shape, args.group_size, args.op)
-    for shape_problem in op_for(args.op).shape_problems(config):
-        raise ProbeUsage("--shape/--group-size", f"{args.shape} gs={config.group_size} for op {args.op}: "
+    op = op_for(args.op)
+    try:
+        config = bench_config(parse_shape(args.shape, op, args.group_size), args.op)
+    except MatrixError as exc:
+        raise ProbeUsage("--shape", exc.problem, exc.fix) from None
+    for shape_problem in op.shape_problems(config):
+        raise ProbeUsage("--shape/--group-size", f"{op.shape_text(config.dims)} for op {args.op}: "
                          f"{shape_problem.problem}", shape_problem.fix)
     known = [k.name for k in matrix.kernels if k.op == args.op]
     for name in args.kernels:

@@ -22,7 +22,8 @@ import numpy as np
 from q4gsw.cases import Case, Selection
 from q4gsw.export import fixtures
 from q4gsw.matrix.load import Backend, Config, Tolerance, load_matrix
-from q4gsw.ops import inputs, op_for
+from q4gsw.ops import op_for
+from q4gsw.ops.linear_common import mkn
 from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4
 from q4gsw.report.result import Result, Shape
 
@@ -31,10 +32,14 @@ MATRIX = REPO / "matrix.toml"
 TEST_TOLERANCE = Tolerance(atol=1e-5, rtol=1e-4, justification="test: fp32 accumulation over small K")
 
 
+def linear_dims(M: int, K: int, N: int, group_size: int) -> dict[str, int]:
+    return {"M": M, "K": K, "N": N, "group_size": group_size}
+
+
 def make_config(name: str, M: int, K: int, N: int, group_size: int, inputs: Iterable[str] = ("ramp",), *,
                 weights: str = "random", weight_seed: int = 0, timeout_s: float = 120.0,
                 tolerance: Tolerance = TEST_TOLERANCE, tier: str = "required", suite: str = "test") -> Config:
-    return Config(name=name, M=M, K=K, N=N, group_size=group_size, tier=tier, suite=suite, inputs=tuple(inputs),
+    return Config(name=name, dims=linear_dims(M, K, N, group_size), tier=tier, suite=suite, inputs=tuple(inputs),
                   weights=weights, weight_seed=weight_seed, timeout_s=timeout_s, tolerance=tolerance)
 
 
@@ -61,15 +66,14 @@ def write_fixture(folder: Path, config: Config, packed: PackedLinear,
         np.save(path / name, array)
     input_sha = {}
     for input_name in config.inputs:
-        x = inputs.make_input(input_name, config.M, config.K, config.weight_seed)
+        x = op.make_input(input_name, config)
         input_sha[input_name] = hashlib.sha256(x.tobytes()).hexdigest()
         g = goldens[input_name] if goldens is not None else op.golden(x, packed)
         np.save(path / fixtures.golden_file(input_name), np.asarray(g, dtype=np.float64))
     files = {p.name: {"sha256": fixtures.sha256_file(p), "size": p.stat().st_size} for p in sorted(path.iterdir())}
     manifest = {"key": f"synthetic-{config.name}", "op": op.name, "operator": op.operator, "files": files,
                 "input_sha256": input_sha,
-                "config": {"M": config.M, "K": config.K, "N": config.N, "group_size": config.group_size,
-                           "weights": config.weights, "weight_seed": config.weight_seed,
+                "config": {"dims": dict(config.dims), "weights": config.weights, "weight_seed": config.weight_seed,
                            "inputs": list(config.inputs)}}
     (path / fixtures.MANIFEST).write_text(json.dumps(manifest))
     return path
@@ -210,9 +214,10 @@ def write_fixtures(folder: Path, matrix: Path, names: str) -> Path:
     rng = np.random.default_rng(14)
     for name in names:
         config = loaded.config(name)
-        scales = (rng.uniform(0.5, 2.0, size=(config.K // config.group_size, config.N)) * 0.01).astype(np.float32)
-        packed = PackedLinear(weight_packed=pack_int4(rng.integers(-8, 8, size=(config.N, config.K))), scales=scales,
-                              group_size=config.group_size)
+        _, K, N, group_size = mkn(config)
+        scales = (rng.uniform(0.5, 2.0, size=(K // group_size, N)) * 0.01).astype(np.float32)
+        packed = PackedLinear(weight_packed=pack_int4(rng.integers(-8, 8, size=(N, K))), scales=scales,
+                              group_size=group_size)
         write_fixture(folder, config, packed)
     return folder
 
@@ -237,5 +242,6 @@ def snapshot(folder: Path) -> dict[str, bytes | str]:
 
 def fake_result(config: str, status: str, tier: str = "required", backend: str = "swiftshader") -> Result:
     return Result(config=config, backend=backend, status=status, message=f"{status} for the test", tier=tier,
-                  case_id=f"{config}/k/ramp@{backend}", kernel="k", input="ramp", shape=Shape(1, 64, 16, 32))
+                  case_id=f"{config}/k/ramp@{backend}", kernel="k", input="ramp",
+                  shape=Shape(linear_dims(1, 64, 16, 32), "1x64x16 gs=32"))
 

@@ -18,7 +18,8 @@ U = 2.0**-24
 
 
 def _config(atol: float, rtol: float) -> Config:
-    return Config(name="t", M=1, K=1024, N=64, group_size=32, tier="required", suite="test", inputs=("ramp",),
+    return Config(name="t", dims={"M": 1, "K": 1024, "N": 64, "group_size": 32}, tier="required", suite="test",
+                  inputs=("ramp",),
                   weights="linear_init", weight_seed=0, timeout_s=60, tolerance=Tolerance(atol, rtol, "test"))
 
 
@@ -159,3 +160,31 @@ def test_the_matrix_small_k_configs_are_not_loose(tmp_path, fixture_cache):
     rows = json.loads((tmp_path / "audit.json").read_text())["rows"]
     assert {r["config"] for r in rows} == set(LOOSE_PRONE)
     assert not [(r["config"], r["input"]) for r in rows if "LOOSE" in r["flags"]]
+
+
+def _selected(*argv: str) -> list[str]:
+    from q4gsw.matrix.load import load_matrix
+
+    return [c.name for c in audit.selected_configs(load_matrix(MATRIX), audit.build_parser().parse_args(list(argv)))]
+
+
+def test_audit_selects_configs_by_name_and_by_op():
+    assert _selected("--config", "q_proj", "--config", "emb_llama_gs32") == ["q_proj", "emb_llama_gs32"]
+    from q4gsw.matrix.load import load_matrix
+
+    embedding = {c.name for c in load_matrix(MATRIX).configs if c.op == "embedding_q4gsw" and c.tier == "required"}
+    assert set(_selected("--op", "embedding_q4gsw")) == embedding and "emb_llama_gs32" in embedding
+    assert len(_selected()) > len(embedding)  # without --config/--op: every suite's required configs
+
+
+@pytest.mark.parametrize("argv, key, says", [
+    (["--config", "q_projj"], "--config", "'q_projj' names nothing in"),
+    (["--op", "rms_norm"], "--op", "'rms_norm' names nothing in"),
+    (["--config", "q_proj", "--op", "embedding_q4gsw"], "--config/--op",
+     "selects no config of the matrix (config 'q_proj' is of op linear_q4gsw)"),
+])
+def test_audit_names_that_select_nothing_are_one_line_and_exit_2(tmp_path, capsys, argv, key, says):
+    assert audit.main(["--matrix", str(MATRIX), *argv, "--json", str(tmp_path / "audit.json")]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: command line:") and f"key '{key}'" in line and says in line
+    assert not (tmp_path / "audit.json").exists()

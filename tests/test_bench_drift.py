@@ -78,9 +78,9 @@ def test_a_kernel_made_slower_is_drift_and_fails_on_request(tmp_path: Path,
     new = bench_file(tmp_path / "new.json", [row(samples=slower(BASE, 1.5)), row("cpu_tiled")])
     assert bench.main(["--compare", str(new), "--baseline", str(old)]) == 0  # reported only
     captured = capsys.readouterr()
-    assert "| SLOWER | 1x2048x2048 | cpu_gemv | 32 | 2.000 | 3.000 | 1.50x |" in captured.out
+    assert "| SLOWER | 1x2048x2048 gs=32 | cpu_gemv | 2.000 | 3.000 | 1.50x |" in captured.out
     assert "bench baseline: 0 wrong, 1 slower" in captured.out
-    assert "DRIFT 1x2048x2048 cpu_gemv (group size 32): slower, best 2.000 -> 3.000 ms (1.50x)" in captured.err
+    assert "DRIFT 1x2048x2048 gs=32 cpu_gemv: slower, best 2.000 -> 3.000 ms (1.50x)" in captured.err
     assert bench.main(["--compare", str(new), "--baseline", str(old), "--fail-on-drift"]) == 1
     # A larger margin than the slowdown: not reported.
     assert bench.main(["--compare", str(new), "--baseline", str(old), "--fail-on-drift",
@@ -160,7 +160,7 @@ def test_bench_on_swiftshader_records_repeats_and_compares_with_itself(tmp_path:
     assert bench.main(["--backend", "swiftshader", "--matrix", str(MATRIX), "--shapes", "1x256x64", "--repeats", "4",
                        "--json", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert data["bench_format"] == 2
+    assert data["bench_format"] == 3 and data["shapes"] == [{"M": 1, "K": 256, "N": 64, "group_size": 32}]
     [measured] = [r for r in data["rows"] if r["time_s"]]
     assert len(measured["samples_s"]) == 4 and measured["time_s"] == min(measured["samples_s"])
     assert measured["median_s"] == pytest.approx(statistics.median(measured["samples_s"]))
@@ -234,3 +234,26 @@ def test_warm_up_defaults_to_gpus_and_obeys_an_explicit_value() -> None:
     _time_dispatches(cpu, _Timed(0.004, 0.5), "src", case, {}, (1,), None, 3)
     _time_dispatches(cpu, _Timed(0.004, 0.5), "src", case, {}, (1,), None, 3, warmup_s=0.5)
     assert cpu.warmups == [0.0, 0.5]
+
+
+def _v3(row_: dict[str, Any], dims: dict[str, int], text: str) -> dict[str, Any]:
+    """A bench format 3 row: its dims and the op's shape text instead of MxKxN and a group size."""
+    return {**{k: v for k, v in row_.items() if k != "group_size"}, "shape": text, "dims": dims}
+
+
+def test_a_format_2_baseline_compares_with_a_format_3_bench_by_the_ops_dims(tmp_path: Path) -> None:
+    old = {"rows": [row(), row(shape="64x512x256")], "op": "linear_q4gsw", "group_size": 32}  # bench format 2
+    new = {"rows": [_v3(row(), {"M": 1, "K": 2048, "N": 2048, "group_size": 32}, "1x2048x2048 gs=32"),
+                    _v3(row(), {"M": 64, "K": 512, "N": 256, "group_size": 64}, "64x512x256 gs=64")],
+           "op": "linear_q4gsw", "bench_format": 3}
+    kinds = {(d.shape, d.kind) for d in diff_bench(old, new, label="old").deltas}
+    assert kinds == {("1x2048x2048 gs=32", "same"), ("64x512x256 gs=64", "new"), ("64x512x256 gs=32", "vanished")}
+
+
+def test_two_per_channel_benches_asked_for_different_group_sizes_compare_equal(tmp_path: Path) -> None:
+    """linear_qcs4w runs one group spanning K whatever --group-size says; format 2 recorded the size asked."""
+    old = {"rows": [row(shape="1x2048x512")], "op": "linear_qcs4w", "group_size": 32}  # format 2, asked 32
+    ran = {"M": 1, "K": 2048, "N": 512, "group_size": 2048}
+    new = {"rows": [_v3(row(), ran, "1x2048x512 per-channel")], "op": "linear_qcs4w", "bench_format": 3}
+    [delta] = diff_bench(old, new, label="old").deltas
+    assert (delta.shape, delta.kind) == ("1x2048x512 per-channel", "same")

@@ -26,8 +26,8 @@ def test_a_wrong_kernel_is_never_the_same_and_fails(tmp_path: Path, capsys: pyte
     wrong = row(correct=False, message="12/4096 elements out of tolerance")
     assert compare(tmp_path, [row(), row("cpu_tiled")], [wrong, row("cpu_tiled")]) == 1  # even without the flag
     captured = capsys.readouterr()
-    assert "WRONG 1x2048x2048 cpu_gemv (group size 32): 12/4096 elements out of tolerance" in captured.err
-    assert "| wrong | 1x2048x2048 | cpu_gemv |" in captured.out
+    assert "WRONG 1x2048x2048 gs=32 cpu_gemv: 12/4096 elements out of tolerance" in captured.err
+    assert "| wrong | 1x2048x2048 gs=32 | cpu_gemv |" in captured.out
     assert "1 wrong, 0 slower" in captured.out
 
 
@@ -40,7 +40,7 @@ def test_a_baseline_row_that_was_wrong_is_not_compared(tmp_path: Path, capsys: p
 def test_a_kernel_timed_before_and_not_now_fails_the_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     gone = row(samples=(), correct=None, message="needs shader-f16")
     assert compare(tmp_path, [row(), row("cpu_tiled")], [gone, row("cpu_tiled")], "--fail-on-drift") == 1
-    assert "UNMEASURED 1x2048x2048 cpu_gemv (group size 32): timed in the baseline (2.000 ms), not now: needs " \
+    assert "UNMEASURED 1x2048x2048 gs=32 cpu_gemv: timed in the baseline (2.000 ms), not now: needs " \
            "shader-f16" in capsys.readouterr().err
     assert compare(tmp_path, [row(), row("cpu_tiled")], [gone, row("cpu_tiled")]) == 0  # reported only
 
@@ -50,15 +50,15 @@ def test_a_kernel_missing_from_a_shape_this_bench_timed_fails_the_gate(tmp_path:
     old = [row(), row("deleted"), row("cpu_gemv", shape="64x512x256")]
     assert compare(tmp_path, old, [row()], "--fail-on-drift") == 1
     err = capsys.readouterr().err
-    assert "REMOVED 1x2048x2048 deleted (group size 32): timed in the baseline, not in this bench" in err
+    assert "REMOVED 1x2048x2048 gs=32 deleted: timed in the baseline, not in this bench" in err
     assert "64x512x256" not in err  # a shape this bench did not time is outside it
     assert compare(tmp_path, old, [row()], "--fail-on-drift", "--accept-removed") == 0
 
 
 @pytest.mark.parametrize("old_rows, says", [
     ([], "the baseline has no rows"),
-    ([row(shape="8x64x64")], "the baseline times 1 kernel on 8x64x64 (group size 32); this bench 1 kernel on "
-                             "1x2048x2048 (group size 32)"),
+    ([row(shape="8x64x64")], "the baseline times 1 kernel on 8x64x64 gs=32; this bench 1 kernel on "
+                             "1x2048x2048 gs=32"),
 ], ids=["no-rows", "other-shapes"])
 def test_nothing_compared_fails_the_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          old_rows: list[dict[str, Any]], says: str) -> None:

@@ -1,4 +1,5 @@
-"""bench --op: any op's kernels, with the op's own shape rules, group size and input."""
+"""bench --op: any op's kernels, with shapes in the op's own dims (or a linear's MxKxN), the op's shape rules, the
+group size it really runs, and its input."""
 
 from __future__ import annotations
 
@@ -13,33 +14,22 @@ from q4gsw.ops import op_for
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def usage_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+def _usage_error(capsys, *args: str) -> str:
     """bench's one error line for a usage mistake (exit 2, said before any work)."""
-    assert bench.main(["--matrix", str(ROOT / "matrix.toml"), *argv]) == 2
+    assert bench.main(["--matrix", str(ROOT / "matrix.toml"), *args]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: command line: bench: "), lines
     return lines[0]
 
 
 def test_an_unknown_op_is_a_usage_error(capsys):
-    line = usage_line(["--op", "no_such_op", "--shapes", "1x64x64"], capsys)
+    line = _usage_error(capsys, "--op", "no_such_op", "--shapes", "1x64x64")
     assert "key '--op': unknown op 'no_such_op' — choose from " in line
 
 
 def test_a_shape_the_op_rejects_is_a_usage_error_naming_the_fix(capsys):
-    line = usage_line(["--op", "embedding_q4gsw", "--shapes", "4x512x256"], capsys)
-    assert "key '--shapes': shape 4x512x256 for op embedding_q4gsw" in line and "M >= K" in line
-
-
-def test_a_rule_of_benchs_input_is_fixed_with_the_shape_not_an_option_bench_lacks(capsys):
-    """Issue 29: on bench's default (linear) shapes, embedding's every_row rule said "or use the edges input",
-    which bench has no option for; the fix is the shape, and the defaults are said to be another op's."""
-    line = usage_line(["--op", "embedding_q4gsw"], capsys)
-    assert "shape 1x2048x2048 for op embedding_q4gsw: input every_row gathers all K=2048 rows only with M >= K" in line
-    assert "edges" not in line
-    assert line.endswith("— bench times the op's 'every_row' input: pass --shapes for which this holds (bench's "
-                         "default shapes are linear_q4gsw's: give op embedding_q4gsw its own with --shapes)")
-    line = usage_line(["--op", "embedding_q4gsw", "--shapes", "4096x2048x48"], capsys)
+    line = _usage_error(capsys, "--op", "embedding_q4gsw", "--shape", "tokens=4,vocab=512,dim=48")
+    assert "key '--shape': shape tokens=4,vocab=512,dim=48 for op embedding_q4gsw: embedding dim=48" in line
     assert line.endswith("use a multiple of 32")  # a rule of the shape keeps the op's own fix
 
 
@@ -55,17 +45,58 @@ def test_a_rule_of_benchs_input_is_fixed_with_the_shape_not_an_option_bench_lack
         "peak-gflops-inf"])
 def test_numbers_out_of_range_are_refused_before_any_work(argv, says, capsys, tmp_path):
     """Hostile pass (issue 29): each was a traceback or a bench JSON the drift gate later refuses."""
-    line = usage_line([*argv, "--shapes", "1x64x64", "--json", str(tmp_path / "bench.json")], capsys)
+    line = _usage_error(capsys, *argv, "--shapes", "1x64x64", "--json", str(tmp_path / "bench.json"))
     assert says in line and not (tmp_path / "bench.json").exists()
 
 
+def test_a_rule_of_benchs_input_is_fixed_with_the_shape_not_an_option_bench_lacks(capsys, monkeypatch):
+    """Issue 29: a rule of the input bench times (say embedding's every_row, were it bench's input) is met by the
+    shape: the op's fix would name an input, which bench has no option for."""
+    monkeypatch.setattr(type(op_for("embedding_q4gsw")), "synthetic_input", "every_row")
+    line = _usage_error(capsys, "--op", "embedding_q4gsw", "--shape", "tokens=1,vocab=2048,dim=2048")
+    assert "input every_row gathers all vocab=2048 rows only with tokens >= vocab, tokens=1" in line
+    assert line.endswith("— bench times the op's 'every_row' input: pass --shape for which this holds")
+
+
+@pytest.mark.parametrize("op, shape, says", [
+    ("embedding_q4gsw", "4x512x256", "shape '4x512x256': '4x512x256' is not NAME=VALUE"),
+    ("embedding_q4gsw", "tokens=1,M=4,dim=64", "'M' is not a dim of op embedding_q4gsw"),
+    ("embedding_q4gsw", "tokens=1,dim=64", "shape 'tokens=1,dim=64': lacks vocab"),
+    ("embedding_q4gsw", "tokens=1,vocab=x,dim=64", "vocab=x is not a whole number >= 1"),
+    ("embedding_q4gsw", "tokens=1,tokens=2,vocab=64,dim=64", "tokens is given twice"),
+    ("linear_q4gsw", "1x2048", "'1x2048' is not NAME=VALUE"),
+    ("linear_q4gsw", "M=1,K=0,N=64", "K=0 is not a whole number >= 1"),
+])
+def test_a_bad_shape_is_one_line_listing_the_ops_dims(capsys, op, shape, says):
+    line = _usage_error(capsys, "--op", op, "--shape", shape)
+    assert "key '--shape': " in line and says in line
+    names = {"embedding_q4gsw": "tokens, vocab, dim, group_size (e.g. tokens=1,vocab=2048,dim=2048,group_size=32)",
+             "linear_q4gsw": "M, K, N, group_size (e.g. M=1,K=2048,N=2048,group_size=32)"}[op]
+    assert line.endswith(f"— give op {op}'s dims as NAME=VALUE: {names}")
+
+
+def test_a_shape_is_read_in_the_ops_dims_or_a_linears_shorthand():
+    embedding, linear, qcs4w = (op_for(name) for name in ("embedding_q4gsw", "linear_q4gsw", "linear_qcs4w"))
+    assert bench.parse_shape("vocab=128256,dim=2048,tokens=1", embedding, 32) == {
+        "tokens": 1, "vocab": 128256, "dim": 2048, "group_size": 32}  # the op's order; --group-size fills the gap
+    assert bench.parse_shape("1x2048x512", linear, 64) == {"M": 1, "K": 2048, "N": 512, "group_size": 64}
+    assert bench.parse_shape("M=1, K=2048, N=512, group_size=128", linear, 32)["group_size"] == 128
+    # linear_qcs4w runs per channel: whatever group size bench is asked for, the dims record the K it ran
+    assert bench.parse_shape("1x2048x512", qcs4w, 32) == bench.parse_shape("1x2048x512", qcs4w, 128) == {
+        "M": 1, "K": 2048, "N": 512, "group_size": 2048}
+
+
 def test_each_op_makes_its_synthetic_config():
-    qcs4w = bench.bench_config(bench.Shape(1, 2048, 512), 32, "linear_qcs4w")
-    assert qcs4w.group_size == 2048 and op_for(qcs4w).shape_problems(qcs4w) == []  # per channel: one group of K
-    embedding = bench.bench_config(bench.Shape(512, 512, 256), 32, "embedding_q4gsw")
-    assert embedding.inputs == ("every_row",) and embedding.tolerance.rtol == pytest.approx(2.4e-7)
-    linear = bench.bench_config(bench.Shape(1, 8192, 512), 32, "linear_q4gsw")
+    qcs4w = bench.bench_config(bench.parse_shape("1x2048x512", op_for("linear_qcs4w"), 32), "linear_qcs4w")
+    assert qcs4w.dims["group_size"] == 2048 and op_for(qcs4w).shape_problems(qcs4w) == []  # per channel: one group of K
+    embedding = bench.bench_config({"tokens": 1, "vocab": 128256, "dim": 2048, "group_size": 32}, "embedding_q4gsw")
+    assert embedding.inputs == ("edges",) and embedding.tolerance.rtol == pytest.approx(2.4e-7)
+    assert op_for(embedding).shape_problems(embedding) == []  # a decode step: one row of the whole vocabulary
+    linear = bench.bench_config({"M": 1, "K": 8192, "N": 512, "group_size": 32}, "linear_q4gsw")
     assert linear.tolerance.atol == pytest.approx(2e-5)  # grown like sqrt(K / 2048)
+    for op in (op_for(name) for name in ("linear_q4gsw", "linear_qcs4w", "embedding_q4gsw")):
+        assert op.bench_shapes and all(op.shape_problems(bench.bench_config(bench.parse_shape(s, op, 32), op.name))
+                                       == [] for s in op.bench_shapes), op.name
 
 
 @pytest.mark.e2e
@@ -73,7 +104,11 @@ def test_bench_times_another_ops_kernels_and_checks_them(tmp_path):
     out = tmp_path / "bench.json"
     code = bench.main(["--matrix", str(ROOT / "matrix.toml"), "--op", "linear_qcs4w", "--backend", "lavapipe",
                        "--shapes", "4x512x256", "--repeats", "2", "--json", str(out)])
-    rows = json.loads(out.read_text())["rows"]
+    data = json.loads(out.read_text())
+    rows = data["rows"]
     assert code == 0
     assert {r["kernel"] for r in rows} == {"qcs4w_reference"}
+    # the group size it ran (per channel: K), in the rows and the header, not --group-size's 32
+    assert data["shapes"] == [{"M": 4, "K": 512, "N": 256, "group_size": 512}] and "group_size" not in data
+    assert all(r["dims"] == data["shapes"][0] and r["shape"] == "4x512x256 per-channel" for r in rows)
     assert all(r["correct"] and r["time_s"] > 0 for r in rows)

@@ -36,7 +36,8 @@ def matrix():
 def _synthetic(matrix, sizes):
     """Configs of various costs (real Config objects, varied shapes)."""
     template = matrix.configs[0]
-    return [replace(template, name=f"c{i:02d}", M=m, K=k, N=n) for i, (m, k, n) in enumerate(sizes)]
+    return [replace(template, name=f"c{i:02d}", dims={**template.dims, "M": m, "K": k, "N": n})
+            for i, (m, k, n) in enumerate(sizes)]
 
 
 SIZES = [(1, 2048, 2048), (1, 2048, 512), (1, 2048, 8192), (1, 8192, 2048), (1, 2048, 128256), (4096, 2048, 2048),

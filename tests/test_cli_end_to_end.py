@@ -57,8 +57,9 @@ def test_kv_proj_and_kv_proj_4k_on_swiftshader(swiftshader_env, fixture_cache: P
                                                         ("kv_proj_4k", "ramp")}
     assert proc.stdout.strip().splitlines()[-1] == f"{len(cases)} passed, 0 failed, 0 skipped"
     results = {r["config"]: r for r in cases}
-    assert results["kv_proj"]["shape"] == {"M": 1, "K": 2048, "N": 512, "group_size": 32}
-    assert results["kv_proj_4k"]["shape"]["M"] == 4096
+    assert results["kv_proj"]["shape"] == {"dims": {"M": 1, "K": 2048, "N": 512, "group_size": 32},
+                                           "text": "1x2048x512 gs=32"}
+    assert results["kv_proj_4k"]["shape"]["dims"]["M"] == 4096
     assert all(r["status"] == "pass" for r in cases)
 
 

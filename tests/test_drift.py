@@ -37,7 +37,8 @@ def case(config: str = "kv_proj", kernel: str = "cpu_gemv", scale: float = 1.0, 
     errors = replace(judged.errors, histogram=error_histogram(y, GOLDEN))
     return Result(config=config, backend="swiftshader", status="pass" if judged.passed else "fail",
                   message=judged.message, case_id=f"{config}/{kernel}/normal@swiftshader", tier="required",
-                  suite="llama", kernel=kernel, input="normal", shape=Shape(4, 2048, 512, 32), tolerance=TOL,
+                  suite="llama", kernel=kernel, input="normal", tolerance=TOL,
+                  shape=Shape({"M": 4, "K": 2048, "N": 512, "group_size": 32}, "4x2048x512 gs=32"),
                   errors=errors, reproduce=f"nox -s accuracy-swiftshader -- --config {config}", **extra)
 
 

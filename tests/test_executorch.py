@@ -300,7 +300,8 @@ def test_route_matches_executorchs_table(matrix, tree, column, info):
 def test_route_follows_the_declared_order_where_several_hold(matrix, tree):
     """M == 1 with a group size the GEMV cannot take falls to steel, as the runtime's order does."""
     base = matrix.config("edge_tiny_scales")  # 1 x 2048 x 256
-    extra = (replace(base, name="gemv_gs4", group_size=4), replace(base, name="gemv_gs16", group_size=16))
+    extra = (replace(base, name="gemv_gs4", dims={**base.dims, "group_size": 4}),
+             replace(base, name="gemv_gs16", dims={**base.dims, "group_size": 16}))
     wider = replace(matrix, configs=matrix.configs + extra)
     loaded = load_kernel_set(matrix.kernel_sets["executorch"], tree)
     routes = routes_of(routed_selection(wider, loaded, ["gemv_gs4", "gemv_gs16", "edge_tiny_scales"], GPU_F16))
@@ -599,15 +600,16 @@ def compare_with_upstream(upstream: ModuleType, config, fixture: Path, model) ->
     scales = np.load(fixture / SCALES_FILE)
     q = unpack_int4(weight)
     assert np.array_equal(q, qweight.qdata.numpy()), "int4 values differ from the model's"
-    assert np.array_equal(scales[:, :config.N], qweight.scale.numpy().reshape(config.N, -1).T), "scales differ"
-    assert not scales[:, config.N:].any(), "padded_N columns are zero"
+    N = config.dims["N"]
+    assert np.array_equal(scales[:, :N], qweight.scale.numpy().reshape(N, -1).T), "scales differ"
+    assert not scales[:, config.dims["N"]:].any(), "padded_N columns are zero"
 
-    x = upstream._ramp_input(config.M, config.K)
+    x = upstream._ramp_input(config.dims["M"], config.dims["K"])
     theirs = upstream._fp64_golden(model, x).astype(np.float64)
     ours = np.load(fixture / fixtures.golden_file("ramp"))
-    assert ours.dtype == np.float64 and ours.shape == theirs.shape == (config.M, config.N)
-    assert np.array_equal(x.numpy(), inputs.make_input("ramp", config.M, config.K, config.weight_seed))
-    per_k = np.repeat(scales[:, :config.N], config.group_size, axis=0).T  # [N, K], float32
+    assert ours.dtype == np.float64 and ours.shape == theirs.shape == (config.dims["M"], config.dims["N"])
+    assert np.array_equal(x.numpy(), inputs.make_input("ramp", config.dims["M"], config.dims["K"], config.weight_seed))
+    per_k = np.repeat(scales[:, :config.dims["N"]], config.dims["group_size"], axis=0).T  # [N, K], float32
     w32 = q.astype(np.float32) * per_k  # one fp32 multiplication: q * scale correctly rounded, as dequantize()
     assert np.array_equal(w32, qweight.dequantize().numpy()), "fp32 dequantization differs from torchao's"
     ulp = np.spacing(np.abs(theirs).astype(np.float32)).astype(np.float64)
@@ -636,12 +638,12 @@ def test_q4gsw_goldens_and_weights_equal_executorchs(matrix, fixture_cache):
     models = {}
     for name in GOLDEN_CONFIGS:
         config = matrix.config(name)
-        assert upstream_shapes[name] == (config.M, config.K, config.N, config.group_size)
+        assert upstream_shapes[name] == tuple(config.dims[k] for k in ("M", "K", "N", "group_size"))
         assert (config.weights, config.weight_seed) == ("torch_linear", 0)
         (fixture,) = [p for p in (cache / "fixtures").glob(f"{name}-*") if p.is_dir()]
-        key = (config.K, config.N, config.group_size)
+        key = (config.dims["K"], config.dims["N"], config.dims["group_size"])
         if key not in models:
-            models[key] = upstream._make_quantized_model(config.K, config.N, config.group_size)
+            models[key] = upstream._make_quantized_model(config.dims["K"], config.dims["N"], config.dims["group_size"])
         measured = compare_with_upstream(upstream, config, fixture, models[key])
         print(f"{name}: ExecuTorch's golden reproduced within {measured['reproduced_max_ulp']:g} ulp; q4gsw's golden "
               f"in fp32 is bit-equal on {measured['bit_equal']} of {measured['outputs']} outputs, at most "

@@ -71,13 +71,13 @@ def test_the_manifest_claims_executorchs_golden_only_when_it_was_there(tmp_path,
                                                                        with_golden):
     config = configs["a"]
     # The op's .pte reader replaced by the constants a real .pte of this config holds (a real one needs an export).
-    packed = random_packed(config.N, config.K, config.group_size, np.random.default_rng(3))
+    packed = random_packed(config.dims["N"], config.dims["K"], config.dims["group_size"], np.random.default_rng(3))
     monkeypatch.setattr(type(fixtures.op_for(config)), "constants_from_pte", lambda self, data: packed)
     folder = tmp_path / "et"
     folder.mkdir()
     (folder / "q4gsw_a.pte").write_bytes(b"a .pte")
     if with_golden:
-        np.zeros(config.M * config.N, dtype="<f4").tofile(folder / "q4gsw_a.golden.bin")
+        np.zeros(config.dims["M"] * config.dims["N"], dtype="<f4").tofile(folder / "q4gsw_a.golden.bin")
     path, problem, _ = lookup_for(folder, tmp_path / "cache")(config)
     assert problem == "" and path is not None
     source = json.loads((path / fixtures.MANIFEST).read_text())["source"]

@@ -220,9 +220,10 @@ def embedding_kernel(views: Views) -> None:
 
 def test_embedding_reads_each_packing_by_its_flag():
     config = dataclasses.replace(make_config("emb", 7, 10, 64, 32, ("edges",), tolerance=TOLERANCE),
-                                 op="embedding_q4gsw", weights="torch_embedding")
+                                 op="embedding_q4gsw", weights="torch_embedding",
+                                 dims={"tokens": 7, "vocab": 10, "dim": 64, "group_size": 32})
     op = op_for(config)
-    kernel = make_kernel("fake_embedding", "fake_embedding.wgsl", "ceil(M * N / 32 / 64)", op=config.op,
+    kernel = make_kernel("fake_embedding", "fake_embedding.wgsl", "ceil(tokens * dim / 32 / 64)", op=config.op,
                          text="// fake kernel: embedding\n")
     q = np.random.default_rng(9).integers(-8, 8, size=(10, 64))
     scales = np.random.default_rng(10).uniform(0.05, 0.6, size=(10, 2)).astype(np.float32)
@@ -239,7 +240,8 @@ def test_embedding_constants_files_keep_the_packing_flag():
     """The fixture files round-trip both packings (an export's is linear; a hand-made state_dict one is not)."""
     op = op_for("embedding_q4gsw")
     config = dataclasses.replace(make_config("emb", 4, 12, 64, 32, ("edges",)), op="embedding_q4gsw",
-                                 weights="torch_embedding")
+                                 weights="torch_embedding",
+                                 dims={"tokens": 4, "vocab": 12, "dim": 64, "group_size": 32})
     q = np.random.default_rng(11).integers(-8, 8, size=(12, 64))
     for is_linear in (False, True):
         table = PackedEmbedding(weight=pack_int4(q, is_linear), scales=np.ones((12, 2), np.float32), group_size=32,

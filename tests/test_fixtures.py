@@ -44,8 +44,8 @@ def synthetic(tmp_path: Path, matrix: Path) -> Path:
     folder = tmp_path / "synthetic"
     for name in "ab":
         config = _config(matrix, name)
-        write_fixture(folder, config, random_packed(config.N, config.K, config.group_size,
-                                                    np.random.default_rng([8, config.M])))
+        write_fixture(folder, config, random_packed(config.dims["N"], config.dims["K"], config.dims["group_size"],
+                                                    np.random.default_rng([8, config.dims["M"]])))
     return folder
 
 
@@ -85,7 +85,7 @@ DAMAGE: list[tuple[str, Callable[[Path], object], str]] = [
      r"manifest.json: corrupt manifest \(not"),
     ("manifest-without-weights", _edit_manifest(lambda m: m["files"].pop(WEIGHT_FILE)),
      r"manifest.json lists no weight_packed.npy"),
-    ("other-config", _edit_manifest(lambda m: m["config"].update(M=1)),
+    ("other-config", _edit_manifest(lambda m: m["config"]["dims"].update(M=1)),
      r"fixture has M=1 but config 'a' has M=3"),
     ("manifest-without-config", _edit_manifest(lambda m: m.pop("config")),
      r"fixture has M=None but config 'a' has M=3"),
@@ -116,6 +116,34 @@ def test_fixture_of_another_shape_is_rejected(matrix: Path, synthetic: Path) -> 
     verify_fixture(synthetic / "b", _config(matrix, "b"))
     with pytest.raises(FixtureError, match=r"fixture has M=1 but config 'a' has M=3"):
         verify_fixture(synthetic / "b", _config(matrix, "a"))
+
+
+def test_a_linear_fixture_keeps_the_key_it_had_before_dims(matrix: Path) -> None:
+    """The fixture key hashes the op's dims at the top level: for a linear op the same M, K, N, group_size keys as
+    before ops declared dims, so every cached linear fixture stays valid."""
+    import hashlib
+
+    from q4gsw.export.fixtures import FIXTURE_FORMAT, fixture_key, package_versions
+
+    config = _config(matrix, "a")
+    before = {"format": FIXTURE_FORMAT, "op": config.op, "M": 3, "K": 64, "N": 16, "group_size": 32,
+              "weights": config.weights, "weight_seed": config.weight_seed, "inputs": list(config.inputs),
+              "versions": package_versions()}
+    assert fixture_key(config) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
+
+
+def test_a_manifest_written_before_dims_is_verified_by_its_top_level_dims(tmp_path: Path, matrix: Path,
+                                                                          synthetic: Path) -> None:
+    """A fixture cached before ops declared dims recorded M, K, N, group_size beside `weights` (its key is unchanged:
+    a linear's dims are the same names), so the cache stays valid, and another shape is still refused."""
+    folder = tmp_path / "a"
+    shutil.copytree(synthetic / "a", folder)
+    _edit_manifest(lambda m: m.update(config={**m["config"].pop("dims"), **m["config"]}))(folder)
+    assert "dims" not in json.loads((folder / MANIFEST).read_text())["config"]
+    verify_fixture(folder, _config(matrix, "a"))
+    _edit_manifest(lambda m: m["config"].update(M=1))(folder)
+    with pytest.raises(FixtureError, match=r"fixture has M=1 but config 'a' has M=3"):
+        verify_fixture(folder, _config(matrix, "a"))
 
 
 @pytest.mark.e2e

@@ -87,7 +87,7 @@ def test_exported_pte_holds_the_extreme_nibbles():
     from q4gsw.ops.linear_q4gsw.layout import packed_from_delegate as read_pte
     from q4gsw.ops.linear_q4gsw.recipe import cross_check, export_pte
 
-    config = Config(name="edges_tiny", M=1, K=64, N=16, group_size=8, tier="required", suite="test",
+    config = Config(name="edges_tiny", dims={"M": 1, "K": 64, "N": 16, "group_size": 8}, tier="required", suite="test",
                     inputs=("ramp",), weights="int4_edges", weight_seed=0, timeout_s=60,
                     tolerance=Tolerance(1e-5, 1e-4, "test"))
     pte, qweight = export_pte(config)

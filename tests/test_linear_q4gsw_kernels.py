@@ -102,7 +102,7 @@ def test_results_carry_the_adapter_and_the_case(kernel_results: dict[tuple[str, 
     """Each case's Result names the SwiftShader adapter, its kernel, input and shape, and its errors."""
     for (kernel, (M, K, N, gs)), r in kernel_results.items():
         assert r.kernel == kernel and r.input == "normal" and r.backend == "swiftshader"
-        assert (r.shape.M, r.shape.K, r.shape.N, r.shape.group_size) == (M, K, N, gs)
+        assert r.shape.dims == {"M": M, "K": K, "N": N, "group_size": gs}
         assert r.adapter is not None and "SwiftShader" in r.adapter.name, r.message
         if r.status == "pass":
             assert r.errors is not None and r.errors.elements == M * N and r.errors.headroom <= 1

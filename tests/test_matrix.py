@@ -34,9 +34,9 @@ SEED_CONFIGS = {
 
 def test_real_matrix_has_the_seed_suite():
     matrix = load_matrix(MATRIX)
-    llama = {c.name: (c.M, c.K, c.N, c.tier) for c in matrix.configs if c.suite == "llama"}
+    llama = {c.name: (c.dims["M"], c.dims["K"], c.dims["N"], c.tier) for c in matrix.configs if c.suite == "llama"}
     assert llama == SEED_CONFIGS
-    assert all(c.group_size == 32 for c in matrix.configs if c.suite == "llama")
+    assert all(c.dims["group_size"] == 32 for c in matrix.configs if c.suite == "llama")
     assert {"swiftshader", "lavapipe", "native"} <= set(matrix.backends)
     assert all(c.tolerance.justification for c in matrix.configs)
 
@@ -208,7 +208,8 @@ def test_valid_configs_round_trip(scratch: Path, configs: list[dict[str, Any]]) 
     matrix = load_text(scratch, document(configs))
     assert [c.name for c in matrix.configs] == [c["name"] for c in configs]
     for loaded, raw in zip(matrix.configs, configs, strict=True):
-        for key in ("M", "K", "N", "group_size", "tier", "suite", "weights", "weight_seed"):
+        assert dict(loaded.dims) == {key: raw[key] for key in ("M", "K", "N", "group_size")}
+        for key in ("tier", "suite", "weights", "weight_seed"):
             assert getattr(loaded, key) == raw[key], key
         assert loaded.inputs == tuple(raw["inputs"])
         assert loaded.timeout_s == float(raw["timeout_s"])
@@ -301,7 +302,7 @@ def test_divisibility_is_enforced_exactly(scratch: Path, configs: list[dict[str,
     configs[0].update(K=K, N=N, group_size=group_size, M=min(configs[0]["M"], MAX_BINDING_BYTES // (4 * 4096)))
     valid = K % group_size == 0 and K % 8 == 0 and N % 8 == 0
     if valid:
-        assert load_text(scratch, document(configs)).configs[0].K == K
+        assert load_text(scratch, document(configs)).configs[0].dims["K"] == K
         return
     with pytest.raises(MatrixError) as raised:
         load_text(scratch, document(configs))

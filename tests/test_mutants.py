@@ -80,8 +80,9 @@ requires_limits = {{ max_invocations_per_workgroup = 100000 }}
 
 def write_tiny_fixture(folder: Path, config: Config) -> Path:
     """The fixture of one of MATRIX's configs: random weights over all 16 nibbles, seeded by the shape."""
-    rng = np.random.default_rng([config.M, config.K, config.N])
-    return write_fixture(folder, config, random_packed(config.N, config.K, config.group_size, rng))
+    rng = np.random.default_rng([config.dims["M"], config.dims["K"], config.dims["N"]])
+    d = config.dims
+    return write_fixture(folder, config, random_packed(d["N"], d["K"], d["group_size"], rng))
 
 
 def write_tiny(tmp_path: Path, extra_kernels: str = "", configs: tuple[str, ...] = ("t_gemv", "t_tail")

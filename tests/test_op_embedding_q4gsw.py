@@ -37,7 +37,9 @@ TOLERANCE = Tolerance(atol=1.18e-38, rtol=2.4e-7, justification="test: one corre
 
 def make_config(name: str, M: int, K: int, N: int, group_size: int, inputs: tuple[str, ...] = ("edges",),
                 **extra: object) -> Config:
-    return Config(name=name, M=M, K=K, N=N, group_size=group_size, tier="required", suite="embedding-test",
+    """A config of M indices into a K x N table (tokens, vocab, dim in the op's words)."""
+    return Config(name=name, dims={"tokens": M, "vocab": K, "dim": N, "group_size": group_size}, tier="required",
+                  suite="embedding-test",
                   inputs=inputs, weights="torch_embedding", weight_seed=0, timeout_s=300.0, tolerance=TOLERANCE,
                   op=OP, **extra)
 
@@ -144,7 +146,8 @@ def test_matrix_tolerances_are_the_one_rounding_bound_with_margin():
         assert config.tolerance.atol <= np.finfo(np.float32).tiny * 1.01, config.name
     upstream = {c.name for c in configs if c.upstream_tolerance is not None}
     assert upstream == {"emb_upstream_small", "emb_upstream_1b"}
-    llama = {(c.M, c.K, c.N, c.group_size, c.tier) for c in configs if c.suite == "embedding-llama"}
+    llama = {(*(c.dims[k] for k in ("tokens", "vocab", "dim", "group_size")), c.tier) for c in configs
+             if c.suite == "embedding-llama"}
     assert {(4096, 4096, 2048, 32, "required"), (4096, 4096, 2048, 64, "required"),
             (128256, 128256, 2048, 32, "heavy")} <= llama
     kernel_set = matrix.kernel_sets["executorch_embedding"]
@@ -183,21 +186,22 @@ def test_upstream_indices_are_executorchs():
     assert make_indices("upstream", 4, 512, 0).tolist() == [1, 5, 511, 0]
 
 
-def test_op_make_input_and_describe_shape():
+def test_op_make_input_and_shape_text():
     op = registry()[OP]
     config = make_config("c", 4096, 4096, 2048, 32, ("every_row",))
-    assert op.describe_shape(config) == "4096 indices into 4096x2048 gs=32"
+    assert [d.name for d in op.dims] == ["tokens", "vocab", "dim", "group_size"]
+    assert op.shape_text(config.dims) == "tokens=4096 vocab=4096 dim=2048 gs=32"
     assert op.output_shape(config) == (4096, 2048)
     assert op.make_input("upstream", make_config("u", 4, 64, 64, 32)).tolist() == [1, 5, 63, 0]
     assert op.input_names == ("every_row", "edges", "upstream") and op.weight_names[0] == "torch_embedding"
 
 
 @pytest.mark.parametrize(("shape", "key", "needle"), [
-    ((4, 64, 48, 16, ("edges",)), "N", "multiple of 32"),
+    ((4, 64, 48, 16, ("edges",)), "dim", "multiple of 32"),
     ((4, 64, 96, 64, ("edges",)), "group_size", "not a multiple of group_size"),
     ((4, 64, 64, 64, ("edges",)), "group_size", "one scale per row"),
-    ((63, 64, 64, 32, ("every_row",)), "M", "M >= K"),
-    ((300000, 300000, 2048, 32, ("edges",)), "M", "GiB buffer binding"),
+    ((63, 64, 64, 32, ("every_row",)), "tokens", "tokens >= vocab"),
+    ((300000, 300000, 2048, 32, ("edges",)), "tokens", "GiB buffer binding"),
 ])
 def test_shape_problems(shape, key, needle):
     M, K, N, gs, inputs = shape
@@ -243,7 +247,8 @@ def test_constants_files_round_trip_and_check():
     assert back.is_linear_weight is True and np.array_equal(back.weight, table.weight)
     assert np.array_equal(back.scales, table.scales) and back.group_size == 32
     assert op.check_constants(back, config) == ""
-    assert "config 'c' has 4 indices into 12x128 gs=32" in op.check_constants(back, dataclasses.replace(config, N=128))
+    wider = dataclasses.replace(config, dims={**config.dims, "dim": 128})
+    assert "config 'c' has tokens=4 vocab=12 dim=128 gs=32" in op.check_constants(back, wider)
 
 
 def test_synthetic_constants_have_the_exported_packing_and_shape():
@@ -340,8 +345,7 @@ def write_synthetic_fixture(folder: Path, config: Config, table: PackedEmbedding
     files = {p.name: {"sha256": fixtures.sha256_file(p), "size": p.stat().st_size} for p in sorted(path.iterdir())}
     manifest = {"key": f"synthetic-{config.name}", "op": op.name, "operator": op.operator, "files": files,
                 "input_sha256": input_sha,
-                "config": {"M": config.M, "K": config.K, "N": config.N, "group_size": config.group_size,
-                           "weights": config.weights, "weight_seed": config.weight_seed,
+                "config": {"dims": dict(config.dims), "weights": config.weights, "weight_seed": config.weight_seed,
                            "inputs": list(config.inputs)}}
     (path / fixtures.MANIFEST).write_text(json.dumps(manifest))
     return path
@@ -360,8 +364,9 @@ REFERENCE_TABLE = (f'\n[kernel.embedding_reference]\nop = "{OP}"\nfile = "{REFER
 
 def write_gpu_matrix(folder: Path, kernel_tables: str = "") -> Path:
     """A matrix of GPU_CONFIGS with the reference kernel (and `kernel_tables`), and their synthetic fixtures."""
-    configs = "".join(f'\n[[config]]\nname = "{name}"\nop = "{OP}"\nsuite = "embedding-test"\nM = {M}\nK = {K}\n'
-                      f'N = {N}\ngroup_size = {gs}\ntier = "required"\ninputs = ["{x}"]\n{TOLERANCE_TOML}\n'
+    configs = "".join(f'\n[[config]]\nname = "{name}"\nop = "{OP}"\nsuite = "embedding-test"\ntokens = {M}\n'
+                      f'vocab = {K}\ndim = {N}\ngroup_size = {gs}\ntier = "required"\ninputs = ["{x}"]\n'
+                      f'{TOLERANCE_TOML}\n'
                       for name, (M, K, N, gs, x, _) in GPU_CONFIGS.items())
     path = folder / "matrix.toml"
     path.write_text(f'schema_version = 1\n\n[backend.swiftshader]\napi = "Vulkan"\nadapter_name = "SwiftShader"\n'
@@ -371,7 +376,8 @@ def write_gpu_matrix(folder: Path, kernel_tables: str = "") -> Path:
     matrix = load_matrix(path)
     for name, (*_, is_linear) in GPU_CONFIGS.items():
         config = matrix.config(name)
-        table = random_table(config.K, config.N, config.group_size, seed=config.K, is_linear_weight=is_linear)
+        vocab, dim = config.dims["vocab"], config.dims["dim"]
+        table = random_table(vocab, dim, config.dims["group_size"], seed=vocab, is_linear_weight=is_linear)
         write_synthetic_fixture(folder / "fixtures", config, table)
     return path
 

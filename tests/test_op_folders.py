@@ -47,7 +47,7 @@ def extra_ops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     registry.cache_clear()
     q4gsw.ops.__path__[:] = path
     for name in [m for m in sys.modules if m.startswith("q4gsw.ops.") and m.split(".")[2] not in SHIPPED
-                 and m.split(".")[2] not in ("base", "inputs", "error_model")]:
+                 and m.split(".")[2] not in ("base", "inputs", "error_model", "linear_common")]:
         del sys.modules[name]
 
 
@@ -76,6 +76,12 @@ def test_an_op_folder_on_the_ops_path_is_found_with_nothing_else_edited(extra_op
 @pytest.mark.parametrize(("folder", "text", "problem", "fix"), [
     ("no_init", None, "no __init__.py", "add __init__.py defining the op's Op subclass"),
     ("no_op", "X = 1\n", "__init__.py defines no Op subclass", "define `class ...(Op)`"),
+    ("no_dims", TINY_OP.format(cls="NoDims", name="no_dims").replace("    dims = ()\n", ""),
+     "its Op NoDims declares dims = None", "declare its dimensions as dims = (Dim(name, meaning), ...)"),
+    ("twice_dims", TINY_OP.format(cls="Twice", name="twice_dims").replace(
+        "    dims = ()\n", "    dims = (Dim('n', 'rows'), Dim('n', 'again'))\n").replace(
+        "from q4gsw.ops.base import Op", "from q4gsw.matrix.values import Dim\nfrom q4gsw.ops.base import Op"),
+     "declares dims = (Dim(name='n'", "each name once"),
     ("half_op", "from q4gsw.ops.base import Op\n\n\nclass Half(Op):\n    name = 'half_op'\n",
      "Half leaves abstract methods unwritten", "define `class ...(Op)` with every abstract method"),
     ("two_ops", TINY_OP.format(cls="A", name="two_ops") + TINY_OP.format(cls="B", name="two_ops"),

@@ -37,7 +37,8 @@ op = op_for(OP)
 
 
 def config(M: int, K: int, N: int, group_size: int = 32, **fields: object) -> Config:
-    return Config(name="t", M=M, K=K, N=N, group_size=group_size, tier="required", suite="dq8ca-edges",
+    return Config(name="t", dims={"M": M, "K": K, "N": N, "group_size": group_size}, tier="required",
+                  suite="dq8ca-edges",
                   inputs=("normal",), weights="torch_linear", weight_seed=0, timeout_s=60,
                   tolerance=Tolerance(1e-5, 1e-4), op=OP, **fields)  # type: ignore[arg-type]
 
@@ -269,9 +270,7 @@ def nibble_sharp(x: np.ndarray, tolerance: Tolerance, outputs: int) -> tuple[flo
     """(max est / T, median step / T) of the model on x with synthetic torch_linear-like weights (64 columns), the
     fp32 estimate grown from these outputs to `outputs` as audit's grows (sqrt(2 ln(outputs))); the chained scale's
     term (relative, 6u |y|) does not grow."""
-    from types import SimpleNamespace
-
-    packed = op._weights.synthetic_constants(SimpleNamespace(N=64, K=x.shape[1], group_size=32), 0)
+    packed = op._weights.synthetic_constants(config(x.shape[0], x.shape[1], 64), 0)
     model = dq8ca_error_model(x, packed)
     T = tolerance.atol + tolerance.rtol * np.abs(golden(x, packed))
     grow = math.sqrt(math.log(outputs) / math.log(model.outputs))
@@ -284,7 +283,7 @@ def test_the_bench_bound_is_the_models_and_sees_one_nibble():
     (the flat 5e-3 it replaced was 2x)."""
     for K in (256, 2048):
         x = op.make_input(op.synthetic_input, config(64, K, 64))
-        est_over_tol, step_over_tol = nibble_sharp(x, op.bench_tolerance(K), 2**36)
+        est_over_tol, step_over_tol = nibble_sharp(x, op.bench_tolerance(config(64, K, 64).dims), 2**36)
         assert est_over_tol <= 1 / 3 and step_over_tol >= 10, (K, est_over_tol, step_over_tol)
 
 
@@ -295,8 +294,9 @@ def test_the_prefill_configs_see_one_nibble():
     for name in ("dq8ca_prefill_kv_64", "dq8ca_q_proj_4k", "dq8ca_q_proj_8k"):
         c = matrix.config(name)
         assert c.inputs == ("untied",), name
-        x = op.make_input("untied", dataclasses.replace(c, M=min(c.M, 64)))
-        est_over_tol, step_over_tol = nibble_sharp(x, c.tolerance, c.M * c.N)
+        M, N = c.dims["M"], c.dims["N"]
+        x = op.make_input("untied", dataclasses.replace(c, dims={**c.dims, "M": min(M, 64)}))
+        est_over_tol, step_over_tol = nibble_sharp(x, c.tolerance, M * N)
         assert est_over_tol <= 1 / 3 and step_over_tol >= 10, (name, est_over_tol, step_over_tol)
 
 

@@ -115,7 +115,7 @@ def test_error_model_sees_one_group_spanning_k():
 def test_a_per_channel_shape_has_no_problem():
     assert OP.shape_problems(qcs4w_config(1, 2048, 2048)) == []
     assert OP.shape_problems(qcs4w_config(5, 64, 6)) == []  # N * K/2 = 192 bytes: whole words
-    assert OP.describe_shape(qcs4w_config(1, 2048, 512)) == "1x2048x512 per-channel"
+    assert OP.shape_text(qcs4w_config(1, 2048, 512).dims) == "1x2048x512 per-channel"
 
 
 @pytest.mark.parametrize("shape, key, words", [
@@ -132,7 +132,7 @@ def test_shape_problems_name_the_key_and_the_fix(shape, key, words):
 
 def test_every_matrix_config_of_the_op_is_per_channel_and_in_its_suites():
     configs = [c for c in load_matrix(MATRIX).configs if c.op == OP.name]
-    assert configs and all(c.group_size == c.K and c.weights == "torch_linear" for c in configs)
+    assert configs and all(c.dims["group_size"] == c.dims["K"] and c.weights == "torch_linear" for c in configs)
     assert {c.suite for c in configs} == {"qcs4w-llama", "qcs4w-edges"}
     assert {c.name for c in configs if c.tier == "required"} >= {"qcs4w_up_basic", "qcs4w_up_gemv", "qcs4w_up_k64",
                                                                  "qcs4w_up_n32"}

@@ -97,7 +97,8 @@ def test_reference_kernel_matches_the_golden_on_awkward_shapes_odd_k_included(tm
     assert len(results) == len(SHAPES)
     failures = {r.config: r.message for r in results.values() if r.status != "pass"}
     assert failures == {}
-    assert all(r.errors.elements == r.shape.M * r.shape.N and r.errors.guard_violations == 0 for r in results.values())
+    assert all(r.errors.elements == r.shape.dims["M"] * r.shape.dims["N"] and r.errors.guard_violations == 0
+               for r in results.values())
 
 
 # ---- mutation self-test ----------------------------------------------------------------------------------------

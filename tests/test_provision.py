@@ -19,7 +19,8 @@ def test_backend_that_cannot_be_provisioned_fails_required_configs(tmp_path: Pat
     fixtures = tmp_path / "fixtures"
     for name in "ab":
         config = loaded.config(name)
-        write_fixture(fixtures, config, random_packed(config.N, config.K, config.group_size, np.random.default_rng(8)))
+        d = config.dims
+        write_fixture(fixtures, config, random_packed(d["N"], d["K"], d["group_size"], np.random.default_rng(8)))
     missing = tmp_path / "no-such-icd.json"
     done = run_cli("run", "--matrix", str(matrix), "--backend", "swiftshader", "--fixtures", str(fixtures),
                    "--results", str(tmp_path / "r"), env={"Q4GSW_SWIFTSHADER_ICD": str(missing)}, timeout=120)

@@ -35,7 +35,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TOL = Tolerance(atol=1e-5, rtol=1e-4, justification="K=2048 fp32 accumulation bound", source="config")
 ADAPTER = AdapterInfo(name="SwiftShader Device (Subzero)", device_type="CPU", api="Vulkan", driver="",
                         webgpu="dawn")
-SHAPE = Shape(M=1, K=2048, N=512, group_size=32)
+SHAPE = Shape({"M": 1, "K": 2048, "N": 512, "group_size": 32}, "1x2048x512 gs=32")
 
 
 def _hist(scale: float, n: int = 512, seed: int = 0) -> dict:
@@ -72,7 +72,8 @@ def failing(config="kv_proj", backend="swiftshader") -> Result:
 def crashed(config="gate_proj", backend="swiftshader") -> Result:
     # A run failure before any comparison: no errors, no histogram, and (older data) no case id.
     return Result(config=config, backend=backend, status="fail", message="GPU run of 'gate_proj' crashed with SIGSEGV",
-                  tier="required", suite="llama", shape=Shape(M=1, K=2048, N=8192, group_size=32),
+                  tier="required", suite="llama",
+                  shape=Shape({"M": 1, "K": 2048, "N": 8192, "group_size": 32}, "1x2048x8192 gs=32"),
                   reproduce=f"nox -s accuracy-{backend} -- --config {config}")
 
 
@@ -127,7 +128,7 @@ def test_junit_counts_names_and_failure_text(tmp_path, no_plots):
                                                    "swiftshader", "swiftshader"]
     case_props = {p.get("name"): p.get("value") for p in cases[0].find("properties")}
     assert case_props["webgpu"] == "dawn" and case_props["routed"] == "gpu_gemv_fast"
-    assert case_props["shape"] == "1×2048×512"
+    assert case_props["shape"] == "1x2048x512 gs=32"
     assert cases[4].find("properties") is None  # nothing recorded: no empty <properties>
 
     failure = cases[1].find("failure")
@@ -197,13 +198,13 @@ def test_markdown_table_and_failures(tmp_path, no_plots):
     assert "**1 passed, 2 failed, 1 skipped, 1 unsupported**" in md
     rows = _table_rows(md)
     header, body = rows[0], rows[1:]
-    assert header[:8] == ["status", "config", "M×K×N", "kernel", "input", "backend", "webgpu", "routed"]
+    assert header[:8] == ["status", "config", "shape", "kernel", "input", "backend", "webgpu", "routed"]
     assert len(body) == 5
     by_config = {row[1]: dict(zip(header, row, strict=True)) for row in body}
     assert by_config["q_proj"]["status"] == "✅ pass"
     assert by_config["q_proj"]["headroom"] == "0.004"
     assert by_config["q_proj"]["max abs err"] == "5.35e-08"
-    assert by_config["q_proj"]["M×K×N"] == "1×2048×512"
+    assert by_config["q_proj"]["shape"] == "1x2048x512 gs=32"
     # Which WebGPU implementation ran, the routed variant, and the details the console table leaves out.
     assert (by_config["q_proj"]["webgpu"], by_config["q_proj"]["routed"]) == ("dawn", "gpu_gemv_fast")
     assert by_config["kv_proj"]["routed"] == "" and by_config["gate_proj"]["webgpu"] == ""

@@ -25,7 +25,8 @@ from q4gsw.report.result import (
 FULL = Result(
     config="q_proj", backend="swiftshader", status="fail", message="1/2048 elements out of tolerance",
     case_id="q_proj/gemv/ramp@swiftshader", webgpu="wgpu-native", tier="required", suite="llama", kernel="gemv",
-    input="ramp", role="reference", routed="gemv", shape=Shape(1, 2048, 2048, 32),
+    input="ramp", role="reference", routed="gemv",
+    shape=Shape({"M": 1, "K": 2048, "N": 2048, "group_size": 32}, "1x2048x2048 gs=32"),
     tolerance=Tolerance(1e-5, 1e-4, "K=2048: fp32 error below 2e-6", "kernel:gemv"),
     upstream="fail (3 elements beyond atol 0.001 or rtol 0.01)",
     errors=Errors(max_abs=2.5e-5, max_rel=0.5, worst_index=(0, 17), mismatches=1, elements=2048, nmse=1e-12,
@@ -65,8 +66,8 @@ def test_a_result_that_never_ran_round_trips_with_its_defaults():
     back = Result.from_dict(json.loads(json.dumps(skipped.as_dict())))
     assert back == skipped
     assert back.errors is None and back.adapter is None and back.tolerance is None
-    assert back.max_abs is None and back.headroom is None and back.shape.text() == ""
-    assert FULL.shape.text() == "1×2048×2048"
+    assert back.max_abs is None and back.headroom is None and back.shape.text == ""
+    assert FULL.shape.text == "1x2048x2048 gs=32" and FULL.shape.dims["K"] == 2048
 
 
 def test_unknown_keys_written_by_a_newer_q4gsw_are_ignored():

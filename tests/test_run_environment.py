@@ -74,7 +74,7 @@ def cached_fixtures(tmp_path: Path, names: str) -> tuple[Path, list[Config]]:
     for config in configs:
         if config.name in names:
             written = write_fixture(tmp_path / "written", config, random_packed(
-                config.N, config.K, config.group_size, np.random.default_rng(6)))
+                config.dims["N"], config.dims["K"], config.dims["group_size"], np.random.default_rng(6)))
             cache.mkdir(exist_ok=True)
             shutil.move(written, fixtures.fixture_dir(cache, config))
     return cache, configs

@@ -108,7 +108,8 @@ def test_merging_different_shapes_or_group_sizes_warns_once_each(tmp_path: Path,
     captured = capsys.readouterr()
     warnings = captured.err.splitlines()
     assert warnings == [
-        f"warning: the bench JSONs cover different shapes ({a}: 1x2048x2048, 1x2048x8192; {b}: 1x2048x2048): "
+        f"warning: the bench JSONs cover different shapes ({a}: 1x2048x2048 gs=32, 1x2048x8192 gs=32; {b}: "
+        "1x2048x2048 gs=128): "
         "a shape only some files have is compared only among those",
         f"warning: the bench JSONs were run with different group sizes ({a}: 32; {b}: 128): their times are not "
         "of the same work"]

@@ -135,7 +135,7 @@ def _result(config: str, package: str, max_abs: float, status: str = "pass", ker
             backend: str = "swiftshader-dawn", build: str = "Dawn v1") -> Result:
     return Result(config=config, backend=backend, status=status, message="m",
                   case_id=f"{config}/{kernel}/ramp@{backend}", webgpu="dawn", tier="required", kernel=kernel,
-                  input="ramp", shape=Shape(1, 64, 16, 32),
+                  input="ramp", shape=Shape({"M": 1, "K": 64, "N": 16, "group_size": 32}, "1x64x16 gs=32"),
                   tolerance=TOL, adapter=_adapter(package, build),
                   errors=Errors(max_abs=max_abs, max_rel=0.0, worst_index=(0, 0), mismatches=0, elements=16,
                                 nmse=0.0, headroom=max_abs / 1e-5))
@@ -258,7 +258,7 @@ def test_versions_with_bench_jsons_show_the_speed(tmp_path):
                         "--quiet"]) == 0
     text = (tmp_path / "t" / "versions.md").read_text()
     before, step = text.split("### wgpudawn==0.32.0.9 → wgpudawn==0.32.0.10")
-    assert "| SLOWER | 1x2048x2048 | gemv | 32 | 1.000 | 2.000 | 2.00x |" in step
+    assert "| SLOWER | 1x2048x2048 gs=32 | gemv | 1.000 | 2.000 | 2.00x |" in step
     assert "Speed" not in before  # 0.32.0.1 has no bench JSON: its step has no speed
 
 

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from q4gsw.ops import op_for
 from q4gsw.ops.error_model import DELTA, ErrorModel, U
 from q4gsw.report import verdict
 
@@ -77,10 +78,9 @@ class AuditRow:
     suite: str
     tier: str
     input: str
-    M: int
-    K: int
-    N: int
-    group_size: int
+    shape: str  # the config's shape in its op's words
+    dims: dict[str, int]  # the config's dims by its op's names
+    K: int  # the length of each output's fp32 sum, as the error model counts it (a gather: 0)
     weights: str
     atol: float
     rtol: float
@@ -135,8 +135,8 @@ def audit_case(config: Any, input_name: str, model: ErrorModel, g: np.ndarray, a
         step_over_tol = model.step / T
     row = AuditRow(
         config=config.name, tolerance_source=tolerance_source, suite=config.suite, tier=config.tier,
-        input=input_name, M=config.M, K=config.K,
-        N=config.N, group_size=config.group_size, weights=config.weights, atol=atol, rtol=rtol,
+        input=input_name, shape=op_for(config).shape_text(config.dims), dims=dict(config.dims), K=model.K,
+        weights=config.weights, atol=atol, rtol=rtol,
         S_max=float(model.S.max()), worst_max=float(worst.max()), hm_max=float(model.hm_bound.max()),
         est_max=float(model.est.max()), tol_min=float(T.min()), tol_median=float(np.median(T)),
         worst_over_tol=worst_over_tol, hm_over_tol=float((model.hm_bound / T).max()),
@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="results.json files or folders searched for them (default: results/ if present)")
     parser.add_argument("--tier", action="append", choices=TIERS, help="tiers (default: required)")
     parser.add_argument("--suite", action="append", help="suites (default: all)")
-    parser.add_argument("--config", action="append", default=[], metavar="NAME")
+    parser.add_argument("--config", action="append", default=[], metavar="NAME", help="only these configs (any tier)")
+    parser.add_argument("--op", action="append", default=[], metavar="OP", help="only these ops' configs")
     parser.add_argument("--cache", type=Path, help="fixture cache (default: $Q4GSW_CACHE or ~/.cache/q4gsw)")
     parser.add_argument("--fixtures", type=Path, help="read fixtures from DIR/<config>/ instead of the cache")
     parser.add_argument("--json", type=Path, default=Path("results/audit.json"), help="JSON output path")
@@ -263,8 +264,6 @@ def _fixture(config: Any, args: argparse.Namespace) -> Any:
 
 def audit_config(config: Any, fixture: Any, measurements: dict[tuple[str, str], list[Measured]],
                  tolerance: tuple[float, float] | None = None) -> list[AuditRow]:
-    from q4gsw.ops import op_for
-
     atol, rtol = tolerance or (config.tolerance.atol, config.tolerance.rtol)
     op = op_for(config)
     packed = fixture.constants(config)
@@ -330,19 +329,25 @@ def loose_errors(rows: list[AuditRow], matrix: str) -> list[str]:
     return lines
 
 
+def selected_configs(matrix: Any, args: argparse.Namespace) -> tuple[Any, ...]:
+    """The configs --config, --op, --suite and --tier select (every suite by default); MatrixError (one line, exit 2)
+    for a name the matrix does not have (select_configs checks each), or a selection of nothing."""
+    from q4gsw.cases import select_configs, selects_nothing
+
+    configs, _ = select_configs(matrix, tiers=args.tier, names=args.config, ops=args.op,
+                                suites=args.suite or list(dict.fromkeys(c.suite for c in matrix.configs)))
+    if not configs:
+        raise selects_nothing(matrix, "audit", tuple(args.config), tuple(args.op))
+    return configs
+
+
 def main(argv: list[str] | None = None) -> int:
     from q4gsw.matrix.load import MatrixError, load_matrix
 
     args = build_parser().parse_args(argv)
     try:
         matrix = load_matrix(args.matrix)
-        from q4gsw.cases import select_configs  # checks every --config/--suite/--tier against the matrix
-
-        configs, _ = select_configs(matrix, tiers=args.tier, names=args.config,
-                                    suites=args.suite or list(dict.fromkeys(c.suite for c in matrix.configs)))
-        if not configs:
-            raise MatrixError("command line", "audit", "--suite/--tier", "selects no config of the matrix",
-                              "see `python -m q4gsw list` for the configs, suites and tiers")
+        configs = selected_configs(matrix, args)
         from q4gsw.paths import unusable_output_file
 
         problem = unusable_output_file(args.json, "audit JSON")
@@ -368,9 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     measurements = load_measurements(result_paths)
     rows: list[AuditRow] = []
     for config in configs:
-        from q4gsw.ops import op_for
 
-        print(f"audit {config.name} ({op_for(config).describe_shape(config)}, weights={config.weights})", flush=True)
+        print(f"audit {config.name} ({op_for(config).shape_text(config.dims)}, weights={config.weights})", flush=True)
         rows.extend(audit_config(config, _fixture(config, args), measurements, what_if))
     print_table(rows)
     overrides = [f"{b.name}:{c}" for b in matrix.backends.values() for c in b.tolerance_overrides]

@@ -1,9 +1,12 @@
 """Benchmark every q4gsw kernel declared in matrix.toml on one backend, against numpy on the CPU.
 
-`python -m q4gsw bench [--backend NAME] [--shapes MxKxN ...] [--repeats R] [--json PATH] [--baseline OLD.json]`
+`python -m q4gsw bench [--backend NAME] [--op OP] [--shape SHAPE ...] [--repeats R] [--json PATH]
+[--baseline OLD.json]`
 
-For each shape and each kernel whose `when` holds for it, the kernel runs on random packed int4
-weights; the time is the best of R repeats, each timed by GPU timestamp queries when the adapter
+A shape is given in the op's own dims (`--shape vocab=128256,dim=2048,tokens=1`) or, for a linear op, as the
+shorthand MxKxN; a group size it leaves out is --group-size, and each row records the dims that really ran (a
+per-channel op's group spans K). For each shape and each kernel whose `when` holds for it, the kernel runs on the
+op's random constants; the time is the best of R repeats, each timed by GPU timestamp queries when the adapter
 supports them, else by its wall time (case._time_dispatches), after --warmup-s of back-to-back
 dispatches (a GPU timed from idle is timed at its idle clock: docs/kernels.md "Speed"); the JSON
 also records their median, spread and every sample, which `--baseline` (bench_drift) compares
@@ -50,34 +53,54 @@ from q4gsw.report.scoreboard import ScoreboardError, scoreboard
 from q4gsw.run.exporter import FixtureSource
 from q4gsw.run.stages import RunOptions, run_selection
 
-DEFAULT_SHAPES = ("1x2048x2048", "1x2048x8192", "1x8192x2048", "256x2048x2048", "1024x2048x512")
+
+def _shape_error(text: str, problem: str, op: Op) -> MatrixError:
+    names = [d.name for d in op.dims]
+    return MatrixError("command line", "bench", "--shape", f"shape '{text}': {problem}",
+                       f"give op {op.name}'s dims as NAME=VALUE: {', '.join(names)} (e.g. "
+                       f"{','.join(f'{n}={v}' for n, v in zip(names, (1, 2048, 2048, 32, 64, 64, 64), strict=False))})")
 
 
-@dataclass(frozen=True)
-class Shape:
-    M: int
-    K: int
-    N: int
+def parse_shape(text: str, op: Op, group_size: int) -> dict[str, int]:
+    """A bench shape as the op's dims: NAME=VALUE pairs of the op's dims, or the op's shorthand (a linear's MxKxN).
+    A `group_size` dim the text leaves out is bench's --group-size; then the op says what really runs
+    (Op.bench_dims). MatrixError (one line, exit 2) for a shape that is not the op's."""
+    names = [d.name for d in op.dims]
+    dims = op.parse_shorthand(text)
+    if dims is None:
+        dims = {}
+        for part in text.split(","):
+            name, sep, value = (piece.strip() for piece in part.partition("="))
+            if not sep or not name:
+                raise _shape_error(text, f"'{part}' is not NAME=VALUE", op)
+            if name not in names:
+                raise _shape_error(text, f"{suggest(name, names)}'{name}' is not a dim of op {op.name}", op)
+            if name in dims:
+                raise _shape_error(text, f"{name} is given twice", op)
+            if not value.isdigit() or int(value) < 1:
+                raise _shape_error(text, f"{name}={value} is not a whole number >= 1", op)
+            dims[name] = int(value)
+    if "group_size" in names:
+        dims.setdefault("group_size", group_size)
+    missing = [n for n in names if n not in dims]
+    if missing:
+        raise _shape_error(text, f"lacks {', '.join(missing)}", op)
+    return op.bench_dims({n: dims[n] for n in names})
 
-    @classmethod
-    def parse(cls, text: str) -> Shape:
-        try:
-            M, K, N = (int(part) for part in text.lower().split("x"))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"shape '{text}' is not MxKxN (e.g. 256x2048x2048)") from None
-        if min(M, K, N) < 1:
-            raise argparse.ArgumentTypeError(f"shape '{text}': need M, K, N >= 1")
-        return cls(M, K, N)
 
-    def __str__(self) -> str:
-        return f"{self.M}x{self.K}x{self.N}"
+def bench_config(dims: dict[str, int], op_name: str) -> Config:
+    """The config bench times a shape as: random weights, the op's synthetic input and bench tolerance."""
+    op = op_for(op_name)
+    return Config(name="-".join(f"{n}{v}" for n, v in dims.items()), dims=dims,
+                  tier="optional", suite="bench", inputs=(op.synthetic_input,), weights="random", weight_seed=0,
+                  timeout_s=900.0, tolerance=op.bench_tolerance(dims), op=op_name)
 
 
 @dataclass
 class Row:
-    shape: str
+    shape: str  # the shape in the op's words
+    dims: dict[str, int]  # the dims that ran, by the op's names (group_size as run: a per-channel op's is K)
     kernel: str
-    group_size: int
     time_s: float | None
     timing: str  # "gpu" (timestamp queries), "wall" (dispatch wall time) or "-" when not run
     gflops: float | None
@@ -99,15 +122,7 @@ class Row:
     warmup_s: float | None = None  # seconds of back-to-back load before the timed repeats (case.warmup_for)
 
 
-def bench_config(shape: Shape, group_size: int, op_name: str) -> Config:
-    """The config bench times a shape as: random weights, the op's synthetic input and bench tolerance."""
-    op = op_for(op_name)
-    return Config(name=str(shape), M=shape.M, K=shape.K, N=shape.N, group_size=op.group_size_for(shape.K, group_size),
-                  tier="optional", suite="bench", inputs=(op.synthetic_input,), weights="random", weight_seed=0,
-                  timeout_s=900.0, tolerance=op.bench_tolerance(shape.K), op=op_name)
-
-
-def _numbers_problem(args: argparse.Namespace) -> str:
+def _numbers_problem(args: argparse.Namespace) -> MatrixError | None:
     """Before any work: a repeat and a group size of at least 1 (0 repeats wrote rows with no samples, a group size
     of 0 divided by zero), a finite warm-up of 0 s or more, and peaks above 0 (a roofline of a negative peak)."""
     wrong = [(option, value, "1 or more") for option, value in (("--repeats", args.repeats),
@@ -118,37 +133,9 @@ def _numbers_problem(args: argparse.Namespace) -> str:
                                                                             ("--peak-gflops", args.peak_gflops))
               if value is not None and not (math.isfinite(value) and value > 0)]
     if not wrong:
-        return ""
+        return None
     option, value, want = wrong[0]
-    return str(MatrixError("command line", "bench", option, f"{value:g} is not {want}", f"pass {option} {want}"))
-
-
-def _op_and_shapes_problem(args: argparse.Namespace, shapes: list[Shape]) -> str:
-    """Before any work: a number out of range, an unknown --op, or a shape the op cannot take (its own rules, as
-    matrix.toml's configs get them), in bench's words: bench times the op's synthetic input, so a rule of that input
-    is met by the shape."""
-    numbers = _numbers_problem(args)
-    if numbers:
-        return numbers
-    if args.op not in op_names():
-        return str(MatrixError("command line", "bench", "--op", f"unknown op '{args.op}'",
-                               f"{suggest(args.op, list(op_names()))}choose from {', '.join(op_names())}"))
-    op = op_for(args.op)
-    for shape in shapes:
-        config = bench_config(shape, args.group_size, args.op)
-        problems = op.shape_problems(config)
-        if not problems:
-            continue
-        first = problems[0]
-        # The op's fix speaks of matrix.toml; a rule of the input (it holds with no input) is not bench's to change.
-        of_input = first.problem not in {p.problem for p in op.shape_problems(replace(config, inputs=()))}
-        fix = (f"bench times the op's '{op.synthetic_input}' input: pass --shapes for which this holds"
-               if of_input else first.fix)
-        if not args.shapes:
-            fix += f" (bench's default shapes are {DEFAULT_OP}'s: give op {args.op} its own with --shapes)"
-        return str(MatrixError("command line", "bench", "--shapes" if args.shapes else "--op",
-                               f"shape {shape} for op {args.op}: {first.problem}", fix))
-    return ""
+    return MatrixError("command line", "bench", option, f"{value:g} is not {want}", f"pass {option} {want}")
 
 
 def _cuda_available() -> bool:
@@ -175,7 +162,7 @@ def _print_table(rows: list[Row], title: str) -> None:
 
     table = Table(title=title)
     with_torch = any(r.torch_fp32_s is not None for r in rows)
-    columns = [("shape MxKxN", "left"), ("kernel", "left"), ("time ms", "right"), ("via", "left"),
+    columns = [("shape", "left"), ("kernel", "left"), ("time ms", "right"), ("via", "left"),
                ("GFLOP/s", "right"), ("GB/s", "right"), ("numpy ms", "right"), ("numpy GFLOP/s", "right"),
                ("ratio", "right")]
     if with_torch:
@@ -208,11 +195,13 @@ def _print_table(rows: list[Row], title: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="q4gsw bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="swiftshader", help="backend name from matrix.toml")
-    parser.add_argument("--shapes", nargs="+", type=Shape.parse, default=None, metavar="MxKxN",
-                        help=f"shapes to time (default: {' '.join(DEFAULT_SHAPES)})")
-    parser.add_argument("--group-size", type=int, default=32, help="quantisation group size (default 32)")
-    parser.add_argument("--op", default=DEFAULT_OP, help=f"the op whose kernels are timed (default {DEFAULT_OP}); "
-                        "MxKxN are its config's M, K, N (docs/ops.md)")
+    parser.add_argument("--shape", "--shapes", dest="shapes", nargs="+", action="extend", default=None,
+                        metavar="SHAPE", help="shapes to time, in the op's dims (e.g. vocab=128256,dim=2048,tokens=1; "
+                        "a linear op also takes MxKxN); default: the op's own bench shapes")
+    parser.add_argument("--group-size", type=int, default=32,
+                        help="quantisation group size of a shape that gives none (default 32)")
+    parser.add_argument("--op", default=DEFAULT_OP, help=f"the op whose kernels are timed (default {DEFAULT_OP}; "
+                        "docs/ops.md)")
     parser.add_argument("--repeats", type=int, default=3, help="timed dispatches per kernel; the best counts")
     parser.add_argument("--warmup-s", type=float, default=None, metavar="S",
                         help=f"seconds of back-to-back dispatches before each kernel's timed repeats, so a GPU is "
@@ -238,15 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.scoreboard:
-        try:
-            table, warnings = scoreboard(args.scoreboard)
-        except ScoreboardError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return verdict.USAGE
-        for warning in warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        print(table)
-        return verdict.OK
+        return _print_scoreboard(args.scoreboard)
     try:  # before any work: a baseline that cannot be compared with is a usage error, not a late surprise
         check_gate_options(args, baseline="OLD.json (the bench JSON to compare with)")
         baseline = read_baseline(args.baseline) if args.baseline is not None else None
@@ -264,13 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         if baseline is None:
             parser.error("--compare NEW.json needs --baseline OLD.json (the bench JSON to compare it with)")
         return report_bench_drift(baseline, compared, args, verdict.OK)
-    shapes: list[Shape] = args.shapes or [Shape.parse(s) for s in DEFAULT_SHAPES]
-    problem = _op_and_shapes_problem(args, shapes)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return verdict.USAGE
-
     try:
+        configs = _bench_configs(args)
         matrix = load_matrix(args.matrix)
         backend = matrix.backend(args.backend)
     except MatrixError as exc:
@@ -284,7 +260,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.torch == "on" and not _cuda_available():
         print("error: --torch on, but torch with CUDA is not importable here")
         return verdict.USAGE
-    configs = tuple(bench_config(shape, args.group_size, args.op) for shape in shapes)
     kernels = [k for k in matrix.kernels if k.op == args.op]
     missing: dict[str, str] = {}
     if args.executorch is not None:
@@ -305,8 +280,63 @@ def main(argv: list[str] | None = None) -> int:
     options = RunOptions(fixtures=FixtureSource(None, Path("."), matrix.path), repeats=args.repeats,
                          mode="bench", seed=args.seed, warmup_s=args.warmup_s)
     results = run_selection(selection, options, matrix.root)
-    rows = [_rows(shape, args, results, use_torch) for shape in shapes]
-    flat = [row for group in rows for row in group]
+    flat = [row for config in configs for row in _rows(config, args, results, use_torch)]
+    code = _report(flat, results, backend, args)
+    if code is None:  # the bench JSON was not written: nothing to compare
+        return verdict.FAILED
+    if code == verdict.OK and missing:
+        code = verdict.FAILED
+    if baseline is None:
+        return code
+    return report_bench_drift(baseline, json.loads(args.json.read_text(encoding="utf-8")), args, code)
+
+
+def _print_scoreboard(paths: list[Path]) -> int:
+    try:
+        table, warnings = scoreboard(paths)
+    except ScoreboardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return verdict.USAGE
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(table)
+    return verdict.OK
+
+
+def _bench_configs(args: argparse.Namespace) -> tuple[Config, ...]:
+    """The configs of the asked shapes (the op's bench shapes by default), each checked by the op's own shape rules
+    as matrix.toml's configs are; MatrixError (one line) for an unknown op or a shape the op cannot take. Bench
+    times the op's synthetic input, so a rule of that input is met by the shape, not by an option bench lacks."""
+    numbers = _numbers_problem(args)
+    if numbers is not None:
+        raise numbers
+    if args.op not in op_names():
+        raise MatrixError("command line", "bench", "--op", f"unknown op '{args.op}'",
+                          f"{suggest(args.op, list(op_names()))}choose from {', '.join(op_names())}")
+    op = op_for(args.op)
+    texts = args.shapes or list(op.bench_shapes)
+    if not texts:
+        raise MatrixError("command line", "bench", "--op", f"op {op.name} declares no bench shapes",
+                          f"pass --shape in its dims ({', '.join(d.name for d in op.dims)})")
+    configs = []
+    for text in texts:
+        config = bench_config(parse_shape(text, op, args.group_size), args.op)
+        problems = op.shape_problems(config)
+        if problems:
+            first = problems[0]
+            # The op's fix speaks of matrix.toml; a rule of the input (it holds with no input) is not bench's to change
+            of_input = first.problem not in {p.problem for p in op.shape_problems(replace(config, inputs=()))}
+            fix = (f"bench times the op's '{op.synthetic_input}' input: pass --shape for which this holds"
+                   if of_input else first.fix)
+            raise MatrixError("command line", "bench", "--shape" if args.shapes else "--op",
+                              f"shape {text} for op {args.op}: {first.problem}", fix)
+        configs.append(config)
+    return tuple(configs)
+
+
+def _report(flat: list[Row], results: list[Any], backend: Any, args: argparse.Namespace) -> int | None:
+    """Print the table and write the bench JSON (None: not written); OK when every kernel that ran was right and
+    one was."""
     adapter = next((r.adapter for r in results if r.adapter), None)
     adapter_name = adapter.name if adapter else "no adapter"
     warmed = [r.warmup_s for r in flat if r.warmup_s]
@@ -320,24 +350,19 @@ def main(argv: list[str] | None = None) -> int:
     try:  # whole or not at all: a full disk leaves the previous bench JSON as it was, and says so
         replace_file(args.json, json.dumps({
             "backend": backend.name, "webgpu": backend.webgpu, "adapter": asdict(adapter) if adapter else None,
-            "bench_format": BENCH_FORMAT, "op": args.op, "group_size": args.group_size, "repeats": args.repeats,
+            "bench_format": BENCH_FORMAT, "op": args.op, "shapes": [r.dims for r in flat], "repeats": args.repeats,
             "warmup_s": args.warmup_s, "cpu_count": os.cpu_count(),
             "numpy": np.__version__, "rows": [asdict(r) for r in flat]}, indent=2, default=str).encode("utf-8"))
     except ReportNotWritten as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return verdict.FAILED
+        return None
     print(f"wrote {args.json}")
     correct = flat and all(r.correct is not False for r in flat) and any(r.correct for r in flat)
-    correct = correct and not missing
-    code = verdict.OK if correct else verdict.FAILED
-    if baseline is None:
-        return code
-    return report_bench_drift(baseline, json.loads(args.json.read_text(encoding="utf-8")), args, code)
+    return verdict.OK if correct else verdict.FAILED
 
 
-def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch: bool) -> list[Row]:
+def _rows(config: Config, args: argparse.Namespace, results: list[Any], use_torch: bool) -> list[Row]:
     """The bench rows of one shape: every kernel's engine result beside numpy's (and torch's) time."""
-    config = bench_config(shape, args.group_size, args.op)
     op = op_for(config)
     packed = op.synthetic_constants(config, args.seed)
     x = op.make_input(op.synthetic_input, replace(config, weight_seed=args.seed))
@@ -350,7 +375,7 @@ def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch:
                                         warmup_for(is_cpu=False, asked=args.warmup_s))  # torch: a CUDA GPU
     nbytes = op.bytes_moved(config)
     rows = []
-    for r in (r for r in results if r.config == str(shape)):
+    for r in (r for r in results if r.config == config.name):
         seconds = r.timings.gpu_s
         via = r.timings.gpu_timing or ("unsupported" if r.status == "unsupported" else "-")
         gflops = flops / seconds / 1e9 if seconds else None
@@ -359,7 +384,7 @@ def _rows(shape: Shape, args: argparse.Namespace, results: list[Any], use_torch:
         note = "time not measurable: the timestamps read 0" if via == "unmeasured" else ""
         gbs = nbytes / seconds / 1e9 if seconds else None
         roof = [v / p for v, p in ((gbs, args.peak_gbs), (gflops, args.peak_gflops)) if v and p]
-        rows.append(Row(str(shape), r.kernel or "-", args.group_size, seconds, via, gflops,
+        rows.append(Row(op.shape_text(config.dims), dict(config.dims), r.kernel or "-", seconds, via, gflops,
                         nbytes / seconds / 1e9 if seconds else None, numpy_s, numpy_gflops,
                         gflops / numpy_gflops if gflops else None, correct,
                         r.message if r.status != "pass" else note, list(r.workgroups), torch_int4_s=int4_s,

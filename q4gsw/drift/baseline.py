@@ -23,7 +23,7 @@ from typing import Any
 from q4gsw.drift.rule import DEFAULT_FACTOR, MEASURED, Comparison, Scope, diff_runs
 from q4gsw.matrix.values import Errors, Tolerance
 from q4gsw.report.junit import case_label
-from q4gsw.report.result import STATUSES, Result
+from q4gsw.report.result import STATUSES, Result, ResultsSchemaError, results_from_payload
 from q4gsw.report.results_files import ReportError, find_results
 
 FIX = ("pass the results folder (or its results.json) of the run to compare with, as `run --results DIR` or "
@@ -175,7 +175,9 @@ def read_baseline(path: Path) -> Baseline:
         if problem:
             raise BaselineError(found, *problem)
         try:
-            read = [Result.from_dict(r) for r in payload["results"]]
+            read = results_from_payload(found, payload)
+        except ResultsSchemaError as exc:  # a schema 2 case that cannot be converted: the one line says why
+            raise BaselineError(found, exc.problem, "rerun the baseline with this q4gsw") from None
         except (TypeError, AttributeError, ValueError) as exc:
             raise BaselineError(found, f"has results q4gsw cannot read ({type(exc).__name__}: {exc})") from None
         for index, result in enumerate(read):

@@ -1,7 +1,7 @@
 """`bench --baseline OLD.json`: which kernels got slower than a baseline bench JSON, beyond the measured noise.
 
 A bench row's time is the best of its repeats; the repeats also give its median and its spread (slowest - best
-repeat). Per (shape, kernel, group size), a kernel is slower when
+repeat). Per (shape, kernel), the shape being the op's dims with the group size as run, a kernel is slower when
 
     new_best - old_best > old_spread + new_spread   and   new_best > (1 + min_slowdown) * old_best
 
@@ -15,6 +15,8 @@ A row recorded as wrong (correct: false) is never timed against anything: a wron
 timed in the baseline and not now (unmeasured), one missing from a shape this bench timed (removed, unless
 --accept-removed), and a comparison of nothing. A bench JSON holding what no bench writes (times <= 0 or NaN, a spread
 its samples do not give, a group size that is no whole number) or timing another op is refused before any work.
+A row of bench format 2 (MxKxN and the group size bench was asked for) is read into the op's dims
+(q4gsw.report.scoreboard.row_shape), so a baseline bench from then still compares.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from q4gsw.report import verdict
-from q4gsw.report.scoreboard import ScoreboardError, read_bench
+from q4gsw.report.scoreboard import ScoreboardError, read_bench, row_shape
 
-BENCH_FORMAT = 2  # 2: rows carry median_s, spread_s and samples_s (a file without the key is format 1: best only)
+# 3: rows carry the op's dims (and the shape text); 2: rows carry median_s, spread_s and samples_s, the shape as MxKxN
+# and the group size bench was asked for; a file without the key is format 1: best only
+BENCH_FORMAT = 3
 MIN_SLOWDOWN = 0.10
 KINDS = ("wrong", "slower", "faster", "new", "vanished", "unmeasured", "same")  # the order they are listed in
 FIX = "pass a bench JSON written by `python -m q4gsw bench --json PATH` (results.json files: `report --baseline`)"
@@ -84,6 +88,9 @@ def _row_problem(row: dict[str, Any]) -> str:
     """What in a bench row no bench writes ('' when nothing): the values the comparison reads."""
     if "group_size" in row and not _whole(row["group_size"]):
         return f"group_size is {row['group_size']!r}, not a whole number"
+    dims = row.get("dims", {})
+    if not isinstance(dims, dict) or not all(isinstance(k, str) and _whole(v) for k, v in dims.items()):
+        return f"dims is {dims!r}, not the op's dims as whole numbers"
     best = row["time_s"]
     if best is not None and not (math.isfinite(best) and best > 0):
         return f"time_s is {best!r}: a time is > 0"
@@ -122,20 +129,20 @@ def op_problem(baseline: dict[str, Any], path: Path, op: str | None, against: st
 class TimeDelta:
     """One kernel on one shape in both bench runs."""
 
-    shape: str
+    shape: str  # the op's words for the dims both rows ran
     kernel: str
-    group_size: int
+    dims: tuple[tuple[str, Any], ...]  # those dims (group size as run), sorted: what rows are matched by
     kind: str  # one of KINDS
     old_s: float | None = None  # best times
     new_s: float | None = None
     old_spread_s: float = 0.0
     new_spread_s: float = 0.0
     message: str = ""  # the new row's, for a wrong or unmeasured kernel
-    covered: bool = True  # a vanished kernel: this bench timed its shape (and group size)
+    covered: bool = True  # a vanished kernel: this bench timed its shape (its dims)
 
     @property
     def label(self) -> str:
-        return f"{self.shape} {self.kernel} (group size {self.group_size})"
+        return f"{self.shape} {self.kernel}"
 
     def gate_line(self) -> str:
         """Why this kernel fails the gate, in one line ('' when it does not)."""
@@ -190,8 +197,10 @@ class BenchComparison:
                 f"compared with {self.baseline})")
 
 
-def _key(row: dict[str, Any], run: dict[str, Any]) -> tuple[str, str, int]:
-    return str(row["shape"]), str(row["kernel"]), int(row.get("group_size", run.get("group_size", 0)) or 0)
+def _key(row: dict[str, Any], run: dict[str, Any]) -> tuple[str, str, tuple[tuple[str, Any], ...]]:
+    """(shape text, kernel, dims): a row's identity is its dims; the text is the op's words for them."""
+    dims, text = row_shape(row, run)
+    return text, str(row["kernel"]), dims
 
 
 def _time(row: dict[str, Any]) -> float | None:
@@ -215,16 +224,16 @@ def judge(old: float, new: float, old_spread: float, new_spread: float, min_slow
 
 
 def _timed(run: dict[str, Any], rows: int) -> str:
-    shapes = sorted({(str(r["shape"]), _key(r, run)[2]) for r in run["rows"]})
+    shapes = sorted({_key(r, run)[0] for r in run["rows"]})
     if not shapes:
         return "no rows"
     kernels = "kernel" if rows == 1 else "kernels"
-    return f"{rows} {kernels} on " + ", ".join(f"{shape} (group size {gs})" for shape, gs in shapes)
+    return f"{rows} {kernels} on " + ", ".join(shapes)
 
 
 def diff_bench(old_run: dict[str, Any], new_run: dict[str, Any], *, label: str,
                min_slowdown: float = MIN_SLOWDOWN) -> BenchComparison:
-    """Match two bench JSONs' rows by (shape, kernel, group size) and judge each kernel present in both. A wrong
+    """Match two bench JSONs' rows by (dims, kernel) and judge each kernel present in both. A wrong
     row of the new bench is 'wrong', never timed; one of the baseline is left out (a note says so)."""
     old = {_key(r, old_run): r for r in old_run["rows"] if r["correct"] is not False}
     new = {_key(r, new_run): r for r in new_run["rows"]}
@@ -268,14 +277,14 @@ def markdown(comparison: BenchComparison) -> str:
     lines = []
     moved = [d for d in comparison.deltas if d.kind not in ("same",)]
     if moved:
-        lines += ["| change | shape | kernel | gs | baseline ms | now ms | ratio | spreads ms (baseline + now) |",
-                  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines += ["| change | shape | kernel | baseline ms | now ms | ratio | spreads ms (baseline + now) |",
+                  "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
         for d in moved:
             def ms(value: float | None) -> str:
                 return f"{value * 1e3:.3f}" if value else "-"
 
             lines.append(f"| {d.kind.upper() if d.kind == 'slower' else d.kind} | {d.shape} | {d.kernel} | "
-                         f"{d.group_size} | {ms(d.old_s)} | {ms(d.new_s)} | "
+                         f"{ms(d.old_s)} | {ms(d.new_s)} | "
                          f"{f'{d.ratio:.2f}x' if d.ratio else '-'} | "
                          f"{ms(d.old_spread_s) if d.old_s else '-'} + {ms(d.new_spread_s) if d.new_s else '-'} |")
         lines.append("")

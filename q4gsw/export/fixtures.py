@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -99,7 +99,7 @@ def import_executorch_fixture(pte_path: Path, golden_path: Path, config: Config,
             files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
                      for p in sorted(temporary.iterdir()) if p.name != PARTIAL_MARKER}
             manifest = {"identity": fixture_identity(config), "key": digest.hexdigest(),
-                        "config": {k: v for k, v in asdict(config).items() if k != "tolerance"},
+                        "config": config_record(config),
                         "op": op.name, "operator": op.operator, "cross_checked": False,
                         "source": executorch_source(pte_path, golden_path),
                         "input_sha256": input_sha256, "timings": {},
@@ -141,10 +141,18 @@ def package_versions() -> dict[str, str]:
 
 
 def fixture_identity(config: Config) -> dict[str, Any]:
-    """Everything that determines a fixture's bytes."""
-    return {"format": FIXTURE_FORMAT, "op": config.op, "M": config.M, "K": config.K, "N": config.N,
-            "group_size": config.group_size, "weights": config.weights, "weight_seed": config.weight_seed,
-            "inputs": list(config.inputs), "versions": package_versions()}
+    """Everything that determines a fixture's bytes; the op's dims at the top level, as they were when every op had
+    M, K, N, group_size, so a linear fixture keeps its key (and its cache entry)."""
+    return {**config.dims, "format": FIXTURE_FORMAT, "op": config.op, "weights": config.weights,
+            "weight_seed": config.weight_seed, "inputs": list(config.inputs), "versions": package_versions()}
+
+
+def config_record(config: Config) -> dict[str, Any]:
+    """The config as a manifest records it (its tolerance aside, which does not change the bytes)."""
+    record = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "tolerance"}
+    upstream = config.upstream_tolerance
+    return {**record, "dims": dict(config.dims), "inputs": list(config.inputs),
+            "upstream_tolerance": asdict(upstream) if upstream is not None else None}
 
 
 def fixture_key(config: Config) -> str:
@@ -207,10 +215,14 @@ def verify_fixture(path: Path, config: Config | None = None) -> Fixture:
             if required not in manifest.get("files", {}):
                 raise FixtureError(f"{path}: {MANIFEST} lists no {required}")
         recorded = manifest.get("config", {})
-        for key in ("M", "K", "N", "group_size", "weights", "weight_seed"):
-            if recorded.get(key) != getattr(config, key):
-                raise FixtureError(f"{path}: fixture has {key}={recorded.get(key)!r} but config '{config.name}' "
-                                   f"has {key}={getattr(config, key)!r}")
+        # a manifest written before dims (when every op had M, K, N, group_size) recorded them at the top level
+        recorded_dims = recorded.get("dims", recorded)
+        wanted = {**{k: (recorded_dims.get(k), v) for k, v in config.dims.items()},
+                  **{k: (recorded.get(k), getattr(config, k)) for k in ("weights", "weight_seed")}}
+        for key, (found, expected) in wanted.items():
+            if found != expected:
+                raise FixtureError(f"{path}: fixture has {key}={found!r} but config '{config.name}' "
+                                   f"has {key}={expected!r}")
     return Fixture(path=path, manifest=manifest)
 
 
@@ -324,7 +336,7 @@ def build_fixture(config: Config, destination: Path, progress: Callable[[str], N
         files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in sorted(temporary.iterdir())
                  if p.name != PARTIAL_MARKER}
         manifest = {"identity": fixture_identity(config), "key": fixture_key(config),
-                    "config": {k: v for k, v in asdict(config).items() if k != "tolerance"},
+                    "config": config_record(config),
                     "op": op.name, "operator": op.operator, "cross_checked": exported.cross_checked,
                     "input_sha256": input_sha256, "timings": timings,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -13,14 +13,12 @@ from typing import Any
 
 from simpleeval import InvalidExpression
 
-from q4gsw.matrix.expressions import LIMIT_NAMES, evaluate
-from q4gsw.matrix.values import Tolerance
+from q4gsw.matrix.expressions import evaluate
+from q4gsw.matrix.values import Dim, Tolerance
 from q4gsw.ops import op_names, registry
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 TOLERANCE_KEYS = ("atol", "rtol", "justification")
-# Shape values for checking that an expression evaluates at all, before any config is paired with it.
-PLACEHOLDER_SHAPE = {"M": 64, "N": 64, "K": 64, "K_packed": 32, "group_size": 64, "f16_accumulate_gemm": 0}
 
 
 class MatrixError(Exception):
@@ -121,6 +119,32 @@ class Checker:
                             "escape special characters or use a plain substring") from exc
         return text
 
+    def config_keys(self, raw: Mapping[str, Any], where: str, op_name: str, dims: tuple[str, ...],
+                    common: tuple[str, ...]) -> None:
+        """A config's keys: the common ones and its op's dims (another op's dim is a mistake here)."""
+        for key in raw:
+            if key not in common and key not in dims:
+                raise self.fail(where, key, "unknown key", f"{suggest(key, [*dims, *common])}op {op_name} has the "
+                                f"dims {', '.join(dims)}; the other keys are {', '.join(common)}")
+
+    def dims(self, merged: Mapping[str, Any], where: str, op_name: str, declared: tuple[Dim, ...]) -> dict[str, int]:
+        """A config's dims by its op's names: each present, an integer, at least the dim's minimum."""
+        listing = ", ".join(f"{d.name} ({d.meaning})" for d in declared)
+        dims = {}
+        for dim in declared:
+            if dim.name not in merged:
+                raise self.fail(where, dim.name, "missing", f"add {dim.name} = <integer>: op {op_name} has the dims "
+                                f"{listing}")
+            value = merged[dim.name]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self.fail(where, dim.name, f"expected an integer, got {value!r} ({type(value).__name__})",
+                                f"write a whole number without quotes: op {op_name} has the dims {listing}")
+            if value < dim.minimum:
+                raise self.fail(where, dim.name, f"must be at least {dim.minimum}, got {value}",
+                                f"use {dim.name} >= {dim.minimum} ({dim.meaning})")
+            dims[dim.name] = value
+        return dims
+
     def op(self, value: Any, where: str) -> str:
         return self.string(value, where, "op", op_names())
 
@@ -164,8 +188,7 @@ class Checker:
             evaluate(text, names)
         except (InvalidExpression, Exception) as exc:  # any failure (IndexError, OverflowError, ...) is the user's
             raise self.fail(where, key, f"bad expression {text!r}: {exc}",
-                            f"use arithmetic over {', '.join([*PLACEHOLDER_SHAPE, *LIMIT_NAMES])}, "
-                            "override names and ceil/min/max") from exc
+                            f"use arithmetic over {', '.join(names)} and ceil/min/max") from exc
         return text
 
     def upstream_tolerance(self, value: Any, where: str) -> Tolerance | None:

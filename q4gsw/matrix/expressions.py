@@ -1,9 +1,10 @@
 """Kernel expressions (`when`, `dispatch`, `overrides`) and whether a kernel applies: pure, no wgpu.
 
-One environment: the config's shape names, the kernel's override constants and the adapter's
-limits. Before an adapter is found (selection, `validate`) every limit is UNKNOWN_LIMIT and every
-feature is assumed present: what cannot run even then cannot run anywhere. The adapter's real
-limits and features decide at run time (a kernel that then cannot run is `unsupported`).
+One environment: the config's op's dims and the names the op derives from them (q4gsw.ops.expression_names),
+the kernel's override constants and the adapter's limits. Before an adapter is found (selection, `validate`)
+every limit is UNKNOWN_LIMIT and every feature is assumed present: what cannot run even then cannot run
+anywhere. The adapter's real limits and features decide at run time (a kernel that then cannot run is
+`unsupported`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from simpleeval import EvalWithCompoundTypes
 
 from q4gsw.matrix.values import AdapterInfo, Backend, Config, Kernel
+from q4gsw.ops import expression_names
 
 LIMIT_NAMES = {
     # expression name -> WebGPU limit key
@@ -74,9 +76,13 @@ def _evaluate(kernel: Kernel, key: str, expression: str, env: Mapping[str, Any])
     try:
         return evaluate(expression, env)
     except Exception as exc:  # any failure is the matrix's, for this shape: never a traceback
-        shape = ", ".join(f"{n}={env[n]}" for n in ("M", "K", "N", "group_size") if n in env)
         raise ExpressionError(kernel.name, key, f"kernel '{kernel.name}': {key} `{expression}` cannot be evaluated "
-                                                f"for {shape}: {type(exc).__name__}: {exc}") from None
+                                                f"for {_shape(kernel, env)}: {type(exc).__name__}: {exc}") from None
+
+
+def _shape(kernel: Kernel, env: Mapping[str, Any]) -> str:
+    """The shape names of an environment (neither a limit nor one of the kernel's overrides), as name=value."""
+    return ", ".join(f"{n}={v}" for n, v in env.items() if n not in LIMIT_NAMES and n not in kernel.overrides)
 
 
 def _with_overrides(kernel: Kernel, env: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +106,7 @@ def kernel_applies(kernel: Kernel, config: Config, backend: Backend) -> bool:
     """The kernel computes this config's op, is written for this backend's adapters, and its `when` holds."""
     if kernel.op != config.op or not written_for(kernel, backend.device_type, backend.adapter_name):
         return False
-    env = environment(config.shape_names(), None)
+    env = environment(expression_names(config), None)
     _with_overrides(kernel, env)
     return bool(_evaluate(kernel, "when", kernel.when, env))
 
@@ -133,7 +139,7 @@ def resolve_kernel(kernel: Kernel, shape: Mapping[str, int],
         else UNKNOWN_DISPATCH_LIMIT
     if any(c < 1 or c > limit for c in counts):
         raise KernelUnsupported(f"kernel '{kernel.name}' dispatch {counts} is outside 1..{limit} "
-                                f"(max workgroups per dimension) for M={shape['M']}, N={shape['N']}")
+                                f"(max workgroups per dimension) for {_shape(kernel, shape)}")
     return constants, counts
 
 

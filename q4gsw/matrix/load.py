@@ -13,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from q4gsw.matrix.checker import PLACEHOLDER_SHAPE, Checker, MatrixError, suggest
+from q4gsw.matrix.checker import Checker, MatrixError, suggest
 from q4gsw.matrix.expressions import (
     LIMIT_NAMES,
     KernelUnsupported,
@@ -24,7 +24,7 @@ from q4gsw.matrix.expressions import (
     written_for,
 )
 from q4gsw.matrix.values import DEFAULT_OP, Backend, Config, Kernel, KernelSet, Tolerance
-from q4gsw.ops import op_for
+from q4gsw.ops import expression_names, op_for, placeholder_names, registry
 
 __all__ = ["Backend", "Config", "Kernel", "KernelSet", "Matrix", "MatrixError", "Tolerance", "load_matrix",
            "make_kernel"]
@@ -39,8 +39,7 @@ def make_kernel(name: str, file: str, dispatch: str | tuple[str, ...], *, when: 
                 overrides: Mapping[str, str | int | float] | None = None, requires_features: tuple[str, ...] = (),
                 requires_limits: Mapping[str, int] | None = None, tolerance: Tolerance | None = None,
                 device_type: str = "", adapter_name: str = "", op: str = DEFAULT_OP, text: str | None = None,
-                origin: str = "",
-                template: str = "", before: Kernel | None = None) -> Kernel:
+                origin: str = "", template: str = "", before: Kernel | None = None) -> Kernel:
     """The one constructor for a Kernel: from matrix.toml, from `check --kernel`, a mutant or a kernel set."""
     return Kernel(name=name, file=file, when=when,
                   dispatch=split_dispatch(dispatch) if isinstance(dispatch, str) else tuple(dispatch),
@@ -98,9 +97,9 @@ class Matrix:
 # ------------------------------------------------------------------------------------------------
 
 _TOP_KEYS = ("schema_version", "defaults", "backend", "kernel", "kernel_set", "config")
-_DEFAULT_KEYS = ("group_size", "weight_seed", "inputs", "suite", "timeout_s", "weights", "op", "drift_factor")
-_CONFIG_KEYS = ("name", "M", "K", "N", "group_size", "tier", "suite", "inputs", "weights", "weight_seed",
-                "timeout_s", "tolerance", "upstream_tolerance", "f16_accumulate_gemm", "op", "drift_factor")
+_DEFAULT_KEYS = ("weight_seed", "inputs", "suite", "timeout_s", "weights", "op", "drift_factor")  # + any op's dim
+_CONFIG_KEYS = ("name", "tier", "suite", "inputs", "weights", "weight_seed", "timeout_s", "tolerance",
+                "upstream_tolerance", "f16_accumulate_gemm", "op", "drift_factor")  # + the config's op's dims
 _KERNEL_SET_KEYS = ("op", "folder", "generator", "route", "kernel")
 _BACKEND_KEYS = ("description", "api", "adapter_name", "device_type", "provision", "tolerance", "webgpu",
                  "dawn_toggles")
@@ -134,7 +133,8 @@ def load_matrix(path: Path | str, known_inputs: tuple[str, ...] | None = None,
         raise check.fail("top level", "schema_version", f"unsupported version {data['schema_version']!r}",
                          "this q4gsw reads schema_version = 1")
     defaults = check.table(data.get("defaults", {}), "[defaults]", "defaults")
-    check.known_keys(defaults, _DEFAULT_KEYS, "[defaults]")
+    every_dim = tuple(dict.fromkeys(d.name for op in registry().values() for d in op.dims))
+    check.known_keys(defaults, (*_DEFAULT_KEYS, *every_dim), "[defaults]")  # a default dim: for ops that have it
 
     backends = _load_backends(check, data)
     table = check.table(data.get("kernel", {}), "top level", "kernel")
@@ -227,8 +227,9 @@ def _load_kernels(check: Checker, table: Mapping[str, Any], prefix: str, base: P
         kernel_file = check.string(raw["file"], where, "file")
         if base is not None:
             check.kernel_file(where, kernel_file, base)
+        kernel_op = op or check.op(raw.get("op", DEFAULT_OP), where)
         overrides_raw = check.table(raw.get("overrides", {}), where, "overrides")
-        names = environment(PLACEHOLDER_SHAPE, None)
+        names = environment(placeholder_names(kernel_op), None)
         overrides: dict[str, str | int | float] = {}
         for key, value in overrides_raw.items():
             if isinstance(value, str):
@@ -258,7 +259,6 @@ def _load_kernels(check: Checker, table: Mapping[str, Any], prefix: str, base: P
                              'write e.g. requires_features = ["shader-f16"]')
         device_type = check.string(raw.get("device_type", ""), where, "device_type", ("", *DEVICE_TYPES))
         adapter_name = check.pattern(raw.get("adapter_name", ""), where, "adapter_name")
-        kernel_op = op or check.op(raw.get("op", DEFAULT_OP), where)
         tolerance = check.tolerance(raw["tolerance"], where, f"kernel:{name}") if "tolerance" in raw else None
         before = None
         if "before" in raw:  # the kernel the runtime dispatches first; its own [..before] table, same keys
@@ -307,20 +307,19 @@ def _load_configs(check: Checker, data: Mapping[str, Any], defaults: Mapping[str
 
 def _load_config(check: Checker, raw: Mapping[str, Any], name: str, where: str, defaults: Mapping[str, Any],
                  known_inputs: tuple[str, ...], known_weights: tuple[str, ...]) -> Config:
-    check.known_keys(raw, _CONFIG_KEYS, where)
-    merged = {**defaults, **raw}
-    for key in ("M", "K", "N", "group_size", "tier", "tolerance"):
+    config_op = check.op({**defaults, **raw}.get("op", DEFAULT_OP), where)
+    op = op_for(config_op)
+    check.config_keys(raw, where, config_op, own_dims := tuple(d.name for d in op.dims), _CONFIG_KEYS)
+    # [defaults] give a dim only to an op that declares it, `inputs`/`weights` only to linear_q4gsw's configs
+    dropped = {k for k in defaults if k not in _DEFAULT_KEYS and k not in own_dims}
+    if config_op != DEFAULT_OP:
+        known_inputs, known_weights = op.input_names, op.weight_names or known_weights
+        dropped |= {"inputs", "weights"}
+    merged = {**{k: v for k, v in defaults.items() if k not in dropped}, **raw}
+    for key in ("tier", "tolerance"):
         if key not in merged:
             raise check.fail(where, key, "missing", f"add {key} = ... to this config or to [defaults]")
-    M = check.integer(merged["M"], where, "M")
-    K = check.integer(merged["K"], where, "K")
-    N = check.integer(merged["N"], where, "N")
-    group_size = check.integer(merged["group_size"], where, "group_size")
-    config_op = check.op(merged.get("op", DEFAULT_OP), where)
-    op = op_for(config_op)
-    if config_op != DEFAULT_OP:  # [defaults] describe linear_q4gsw; another op names its own inputs and weights
-        known_inputs, known_weights = op.input_names, op.weight_names or known_weights
-        merged = {**{k: v for k, v in defaults.items() if k not in ("inputs", "weights")}, **raw}
+    dims = check.dims(merged, where, config_op, op.dims)
     config_inputs = merged.get("inputs", [op.input_names[0]])
     if isinstance(config_inputs, str):
         config_inputs = [config_inputs]
@@ -334,8 +333,7 @@ def _load_config(check: Checker, raw: Mapping[str, Any], name: str, where: str, 
     if timeout == 0:
         raise check.fail(where, "timeout_s", "must be positive", "use a number of seconds > 0")
     config = Config(
-        name=name, M=M, K=K, N=N, group_size=group_size,
-        tier=check.string(merged["tier"], where, "tier", TIERS),
+        name=name, dims=dims, tier=check.string(merged["tier"], where, "tier", TIERS),
         suite=check.name(check.string(merged.get("suite", "llama"), where, "suite"), where, "suite"),
         inputs=tuple(config_inputs), weights=weights,
         weight_seed=check.integer(merged.get("weight_seed", 0), where, "weight_seed", positive=False),
@@ -365,8 +363,9 @@ def check_runnable(matrix: Matrix) -> None:
                               f"use a seed from 0 to {MAX_SEED}")
         reasons: list[str] = []
         if not any(_runs_anywhere(kernel, config, matrix, reasons) for kernel in kernels):
-            raise MatrixError(matrix.path, where, "M/K/N/group_size",
-                              f"no kernel can run {op_for(config).describe_shape(config)} on any "
+            op = op_for(config)
+            raise MatrixError(matrix.path, where, "/".join(d.name for d in op.dims),
+                              f"no kernel can run {op.shape_text(config.dims)} on any "
                               f"backend ({'; '.join(reasons) or f'no kernel computes op {config.op}'})",
                               "change the shape, or add a kernel whose `when` and dispatch hold for it")
     for backend in matrix.backends.values():
@@ -384,7 +383,7 @@ def _why_not(kernel: Kernel, config: Config, backend: Backend) -> str:
     try:
         if not kernel_applies(kernel, config, backend):
             return f"{kernel.name}: `when = {kernel.when}` does not hold"
-        resolve_kernel(kernel, config.shape_names(), None)
+        resolve_kernel(kernel, expression_names(config), None)
     except KernelUnsupported as exc:
         return str(exc)
     return ""

@@ -29,12 +29,18 @@ class Tolerance:
 
 
 @dataclass(frozen=True)
+class Dim:
+    """One dimension an op declares: the matrix.toml key a config gives it by, what it means, its least value."""
+
+    name: str
+    meaning: str
+    minimum: int = 1
+
+
+@dataclass(frozen=True)
 class Config:
     name: str
-    M: int
-    K: int
-    N: int
-    group_size: int
+    dims: Mapping[str, int] = field(hash=False)  # the op's dimensions by the op's names (Op.dims), read-only
     tier: str
     suite: str
     inputs: tuple[str, ...]
@@ -47,10 +53,8 @@ class Config:
     op: str = DEFAULT_OP  # the operator under test (q4gsw/ops/<op>/)
     drift_factor: float | None = None  # how much its error may grow against a baseline run (None: --drift-factor)
 
-    def shape_names(self) -> dict[str, int]:
-        """The names a kernel's `when`, `dispatch` and `overrides` expressions may use for this config."""
-        return {"M": self.M, "N": self.N, "K": self.K, "K_packed": self.K // 2, "group_size": self.group_size,
-                "f16_accumulate_gemm": int(self.f16_accumulate_gemm)}
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dims", MappingProxyType(dict(self.dims)))  # a caller's dict stays the caller's
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from q4gsw.matrix.values import Config
+from q4gsw.matrix.values import Config, Dim
 from q4gsw.ops.base import Op
 
 OPS_PATH = "Q4GSW_OPS_PATH"  # folders of extra op folders, os.pathsep-separated (child processes inherit it)
@@ -81,6 +81,12 @@ def _load(name: str, folder: Path) -> Op:
     if getattr(op, "name", None) != name:
         raise OpFolderError(folder, f"its Op {own[0].__qualname__} has name = {getattr(op, 'name', None)!r}",
                             f"set name = {name!r} (an op's name is its folder's)")
+    dims = getattr(op, "dims", None)
+    names = [d.name for d in dims if isinstance(d, Dim)] if isinstance(dims, tuple) else []
+    if not isinstance(dims, tuple) or len(names) != len(dims) or len(set(names)) != len(names):
+        raise OpFolderError(folder, f"its Op {own[0].__qualname__} declares dims = {dims!r}",
+                            "declare its dimensions as dims = (Dim(name, meaning), ...), each name once "
+                            "(q4gsw.matrix.values.Dim; an op without any: dims = ())")
     return op
 
 
@@ -92,6 +98,23 @@ def registry() -> Mapping[str, Op]:
 
 def op_names() -> tuple[str, ...]:
     return tuple(registry())
+
+
+def expression_names(config: Config) -> dict[str, int]:
+    """The names a kernel's `when`, `dispatch` and `overrides` expressions see for a config: the op's dims, the
+    names it derives from them, and the config's runtime option f16_accumulate_gemm (0 or 1)."""
+    op = op_for(config)
+    return {**config.dims, **op.derived_names(config.dims), "f16_accumulate_gemm": int(config.f16_accumulate_gemm)}
+
+
+PLACEHOLDER_DIM = 64  # every dim's value when an expression is checked before any config is paired with it
+
+
+def placeholder_names(op_name: str) -> dict[str, int]:
+    """expression_names for a made-up config of the op (every dim 64): does an expression evaluate at all?"""
+    op = op_for(op_name)
+    dims = {d.name: max(PLACEHOLDER_DIM, d.minimum) for d in op.dims}
+    return {**dims, **op.derived_names(dims), "f16_accumulate_gemm": 0}
 
 
 def op_for(config_or_name: Config | str) -> Op:

@@ -10,17 +10,19 @@ and its FLOP and byte counts. Each op is one folder: q4gsw/ops/<name>/.
 from __future__ import annotations
 
 import inspect
-import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from q4gsw.matrix.values import Config, Tolerance
+from q4gsw.matrix.values import Config, Dim, Tolerance
+
+if TYPE_CHECKING:
+    from q4gsw.ops.error_model import ErrorModel
 
 Progress = Callable[[str], None]
 
@@ -125,6 +127,7 @@ class Op(ABC):
     constant_files: ClassVar[tuple[str, ...]]  # the fixture files that hold the constants (.npy)
     input_names: ClassVar[tuple[str, ...]] = ("ramp", "normal", "outliers")  # matrix.toml `inputs` it accepts
     synthetic_input: ClassVar[str] = "normal"  # the input a synthetic problem (bench, no export) gets
+    bench_shapes: ClassVar[tuple[str, ...]] = ()  # `bench`'s default shapes, as --shape takes them
     weight_names: ClassVar[tuple[str, ...]] = ()  # matrix.toml `weights` it accepts, default first (): all of
     # q4gsw.ops.inputs.WEIGHTS
 
@@ -133,33 +136,44 @@ class Op(ABC):
         """The op's folder (q4gsw/ops/<name>/, or one under $Q4GSW_OPS_PATH), with its kernels under kernels/."""
         return Path(inspect.getfile(type(self))).parent
 
+    dims: ClassVar[tuple[Dim, ...]]  # the op's dimensions: matrix.toml keys of its configs, in the order shown
+
+    def derived_names(self, dims: Mapping[str, int]) -> dict[str, int]:
+        """Names computed from the dims that `when`, `dispatch` and `overrides` expressions may use too
+        (e.g. a linear with int4 weights: K_packed = K // 2)."""
+        return {}
+
+    def shape_text(self, dims: Mapping[str, int]) -> str:
+        """The shape in the op's words, for progress lines, tables, JUnit names and plots."""
+        return " ".join(f"{d.name}={dims[d.name]}" for d in self.dims)
+
     @abstractmethod
     def shape_problems(self, config: Config) -> list[ShapeProblem]:
-        """Everything wrong with the config's shape for this op (empty: fine)."""
+        """Everything wrong with the config's shape for this op beyond each dim's minimum (empty: fine)."""
 
+    def dims_from_v2(self, shape: Mapping[str, int]) -> dict[str, int] | None:
+        """A results.json of schema 2 recorded every case's shape as M, K, N, group_size: this op's dims from those
+        (None: the op did not exist then, so no such file holds it)."""
+        return None
+
+    def parse_shorthand(self, text: str) -> dict[str, int] | None:
+        """bench's short form of a shape in this op's words (a linear's MxKxN), None where `text` is not one."""
+        return None
+
+    @abstractmethod
     def make_input(self, name: str, config: Config) -> np.ndarray:
-        """The input named `name` (one of input_names) for a config, bit-exactly reproducible with numpy alone.
-        Default: an activation x [M, K] from q4gsw.ops.inputs."""
-        from q4gsw.ops import inputs
+        """The input named `name` (one of input_names) for a config, bit-exactly reproducible with numpy alone."""
 
-        return inputs.make_input(name, config.M, config.K, config.weight_seed)
+    @abstractmethod
+    def output_shape(self, config: Config) -> tuple[int, ...]: ...
 
-    def output_shape(self, config: Config) -> tuple[int, ...]:
-        return (config.M, config.N)
+    @abstractmethod
+    def bench_tolerance(self, dims: Mapping[str, int]) -> Tolerance:
+        """The sanity bound bench checks each timed kernel's output with (a fast wrong kernel is no result)."""
 
-    def describe_shape(self, config: Config) -> str:
-        """The config's shape in the op's words, for progress lines and tables."""
-        return f"{config.M}x{config.K}x{config.N} gs={config.group_size}"
-
-    def group_size_for(self, K: int, requested: int) -> int:
-        """The group size a synthetic (bench) config of reduction size K gets when `requested` is asked for."""
-        return requested
-
-    def bench_tolerance(self, K: int) -> Tolerance:
-        """The sanity bound bench checks each timed kernel's output with (a fast wrong kernel is no result):
-        matrix.toml's K = 2048 linear bound (atol 1e-5, rtol 1e-4), grown like the expected fp32 error, sqrt(K)."""
-        grow = max(1.0, math.sqrt(K / 2048))
-        return Tolerance(atol=1e-5 * grow, rtol=1e-4 * grow, justification="bench sanity check", source="bench")
+    def bench_dims(self, dims: Mapping[str, int]) -> dict[str, int]:
+        """The dims a bench of `dims` really runs (bench records these: a per-channel op's group spans K)."""
+        return dict(dims)
 
     @abstractmethod
     def flops(self, config: Config) -> int: ...
@@ -181,10 +195,10 @@ class Op(ABC):
         constants it builds itself, synthetic_constants(config, weight_seed): no .pte, nothing cross-checked."""
         if not self.has_export_recipe:
             progress(f"export {config.name}: {self.name} has no export recipe: constants built by the op "
-                     f"({self.describe_shape(config)})")
+                     f"({self.shape_text(config.dims)})")
             return Exported(pte=b"", constants=self.synthetic_constants(config, config.weight_seed),
                             cross_checked=False)
-        progress(f"export {config.name}: {self.recipe} ({self.describe_shape(config)})")
+        progress(f"export {config.name}: {self.recipe} ({self.shape_text(config.dims)})")
         pte, quantized = self.export_pte(config)
         progress(f"export {config.name}: unpacking {len(pte) / 2**20:.1f} MiB .pte delegate")
         constants = self.constants_from_pte(pte)
@@ -250,9 +264,10 @@ class Op(ABC):
         """Whether a kernel of this op may declare a `before` (the op defines its buffers: before_bindings)."""
         return type(self).before_bindings is not Op.before_bindings
 
-    def error_model(self, x: np.ndarray, constants: Any) -> Any:
-        """q4gsw.ops.error_model.ErrorModel of the op's fp32 rounding for `audit`, or None where the op has none
-        (audit then says so for its configs)."""
+    def error_model(self, x: np.ndarray, constants: Any) -> ErrorModel | None:
+        """The one interface `audit` reads an op's fp32 rounding through (q4gsw.ops.error_model.ErrorModel: S, sigma,
+        step, K; a dot-product op builds it with error_model.error_model from GroupedWeights), or None where the op
+        has none (audit then says so for its configs)."""
         return None
 
     def mutation_suite(self) -> MutationSuite | None:

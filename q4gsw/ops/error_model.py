@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
@@ -62,11 +62,28 @@ class ErrorModel:
         return math.sqrt(2 * math.log(max(self.outputs, 2))) * self.sigma
 
 
+class GroupedWeights(Protocol):
+    """What error_model reads of a dot-product op's constants: N weight rows of K, dequantized exactly, and the
+    scales [G, >= N] of groups of `group_size` along K (an op whose constants are laid out otherwise gives a view of
+    them in these terms: linear_qcs4w's OneGroupView, one group spanning K)."""
+
+    @property
+    def N(self) -> int: ...
+
+    @property
+    def group_size(self) -> int: ...
+
+    @property
+    def scales(self) -> np.ndarray: ...
+
+    def dequantized_rows(self, n0: int, n1: int) -> np.ndarray: ...
+
+
 def error_model(x: np.ndarray, w: np.ndarray | None = None, scales: np.ndarray | None = None,
-                group_size: int | None = None, packed: Any = None) -> ErrorModel:
+                group_size: int | None = None, packed: GroupedWeights | None = None) -> ErrorModel:
     """The model for input x [M, K] and either dense weights w [N, K] (+ per-group scales [G, N] for
-    `step`) or an op's packed constants (N, group_size, scales, dequantized_rows). Identical rows of x (the
-    ramp repeats every 17 rows) are done once."""
+    `step`) or an op's grouped weights (GroupedWeights). Identical rows of x (the ramp repeats every 17 rows)
+    are done once. An op answers `audit` through Op.error_model, using this for its dot products or its own."""
     x = np.asarray(x, dtype=np.float64)
     K = x.shape[1]
     if packed is not None:

@@ -93,7 +93,7 @@ def case_properties(result: Result) -> list[tuple[str, str]]:
     pairs = [("webgpu", result.webgpu), ("webgpu_package", adapter.webgpu_package if adapter is not None else ""),
              ("routed", result.routed),
              ("role", result.role if result.role != "subject" else ""), ("upstream", result.upstream),
-             ("adapter", adapter.name if adapter is not None else ""), ("shape", result.shape.text())]
+             ("adapter", adapter.name if adapter is not None else ""), ("shape", result.shape.text)]
     return [(key, str(value)) for key, value in pairs if value]
 
 

@@ -206,7 +206,7 @@ def _histogram_png(plt: ModuleType, config: str, results: Sequence[Result]) -> b
         if atols:
             high = max(high, math.log10(max(atols)) + 1.0)
         ax.set_xlim(low, high)
-    shape = series[0][0].shape.text()
+    shape = series[0][0].shape.text
     dims = f" {shape}" if shape else ""
     ax.set_title(f"{config}{dims}: distribution of |y − g|")
     ax.set_xlabel("log10 |y − golden|")

@@ -15,22 +15,19 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from q4gsw.matrix.values import AdapterInfo, Errors, Tolerance
+from q4gsw.matrix.values import DEFAULT_OP, AdapterInfo, Config, Errors, Tolerance
+from q4gsw.ops import op_for, registry
 
 STATUSES = ("pass", "fail", "skip", "unsupported")
-RESULT_SCHEMA_VERSION = 2
-
+RESULT_SCHEMA_VERSION = 3  # 3: a case's shape is its op's dims and shape text (2: M, K, N, group_size)
 
 
 @dataclass(frozen=True)
 class Shape:
-    M: int = 0
-    K: int = 0
-    N: int = 0
-    group_size: int = 0
+    """A case's shape in its op's words: the dims by the op's names and the text the op shows them in."""
 
-    def text(self) -> str:
-        return f"{self.M}×{self.K}×{self.N}" if self.M else ""
+    dims: dict[str, int] = field(default_factory=dict, hash=False)
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -161,13 +158,23 @@ def write_results(path: Path, results: list[Result], meta: dict[str, Any]) -> No
     replace_file(path, json.dumps(payload, indent=2, default=_json_default).encode("utf-8"))
 
 
+class ResultsSchemaError(ValueError):
+    """A results.json this q4gsw cannot read into its types; str() is one line: the file and why."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
 class NotResults(ValueError):
     """A JSON file that is no results.json (a bench JSON, another tool's file): nothing is read or written from it."""
 
 
 def read_results(path: Path) -> tuple[list[Result], dict[str, Any]]:
     """(results, the rest of the file); NotResults for a JSON file that is no results.json, which `report` would
-    otherwise have re-rendered as an empty run over the junit.xml and summary.md beside it."""
+    otherwise have re-rendered as an empty run over the junit.xml and summary.md beside it. One written before
+    schema 3 (a baseline kept from an older q4gsw) has each case's shape as M, K, N, group_size: it is converted
+    into the case's op's dims (ResultsSchemaError where it cannot be)."""
     payload = json.loads(path.read_text())
     if isinstance(payload, dict) and isinstance(payload.get("rows"), list) and "results" not in payload:
         raise NotResults("is a bench JSON (from `q4gsw bench`), not a results.json")
@@ -177,8 +184,41 @@ def read_results(path: Path) -> tuple[list[Result], dict[str, Any]]:
         if not isinstance(entry, dict):
             raise NotResults(f"is not a q4gsw results.json (results[{index}] is a {type(entry).__name__}, not an "
                              "object)")
-    results = [Result.from_dict(r) for r in payload.pop("results")]
+    results = results_from_payload(path, payload)
+    payload.pop("results")
     return results, payload
+
+
+def results_from_payload(path: Path, payload: dict[str, Any]) -> list[Result]:
+    """The cases of a parsed results.json (`path` names it in errors), converted from schema 2 where it is older."""
+    raw = payload.get("results", [])
+    if payload.get("schema_version", RESULT_SCHEMA_VERSION) < RESULT_SCHEMA_VERSION:
+        raw = [_shape_from_v2(path, r) for r in raw]
+    return [Result.from_dict(r) for r in raw]
+
+
+def _shape_from_v2(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    old = data.get("shape") or {}
+    if not old.get("M"):  # a config that failed before its shape was known
+        return {**data, "shape": {"dims": {}, "text": ""}}
+    op_name = data.get("op") or DEFAULT_OP  # schema 1 had no op: every case was linear_q4gsw
+    case = data.get("case_id") or data.get("config")
+    if op_name not in registry():
+        raise ResultsSchemaError(path, f"case {case!r} of schema 2 is of op {op_name!r}, which this q4gsw does not "
+                                       f"know ({', '.join(registry())}), so its shape cannot be converted")
+    op = op_for(op_name)
+    missing = [k for k in ("M", "K", "N", "group_size") if not isinstance(old.get(k), int)]
+    dims = op.dims_from_v2(old) if not missing else None
+    if dims is None:
+        why = f"its shape lacks {', '.join(missing)}" if missing else f"op {op_name} has no schema 2 form"
+        raise ResultsSchemaError(path, f"case {case!r} of schema 2 cannot be converted to schema "
+                                       f"{RESULT_SCHEMA_VERSION}: {why}")
+    return {**data, "shape": {"dims": dims, "text": op.shape_text(dims)}}
+
+
+def shape_of(config: Config) -> Shape:
+    """A config's shape as a result records it."""
+    return Shape(dims=dict(config.dims), text=op_for(config).shape_text(config.dims))
 
 
 def _json_default(value: Any) -> Any:

@@ -12,6 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from q4gsw.matrix.values import DEFAULT_OP
+from q4gsw.ops import op_for, registry
+
 FIX = "pass files written by `python -m q4gsw bench --json PATH`"
 # The row fields the scoreboard reads, and the JSON types each may have (None: a kernel that did not run).
 ROW_FIELDS: dict[str, tuple[type, ...]] = {
@@ -65,15 +68,34 @@ def read_bench(path: Path, option: str = "--scoreboard", fix: str = FIX) -> dict
     return run
 
 
+def row_shape(row: dict[str, Any], run: dict[str, Any]) -> tuple[tuple[tuple[str, int], ...], str]:
+    """(the dims a bench row ran, as sorted (name, value) pairs; its shape text). A row of bench format 3 records its
+    dims; an older one has a linear's MxKxN and the group size bench was asked for, read into the run's op's dims
+    the way results.json's schema 2 is (Op.dims_from_v2), and its group size as the op really ran it
+    (Op.bench_dims: a per-channel op's spans K). A row neither way is keyed by its text and group size as written."""
+    dims = row.get("dims")
+    op_name = run.get("op") or DEFAULT_OP
+    if not isinstance(dims, dict) and op_name in registry():
+        parts = str(row["shape"]).lower().split("x")
+        group_size = row.get("group_size", run.get("group_size"))
+        if len(parts) == 3 and all(p.isdigit() for p in parts) and isinstance(group_size, int):
+            old = dict(zip(("M", "K", "N"), map(int, parts), strict=True))
+            converted = op_for(op_name).dims_from_v2({**old, "group_size": group_size})
+            dims = op_for(op_name).bench_dims(converted) if converted is not None else None
+    if not isinstance(dims, dict):
+        return (("shape", row["shape"]), ("group_size", row.get("group_size", run.get("group_size")))), row["shape"]
+    text = op_for(op_name).shape_text(dims) if op_name in registry() else str(row["shape"])
+    return tuple(sorted(dims.items())), text
+
+
 def _group_sizes(run: dict[str, Any]) -> list[str]:
-    sizes = {row.get("group_size", run.get("group_size")) for row in run["rows"]} or {run.get("group_size")}
-    return sorted(map(str, sizes))
+    return sorted({str(dict(row_shape(row, run)[0]).get("group_size")) for row in run["rows"]})
 
 
 def mismatches(runs: list[tuple[Path, dict[str, Any]]]) -> list[str]:
     """One warning line per way the bench JSONs are not comparable: different shapes, different group sizes."""
     warnings = []
-    shapes = [(path, sorted({row["shape"] for row in run["rows"]})) for path, run in runs]
+    shapes = [(path, sorted({row_shape(row, run)[1] for row in run["rows"]})) for path, run in runs]
     if len({tuple(s) for _, s in shapes}) > 1:
         listed = "; ".join(f"{path}: {', '.join(s) or 'none'}" for path, s in shapes)
         warnings.append(f"the bench JSONs cover different shapes ({listed}): a shape only some files have is "
@@ -92,7 +114,8 @@ def scoreboard(paths: list[Path]) -> tuple[str, list[str]]:
     runs = [(path, read_bench(path)) for path in paths]
     lines = ["| shape | kernel | backend (webgpu) | ms | GFLOP/s | GB/s | roofline | vs torch int4 | check |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    rows = [(row, f"{run.get('backend', '?')} ({run.get('webgpu', '?')})") for _, run in runs for row in run["rows"]]
+    rows = [({**row, "shape": row_shape(row, run)[1]}, f"{run.get('backend', '?')} ({run.get('webgpu', '?')})")
+            for _, run in runs for row in run["rows"]]
     for row, webgpu in sorted(rows, key=lambda item: (item[0]["shape"], item[0]["time_s"] or math.inf)):
         def num(value: float | None, spec: str, scale: float = 1.0) -> str:
             return format(value * scale, spec) if isinstance(value, int | float) and value else "-"

@@ -11,7 +11,7 @@ from q4gsw.report.junit import case_name, reproduce_line
 from q4gsw.report.result import Result, format_number, summary_line
 
 STATUS_MARK = {"pass": "✅ pass", "fail": "❌ FAIL", "skip": "⏭️ skip", "unsupported": "⚠️ unsupported"}
-COLUMNS = ("status", "config", "M×K×N", "kernel", "input", "backend", "webgpu", "routed", "adapter", "max abs err",
+COLUMNS = ("status", "config", "shape", "kernel", "input", "backend", "webgpu", "routed", "adapter", "max abs err",
            "max rel err", "headroom", "worst (m, n)", "mismatches", "atol / rtol", "GPU s", "GFLOP/s",
            "export/golden/gpu/compare s", "peak RSS")
 
@@ -41,7 +41,7 @@ def row(r: Result) -> list[str]:
     e, tol = r.errors, r.tolerance
     worst = e.worst_index if e is not None else None
     webgpu = r.adapter.webgpu_package if r.adapter is not None and r.adapter.webgpu_package else r.webgpu
-    return [STATUS_MARK.get(r.status, r.status), r.config, r.shape.text(), r.kernel, r.input, r.backend, webgpu,
+    return [STATUS_MARK.get(r.status, r.status), r.config, r.shape.text, r.kernel, r.input, r.backend, webgpu,
             r.routed, r.adapter.name if r.adapter is not None else "",
             format_number(e.max_abs if e is not None else None, ".2e"),
             format_number(e.max_rel if e is not None else None, ".2e"),

@@ -136,7 +136,7 @@ def with_other_compiler(result: Result, cases: tuple[Case, ...], env: dict[str, 
 
 
 def announce(index: int, count: int, config: Config, selection: Selection) -> None:
-    say(f"({index + 1}/{count}) {config.name} {op_for(config).describe_shape(config)} "
+    say(f"({index + 1}/{count}) {config.name} {op_for(config).shape_text(config.dims)} "
         f"[{config.tier}] on {selection.backend.name}")
 
 

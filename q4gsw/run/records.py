@@ -10,7 +10,7 @@ from typing import Any
 from q4gsw.case import base_result
 from q4gsw.cases import Case, Selection, Skip
 from q4gsw.matrix.load import Config
-from q4gsw.report.result import Result, Shape
+from q4gsw.report.result import Result, shape_of
 from q4gsw.sessions import reproduce_command
 
 
@@ -19,7 +19,7 @@ def skip_result(skip: Skip, selection: Selection) -> Result:
     return Result(config=c.name, backend=selection.backend.name, status=skip.status, message=skip.reason,
                   case_id=f"{c.name}{'/' + skip.kernel if skip.kernel else ''}@{selection.backend.name}",
                   webgpu=selection.backend.webgpu, tier=c.tier, suite=c.suite, kernel=skip.kernel,
-                  shape=Shape(c.M, c.K, c.N, c.group_size), drift_factor=c.drift_factor,
+                  shape=shape_of(c), drift_factor=c.drift_factor,
                   reproduce=reproduce_command(c.name, selection.backend.name, c.tier, c.suite,
                                               rerun=selection.rerun))
 

@@ -79,6 +79,7 @@ def probe_main(backend_json: str) -> int:
 def compile_main(job_json: str) -> int:
     """`python -m q4gsw _compile JOB`: does this implementation's compiler accept the case's kernel? (ok/rejected)"""
     from q4gsw.matrix.expressions import resolve_kernel
+    from q4gsw.ops import expression_names
     from q4gsw.webgpu.adapter import select_adapter
     from q4gsw.webgpu.execute import Device, KernelCompileError
 
@@ -86,7 +87,7 @@ def compile_main(job_json: str) -> int:
     case = case_from_plain(job["case"])
     try:
         adapter, info = select_adapter(case.backend)
-        constants, _ = resolve_kernel(case.kernel, case.config.shape_names(), info)
+        constants, _ = resolve_kernel(case.kernel, expression_names(case.config), info)
         features = tuple(f for f in case.kernel.requires_features if f in info.features)
         Device(adapter, info, features).pipeline(case.kernel.source(Path(job["root"])), constants, case.kernel.name)
     except KernelCompileError as exc:

@@ -1,12 +1,12 @@
 """embedding_q4gsw: out[i, :] = dequant(W[indices[i], :]), a gather of int4 group-quantized table rows.
 
 ExecuTorch's et_vk.embedding_q4gsw, as its WebGPU backend runs it (backends/webgpu/runtime/ops/embedding_q4gsw/).
-A config's shape in this op's words:
-  M          = the number of gathered indices (the output's rows),
-  K          = the vocabulary: the table's rows,
-  N          = the embedding dim: the table's columns (a multiple of 32, as ExecuTorch's kernel requires),
-  group_size = the quantization group along the embedding dim (N / group_size scales per table row).
-The output is [M, N] fp32. The inputs (matrix.toml `inputs`) are int32 indices [M], not activations
+A config's shape in this op's words (its `dims`, matrix.toml keys):
+  tokens     = the number of gathered indices (the output's rows),
+  vocab      = the vocabulary: the table's rows,
+  dim        = the embedding dim: the table's columns (a multiple of 32, as ExecuTorch's kernel requires),
+  group_size = the quantization group along the embedding dim (dim / group_size scales per table row).
+The output is [tokens, dim] fp32. The inputs (matrix.toml `inputs`) are int32 indices [tokens], not activations
 (indices.py). The constants' layout is in layout.py, the export recipe in recipe.py, the fp64 golden and the
 error model in golden.py, q4gsw's reference kernel under kernels/.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from q4gsw.matrix.values import Config, Tolerance
+from q4gsw.matrix.values import Config, Dim, Tolerance
 from q4gsw.ops.base import Binding, Bindings, MutationSuite, Op, ShapeProblem
 from q4gsw.ops.embedding_q4gsw import golden as golden_module
 from q4gsw.ops.embedding_q4gsw.indices import INDICES, make_indices
@@ -46,53 +46,69 @@ class EmbeddingQ4gsw(Op):
     constant_files = (WEIGHT_FILE, SCALES_FILE, PACKING_FILE)
     input_names = tuple(INDICES)
     weight_names = (TORCH_EMBEDDING, "int4_edges", "int4_tiny_scales")
-    synthetic_input = "every_row"
+    synthetic_input = "edges"  # any number of tokens: a decode step gathers one row of the whole vocabulary
+    bench_shapes = ("tokens=1,vocab=128256,dim=2048", "tokens=512,vocab=128256,dim=2048")
+    dims = (Dim("tokens", "indices gathered: the output's rows"), Dim("vocab", "the table's rows"),
+            Dim("dim", "the embedding width: the table's columns"),
+            Dim("group_size", "table entries per int4 scale along dim"))
 
-    def bench_tolerance(self, K: int) -> Tolerance:
+    def shape_text(self, dims: Mapping[str, int]) -> str:
+        return f"tokens={dims['tokens']} vocab={dims['vocab']} dim={dims['dim']} gs={dims['group_size']}"
+
+    def dims_from_v2(self, shape: Mapping[str, int]) -> dict[str, int] | None:
+        """Schema 2 wrote this op's shape in a linear's words: M indices into a K x N table."""
+        return {"tokens": int(shape["M"]), "vocab": int(shape["K"]), "dim": int(shape["N"]),
+                "group_size": int(shape["group_size"])}
+
+    def output_shape(self, config: Config) -> tuple[int, ...]:
+        return (config.dims["tokens"], config.dims["dim"])
+
+    def bench_tolerance(self, dims: Mapping[str, int]) -> Tolerance:
         """One correctly rounded fp32 product per output, as every config's tolerance in matrix.toml (4u)."""
         return Tolerance(atol=1.18e-38, rtol=2.4e-7, justification="bench sanity check", source="bench")
 
     def shape_problems(self, config: Config) -> list[ShapeProblem]:
-        M, K, N, group_size = config.M, config.K, config.N, config.group_size
+        d = config.dims
+        tokens, vocab, dim, group_size = d["tokens"], d["vocab"], d["dim"], d["group_size"]
         problems = []
-        if N % BLOCK:
-            problems.append(ShapeProblem("N", f"embedding dim N={N} is not a multiple of {BLOCK}",
+        if dim % BLOCK:
+            problems.append(ShapeProblem("dim", f"embedding dim={dim} is not a multiple of {BLOCK}",
                                          "ExecuTorch's embedding_q4gsw reads rows in blocks of 32 dims (its Vulkan "
                                          "partitioner does not fuse other dims): use a multiple of 32"))
-        if N % group_size:
-            problems.append(ShapeProblem("group_size", f"N={N} is not a multiple of group_size={group_size}",
-                                         "groups must tile the embedding dim: change N or group_size"))
-        elif group_size >= N:
+        if dim % group_size:
+            problems.append(ShapeProblem("group_size", f"dim={dim} is not a multiple of group_size={group_size}",
+                                         "groups must tile the embedding dim: change dim or group_size"))
+        elif group_size >= dim:
             problems.append(ShapeProblem("group_size", f"group_size={group_size} makes one scale per row",
                                          "EmbeddingQuantHandler then stores 1-D scales [vocab], which ExecuTorch's "
                                          "et_vk.embedding_q4gsw cannot export (its reference reshapes them to one "
-                                         "scalar) nor run (WebGPU needs 2-D scales): use group_size < N"))
-        if "every_row" in config.inputs and M < K:
-            problems.append(ShapeProblem("M", f"input every_row gathers all K={K} rows only with M >= K, M={M}",
-                                         "raise M to at least K, or use the edges input"))
-        if M * (N // BLOCK) > 2**32 - 1:
-            problems.append(ShapeProblem("M", f"{M} indices x {N // BLOCK} blocks overflow ExecuTorch's u32 "
-                                         "total_blocks", "use fewer indices"))
-        for key, size in (("M", 4 * M * N), ("K", K * N // 2), ("K", 4 * K * max(1, N // group_size))):
+                                         "scalar) nor run (WebGPU needs 2-D scales): use group_size < dim"))
+        if "every_row" in config.inputs and tokens < vocab:
+            problems.append(ShapeProblem("tokens", f"input every_row gathers all vocab={vocab} rows only with "
+                                         f"tokens >= vocab, tokens={tokens}",
+                                         "raise tokens to at least vocab, or use the edges input"))
+        if tokens * (dim // BLOCK) > 2**32 - 1:
+            problems.append(ShapeProblem("tokens", f"{tokens} indices x {dim // BLOCK} blocks overflow ExecuTorch's "
+                                         "u32 total_blocks", "use fewer indices"))
+        for key, size in (("tokens", 4 * tokens * dim), ("vocab", vocab * dim // 2),
+                          ("vocab", 4 * vocab * max(1, dim // group_size))):
             if size > MAX_BINDING_BYTES:
-                problems.append(ShapeProblem(key, f"{self.describe_shape(config)} needs a {size / 2**30:.1f} GiB "
+                problems.append(ShapeProblem(key, f"{self.shape_text(config.dims)} needs a {size / 2**30:.1f} GiB "
                                              "buffer binding", f"no adapter q4gsw supports binds more than "
                                              f"{MAX_BINDING_BYTES / 2**30:.0f} GiB: use a smaller shape"))
         return problems
 
     def make_input(self, name: str, config: Config) -> np.ndarray:
-        """int32 indices [M] into the table's K rows (indices.py)."""
-        return make_indices(name, config.M, config.K, config.weight_seed)
-
-    def describe_shape(self, config: Config) -> str:
-        return f"{config.M} indices into {config.K}x{config.N} gs={config.group_size}"
+        """int32 indices [tokens] into the table's vocab rows (indices.py)."""
+        return make_indices(name, config.dims["tokens"], config.dims["vocab"], config.weight_seed)
 
     def flops(self, config: Config) -> int:
-        return config.M * config.N  # one multiply q * s per output
+        return config.dims["tokens"] * config.dims["dim"]  # one multiply q * s per output
 
     def bytes_moved(self, config: Config) -> int:
-        rows = config.M * (config.N // 2 + 4 * (config.N // config.group_size))
-        return 4 * config.M + rows + 4 * config.M * config.N
+        tokens, dim, group_size = config.dims["tokens"], config.dims["dim"], config.dims["group_size"]
+        rows = tokens * (dim // 2 + 4 * (dim // group_size))
+        return 4 * tokens + rows + 4 * tokens * dim
 
     def export_pte(self, config: Config) -> tuple[bytes, Any]:
         from q4gsw.ops.embedding_q4gsw.recipe import export_pte
@@ -113,23 +129,25 @@ class EmbeddingQ4gsw(Op):
                 PACKING_FILE: np.array(constants.is_linear_weight, dtype=np.bool_)}
 
     def constants_from_files(self, files: Mapping[str, np.ndarray], config: Config) -> PackedEmbedding:
-        return PackedEmbedding(weight=files[WEIGHT_FILE], scales=files[SCALES_FILE], group_size=config.group_size,
-                               is_linear_weight=bool(files[PACKING_FILE]))
+        return PackedEmbedding(weight=files[WEIGHT_FILE], scales=files[SCALES_FILE],
+                               group_size=config.dims["group_size"], is_linear_weight=bool(files[PACKING_FILE]))
 
     def check_constants(self, constants: PackedEmbedding, config: Config) -> str:
-        expected = ((config.K, config.N // 2), (config.K, config.N // config.group_size), config.group_size)
+        vocab, dim, group_size = config.dims["vocab"], config.dims["dim"], config.dims["group_size"]
+        expected = ((vocab, dim // 2), (vocab, dim // group_size), group_size)
         if (constants.weight.shape, constants.scales.shape, constants.group_size) != expected:
             return (f"holds a {constants.vocab}x{constants.dim} table with scales {constants.scales.shape}, "
-                    f"group_size={constants.group_size}; config '{config.name}' has {self.describe_shape(config)}")
+                    f"group_size={constants.group_size}; config '{config.name}' has {self.shape_text(config.dims)}")
         return ""
 
     def synthetic_constants(self, config: Config, seed: int) -> PackedEmbedding:
         """Random nibbles with the scales of a quantized nn.Embedding (N(0, 1) rows: max|w| ~ 2.5, scale ~ 0.33),
         in the packing every export produces (is_linear_weight true)."""
+        vocab, dim, group_size = config.dims["vocab"], config.dims["dim"], config.dims["group_size"]
         rng = np.random.default_rng(seed)
-        q = rng.integers(-8, 8, size=(config.K, config.N), dtype=np.int8)
-        scales = (0.2 + 0.3 * rng.random((config.K, config.N // config.group_size))).astype(np.float32)
-        return PackedEmbedding(weight=pack_int4(q, True), scales=scales, group_size=config.group_size,
+        q = rng.integers(-8, 8, size=(vocab, dim), dtype=np.int8)
+        scales = (0.2 + 0.3 * rng.random((vocab, dim // group_size))).astype(np.float32)
+        return PackedEmbedding(weight=pack_int4(q, True), scales=scales, group_size=group_size,
                                is_linear_weight=True)
 
     def golden(self, x: np.ndarray, constants: PackedEmbedding,

@@ -58,6 +58,7 @@ CATALOGUE: tuple[Mutant, ...] = (
 
 
 SUITE = MutationSuite(reference=REFERENCE,
-                      dispatch="min(ceil(M * N / wg_size), max_workgroups_per_dimension), "
-                               "ceil(ceil(M * N / wg_size) / min(ceil(M * N / wg_size), max_workgroups_per_dimension))",
+                      dispatch="min(ceil(tokens * dim / wg_size), max_workgroups_per_dimension), "
+                               "ceil(ceil(tokens * dim / wg_size) / min(ceil(tokens * dim / wg_size), "
+                               "max_workgroups_per_dimension))",
                       overrides={"wg_size": "64"}, mutants=CATALOGUE)

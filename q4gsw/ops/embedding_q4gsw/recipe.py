@@ -38,14 +38,15 @@ def quantized_model(config: Config) -> Any:
         def forward(self, indices: torch.Tensor) -> torch.Tensor:
             return self.emb(indices)
 
+    vocab, dim, group_size = config.dims["vocab"], config.dims["dim"], config.dims["group_size"]
     torch.manual_seed(config.weight_seed)
-    model = EmbeddingModel(config.K, config.N).eval()
+    model = EmbeddingModel(vocab, dim).eval()
     if config.weights != TORCH_EMBEDDING:
         with torch.no_grad():
-            table = inputs.make_weights(config.weights, config.K, config.N, config.group_size, config.weight_seed)
+            table = inputs.make_weights(config.weights, vocab, dim, group_size, config.weight_seed)
             model.emb.weight.copy_(torch.from_numpy(table))
             del table
-    handler = EmbeddingQuantHandler(model, device="cpu", bitwidth=4, group_size=config.group_size, packed=True,
+    handler = EmbeddingQuantHandler(model, device="cpu", bitwidth=4, group_size=group_size, packed=True,
                                     quantize_with_hqq=False)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints "quantize ..." for every embedding
         return handler.quantized_model().eval()
@@ -59,7 +60,8 @@ def export_pte(config: Config) -> tuple[bytes, dict[str, np.ndarray]]:
 
     model = quantized_model(config)
     state = {name: tensor.numpy().copy() for name, tensor in model.state_dict().items()}
-    example = torch.from_numpy(make_indices(config.inputs[0], config.M, config.K, config.weight_seed).astype(np.int64))
+    indices = make_indices(config.inputs[0], config.dims["tokens"], config.dims["vocab"], config.weight_seed)
+    example = torch.from_numpy(indices.astype(np.int64))
     return lower_to_vulkan(model, (example,)), state
 
 
@@ -73,14 +75,15 @@ def state_tensors(state: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]
 def cross_check(table: PackedEmbedding, state: dict[str, np.ndarray], config: Config) -> None:
     """The .pte's nibbles and scales must equal the quantized model's exactly, each read in its own packing."""
     weight, scales = state_tensors(state)
-    if table.weight.shape != (config.K, config.N // 2):
-        raise DelegateLayoutError(f"delegate table shape {table.weight.shape} != {(config.K, config.N // 2)}")
-    if table.group_size != config.group_size:
-        raise DelegateLayoutError(f"delegate group_size {table.group_size} != config group_size {config.group_size}")
+    vocab, dim, group_size = config.dims["vocab"], config.dims["dim"], config.dims["group_size"]
+    if table.weight.shape != (vocab, dim // 2):
+        raise DelegateLayoutError(f"delegate table shape {table.weight.shape} != {(vocab, dim // 2)}")
+    if table.group_size != group_size:
+        raise DelegateLayoutError(f"delegate group_size {table.group_size} != config group_size {group_size}")
     if scales.dtype != np.float32 or table.scales.dtype != np.float32:
         raise DelegateLayoutError(f"scales are {scales.dtype} (model) and {table.scales.dtype} (.pte), not float32")
-    for r0 in range(0, config.K, 8192):
-        r1 = min(r0 + 8192, config.K)
+    for r0 in range(0, vocab, 8192):
+        r1 = min(r0 + 8192, vocab)
         if not np.array_equal(unpack_int4(table.weight[r0:r1], table.is_linear_weight),
                               unpack_int4(weight[r0:r1], False)):
             raise DelegateLayoutError(f"unpacked int4 rows {r0}..{r1} of the .pte differ from the quantized model's")

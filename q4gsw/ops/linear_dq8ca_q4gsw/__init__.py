@@ -25,6 +25,7 @@ import numpy as np
 
 from q4gsw.matrix.values import Config, Tolerance
 from q4gsw.ops.base import Binding, Bindings, MutationSuite, Op, ShapeProblem
+from q4gsw.ops.linear_common import LinearDims, mkn
 from q4gsw.ops.linear_dq8ca_q4gsw.qparams import QUANT_MAX, QUANT_MIN, choose_qparams, torchao_codes
 from q4gsw.ops.linear_dq8ca_q4gsw.recipe import DQ8CA_CALL, DQ8CA_OPERATOR
 from q4gsw.ops.linear_q4gsw import LinearQ4gsw
@@ -43,20 +44,21 @@ MOST_BENCH_OUTPUTS = 2**36
 def _bench_bound(K: int) -> tuple[float, float]:
     """(atol, rtol) of bench_tolerance: the model's estimate without the chained-scale term grows like
     sqrt(ln(outputs)) (the expected maximum over the outputs); that term is relative, SCALE_RELATIVE |y|."""
-    from types import SimpleNamespace
-
     from q4gsw.ops.linear_dq8ca_q4gsw.inputs import untied
     from q4gsw.ops.linear_dq8ca_q4gsw.rounding import SCALE_RELATIVE, dq8ca_error_model
 
     M, N = BENCH_MODEL_SHAPE
-    constants = LinearQ4gsw().synthetic_constants(SimpleNamespace(N=N, K=K, group_size=32), 0)  # type: ignore[arg-type]
+    model_config = Config(name="bench-model", dims={"M": M, "K": K, "N": N, "group_size": 32}, tier="optional",
+                          suite="bench", inputs=("untied",), weights="random", weight_seed=0, timeout_s=1.0,
+                          tolerance=Tolerance(0.0, 0.0))
+    constants = LinearQ4gsw().synthetic_constants(model_config, 0)
     model = dq8ca_error_model(untied(M, K, 0), constants)
     fp32 = model.est - model.scaled  # the fp32 estimate (and flips, none on untied rows)
     grow = math.sqrt(math.log(MOST_BENCH_OUTPUTS) / math.log(M * N))
     return 3 * float(fp32.max()) * grow, 3 * SCALE_RELATIVE
 
 
-class LinearDq8caQ4gsw(Op):
+class LinearDq8caQ4gsw(LinearDims, Op):
     name = "linear_dq8ca_q4gsw"
     operator = DQ8CA_OPERATOR
     executorch_folder = "backends/webgpu/runtime/ops/linear_dq8ca_q4gsw"
@@ -74,14 +76,17 @@ class LinearDq8caQ4gsw(Op):
         from q4gsw.ops.linear_dq8ca_q4gsw.inputs import INPUTS
 
         if name in INPUTS:
-            return np.ascontiguousarray(INPUTS[name](config.M, config.K, config.weight_seed), dtype=np.float32)
+            x = INPUTS[name](config.dims["M"], config.dims["K"], config.weight_seed)
+            return np.ascontiguousarray(x, dtype=np.float32)
         return super().make_input(name, config)
 
     def flops(self, config: Config) -> int:
-        return 2 * config.M * config.K * config.N
+        M, K, N, _ = mkn(config)
+        return 2 * M * K * N
 
     def bytes_moved(self, config: Config) -> int:
-        return self._weights.bytes_moved(config) + 5 * config.M  # + the per-row scale (f32) and zero point (int8)
+        # + the per-row scale (f32) and zero point (int8)
+        return self._weights.bytes_moved(config) + 5 * config.dims["M"]
 
     recipe = "8da4w quantize + torch.export + Vulkan lowering"
 
@@ -108,11 +113,11 @@ class LinearDq8caQ4gsw(Op):
     def check_constants(self, constants: PackedLinear, config: Config) -> str:
         return self._weights.check_constants(constants, config)
 
-    def bench_tolerance(self, K: int) -> Tolerance:
+    def bench_tolerance(self, dims: Mapping[str, int]) -> Tolerance:
         """From the error model (rounding.py) of bench's problem at this K: its `untied` input has no tie flip, so
         atol = 3x the model's fp32 estimate (audit's TIGHT margin), grown to 2^36 outputs, and rtol = 3x the chained
         scale's relative effect (6u); one wrong nibble stays far outside it (a flat 5e-3 was 170x looser)."""
-        atol, rtol = _bench_bound(K)
+        atol, rtol = _bench_bound(dims["K"])
         return Tolerance(atol=atol, rtol=rtol, justification="bench sanity check: rounding.py's model x 3",
                          source="bench")
 

@@ -16,6 +16,7 @@ import numpy as np
 from q4gsw.export.pte import DelegateLayoutError
 from q4gsw.matrix.values import Config
 from q4gsw.ops import inputs
+from q4gsw.ops.linear_common import mkn
 from q4gsw.ops.linear_q4gsw.layout import DelegateCall, PackedLinear, unpack_int4
 
 QPARAMS_OPERATOR = "torchao.choose_qparams_affine.default"
@@ -36,48 +37,49 @@ def export_pte(config: Config) -> tuple[bytes, Any]:
     from torchao.quantization.quant_api import Int8DynamicActivationIntxWeightConfig, quantize_
 
     from q4gsw.export.lowering import lower_to_vulkan
-
-    model = torch.nn.Linear(config.K, config.N, bias=False).eval()
+    M, K, N, group_size = mkn(config)
+    model = torch.nn.Linear(K, N, bias=False).eval()
     with torch.no_grad():
-        weights = inputs.make_weights(config.weights, config.N, config.K, config.group_size, config.weight_seed)
+        weights = inputs.make_weights(config.weights, N, K, group_size, config.weight_seed)
         model.weight.copy_(torch.from_numpy(weights))
         del weights
     quantize_(model, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
-                                                            weight_granularity=PerGroup(config.group_size)))
-    pte = lower_to_vulkan(model, (torch.zeros(config.M, config.K, dtype=torch.float32),))
+                                                            weight_granularity=PerGroup(group_size)))
+    pte = lower_to_vulkan(model, (torch.zeros(M, K, dtype=torch.float32),))
     return pte, model.weight
 
 
 def check_qparams_call(pte: bytes, config: Config) -> None:
     """The delegate's choose_qparams_affine is the per-row asymmetric int8 one qparams.choose_qparams replays."""
     from q4gsw.export.pte import read_delegate
-
+    _M, K, _N, _group_size = mkn(config)
     delegate = read_delegate(pte)
     args = delegate.args(QPARAMS_OPERATOR, DQ8CA_CALL.calls)
     found = {1: getattr(delegate.value(args[1]), "string_val", None),
              4: getattr(delegate.value(args[4]), "int_val", None), 5: getattr(delegate.value(args[5]), "int_val", None),
              6: None if type(delegate.value(args[6])).__name__ == "Null" else delegate.value(args[6])}
     block = list(getattr(delegate.value(args[2]), "items", []))
-    if found != EXPECTED_QPARAMS_CALL or block != [1, config.K]:
+    if found != EXPECTED_QPARAMS_CALL or block != [1, K]:
         raise DelegateLayoutError(f"choose_qparams_affine called with {found}, block_size {block}; q4gsw replays "
-                                  f"{EXPECTED_QPARAMS_CALL} with block_size [1, {config.K}] (per-row, default eps)")
+                                  f"{EXPECTED_QPARAMS_CALL} with block_size [1, {K}] (per-row, default eps)")
 
 
 def cross_check(packed: PackedLinear, qweight: Any, config: Config) -> None:
     """The .pte's nibbles and scales equal torchao's quantized tensor; the activations are quantized per token."""
+    _M, K, N, group_size = mkn(config)
     if "int8_asym_per_token" not in str(getattr(qweight, "activation_quantization", "")):
         raise DelegateLayoutError(f"torchao's weight quantizes activations as {qweight.activation_quantization!r}, "
                                   "not int8_asym_per_token")
     zero_point = getattr(qweight, "zero_point", None)
     if zero_point is not None and int(zero_point.abs().max()) != 0:
         raise DelegateLayoutError("torchao produced a non-zero weight zero point; q4gsw weights are symmetric")
-    if packed.weight_packed.shape != (config.N, config.K // 2) or packed.group_size != config.group_size:
+    if packed.weight_packed.shape != (N, K // 2) or packed.group_size != group_size:
         raise DelegateLayoutError(f"delegate holds weights {packed.weight_packed.shape}, group_size "
-                                  f"{packed.group_size}; config needs {(config.N, config.K // 2)}, {config.group_size}")
+                                  f"{packed.group_size}; config needs {(N, K // 2)}, {group_size}")
     qdata = qweight.qdata.numpy()
-    for n0 in range(0, config.N, 4096):
-        n1 = min(n0 + 4096, config.N)
+    for n0 in range(0, N, 4096):
+        n1 = min(n0 + 4096, N)
         if not np.array_equal(unpack_int4(packed.weight_packed[n0:n1]), qdata[n0:n1]):
             raise DelegateLayoutError(f"unpacked int4 rows {n0}..{n1} differ from torchao's qdata")
-    if not np.array_equal(packed.scales[:, :config.N], qweight.scale.numpy().reshape(config.N, -1).T):
+    if not np.array_equal(packed.scales[:, :N], qweight.scale.numpy().reshape(N, -1).T):
         raise DelegateLayoutError("delegate scales differ from torchao's scale (transposed)")

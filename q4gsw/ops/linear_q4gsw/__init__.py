@@ -14,6 +14,7 @@ import numpy as np
 
 from q4gsw.matrix.values import Config
 from q4gsw.ops.base import Binding, Bindings, MutationSuite, Op, ShapeProblem
+from q4gsw.ops.linear_common import LinearDims, mkn
 from q4gsw.ops.linear_q4gsw.golden import golden
 from q4gsw.ops.linear_q4gsw.layout import (
     Q4GSW_OPERATOR,
@@ -30,7 +31,7 @@ SCALES_FILE = "scales.npy"
 MAX_BINDING_BYTES = 2**31  # the largest storage binding of any adapter seen (H100, H200: 2 GiB)
 
 
-class LinearQ4gsw(Op):
+class LinearQ4gsw(LinearDims, Op):
     name = "linear_q4gsw"
     operator = Q4GSW_OPERATOR
     executorch_folder = "backends/webgpu/runtime/ops/quantized_linear"
@@ -38,7 +39,7 @@ class LinearQ4gsw(Op):
     constant_files = (WEIGHT_FILE, SCALES_FILE)
 
     def shape_problems(self, config: Config) -> list[ShapeProblem]:
-        M, K, N, group_size = config.M, config.K, config.N, config.group_size
+        M, K, N, group_size = mkn(config)
         problems = []
         if K % group_size:
             problems.append(ShapeProblem("K", f"K={K} is not a multiple of group_size={group_size}",
@@ -57,11 +58,13 @@ class LinearQ4gsw(Op):
         return problems
 
     def flops(self, config: Config) -> int:
-        return 2 * config.M * config.K * config.N
+        M, K, N, _ = mkn(config)
+        return 2 * M * K * N
 
     def bytes_moved(self, config: Config) -> int:
-        weights, scales = config.N * config.K // 2, 4 * (config.K // config.group_size) * config.N
-        return weights + scales + 4 * config.M * (config.K + config.N)
+        M, K, N, group_size = mkn(config)
+        weights, scales = N * K // 2, 4 * (K // group_size) * N
+        return weights + scales + 4 * M * (K + N)
 
     def export_pte(self, config: Config) -> tuple[bytes, Any]:
         from q4gsw.ops.linear_q4gsw.recipe import export_pte
@@ -81,22 +84,25 @@ class LinearQ4gsw(Op):
                 SCALES_FILE: np.ascontiguousarray(constants.scales)}
 
     def constants_from_files(self, files: Mapping[str, np.ndarray], config: Config) -> PackedLinear:
-        return PackedLinear(weight_packed=files[WEIGHT_FILE], scales=files[SCALES_FILE], group_size=config.group_size)
+        return PackedLinear(weight_packed=files[WEIGHT_FILE], scales=files[SCALES_FILE],
+                            group_size=config.dims["group_size"])
 
     def check_constants(self, constants: PackedLinear, config: Config) -> str:
-        if constants.weight_packed.shape != (config.N, config.K // 2) or constants.group_size != config.group_size:
+        _, K, N, group_size = mkn(config)
+        if constants.weight_packed.shape != (N, K // 2) or constants.group_size != group_size:
             return (f"holds N={constants.N}, K={constants.K}, group_size={constants.group_size}; config "
-                    f"'{config.name}' has N={config.N}, K={config.K}, group_size={config.group_size}")
+                    f"'{config.name}' has N={N}, K={K}, group_size={group_size}")
         return ""
 
     def synthetic_constants(self, config: Config, seed: int) -> PackedLinear:
         """Random int4 nibbles with the scales of a quantized nn.Linear (|w| < 1/sqrt(K), so scale ~ max|w| / 7.5):
         the magnitudes the matrix's tolerances were derived for."""
+        _, K, N, group_size = mkn(config)
         rng = np.random.default_rng(seed)
-        q = rng.integers(-8, 8, size=(config.N, config.K), dtype=np.int8)
-        typical = 1.0 / (7.5 * np.sqrt(config.K))
-        scales = (typical * (0.5 + 0.5 * rng.random((config.K // config.group_size, config.N)))).astype(np.float32)
-        return PackedLinear(weight_packed=pack_int4(q), scales=scales, group_size=config.group_size)
+        q = rng.integers(-8, 8, size=(N, K), dtype=np.int8)
+        typical = 1.0 / (7.5 * np.sqrt(K))
+        scales = (typical * (0.5 + 0.5 * rng.random((K // group_size, N)))).astype(np.float32)
+        return PackedLinear(weight_packed=pack_int4(q), scales=scales, group_size=group_size)
 
     def golden(self, x: np.ndarray, constants: PackedLinear,
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:

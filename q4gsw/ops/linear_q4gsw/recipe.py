@@ -14,6 +14,7 @@ import numpy as np
 from q4gsw.export.pte import DelegateLayoutError
 from q4gsw.matrix.values import Config
 from q4gsw.ops import inputs
+from q4gsw.ops.linear_common import mkn
 from q4gsw.ops.linear_q4gsw.layout import PackedLinear, unpack_int4
 
 
@@ -24,31 +25,32 @@ def export_pte(config: Config) -> tuple[bytes, Any]:
     from torchao.quantization.granularity import PerGroup
 
     from q4gsw.export.lowering import lower_to_vulkan
-
-    model = torch.nn.Linear(config.K, config.N, bias=False)
+    M, K, N, group_size = mkn(config)
+    model = torch.nn.Linear(K, N, bias=False)
     with torch.no_grad():
-        weights = inputs.make_weights(config.weights, config.N, config.K, config.group_size, config.weight_seed)
+        weights = inputs.make_weights(config.weights, N, K, group_size, config.weight_seed)
         model.weight.copy_(torch.from_numpy(weights))
         del weights
-    quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(config.group_size)))
-    pte = lower_to_vulkan(model, (torch.zeros(config.M, config.K, dtype=torch.float32),))
+    quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group_size)))
+    pte = lower_to_vulkan(model, (torch.zeros(M, K, dtype=torch.float32),))
     return pte, model.weight
 
 
 def cross_check(packed: PackedLinear, qweight: Any, config: Config) -> None:
     """The .pte's nibbles and scales must equal torchao's quantized tensor exactly."""
+    _M, K, N, group_size = mkn(config)
     qdata = qweight.qdata.numpy()
-    scale = qweight.scale.numpy().reshape(config.N, -1)
+    scale = qweight.scale.numpy().reshape(N, -1)
     zero_point = getattr(qweight, "zero_point", None)
     if zero_point is not None and int(zero_point.abs().max()) != 0:
         raise DelegateLayoutError("torchao produced a non-zero zero point; q4gsw is symmetric")
-    if packed.weight_packed.shape != (config.N, config.K // 2):
-        raise DelegateLayoutError(f"packed weight shape {packed.weight_packed.shape} != {(config.N, config.K // 2)}")
-    if packed.group_size != config.group_size:
-        raise DelegateLayoutError(f"delegate group_size {packed.group_size} != config group_size {config.group_size}")
-    for n0 in range(0, config.N, 4096):
-        n1 = min(n0 + 4096, config.N)
+    if packed.weight_packed.shape != (N, K // 2):
+        raise DelegateLayoutError(f"packed weight shape {packed.weight_packed.shape} != {(N, K // 2)}")
+    if packed.group_size != group_size:
+        raise DelegateLayoutError(f"delegate group_size {packed.group_size} != config group_size {group_size}")
+    for n0 in range(0, N, 4096):
+        n1 = min(n0 + 4096, N)
         if not np.array_equal(unpack_int4(packed.weight_packed[n0:n1]), qdata[n0:n1]):
             raise DelegateLayoutError(f"unpacked int4 rows {n0}..{n1} differ from torchao's qdata")
-    if not np.array_equal(packed.scales[:, : config.N], scale.T):
+    if not np.array_equal(packed.scales[:, : N], scale.T):
         raise DelegateLayoutError("delegate scales differ from torchao's scale (transposed)")

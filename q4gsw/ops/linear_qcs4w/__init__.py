@@ -18,6 +18,7 @@ import numpy as np
 
 from q4gsw.matrix.values import Config
 from q4gsw.ops.base import Binding, Bindings, MutationSuite, Op, ShapeProblem
+from q4gsw.ops.linear_common import LinearDims, mkn
 from q4gsw.ops.linear_q4gsw.layout import as_u32_words
 from q4gsw.ops.linear_qcs4w.golden import golden
 from q4gsw.ops.linear_qcs4w.layout import (
@@ -35,7 +36,7 @@ SCALES_FILE = "scales.npy"
 MAX_BINDING_BYTES = 2**31  # the largest storage binding of any adapter seen (H100, H200: 2 GiB)
 
 
-class LinearQcs4w(Op):
+class LinearQcs4w(LinearDims, Op):
     name = "linear_qcs4w"
     operator = QCS4W_OPERATOR
     executorch_folder = "backends/webgpu/runtime/ops/linear_qcs4w"
@@ -43,14 +44,14 @@ class LinearQcs4w(Op):
     constant_files = (WEIGHT_FILE, SCALES_FILE)
     weight_names = ("torch_linear",)  # upstream's recipe: a seeded nn.Linear through the VulkanQuantizer
 
-    def group_size_for(self, K: int, requested: int) -> int:
-        return K  # per output channel: one group spans K
+    def bench_dims(self, dims: Mapping[str, int]) -> dict[str, int]:
+        return {**dims, "group_size": dims["K"]}  # per output channel: one group spans K, whatever bench was asked
 
     def shape_problems(self, config: Config) -> list[ShapeProblem]:
-        M, K, N = config.M, config.K, config.N
+        M, K, N, group_size = mkn(config)
         problems = []
-        if config.group_size != K:
-            problems.append(ShapeProblem("group_size", f"group_size={config.group_size} but linear_qcs4w quantizes "
+        if group_size != K:
+            problems.append(ShapeProblem("group_size", f"group_size={group_size} but linear_qcs4w quantizes "
                                          "per output channel: one group spans all of K",
                                          f"write group_size = {K} (= K) in this config"))
         if K % 2:
@@ -69,15 +70,17 @@ class LinearQcs4w(Op):
                                              f"{MAX_BINDING_BYTES / 2**30:.0f} GiB: use a smaller shape"))
         return problems
 
-    def describe_shape(self, config: Config) -> str:
-        return f"{config.M}x{config.K}x{config.N} per-channel"
+    def shape_text(self, dims: Mapping[str, int]) -> str:
+        return f"{dims['M']}x{dims['K']}x{dims['N']} per-channel"
 
     def flops(self, config: Config) -> int:
-        return 2 * config.M * config.K * config.N
+        M, K, N, _ = mkn(config)
+        return 2 * M * K * N
 
     def bytes_moved(self, config: Config) -> int:
-        weights, scales = config.N * packed_width(config.K), 4 * config.N
-        return weights + scales + 4 * config.M * (config.K + config.N)
+        M, K, N, _ = mkn(config)
+        weights, scales = N * packed_width(K), 4 * N
+        return weights + scales + 4 * M * (K + N)
 
     recipe = "VulkanQuantizer + torch.export + Vulkan lowering"
 
@@ -99,22 +102,24 @@ class LinearQcs4w(Op):
                 SCALES_FILE: np.ascontiguousarray(constants.scales)}
 
     def constants_from_files(self, files: Mapping[str, np.ndarray], config: Config) -> Qcs4wLinear:
-        return Qcs4wLinear(weight_packed=files[WEIGHT_FILE], scales=files[SCALES_FILE], K=config.K)
+        return Qcs4wLinear(weight_packed=files[WEIGHT_FILE], scales=files[SCALES_FILE], K=config.dims["K"])
 
     def check_constants(self, constants: Qcs4wLinear, config: Config) -> str:
-        if (constants.weight_packed.shape != (config.N, packed_width(config.K)) or constants.K != config.K
-                or constants.scales.shape != (config.N,)):
+        _, K, N, _ = mkn(config)
+        if (constants.weight_packed.shape != (N, packed_width(K)) or K != constants.K
+                or constants.scales.shape != (N,)):
             return (f"holds N={constants.N}, K={constants.K} (weight {constants.weight_packed.shape}, scales "
-                    f"{constants.scales.shape}); config '{config.name}' has N={config.N}, K={config.K}")
+                    f"{constants.scales.shape}); config '{config.name}' has N={N}, K={K}")
         return ""
 
     def synthetic_constants(self, config: Config, seed: int) -> Qcs4wLinear:
         """Random int4 nibbles with the scales of a quantized nn.Linear (|w| < 1/sqrt(K), scale = max|w| / 7.5)."""
+        _, K, N, _ = mkn(config)
         rng = np.random.default_rng(seed)
-        q = rng.integers(-8, 8, size=(config.N, config.K), dtype=np.int8)
-        typical = 1.0 / (7.5 * np.sqrt(config.K))
-        scales = (typical * (0.5 + 0.5 * rng.random(config.N))).astype(np.float32)
-        return Qcs4wLinear(weight_packed=pack_qcs4w(q), scales=scales, K=config.K)
+        q = rng.integers(-8, 8, size=(N, K), dtype=np.int8)
+        typical = 1.0 / (7.5 * np.sqrt(K))
+        scales = (typical * (0.5 + 0.5 * rng.random(N))).astype(np.float32)
+        return Qcs4wLinear(weight_packed=pack_qcs4w(q), scales=scales, K=K)
 
     def golden(self, x: np.ndarray, constants: Qcs4wLinear,
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 
 from q4gsw.export.pte import DelegateLayoutError
 from q4gsw.matrix.values import Config
+from q4gsw.ops.linear_common import mkn
 from q4gsw.ops.linear_qcs4w.layout import Qcs4wLinear, pack_qcs4w
 
 DEQUANTIZE_PER_CHANNEL = "dequantize_per_channel"
@@ -71,23 +72,24 @@ def export_pte(config: Config) -> tuple[bytes, QuantizerTensors]:
     import torch
 
     from q4gsw.export.lowering import lower_to_vulkan
-
-    module = converted_module(config.K, config.N, config.M, config.weight_seed)
+    M, K, N, _group_size = mkn(config)
+    module = converted_module(K, N, M, config.weight_seed)
     tensors = quantizer_tensors(module)
-    pte = lower_to_vulkan(module, (torch.zeros(config.M, config.K, dtype=torch.float32),))
+    pte = lower_to_vulkan(module, (torch.zeros(M, K, dtype=torch.float32),))
     return pte, tensors
 
 
 def cross_check(constants: Qcs4wLinear, tensors: QuantizerTensors, config: Config) -> None:
     """The .pte's bytes and scales must be exactly the quantizer's int8 weight packed and its fp32 scales."""
+    _M, K, N, _group_size = mkn(config)
     if tensors.axis != 0 or tensors.quant_range != QUANT_RANGE:
         raise DelegateLayoutError(f"quantizer used axis {tensors.axis}, range {tensors.quant_range}; qcs4w is "
                                   f"per output channel (axis 0) over {QUANT_RANGE}")
     if np.any(tensors.zero_points != 0):
         raise DelegateLayoutError("quantizer produced a non-zero zero point; qcs4w is symmetric")
-    if tensors.qdata.shape != (config.N, config.K) or constants.K != config.K or constants.N != config.N:
+    if tensors.qdata.shape != (N, K) or constants.K != K or constants.N != N:
         raise DelegateLayoutError(f"quantizer weight {tensors.qdata.shape} / delegate N={constants.N}, "
-                                  f"K={constants.K}; config has N={config.N}, K={config.K}")
+                                  f"K={constants.K}; config has N={N}, K={K}")
     if not np.array_equal(pack_qcs4w(tensors.qdata), constants.weight_packed):
         raise DelegateLayoutError("delegate's packed weight differs from the quantizer's int8 weight packed "
                                   "(even k high nibble, value + 8)")
