@@ -3,12 +3,14 @@ edited elsewhere, and a folder q4gsw cannot use is one line naming it and the fi
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import REPO, run_cli
 from helpers import assert_clean_usage_error
 
 import q4gsw.ops
@@ -136,3 +138,54 @@ def test_a_broken_op_folder_is_one_line_and_exit_2_for_every_command(tmp_path):
         assert_clean_usage_error(done, f"{tmp_path / 'ops' / 'broken'}: op folder 'broken': importing it failed: "
                                        "RuntimeError: half written")
 
+
+WALKTHROUGH = REPO / "docs" / "ops.md"
+BLOCK = re.compile(r"```(?:python|wgsl|toml)\n(?:#|//) (\S+)\n(.*?)```", re.S)
+
+
+def _walkthrough(root: Path) -> dict[str, str]:
+    """docs/ops.md's walk-through blocks (each opens with a comment naming its file), written under root as they
+    are; matrix.toml gets a header and the SwiftShader backend in front of the rows the docs add."""
+    blocks = dict(BLOCK.findall(WALKTHROUGH.read_text()))
+    assert set(blocks) == {"my_ops/rms_rows/__init__.py", "my_ops/rms_rows/kernels/rms_rows.wgsl", "matrix.toml"}
+    blocks["matrix.toml"] = SWIFTSHADER_ONLY + blocks["matrix.toml"]
+    for name, text in blocks.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return blocks
+
+
+@pytest.mark.e2e
+def test_the_walkthrough_op_runs_end_to_end(swiftshader_env, fixture_cache, tmp_path):
+    """One folder + matrix.toml rows, nothing else: docs/ops.md's rms_rows (dims rows and width, no export recipe,
+    no ExecuTorch kernels, no mutation suite) in a temporary folder on $Q4GSW_OPS_PATH is validated, listed in its
+    own words, exported from the constants it builds and run on SwiftShader; a kernel that forgets the gain fails
+    on the same config, so the pass is the comparison's, not a run that checked nothing."""
+    blocks = _walkthrough(tmp_path)
+    wrong = blocks["my_ops/rms_rows/kernels/rms_rows.wgsl"].replace("* scale * gain[i]", "* scale")
+    (tmp_path / "wrong.wgsl").write_text(wrong)
+    with (tmp_path / "matrix.toml").open("a") as matrix:
+        matrix.write('\n[kernel.forgets_gain]\nop = "rms_rows"\nfile = "wrong.wgsl"\nwhen = "1"\n'
+                     'dispatch = "ceil(rows / 64)"\n')
+    env = {OPS_PATH: str(tmp_path / "my_ops"), "Q4GSW_CACHE": str(fixture_cache)}
+    matrix = ["--matrix", str(tmp_path / "matrix.toml")]
+
+    validated = run_cli("validate", *matrix, env=env, cwd=tmp_path)
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    listed = run_cli("list", *matrix, env=env, cwd=tmp_path)
+    assert listed.returncode == 0 and "rows=5 width=96" in listed.stdout, listed.stdout + listed.stderr
+    out = tmp_path / "results"
+    ran = run_cli("run", *matrix, "--backend", "swiftshader", "--config", "rms_small", "--results", str(out), env=env,
+                  cwd=tmp_path)
+    assert ran.returncode == 1, ran.stdout + ran.stderr  # the wrong kernel fails; the right one passes
+    results = {r["kernel"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+    assert set(results) == {"rms_rows_ref", "forgets_gain"}
+    good, bad = results["rms_rows_ref"], results["forgets_gain"]
+    assert good["status"] == "pass" and good["op"] == "rms_rows" and good["errors"]["mismatches"] == 0, good
+    assert good["errors"]["max_abs"] > 0 and good["errors"]["headroom"] <= 1
+    assert bad["status"] == "fail" and "elements out of tolerance" in bad["message"], bad
+    fixtures = fixture_cache / "fixtures"  # q4gsw.paths.fixture_cache under $Q4GSW_CACHE
+    (fixture,) = [p for p in fixtures.iterdir() if p.name.startswith("rms_small-") and p.is_dir()]
+    manifest = json.loads((fixture / "manifest.json").read_text())
+    assert manifest["op"] == "rms_rows" and manifest["cross_checked"] is False
+    assert set(manifest["files"]) == {"gain.npy", "golden-normal.npy"}  # no .pte: the op has no export recipe
