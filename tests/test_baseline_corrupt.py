@@ -67,6 +67,13 @@ CORRUPT = [  # (id, what is done to the baseline's first result, what the one li
      "errors.histogram.log10_edges are not increasing"),
     ("negative-atol", setter("tolerance", "atol", value=-1.0), "tolerance.atol is -1.0 (negative)"),
     ("unknown-status", setter("status", value="passed"), "status 'passed' is not one of pass, fail, skip, unsupported"),
+    # counts and the text cases are matched by: a NaN count more, an int case id, broke the comparison after the run
+    ("text-nonfinite", setter("errors", "nonfinite", value="many"), "errors.nonfinite is 'many', not a count"),
+    ("float-mismatches", setter("errors", "mismatches", value=1.5), "errors.mismatches is 1.5, not a count"),
+    ("int-kernel", setter("kernel", value=7), "'kernel' is an int (7), not text"),
+    ("provenance-text", setter("provenance", value="x"), "'provenance' is a str ('x'), not an object"),
+    ("kernel-source-list", setter("provenance", "kernel_source", value=["a"]),
+     "'provenance.kernel_source' is a list, not text"),
 ]
 
 

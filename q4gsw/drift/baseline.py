@@ -23,7 +23,7 @@ from typing import Any
 from q4gsw.drift.rule import DEFAULT_FACTOR, MEASURED, Comparison, Scope, diff_runs
 from q4gsw.matrix.values import Errors, Tolerance
 from q4gsw.report.junit import case_label
-from q4gsw.report.result import STATUSES, Result, ResultsSchemaError, results_from_payload
+from q4gsw.report.result import STATUSES, Provenance, Result, ResultsSchemaError, results_from_payload
 from q4gsw.report.results_files import ReportError, find_results
 
 FIX = ("pass the results folder (or its results.json) of the run to compare with, as `run --results DIR` or "
@@ -89,7 +89,9 @@ def _kind_problem(payload: Any) -> tuple[str, str] | None:
 
 
 def _describe(value: Any) -> str:
-    return f"a {type(value).__name__} ({value!r})" if isinstance(value, str) else f"a {type(value).__name__}"
+    name = type(value).__name__
+    article = "an" if name[0] in "aeiou" else "a"
+    return f"{article} {name} ({value!r})" if isinstance(value, str | int | float) else f"{article} {name}"
 
 
 def _number_problem(name: str, value: Any, *, finite: bool, nan: bool = False) -> str:
@@ -127,10 +129,38 @@ def _histogram_problem(histogram: Any) -> str:
     return ""
 
 
+TEXT_FIELDS = ("config", "backend", "case_id", "op", "kernel", "input", "role", "message")  # what cases match by
+COUNTS = ("mismatches", "elements", "nonfinite", "guard_violations")
+
+
+def _text_problem(result: Result) -> str:
+    """A field the comparison matches or names cases by that is not text ('' when all are): an int case id got
+    past the checks and broke the comparison after the run."""
+    for name in TEXT_FIELDS:
+        value = getattr(result, name)
+        if not isinstance(value, str):
+            return f"'{name}' is {_describe(value)}, not text"
+    if not isinstance(result.provenance, Provenance):
+        return f"'provenance' is {_describe(result.provenance)}, not an object"
+    source = result.provenance.kernel_source
+    return "" if isinstance(source, str) else f"'provenance.kernel_source' is {_describe(source)}, not text"
+
+
+def _counts_problem(errors: Errors) -> str:
+    for name in COUNTS:
+        value = getattr(errors, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"errors.{name} is {value!r}, not a count"
+    return ""
+
+
 def result_problem(result: Result) -> str:
     """What in a baseline result no q4gsw run writes ('' when nothing): the values the drift rule reads."""
     if result.status not in STATUSES:
         return f"status {result.status!r} is not one of {', '.join(STATUSES)}"
+    problem = _text_problem(result)
+    if problem:
+        return problem
     tolerance = result.tolerance
     if tolerance is not None:
         if not isinstance(tolerance, Tolerance):
@@ -151,7 +181,7 @@ def result_problem(result: Result) -> str:
         problem = _number_problem(f"errors.{name}", getattr(errors, name), finite=finite, nan=not passed)
         if problem:
             return problem
-    return _histogram_problem(errors.histogram)
+    return _counts_problem(errors) or _histogram_problem(errors.histogram)
 
 
 def read_baseline(path: Path) -> Baseline:
