@@ -98,7 +98,7 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
                             versions=_versions())
     common = {"adapter": info, "provenance": provenance}
     try:
-        constants, workgroups = resolve_kernel(case.kernel, expression_names(case.config), info)
+        overrides, workgroups = resolve_kernel(case.kernel, expression_names(case.config), info)
     except KernelUnsupported as exc:
         # A kernel the user named explicitly (check) that cannot be dispatched fails: they asked for it.
         status = "fail" if case.kernel.origin.startswith("check:") else "unsupported"
@@ -115,14 +115,14 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
     bindings = op.bindings(x, problem.constants, chained=before is not None)
     try:
         if before is not None:
-            device.pipeline(before.source, before.constants, before.label, before.bindings)
-        device.pipeline(source, constants, case.kernel.name, bindings)
+            device.pipeline(before.source, before.overrides, before.label, before.bindings)
+        device.pipeline(source, overrides, case.kernel.name, bindings)
     except KernelCompileError as exc:
         return base_result(case, "fail", f"{COMPILE_FAILURE} by {COMPILERS[info.webgpu]} on {info.name}: "
                                          f"{_last_lines(str(exc), 8)}", **common)
     try:
-        run = device.run(source, case.kernel.name, constants, workgroups, bindings, before=before)
-        timed_s, how, samples, warmed_s = _time_dispatches(device, run, source, case, constants, workgroups,
+        run = device.run(source, case.kernel.name, overrides, workgroups, bindings, before=before)
+        timed_s, how, samples, warmed_s = _time_dispatches(device, run, source, case, overrides, workgroups,
                                                            bindings, repeats, before, warmup_s, batch)
     except Exception as exc:  # OOM or device loss fails this case, not the run
         return base_result(case, "fail", f"kernel '{case.kernel.name}' failed on {info.name} through {info.webgpu}: "
@@ -158,8 +158,8 @@ def before_dispatch(kernel: Any, config: Config, info: Any, bindings: Bindings, 
     from q4gsw.matrix.expressions import resolve_kernel
     from q4gsw.webgpu.execute import Dispatch
 
-    constants, workgroups = resolve_kernel(kernel, expression_names(config), info)
-    return Dispatch(kernel.source(root), kernel.name, constants, workgroups, bindings)
+    overrides, workgroups = resolve_kernel(kernel, expression_names(config), info)
+    return Dispatch(kernel.source(root), kernel.name, overrides, workgroups, bindings)
 
 
 def warmup_for(is_cpu: bool, asked: float | None) -> float:
@@ -170,7 +170,7 @@ def warmup_for(is_cpu: bool, asked: float | None) -> float:
     return 0.0 if is_cpu else GPU_WARMUP_S
 
 
-def _time_dispatches(device: Any, first: Any, source: str, case: Case, constants: dict[str, Any],
+def _time_dispatches(device: Any, first: Any, source: str, case: Case, overrides: dict[str, Any],
                      workgroups: tuple[int, ...], bindings: Bindings, repeats: int, before: Any = None,
                      warmup_s: float | None = None,
                      batch: int = 1) -> tuple[float | None, str, tuple[float, ...], float | None]:
@@ -183,7 +183,7 @@ def _time_dispatches(device: Any, first: Any, source: str, case: Case, constants
             # Timestamps that read zero (Dawn quantizes them; some drivers wrap) are no measurement: say so.
             return (first.gpu_s, "gpu", (), None) if first.gpu_s else (None, "unmeasured", (), None)
         return first.wall_s, "wall", (), None
-    timed = device.run(source, case.kernel.name, constants, workgroups, bindings, repeats=repeats, before=before,
+    timed = device.run(source, case.kernel.name, overrides, workgroups, bindings, repeats=repeats, before=before,
                        warmup_s=warmup_for(device.info.is_cpu, warmup_s), batch=batch)
     samples = tuple(timed.gpu_samples)
     if not samples:
@@ -254,9 +254,9 @@ def warm_up(device: Any, case: Case, root: Path) -> None:
     from q4gsw.matrix.expressions import resolve_kernel
 
     with contextlib.suppress(Exception):
-        constants, _ = resolve_kernel(case.kernel, expression_names(case.config), device.info)
+        overrides, _ = resolve_kernel(case.kernel, expression_names(case.config), device.info)
         op = op_for(case.config)
-        device.warm_up(case.kernel.source(root), constants, case.kernel.name, op.bindings(*op.warm_up_problem()))
+        device.warm_up(case.kernel.source(root), overrides, case.kernel.name, op.bindings(*op.warm_up_problem()))
 
 
 def execute_config(cases: Sequence[Case], fixture: Path | None, seed: int | None, root: Path, repeats: int = 1,

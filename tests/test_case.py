@@ -40,11 +40,11 @@ class FakeDevice:
     dispatched: list[tuple[int, ...]] = field(default_factory=list)
     packed: Any = None  # the constants its numpy "kernel" multiplies with
 
-    def pipeline(self, source: str, constants: dict[str, Any], label: str, bindings: Bindings) -> None:
+    def pipeline(self, source: str, overrides: dict[str, Any], label: str, bindings: Bindings) -> None:
         if self.fault == "compile":
             raise KernelCompileError("error: unknown identifier 'oops'\n  ┌─ wgsl:3:5")
 
-    def run(self, source: str, label: str, constants: dict[str, Any], workgroups: tuple[int, ...],
+    def run(self, source: str, label: str, overrides: dict[str, Any], workgroups: tuple[int, ...],
             bindings: Bindings, repeats: int = 1, before: Any = None) -> GpuRun:
         self.dispatched.append(workgroups)
         if self.fault == "device-lost":
@@ -58,7 +58,7 @@ class FakeDevice:
             y[0, 1] = np.nan
         guards = [4] if self.fault == "out-of-bounds" else []
         return GpuRun(output=y.reshape(bindings.output_shape), guard_violations=guards, wall_s=0.01, gpu_s=None,
-                      workgroups=workgroups, constants=dict(constants))
+                      workgroups=workgroups, overrides=dict(overrides))
 
 
 def _case_and_problem(tmp_path: Path, fault: str = "") -> tuple[Case, Problem, FakeDevice]:

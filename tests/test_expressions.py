@@ -54,8 +54,8 @@ def test_dispatch_and_overrides_evaluate_against_adapter_limits(tiny_matrix: Pat
     matrix = load_matrix(tiny_matrix)
     gemv = next(k for k in matrix.kernels if k.name == "gemv")
     lm_head = {"M": 1, "N": 128256, "K": 2048, "K_packed": 1024, "group_size": 32}
-    constants, counts = resolve_kernel(gemv, lm_head, _info(SWIFTSHADER_LIMITS))
-    assert constants == {"wg_size": 64}  # min(64, max_invocations_per_workgroup)
+    overrides, counts = resolve_kernel(gemv, lm_head, _info(SWIFTSHADER_LIMITS))
+    assert overrides == {"wg_size": 64}  # min(64, max_invocations_per_workgroup)
     assert counts == (251,)  # ceil(N / (8 * wg_size))
     narrow = _info({**SWIFTSHADER_LIMITS, "max-compute-invocations-per-workgroup": 16})
     assert resolve_kernel(gemv, lm_head, narrow) == ({"wg_size": 16}, (1002,))

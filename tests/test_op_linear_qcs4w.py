@@ -204,9 +204,9 @@ def test_executorch_dispatch_is_the_hosts(M: int, N: int, limit: int):
     (kernel,) = kernel_set.kernels
     adapter = AdapterInfo(name="x", limits={"max-compute-workgroups-per-dimension": limit,
                                             "max-compute-invocations-per-workgroup": 256})
-    constants, counts = resolve_kernel(kernel, {"M": M, "N": N, "K": 2048, "K_packed": 1024, "group_size": 2048},
+    overrides, counts = resolve_kernel(kernel, {"M": M, "N": N, "K": 2048, "K_packed": 1024, "group_size": 2048},
                                        adapter)
-    assert constants == {"wg_size": 64} and counts == host_workgroups(M, N, 64, limit)
+    assert overrides == {"wg_size": 64} and counts == host_workgroups(M, N, 64, limit)
     folded_x, folded_y = counts
     assert folded_x * folded_y * 64 >= math.ceil(M / 4) * math.ceil(N / 4)  # every tile has an invocation
 

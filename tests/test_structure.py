@@ -123,6 +123,21 @@ def test_no_two_dataclasses_share_their_fields():
     assert twins == set()
 
 
+def test_constants_means_the_ops_weights_only():
+    """One meaning per name: `constants` is what an op's kernels bind (Problem.constants, Op.synthetic_constants);
+    a kernel's WGSL `override` values, resolved from matrix.toml's `overrides`, are `overrides` in the modules that
+    resolve and dispatch them, which never see an op's constants (the one 'constants' left is wgpu's API key)."""
+    offenders = []
+    for folder in ("matrix", "webgpu"):
+        for path in sorted((PACKAGE / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                name = (node.id if isinstance(node, ast.Name) else node.arg if isinstance(node, ast.arg | ast.keyword)
+                        else node.attr if isinstance(node, ast.Attribute) else None)
+                if name == "constants":
+                    offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert offenders == []
+
+
 def test_only_the_ops_folders_know_their_ops():
     """torchao recipes and ExecuTorch's op specifics (linear_q4gsw's variants, its constants' layout) live in
     q4gsw/ops/<op>/ (an op sharing linear_q4gsw's int4 packing imports its layout); the rest of the package

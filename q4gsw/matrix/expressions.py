@@ -1,7 +1,7 @@
 """Kernel expressions (`when`, `dispatch`, `overrides`) and whether a kernel applies: pure, no wgpu.
 
 One environment: the config's op's dims and the names the op derives from them (q4gsw.ops.expression_names),
-the kernel's override constants and the adapter's limits. Before an adapter is found (selection, `validate`)
+the kernel's override values and the adapter's limits. Before an adapter is found (selection, `validate`)
 every limit is UNKNOWN_LIMIT and every feature is assumed present: what cannot run even then cannot run
 anywhere. The adapter's real limits and features decide at run time (a kernel that then cannot run is
 `unsupported`).
@@ -86,11 +86,11 @@ def _shape(kernel: Kernel, env: Mapping[str, Any]) -> str:
 
 
 def _with_overrides(kernel: Kernel, env: dict[str, Any]) -> dict[str, Any]:
-    constants = {}
+    overrides = {}
     for name, value in kernel.overrides.items():
-        constants[name] = _evaluate(kernel, f"overrides.{name}", value, env) if isinstance(value, str) else value
-        env[name] = constants[name]
-    return constants
+        overrides[name] = _evaluate(kernel, f"overrides.{name}", value, env) if isinstance(value, str) else value
+        env[name] = overrides[name]
+    return overrides
 
 
 def written_for(kernel: Kernel, device_type: str, adapter_name: str) -> bool:
@@ -114,7 +114,7 @@ def kernel_applies(kernel: Kernel, config: Config, backend: Backend) -> bool:
 def resolve_kernel(kernel: Kernel, shape: Mapping[str, int],
                    adapter: AdapterInfo | None) -> tuple[dict[str, Any], tuple[int, ...]]:
     """Check the kernel's needs against the adapter (None: the most generous adapter imaginable); return
-    (override constants, workgroup counts)."""
+    (override values, workgroup counts)."""
     name = adapter.name if adapter is not None else "any adapter"
     if adapter is not None:
         missing = [f for f in kernel.requires_features if f not in adapter.features]
@@ -130,7 +130,7 @@ def resolve_kernel(kernel: Kernel, shape: Mapping[str, int],
         if have < needed:
             raise KernelUnsupported(f"kernel '{kernel.name}' needs {short} >= {needed}; {name} has {have}")
     env = environment(shape, limits)
-    constants = _with_overrides(kernel, env)
+    overrides = _with_overrides(kernel, env)
     if not _evaluate(kernel, "when", kernel.when, env):
         raise KernelUnsupported(f"kernel '{kernel.name}': `when = {kernel.when}` does not hold on {name} "
                                 "(with the adapter's limits)")
@@ -140,7 +140,7 @@ def resolve_kernel(kernel: Kernel, shape: Mapping[str, int],
     if any(c < 1 or c > limit for c in counts):
         raise KernelUnsupported(f"kernel '{kernel.name}' dispatch {counts} is outside 1..{limit} "
                                 f"(max workgroups per dimension) for {_shape(kernel, shape)}")
-    return constants, counts
+    return overrides, counts
 
 
 def _count(kernel: Kernel, expression: str, env: Mapping[str, Any]) -> int:

@@ -87,9 +87,9 @@ def compile_main(job_json: str) -> int:
     case = case_from_plain(job["case"])
     try:
         adapter, info = select_adapter(case.backend)
-        constants, _ = resolve_kernel(case.kernel, expression_names(case.config), info)
+        overrides, _ = resolve_kernel(case.kernel, expression_names(case.config), info)
         features = tuple(f for f in case.kernel.requires_features if f in info.features)
-        Device(adapter, info, features).pipeline(case.kernel.source(Path(job["root"])), constants, case.kernel.name)
+        Device(adapter, info, features).pipeline(case.kernel.source(Path(job["root"])), overrides, case.kernel.name)
     except KernelCompileError as exc:
         print(f"rejected: {_last_lines(str(exc), 2)}")
         return 0

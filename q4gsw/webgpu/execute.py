@@ -51,11 +51,11 @@ def adapt_source(source: str, implementation: str) -> tuple[str, tuple[str, ...]
 
 @dataclass(frozen=True)
 class Dispatch:
-    """A kernel dispatched before the kernel under test (its `before`), with its resolved constants and counts."""
+    """A kernel dispatched before the kernel under test (its `before`), with its resolved overrides and counts."""
 
     source: str
     label: str
-    constants: Mapping[str, Any]
+    overrides: Mapping[str, Any]  # WGSL `override` values, by name
     workgroups: tuple[int, ...]
     bindings: Bindings
 
@@ -67,7 +67,7 @@ class GpuRun:
     wall_s: float  # first dispatch, including pipeline creation
     gpu_s: float | None  # from timestamp queries, when supported
     workgroups: tuple[int, ...]
-    constants: dict[str, Any]
+    overrides: dict[str, Any]
     gpu_samples: tuple[float, ...] = ()  # seconds of each repeat (_dispatch), for a bench's median and spread
     warmup_s: float = 0.0  # seconds of back-to-back dispatches before the timed repeats (Device.warm_clocks)
 
@@ -100,30 +100,30 @@ class Device:
             self._layouts[signature] = group, self.device.create_pipeline_layout(bind_group_layouts=[group])
         return self._layouts[signature]
 
-    def pipeline(self, source: str, constants: Mapping[str, Any], label: str, bindings: Bindings) -> Any:
+    def pipeline(self, source: str, overrides: Mapping[str, Any], label: str, bindings: Bindings) -> Any:
         """The compute pipeline for a kernel (cached: bench repeats and several inputs reuse it).
 
         Raises KernelCompileError when the implementation's shader compiler or pipeline creation rejects it."""
         signature = _signature(bindings)
-        key = (source, tuple(sorted(constants.items())), label, signature)
+        key = (source, tuple(sorted(overrides.items())), label, signature)
         if key not in self._pipelines:
             try:
                 module = self.device.create_shader_module(code=adapt_source(source, self.info.webgpu)[0], label=label)
                 self._pipelines[key] = self.device.create_compute_pipeline(
                     layout=self._layout(signature)[1], label=label,
-                    compute={"module": module, "entry_point": "main", "constants": dict(constants)})
+                    compute={"module": module, "entry_point": "main", "constants": dict(overrides)})
             except Exception as exc:
                 raise KernelCompileError(f"{type(exc).__name__}: {exc}") from exc
         return self._pipelines[key]
 
-    def warm_up(self, source: str, constants: Mapping[str, Any], label: str, bindings: Bindings) -> None:
+    def warm_up(self, source: str, overrides: Mapping[str, Any], label: str, bindings: Bindings) -> None:
         """Build a kernel's pipeline and go once through everything run() does, with an empty dispatch (zero
         workgroups: the kernel never executes). A warm spare child calls this before its fixture arrives:
         wgpu-py's cffi parses each C struct type on its first use (~25 ms apiece, ~0.5 s per process), and
         SwiftShader compiles the pipeline, while the previous config still runs."""
-        self.run(source, label, constants, (0,), bindings)
+        self.run(source, label, overrides, (0,), bindings)
 
-    def run(self, source: str, kernel_name: str, constants: Mapping[str, Any], workgroups: tuple[int, ...],
+    def run(self, source: str, kernel_name: str, overrides: Mapping[str, Any], workgroups: tuple[int, ...],
             bindings: Bindings, repeats: int = 1, before: Dispatch | None = None, batch: int = 1,
             warmup_s: float = 0.0) -> GpuRun:
         """Dispatch the kernel (after `before`, in the same compute pass, where the kernel has one) and read its
@@ -134,8 +134,8 @@ class Device:
         usage = wgpu.BufferUsage
         started = time.perf_counter()
         steps = [] if before is None else [before]
-        steps.append(Dispatch(source, kernel_name, dict(constants), workgroups, bindings))
-        pipelines = [self.pipeline(s.source, s.constants, s.label, s.bindings) for s in steps]
+        steps.append(Dispatch(source, kernel_name, dict(overrides), workgroups, bindings))
+        pipelines = [self.pipeline(s.source, s.overrides, s.label, s.bindings) for s in steps]
         assert bindings.output_index is not None, "the kernel under test writes an output"
         out_words = int(np.prod(bindings.output_shape))
         guarded = np.full(out_words + 2 * GUARD_WORDS, GUARD_PATTERN, dtype=np.uint32)
@@ -173,7 +173,7 @@ class Device:
         for buffer in owned:
             buffer.destroy()
         return GpuRun(output=output, guard_violations=violations, wall_s=wall_s, gpu_s=gpu_s,
-                      workgroups=tuple(passes[-1][2]), constants=dict(constants), gpu_samples=tuple(samples),
+                      workgroups=tuple(passes[-1][2]), overrides=dict(overrides), gpu_samples=tuple(samples),
                       warmup_s=warmed_s)
 
     def warm_clocks(self, passes: list[tuple[Any, Any, tuple[int, ...]]], seconds: float) -> float:
