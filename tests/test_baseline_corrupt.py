@@ -119,3 +119,17 @@ def test_run_refuses_a_corrupt_baseline_before_any_work(tmp_path: Path, tiny_mat
     assert_clean_usage_error(done, "key '--baseline'", "errors.max_abs is -1e-06 (negative)")
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "out" / "results.json").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("version", ["2", None, [3]])
+def test_a_schema_version_that_is_no_number_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        version: Any) -> None:
+    """It was compared with 3 ('<' not supported between 'str' and 'int', in the line)."""
+    new = tmp_path / "new"
+    write_results(new / "results.json", [case()], META)
+    old = corrupt_baseline(tmp_path / "old", lambda row: None)
+    payload = json.loads((old / "results.json").read_text())
+    (old / "results.json").write_text(json.dumps({**payload, "schema_version": version}))
+    assert report.main([str(new), "--baseline", str(old), "--fail-on-drift"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert f"schema_version is {version!r}, not a whole number" in line and "not supported" not in line, line

@@ -192,7 +192,10 @@ def read_results(path: Path) -> tuple[list[Result], dict[str, Any]]:
 def results_from_payload(path: Path, payload: dict[str, Any]) -> list[Result]:
     """The cases of a parsed results.json (`path` names it in errors), converted from schema 2 where it is older."""
     raw = payload.get("results", [])
-    if payload.get("schema_version", RESULT_SCHEMA_VERSION) < RESULT_SCHEMA_VERSION:
+    version = payload.get("schema_version", RESULT_SCHEMA_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):  # compared below: '2' < 3 was a TypeError
+        raise ResultsSchemaError(path, f"schema_version is {version!r}, not a whole number: no q4gsw writes that")
+    if version < RESULT_SCHEMA_VERSION:
         raw = [_shape_from_v2(path, r) for r in raw]
     return [Result.from_dict(r) for r in raw]
 
