@@ -308,7 +308,11 @@ def _main(argv: list[str]) -> int:
             print(f"error: {problem}", file=sys.stderr)
             return verdict.USAGE
     if argv and argv[0] in EXTERNAL_COMMANDS:
-        return int(importlib.import_module(EXTERNAL_COMMANDS[argv[0]]).main(argv[1:]))
+        try:
+            return int(importlib.import_module(EXTERNAL_COMMANDS[argv[0]]).main(argv[1:]))
+        except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback from wherever the command was waiting
+            print(f"\ninterrupted: {argv[0]} stopped; what it writes at its end was not written", file=sys.stderr)
+            return verdict.INTERRUPTED
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in CHILD_COMMANDS:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 
+import pytest
 from conftest import REPO, run_cli
 
 from q4gsw.matrix.load import load_matrix
@@ -146,3 +147,24 @@ def test_run_executorch_refuses_a_folder_with_none_of_the_op_folders(tmp_path):
                            "folders (backends/webgpu/runtime/ops/"), line
     assert line.endswith("— pass the path of an ExecuTorch checkout")
     assert not (tmp_path / "results").exists()
+
+
+def test_ctrl_c_in_bench_mutants_report_or_audit_is_one_line_and_exit_130(monkeypatch, capsys):
+    """Hostile pass: Ctrl-C in bench or mutants printed a KeyboardInterrupt traceback from wherever the command was
+    waiting (a selector poll). `run` already says it in one line; every command does now."""
+    import importlib
+
+    from q4gsw import cli
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    for command, module in cli.EXTERNAL_COMMANDS.items():
+        monkeypatch.setattr(importlib.import_module(module), "main", interrupted)
+        try:
+            code = cli.main([command])
+        except KeyboardInterrupt:
+            pytest.fail(f"{command}: Ctrl-C escaped as a KeyboardInterrupt traceback")
+        assert code == 130
+        err = capsys.readouterr().err
+        assert err.strip() == f"interrupted: {command} stopped; what it writes at its end was not written"
