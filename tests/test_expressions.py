@@ -89,3 +89,19 @@ def test_dispatch_out_of_range_or_when_false_on_the_adapter_is_unsupported(tiny_
     with pytest.raises(KernelUnsupported, match="does not hold on SwiftShader"):
         resolve_kernel(picky, shape, _info(SWIFTSHADER_LIMITS))
 
+
+
+def test_a_failing_expression_says_the_ops_dims_and_only_the_other_names_it_uses(tiny_matrix: Path):
+    """The message names the op's dims and, beyond them, only what the expression reads (a derived name, a limit):
+    not every derived name and runtime option of the environment (K_packed, f16_accumulate_gemm: noise)."""
+    gemv = dataclasses.replace(next(k for k in load_matrix(tiny_matrix).kernels if k.name == "gemv"), when="1")
+    shape = {"M": 3, "N": 16, "K": 64, "K_packed": 32, "group_size": 32, "f16_accumulate_gemm": 0}
+    with pytest.raises(KernelUnsupported) as constant:
+        resolve_kernel(dataclasses.replace(gemv, dispatch=("70000",)), shape, _info(SWIFTSHADER_LIMITS))
+    assert str(constant.value).endswith("for M=3, K=64, N=16, group_size=32")
+    with pytest.raises(KernelUnsupported) as derived:
+        resolve_kernel(dataclasses.replace(gemv, dispatch=("K_packed * 4096",)), shape, _info(SWIFTSHADER_LIMITS))
+    assert str(derived.value).endswith("for M=3, K=64, N=16, group_size=32, K_packed=32")
+    with pytest.raises(KernelUnsupported) as failing:
+        resolve_kernel(dataclasses.replace(gemv, dispatch=("N // (M - 3)",)), shape, _info(SWIFTSHADER_LIMITS))
+    assert "cannot be evaluated for M=3, K=64, N=16, group_size=32: ZeroDivisionError" in str(failing.value)

@@ -70,7 +70,7 @@ def test_invalid_dispatch_fails(tmp_path: Path, swiftshader_icd: dict, fault_fix
         result = only(results[config])
         assert result["status"] == "fail"
         assert result["message"] == (f"kernel 'good' dispatch {counts} is outside 1..65535 (max workgroups per "
-                                     f"dimension) for M={M}, N=16")
+                                     f"dimension) for M={M}, K=64, N=16, group_size=32")
 
 
 @pytest.mark.e2e

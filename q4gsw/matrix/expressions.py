@@ -9,6 +9,8 @@ anywhere. The adapter's real limits and features decide at run time (a kernel th
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import math
 import re
 from collections.abc import Mapping
@@ -17,7 +19,7 @@ from typing import Any
 from simpleeval import EvalWithCompoundTypes
 
 from q4gsw.matrix.values import AdapterInfo, Backend, Config, Kernel
-from q4gsw.ops import expression_names
+from q4gsw.ops import expression_names, op_for
 
 LIMIT_NAMES = {
     # expression name -> WebGPU limit key
@@ -77,12 +79,19 @@ def _evaluate(kernel: Kernel, key: str, expression: str, env: Mapping[str, Any])
         return evaluate(expression, env)
     except Exception as exc:  # any failure is the matrix's, for this shape: never a traceback
         raise ExpressionError(kernel.name, key, f"kernel '{kernel.name}': {key} `{expression}` cannot be evaluated "
-                                                f"for {_shape(kernel, env)}: {type(exc).__name__}: {exc}") from None
+                                                f"for {_shape(kernel, env, expression)}: {type(exc).__name__}: "
+                                                f"{exc}") from None
 
 
-def _shape(kernel: Kernel, env: Mapping[str, Any]) -> str:
-    """The shape names of an environment (neither a limit nor one of the kernel's overrides), as name=value."""
-    return ", ".join(f"{n}={v}" for n, v in env.items() if n not in LIMIT_NAMES and n not in kernel.overrides)
+def _shape(kernel: Kernel, env: Mapping[str, Any], *expressions: str) -> str:
+    """The op's dims, then every other name the expressions use (a derived name, a limit, an override), as
+    name=value: what a failing expression was evaluated with, without the derived names it does not read."""
+    used: set[str] = set()
+    for expression in expressions:
+        with contextlib.suppress(SyntaxError):  # validate refuses such an expression; the dims still say the shape
+            used |= {node.id for node in ast.walk(ast.parse(expression, mode="eval")) if isinstance(node, ast.Name)}
+    dims = [d.name for d in op_for(kernel.op).dims]
+    return ", ".join(f"{n}={env[n]}" for n in [*dims, *(n for n in env if n in used and n not in dims)] if n in env)
 
 
 def _with_overrides(kernel: Kernel, env: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +148,7 @@ def resolve_kernel(kernel: Kernel, shape: Mapping[str, int],
         else UNKNOWN_DISPATCH_LIMIT
     if any(c < 1 or c > limit for c in counts):
         raise KernelUnsupported(f"kernel '{kernel.name}' dispatch {counts} is outside 1..{limit} "
-                                f"(max workgroups per dimension) for {_shape(kernel, shape)}")
+                                f"(max workgroups per dimension) for {_shape(kernel, env, *kernel.dispatch)}")
     return overrides, counts
 
 
