@@ -93,6 +93,16 @@ def test_an_op_folder_on_the_ops_path_is_found_with_nothing_else_edited(extra_op
      "python -c 'import q4gsw.ops as o; o.registry()' shows the traceback"),
     ("linear_q4gsw", TINY_OP.format(cls="Twin", name="linear_q4gsw"), "an op of this name is also in",
      "rename one of the two folders"),
+    # hostile pass: creating the Op raised a traceback (exit 1); a sys.exit at import ended q4gsw with no line
+    ("init_raises", TINY_OP.format(cls="Raises", name="init_raises") + "\n    def __init__(self):\n"
+     "        raise ValueError('boom')\n", "creating its Op Raises() failed: ValueError: boom", "fix the op's code"),
+    ("exits", "import sys\nsys.exit(3)\n", "importing it failed: SystemExit: 3", "fix the op's code"),
+    *((f"dim_{label}", TINY_OP.format(cls="BadDim", name=f"dim_{label}").replace(
+        "    dims = ()\n", f"    dims = ({dim},)\n").replace(
+        "from q4gsw.ops.base import Op", "from q4gsw.matrix.values import Dim\nfrom q4gsw.ops.base import Op"),
+       "declares dims = (", "a name is a Python identifier") for label, dim in (
+        ("not_identifier", "Dim('2x', 'rows')"), ("keyword", "Dim('if', 'rows')"),
+        ("runtime_option", "Dim('f16_accumulate_gemm', 'rows')"), ("text_minimum", "Dim('rows', 'rows', 'one')"))),
 ])
 def test_a_folder_that_is_no_usable_op_is_named_with_the_fix(extra_ops, folder, text, problem, fix):
     if text is None:
@@ -137,6 +147,14 @@ def test_a_broken_op_folder_is_one_line_and_exit_2_for_every_command(tmp_path):
         done = run_cli(*command, env={OPS_PATH: str(tmp_path / "ops")})
         assert_clean_usage_error(done, f"{tmp_path / 'ops' / 'broken'}: op folder 'broken': importing it failed: "
                                        "RuntimeError: half written")
+
+
+def test_an_op_folder_that_exits_at_import_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "ops" / "quits").mkdir(parents=True)
+    (tmp_path / "ops" / "quits" / "__init__.py").write_text("import sys\nsys.exit(0)\n")  # exited 0: a false green
+    done = run_cli("validate", env={OPS_PATH: str(tmp_path / "ops")})
+    assert_clean_usage_error(done, f"{tmp_path / 'ops' / 'quits'}: op folder 'quits': importing it failed: "
+                                   "SystemExit: 0")
 
 
 WALKTHROUGH = REPO / "docs" / "ops.md"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import keyword
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,9 +63,8 @@ def _load(name: str, folder: Path) -> Op:
         __path__.append(str(folder.parent))
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # the op author's code: one line, the folder named
-        raise OpFolderError(folder, f"importing it failed: {type(exc).__name__}: {exc}", "fix the op's code "
-                            "(python -c 'import q4gsw.ops as o; o.registry()' shows the traceback)") from exc
+    except (Exception, SystemExit) as exc:  # the op author's code (a sys.exit too): one line, the folder named
+        raise _failed(folder, "importing it", exc) from exc
     defined = [cls for cls in vars(module).values() if inspect.isclass(cls) and issubclass(cls, Op)
                and (cls.__module__ == module_name or cls.__module__.startswith(module_name + "."))]
     own = sorted({cls for cls in defined if not inspect.isabstract(cls)}, key=lambda cls: cls.__qualname__)
@@ -77,17 +77,34 @@ def _load(name: str, folder: Path) -> Op:
     if len(own) > 1:
         raise OpFolderError(folder, f"__init__.py defines {len(own)} Op subclasses "
                             f"({', '.join(c.__qualname__ for c in own)})", "keep one op per folder")
-    op = own[0]()
+    try:
+        op = own[0]()
+    except (Exception, SystemExit) as exc:
+        raise _failed(folder, f"creating its Op {own[0].__qualname__}()", exc) from exc
     if getattr(op, "name", None) != name:
         raise OpFolderError(folder, f"its Op {own[0].__qualname__} has name = {getattr(op, 'name', None)!r}",
                             f"set name = {name!r} (an op's name is its folder's)")
     dims = getattr(op, "dims", None)
-    names = [d.name for d in dims if isinstance(d, Dim)] if isinstance(dims, tuple) else []
+    names = [d.name for d in dims if _usable(d)] if isinstance(dims, tuple) else []
     if not isinstance(dims, tuple) or len(names) != len(dims) or len(set(names)) != len(names):
         raise OpFolderError(folder, f"its Op {own[0].__qualname__} declares dims = {dims!r}",
                             "declare its dimensions as dims = (Dim(name, meaning), ...), each name once "
-                            "(q4gsw.matrix.values.Dim; an op without any: dims = ())")
+                            "(q4gsw.matrix.values.Dim; an op without any: dims = ()): a name is a Python identifier "
+                            "(matrix.toml key and expression name) and not f16_accumulate_gemm, a minimum an integer")
     return op
+
+
+def _failed(folder: Path, doing: str, exc: BaseException) -> OpFolderError:
+    return OpFolderError(folder, f"{doing} failed: {type(exc).__name__}: {exc}", "fix the op's code "
+                         "(python -c 'import q4gsw.ops as o; o.registry()' shows the traceback)")
+
+
+def _usable(dim: object) -> bool:
+    """A Dim a config can give and an expression can read: an identifier name (no keyword, not the runtime option
+    every expression sees) and an integer minimum."""
+    return (isinstance(dim, Dim) and isinstance(dim.name, str) and dim.name.isidentifier()
+            and not keyword.iskeyword(dim.name) and dim.name != "f16_accumulate_gemm"
+            and isinstance(dim.minimum, int) and not isinstance(dim.minimum, bool))
 
 
 @functools.cache
