@@ -185,7 +185,7 @@ def check_numbers(args: argparse.Namespace) -> None:
 def prepare(args: argparse.Namespace, root: Path) -> tuple[Any, Any, list[Any]]:
     """Everything the command line says, checked before any work: (backend, config, cases of one input)."""
     from q4gsw.cases import build_cases
-    from q4gsw.commands.bench import bench_config, parse_shape
+    from q4gsw.commands.bench_shapes import bench_config, parse_shape
     from q4gsw.matrix.checker import MatrixError, suggest
     from q4gsw.matrix.load import load_matrix
     from q4gsw.ops import op_for, op_names

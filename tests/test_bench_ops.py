@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from q4gsw.commands import bench
+from q4gsw.commands.bench_shapes import bench_config, parse_shape
 from q4gsw.ops import op_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,29 @@ def test_numbers_out_of_range_are_refused_before_any_work(argv, says, capsys, tm
     assert says in line and not (tmp_path / "bench.json").exists()
 
 
+@pytest.mark.parametrize("op, shape, says", [
+    # the shorthand skipped each dim's minimum: 0x2048x2048 ran and wrote a JSON of nothing; 1x0x32 ran, its check
+    # a ZeroDivisionError
+    ("linear_q4gsw", "0x2048x2048", "shape '0x2048x2048': M=0 is not a whole number >= 1"),
+    ("linear_qcs4w", "1x0x32", "shape '1x0x32': K=0 is not a whole number >= 1"),
+    ("linear_q4gsw", "1x\u00b2x2048", "is not NAME=VALUE"),  # '²'.isdigit(): int('²') was a traceback
+    ("embedding_q4gsw", "tokens=1,vocab=\u00b2,dim=2048", "vocab=\u00b2 is not a whole number"),
+    ("embedding_q4gsw", "tokens=1,vocab=abc,dim=2048", "vocab=abc is not a whole number"),
+    ("embedding_q4gsw", "tokens=1,vocab=,dim=2048", "vocab= is not a whole number"),
+    ("embedding_q4gsw", "tokens=1,vocab=-8,dim=2048", "vocab=-8 is not a whole number"),
+    ("embedding_q4gsw", "tokens=0,vocab=8,dim=2048", "tokens=0 is not a whole number >= 1"),
+    ("embedding_q4gsw", "tokens=1,tokens=1,vocab=8,dim=2048", "tokens is given twice"),
+    ("embedding_q4gsw", "tokens=1,vocab=8,dim=2048,M=1", "'M' is not a dim of op embedding_q4gsw"),
+    ("embedding_q4gsw", "tokens=1,vocab=8", "lacks dim"),
+    ("embedding_q4gsw", "1x2x3", "'1x2x3' is not NAME=VALUE"),
+])
+def test_a_shape_not_in_the_ops_dims_is_refused_before_any_work(op, shape, says, capsys, tmp_path):
+    """Hostile pass (issue 28): each names --shape and lists the op's dims; none runs a kernel or writes a JSON."""
+    line = _usage_error(capsys, "--op", op, "--shape", shape, "--json", str(tmp_path / "bench.json"))
+    assert "key '--shape': " in line and says in line and f"give op {op}'s dims as NAME=VALUE" in line
+    assert not (tmp_path / "bench.json").exists()
+
+
 def test_a_rule_of_benchs_input_is_fixed_with_the_shape_not_an_option_bench_lacks(capsys, monkeypatch):
     """Issue 29: a rule of the input bench times (say embedding's every_row, were it bench's input) is met by the
     shape: the op's fix would name an input, which bench has no option for."""
@@ -77,25 +101,25 @@ def test_a_bad_shape_is_one_line_listing_the_ops_dims(capsys, op, shape, says):
 
 def test_a_shape_is_read_in_the_ops_dims_or_a_linears_shorthand():
     embedding, linear, qcs4w = (op_for(name) for name in ("embedding_q4gsw", "linear_q4gsw", "linear_qcs4w"))
-    assert bench.parse_shape("vocab=128256,dim=2048,tokens=1", embedding, 32) == {
+    assert parse_shape("vocab=128256,dim=2048,tokens=1", embedding, 32) == {
         "tokens": 1, "vocab": 128256, "dim": 2048, "group_size": 32}  # the op's order; --group-size fills the gap
-    assert bench.parse_shape("1x2048x512", linear, 64) == {"M": 1, "K": 2048, "N": 512, "group_size": 64}
-    assert bench.parse_shape("M=1, K=2048, N=512, group_size=128", linear, 32)["group_size"] == 128
+    assert parse_shape("1x2048x512", linear, 64) == {"M": 1, "K": 2048, "N": 512, "group_size": 64}
+    assert parse_shape("M=1, K=2048, N=512, group_size=128", linear, 32)["group_size"] == 128
     # linear_qcs4w runs per channel: whatever group size bench is asked for, the dims record the K it ran
-    assert bench.parse_shape("1x2048x512", qcs4w, 32) == bench.parse_shape("1x2048x512", qcs4w, 128) == {
+    assert parse_shape("1x2048x512", qcs4w, 32) == parse_shape("1x2048x512", qcs4w, 128) == {
         "M": 1, "K": 2048, "N": 512, "group_size": 2048}
 
 
 def test_each_op_makes_its_synthetic_config():
-    qcs4w = bench.bench_config(bench.parse_shape("1x2048x512", op_for("linear_qcs4w"), 32), "linear_qcs4w")
+    qcs4w = bench_config(parse_shape("1x2048x512", op_for("linear_qcs4w"), 32), "linear_qcs4w")
     assert qcs4w.dims["group_size"] == 2048 and op_for(qcs4w).shape_problems(qcs4w) == []  # per channel: one group of K
-    embedding = bench.bench_config({"tokens": 1, "vocab": 128256, "dim": 2048, "group_size": 32}, "embedding_q4gsw")
+    embedding = bench_config({"tokens": 1, "vocab": 128256, "dim": 2048, "group_size": 32}, "embedding_q4gsw")
     assert embedding.inputs == ("edges",) and embedding.tolerance.rtol == pytest.approx(2.4e-7)
     assert op_for(embedding).shape_problems(embedding) == []  # a decode step: one row of the whole vocabulary
-    linear = bench.bench_config({"M": 1, "K": 8192, "N": 512, "group_size": 32}, "linear_q4gsw")
+    linear = bench_config({"M": 1, "K": 8192, "N": 512, "group_size": 32}, "linear_q4gsw")
     assert linear.tolerance.atol == pytest.approx(2e-5)  # grown like sqrt(K / 2048)
     for op in (op_for(name) for name in ("linear_q4gsw", "linear_qcs4w", "embedding_q4gsw")):
-        assert op.bench_shapes and all(op.shape_problems(bench.bench_config(bench.parse_shape(s, op, 32), op.name))
+        assert op.bench_shapes and all(op.shape_problems(bench_config(parse_shape(s, op, 32), op.name))
                                        == [] for s in op.bench_shapes), op.name
 
 

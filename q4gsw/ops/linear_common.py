@@ -61,6 +61,6 @@ class LinearDims:
     def parse_shorthand(text: str) -> dict[str, int] | None:
         """bench's linear shorthand MxKxN (e.g. 1x2048x2048) as dims; None when `text` is not that form."""
         parts = text.lower().split("x")
-        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
             return None
         return dict(zip(("M", "K", "N"), map(int, parts), strict=True))
