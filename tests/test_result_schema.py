@@ -94,3 +94,40 @@ def test_a_v2_case_that_cannot_be_converted_is_refused_in_one_line(tmp_path):
     lacking = _write_v2(tmp_path / "lacking.json", [LINEAR], {"q_proj": {"M": 1, "K": 2048}})
     with pytest.raises(ResultsSchemaError, match="its shape lacks N, group_size"):
         read_results(lacking)
+
+
+def test_a_merge_of_v2_files_is_written_as_v3_and_keeps_every_shape(tmp_path):
+    """Hostile pass (issue 28): `report OLD --out X` wrote the input's schema_version 2 over schema 3 shapes, and
+    reading X back (a later --baseline X) took them for schema 2 shapes of cases that never ran: every shape erased."""
+    results, meta = read_results(_write_v2(tmp_path / "old.json", [LINEAR, EMBEDDING]))
+    write_results(tmp_path / "merged.json", results, meta)
+    assert json.loads((tmp_path / "merged.json").read_text())["schema_version"] == RESULT_SCHEMA_VERSION
+    assert [r.shape for r in read_results(tmp_path / "merged.json")[0]] == [LINEAR.shape, EMBEDDING.shape]
+    labelled_2 = tmp_path / "labelled_2.json"  # such a file, written before the fix: its shapes are read as they are
+    labelled_2.write_text((tmp_path / "merged.json").read_text().replace('"schema_version": 3', '"schema_version": 2'))
+    assert [r.shape for r in read_results(labelled_2)[0]] == [LINEAR.shape, EMBEDDING.shape]
+
+
+@pytest.mark.parametrize("version, shape, says", [
+    (99, None, "schema_version is 99, which this q4gsw cannot read (it reads 1 to 3; a newer q4gsw wrote it)"),
+    (0, None, "schema_version is 0, which this q4gsw cannot read (it reads 1 to 3; no q4gsw writes that)"),
+    (3, {"M": 1, "K": 2048, "N": 2048, "group_size": 32}, "shape {'M': 1, 'K': 2048, 'N': 2048, 'group_size': 32} "
+     "is not schema 3's {dims, text}"),  # read as an empty shape
+    (None, {"M": 1, "K": 2048, "N": 2048, "group_size": 32}, "is not schema 3's {dims, text}"),  # no version: 3
+    (2, [1, 2048, 2048, 32], "of schema 2 has the shape [1, 2048, 2048, 32], not an object"),  # AttributeError
+    (2, "1x2048x2048", "of schema 2 has the shape '1x2048x2048', not an object"),
+    (2, {"M": 1, "K": "2048", "N": 2048, "group_size": 32}, "its shape has K = '2048', not whole numbers"),  # "lacks K"
+    (2, {"M": 1, "K": 2048, "N": 2048, "group_size": True}, "its shape has group_size = True, not whole"),  # read as 1
+])
+def test_a_results_file_this_q4gsw_cannot_read_is_refused_in_one_line(tmp_path, version, shape, says):
+    """Hostile pass (issue 28): each was read (a newer schema as 3, a shape silently dropped or taken as True) or
+    broke with an AttributeError."""
+    case = {**LINEAR.as_dict(), **({"shape": shape} if shape is not None else {})}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({**({"schema_version": version} if version is not None else {}), "results": [case]}))
+    with pytest.raises(ResultsSchemaError) as raised:
+        read_results(path)
+    assert says in str(raised.value)
+    with pytest.raises(BaselineError) as refused:
+        read_baseline(path)
+    assert "\n" not in str(refused.value) and says in str(refused.value)

@@ -154,6 +154,9 @@ def replace_file(path: Path, data: bytes) -> None:
 
 def write_results(path: Path, results: list[Result], meta: dict[str, Any]) -> None:
     """results.json, replaced whole or left as it was (ReportNotWritten)."""
+    # The version is this q4gsw's, whatever `meta` carries: a merge of schema 2 files kept their schema_version 2 over
+    # schema 3 shapes, and reading that back as schema 2 erased every case's shape.
+    meta = {k: v for k, v in meta.items() if k != "schema_version"}
     payload = {"schema_version": RESULT_SCHEMA_VERSION, **meta, "results": [r.as_dict() for r in results]}
     replace_file(path, json.dumps(payload, indent=2, default=_json_default).encode("utf-8"))
 
@@ -195,25 +198,42 @@ def results_from_payload(path: Path, payload: dict[str, Any]) -> list[Result]:
     version = payload.get("schema_version", RESULT_SCHEMA_VERSION)
     if isinstance(version, bool) or not isinstance(version, int):  # compared below: '2' < 3 was a TypeError
         raise ResultsSchemaError(path, f"schema_version is {version!r}, not a whole number: no q4gsw writes that")
+    if not 1 <= version <= RESULT_SCHEMA_VERSION:
+        raise ResultsSchemaError(path, f"schema_version is {version}, which this q4gsw cannot read (it reads 1 to "
+                                       f"{RESULT_SCHEMA_VERSION}; " + ("a newer q4gsw wrote it)" if version > 1 else
+                                                                       "no q4gsw writes that)"))
     if version < RESULT_SCHEMA_VERSION:
         raw = [_shape_from_v2(path, r) for r in raw]
+    for entry in raw:
+        shape = entry.get("shape", {})
+        if not (isinstance(shape, dict) and isinstance(shape.get("dims", {}), dict) and set(shape) <= {"dims", "text"}):
+            raise ResultsSchemaError(path, f"case {entry.get('case_id') or entry.get('config')!r}: shape {shape!r} "
+                                           f"is not schema {RESULT_SCHEMA_VERSION}'s {{dims, text}}")  # was dropped
     return [Result.from_dict(r) for r in raw]
 
 
 def _shape_from_v2(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     old = data.get("shape") or {}
+    case = data.get("case_id") or data.get("config")
+    if not isinstance(old, dict):
+        raise ResultsSchemaError(path, f"case {case!r} of schema 2 has the shape {old!r}, not an object of M, K, N, "
+                                       "group_size")
+    if "dims" in old:  # already schema 3's form (a merge before the fix above labelled it 2): nothing to convert
+        return data
     if not old.get("M"):  # a config that failed before its shape was known
         return {**data, "shape": {"dims": {}, "text": ""}}
     op_name = data.get("op") or DEFAULT_OP  # schema 1 had no op: every case was linear_q4gsw
-    case = data.get("case_id") or data.get("config")
     if op_name not in registry():
         raise ResultsSchemaError(path, f"case {case!r} of schema 2 is of op {op_name!r}, which this q4gsw does not "
                                        f"know ({', '.join(registry())}), so its shape cannot be converted")
     op = op_for(op_name)
-    missing = [k for k in ("M", "K", "N", "group_size") if not isinstance(old.get(k), int)]
-    dims = op.dims_from_v2(old) if not missing else None
+    missing = [k for k in ("M", "K", "N", "group_size") if k not in old]
+    wrong = [f"{k} = {old[k]!r}" for k in ("M", "K", "N", "group_size") if k in old and (
+        isinstance(old[k], bool) or not isinstance(old[k], int))]
+    dims = op.dims_from_v2(old) if not missing and not wrong else None
     if dims is None:
-        why = f"its shape lacks {', '.join(missing)}" if missing else f"op {op_name} has no schema 2 form"
+        why = (f"its shape lacks {', '.join(missing)}" if missing else f"its shape has {', '.join(wrong)}, not whole "
+               "numbers" if wrong else f"op {op_name} has no schema 2 form")
         raise ResultsSchemaError(path, f"case {case!r} of schema 2 cannot be converted to schema "
                                        f"{RESULT_SCHEMA_VERSION}: {why}")
     return {**data, "shape": {"dims": dims, "text": op.shape_text(dims)}}

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from q4gsw.report.result import NotResults, Result, read_results
+from q4gsw.report.result import NotResults, Result, ResultsSchemaError, read_results
 
 
 class ReportError(Exception):
@@ -49,6 +49,9 @@ def load_all(paths: list[Path]) -> tuple[list[Result], list[dict[str, Any]]]:
     for path in paths:
         try:
             loaded, meta = read_results(path)
+        except ResultsSchemaError as exc:
+            raise ReportError(f"{path}: {exc.problem} — rerun it with this q4gsw, or report it with the q4gsw that "
+                              "wrote it") from None
         except NotResults as exc:
             raise ReportError(f"{path}: {exc} — pass a results folder or results.json written by `q4gsw run`") \
                 from None
