@@ -205,3 +205,77 @@ def test_versions_bench_jsons_that_do_not_match_the_runs_are_a_usage_error(tmp_p
             "one bench": "no two successive releases of one package both have a bench JSON",
             "another op": "times op linear_q4gsw, --bench"}[problem] in err
     assert not (tmp_path / "table" / "versions.md").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# One-line mutants of the gate that no test killed (each applied by hand: the test fails; reverted)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_nothing_compared_is_the_verdict_even_with_removals_accepted() -> None:
+    """Mutant: gate_line without its 'nothing compared' branch said 'gate: holds (2 removed, accepted)'."""
+    other = [replace(case(), backend="lavapipe", case_id="kv_proj/cpu_gemv/normal@lavapipe")]
+    comparison = diff_runs(other, [case()], label="old", accept_removed=True)
+    assert comparison.gate_line() == "gate: fails: nothing compared"
+
+
+def test_a_mutants_error_growing_is_no_drift() -> None:
+    """Mutant: delta measuring a mutant's error made a mutant caught by more 'drift'."""
+    mutant = replace(judged(with_nan(0)), role="mutant")
+    grown = replace(mutant, errors=replace(mutant.errors, max_abs=mutant.errors.max_abs * 100))
+    comparison = diff_runs([mutant], [grown], label="old")
+    assert [d.kind for d in comparison.deltas] == ["same"] and comparison.gate() == []
+
+
+def test_a_scoped_run_leaves_other_backends_and_kinds_of_kernel_outside() -> None:
+    """Mutants: Scope.covers without its backend or kernel-family test, kernel_family not knowing 'executorch':
+    a run on swiftshader listed the baseline's lavapipe case, or an ExecuTorch tree's, as REMOVED."""
+    from q4gsw.drift.rule import Scope, kernel_family
+    from q4gsw.report.result import Provenance
+
+    lavapipe = replace(case(), backend="lavapipe", case_id="kv_proj/cpu_gemv/normal@lavapipe")
+    executorch = replace(case(kernel="et_q4gsw"), provenance=Provenance(kernel_source="executorch:et_q4gsw.wgsl"))
+    comparison = diff_runs([case(), lavapipe, executorch], [case()], label="old",
+                           scope=Scope("swiftshader", frozenset({"kv_proj"})))
+    assert comparison.not_compared == 2 and comparison.counts()["vanished"] == 0 and comparison.gate() == []
+    assert [kernel_family(s) for s in ("executorch:x", "check:y", "mutant:z", "kernels/gemv.wgsl")] == \
+        ["executorch", "check", "mutant", "matrix"]
+
+
+def test_an_unchanged_count_of_nan_outputs_is_no_drift() -> None:
+    """Mutant: any count at all (>=) read as growth."""
+    assert [d.kind for d in diff_runs([judged(with_nan(5))], [judged(with_nan(5))], label="old").deltas] == ["same"]
+
+
+def test_among_rows_of_one_case_a_failure_is_worse_than_a_pass_whatever_its_error() -> None:
+    """Mutant: _badness without its failure term kept the pass with the larger error."""
+    passed = case(scale=8.0)
+    failed = replace(case(), status="fail", message="fail now")  # a smaller error, but failed
+    [kept] = diff_runs([case()], [passed, failed], label="old").deltas
+    assert kept.new is failed and kept.regressed
+
+
+def test_a_removed_case_whose_config_ran_nothing_says_so() -> None:
+    """Mutant: _why_not_now without its config branch said the kernel ran on no config."""
+    comparison = diff_runs([case(), case(config="q_proj")], [case()], label="old")
+    [removed] = comparison.removed
+    assert removed.why == "config 'q_proj' measured no case on 'swiftshader' in these results"
+
+
+def test_an_exact_baseline_is_a_baseline() -> None:
+    """Mutant: result_problem refusing an error of 0 (value <= 0) refused every exact kernel's baseline."""
+    from q4gsw.drift.baseline import result_problem
+
+    exact = case(scale=0.0)
+    assert exact.errors.max_abs == 0.0 and result_problem(exact) == ""
+
+
+def test_a_histogram_with_two_equal_edges_is_refused() -> None:
+    """Mutant: 'not increasing' as b < a let a bin of width 0 (which error_quantile divides by) through."""
+    from q4gsw.drift.baseline import result_problem
+
+    bad = case()
+    edges = list(bad.errors.histogram["log10_edges"])
+    edges[1] = edges[0]
+    bad = replace(bad, errors=replace(bad.errors, histogram={**bad.errors.histogram, "log10_edges": edges}))
+    assert result_problem(bad) == "errors.histogram.log10_edges are not increasing"
