@@ -5,6 +5,7 @@ results built from real error arrays (test_drift.case) and written with the real
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,3 +280,34 @@ def test_a_histogram_with_two_equal_edges_is_refused() -> None:
     edges[1] = edges[0]
     bad = replace(bad, errors=replace(bad.errors, histogram={**bad.errors.histogram, "log10_edges": edges}))
     assert result_problem(bad) == "errors.histogram.log10_edges are not increasing"
+
+
+def test_versions_a_run_of_two_packages_is_refused(tmp_path, capsys) -> None:
+    """Mutant: release_package taking any package when a run recorded several."""
+    from test_versions import _result, _run
+
+    mixed = _run(tmp_path / "mixed", DAWN[1], [_result("q_proj", DAWN[1], 1e-7), _result("kv_proj", DAWN[0], 1e-7)])
+    assert versions(tmp_path, [*releases(tmp_path, DAWN[0]), str(mixed)]) == 2
+    assert "records several WebGPU packages (wgpudawn==0.32.0.1, wgpudawn==0.32.0.2)" in capsys.readouterr().err
+
+
+def test_versions_a_second_bench_of_one_release_is_refused(tmp_path, capsys) -> None:
+    """Mutant: a second bench JSON of a release silently replacing the first."""
+    paths = benches(tmp_path, (DAWN[0], {}, {}), (DAWN[1], {}, {}), (DAWN[1], {}, {}))
+    assert versions(tmp_path, releases(tmp_path, *DAWN), paths) == 2
+    assert "a second bench of wgpudawn==0.32.0.2" in capsys.readouterr().err
+
+
+def test_versions_accept_removed_reaches_the_bench_step(tmp_path) -> None:
+    """Mutant: steps() not passing --accept-removed to its Step: a kernel benched in one release and not the next
+    failed the gate though accepted."""
+    import json
+
+    paths = benches(tmp_path, (DAWN[0], {}, {}), (DAWN[1], {}, {}))
+    first = Path(paths[0])
+    old = json.loads(first.read_text())
+    old["rows"].append({**old["rows"][0], "kernel": "gemv_removed"})
+    first.write_text(json.dumps(old))
+    runs = releases(tmp_path, *DAWN)
+    assert versions(tmp_path, runs, paths, "--fail-on-drift") == 1
+    assert versions(tmp_path, runs, paths, "--fail-on-drift", "--accept-removed") == 0
