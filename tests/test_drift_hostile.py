@@ -311,3 +311,12 @@ def test_versions_accept_removed_reaches_the_bench_step(tmp_path) -> None:
     runs = releases(tmp_path, *DAWN)
     assert versions(tmp_path, runs, paths, "--fail-on-drift") == 1
     assert versions(tmp_path, runs, paths, "--fail-on-drift", "--accept-removed") == 0
+
+
+def test_a_failed_gate_never_hides_an_interrupted_or_usage_exit() -> None:
+    """Mutant: with_drift returning FAILED whenever the gate failed turned Ctrl-C's 130 into 1."""
+    from q4gsw.report.verdict import FAILED, INTERRUPTED, OK, USAGE, with_drift
+
+    assert [with_drift(code, 2, True) for code in (OK, FAILED, INTERRUPTED, USAGE)] == \
+        [FAILED, FAILED, INTERRUPTED, USAGE]
+    assert with_drift(OK, 2, False) == OK and with_drift(OK, 0, True) == OK
