@@ -124,3 +124,11 @@ def test_list_shows_an_embedding_config_in_its_own_dims():
     row = done.stdout[done.stdout.index("emb_llama_vocab"):].split("\n")[:3]  # the shape cell may wrap
     assert "tokens=128256" in row[0] and "vocab=128256" in "".join(row) and "dim=2048" in "".join(row), row
     assert "MxKxN" not in done.stdout and "1x2048x2048" in done.stdout
+
+
+def test_expressions_see_the_configs_f16_accumulate_gemm():
+    """Hostile pass (issue 28, a surviving mutant): the runtime option is the config's (0 or 1), not always 0."""
+    config = next(c for c in load_matrix(MATRIX).configs if c.f16_accumulate_gemm)
+    assert expression_names(config)["f16_accumulate_gemm"] == 1
+    assert expression_names(next(c for c in load_matrix(MATRIX).configs if c.op == config.op
+                                 and not c.f16_accumulate_gemm))["f16_accumulate_gemm"] == 0

@@ -207,3 +207,26 @@ def test_the_walkthrough_op_runs_end_to_end(swiftshader_env, fixture_cache, tmp_
     manifest = json.loads((fixture / "manifest.json").read_text())
     assert manifest["op"] == "rms_rows" and manifest["cross_checked"] is False
     assert set(manifest["files"]) == {"gain.npy", "golden-normal.npy"}  # no .pte: the op has no export recipe
+
+
+def test_a_hidden_folder_on_the_ops_path_is_no_op(extra_ops):
+    """Hostile pass (issue 28, a surviving mutant): a '.name' folder (an editor's, a VCS's) is not imported."""
+    _op(extra_ops, ".hidden", "raise RuntimeError('not an op')\n")
+    assert set(registry()) == SHIPPED
+
+
+def test_an_op_defined_in_a_module_of_its_folder_is_found(extra_ops):
+    """Hostile pass (issue 28, a surviving mutant): the Op may live in the folder's own module, imported by
+    __init__.py (docs/ops.md)."""
+    folder = _op(extra_ops, "split_op", "from .op import SplitOp\n")
+    (folder / "op.py").write_text(TINY_OP.format(cls="SplitOp", name="split_op"))
+    assert type(registry()["split_op"]).__name__ == "SplitOp"
+
+
+def test_expressions_are_first_checked_with_every_dim_at_least_its_minimum(extra_ops):
+    """Hostile pass (issue 28, a surviving mutant): a dim whose minimum is above the placeholder 64 is checked at its
+    minimum, or `validate` would evaluate a kernel's expressions for a shape no config may have."""
+    _op(extra_ops, "wide_op", TINY_OP.format(cls="WideOp", name="wide_op").replace(
+        "    dims = ()\n", "    dims = (Dim('rows', 'rows'), Dim('width', 'elements of a row', 128))\n").replace(
+        "from q4gsw.ops.base import Op", "from q4gsw.matrix.values import Dim\nfrom q4gsw.ops.base import Op"))
+    assert q4gsw.ops.placeholder_names("wide_op") == {"rows": 64, "width": 128, "f16_accumulate_gemm": 0}
