@@ -320,3 +320,13 @@ def test_a_failed_gate_never_hides_an_interrupted_or_usage_exit() -> None:
     assert [with_drift(code, 2, True) for code in (OK, FAILED, INTERRUPTED, USAGE)] == \
         [FAILED, FAILED, INTERRUPTED, USAGE]
     assert with_drift(OK, 2, False) == OK and with_drift(OK, 0, True) == OK
+
+
+def test_bench_a_wrong_row_is_not_hidden_by_a_right_row_of_the_same_kernel(tmp_path, capsys) -> None:
+    """A bench JSON timing a kernel twice on a shape, wrong then right: the last row was kept, exit 0."""
+    from test_bench_drift import bench_file, row
+
+    old = bench_file(tmp_path / "old.json", [row()])
+    new = bench_file(tmp_path / "new.json", [{**row(), "correct": False, "message": "garbage out"}, row()])
+    assert bench.main(["--compare", str(new), "--baseline", str(old)]) == 1
+    assert "cpu_gemv: garbage out" in capsys.readouterr().err

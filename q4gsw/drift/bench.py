@@ -236,7 +236,10 @@ def diff_bench(old_run: dict[str, Any], new_run: dict[str, Any], *, label: str,
     """Match two bench JSONs' rows by (dims, kernel) and judge each kernel present in both. A wrong
     row of the new bench is 'wrong', never timed; one of the baseline is left out (a note says so)."""
     old = {_key(r, old_run): r for r in old_run["rows"] if r["correct"] is not False}
-    new = {_key(r, new_run): r for r in new_run["rows"]}
+    new: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for r in new_run["rows"]:  # a kernel timed twice on a shape (--shapes A A, a hand-merged file): a wrong row wins
+        if _key(r, new_run) not in new or r["correct"] is False:
+            new[_key(r, new_run)] = r
     deltas = []
     for key, row in new.items():
         if row["correct"] is False:
