@@ -131,3 +131,11 @@ def test_a_results_file_this_q4gsw_cannot_read_is_refused_in_one_line(tmp_path, 
     with pytest.raises(BaselineError) as refused:
         read_baseline(path)
     assert "\n" not in str(refused.value) and says in str(refused.value)
+
+
+def test_a_schema_1_case_without_an_op_is_read_as_linear_q4gsw(tmp_path):
+    """Hostile pass (issue 28, a surviving mutant): schema 1 recorded no op; every case then was linear_q4gsw."""
+    case = {k: v for k, v in LINEAR.as_dict().items() if k != "op"}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"schema_version": 1, "results": [{**case, "shape": V2_SHAPES["q_proj"]}]}))
+    assert read_results(path)[0][0].shape == LINEAR.shape
