@@ -221,3 +221,17 @@ def swiftshader_icd(swiftshader_env: dict[str, str]) -> dict[str, str]:
     """Child environment pointing q4gsw at the already provisioned SwiftShader ICD, so tests that use their own
     Q4GSW_CACHE do not provision (download) it again."""
     return {"Q4GSW_SWIFTSHADER_ICD": swiftshader_env["VK_ICD_FILENAMES"]}
+
+
+@pytest.fixture
+def quiet_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reports written in-process without the user's $GITHUB_STEP_SUMMARY and without pyplot (the drift tests read
+    the reports' text; drawing plots would only cost time)."""
+    from q4gsw.report import plots
+
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+    def unavailable() -> None:
+        raise ImportError("plots disabled in this test")
+
+    monkeypatch.setattr(plots, "_load_pyplot", unavailable)

@@ -17,20 +17,13 @@ from helpers import assert_clean_usage_error, snapshot
 from test_drift import META, case
 
 from q4gsw.commands import report
-from q4gsw.report import plots
 from q4gsw.report.result import write_results
 
 Row = dict[str, Any]
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-
-    def unavailable() -> None:
-        raise ImportError("plots disabled in this test")
-
-    monkeypatch.setattr(plots, "_load_pyplot", unavailable)
+# No step summary and no pyplot: these tests read the reports' text, not the plots (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("quiet_reports")
 
 
 def setter(*keys: str, value: Any) -> Callable[[Row], None]:

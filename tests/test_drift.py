@@ -18,7 +18,6 @@ from q4gsw.commands import report
 from q4gsw.compare import compare as compare_arrays
 from q4gsw.drift.rule import FLOOR_OF_ATOL, Scope, diff_runs, error_quantile, floor_for
 from q4gsw.matrix.load import MatrixError, load_matrix
-from q4gsw.report import plots
 from q4gsw.report.histogram import error_histogram
 from q4gsw.report.result import Result, Shape, Tolerance, write_results
 
@@ -46,14 +45,8 @@ def run_of(*results: Result) -> list[Result]:
     return list(results)
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-
-    def unavailable() -> None:
-        raise ImportError("plots disabled in this test")
-
-    monkeypatch.setattr(plots, "_load_pyplot", unavailable)
+# No step summary and no pyplot: these tests read the reports' text, not the plots (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("quiet_reports")
 
 
 def written(folder: Path, results: list[Result]) -> Path:

@@ -21,21 +21,13 @@ from q4gsw.commands import report
 from q4gsw.drift.baseline import Baseline
 from q4gsw.drift.rule import diff_runs
 from q4gsw.matrix.load import load_matrix
-from q4gsw.report import plots
 from q4gsw.report.result import Result, write_results
 from q4gsw.run import finish
 from q4gsw.run.exporter import FixtureSource
 from q4gsw.run.options import RunOptions
 
-
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-
-    def unavailable() -> None:
-        raise ImportError("plots disabled in this test")
-
-    monkeypatch.setattr(plots, "_load_pyplot", unavailable)
+# No step summary and no pyplot: these tests read the reports' text, not the plots (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("quiet_reports")
 
 
 def written(folder: Path, results: Sequence[Result]) -> Path:

@@ -17,19 +17,11 @@ from test_drift_gate import broken, gate, written
 from q4gsw.commands import bench, report
 from q4gsw.compare import compare as compare_arrays
 from q4gsw.drift.rule import diff_runs
-from q4gsw.report import plots
 from q4gsw.report.histogram import error_histogram
 from q4gsw.report.result import Result
 
-
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-
-    def unavailable() -> None:
-        raise ImportError("plots disabled in this test")
-
-    monkeypatch.setattr(plots, "_load_pyplot", unavailable)
+# No step summary and no pyplot: these tests read the reports' text, not the plots (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("quiet_reports")
 
 
 def judged(y: np.ndarray, kernel: str = "cpu_gemv") -> Result:
