@@ -19,7 +19,9 @@ pytestmark = pytest.mark.e2e
 def test_fixture_key_changes_with_everything_that_determines_the_bytes(tiny_matrix: Path):
     config = load_matrix(tiny_matrix).config("tiny_gemm")
     keys = {fixture_key(config)}
-    for change in ({"M": 6}, {"K": 128}, {"N": 48}, {"group_size": 16}, {"weight_seed": 1}, {"inputs": ("normal",)}):
+    dims = [{"M": 6}, {"K": 128}, {"N": 48}, {"group_size": 16}]
+    changes = [{"dims": {**config.dims, **d}} for d in dims] + [{"weight_seed": 1}, {"inputs": ("normal",)}]
+    for change in changes:
         keys.add(fixture_key(dataclasses.replace(config, **change)))
     assert len(keys) == 7
     assert fixture_key(dataclasses.replace(config, name="renamed", tier="heavy")) == fixture_key(config)
@@ -49,7 +51,7 @@ def test_build_fixture_unpacks_the_delegate_and_cross_checks(tiny_matrix: Path, 
     assert np.array_equal(reread.weight_packed, packed.weight_packed)
     # A fixture for another shape must not be accepted for this config.
     with pytest.raises(FixtureError, match="K=96 but config"):
-        verify_fixture(tmp_path / "fx", dataclasses.replace(config, K=128))
+        verify_fixture(tmp_path / "fx", dataclasses.replace(config, dims={**config.dims, "K": 128}))
     assert not list(tmp_path.glob(".tmp-*")), "temporary export directory left behind"
 
 
