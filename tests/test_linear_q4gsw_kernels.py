@@ -34,7 +34,9 @@ TOLERANCE = Tolerance(atol=1e-5, rtol=1e-4, justification="kernel test")
 Shape = tuple[int, int, int, int]
 
 
-@pytest.fixture(scope="module")
+# Session scope, not module: xdist's loadgroup keeps this module's tests on one worker but may interleave other
+# modules' tests between them, and pytest then tears a module fixture down and builds it again (~190 s each time).
+@pytest.fixture(scope="session")
 def kernel_results(tmp_path_factory: pytest.TempPathFactory, swiftshader_env: dict[str, str]
                    ) -> dict[tuple[str, Shape], Result]:
     """(kernel, shape) -> Result, for every kernel whose `when` holds on the shape, whatever backends it is
