@@ -82,8 +82,8 @@ def fixture_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return shared_folder(tmp_path_factory, "q4gsw-cache")
 
 
-TINY_MATRIX = '''
-schema_version = 1
+# The header of every small test matrix: schema, a linear's group size, SwiftShader.
+TINY_MATRIX_HEAD = '''schema_version = 1
 
 [defaults]
 group_size = 32
@@ -93,7 +93,9 @@ api = "Vulkan"
 adapter_name = "SwiftShader"
 device_type = "CPU"
 provision = "swiftshader"
+'''
 
+TINY_MATRIX = "\n" + TINY_MATRIX_HEAD + '''
 # The portable kernels, declared as in matrix.toml's [kernel.gemv] / [kernel.tiled].
 [kernel.gemv]
 file = "{root}/q4gsw/ops/linear_q4gsw/kernels/q4gsw_gemv.wgsl"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import TINY_MATRIX_HEAD, run_cli
 from helpers import MATRIX, REPO
 
 from q4gsw.matrix.load import MatrixError, check_runnable, load_matrix
@@ -61,23 +61,11 @@ tolerance = {{ atol = 1.18e-38, rtol = 2.4e-7, justification = "one correctly ro
 DIMS = "tokens = 4\nvocab = 64\ndim = 64\ngroup_size = 32"
 
 
-HEAD = '''schema_version = 1
-
-[defaults]
-group_size = 32
-
-[backend.swiftshader]
-api = "Vulkan"
-adapter_name = "SwiftShader"
-device_type = "CPU"
-provision = "swiftshader"
-'''
-
 
 def _embedding_matrix(tmp_path: Path, when: str = "dim % 32 == 0", dims: str = DIMS) -> Path:
     """A matrix of one embedding kernel and config ([defaults] hold a linear's group_size)."""
     path = tmp_path / "matrix.toml"
-    path.write_text(HEAD + EMBEDDING_TABLES.format(root=REPO, when=when, dims=dims))
+    path.write_text(TINY_MATRIX_HEAD + EMBEDDING_TABLES.format(root=REPO, when=when, dims=dims))
     return path
 
 
