@@ -452,7 +452,7 @@ def test_ci_matrix_artifacts_match_the_baseline_download_pattern(capsys):
 @pytest.mark.parametrize("downloaded, fail_on_drift, expected", [
     (False, "true", "nox -s accuracy-swiftshader -- --shard 1/2"),
     (True, "", "nox -s accuracy-swiftshader -- --shard 1/2 --baseline baseline"),
-    (True, "true", "nox -s accuracy-swiftshader -- --shard 1/2 --baseline baseline --fail-on-drift"),
+    (True, "true", "nox -s accuracy-swiftshader -- --shard 1/2 --baseline baseline --fail-on-drift --accept-new"),
 ])
 def test_the_accuracy_step_adds_the_baseline_when_one_was_downloaded(tmp_path, downloaded, fail_on_drift, expected):
     """The step's own shell script, run with `echo` for the command: --baseline only when main's results arrived."""

@@ -19,7 +19,7 @@ from test_drift import META, case
 from q4gsw.cases import build_selection
 from q4gsw.commands import report
 from q4gsw.drift.baseline import Baseline
-from q4gsw.drift.rule import diff_runs
+from q4gsw.drift.rule import Scope, diff_runs
 from q4gsw.matrix.load import load_matrix
 from q4gsw.report.result import Result, write_results
 from q4gsw.run import finish
@@ -127,7 +127,7 @@ def test_the_gate_lines_and_the_verdict_line(tmp_path: Path) -> None:
 
 
 def run_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: Sequence[Result], new: Sequence[Result],
-             names: tuple[str, ...] = (), accept_removed: bool = False) -> int:
+             names: tuple[str, ...] = (), accept_removed: bool = False, accept_new: bool = False) -> int:
     """`run --config NAMES --baseline OLD --fail-on-drift` on a tiny matrix (configs b and h) whose engine
     produced `new`."""
     matrix = load_matrix(write_matrix(tmp_path / "matrix.toml", "bh"))
@@ -139,7 +139,7 @@ def run_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: Sequence[Resu
         return list(new)
 
     monkeypatch.setattr(finish, "run_selection", engine)
-    baseline = Baseline("old", tuple(old), fail_on_drift=True, accept_removed=accept_removed)
+    baseline = Baseline("old", tuple(old), fail_on_drift=True, accept_removed=accept_removed, accept_new=accept_new)
     options = RunOptions(fixtures=FixtureSource(None, tmp_path / "cache", matrix.path))
     return finish.run_and_report(selection, options, matrix.root, tmp_path / "results", matrix.path,
                                  baseline=baseline)
@@ -221,3 +221,53 @@ def test_report_a_comparison_that_breaks_never_loses_the_reports(tmp_path: Path,
     assert report.main([str(new), "--baseline", str(old), "--quiet", "--fail-on-drift"]) == code
     assert (new / "junit.xml").is_file() and (new / "summary.md").is_file()
     assert "RuntimeError: the comparison broke" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# --accept-new: a CI shard whose every config was added since main's baseline run
+# ------------------------------------------------------------------------------------------------
+
+
+def test_run_a_shard_of_only_new_configs_compares_nothing_unless_accept_new(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """main's baseline measured config b; this shard runs config h, added since: nothing to compare. Without
+    --accept-new that is NOTHING COMPARED (a failed gate: every new op's first CI run went red); with it the gate
+    holds and says why."""
+    old = [of("b")]
+    assert run_gate(tmp_path, monkeypatch, old, [of("h")], names=("h",)) == 1
+    assert "NOTHING COMPARED" in capsys.readouterr().out
+    assert run_gate(tmp_path, monkeypatch, old, [of("h")], names=("h",), accept_new=True) == 0
+    out = capsys.readouterr().out
+    assert "gate: holds (nothing compared: 1 cases new since the baseline, accepted)" in out
+    assert "NOTHING COMPARED" not in out
+
+
+def test_accept_new_never_accepts_a_baseline_of_another_backend(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    other = [replace(case(), backend="lavapipe", case_id="kv_proj/cpu_gemv/normal@lavapipe")]
+    assert gate(tmp_path, other, [case()], "--accept-new") == 1
+    assert "NOTHING COMPARED: 0 cases compared" in capsys.readouterr().out
+
+
+def test_accept_new_accepts_no_removal_and_no_run_that_measured_nothing(tmp_path: Path) -> None:
+    """All new but a baseline case vanished: still REMOVED. All new but none measured (skips): still nothing."""
+    old = [case(kernel="gone")]
+    vanished = diff_runs(old, [case(config="q_proj")], label="old", accept_new=True)
+    assert vanished.all_new == 0 and [line.split()[0] for line in vanished.gate()] == ["REMOVED", "NOTHING"]
+    skipped = replace(case(config="q_proj"), status="skip", errors=None)
+    nothing = diff_runs([case()], [skipped], label="old", accept_new=True, scope=None)
+    assert nothing.all_new == 0
+    scoped = diff_runs([case()], [skipped], label="old", accept_new=True,
+                       scope=Scope("swiftshader", frozenset({"q_proj"})))
+    assert scoped.all_new == 0 and scoped.gate()[0].startswith("NOTHING COMPARED")
+    measured = diff_runs([case()], [case(config="q_proj")], label="old", accept_new=True,
+                         scope=Scope("swiftshader", frozenset({"q_proj"})))
+    assert measured.all_new == 1 and measured.gate() == []
+    assert diff_runs([case()], [case(config="q_proj")], label="old",
+                     scope=Scope("swiftshader", frozenset({"q_proj"}))).gate()[0].startswith("NOTHING COMPARED")
+
+
+def test_accept_new_without_a_baseline_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert report.main([str(written(tmp_path / "new", [case()])), "--accept-new", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--accept-new needs --baseline" in err

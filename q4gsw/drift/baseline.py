@@ -50,6 +50,7 @@ class Baseline:
     fail_on_drift: bool = False
     sources: tuple[Path, ...] = ()  # the results.json files read
     accept_removed: bool = False  # cases the baseline measured and this run did not do not fail the gate
+    accept_new: bool = False  # a run whose every case is new since the baseline (of its backend) holds the gate
 
 
 def _factor(text: str) -> float:
@@ -76,6 +77,10 @@ def add_baseline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accept-removed", action="store_true",
                         help="cases the --baseline measured that this run covered and did not measure (a kernel "
                              "removed on purpose) do not fail the gate; they are still listed")
+    parser.add_argument("--accept-new", action="store_true",
+                        help="a run whose every measured case is new since the --baseline (configs added since it "
+                             "ran: a CI shard of a new op) holds the gate although it compared nothing; a baseline "
+                             "of another backend still fails it")
 
 
 def _kind_problem(payload: Any) -> tuple[str, str] | None:
@@ -224,7 +229,7 @@ def diff_with(baseline: Baseline, results: Sequence[Result], scope: Scope | None
     to the run's own results: they are written with or without it (and under --fail-on-drift the gate cannot hold)."""
     try:
         comparison = diff_runs(baseline.results, results, label=baseline.label, factor=baseline.factor, scope=scope,
-                               accept_removed=baseline.accept_removed)
+                               accept_removed=baseline.accept_removed, accept_new=baseline.accept_new)
         comparison.gate()  # what breaks, breaks here: before any report is written
     except Exception as exc:
         return None, (f"the comparison with the baseline {baseline.label} failed ({type(exc).__name__}: {exc}); the "
@@ -232,7 +237,8 @@ def diff_with(baseline: Baseline, results: Sequence[Result], scope: Scope | None
     return comparison, ""
 
 
-GATE_OPTIONS = ("--fail-on-drift", "--accept-removed")  # options of the comparison: nothing to do without --baseline
+# Options of the comparison: nothing to do without --baseline.
+GATE_OPTIONS = ("--fail-on-drift", "--accept-removed", "--accept-new")
 
 
 class LoneGateOption(ValueError):
@@ -264,7 +270,7 @@ def baseline_from_args(args: argparse.Namespace) -> Baseline | None:
         return None
     baseline = read_baseline(path)
     return Baseline(baseline.label, baseline.results, args.drift_factor, args.fail_on_drift, baseline.sources,
-                    args.accept_removed)
+                    args.accept_removed, getattr(args, "accept_new", False))
 
 
 def run_baseline(args: argparse.Namespace) -> Baseline | None:

@@ -29,7 +29,8 @@ def rule_text(comparison: Comparison, fail_on_drift: bool) -> str:
             f"{comparison.factor:g} unless the config sets drift_factor; so is a failed case's count of non-finite "
             "outputs or writes past the output that grew; the gate also fails on a case that stopped "
             "passing, a measured case missing now" + (" (accepted: --accept-removed)" if comparison.accept_removed
-                                                      else "") + " and a comparison of nothing; "
+                                                      else "") + " and a comparison of nothing"
+            + (" (but for a run of only new cases: --accept-new)" if comparison.accept_new else "") + "; "
             + ("--fail-on-drift: a failed gate fails the run" if fail_on_drift else
                "reported only (add --fail-on-drift to fail on it)"))
 

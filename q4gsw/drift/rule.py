@@ -17,7 +17,9 @@ mirror image, old > factor * max(new, floor)) are listed, never counted.
 The gate (--fail-on-drift) fails on more than drift (Comparison.gate): a case that stopped passing (pass -> fail,
 unsupported or skip), a case the baseline measured that this run covered and did not measure (a deleted kernel, a
 kernel whose `when` stopped holding, an empty results file; unless accept_removed), and a comparison of nothing (a
-baseline of another backend or op). The rule and the gate are documented in docs/results.md, with the exit codes.
+baseline of another backend or op), unless accept_new and every case of this run is new since a baseline of its
+backend (a CI shard of configs added since main's run). The rule and the gate are documented in docs/results.md,
+with the exit codes.
 """
 
 from __future__ import annotations
@@ -153,6 +155,21 @@ class Comparison:
     not_compared: int = 0
     accept_removed: bool = False  # --accept-removed: cases the baseline measured and this run did not are no loss
     nothing_why: str = ""  # when no case was compared: what each side holds
+    accept_new: bool = False  # --accept-new: a run of only new cases (nothing to compare) holds the gate
+    baseline_backends: frozenset[str] = frozenset()  # the backends the baseline measured (read by accept_new)
+
+    @property
+    def all_new(self) -> int:
+        """How many cases this run measured, all new since a baseline of their backend, when that is all it holds
+        (nothing compared, nothing vanished); 0 otherwise. A baseline of another backend is never 'all new'."""
+        if self.compared or self.of("vanished"):
+            return 0
+        new = [d.new for d in self.of("new") if d.new is not None and d.new.status in MEASURED]
+        return len(new) if new and all(r.backend in self.baseline_backends for r in new) else 0
+
+    @property
+    def new_accepted(self) -> bool:
+        return self.accept_new and self.all_new > 0
 
     def of(self, kind: str) -> list[CaseDelta]:
         return [d for d in self.deltas if d.kind == kind]
@@ -183,12 +200,14 @@ class Comparison:
         lines += [f"REGRESSED {d.key}: {d.reason()}" for d in self.regressed]
         if not self.accept_removed:
             lines += [f"REMOVED {d.key}: {d.reason()} (--accept-removed accepts it)" for d in self.removed]
-        if not self.compared:
+        if not self.compared and not self.new_accepted:
             lines.append(f"NOTHING COMPARED: 0 cases compared with {self.baseline}: {self.nothing_why}")
         return lines
 
     def gate_line(self) -> str:
         """The gate's verdict in one line."""
+        if self.new_accepted:
+            return f"gate: holds (nothing compared: {self.all_new} cases new since the baseline, accepted)"
         if not self.compared:
             return "gate: fails: nothing compared"
         parts = [(len(self.drifted), "drifted"), (len(self.regressed), "stopped passing")]
@@ -330,7 +349,8 @@ def _holdings(results: Iterable[Result]) -> str:
 
 
 def diff_runs(baseline: Sequence[Result], results: Sequence[Result], *, label: str,
-              factor: float = DEFAULT_FACTOR, scope: Scope | None = None, accept_removed: bool = False) -> Comparison:
+              factor: float = DEFAULT_FACTOR, scope: Scope | None = None, accept_removed: bool = False,
+              accept_new: bool = False) -> Comparison:
     """Match the cases of two runs. scope: compare only the baseline cases this run covered (a `run` of some
     configs against a whole run's baseline); the others are counted as not compared instead of vanished."""
     old, new = _by_key(baseline, worst=False), _by_key(results, worst=True)
@@ -344,4 +364,5 @@ def diff_runs(baseline: Sequence[Result], results: Sequence[Result], *, label: s
                for key, r in old.items() if key not in new]
     ordered = sorted(deltas, key=lambda d: KINDS.index(d.kind))  # stable: each kind keeps the results' order
     nothing_why = f"the baseline holds {_holdings(baseline)}; these results: {_holdings(results)}"
-    return Comparison(label, tuple(ordered), factor, not_compared, accept_removed, nothing_why)
+    backends = frozenset(r.backend for r in baseline if r.status in MEASURED)
+    return Comparison(label, tuple(ordered), factor, not_compared, accept_removed, nothing_why, accept_new, backends)
