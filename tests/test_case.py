@@ -159,3 +159,224 @@ def test_upstream_verdict_bounds_are_inclusive_over_max_g_1e6_and_empty_without_
     relative = replace(case, config=replace(case.config, upstream_tolerance=Tolerance(atol=1e-3, rtol=0.25)))
     # |g| = 0.5 is above 1e-6: rel = 0.2 / 0.5 = 0.4 > rtol fails (over max(|g|, 1.000001) it would pass)
     assert upstream_verdict(np.array([[0.7]]), np.array([[0.5]]), relative).startswith("fail (1 elements")
+
+
+# ---- everything a Result records, with a device that checks what it is given (issue #29's mutation audit) ----
+
+
+@dataclass
+class CheckingDevice(FakeDevice):
+    """A FakeDevice whose "kernel" multiplies with the constants bound to it (b2 weight words, b3 scales, b5 Params),
+    not with ones it was handed, and that records each pipeline and dispatch it is asked for."""
+
+    pipelines: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
+    runs: list[tuple[str, str, int]] = field(default_factory=list)
+    gpu_s: float | None = None
+
+    def pipeline(self, source: str, overrides: dict[str, Any], label: str, bindings: Bindings) -> None:
+        self.pipelines.append((source, dict(overrides), label))
+        super().pipeline(source, overrides, label, bindings)
+
+    def run(self, source: str, label: str, overrides: dict[str, Any], workgroups: tuple[int, ...],
+            bindings: Bindings, repeats: int = 1, before: Any = None) -> GpuRun:
+        from q4gsw.ops.linear_q4gsw.layout import PackedLinear
+
+        self.runs.append((source, label, repeats))
+        bound = {b.index: b.data for b in bindings.inputs}
+        n = int(bound[5][1])
+        self.packed = PackedLinear(weight_packed=bound[2].view(np.uint8).reshape(n, -1), scales=bound[3],
+                                   group_size=int(bound[5][4]))
+        return replace(super().run(source, label, overrides, workgroups, bindings, repeats, before), gpu_s=self.gpu_s)
+
+
+KERNEL_TEXT = "enable subgroups;\n// a fake device does not compile WGSL\n"
+TIMINGS = {"unpack_s": 0.5, "golden_s": 0.25, "fixture_export_s": 3.0, "fixture_golden_s": 2.0}
+
+
+def _recorded_case(tmp_path: Path, **device: Any) -> tuple[Case, Problem, CheckingDevice]:
+    case, problem, _ = _case_and_problem(tmp_path)
+    (tmp_path / "k.wgsl").write_text(KERNEL_TEXT)
+    config = replace(case.config, weight_seed=9, drift_factor=3.0)
+    case = replace(case, config=config, kernel=replace(case.kernel, notes=("a stale header",)))
+    problem = replace(problem, fixture_key="key-1", timings=dict(TIMINGS))
+    return case, problem, CheckingDevice(**device)
+
+
+def test_a_passing_case_records_the_case_where_its_bytes_came_from_and_its_timings(tmp_path):
+    import resource
+
+    import q4gsw
+
+    case, problem, device = _recorded_case(tmp_path)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result = execute_case(case, device, problem, tmp_path)
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert result.status == "pass", result.message
+    assert device.pipelines == [(KERNEL_TEXT, {}, "fake_kernel")]  # the kernel's own text, under its own name
+    assert device.runs == [(KERNEL_TEXT, "fake_kernel", 1)]
+    assert result.message.endswith("; note: a stale header")
+    assert (result.config, result.backend, result.case_id) == ("fake_gemv", "fake", "fake_gemv/fake_kernel/ramp@fake")
+    assert (result.webgpu, result.tier, result.suite, result.op) == ("wgpu-native", "required", "test", "linear_q4gsw")
+    assert (result.kernel, result.input, result.role, result.routed) == ("fake_kernel", "ramp", "subject", "")
+    assert result.shape.dims == {"M": 1, "K": 256, "N": 64, "group_size": 32} and result.shape.text
+    assert result.tolerance == TOLERANCE and result.drift_factor == 3.0 and result.workgroups == (1,)
+    assert "fake_gemv" in result.reproduce and result.upstream == ""
+    assert rss_before <= result.peak_rss_bytes <= rss_after
+    p = result.provenance
+    assert (p.fixture, p.weights, p.weight_seed, p.input) == ("key-1", "random", 9, "ramp")
+    assert p.kernel_source == str(tmp_path / "k.wgsl")
+    assert p.source_notes[0] == "a stale header" and "enable subgroups" in p.source_notes[1]  # naga's adjustment
+    assert len(p.source_notes) == 2
+    assert p.versions["q4gsw"] == q4gsw.__version__ and p.versions["numpy"] == np.__version__
+    assert {"torch", "executorch", "torchao", "wgpu", "wgpudawn"} <= set(p.versions)
+    t = result.timings
+    assert (t.unpack_s, t.golden_s, t.fixture_export_s, t.fixture_golden_s) == (0.5, 0.25, 3.0, 2.0)
+    assert (t.gpu_s, t.gpu_wall_s, t.gpu_timing, t.gpu_samples_s, t.gpu_warmup_s) == (0.01, 0.01, "wall", (), None)
+    assert t.gflops == pytest.approx(2 * 1 * 256 * 64 / 0.01 / 1e9) and 0 <= t.compare_s < 1
+    h = result.errors.histogram
+    assert sum(h["counts"]) + h["zero"] + h["below"] + h["above"] + h["nonfinite"] == 64  # every output counted
+    assert result.errors.guard_violations == 0
+
+
+def test_a_kernel_without_notes_has_none_in_its_message_and_an_upstream_verdict_is_recorded(tmp_path):
+    case, problem, device = _recorded_case(tmp_path)
+    case = replace(case, kernel=replace(case.kernel, notes=()),
+                   config=replace(case.config, upstream_tolerance=Tolerance(atol=1e-5, rtol=1e-4)))
+    result = execute_case(case, device, problem, tmp_path)
+    assert result.status == "pass" and "note" not in result.message and result.upstream == "pass"
+    assert result.provenance.source_notes == (result.provenance.source_notes[0],)  # naga's adjustment alone
+
+
+def test_timestamps_time_a_single_dispatch_and_a_zero_timestamp_is_unmeasured(tmp_path):
+    case, problem, device = _recorded_case(tmp_path, timestamps=True, gpu_s=0.002)
+    t = execute_case(case, device, problem, tmp_path).timings
+    assert (t.gpu_s, t.gpu_timing) == (0.002, "gpu") and t.gflops == pytest.approx(2 * 256 * 64 / 0.002 / 1e9)
+    case, problem, device = _recorded_case(tmp_path, timestamps=True, gpu_s=0.0)
+    t = execute_case(case, device, problem, tmp_path).timings
+    assert (t.gpu_s, t.gpu_timing, t.gflops) == (None, "unmeasured", None)
+
+
+def test_a_guard_violation_is_counted_in_the_errors(tmp_path):
+    case, problem, device = _case_and_problem(tmp_path, "out-of-bounds")
+    result = execute_case(case, device, problem, tmp_path)
+    assert result.status == "fail" and result.errors.guard_violations == 1
+
+
+def test_a_compile_error_keeps_its_last_eight_lines(tmp_path):
+    case, problem, device = _case_and_problem(tmp_path)
+
+    class Rejecting(FakeDevice):
+        def pipeline(self, *args: Any) -> None:
+            raise KernelCompileError("\n".join(f"line {i}" for i in range(1, 11)))
+
+    result = execute_case(case, Rejecting(packed=device.packed), problem, tmp_path)
+    assert result.status == "fail" and "line 3" in result.message and "line 10" in result.message
+    assert "line 2\n" not in result.message and "line 1\n" not in result.message
+    assert result.adapter == ADAPTER and result.provenance.input == "ramp"
+
+
+def test_a_device_error_records_no_workgroups_and_keeps_the_provenance(tmp_path):
+    case, problem, device = _case_and_problem(tmp_path, "device-lost")
+    result = execute_case(case, device, problem, tmp_path)
+    assert result.message.endswith("RuntimeError: device lost")
+    assert result.workgroups == () and result.adapter == ADAPTER and result.provenance.input == "ramp"
+
+
+def test_a_kernel_named_on_the_command_line_that_cannot_run_fails_instead_of_unsupported(tmp_path, monkeypatch):
+    case, problem, device = _case_and_problem(tmp_path)
+    monkeypatch.setattr(type(op_for("linear_q4gsw")), "before_bindings", lambda self, x, constants: Bindings(
+        output_index=None, output_shape=(), inputs=()))  # a chain's first kernel, as dq8ca's ops have one
+    needy = replace(case.kernel, requires_features=("shader-f16",))
+    checked = execute_case(replace(case, kernel=replace(needy, origin="check:k.wgsl")), device, problem, tmp_path)
+    assert checked.status == "fail" and "shader-f16" in checked.message and checked.adapter == ADAPTER
+    before = replace(case.kernel, name="first", requires_features=("shader-f16",))
+    chained = replace(case, kernel=replace(case.kernel, before=before))
+    result = execute_case(chained, device, problem, tmp_path)
+    assert result.status == "unsupported" and result.message.startswith("the kernel it runs after, first: ")
+    assert "shader-f16" in result.message and result.adapter == ADAPTER
+    chained_check = replace(chained, kernel=replace(chained.kernel, origin="check:k.wgsl"))
+    assert execute_case(chained_check, device, problem, tmp_path).status == "fail"
+    assert device.dispatched == []
+
+
+def test_execute_config_fails_every_case_when_the_device_or_fixture_cannot_be_had(tmp_path):
+    from q4gsw.case import execute_config
+
+    case, _, device = _case_and_problem(tmp_path)
+    other = replace(case, input="normal")
+    failed = list(execute_config([case, other], None, None, tmp_path, opened=(None, "no adapter: gone")))
+    assert [(r.case_id, r.status, r.message) for r in failed] == [
+        (case.id, "fail", "no adapter: gone"), (other.id, "fail", "no adapter: gone")]
+    missing = list(execute_config([case], tmp_path / "nowhere", None, tmp_path, opened=(device, "")))
+    assert len(missing) == 1 and missing[0].status == "fail"
+    assert missing[0].message.startswith("FixtureError: ") and "nowhere" in missing[0].message
+
+
+def test_execute_config_runs_each_case_on_the_opened_device_with_a_synthetic_problem(tmp_path):
+    from q4gsw.case import execute_config
+
+    case, _, _ = _case_and_problem(tmp_path)
+    device = CheckingDevice()
+    results = list(execute_config([case, replace(case, input="normal")], None, 5, tmp_path, opened=(device, "")))
+    assert [r.status for r in results] == ["pass", "pass"], [r.message for r in results]
+    assert [r.input for r in results] == ["ramp", "normal"] and len(device.runs) == 2
+
+
+def _dequantized(packed: Any) -> np.ndarray:
+    """w[n, k] = (nibble - 8) * scale[k // group, n], the nibbles of a byte lower first, rounded to fp32."""
+    b = np.asarray(packed.weight_packed, dtype=np.int64)
+    q = np.empty((b.shape[0], 2 * b.shape[1]), dtype=np.int64)
+    q[:, 0::2], q[:, 1::2] = (b & 15) - 8, (b >> 4) - 8
+    s = np.repeat(np.asarray(packed.scales, dtype=np.float32), packed.group_size, axis=0).T[:, :q.shape[1]]
+    return (q.astype(np.float32) * s).astype(np.float64)
+
+
+def test_load_problem_without_a_fixture_is_synthetic_and_seeded(tmp_path):
+    from q4gsw.case import load_problem
+
+    config = make_config("synthetic", 3, 64, 16, 32, tolerance=TOLERANCE)
+    problem = load_problem(config, ("ramp", "normal"), None, 5)
+    x = problem.x["ramp"]
+    assert x.shape == (3, 64) and x.dtype == np.float32 and problem.x["normal"] is x  # one input for every name
+    w = _dequantized(problem.constants)
+    assert w.shape == (16, 64)
+    for name in ("ramp", "normal"):
+        assert np.allclose(problem.golden[name], x.astype(np.float64) @ w.T, rtol=1e-12, atol=1e-12)
+    assert problem.fixture_key == "" and set(problem.timings) == {"golden_s"} and problem.timings["golden_s"] >= 0
+    other = load_problem(config, ("ramp",), None, 6)
+    assert not np.array_equal(other.x["ramp"], x)  # the seed chooses the input
+    assert not np.array_equal(other.constants.weight_packed, problem.constants.weight_packed)  # and the weights
+    unseeded, zero = load_problem(config, ("ramp",), None, None), load_problem(config, ("ramp",), None, 0)
+    assert np.array_equal(unseeded.x["ramp"], zero.x["ramp"])  # no seed is seed 0
+    assert np.array_equal(unseeded.constants.weight_packed, zero.constants.weight_packed)
+
+
+def test_load_problem_from_a_fixture_keeps_its_key_and_timings_and_computes_a_missing_golden(tmp_path, capsys):
+    import json
+
+    from helpers import write_fixture
+
+    from q4gsw.case import load_problem
+    from q4gsw.export.fixtures import MANIFEST
+
+    config = make_config("keyed", 2, 64, 16, 32, ("ramp", "normal"), tolerance=TOLERANCE)
+    packed = random_packed(16, 64, 32, np.random.default_rng(6))
+    path = write_fixture(tmp_path, config, packed, goldens={"ramp": np.full((2, 16), 7.0),
+                                                            "normal": np.full((2, 16), 8.0)})
+    manifest = json.loads((path / MANIFEST).read_text())
+    manifest["timings"] = {"export_s": 4.0, "golden_s": 1.5}
+    del manifest["files"]["golden-normal.npy"]  # a fixture that does not carry this golden
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    problem = load_problem(config, ("ramp", "normal"), path, None)
+    assert problem.fixture_key == "synthetic-keyed"
+    assert problem.timings["fixture_export_s"] == 4.0 and problem.timings["fixture_golden_s"] == 1.5
+    assert problem.timings["unpack_s"] >= 0 and problem.timings["golden_s"] >= 0
+    assert np.array_equal(problem.golden["ramp"], np.full((2, 16), 7.0))  # the stored golden, not recomputed
+    x = problem.x["normal"]
+    assert np.allclose(problem.golden["normal"], x.astype(np.float64) @ _dequantized(packed).T, rtol=1e-12,
+                       atol=1e-12)
+    assert "golden for 'normal' not in the fixture: computing it in fp64" in capsys.readouterr().out
+    assert "golden for 'ramp'" not in capsys.readouterr().out
+    del manifest["key"]
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    assert load_problem(config, ("ramp",), path, None).fixture_key == str(path)  # no key: the folder
