@@ -104,18 +104,16 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
         status = "fail" if case.kernel.origin.startswith("check:") else "unsupported"
         return base_result(case, status, str(exc), **common)
     x = problem.x[case.input]
-    before = None
-    if case.kernel.before is not None:
-        try:
-            before = before_dispatch(case.kernel.before, case.config, info, op.before_bindings(x, problem.constants),
-                                     root)
-        except KernelUnsupported as exc:
-            return base_result(case, "fail" if case.kernel.origin.startswith("check:") else "unsupported",
-                               f"the kernel it runs after, {case.kernel.before.name}: {exc}", **common)
-    bindings = op.bindings(x, problem.constants, chained=before is not None)
     try:
-        if before is not None:
-            device.pipeline(before.source, before.overrides, before.label, before.bindings)
+        before = chain_dispatches(case.kernel, case.config, info, x, problem.constants, root)
+    except KernelUnsupported as exc:
+        return base_result(case, "fail" if case.kernel.origin.startswith("check:") else "unsupported", str(exc),
+                           **common)
+    bindings = op.stage_bindings(case.kernel.stage, x, problem.constants) if case.kernel.stage else \
+        op.bindings(x, problem.constants, chained=bool(before))
+    try:
+        for step in before:
+            device.pipeline(step.source, step.overrides, step.label, step.bindings)
         device.pipeline(source, overrides, case.kernel.name, bindings)
     except KernelCompileError as exc:
         return base_result(case, "fail", f"{COMPILE_FAILURE} by {COMPILERS[info.webgpu]} on {info.name}: "
@@ -153,13 +151,24 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
                        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, **common)
 
 
-def before_dispatch(kernel: Any, config: Config, info: Any, bindings: Bindings, root: Path) -> Any:
-    """The `before` kernel of a chain, resolved for the config on this adapter (raises KernelUnsupported)."""
-    from q4gsw.matrix.expressions import resolve_kernel
+def chain_dispatches(kernel: Any, config: Config, info: Any, x: np.ndarray, constants: Any,
+                     root: Path) -> tuple[Any, ...]:
+    """The dispatches of the kernel's chain before it (Kernel.chain(), first first), each resolved for the config on
+    this adapter and bound by its stage (Op.stage_bindings) or, unstaged, as the op's `before` (before_bindings).
+    Raises KernelUnsupported naming the kernel of the chain that cannot run."""
+    from q4gsw.matrix.expressions import KernelUnsupported, resolve_kernel
     from q4gsw.webgpu.execute import Dispatch
 
-    overrides, workgroups = resolve_kernel(kernel, expression_names(config), info)
-    return Dispatch(kernel.source(root), kernel.name, overrides, workgroups, bindings)
+    op = op_for(config)
+    steps = []
+    for first in kernel.chain():
+        try:
+            overrides, workgroups = resolve_kernel(first, expression_names(config), info)
+        except KernelUnsupported as exc:
+            raise KernelUnsupported(f"the kernel it runs after, {first.name}: {exc}") from None
+        bindings = op.stage_bindings(first.stage, x, constants) if first.stage else op.before_bindings(x, constants)
+        steps.append(Dispatch(first.source(root), first.name, overrides, workgroups, bindings))
+    return tuple(steps)
 
 
 def warmup_for(is_cpu: bool, asked: float | None) -> float:
@@ -171,7 +180,7 @@ def warmup_for(is_cpu: bool, asked: float | None) -> float:
 
 
 def _time_dispatches(device: Any, first: Any, source: str, case: Case, overrides: dict[str, Any],
-                     workgroups: tuple[int, ...], bindings: Bindings, repeats: int, before: Any = None,
+                     workgroups: tuple[int, ...], bindings: Bindings, repeats: int, before: tuple[Any, ...] = (),
                      warmup_s: float | None = None,
                      batch: int = 1) -> tuple[float | None, str, tuple[float, ...], float | None]:
     """(seconds per dispatch or None, how, the seconds of each repeat, warm-up seconds or None): the best of
@@ -256,7 +265,10 @@ def warm_up(device: Any, case: Case, root: Path) -> None:
     with contextlib.suppress(Exception):
         overrides, _ = resolve_kernel(case.kernel, expression_names(case.config), device.info)
         op = op_for(case.config)
-        device.warm_up(case.kernel.source(root), overrides, case.kernel.name, op.bindings(*op.warm_up_problem()))
+        x, constants = op.warm_up_problem()
+        bindings = op.stage_bindings(case.kernel.stage, x, constants) if case.kernel.stage else \
+            op.bindings(x, constants)
+        device.warm_up(case.kernel.source(root), overrides, case.kernel.name, bindings)
 
 
 def execute_config(cases: Sequence[Case], fixture: Path | None, seed: int | None, root: Path, repeats: int = 1,

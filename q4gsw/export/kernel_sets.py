@@ -136,9 +136,12 @@ def load_kernel_set(spec: KernelSet, checkout: Path) -> LoadedKernelSet:
         elif not path.with_suffix(".yaml").is_file():
             missing[kernel.name] = f"{relative[:-len(path.suffix)]}.yaml (its variant spec) is not in {checkout}"
         else:
-            templates.setdefault(kernel.file, {"path": str(path), "yaml": str(path.with_suffix(".yaml")),
-                                               "stem": path.stem, "text": text, "variants": []})
-            templates[kernel.file]["variants"].append(kernel.name)
+            _ask_template(templates, path, text, kernel.file, kernel.name)
+        for first in kernel.chain():  # a templated kernel dispatched before it: its variant generated too
+            first_path = folder / first.file
+            if first.template and first_path.is_file() and first_path.with_suffix(".yaml").is_file():
+                with contextlib.suppress(OSError, ValueError):  # unreadable: said when its chain is resolved
+                    _ask_template(templates, first_path, _text(first_path), first.file, first.name)
     generated = _run_generator(checkout, spec, list(templates.values())) if templates else {}
     kernels, notes = [], {}
     for kernel in spec.kernels:
@@ -159,19 +162,46 @@ def load_kernel_set(spec: KernelSet, checkout: Path) -> LoadedKernelSet:
         if committed is not None and committed != text:
             notes[kernel.name] = (f"{kernel.name}_wgsl.h differs from the text generated from {kernel.file}: the "
                                   "runtime compiles the header; regenerate it with gen_wgsl_headers.py")
-        before = kernel.before
-        if before is not None:  # the kernel the runtime dispatches first, read from the same tree
-            relative = f"{spec.folder}/{before.file}"
-            try:
-                before = replace(before, file=str(folder / before.file), text=_text(folder / before.file),
-                                 origin=f"executorch:{checkout}:{relative}")
-            except (OSError, ValueError) as exc:
-                missing[kernel.name] = (f"{relative} (dispatched before it) is not in {checkout}"
-                                        if isinstance(exc, FileNotFoundError) else _unreadable(checkout, relative, exc))
-                continue
+        try:  # the kernels the runtime dispatches first, read from the same tree
+            before = _resolve_chain(kernel.before, spec, checkout, generated)
+        except LookupError as exc:
+            missing[kernel.name] = str(exc)
+            continue
         kernels.append(replace(kernel, file=str(path), text=text, origin=origin, before=before,
                                notes=(notes[kernel.name],) if kernel.name in notes else ()))
     return LoadedKernelSet(spec=spec, checkout=checkout, kernels=tuple(kernels), missing=missing, notes=notes)
+
+
+def _ask_template(templates: dict[str, dict[str, Any]], path: Path, text: str, file: str, variant: str) -> None:
+    """Ask the generator for `variant` of the template `file` (once, however many kernels name it)."""
+    templates.setdefault(file, {"path": str(path), "yaml": str(path.with_suffix(".yaml")), "stem": path.stem,
+                                "text": text, "variants": []})
+    if variant not in templates[file]["variants"]:
+        templates[file]["variants"].append(variant)
+
+
+def _resolve_chain(before: Kernel | None, spec: KernelSet, checkout: Path,
+                   generated: dict[str, dict[str, str]]) -> Kernel | None:
+    """A kernel's chain (its `before`, and that one's ...) with each text read from the checkout: a plain file as
+    it is, a templated one as the generator expanded its variant (the kernel's name). LookupError says what is
+    missing."""
+    if before is None:
+        return None
+    earlier = _resolve_chain(before.before, spec, checkout, generated)
+    folder = checkout / spec.folder
+    relative = f"{spec.folder}/{before.file}"
+    if before.template:
+        outcome = generated.get(before.name, {"error": f"{relative} or its .yaml is not in {checkout}"})
+        if "text" not in outcome:
+            raise LookupError(f"{relative} variant {before.name} (dispatched before it): {outcome.get('error')}")
+        text, origin = outcome["text"], f"executorch:{checkout}:{relative} variant {before.name} (generated)"
+    else:
+        try:
+            text, origin = _text(folder / before.file), f"executorch:{checkout}:{relative}"
+        except (OSError, ValueError) as exc:
+            raise LookupError(f"{relative} (dispatched before it) is not in {checkout}"
+                              if isinstance(exc, FileNotFoundError) else _unreadable(checkout, relative, exc)) from None
+    return replace(before, file=str(folder / before.file), text=text, origin=origin, before=earlier)
 
 
 def load_checkout(matrix: Any, checkout: Path, wanted_ops: tuple[str, ...] = ()) -> list[LoadedKernelSet]:

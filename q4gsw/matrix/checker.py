@@ -174,6 +174,22 @@ class Checker:
             raise self.fail(where, "before", f"op '{op}' runs no kernel before its own (ops that chain: "
                             f"{', '.join(chaining) or 'none'})", f"remove the [{where[1:-1]}.before] table")
 
+    def stage(self, raw: Mapping[str, Any], where: str, op: str) -> str:
+        """A kernel's `stage`: one of its op's dispatches (Op.stages), required where the op has stages (its buffers
+        depend on it) and refused where it has none."""
+        stages = registry()[op].stages
+        if "stage" not in raw:
+            if stages:
+                raise self.fail(where, "stage", f"missing: op '{op}' binds each dispatch by its stage",
+                                f"add stage = \"...\" (one of {', '.join(stages)})")
+            return ""
+        value = self.string(raw["stage"], where, "stage")
+        if value not in stages:
+            raise self.fail(where, "stage", f"op '{op}' has no stage {value!r}",
+                            f"{suggest(value, list(stages))}choose from {', '.join(stages)}" if stages
+                            else "remove it (only ops with several dispatches name stages)")
+        return value
+
     def name(self, value: str, where: str, key: str) -> str:
         """A name that becomes a file name, a nox session name and a CLI argument."""
         if not SAFE_NAME.fullmatch(value) or ".." in value:

@@ -15,38 +15,32 @@ from typing import Any
 
 from q4gsw.matrix.checker import Checker, MatrixError, suggest
 from q4gsw.matrix.expressions import (
-    LIMIT_NAMES,
     KernelUnsupported,
-    environment,
     kernel_applies,
     resolve_kernel,
     split_dispatch,
     written_for,
 )
+from q4gsw.matrix.kernel_tables import DEVICE_TYPES, load_kernels, make_kernel
 from q4gsw.matrix.values import DEFAULT_OP, Backend, Config, Kernel, KernelSet, Tolerance
-from q4gsw.ops import expression_names, op_for, placeholder_names, registry
+from q4gsw.ops import expression_names, op_for, registry
 
-__all__ = ["Backend", "Config", "Kernel", "KernelSet", "Matrix", "MatrixError", "Tolerance", "load_matrix",
-           "make_kernel"]
+__all__ = [
+    "Backend",
+    "Config",
+    "Kernel",
+    "KernelSet",
+    "Matrix",
+    "MatrixError",
+    "Tolerance",
+    "load_matrix",
+    "make_kernel",
+    "split_dispatch",
+]
 
 TIERS = ("required", "heavy", "optional")
 PROVISIONERS = ("swiftshader", "lavapipe", "native")
-DEVICE_TYPES = ("CPU", "GPU")
 APIS = ("Vulkan", "Metal", "D3D12", "any")
-
-
-def make_kernel(name: str, file: str, dispatch: str | tuple[str, ...], *, when: str = "1",
-                overrides: Mapping[str, str | int | float] | None = None, requires_features: tuple[str, ...] = (),
-                requires_limits: Mapping[str, int] | None = None, tolerance: Tolerance | None = None,
-                device_type: str = "", adapter_name: str = "", op: str = DEFAULT_OP, text: str | None = None,
-                origin: str = "", template: str = "", before: Kernel | None = None) -> Kernel:
-    """The one constructor for a Kernel: from matrix.toml, from `check --kernel`, a mutant or a kernel set."""
-    return Kernel(name=name, file=file, when=when,
-                  dispatch=split_dispatch(dispatch) if isinstance(dispatch, str) else tuple(dispatch),
-                  overrides=MappingProxyType(dict(overrides or {})), requires_features=tuple(requires_features),
-                  requires_limits=MappingProxyType(dict(requires_limits or {})), tolerance=tolerance,
-                  device_type=device_type, adapter_name=adapter_name, op=op, text=text, origin=origin or file,
-                  template=template, before=before)
 
 
 @dataclass(frozen=True)
@@ -104,8 +98,6 @@ _KERNEL_SET_KEYS = ("op", "folder", "generator", "route", "kernel")
 _BACKEND_KEYS = ("description", "api", "adapter_name", "device_type", "provision", "tolerance", "webgpu",
                  "dawn_toggles")
 WEBGPU_IMPLEMENTATIONS = ("wgpu-native", "dawn")
-_KERNEL_KEYS = ("file", "when", "dispatch", "overrides", "requires_features", "requires_limits", "tolerance",
-                "device_type", "adapter_name", "op", "template", "before")
 
 
 def load_matrix(path: Path | str, known_inputs: tuple[str, ...] | None = None,
@@ -140,7 +132,7 @@ def load_matrix(path: Path | str, known_inputs: tuple[str, ...] | None = None,
     table = check.table(data.get("kernel", {}), "top level", "kernel")
     if not table:
         raise check.fail("top level", "kernel", "no kernels defined", "add at least one [kernel.NAME] table")
-    kernels = _load_kernels(check, table, "kernel", check.path.parent)
+    kernels = load_kernels(check, table, "kernel", check.path.parent)
     kernel_sets = _load_kernel_sets(check, data)
     configs = _load_configs(check, data, defaults, known_inputs, known_weights)
 
@@ -165,7 +157,7 @@ def _load_kernel_sets(check: Checker, data: Mapping[str, Any]) -> dict[str, Kern
             if key not in raw:
                 raise check.fail(where, key, "missing", f"add {key} = ... (see docs/executorch.md)")
         set_op = check.op(raw.get("op", DEFAULT_OP), where)
-        kernels = _load_kernels(check, check.table(raw["kernel"], where, "kernel"), f"kernel_set.{name}.kernel", None,
+        kernels = load_kernels(check, check.table(raw["kernel"], where, "kernel"), f"kernel_set.{name}.kernel", None,
                                 set_op)
         route = raw["route"]
         if not isinstance(route, list) or not route or not all(isinstance(r, str) for r in route):
@@ -210,70 +202,6 @@ def _load_backends(check: Checker, data: Mapping[str, Any]) -> dict[str, Backend
             webgpu=check.string(raw.get("webgpu", "wgpu-native"), where, "webgpu", WEBGPU_IMPLEMENTATIONS),
             dawn_toggles=check.toggles(raw, where))
     return backends
-
-
-def _load_kernels(check: Checker, table: Mapping[str, Any], prefix: str, base: Path | None,
-                  op: str | None = None) -> tuple[Kernel, ...]:
-    """Kernel tables; `base` is where `file` must exist (None: in a tree given at run time)."""
-    kernels = []
-    for name, raw in table.items():
-        where = f"[{prefix}.{name}]"
-        check.name(name, where, "kernel name")
-        raw = check.table(raw, where, f"kernel.{name}")
-        check.known_keys(raw, _KERNEL_KEYS, where)
-        for key in ("file", "when", "dispatch"):
-            if key not in raw:
-                raise check.fail(where, key, "missing", f"add {key} = \"...\" (see docs/kernels.md)")
-        kernel_file = check.string(raw["file"], where, "file")
-        if base is not None:
-            check.kernel_file(where, kernel_file, base)
-        kernel_op = op or check.op(raw.get("op", DEFAULT_OP), where)
-        overrides_raw = check.table(raw.get("overrides", {}), where, "overrides")
-        names = environment(placeholder_names(kernel_op), None)
-        overrides: dict[str, str | int | float] = {}
-        for key, value in overrides_raw.items():
-            if isinstance(value, str):
-                check.expression(value, where, f"overrides.{key}", names)
-            elif isinstance(value, bool) or not isinstance(value, int | float):
-                raise check.fail(where, f"overrides.{key}", f"expected a number or expression, got {value!r}",
-                                 "write a number or a quoted expression")
-            overrides[key] = value
-        names.update({k: 64 for k in overrides})
-        dispatch_text = check.string(raw["dispatch"], where, "dispatch")
-        dispatch = split_dispatch(dispatch_text)
-        if not 1 <= len(dispatch) <= 3:
-            raise check.fail(where, "dispatch", f"needs 1 to 3 workgroup counts, got {len(dispatch)}",
-                             "write \"X\", \"X, Y\" or \"X, Y, Z\"")
-        for part in dispatch:
-            check.expression(part, where, "dispatch", names)
-        when = check.expression(raw["when"], where, "when", names)
-        limits_raw = check.table(raw.get("requires_limits", {}), where, "requires_limits")
-        for key, value in limits_raw.items():
-            if key not in LIMIT_NAMES:
-                raise check.fail(where, f"requires_limits.{key}", "unknown limit",
-                                 f"{suggest(key, list(LIMIT_NAMES))}choose from {', '.join(LIMIT_NAMES)}")
-            check.integer(value, where, f"requires_limits.{key}")
-        features = raw.get("requires_features", [])
-        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
-            raise check.fail(where, "requires_features", "expected a list of feature names",
-                             'write e.g. requires_features = ["shader-f16"]')
-        device_type = check.string(raw.get("device_type", ""), where, "device_type", ("", *DEVICE_TYPES))
-        adapter_name = check.pattern(raw.get("adapter_name", ""), where, "adapter_name")
-        tolerance = check.tolerance(raw["tolerance"], where, f"kernel:{name}") if "tolerance" in raw else None
-        before = None
-        if "before" in raw:  # the kernel the runtime dispatches first; its own [..before] table, same keys
-            check.chains(where, kernel_op)
-            if "before" in check.table(raw["before"], where, "before"):
-                raise check.fail(f"[{prefix}.{name}.before]", "before", "chains of more than two kernels are not "
-                                 "supported", "remove the nested before")
-            (before,) = _load_kernels(check, {"before": raw["before"]}, f"{prefix}.{name}", base, kernel_op)
-        kernels.append(make_kernel(name, kernel_file, dispatch, when=when, overrides=overrides,
-                                   requires_features=tuple(features), requires_limits=dict(limits_raw),
-                                   tolerance=tolerance,
-                                   device_type=device_type, adapter_name=adapter_name, op=kernel_op,
-                                   template=check.string(raw.get("template", ""), where, "template"),
-                                   before=before))
-    return tuple(kernels)
 
 
 def _load_configs(check: Checker, data: Mapping[str, Any], defaults: Mapping[str, Any],

@@ -96,6 +96,17 @@ class Kernel:
     template: str = ""  # kernel sets: the template (.wgsl + .yaml) this variant is generated from
     notes: tuple[str, ...] = ()  # what a kernel author should know about this text (e.g. a stale generated header)
     before: Kernel | None = None  # a kernel dispatched first whose outputs this one reads, as the runtime chains them
+    # (it may have a `before` of its own: a chain of any length, first dispatched first; chain())
+    stage: str = ""  # which of the op's dispatches this kernel is (Op.stages; "": the op's bindings/before_bindings)
+
+    def chain(self) -> tuple[Kernel, ...]:
+        """The kernels dispatched before this one, in dispatch order (empty without a `before`)."""
+        chain: list[Kernel] = []
+        first = self.before
+        while first is not None:
+            chain.insert(0, first)
+            first = first.before
+        return tuple(chain)
 
     def path(self, root: Path) -> Path:
         p = Path(self.file)

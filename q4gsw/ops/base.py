@@ -259,10 +259,21 @@ class Op(ABC):
         """The buffers of the kernel that runs first in a chain (a kernel's `before`), for ops that have one."""
         raise NotImplementedError(f"op '{self.name}' has no kernel that runs before its own")
 
+    # An op the runtime runs as a sequence of dispatches names them here (e.g. update_k, update_v, attn_weights,
+    # softmax, compute_out): each kernel of it says which it is (matrix.toml `stage`), and its buffers are
+    # stage_bindings(stage, ...) instead of bindings/before_bindings.
+    stages: ClassVar[tuple[str, ...]] = ()
+
+    def stage_bindings(self, stage: str, x: np.ndarray, constants: Any) -> Bindings:
+        """The buffers of the dispatch `stage` (one of `stages`): the buffers one stage writes and a later one reads
+        are Binding(shared=NAME), one buffer per run; the stage under test binds the output."""
+        raise NotImplementedError(f"op '{self.name}' has no stages")
+
     @property
     def chains(self) -> bool:
-        """Whether a kernel of this op may declare a `before` (the op defines its buffers: before_bindings)."""
-        return type(self).before_bindings is not Op.before_bindings
+        """Whether a kernel of this op may declare a `before` (the op defines its buffers: before_bindings or
+        stages)."""
+        return bool(self.stages) or type(self).before_bindings is not Op.before_bindings
 
     def error_model(self, x: np.ndarray, constants: Any) -> ErrorModel | None:
         """The one interface `audit` reads an op's fp32 rounding through (q4gsw.ops.error_model.ErrorModel: S, sigma,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,7 @@ def adapt_source(source: str, implementation: str) -> tuple[str, tuple[str, ...]
 
 @dataclass(frozen=True)
 class Dispatch:
-    """A kernel dispatched before the kernel under test (its `before`), with its resolved overrides and counts."""
+    """A kernel dispatched before the kernel under test (one of its chain), with its resolved overrides and counts."""
 
     source: str
     label: str
@@ -124,16 +124,16 @@ class Device:
         self.run(source, label, overrides, (0,), bindings)
 
     def run(self, source: str, kernel_name: str, overrides: Mapping[str, Any], workgroups: tuple[int, ...],
-            bindings: Bindings, repeats: int = 1, before: Dispatch | None = None, batch: int = 1,
+            bindings: Bindings, repeats: int = 1, before: Sequence[Dispatch] = (), batch: int = 1,
             warmup_s: float = 0.0) -> GpuRun:
-        """Dispatch the kernel (after `before`, in the same compute pass, where the kernel has one) and read its
-        output back with its guard words; with warmup_s, keep the GPU busy with it that long before the timed
-        repeats (warm_clocks)."""
+        """Dispatch the kernel (after its chain `before`, in order, in the same compute pass) and read its output
+        back with its guard words; with warmup_s, keep the GPU busy with it that long before the timed repeats
+        (warm_clocks)."""
         wgpu = self.wgpu
         device = self.device
         usage = wgpu.BufferUsage
         started = time.perf_counter()
-        steps = [] if before is None else [before]
+        steps = list(before)
         steps.append(Dispatch(source, kernel_name, dict(overrides), workgroups, bindings))
         pipelines = [self.pipeline(s.source, s.overrides, s.label, s.bindings) for s in steps]
         assert bindings.output_index is not None, "the kernel under test writes an output"
