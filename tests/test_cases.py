@@ -26,7 +26,8 @@ from q4gsw.cases import (
     to_plain,
 )
 from q4gsw.matrix.expressions import written_for
-from q4gsw.matrix.load import MatrixError, load_matrix
+from q4gsw.matrix.load import MatrixError, Tolerance, load_matrix
+from q4gsw.matrix.values import AdapterInfo
 from q4gsw.report.verdict import USAGE as EXIT_USAGE
 from q4gsw.sessions import HEAVY_HINT
 
@@ -388,3 +389,145 @@ def test_to_plain_writes_non_finite_floats_as_text():
     from q4gsw.cases import to_plain
 
     assert to_plain({"a": float("inf"), "b": (float("nan"), 1.5)}) == {"a": "inf", "b": ["nan", 1.5]}
+
+
+# ------------------------------------------------------------------------------------------------
+# Routing, the filters and the plain-JSON readers in detail (issue #29's mutation audit)
+# ------------------------------------------------------------------------------------------------
+
+SWIFTSHADER = AdapterInfo(name="SwiftShader Device", device_type="CPU", api="Vulkan", webgpu="wgpu-native",
+                          limits={"max-compute-invocations-per-workgroup": 256,
+                                  "max-compute-workgroups-per-dimension": 65535})
+
+
+def _variants(tiny) -> tuple:
+    """gemv and three more variants of it for tiny_gemv (M = 1): 'wide' and 'extra' hold, 'never' needs a feature
+    SwiftShader lacks (its `when` holds: it is built into a case, and resolving it on the adapter fails)."""
+    gemv = next(k for k in tiny.kernels if k.name == "gemv")
+    return (dataclasses.replace(gemv, name="never", requires_features=("shader-f16",)), gemv,
+            dataclasses.replace(gemv, name="wide"),
+            dataclasses.replace(gemv, name="extra"))
+
+
+def test_the_first_variant_of_the_route_that_holds_is_routed_and_the_others_are_said(tiny):
+    selection = build_selection(tiny, "swiftshader", names=("tiny_gemv",), kernels=_variants(tiny))
+    assert selection.routed(SWIFTSHADER) is selection  # no route: nothing to do
+    routed = dataclasses.replace(selection, route={"linear_q4gsw": ("never", "wide", "gemv")}).routed(SWIFTSHADER)
+    assert [(c.kernel.name, c.routed) for c in routed.cases] == [("wide", "wide")]
+    assert routed.skipped == (Skip(tiny.config("tiny_gemv"), "routed to wide; not checked (add --all-variants): "
+                                                              "gemv, extra", kernel="other-variants"),)
+    other_op = dataclasses.replace(selection, route={"linear_qcs4w": ("gemv",)}).routed(SWIFTSHADER)
+    assert other_op.cases == () and other_op.skipped[0].reason.startswith("no variant of the route () holds for ")
+    assert other_op.skipped[0].reason.endswith(" on SwiftShader Device") and other_op.skipped[0].config.name == \
+        "tiny_gemv"
+
+
+def test_all_variants_runs_every_variant_that_holds_in_route_order_and_names_those_that_do_not(tiny):
+    selection = build_selection(tiny, "swiftshader", names=("tiny_gemv",), kernels=_variants(tiny))
+    everything = dataclasses.replace(selection, route={"linear_q4gsw": ("never", "gemv", "wide")},
+                                     all_variants=True).routed(SWIFTSHADER)
+    assert [(c.kernel.name, c.routed) for c in everything.cases] == [("gemv", "gemv"), ("wide", "gemv"),
+                                                                     ("extra", "gemv")]  # the route's order first
+    assert everything.skipped == (Skip(tiny.config("tiny_gemv"), "preconditions do not hold on SwiftShader Device "
+                                       "(features, limits or `when`): never", kernel="other-variants"),)
+    alone = build_selection(tiny, "swiftshader", names=("tiny_gemv",), kernels=_variants(tiny)[1:2])
+    only_one = dataclasses.replace(alone, route={"linear_q4gsw": ("gemv",)}).routed(SWIFTSHADER)
+    assert [c.routed for c in only_one.cases] == ["gemv"] and only_one.skipped == ()  # nothing else to say
+
+
+def test_max_gflop_keeps_a_config_at_exactly_the_limit(tiny):
+    # tiny_gemv: 2 * 1 * 64 * 16 = 2048 FLOP, exactly 2.048e-6 GFLOP
+    assert [c.name for c in build_selection(tiny, "swiftshader", max_gflop=2048 / 1e9).configs] == ["tiny_gemv"]
+    assert build_selection(tiny, "swiftshader", max_gflop=2047 / 1e9).configs == ()
+    real = load_matrix(MATRIX)
+    big = build_selection(real, "swiftshader", names=("q_proj_4k",), max_gflop=1.0)
+    d = real.config("q_proj_4k").dims
+    (skip,) = big.skipped  # 2 * M * K * N FLOP
+    assert skip.reason == f"{2 * d['M'] * d['K'] * d['N'] / 1e9:.1f} GFLOP is over --max-gflop 1" and big.cases == ()
+
+
+def test_filter_by_op_skips_the_other_ops_configs_with_the_reason_and_drops_their_earlier_skips(tiny):
+    gemv_only = tuple(k for k in tiny.kernels if k.name == "gemv")
+    selection = build_selection(tiny, "swiftshader", kernels=gemv_only)  # tiny_gemm: no kernel applies
+    same = selection.filter_by_op({"linear_q4gsw"}, "no kernels of {op}")
+    assert same.configs == selection.configs and same.skipped == selection.skipped and same.cases == selection.cases
+    none = selection.filter_by_op({"embedding_q4gsw"}, "this checkout has no {op}/ folder")
+    assert none.configs == () and none.cases == ()
+    assert [(s.config.name, s.reason) for s in none.skipped] == [
+        ("tiny_heavy", HEAVY_HINT),  # not selected: its skip stays
+        ("tiny_gemv", "this checkout has no linear_q4gsw/ folder"),
+        ("tiny_gemm", "this checkout has no linear_q4gsw/ folder")]  # "no kernel applies" gives way
+
+
+def test_other_tier_skips_are_reported_by_the_first_shard_only(tiny):
+    selection = build_selection(tiny, "swiftshader")
+    first, second = selection.filter_by_shard(1, 2), selection.filter_by_shard(2, 2)
+    assert [s.config.name for s in first.skipped] == ["tiny_heavy"] and second.skipped == ()
+    assert {c.name for c in first.configs} | {c.name for c in second.configs} == {"tiny_gemv", "tiny_gemm"}
+    assert {c.config.name for c in second.cases} == {c.name for c in second.configs}
+
+
+def test_an_op_selects_every_suite_of_its_configs_and_an_unknown_op_is_named(tiny):
+    real = load_matrix(MATRIX)
+    configs, skipped = select_configs(real, ops=("embedding_q4gsw",))
+    ops = {c.op for c in configs}
+    assert ops == {"embedding_q4gsw"} and configs  # every suite, not only the default llama
+    assert {c.suite for c in configs} == {c.suite for c in real.configs if c.op == "embedding_q4gsw"
+                                          and c.tier == "required"}
+    assert all(s.config.op == "embedding_q4gsw" for s in skipped)
+    with pytest.raises(MatrixError) as raised:
+        select_configs(real, ops=("embeding_q4gsw",))
+    assert (raised.value.where, raised.value.key) == ("--op", "--op")
+    assert raised.value.problem == f"'embeding_q4gsw' names nothing in {real.path}"
+    assert raised.value.fix.startswith("did you mean 'embedding_q4gsw'? choose from ")
+    with pytest.raises(MatrixError) as raised:
+        select_configs(tiny, names=("zzzz",))
+    assert raised.value.fix == "choose from tiny_gemm, tiny_gemv, tiny_heavy"  # nothing close: no hint, sorted
+
+
+def test_build_selection_records_its_filters_and_defaults(tiny):
+    selection = build_selection(tiny, "swiftshader", names=["tiny_gemv"], ops=["linear_q4gsw"])
+    assert dict(selection.filters) == {"tiers": None, "suites": None, "names": ("tiny_gemv",),
+                                       "ops": ("linear_q4gsw",)}
+    assert selection.all_variants is False and dict(selection.route) == {} and selection.rerun == ()
+    assert selection.backend == tiny.backend("swiftshader")
+    with_rerun = selection.with_rerun((("--matrix", "m.toml"),))
+    assert with_rerun.rerun == (("--matrix", "m.toml"),) and {c.rerun for c in with_rerun.cases} == {
+        (("--matrix", "m.toml"),)}
+
+
+def test_selects_nothing_names_the_options_that_select_nothing_together(tiny):
+    from q4gsw.cases import selects_nothing
+
+    by_name = selects_nothing(tiny, "run", ("tiny_gemv",), ("embedding_q4gsw",))
+    assert (by_name.where, by_name.key) == ("run", "--config/--op")
+    assert by_name.problem == "selects no config of the matrix (config 'tiny_gemv' is of op linear_q4gsw)"
+    by_suite = selects_nothing(tiny, "bench", (), ())
+    assert (by_suite.key, by_suite.problem) == ("--suite/--tier", "selects no config of the matrix")
+    assert by_suite.fix == "see `python -m q4gsw list` for the configs, suites, tiers and ops"
+
+
+def test_build_cases_keeps_the_configs_tolerance_for_a_kernel_without_one_and_every_input(tiny):
+    config = dataclasses.replace(tiny.config("tiny_gemv"), inputs=("ramp", "normal"))
+    gemv = next(k for k in tiny.kernels if k.name == "gemv")
+    own = dataclasses.replace(gemv, name="own", tolerance=dataclasses.replace(config.tolerance, atol=0.5))
+    cases, skipped = build_cases(tiny, tiny.backend("swiftshader"), [config], [gemv, own], use_kernel_tolerance=False)
+    assert [(c.kernel.name, c.input, c.role, c.tolerance.atol) for c in cases] == [
+        ("gemv", "ramp", "subject", 1e-5), ("gemv", "normal", "subject", 1e-5),
+        ("own", "ramp", "subject", 1e-5), ("own", "normal", "subject", 1e-5)]  # the kernel's own is not used
+    assert skipped == ()
+
+
+def test_backend_and_adapter_from_plain_rebuild_tuples_and_tolerances():
+    from q4gsw.cases import adapter_from_plain, backend_from_plain
+
+    plain = {"name": "b", "description": "", "api": "Vulkan", "adapter_name": "X", "device_type": "GPU",
+             "provision": "native", "webgpu": "dawn",
+             "tolerance_overrides": {"c": {"atol": 0.5, "rtol": 0.25, "justification": "j"}}}
+    backend = backend_from_plain(plain)
+    assert backend.dawn_toggles == () and backend.tolerance_overrides["c"] == Tolerance(atol=0.5, rtol=0.25,
+                                                                                       justification="j")
+    assert backend_from_plain({**plain, "dawn_toggles": ["t1", "t2"]}).dawn_toggles == ("t1", "t2")
+    adapter = adapter_from_plain({"name": "A", "device_type": "CPU", "api": "Vulkan", "webgpu": "dawn",
+                                  "features": ["subgroup", "shader-f16"], "limits": {"x": 1}})
+    assert adapter.features == ("subgroup", "shader-f16") and adapter.name == "A" and adapter.limits == {"x": 1}
