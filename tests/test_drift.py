@@ -312,3 +312,165 @@ def test_report_never_writes_over_its_baseline(tmp_path: Path, capsys: pytest.Ca
     assert report.main([str(new), "--out", str(old), "--baseline", str(old)]) == 2
     assert "would overwrite the input" in capsys.readouterr().err
     assert (old / "results.json").read_bytes() == before
+
+
+# ------------------------------------------------------------------------------------------------
+# The drift report's text, worked out by hand from a comparison built by hand (issue #29's mutation audit)
+# ------------------------------------------------------------------------------------------------
+
+
+def _judged(key: str, status: str = "pass", max_abs: float | None = None, headroom: float = 0.0,
+            message: str = "") -> Result:
+    from q4gsw.matrix.values import Errors
+
+    errors = None if max_abs is None else Errors(max_abs=max_abs, max_rel=0.0, worst_index=(0, 0), mismatches=0,
+                                                 elements=64, nmse=0.0, headroom=headroom)
+    return Result(config=key.split("/")[0], backend="sw", status=status, message=message, case_id=key,
+                  errors=errors)
+
+
+def _hand_made_comparison(removed: int = 1, new: int = 1, **options: object):
+    from q4gsw.drift.rule import CaseDelta, Comparison, Measure
+
+    deltas = [
+        CaseDelta("a/k/ramp@sw", "drift", _judged("a/k/ramp@sw", max_abs=1e-6, headroom=0.1),
+                  _judged("a/k/ramp@sw", max_abs=4e-6, headroom=0.4),
+                  measures=(Measure("max |err|", 1e-6, 4e-6, 4.0, 0.25),
+                            Measure("median |err|", 1e-7, 5e-7, 5.0, 0.2))),
+        CaseDelta("z/k/ramp@sw", "drift", _judged("z/k/ramp@sw", max_abs=0.0, headroom=0.0),
+                  _judged("z/k/ramp@sw", max_abs=3e-6, headroom=0.3),
+                  measures=(Measure("max |err|", 0.0, 3e-6, math.inf, 0.0),)),
+        CaseDelta("b/k/ramp@sw", "status", _judged("b/k/ramp@sw", max_abs=1e-6, headroom=0.5),
+                  _judged("b/k/ramp@sw", "fail", 2e-3, 12.5, "1/64 elements out of tolerance")),
+        CaseDelta("c/k/ramp@sw", "improved", _judged("c/k/ramp@sw", max_abs=4e-6, headroom=0.8),
+                  _judged("c/k/ramp@sw", max_abs=1e-6, headroom=0.2),
+                  measures=(Measure("max |err|", 4e-6, 1e-6, 0.25, 4.0),)),
+        *(CaseDelta(f"n{i}/k/ramp@sw", "new", None, _judged(f"n{i}/k/ramp@sw", max_abs=0.0)) for i in range(new)),
+        *(CaseDelta(f"v{i}/k/ramp@sw", "vanished", _judged(f"v{i}/k/ramp@sw", max_abs=0.0), None,
+                    why="its kernel was deleted") for i in range(removed)),
+        CaseDelta("s/k/ramp@sw", "vanished", _judged("s/k/ramp@sw", "skip"), None, why="-"),
+        CaseDelta("d/k/ramp@sw", "same", _judged("d/k/ramp@sw", max_abs=1e-6), _judged("d/k/ramp@sw", max_abs=1e-6)),
+    ]
+    return Comparison("old/results.json", tuple(deltas), not_compared=3, **options)
+
+
+def test_summary_md_lists_every_moved_case_with_its_numbers_and_the_new_and_vanished_ids() -> None:
+    from q4gsw.drift.report import markdown_section
+
+    lines = markdown_section(_hand_made_comparison(), True).split("\n")
+    assert lines[:6] == [
+        "### Compared with the baseline", "",
+        "**2 drifted, 1 changed status, 1 improved, 1 new, 2 vanished (5 cases compared with old/results.json); "
+        "3 baseline cases outside this run not compared**", "",
+        "**gate: fails: 2 drifted, 1 stopped passing, 1 removed**", ""]
+    assert "factor 2 unless the config sets drift_factor" in lines[6] and lines[7] == ""
+    assert lines[6].endswith("--fail-on-drift: a failed gate fails the run") and "\\|err\\|" in lines[6]
+    assert lines[8:16] == [
+        "| change | case | max \\|err\\| baseline | max \\|err\\| now | ratio | headroom baseline → now "
+        "| median \\|err\\| ratio | why |",
+        "|---|---|---|---|---|---|---|---|",
+        "| 📈 DRIFT | `a/k/ramp@sw` | 1.00e-06 | 4.00e-06 | 4.00× | 0.100 → 0.400 | 5.00× "
+        "| max \\|err\\| 1e-06 -> 4e-06 (4.00x); median \\|err\\| 1e-07 -> 5e-07 (5.00x) > factor 2 |",
+        "| 📈 DRIFT | `z/k/ramp@sw` | 0.00e+00 | 3.00e-06 | ∞ | 0.000 → 0.300 |  "
+        "| max \\|err\\| 0 -> 3e-06 (new where the baseline had none) > factor 2 |",
+        "| 🔀 status | `b/k/ramp@sw` | 1.00e-06 | 2.00e-03 |  | 0.500 → 12.500 |  "
+        "| status pass -> fail: 1/64 elements out of tolerance |",
+        "| 📉 improved | `c/k/ramp@sw` | 4.00e-06 | 1.00e-06 | 0.25× | 0.800 → 0.200 |  "
+        "| max \\|err\\| 4e-06 -> 1e-06 (/4) |",
+        "",
+        "<details><summary>1 new (not in the baseline)</summary>"]
+    assert lines[16:] == [
+        "", "- `n0/k/ramp@sw`", "", "</details>", "",
+        "<details><summary>2 vanished (in the baseline, not in these results)</summary>", "",
+        "- `v0/k/ramp@sw`: measured (pass) in the baseline, not now: its kernel was deleted",
+        "- `s/k/ramp@sw`", "", "</details>", ""]
+
+
+def test_summary_md_of_a_run_where_nothing_moved_or_nothing_was_compared() -> None:
+    from q4gsw.drift.report import markdown_section
+    from q4gsw.drift.rule import CaseDelta, Comparison
+
+    same = CaseDelta("d/k/ramp@sw", "same", _judged("d/k/ramp@sw", max_abs=1e-6), _judged("d/k/ramp@sw", max_abs=1e-6))
+    quiet = markdown_section(Comparison("old", (same,)), False, heading="v1 → v2").split("\n")
+    assert quiet[0] == "### v1 → v2" and quiet[4] == "**gate: holds**"
+    assert quiet[6].endswith("reported only (add --fail-on-drift to fail on it)")
+    assert quiet[8:] == ["No case moved.", ""]
+    new = CaseDelta("n/k/ramp@sw", "new", None, _judged("n/k/ramp@sw", max_abs=0.0))
+    nothing = markdown_section(Comparison("old", (new,), nothing_why="the baseline holds no case"), True).split("\n")
+    assert "No case moved." not in nothing  # a new case is listed instead
+    assert nothing[-2:] == ["**NOTHING COMPARED: 0 cases compared with old: the baseline holds no case**", ""]
+
+
+def test_the_rule_text_names_what_was_accepted() -> None:
+    from q4gsw.drift.report import rule_text
+
+    plain = rule_text(_hand_made_comparison(), False)
+    assert "--accept-removed" not in plain and "--accept-new" not in plain
+    assert "max(baseline, 0.001·atol); factor 2 unless" in plain
+    both = rule_text(_hand_made_comparison(accept_removed=True, accept_new=True, factor=3.0), True)
+    assert "a measured case missing now (accepted: --accept-removed) and a comparison of nothing (but for a run of " \
+           "only new cases: --accept-new); --fail-on-drift" in both and "factor 3 unless" in both
+
+
+def test_the_console_section_shows_the_moved_cases_the_gate_and_at_most_ten_ids() -> None:
+    import re
+
+    from rich.console import Console
+
+    from q4gsw.drift.report import print_comparison
+
+    console = Console(record=True, width=400, color_system=None)
+    print_comparison(_hand_made_comparison(removed=12, new=13), True, console)
+    lines = [line.rstrip() for line in console.export_text().split("\n")]  # rich pads the table to its width
+    text = "\n".join(lines)
+    assert lines[0] == "" and lines[1] == "compared with the baseline old/results.json"
+    assert re.search(r"case\s+change\s+max \|err\| then\s+now\s+ratio\s+headroom\s+median ratio", text)
+    for row in (r"a/k/ramp@sw\s+DRIFT\s+1\.00e-06\s+4\.00e-06\s+4\.00×\s+0\.100 → 0\.400\s+5\.00×",
+                r"z/k/ramp@sw\s+DRIFT\s+0\.00e\+00\s+3\.00e-06\s+∞\s+0\.000 → 0\.300\n",
+                r"b/k/ramp@sw\s+status\s+1\.00e-06\s+2\.00e-03\s+0\.500 → 12\.500\n",
+                r"c/k/ramp@sw\s+improved\s+4\.00e-06\s+1\.00e-06\s+0\.25×\s+0\.800 → 0\.200\n"):
+        assert re.search(row, text), row
+    gate = [line for line in lines if line.split(" ", 1)[0] in ("DRIFT", "REGRESSED", "REMOVED")]
+    assert gate[:3] == [
+        "DRIFT a/k/ramp@sw: max |err| 1e-06 -> 4e-06 (4.00x); median |err| 1e-07 -> 5e-07 (5.00x) > factor 2",
+        "DRIFT z/k/ramp@sw: max |err| 0 -> 3e-06 (new where the baseline had none) > factor 2",
+        "REGRESSED b/k/ramp@sw: status pass -> fail: 1/64 elements out of tolerance"]
+    assert gate[3:] == [f"REMOVED v{i}/k/ramp@sw: measured (pass) in the baseline, not now: its kernel was deleted "
+                        "(--accept-removed accepts it)" for i in range(10)] + [
+        "REMOVED … and 2 more (summary.md lists them all)"]  # ten of twelve
+    assert f"new: {', '.join(f'n{i}/k/ramp@sw' for i in range(10))} … and 3 more" in lines
+    assert f"vanished: {', '.join(f'v{i}/k/ramp@sw' for i in range(10))} … and 3 more" in lines  # 12 + s
+    assert "baseline: 2 drifted, 1 changed status, 1 improved, 13 new, 13 vanished (5 cases compared with " \
+           "old/results.json); 3 baseline cases outside this run not compared" in lines
+    assert "gate: fails: 2 drifted, 1 stopped passing, 12 removed" in lines
+    assert lines[-2].startswith("drift: max or median |err| > factor × max(baseline") and lines[-1] == ""
+
+
+def test_the_console_section_of_a_run_where_nothing_moved_has_no_table() -> None:
+    from rich.console import Console
+
+    from q4gsw.drift.report import print_comparison
+    from q4gsw.drift.rule import CaseDelta, Comparison
+
+    console = Console(record=True, width=400, color_system=None)
+    same = CaseDelta("d/k/ramp@sw", "same", _judged("d/k/ramp@sw", max_abs=1e-6), _judged("d/k/ramp@sw", max_abs=1e-6))
+    print_comparison(Comparison("old", (same,)), False, console)
+    lines = console.export_text().split("\n")
+    assert lines[:3] == [
+        "", "baseline: 0 drifted, 0 changed status, 0 improved, 0 new, 0 vanished (1 case compared with old)",
+        "gate: holds"]
+    assert lines[3].startswith("drift: max or median |err|") and lines[4:] == [""]
+
+
+def test_show_comparison_counts_the_gates_reasons_and_says_why_there_is_none(capsys) -> None:
+    from rich.console import Console
+
+    from q4gsw.drift import report as drift_report
+
+    console = Console(record=True, width=400, color_system=None)
+    assert drift_report.show_comparison(_hand_made_comparison(), "", True, console) == 4  # 2 drift, 1 status, 1 gone
+    assert drift_report.show_comparison(None, "", True, console) == 0 and capsys.readouterr().err == ""
+    assert drift_report.show_comparison(None, "the baseline is a folder", True, console) == 1
+    assert capsys.readouterr().err == "warning: the baseline is a folder; --fail-on-drift: the gate cannot hold\n"
+    assert drift_report.show_comparison(None, "the baseline is a folder", False, console) == 1
+    assert capsys.readouterr().err == "warning: the baseline is a folder\n"
