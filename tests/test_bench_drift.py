@@ -257,3 +257,108 @@ def test_two_per_channel_benches_asked_for_different_group_sizes_compare_equal(t
     new = {"rows": [_v3(row(), ran, "1x2048x512 per-channel")], "op": "linear_qcs4w", "bench_format": 3}
     [delta] = diff_bench(old, new, label="old").deltas
     assert (delta.shape, delta.kind) == ("1x2048x512 per-channel", "same")
+
+
+# The bench comparison's text, worked out by hand (issue #29's mutation audit): format 3 rows of linear_q4gsw.
+
+
+def _row3(kernel: str, samples: tuple[float, ...], M: int = 1, **extra: Any) -> dict[str, Any]:
+    return {"shape": f"{M}x64x16 gs=32", "dims": {"M": M, "K": 64, "N": 16, "group_size": 32}, "kernel": kernel,
+            "time_s": min(samples) if samples else None, "correct": True, "message": "", **repeat_stats(samples),
+            **extra}
+
+
+def _run3(*rows: dict[str, Any], **top: Any) -> dict[str, Any]:
+    return {"op": "linear_q4gsw", "backend": "swiftshader", "webgpu": "wgpu-native",
+            "adapter": {"name": "SwiftShader Device"}, "rows": list(rows), **top}
+
+
+def _moved_benches() -> tuple[dict[str, Any], dict[str, Any]]:
+    old = _run3(_row3("gemv", (0.002, 0.0021, 0.0022)), _row3("tiled", (0.001,)), _row3("wide", (0.003, 0.0032)),
+                _row3("gemv", (0.005,), M=4), _row3("slow", (0.004,)), _row3("unm", (0.0015,)),
+                _row3("same", (0.002,)), _row3("bad", (0.001,), correct=False))
+    new = _run3(_row3("gemv", (0.003, 0.0031)), _row3("tiled", (0.0005,)),
+                _row3("slow", (0.005,), correct=False, message="3/16 elements out of tolerance"),
+                _row3("unm", (), message="timestamps read 0"), _row3("same", (0.002,)), _row3("fresh", (0.0007,)))
+    return old, new
+
+
+def test_the_bench_comparison_lists_every_moved_kernel_with_its_times_and_the_gate_says_why() -> None:
+    from q4gsw.drift.bench import markdown
+
+    comparison = diff_bench(*_moved_benches(), label="old.json")
+    assert markdown(comparison).split("\n") == [
+        "| change | shape | kernel | baseline ms | now ms | ratio | spreads ms (baseline + now) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        "| wrong | 1x64x16 gs=32 | slow | 4.000 | 5.000 | 1.25x | - + - |",
+        "| SLOWER | 1x64x16 gs=32 | gemv | 2.000 | 3.000 | 1.50x | 0.200 + 0.100 |",
+        "| faster | 1x64x16 gs=32 | tiled | 1.000 | 0.500 | 0.50x | - + - |",
+        "| new | 1x64x16 gs=32 | fresh | - | 0.700 | - | - + - |",
+        "| vanished | 1x64x16 gs=32 | wide | 3.000 | - | - | - + - |",
+        "| vanished | 4x64x16 gs=32 | gemv | 5.000 | - | - | - + - |",
+        "| unmeasured | 1x64x16 gs=32 | unm | 1.500 | - | - | - + - |",
+        "",
+        "bench baseline: 1 wrong, 1 slower, 1 faster, 1 new, 2 vanished, 1 without a time (3 kernels compared with "
+        "old.json)",
+        "slower: new best - baseline best > both spreads and > 10% of the baseline best"]
+    assert comparison.gate() == [
+        "DRIFT 1x64x16 gs=32 gemv: slower, best 2.000 -> 3.000 ms (1.50x); spreads 0.200 + 0.100 ms",
+        "REMOVED 1x64x16 gs=32 wide: timed in the baseline, not in this bench of its shape",  # 4x64x16: not timed now
+        "UNMEASURED 1x64x16 gs=32 unm: timed in the baseline (1.500 ms), not now: timestamps read 0"]
+    assert comparison.gate(accept_removed=True) == [comparison.gate()[0], comparison.gate()[2]]
+    assert comparison.notes == ("1 row of the baseline recorded as wrong (correct: false) is not compared",)
+    assert [d.message for d in comparison.of("wrong")] == ["3/16 elements out of tolerance"]
+    assert comparison.of("faster")[0].reason() == "best 1.000 -> 0.500 ms (0.50x); spreads 0.000 + 0.000 ms"
+    assert comparison.of("new")[0].reason() == "new" and comparison.of("new")[0].gate_line() == ""
+
+
+def test_a_bench_comparison_of_nothing_says_what_each_side_times() -> None:
+    one = diff_bench(_run3(_row3("gemv", (0.002,))), _run3(_row3("tiled", (0.002,), M=4)), label="old.json")
+    assert one.line() == "0 wrong, 0 slower, 0 faster, 1 new, 1 vanished, 0 without a time (0 kernels compared " \
+                         "with old.json)"
+    assert one.gate()[-1] == "NOTHING COMPARED: 0 kernels compared with old.json: the baseline times 1 kernel on " \
+                             "1x64x16 gs=32; this bench 1 kernel on 4x64x16 gs=32"
+    two = diff_bench(_run3(_row3("a", (0.002,)), _row3("b", (0.002,), M=4)), _run3(), label="old.json")
+    assert two.gate()[-1].endswith("the baseline times 2 kernels on 1x64x16 gs=32, 4x64x16 gs=32; this bench no rows")
+    empty = diff_bench(_run3(), _run3(_row3("a", (0.002,))), label="old.json")
+    assert empty.gate() == ["NOTHING COMPARED: 0 kernels compared with old.json: the baseline has no rows"]
+    same = diff_bench(_run3(_row3("a", (0.002,))), _run3(_row3("a", (0.002,))), label="old.json")
+    assert same.gate() == [] and same.line().endswith("(1 kernel compared with old.json)")
+
+
+def test_the_notes_say_when_only_the_margin_applies_and_when_the_adapters_differ() -> None:
+    old = _run3({"shape": "1x64x16 gs=32", "dims": {"M": 1, "K": 64, "N": 16, "group_size": 32}, "kernel": "a",
+                 "time_s": 0.002, "correct": True, "message": ""},
+                {"shape": "1x64x16 gs=32", "dims": {"M": 1, "K": 64, "N": 16, "group_size": 32}, "kernel": "x",
+                 "time_s": 0.002, "correct": False, "message": ""}, _row3("y", (0.001,), correct=False),
+                backend="lavapipe")
+    comparison = diff_bench(old, _run3(_row3("a", (0.0021,))), label="old.json", min_slowdown=0.25)
+    assert comparison.notes == (
+        "2 rows of the baseline recorded as wrong (correct: false) are not compared",
+        "old.json records no spread over repeats (written by an older q4gsw): only the 25% margin applies to it",
+        "old.json was run on ('lavapipe', 'wgpu-native', 'SwiftShader Device'), this bench on ('swiftshader', "
+        "'wgpu-native', 'SwiftShader Device'): times from different adapters or WebGPU implementations are not of "
+        "the same machine")
+
+
+def test_a_kernel_timed_twice_in_the_new_bench_is_wrong_if_either_row_is() -> None:
+    old = _run3(_row3("a", (0.002,)))
+    for rows in ((_row3("a", (0.002,)), _row3("a", (0.002,), correct=False)),
+                 (_row3("a", (0.002,), correct=False), _row3("a", (0.002,)))):
+        comparison = diff_bench(old, _run3(*rows), label="old.json")
+        assert [d.kind for d in comparison.deltas] == ["wrong"]
+        assert comparison.deltas[0].message == "wrong result"  # no message recorded: said anyway
+
+
+@pytest.mark.parametrize("text, says", [("x", "'x' is not a number (e.g. 0.1 for 10 %)"),
+                                        ("-0.1", "'-0.1': use a fraction >= 0, e.g. 0.1 for 10 %"),
+                                        ("nan", "'nan': use a fraction >= 0"), ("inf", "'inf': use a fraction")])
+def test_min_slowdown_must_be_a_fraction(text: str, says: str) -> None:
+    import argparse
+
+    from q4gsw.drift.bench import _fraction
+
+    with pytest.raises(argparse.ArgumentTypeError) as raised:
+        _fraction(text)
+    assert str(raised.value).startswith(says)
+    assert _fraction("0") == 0.0 and _fraction("0.25") == 0.25
