@@ -179,7 +179,7 @@ def test_audit_selects_configs_by_name_and_by_op():
 
 @pytest.mark.parametrize("argv, key, says", [
     (["--config", "q_projj"], "--config", "'q_projj' names nothing in"),
-    (["--op", "rms_norm"], "--op", "'rms_norm' names nothing in"),
+    (["--op", "layer_norm"], "--op", "'layer_norm' names nothing in"),
     (["--config", "q_proj", "--op", "embedding_q4gsw"], "--config/--op",
      "selects no config of the matrix (config 'q_proj' is of op linear_q4gsw)"),
 ])

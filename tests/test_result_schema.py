@@ -82,11 +82,11 @@ def test_a_v2_baseline_compares_with_a_v3_run(tmp_path, case):
 
 
 def test_a_v2_case_that_cannot_be_converted_is_refused_in_one_line(tmp_path):
-    gone = replace(LINEAR, op="rms_norm")  # an op this q4gsw does not know
+    gone = replace(LINEAR, op="layer_norm")  # an op this q4gsw does not know
     path = _write_v2(tmp_path / "results.json", [gone])
     with pytest.raises(ResultsSchemaError) as raised:
         read_results(path)
-    assert "case 'q_proj/k/ramp@swiftshader' of schema 2 is of op 'rms_norm'" in str(raised.value)
+    assert "case 'q_proj/k/ramp@swiftshader' of schema 2 is of op 'layer_norm'" in str(raised.value)
     with pytest.raises(BaselineError) as refused:
         read_baseline(path)
     message = str(refused.value)
