@@ -474,3 +474,64 @@ def test_show_comparison_counts_the_gates_reasons_and_says_why_there_is_none(cap
     assert capsys.readouterr().err == "warning: the baseline is a folder; --fail-on-drift: the gate cannot hold\n"
     assert drift_report.show_comparison(None, "the baseline is a folder", False, console) == 1
     assert capsys.readouterr().err == "warning: the baseline is a folder\n"
+
+
+def test_the_baseline_options_their_names_defaults_and_the_factors_messages() -> None:
+    import argparse
+
+    from q4gsw.drift.baseline import _factor, add_baseline_options
+
+    parser = argparse.ArgumentParser(prog="q4gsw report")
+    add_baseline_options(parser)
+    assert "[--baseline OLD] [--drift-factor F] [--fail-on-drift] [--accept-removed] [--accept-new]" in \
+        " ".join(parser.format_usage().split())
+    assert "(default 2)" in " ".join(parser.format_help().split())
+    defaults = parser.parse_args([])
+    assert (defaults.baseline, defaults.drift_factor, defaults.fail_on_drift, defaults.accept_removed,
+            defaults.accept_new) == (None, 2.0, False, False, False)
+    given = parser.parse_args(["--baseline", "old", "--drift-factor", "3.5", "--fail-on-drift", "--accept-removed",
+                               "--accept-new"])
+    assert (given.baseline, given.drift_factor, given.fail_on_drift, given.accept_removed, given.accept_new) == (
+        Path("old"), 3.5, True, True, True)
+    for text, says in (("x", "'x' is not a number (e.g. 2 or 3.5)"),
+                       ("1", "'1': the factor must be greater than 1 (e.g. 2: error may double)"),
+                       ("nan", "'nan': the factor must be greater than 1")):
+        with pytest.raises(argparse.ArgumentTypeError) as raised:
+            _factor(text)
+        assert str(raised.value).startswith(says)
+    assert _factor("1.0001") == 1.0001
+
+
+def test_the_bench_baseline_options_their_names_and_defaults() -> None:
+    import argparse
+
+    from q4gsw.drift.bench import add_bench_baseline_options
+
+    parser = argparse.ArgumentParser(prog="q4gsw bench")
+    add_bench_baseline_options(parser)
+    assert "[--baseline OLD.json] [--compare NEW.json] [--min-slowdown FRACTION] [--fail-on-drift] " \
+           "[--accept-removed]" in " ".join(parser.format_usage().split())
+    assert "(default 0.1: 10 %)" in " ".join(parser.format_help().split())
+    defaults = parser.parse_args([])
+    assert (defaults.baseline, defaults.compare, defaults.min_slowdown, defaults.fail_on_drift,
+            defaults.accept_removed) == (None, None, 0.1, False, False)
+    given = parser.parse_args(["--baseline", "a.json", "--compare", "b.json", "--min-slowdown", "0.25",
+                               "--fail-on-drift", "--accept-removed"])
+    assert (given.baseline, given.compare, given.min_slowdown, given.fail_on_drift, given.accept_removed) == (
+        Path("a.json"), Path("b.json"), 0.25, True, True)
+
+
+def test_error_quantile_walks_zeros_then_below_then_the_bins_then_above() -> None:
+    """Worked by hand: 7 errors: one exact zero, one below 1e-8, two in [1e-8, 1e-7), two in [1e-7, 1e-6), one above."""
+    hist = {"log10_edges": [-8.0, -7.0, -6.0], "counts": [2, 2], "zero": 1, "below": 1, "above": 1}
+    assert error_quantile(hist, 0.1) == 0.0  # 0.7 of 7: inside the zeros
+    assert error_quantile(hist, 1 / 7) == 0.0  # exactly the zeros
+    assert error_quantile(hist, 0.2) == 1e-8  # 1.4: among the errors below the first edge
+    assert error_quantile(hist, 0.5) == pytest.approx(10 ** -7.25, rel=1e-12)  # 3.5: 0.75 of the way through bin 0
+    assert error_quantile(hist, 0.75) == pytest.approx(10 ** -6.375, rel=1e-12)  # 5.25: 0.625 through bin 1
+    assert error_quantile(hist, 1.0) == pytest.approx(1e-6, rel=1e-12)  # the one above sits at the top edge
+    assert error_quantile({"log10_edges": [-8.0, -7.0, -6.0], "counts": [2, 2]}, 0.5) == pytest.approx(1e-7)
+    assert error_quantile({"log10_edges": [-8.0, -7.0, -6.0], "counts": [0, 2]}, 0.5) == pytest.approx(10 ** -6.5)
+    assert error_quantile({"log10_edges": [-8.0, -7.0, -6.0], "counts": [0, 0]}, 0.5) is None  # nothing recorded
+    assert error_quantile({"log10_edges": [-8.0, -7.0], "counts": [1, 1]}, 0.5) is None  # edges do not fit counts
+    assert error_quantile({"log10_edges": [], "counts": []}, 0.5) is None
