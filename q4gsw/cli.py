@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 # Subcommands implemented in their own module, each exposing main(argv) -> int.
 EXTERNAL_COMMANDS = {"bench": "q4gsw.commands.bench", "ci-matrix": "q4gsw.commands.ci",
                      "report": "q4gsw.commands.report",
-                     "audit": "q4gsw.commands.audit", "mutants": "q4gsw.commands.mutants"}
+                     "audit": "q4gsw.commands.audit", "mutants": "q4gsw.commands.mutants",
+                     "graph": "q4gsw.commands.graph"}
 
 
 def _add_matrix(parser: argparse.ArgumentParser) -> None:

@@ -44,6 +44,29 @@ def constants_from_foreign_pte(path: Path, read: Callable[[bytes], Any]) -> Any:
 
 
 @dataclass(frozen=True)
+class CallArg:
+    """One argument of a delegate call: a tensor (its dims, whether it is a constant) or another value's kind."""
+
+    value_id: int
+    kind: str  # VkTensor, Int, Double, Bool, IntList, ValueList, SymInt, String, Null ...
+    dims: tuple[int, ...] = ()
+    constant: bool = False
+
+    def text(self) -> str:
+        if self.kind != "VkTensor":
+            return self.kind
+        return "[" + ",".join(map(str, self.dims)) + "]" + (" const" if self.constant else "")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One operator call of the delegate's chain, in the order the runtime runs them."""
+
+    operator: str
+    args: tuple[CallArg, ...]
+
+
+@dataclass(frozen=True)
 class DelegateGraph:
     """The fully delegated Vulkan graph of a .pte: its operator calls and constant data."""
 
@@ -55,6 +78,22 @@ class DelegateGraph:
     @property
     def call_names(self) -> list[str]:
         return [c.name for c in self.graph.chain]
+
+    def calls(self) -> tuple[Call, ...]:
+        """Every call of the chain with its arguments described (what a composed run must execute, in order)."""
+        found = []
+        for call in self.graph.chain:
+            described = []
+            for arg in call.args:
+                value = self.graph.values[arg].value
+                kind = type(value).__name__
+                if kind == "VkTensor":
+                    described.append(CallArg(int(arg), kind, tuple(int(d) for d in value.dims),
+                                             int(value.constant_id) >= 0))
+                else:
+                    described.append(CallArg(int(arg), kind.removeprefix("Vk") if kind != "NoneType" else "Null"))
+            found.append(Call(str(call.name), tuple(described)))
+        return tuple(found)
 
     def args(self, operator: str, calls: tuple[str, ...] = ()) -> list[int]:
         """The value ids of the call of `operator` in a delegate whose calls are exactly `calls` (default: that one

@@ -121,6 +121,7 @@ class MutationSuite:
 class Op(ABC):
     name: ClassVar[str]  # matrix.toml's `op = "..."`
     operator: ClassVar[str]  # the delegate's operator, e.g. et_vk.linear_q4gsw.default
+    also_runs: ClassVar[tuple[str, ...]] = ()  # delegate operators its chain runs before `operator` (`graph` reads it)
     executorch_folder: ClassVar[str | None] = None  # the op's kernels in an ExecuTorch checkout; None: it has none
     executorch_fixture_prefix: ClassVar[str | None] = None  # ExecuTorch's export folder names its files
     # <prefix><config>.pte; None: no ExecuTorch export folder writes this op's

@@ -27,7 +27,7 @@ from q4gsw.matrix.values import Config, Tolerance
 from q4gsw.ops.base import Binding, Bindings, MutationSuite, Op, ShapeProblem
 from q4gsw.ops.linear_common import LinearDims, mkn
 from q4gsw.ops.linear_dq8ca_q4gsw.qparams import QUANT_MAX, QUANT_MIN, choose_qparams, torchao_codes
-from q4gsw.ops.linear_dq8ca_q4gsw.recipe import DQ8CA_CALL, DQ8CA_OPERATOR
+from q4gsw.ops.linear_dq8ca_q4gsw.recipe import DQ8CA_CALL, DQ8CA_OPERATOR, QPARAMS_OPERATOR
 from q4gsw.ops.linear_q4gsw import LinearQ4gsw
 from q4gsw.ops.linear_q4gsw.layout import (
     PackedLinear,
@@ -61,6 +61,7 @@ def _bench_bound(K: int) -> tuple[float, float]:
 class LinearDq8caQ4gsw(LinearDims, Op):
     name = "linear_dq8ca_q4gsw"
     operator = DQ8CA_OPERATOR
+    also_runs = (QPARAMS_OPERATOR,)  # its chain: choose_qparams_affine's per-row qparams, then the linear
     executorch_folder = "backends/webgpu/runtime/ops/linear_dq8ca_q4gsw"
     executorch_fixture_prefix = "dq8ca_"  # no ExecuTorch export folder writes this op's .pte files (yet)
     constant_files = LinearQ4gsw.constant_files

@@ -1,0 +1,78 @@
+"""`python -m q4gsw graph PTE`: the delegate's calls in order and the q4gsw op covering each (issue 31's first step:
+a composed run stops on `unsupported: op NAME`, never skips a call in silence)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from q4gsw.commands import graph
+from q4gsw.export.pte import Call, CallArg
+
+
+def tensor(value_id: int, *dims: int, constant: bool = False) -> CallArg:
+    return CallArg(value_id, "VkTensor", dims, constant)
+
+
+def test_each_call_names_its_op_or_says_unsupported() -> None:
+    calls = (Call("et_vk.rms_norm.default", (tensor(0, 1, 2048), tensor(1, 2048, constant=True),
+                                             CallArg(2, "Double"), tensor(3, 1, 2048))),
+             Call("torchao.choose_qparams_affine.default", (tensor(3, 1, 2048),)),
+             Call("et_vk.linear_dq8ca_q4gsw.default", (tensor(3, 1, 2048), tensor(4, 512, 1024, constant=True))),
+             Call("aten.view_copy.default", (tensor(5, 1, 512), CallArg(6, "IntList"), tensor(7, 1, 8, 64))),
+             Call("aten.view_copy.default", (tensor(5, 1, 512), CallArg(6, "IntList"), tensor(8, 1, 8, 64))))
+    covered = {"et_vk.linear_dq8ca_q4gsw.default": "linear_dq8ca_q4gsw",
+               "torchao.choose_qparams_affine.default": "linear_dq8ca_q4gsw"}
+    lines, missing = graph.coverage_lines(calls, covered)
+    assert len(lines) == 5
+    assert lines[0].endswith("unsupported: op et_vk.rms_norm.default")
+    assert "[1,2048] [2048] const Double [1,2048]" in lines[0]
+    assert lines[1].endswith("linear_dq8ca_q4gsw") and lines[2].endswith("linear_dq8ca_q4gsw")
+    assert lines[2].split()[0] == "2"
+    assert missing == {"et_vk.rms_norm.default": 1, "aten.view_copy.default": 2}
+
+
+def test_the_shipped_ops_cover_their_operators_and_their_chains() -> None:
+    covered = graph.covering_ops()
+    assert covered["et_vk.linear_q4gsw.default"] == "linear_q4gsw"
+    assert covered["et_vk.linear_dq8ca_q4gsw.default"] == "linear_dq8ca_q4gsw"
+    assert covered["torchao.choose_qparams_affine.default"] == "linear_dq8ca_q4gsw"  # its chain's first call
+    assert covered["et_vk.embedding_q4gsw.default"] == "embedding_q4gsw"
+    assert "aten.view_copy.default" not in covered
+
+
+@pytest.mark.parametrize("content", [None, b""])
+def test_a_missing_or_empty_file_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     content: bytes | None) -> None:
+    path = tmp_path / "model.pte"
+    if content is not None:
+        path.write_bytes(content)
+    assert graph.main([str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err
+    assert ("no such file" if content is None else "empty file") in err
+
+
+@pytest.mark.e2e
+def test_a_real_export_is_listed_and_fully_covered(tiny_matrix: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A linear_q4gsw exported by its recipe: one call, et_vk.linear_q4gsw, covered (exit 0); random bytes are
+    one line, exit 2."""
+    from q4gsw.matrix.load import load_matrix
+    from q4gsw.ops import op_for
+
+    config = load_matrix(tiny_matrix).config("tiny_gemm")
+    pte, _ = op_for(config).export_pte(config)
+    (tmp_path / "model.pte").write_bytes(pte)
+    assert graph.main([str(tmp_path / "model.pte")]) == 0
+    out = capsys.readouterr().out
+    assert "1 calls in its Vulkan delegate" in out and "et_vk.linear_q4gsw.default" in out
+    assert "every call is covered by a q4gsw op" in out
+    [line] = [line for line in out.splitlines() if "et_vk.linear_q4gsw.default" in line]
+    # tiny_gemm (M 5, K 96, N 40, gs 32): x, the packed weight [N, K/2] and the scales [K/gs, N] as constants (the
+    # first has constant id 0), the group size, no bias, the output [M, N]
+    assert line.split()[2:10] == ["[5,96]", "[40,48]", "const", "[3,40]", "const", "Int", "Null", "[5,40]"], line
+    (tmp_path / "junk.pte").write_bytes(b"\x00not a pte" * 50)
+    assert graph.main([str(tmp_path / "junk.pte")]) == 2
+    assert "not a .pte ExecuTorch can read" in capsys.readouterr().err
