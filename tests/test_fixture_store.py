@@ -22,6 +22,7 @@ from q4gsw.export.fixtures import (
     FIXTURE_FORMAT,
     MANIFEST,
     PTE_FILE,
+    FixtureError,
     build_fixture,
     copy_fixture,
     ensure_fixture,
@@ -325,3 +326,78 @@ def test_quiet_library_output_silences_the_export_libraries_unless_verbose(monke
         for name, logger in loggers.items():
             logger.setLevel(levels[name])
     assert os.environ.get("Q4GSW_VERBOSE") is None
+
+
+@pytest.fixture
+def pte_reader(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """linear_q4gsw's .pte reader replaced by _packed() (a real .pte needs an export); the list records its reads."""
+    read: list[bytes] = []
+
+    def constants_from_pte(self: Any, data: bytes) -> PackedLinear:
+        read.append(data)
+        return _packed()
+
+    monkeypatch.setattr(type(op_for("linear_q4gsw")), "constants_from_pte", constants_from_pte)
+    return read
+
+
+def test_an_executorch_pte_and_golden_become_a_fixture_once(tmp_path, pte_reader):
+    config = _config(inputs=("ramp",))
+    pte, golden = tmp_path / "q4gsw_fx.pte", tmp_path / "q4gsw_fx.golden.bin"
+    pte.write_bytes(PTE)
+    theirs = (np.arange(2 * N, dtype="<f4") / 8).astype("<f4")  # [M, N] row-major, fp32, no header
+    theirs.tofile(golden)
+    digest = hashlib.sha256(PTE + golden.read_bytes()).hexdigest()
+    path = fixtures.import_executorch_fixture(pte, golden, config, tmp_path / "imports")
+    assert path == tmp_path / "imports" / f"fx-{digest[:16]}" and pte_reader == [PTE]
+    assert sorted(p.name for p in path.iterdir()) == sorted([MANIFEST, PTE_FILE, WEIGHT_FILE, SCALES_FILE,
+                                                             "golden-ramp.npy"])
+    assert (path / PTE_FILE).read_bytes() == PTE
+    stored = np.load(path / "golden-ramp.npy")
+    assert stored.dtype == np.float64 and np.array_equal(stored, theirs.reshape(2, N).astype(np.float64))
+    manifest = json.loads((path / MANIFEST).read_text())
+    assert manifest["key"] == digest and manifest["cross_checked"] is False and manifest["timings"] == {}
+    assert manifest["op"] == "linear_q4gsw" and manifest["operator"] == op_for(config).operator
+    assert manifest["source"]["executorch_pte"] == str(pte) and manifest["source"]["executorch_golden"] == str(golden)
+    x = op_for(config).make_input("ramp", config)
+    assert manifest["input_sha256"] == {"ramp": hashlib.sha256(x.tobytes()).hexdigest()}
+    assert manifest["files"] == {p.name: {"sha256": _sha(p), "size": p.stat().st_size}
+                                 for p in path.iterdir() if p.name != MANIFEST}
+    assert manifest["identity"]["M"] == 2 and manifest["config"]["name"] == "fx" and manifest["created"].endswith("Z")
+    assert verify_fixture(path, config).manifest == manifest
+    assert fixtures.import_executorch_fixture(pte, golden, config, tmp_path / "imports") == path
+    assert pte_reader == [PTE]  # converted once: the second lookup reads nothing
+
+
+def test_an_executorch_pte_without_a_golden_gets_none_and_no_input_hash(tmp_path, pte_reader):
+    config = _config(inputs=("ramp",))
+    pte = tmp_path / "q4gsw_fx.pte"
+    pte.write_bytes(PTE)
+    path = fixtures.import_executorch_fixture(pte, tmp_path / "q4gsw_fx.golden.bin", config, tmp_path / "imports")
+    assert path.name == f"fx-{hashlib.sha256(PTE).hexdigest()[:16]}"
+    manifest = json.loads((path / MANIFEST).read_text())
+    assert manifest["input_sha256"] == {} and not (path / "golden-ramp.npy").exists()
+    assert manifest["source"]["executorch_golden"] is None
+
+
+def test_an_executorch_golden_of_the_wrong_size_or_constants_of_another_shape_are_refused(tmp_path, pte_reader,
+                                                                                          monkeypatch):
+    config = _config(inputs=("ramp",))
+    pte, golden = tmp_path / "q4gsw_fx.pte", tmp_path / "q4gsw_fx.golden.bin"
+    pte.write_bytes(PTE)
+    np.zeros(7, dtype="<f4").tofile(golden)
+    with pytest.raises(FixtureError) as raised:
+        fixtures.import_executorch_fixture(pte, golden, config, tmp_path / "imports")
+    assert str(raised.value) == f"{golden}: 7 floats, config 'fx' needs 2 x {N} = {2 * N}"
+    assert [p.name for p in (tmp_path / "imports").iterdir() if not p.name.endswith(".lock")] == []  # nothing kept
+    wide = PackedLinear(weight_packed=np.zeros((N + 1, K // 2), np.uint8), scales=np.ones((2, N + 1), np.float32),
+                        group_size=GROUP)
+    monkeypatch.setattr(type(op_for(config)), "constants_from_pte", lambda self, data: wide)
+    with pytest.raises(FixtureError) as raised:
+        fixtures.import_executorch_fixture(pte, golden, config, tmp_path / "imports")
+    assert str(raised.value) == f"{pte}: holds N={N + 1}, K={K}, group_size={GROUP}; config 'fx' has N={N}, K={K}, " \
+                                f"group_size={GROUP}"
+    pte.write_bytes(b"")
+    with pytest.raises(FixtureError) as raised:
+        fixtures.import_executorch_fixture(pte, golden, config, tmp_path / "imports")
+    assert str(raised.value) == f"{pte}: empty file, not a .pte"
