@@ -478,3 +478,44 @@ def test_every_mutant_is_killed_without_false_alarms(swiftshader_env, tmp_path):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     summary = json.loads((tmp_path / "mutants.json").read_text())["summary"]
     assert summary["ok"] and summary["killed"] == summary["mutants"] == len(op.mutation_suite().mutants)
+
+
+def test_the_zero_point_may_take_its_neighbour_only_within_the_window_of_a_tie():
+    """zero_point_alternatives by hand, s = 1/64 (exact in fp32): with min = -1 - 1/128 -+ d, qmin - min / s is
+    -63.5 +- 64 d; with max = 190/64 (191/64), qmax - max / s is -63 (-64) exactly. ZERO_POINT_WINDOW = 6u * 256 +
+    4 * 2^-16 = 1.5e-4: 64 d = 2^-14 (6.1e-5) lies inside it, so both neighbours are reachable, 64 d = 2^-12
+    (2.4e-4) outside."""
+    from q4gsw.ops.linear_dq8ca_q4gsw.rounding import ZERO_POINT_WINDOW, zero_point_alternatives
+
+    assert pytest.approx(6 * 2.0**-24 * 256 + 4 * 2.0**-16) == ZERO_POINT_WINDOW
+    above_inside, above_outside = -1.0078125 - 2.0**-20, -1.0078125 - 2.0**-18  # -63.5 + 64 d: rounds to -63
+    x = np.array([[above_inside, 190 / 64], [above_outside, 190 / 64]], dtype=np.float32)
+    assert x[:, 0].astype(np.float64).tolist() == [above_inside, above_outside]  # exact in fp32
+    qparams = RowQparams(scale=np.full(2, 1 / 64, np.float32), zero_point=np.full(2, -63, np.int8))
+    assert zero_point_alternatives(x, qparams, chained=True).tolist() == [[-63, -64, -63], [-63, -63, -63]]
+    assert zero_point_alternatives(x, qparams, chained=False).tolist() == [[-63] * 3] * 2  # torchao's alone
+    below_inside = np.array([[-1.0078125 + 2.0**-20, 191 / 64]], dtype=np.float32)  # -63.5 - 2^-14: rounds to -64
+    qparams = RowQparams(scale=np.array([1 / 64], np.float32), zero_point=np.array([-64], np.int8))
+    assert zero_point_alternatives(below_inside, qparams, chained=True).tolist() == [[-64, -64, -63]]
+
+
+def test_a_row_of_positive_values_takes_zero_as_its_minimum():
+    """min(x, 0): for x in [0.5, 2], qmin - 0 / s = -128 exactly, qmax - 2 / s = 127 - 128 = -1 with s = 1/64; a
+    zero point of -128 may move up (to -127: a candidate above it), never down."""
+    from q4gsw.ops.linear_dq8ca_q4gsw.rounding import zero_point_alternatives
+
+    x = np.array([[0.5, 2.0]], dtype=np.float32)
+    qparams = RowQparams(scale=np.array([1 / 64], np.float32), zero_point=np.array([-128], np.int8))
+    assert zero_point_alternatives(x, qparams, chained=True).tolist() == [[-128, -128, -127]]
+    negative = np.array([[-2.0, -0.5]], dtype=np.float32)  # max(x, 0) = 0: qmax - 0 = 127; qmin + 128 = 0
+    qparams = RowQparams(scale=np.array([1 / 64], np.float32), zero_point=np.array([0], np.int8))
+    assert zero_point_alternatives(negative, qparams, chained=True).tolist() == [[0, 0, 1]]
+
+
+def test_round_alternatives_offer_the_other_neighbour_within_the_window_inclusive():
+    from q4gsw.ops.linear_dq8ca_q4gsw.rounding import _round_alternatives
+
+    t = np.array([2.3, 2.5, 2.49, 2.51, -1.5, 3.0, 2.25, 2.2])
+    rounded, other = _round_alternatives(t, np.array([0.1] * 6 + [0.25, 0.25]))
+    assert rounded.tolist() == [2, 2, 2, 3, -2, 3, 2, 2]  # numpy rounds half to even
+    assert other.tolist() == [2, 3, 3, 2, -1, 3, 3, 2]  # 2.25 is exactly 0.25 from the tie: inside; 2.2 is not
