@@ -240,8 +240,12 @@ def load_problem(config: Config, inputs_wanted: tuple[str, ...], fixture: Path |
                    timings=timings)
 
 
-def open_device(cases: list[Case]) -> tuple[Any, str]:
-    """(Device, '') or (None, why): the adapter the cases' backend names, with the features their kernels need."""
+def open_device(cases: list[Case], opened: dict[tuple[str, ...], Any] | None = None) -> tuple[Any, str]:
+    """(Device, '') or (None, why): the adapter the cases' backend names, with the features their kernels need.
+
+    `opened` (a `run --in-process`'s devices by feature set) reuses a device opened earlier with exactly these
+    features, as a child reuses its device for every case of its config: each pipeline is then compiled once per
+    run, not once per config (SwiftShader takes ~10 CPU s for some subgroup kernels)."""
     from q4gsw.webgpu.adapter import OPTIONAL_SHADER_FEATURES, select_adapter
     from q4gsw.webgpu.execute import Device
 
@@ -254,7 +258,11 @@ def open_device(cases: list[Case]) -> tuple[Any, str]:
         # A kernel from the command line declares no needs: offer it the optional shader features the
         # adapter has, so `enable f16;` or subgroup builtins compile where the hardware allows them.
         features = tuple(f for f in OPTIONAL_SHADER_FEATURES if f in info.features)
-    return Device(adapter, info, features), ""
+    if opened is None:
+        return Device(adapter, info, features), ""
+    if features not in opened:
+        opened[features] = Device(adapter, info, features)
+    return opened[features], ""
 
 
 def warm_up(device: Any, case: Case, root: Path) -> None:

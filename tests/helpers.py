@@ -9,13 +9,17 @@ probes its adapter and runs each config's cases in a child (`python -m q4gsw _ch
 
 from __future__ import annotations
 
+import copyreg
 import hashlib
 import json
+import multiprocessing
 import os
 import subprocess
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +30,9 @@ from q4gsw.ops import op_for
 from q4gsw.ops.linear_common import mkn
 from q4gsw.ops.linear_q4gsw.layout import PackedLinear, pack_int4
 from q4gsw.report.result import Result, Shape
+
+if TYPE_CHECKING:
+    from q4gsw.run.options import RunOptions
 
 REPO = Path(__file__).resolve().parent.parent
 MATRIX = REPO / "matrix.toml"
@@ -80,24 +87,32 @@ def write_fixture(folder: Path, config: Config, packed: PackedLinear,
 
 
 def run_cases(cases: Iterable[Case], fixtures: Path, cache: Path, *, backend: Backend | None = None,
-              matrix_path: Path = MATRIX, root: Path = REPO, workers: int = 1) -> dict[str, Result]:
+              matrix_path: Path = MATRIX, root: Path = REPO, workers: int = 1,
+              in_process: bool = False) -> dict[str, Result]:
     """Run the cases through the engine (provision, probe, one child per config); Results by case id.
 
     With workers > 1 the configs are dealt round-robin (in the order of the cases) to that many runs of
-    run_selection in threads: each config still runs in its own child, a few at a time."""
+    run_selection in threads: each config still runs in its own child, a few at a time. With in_process, the
+    run is a `run --in-process` in one fresh process of its own (the ICD's variables never reach this one): every
+    config on one device per feature set, so each kernel's pipeline is compiled once, not once per config (for
+    the kernel tests, whose many small shapes are not about child processes)."""
     from q4gsw.run.exporter import FixtureSource
-    from q4gsw.run.stages import RunOptions, run_selection
+    from q4gsw.run.stages import RunOptions
 
     cases = tuple(cases)
     backend = backend or cases[0].backend
     configs = tuple({c.config.name: c.config for c in cases}.values())
-    options = RunOptions(fixtures=FixtureSource(fixtures=fixtures, cache=cache, matrix_path=matrix_path))
+    options = RunOptions(fixtures=FixtureSource(fixtures=fixtures, cache=cache, matrix_path=matrix_path),
+                         in_process=in_process)
     groups = [configs[i::max(1, workers)] for i in range(max(1, min(workers, len(configs))))]
 
     def run(group: tuple[Config, ...]) -> list[Result]:
         names = {c.name for c in group}
         selection = Selection(backend=backend, configs=group, cases=tuple(c for c in cases if c.config.name in names))
-        return run_selection(selection, options, root)
+        if not in_process:
+            return _run_selection(selection, options, root)
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as process:
+            return process.submit(_run_selection, selection, options, root).result()
 
     if len(groups) == 1:
         results = run(groups[0])
@@ -108,6 +123,21 @@ def run_cases(cases: Iterable[Case], fixtures: Path, cache: Path, *, backend: Ba
     for result in results:
         by_id.setdefault(result.case_id, result)
     return by_id
+
+
+# A Selection and its Results hold read-only mappings (Kernel.overrides, Config.dims): run_cases(in_process=True)
+# hands them to its process and back by pickle, which needs this (the process imports this module first).
+def _read_only(mapping: dict) -> MappingProxyType:
+    return MappingProxyType(mapping)
+
+
+copyreg.pickle(MappingProxyType, lambda mapping: (_read_only, (dict(mapping),)))
+
+
+def _run_selection(selection: Selection, options: RunOptions, root: Path) -> list[Result]:
+    from q4gsw.run.stages import run_selection
+
+    return run_selection(selection, options, root)
 
 
 def default_workers() -> int:

@@ -2,8 +2,10 @@
 SwiftShader, against the fp64 golden on small awkward shapes.
 
 The shapes are synthetic fixtures (random int4 weights and scales, no torch) run through the engine
-(q4gsw.run.stages.run_selection): it provisions SwiftShader, probes its adapter and runs each shape's
-cases in a child process, as `q4gsw run` does.
+(q4gsw.run.stages.run_selection) as `q4gsw run --in-process` in one process of its own: it provisions
+SwiftShader, probes its adapter and runs every shape's cases on one device per feature set. In a child per
+shape, SwiftShader compiled each kernel again for every shape: ~10 CPU s apiece for gpu_gemv_fast and
+gpu_gemv_vec4, 12 times, most of this module's ~190 s.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers import MATRIX, default_workers, make_config, random_packed, require_backend, run_cases, write_fixture
+from helpers import MATRIX, make_config, random_packed, require_backend, run_cases, write_fixture
 
 from q4gsw.cases import Case
 from q4gsw.matrix.expressions import kernel_applies, written_for
@@ -57,7 +59,7 @@ def kernel_results(tmp_path_factory: pytest.TempPathFactory, swiftshader_env: di
             case = Case(config=config, kernel=kernel, input="normal", backend=backend, tolerance=TOLERANCE)
             case_list.append(case)
             cases[case.id] = (kernel.name, (M, K, N, gs))
-    results = run_cases(case_list, folder / "fixtures", folder / "cache", workers=default_workers())
+    results = run_cases(case_list, folder / "fixtures", folder / "cache", in_process=True)
     require_backend(results)
     assert set(results) == set(cases), "some cases have no result"
     return {cases[case_id]: result for case_id, result in results.items()}

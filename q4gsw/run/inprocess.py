@@ -1,6 +1,7 @@
 """`run --in-process`: the selected cases in the calling process, for debuggers and profilers. No child processes,
 no spares, no export process: fixtures are exported here by the function the `_export` worker calls, the adapter
-is found here, and each config runs case.execute_config, as a `_child` does. A crash or hang of the
+is found here, and each config runs case.execute_config, as a `_child` does, on a device shared with every
+config that needs the same features (a pipeline is compiled once per run). A crash or hang of the
 driver then ends the run (there is no child to lose instead); results, reports and exit codes are a normal run's.
 A case that raises fails the rest of its config with the exception, and the run goes on; Ctrl-C keeps the cases
 already judged (the rest of the config is recorded as not run)."""
@@ -11,8 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from q4gsw.case import base_result, execute_config
+from q4gsw.case import base_result, execute_config, open_device
 from q4gsw.cases import Case, Selection
 from q4gsw.console import say
 from q4gsw.matrix.load import Config
@@ -28,6 +30,7 @@ def execute_in_process(selection: Selection, runnable: list[Config], fixture_for
                        options: RunOptions, root: Path, record: Callable[[Result], None]) -> None:
     """Each config's cases on one device opened here, as a `_child` runs them."""
     runnable = [c for c in runnable if selection.cases_of(c)]
+    devices: dict[tuple[str, ...], Any] = {}  # by feature set: each pipeline compiled once per run (open_device)
     for index, config in enumerate(runnable):
         announce(index, len(runnable), config, selection)
         cases = selection.cases_of(config)
@@ -39,7 +42,7 @@ def execute_in_process(selection: Selection, runnable: list[Config], fixture_for
         done: list[Result] = []
         try:
             for result in execute_config(cases, fixture, options.problem_seed, root, options.repeats,
-                                         warmup_s=options.warmup_s):
+                                         opened=open_device(list(cases), devices), warmup_s=options.warmup_s):
                 done.append(result)
                 say(verdict_line(result), "    ")
         except Exception as exc:  # in a child this would be a crash of the config: its cases that ran are kept
