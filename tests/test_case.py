@@ -380,3 +380,84 @@ def test_load_problem_from_a_fixture_keeps_its_key_and_timings_and_computes_a_mi
     del manifest["key"]
     (path / MANIFEST).write_text(json.dumps(manifest))
     assert load_problem(config, ("ramp",), path, None).fixture_key == str(path)  # no key: the folder
+
+
+# ---- open_device and warm_up with the adapter and the device replaced (no WebGPU) ----
+
+
+def _open_with(monkeypatch, cases: list[Case], features: tuple[str, ...], fails: bool = False) -> tuple[Any, str,
+                                                                                                        list[Any]]:
+    from q4gsw.case import open_device
+    from q4gsw.webgpu import adapter as adapter_module
+    from q4gsw.webgpu import execute
+
+    asked: list[Any] = []
+    info = replace(ADAPTER, features=features)
+
+    def select_adapter(backend: Backend) -> tuple[str, AdapterInfo]:
+        asked.append(backend)
+        if fails:
+            raise RuntimeError("no adapter matches 'Fake'")
+        return "the adapter", info
+
+    class Opened:
+        def __init__(self, adapter: Any, info: AdapterInfo, want_features: tuple[str, ...] = ()) -> None:
+            self.args = (adapter, info, want_features)
+
+    monkeypatch.setattr(adapter_module, "select_adapter", select_adapter)
+    monkeypatch.setattr(execute, "Device", Opened)
+    device, why = open_device(cases)
+    return device, why, asked
+
+
+def test_open_device_asks_for_the_features_the_kernels_need_that_the_adapter_has(tmp_path, monkeypatch):
+    case = _case_and_problem(tmp_path)[0]
+    needs = [replace(case, kernel=replace(case.kernel, requires_features=f)) for f in
+             (("subgroup", "shader-f16"), ("timestamp-query",), ("subgroup",))]
+    device, why, asked = _open_with(monkeypatch, needs, ("timestamp-query", "subgroup"))
+    assert why == "" and asked == [BACKEND]
+    assert device.args == ("the adapter", replace(ADAPTER, features=("timestamp-query", "subgroup")),
+                           ("subgroup", "timestamp-query"))  # sorted, once each, only what the adapter has
+
+
+def test_open_device_offers_a_command_line_kernel_every_optional_feature_the_adapter_has(tmp_path, monkeypatch):
+    case = _case_and_problem(tmp_path)[0]
+    checked = replace(case, kernel=replace(case.kernel, origin="check:k.wgsl"))
+    device, _, _ = _open_with(monkeypatch, [case, checked], ("subgroup", "shader-f16", "timestamp-query"))
+    assert device.args[2] == ("shader-f16", "subgroup")  # the optional shader features, in their order
+    device, _, _ = _open_with(monkeypatch, [checked], ("timestamp-query",))
+    assert device.args[2] == ()
+
+
+def test_open_device_says_why_there_is_no_device(tmp_path, monkeypatch):
+    case = _case_and_problem(tmp_path)[0]
+    device, why, _ = _open_with(monkeypatch, [case], (), fails=True)
+    assert device is None and why == "RuntimeError: no adapter matches 'Fake'"
+
+
+def test_warm_up_builds_the_first_kernels_pipeline_on_the_ops_tiny_problem_and_never_raises(tmp_path):
+    from q4gsw.case import warm_up
+
+    case = _case_and_problem(tmp_path)[0]
+    (tmp_path / "k.wgsl").write_text(KERNEL_TEXT)
+    warmed: list[tuple[str, dict[str, Any], str, Bindings]] = []
+
+    class Warming(FakeDevice):
+        def warm_up(self, source: str, overrides: dict[str, Any], label: str, bindings: Bindings) -> None:
+            warmed.append((source, dict(overrides), label, bindings))
+
+    warm_up(Warming(), case, tmp_path)
+    ((source, overrides, label, bindings),) = warmed
+    assert (source, overrides, label) == (KERNEL_TEXT, {}, "fake_kernel")
+    assert bindings.output_shape == (1, 8)  # linear_q4gsw's 1x8x8 warm-up problem
+    assert next(b.data for b in bindings.inputs if b.index == 1).shape == (1, 8)
+
+    class Broken(FakeDevice):
+        def warm_up(self, *args: Any) -> None:
+            raise RuntimeError("device lost")
+
+    warm_up(Broken(), case, tmp_path)  # left for execute_case to meet again
+    needy = replace(case, kernel=replace(case.kernel, requires_features=("shader-f16",)))
+    warmed.clear()
+    warm_up(Warming(), needy, tmp_path)
+    assert warmed == []  # a kernel the adapter cannot run is not warmed
