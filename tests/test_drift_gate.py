@@ -242,11 +242,70 @@ def test_run_a_shard_of_only_new_configs_compares_nothing_unless_accept_new(
     assert "NOTHING COMPARED" not in out
 
 
-def test_accept_new_never_accepts_a_baseline_of_another_backend(tmp_path: Path,
+def test_accept_new_never_accepts_a_baseline_of_another_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    other = [replace(case(), backend="lavapipe", case_id="kv_proj/cpu_gemv/normal@lavapipe")]
-    assert gate(tmp_path, other, [case()], "--accept-new") == 1
+    """Scoped to this run's backend the lavapipe baseline keeps no case: nothing vanished, every case 'new'. Only the
+    backend check stands between that and a green gate (through `report` the vanished cases alone failed it)."""
+    other = [of("b", backend="lavapipe"), of("h", backend="lavapipe")]
+    assert run_gate(tmp_path, monkeypatch, other, [of("b"), of("h")], accept_new=True) == 1
     assert "NOTHING COMPARED: 0 cases compared" in capsys.readouterr().out
+
+
+def test_accept_new_needs_a_baseline_that_measured_its_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A baseline whose rows on this backend are all skips measured nothing there: not a baseline of its backend."""
+    skipped = [replace(of("b"), status="skip", errors=None, message="not run")]
+    assert run_gate(tmp_path, monkeypatch, skipped, [of("h")], names=("h",), accept_new=True) == 1
+    assert "NOTHING COMPARED" in capsys.readouterr().out
+
+
+def test_accept_new_a_config_skipped_in_the_baseline_and_measured_now_is_new(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The baseline's row of config h is a config-level skip (h@swiftshader), now h's cases ran: that row vanished,
+    but it measured nothing, so it is no removal and the run is all new (it read as NOTHING COMPARED)."""
+    skip_h = replace(of("h"), status="skip", errors=None, kernel="", case_id="h@swiftshader", message="not run")
+    assert run_gate(tmp_path, monkeypatch, [of("b"), skip_h], [of("h")], names=("h",), accept_new=True) == 0
+    assert "gate: holds (nothing compared: 1 cases new since the baseline, accepted)" in capsys.readouterr().out
+
+
+def test_accept_new_holds_the_gate_not_a_failing_new_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A new case that fails: the gate holds (nothing to compare it with), the run still fails on the case."""
+    assert run_gate(tmp_path, monkeypatch, [of("b")], [broken(of("h"))], names=("h",), accept_new=True) == 1
+    out = capsys.readouterr().out
+    assert "gate: holds (nothing compared: 1 cases new since the baseline, accepted)" in out
+
+
+def test_accept_new_the_held_gate_is_in_summary_md(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """summary.md's section read the NOTHING COMPARED line as gate()[-1], an IndexError once the gate held: the
+    comparison was left out of summary.md with a note."""
+    assert run_gate(tmp_path, monkeypatch, [of("b")], [of("h")], names=("h",), accept_new=True) == 0
+    summary = (tmp_path / "results" / "summary.md").read_text()
+    assert "**gate: holds (nothing compared: 1 cases new since the baseline, accepted)**" in summary
+    assert "NOTHING COMPARED" not in summary and "written without the comparison" not in capsys.readouterr().err
+
+
+def test_accept_new_reaches_the_gate_from_the_command_line(tmp_path: Path) -> None:
+    from q4gsw.cli import build_parser
+    from q4gsw.drift.baseline import run_baseline
+
+    old = str(written(tmp_path / "old", [case()]))
+    for command in (["run", "--backend", "swiftshader"], ["check", "--kernel", "k.wgsl", "--dispatch", "1",
+                                                           "--backend", "swiftshader"]):
+        args = build_parser().parse_args([*command, "--baseline", old, "--accept-new"])
+        assert run_baseline(args).accept_new, command
+        assert not run_baseline(build_parser().parse_args([*command, "--baseline", old])).accept_new, command
+
+
+def test_report_refuses_accept_new(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """report compares every baseline case: one missing now is REMOVED, so --accept-new could never hold the gate
+    there (a shard of only new configs: 'REMOVED' for all of main's cases, or NOTHING COMPARED with
+    --accept-removed). A flag that silently does nothing is refused."""
+    assert gate(tmp_path, [case()], [case(config="q_proj")], "--accept-new") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--accept-new does not apply to report" in err and "run --baseline" in err
+    assert not (tmp_path / "new" / "summary.md").exists()
 
 
 def test_accept_new_accepts_no_removal_and_no_run_that_measured_nothing(tmp_path: Path) -> None:

@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     except LoneGateOption as exc:
         print(f"error: {exc}", file=sys.stderr)
         return verdict.USAGE
+    if args.accept_new:  # Comparison.all_new: a measured baseline case missing now is never 'all new'
+        print("error: --accept-new does not apply to report: report compares every case of the --baseline, so a "
+              "run of only new cases leaves the baseline's cases missing (REMOVED) and its gate can never hold; "
+              "compare a shard with `run --baseline OLD --accept-new`, or drop --accept-new", file=sys.stderr)
+        return verdict.USAGE
     results = merge(results)
     meta = merged_meta(metas)
     if args.out is not None:

@@ -139,6 +139,6 @@ def markdown_section(comparison: Comparison, fail_on_drift: bool, heading: str =
             lines += [f"<details><summary>{len(listed)} {kind} ({what})</summary>", "",
                       *(f"- `{d.key}`" + (f": {_cell(d.reason())}" if d.removed else "") for d in listed), "",
                       "</details>", ""]
-    if not comparison.compared:
+    if not comparison.compared and not comparison.new_accepted:  # accepted: the gate line above says so
         lines += [f"**{_cell(comparison.gate()[-1])}**", ""]
     return "\n".join(lines)

@@ -161,8 +161,9 @@ class Comparison:
     @property
     def all_new(self) -> int:
         """How many cases this run measured, all new since a baseline of their backend, when that is all it holds
-        (nothing compared, nothing vanished); 0 otherwise. A baseline of another backend is never 'all new'."""
-        if self.compared or self.of("vanished"):
+        (nothing compared, no measured case missing now); 0 otherwise. A baseline of another backend is never 'all
+        new'. A baseline row that measured nothing (a config skipped there, measured now) is no removal."""
+        if self.compared or self.removed:
             return 0
         new = [d.new for d in self.of("new") if d.new is not None and d.new.status in MEASURED]
         return len(new) if new and all(r.backend in self.baseline_backends for r in new) else 0
