@@ -4,7 +4,8 @@ results.json read back, and a tiny matrix (write_matrix) for the hostile-input t
 Kernels are never run by a test's own child script: a test writes fixtures in the format of q4gsw.export.fixtures
 (manifest.json with every file's sha256 and size, weight_packed.npy, scales.npy, golden-<input>.npy), builds
 q4gsw.cases.Case objects into a Selection and calls q4gsw.run.stages.run_selection, which provisions the backend,
-probes its adapter and runs each config's cases in a child (`python -m q4gsw _child`), as `q4gsw run` does.
+probes its adapter and runs each config's cases in a child (`python -m q4gsw _child`), as `q4gsw run` does (or,
+for the kernel tests' many small shapes, all in one `run --in-process` in a process of its own: run_cases).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import multiprocessing
 import os
 import subprocess
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -87,38 +88,25 @@ def write_fixture(folder: Path, config: Config, packed: PackedLinear,
 
 
 def run_cases(cases: Iterable[Case], fixtures: Path, cache: Path, *, backend: Backend | None = None,
-              matrix_path: Path = MATRIX, root: Path = REPO, workers: int = 1,
-              in_process: bool = False) -> dict[str, Result]:
+              matrix_path: Path = MATRIX, root: Path = REPO, in_process: bool = False) -> dict[str, Result]:
     """Run the cases through the engine (provision, probe, one child per config); Results by case id.
 
-    With workers > 1 the configs are dealt round-robin (in the order of the cases) to that many runs of
-    run_selection in threads: each config still runs in its own child, a few at a time. With in_process, the
-    run is a `run --in-process` in one fresh process of its own (the ICD's variables never reach this one): every
-    config on one device per feature set, so each kernel's pipeline is compiled once, not once per config (for
-    the kernel tests, whose many small shapes are not about child processes)."""
+    With in_process, the run is a `run --in-process` in one fresh process of its own (the ICD's variables never
+    reach this one): every config on one device per feature set, so each kernel's pipeline is compiled once, not
+    once per config (for the kernel tests, whose many small shapes are not about child processes)."""
     from q4gsw.run.exporter import FixtureSource
     from q4gsw.run.stages import RunOptions
 
     cases = tuple(cases)
-    backend = backend or cases[0].backend
     configs = tuple({c.config.name: c.config for c in cases}.values())
+    selection = Selection(backend=backend or cases[0].backend, configs=configs, cases=cases)
     options = RunOptions(fixtures=FixtureSource(fixtures=fixtures, cache=cache, matrix_path=matrix_path),
                          in_process=in_process)
-    groups = [configs[i::max(1, workers)] for i in range(max(1, min(workers, len(configs))))]
-
-    def run(group: tuple[Config, ...]) -> list[Result]:
-        names = {c.name for c in group}
-        selection = Selection(backend=backend, configs=group, cases=tuple(c for c in cases if c.config.name in names))
-        if not in_process:
-            return _run_selection(selection, options, root)
+    if in_process:
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as process:
-            return process.submit(_run_selection, selection, options, root).result()
-
-    if len(groups) == 1:
-        results = run(groups[0])
+            results = process.submit(_run_selection, selection, options, root).result()
     else:
-        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-            results = [r for group in pool.map(run, groups) for r in group]
+        results = _run_selection(selection, options, root)
     by_id: dict[str, Result] = {}
     for result in results:
         by_id.setdefault(result.case_id, result)
@@ -138,11 +126,6 @@ def _run_selection(selection: Selection, options: RunOptions, root: Path) -> lis
     from q4gsw.run.stages import run_selection
 
     return run_selection(selection, options, root)
-
-
-def default_workers() -> int:
-    """Concurrent engine runs for the big GPU tests: SwiftShader compiles each kernel on one core."""
-    return max(1, min(4, (os.cpu_count() or 1)))
 
 
 def backend_unavailable(results: Mapping[str, Result]) -> str:

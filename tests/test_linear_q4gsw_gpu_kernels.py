@@ -8,9 +8,9 @@ f16) and normal (not exact in f16) inputs. Weights are random int4 nibbles over 
 range with random per-group scales, packed with q4gsw.ops.linear_q4gsw.layout.pack_int4.
 
 Each shape is a synthetic fixture run through the engine (q4gsw.run.stages.run_selection: provisioning,
-the adapter probe and one child process per shape, as `q4gsw run`). Kernel files, dispatch expressions
-and required features come from matrix.toml, so the test checks what the matrix declares; only the
-forced overrides and dispatches below are the test's own.
+the adapter probe and every shape's cases, as `q4gsw run --in-process` in a process of its own). Kernel
+files, dispatch expressions and required features come from matrix.toml, so the test checks what the matrix
+declares; only the forced overrides and dispatches below are the test's own.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from types import MappingProxyType
 
 import numpy as np
 import pytest
-from helpers import MATRIX, default_workers, make_config, random_packed, require_backend, run_cases, write_fixture
+from helpers import MATRIX, make_config, random_packed, require_backend, run_cases, write_fixture
 
 from q4gsw.cases import Case
 from q4gsw.matrix.expressions import kernel_applies
@@ -162,9 +162,12 @@ FP32_TOLERANCE = Tolerance(atol=5e-6, rtol=1e-5, justification="fp32 accumulatio
                                                                 "one int4 step (|x| * |s| ~ 1e-3 here)")
 
 
-@pytest.fixture(scope="module")
+# Session scope, not module: xdist's loadgroup keeps this module's tests on one worker but may interleave other
+# modules' tests between them, and pytest then tears a module fixture down and builds it again.
+@pytest.fixture(scope="session")
 def gpu_results(tmp_path_factory: pytest.TempPathFactory, lavapipe_env: dict[str, str]) -> dict[Spec, Result]:
-    """Every kernel's specs on lavapipe through the engine: one fixture and one child per shape."""
+    """Every kernel's specs on lavapipe through the engine: one fixture per shape, all run as one `run
+    --in-process` in a process of its own (each pipeline compiled once, not once per shape)."""
     matrix = load_matrix(MATRIX)
     backend = matrix.backend("lavapipe")
     kernels = {k.name: k for k in matrix.kernels}
@@ -195,7 +198,7 @@ def gpu_results(tmp_path_factory: pytest.TempPathFactory, lavapipe_env: dict[str
         assert case.id not in by_id, case.id
         by_id[case.id] = spec
         cases.append(case)
-    results = run_cases(cases, folder / "fixtures", folder / "cache", workers=default_workers())
+    results = run_cases(cases, folder / "fixtures", folder / "cache", in_process=True)
     require_backend(results)
     assert set(results) == set(by_id), "some cases have no result"
     return {by_id[case_id]: result for case_id, result in results.items()}
