@@ -176,3 +176,43 @@ def test_qcs4w_scales_not_one_per_channel_are_refused(monkeypatch):
     with pytest.raises(DelegateLayoutError) as raised:
         constants_from_delegate(PTE)
     assert str(raised.value) == "scales of shape (1, 2): expected one per output channel, (2,)"
+
+
+# ------------------------------------------------------------------------------------------------
+# rms_norm: args (input, weight, eps, output); eps a Double
+# ------------------------------------------------------------------------------------------------
+
+
+class Double(SimpleNamespace):
+    """The name the delegate's scalar type has for a double (rms_norm checks it by name)."""
+
+
+def test_rms_norm_weight_and_eps_are_read_from_their_arguments(monkeypatch):
+    from q4gsw.ops.rms_norm.layout import RMS_NORM_OPERATOR, NormWeights
+    from q4gsw.ops.rms_norm.layout import constants_from_delegate as rms_from_delegate
+
+    weight = np.array([0.5, 1.5, -2.0], dtype="<f4")
+    use(monkeypatch, FakeDelegate(RMS_NORM_OPERATOR, [30, 31, 32, 33], {32: Double(double_val=1e-6)},
+                                  {31: ("<f4", weight)}))
+    read = rms_from_delegate(PTE)
+    assert isinstance(read, NormWeights) and read.weight.dtype == np.float32
+    assert read.weight.tolist() == [0.5, 1.5, -2.0] and read.eps == 1e-6 and type(read.eps) is float
+    assert read.width == 3 and type(read.width) is int
+
+
+@pytest.mark.parametrize("args, values, constants, says", [
+    ([30, 31, 32], {32: Double(double_val=1e-6)}, {31: ("<f4", np.zeros(3, "<f4"))},
+     "et_vk.rms_norm.default has 3 arguments, expected [input, weight, eps, output]"),
+    ([30, 31, 32, 33], {32: SimpleNamespace(double_val=1e-6)}, {31: ("<f4", np.zeros(3, "<f4"))},
+     "et_vk.rms_norm.default: weight dims [3], eps a SimpleNamespace; expected a 1-D weight and a Double eps"),
+    ([30, 31, 32, 33], {32: Double(double_val=1e-6)}, {31: ("<f4", np.zeros((2, 3), "<f4"))},
+     "et_vk.rms_norm.default: weight dims [2, 3], eps a Double; expected a 1-D weight and a Double eps"),
+], ids=["three-arguments", "eps-not-a-double", "weight-2d"])
+def test_rms_norm_refuses_another_layout_with_its_whole_message(monkeypatch, args, values, constants, says):
+    from q4gsw.ops.rms_norm.layout import RMS_NORM_OPERATOR
+    from q4gsw.ops.rms_norm.layout import constants_from_delegate as rms_from_delegate
+
+    use(monkeypatch, FakeDelegate(RMS_NORM_OPERATOR, args, values, constants))
+    with pytest.raises(DelegateLayoutError) as raised:
+        rms_from_delegate(PTE)
+    assert str(raised.value) == says
