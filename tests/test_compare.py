@@ -188,3 +188,18 @@ def test_a_non_finite_golden_says_what_to_do():
     g = np.ones((1, 2))
     g[0, 0] = np.inf
     assert compare(np.ones((1, 2)), g, TOL).message.endswith("nothing can be compared with it; re-export the fixture")
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 6), (5,), (2, 1, 3, 4)])
+def test_an_output_of_any_rank_is_compared_as_rows_of_its_last_dimension(shape):
+    """Ops with outputs of rank 1 or 3+ (rope's [seq, heads, head_dim]): (m, n) index the rows of the leading dims
+    flattened (an IndexError from the worst element's message before)."""
+    g = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+    y = g.astype(np.float32)
+    y.reshape(-1)[-2] += 1.0  # the second-to-last element: last row, column shape[-1] - 2
+    result = compare(y, g, Tolerance(atol=1e-3, rtol=0.0))
+    rows = int(np.prod(shape[:-1]))
+    assert not result.passed and result.errors.worst_index == (rows - 1, shape[-1] - 2)
+    assert f"worst (m, n) = ({rows - 1}, {shape[-1] - 2})" in result.message
+    y.reshape(-1)[-2] = np.nan
+    assert compare(y, g, Tolerance(atol=1e-3, rtol=0.0)).errors.first_nonfinite == (rows - 1, shape[-1] - 2)

@@ -50,7 +50,7 @@ GOOD = ("--backend", "lavapipe", "--shape", "1x256x512", "--kernels", "gpu_gemv"
     (("--isolated", "0"), "key '--isolated': 0 is below 1 — pass --isolated 1 or more"),
     (("--batch", "0"), "key '--batch': 0 is below 1"),
     (("--idle-s", "nan"), "key '--idle-s': nan is not a number of seconds"),
-    (("--op", "nope"), "key '--op': unknown op 'nope' — choose from "),
+    (("--op", "zzzz"), "key '--op': unknown op 'zzzz' — choose from "),
     (("--backend", "lavapip"), "backend 'lavapip': key 'backend': no such backend — did you mean 'lavapipe'?"),
     (("--variant", "v:file=/nope/k.wgsl"), "key '--variant': 'v:file=/nope/k.wgsl': file '/nope/k.wgsl' does not "
                                            "exist"),
