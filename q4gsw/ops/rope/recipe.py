@@ -33,13 +33,14 @@ CONTEXT = 8192  # the tables' rows (max_context_len): the model's own for its 8k
 
 def llama_rope_step(seq: int, heads: int, head_dim: int, start_pos: int) -> Any:
     """The Llama model's Rope with Llama-3.2-1B's frequencies, as one decode/prefill step's module; its tables hold
-    max(CONTEXT, start_pos + seq + 1) rows, so the step's slice is never the whole table (with a whole table the
-    export specializes the slice: no slice at S = 1, a data-dependent guard failing the export at S > 1)."""
+    max(CONTEXT, 2 (start_pos + seq)) rows: the step's slice is never most of the table (torch.export's narrow with
+    the data-dependent start fails on a GuardOnDataDependentSymNode where the slice is the whole table, or 8192 of
+    8193 rows; at one row of one it drops the slice and binds the table)."""
     import torch
     from executorch.examples.models.llama.model_args import ModelArgs
     from executorch.examples.models.llama.rope import Rope
 
-    context = max(CONTEXT, start_pos + seq + 1)
+    context = max(CONTEXT, 2 * (start_pos + seq))
     args = ModelArgs(dim=heads * head_dim, n_heads=heads, n_kv_heads=heads, head_dim=head_dim, rope_theta=THETA,
                      use_scaled_rope=True, rope_scale_factor=SCALE_FACTOR, high_freq_factor=HIGH_FREQ_FACTOR,
                      max_context_len=context, max_seq_len=context, use_kv_cache=True,
