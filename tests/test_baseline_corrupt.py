@@ -126,3 +126,107 @@ def test_a_schema_version_that_is_no_number_is_one_line(tmp_path: Path, capsys: 
     assert report.main([str(new), "--baseline", str(old), "--fail-on-drift"]) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert f"schema_version is {version!r}, not a whole number" in line and "not supported" not in line, line
+
+
+# ---- reading a baseline, and the options that take one, called directly (issue #29's mutation audit) ----
+
+
+def test_read_baseline_names_the_file_and_what_is_wrong_with_it(tmp_path: Path) -> None:
+    from q4gsw.drift.baseline import FIX, BaselineError, read_baseline
+
+    def refused(path: Path) -> BaselineError:
+        with pytest.raises(BaselineError) as raised:
+            read_baseline(path)
+        return raised.value
+
+    missing = refused(tmp_path / "nowhere")
+    assert (missing.path, missing.problem, missing.fix) == (tmp_path / "nowhere", "no such file or folder", FIX)
+    assert str(missing) == f"{tmp_path / 'nowhere'}: no such file or folder: {FIX}"
+    (tmp_path / "empty").mkdir()
+    assert refused(tmp_path / "empty").problem == "holds no results.json"
+    (tmp_path / "text.json").write_text("not json")
+    assert refused(tmp_path / "text.json").problem == "is not a q4gsw results.json (JSONDecodeError)"
+    (tmp_path / "list.json").write_text("[]")
+    listed = refused(tmp_path / "list.json")
+    assert (listed.problem, listed.fix) == ("is not a q4gsw results.json (no 'results' list)", FIX)
+    (tmp_path / "bench.json").write_text(json.dumps({"rows": []}))
+    bench = refused(tmp_path / "bench.json")
+    assert bench.problem == "is a bench JSON (from `q4gsw bench`), not a results.json"
+    assert bench.fix == "compare bench JSONs with `python -m q4gsw bench --baseline OLD.json`"
+    (tmp_path / "odd.json").write_text(json.dumps({"results": [{"config": "a"}]}))
+    odd = refused(tmp_path / "odd.json")
+    assert odd.path == tmp_path / "odd.json" and odd.problem.startswith("has results q4gsw cannot read (TypeError: ")
+
+
+def test_a_baseline_folder_holding_only_merged_reports_is_read_whole(tmp_path: Path) -> None:
+    from q4gsw.drift.baseline import read_baseline
+
+    merged = tmp_path / "merged" / "table" / "results.json"
+    merged.parent.mkdir(parents=True)
+    write_results(merged, [case(), case(kernel="cpu_tiled")], {**META, "merged_from": ["a", "b"]})
+    baseline = read_baseline(tmp_path / "merged")
+    assert baseline.label == str(tmp_path / "merged") and baseline.sources == (merged,)
+    assert [r.kernel for r in baseline.results] == ["cpu_gemv", "cpu_tiled"]
+    assert (baseline.factor, baseline.fail_on_drift, baseline.accept_removed, baseline.accept_new) == (
+        2.0, False, False, False)
+
+
+def _args(**given: Any) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{"command": "run", "baseline": None, "drift_factor": 2.0, "fail_on_drift": False,
+                              "accept_removed": False, "accept_new": False, **given})
+
+
+def test_baseline_from_args_carries_every_option_and_refuses_a_lone_gate_option(tmp_path: Path) -> None:
+    from q4gsw.drift.baseline import LoneGateOption, baseline_from_args
+
+    folder = tmp_path / "old"
+    write_results(folder / "results.json", [case()], META)
+    assert baseline_from_args(_args()) is None
+    baseline = baseline_from_args(_args(baseline=folder, drift_factor=3.0, fail_on_drift=True, accept_removed=True,
+                                        accept_new=True))
+    assert (baseline.label, baseline.factor, baseline.fail_on_drift, baseline.accept_removed,
+            baseline.accept_new) == (str(folder), 3.0, True, True, True)
+    assert baseline.sources == (folder / "results.json",) and len(baseline.results) == 1
+    with pytest.raises(LoneGateOption) as raised:
+        baseline_from_args(_args(accept_removed=True, accept_new=True))
+    lone = raised.value
+    assert lone.option == "--accept-removed"
+    assert lone.problem == "needs --baseline OLD (the run to compare with): without one nothing is compared, no " \
+                           "gate runs"
+    assert lone.fix == "add --baseline OLD, or drop --accept-removed and --accept-new"
+    assert str(lone) == f"--accept-removed {lone.problem}: {lone.fix}"
+
+
+def test_run_baseline_turns_a_bad_baseline_into_a_usage_error_naming_the_option(tmp_path: Path) -> None:
+    from q4gsw.drift.baseline import FIX, run_baseline
+    from q4gsw.matrix.checker import MatrixError
+
+    with pytest.raises(MatrixError) as raised:
+        run_baseline(_args(command="check", baseline=tmp_path / "nowhere"))
+    error = raised.value
+    assert (error.path, error.where, error.key) == ("command line", "check", "--baseline")
+    assert (error.problem, error.fix) == (f"{tmp_path / 'nowhere'}: no such file or folder", FIX)
+    with pytest.raises(MatrixError) as raised:
+        run_baseline(_args(fail_on_drift=True))
+    assert (raised.value.where, raised.value.key) == ("run", "--fail-on-drift")
+    assert raised.value.fix == "add --baseline OLD, or drop --fail-on-drift"
+    assert run_baseline(_args()) is None
+
+
+def test_diff_with_says_why_a_comparison_broke_instead_of_raising(tmp_path: Path, monkeypatch) -> None:
+    from q4gsw.drift import baseline as baseline_module
+    from q4gsw.drift.baseline import Baseline, diff_with
+
+    old = Baseline("old", (case(),), factor=3.0, accept_removed=True)
+    comparison, problem = diff_with(old, [case()])
+    assert problem == "" and comparison.factor == 3.0 and comparison.accept_removed is True
+    assert comparison.counts()["same"] == 1
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise KeyError("case_id")
+
+    monkeypatch.setattr(baseline_module, "diff_runs", broken)
+    assert diff_with(old, [case()]) == (None, "the comparison with the baseline old failed (KeyError: 'case_id'); "
+                                              "the results are written without it")
