@@ -185,3 +185,29 @@ def test_every_config_is_justified_and_routes_as_the_host_does():
 def test_every_mutant_edits_the_reference_once(mutant):
     reference = REFERENCE.read_text()
     assert mutant.source(reference) != reference
+
+
+def _routed(kernel_set, dims: dict[str, int], limits: dict[str, int]) -> str:
+    from q4gsw.matrix.expressions import environment, evaluate
+
+    env = environment(dims, limits)
+    kernels = {k.name: k for k in kernel_set.kernels}
+    return next((name for name in kernel_set.route if evaluate(kernels[name].when, env)), "unsupported")
+
+
+def test_the_kernel_set_routes_as_rmsnorm_cpp():
+    """RmsNorm.cpp: vec4 iff width % 4 == 0; one workgroup per row, refused above the adapter's per-dimension
+    limit; wg_size 64 wherever the adapter has 64 invocations (every WebGPU adapter: the spec's minimum is 256)."""
+    from q4gsw.matrix.expressions import evaluate
+
+    matrix = load_matrix(REPO / "matrix.toml")
+    kernel_set = next(k for k in matrix.kernel_sets.values() if k.op == "rms_norm")
+    limits = {"max-compute-workgroups-per-dimension": 65535, "max-compute-invocations-per-workgroup": 256}
+    for c in (c for c in matrix.configs if c.op == "rms_norm"):
+        expected = "rms_norm_vec4" if c.dims["width"] % 4 == 0 else "rms_norm"
+        assert _routed(kernel_set, dict(c.dims), limits) == expected, c.name
+    assert _routed(kernel_set, {"rows": 4, "width": 130}, limits) == "rms_norm"
+    assert _routed(kernel_set, {"rows": 65536, "width": 2048}, limits) == "unsupported"
+    for kernel in kernel_set.kernels:
+        assert [evaluate(d, {"rows": 7, "width": 8}) for d in kernel.dispatch] == [7]  # 1-D: one workgroup a row
+        assert evaluate(kernel.overrides["wg_size"], {"max_invocations_per_workgroup": 256}) == 64
