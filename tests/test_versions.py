@@ -12,6 +12,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from conftest import REPO
@@ -286,3 +287,115 @@ def test_versions_workflow_passes_actionlint_and_names_real_sessions():
     scripts = "\n".join(step["run"] for job in workflow["jobs"].values() for step in job["steps"] if "run" in step)
     assert set(re.findall(r"\bnox\s+-s\s+([a-z][A-Za-z0-9_.-]+)", scripts)) == {"versions-fixtures", "versions-table"}
     assert "nox -l --json -t versions" in scripts  # every release session comes from noxfile.py's axis
+
+
+# ------------------------------------------------------------------------------------------------
+# The versions report's parts called directly, the expected text worked out by hand (issue #29's mutation audit)
+# ------------------------------------------------------------------------------------------------
+
+
+def _release(package: str, *results: Result, build: str = "Dawn v1") -> Any:
+    from q4gsw.drift.versions import Release
+
+    return Release(package, build, "SwiftShader driver 5.0.0, chromium-common 156", (f"{package}.json",), results)
+
+
+def test_the_version_table_has_a_column_per_release_and_says_what_each_case_did() -> None:
+    from q4gsw.drift.versions import steps, table
+
+    old = _release("wgpu==0.30.0", _result("q", "wgpu==0.30.0", 1e-7), _result("k", "wgpu==0.30.0", 2e-7),
+                   _result("s", "wgpu==0.30.0", 1e-7, status="skip"), _result("o", "wgpu==0.30.0", 1e-7),
+                   build="v30")
+    new = _release("wgpu==0.31.0", _result("q", "wgpu==0.31.0", 1e-7), _result("k", "wgpu==0.31.0", 2.5e-7),
+                   _result("s", "wgpu==0.31.0", 1e-7, status="skip"), build="v31")
+    found = steps([old, new])
+    lines = table([old, new], found)
+    assert lines[:5] == [
+        "| case | `wgpu==0.30.0` | `wgpu==0.31.0` | across releases |",
+        "|---|---|---|---|",
+        "| *native build* | v30 | v31 | |",
+        "| *driver* | SwiftShader driver 5.0.0, chromium-common 156 | SwiftShader driver 5.0.0, chromium-common 156 "
+        "| |",
+        "| *backend* | swiftshader-dawn | swiftshader-dawn | |"]
+    assert lines[5:] == [
+        "| `q/gemv/ramp` | ✅ pass 1.00e-07 | ✅ pass 1.00e-07 | identical |",
+        "| `k/gemv/ramp` | ✅ pass 2.00e-07 | ✅ pass 2.50e-07 | within the factor |",
+        "| `s/gemv/ramp` | ⏭️ skip 1.00e-07 | ⏭️ skip 1.00e-07 | identical |",
+        "| `o/gemv/ramp` | ✅ pass 1.00e-07 | — | 0.30.0→0.31.0: measured (pass) in the baseline, not now: "
+        "config 'o' measured no case on 'swiftshader-dawn' in these results |"]
+
+
+def test_a_case_of_one_release_and_cases_without_errors() -> None:
+    from dataclasses import replace
+
+    from q4gsw.drift.versions import steps, table
+
+    no_errors = replace(_result("u", "wgpu==0.30.0", 0.0, status="unsupported"), errors=None)
+    old = _release("wgpu==0.30.0", no_errors, _result("q", "wgpu==0.30.0", 1e-7))
+    other = _release("wgpudawn==0.32.0.1", _result("q", "wgpudawn==0.32.0.1", 1e-7))
+    found = steps([old, other])
+    assert found == []  # two packages: no step
+    lines = table([old, other], found)
+    assert lines[5:] == ["| `u/gemv/ramp` | ⚠️ unsupported | — | one release |",
+                         "| `q/gemv/ramp` | ✅ pass 1.00e-07 | ✅ pass 1.00e-07 | identical |"]
+    again = _release("wgpu==0.31.0", replace(no_errors, adapter=_adapter("wgpu==0.31.0")))
+    assert table([old, again], steps([old, again]))[5] == "| `u/gemv/ramp` | ⚠️ unsupported | ⚠️ unsupported | " \
+                                                          "same status |"
+
+
+def test_versions_are_ordered_numerically_and_text_after_numbers() -> None:
+    from q4gsw.drift.versions import version_key
+
+    packages = ["wgpu==0.10.0", "wgpu==0.9.1", "wgpu==0.9.1rc1", "wgpu==0.9.1+local", "a==2"]
+    assert sorted(packages, key=version_key) == ["a==2", "wgpu==0.9.1", "wgpu==0.9.1+local", "wgpu==0.9.1rc1",
+                                                 "wgpu==0.10.0"]
+    assert version_key("wgpu==0.9.1rc1") == ("wgpu", ((0, 0), (0, 9), (1, "1rc1")))
+
+
+def test_the_versions_json_and_markdown_of_a_step() -> None:
+    from q4gsw.drift.versions import as_json, markdown, steps
+
+    old = _release("wgpu==0.30.0", _result("q", "wgpu==0.30.0", 1e-7))
+    new = _release("wgpu==0.31.0", _result("q", "wgpu==0.31.0", 4e-7))
+    found = steps([old, new], factor=3.0)
+    data = as_json([old, new], found)
+    assert data["releases"] == [{"package": "wgpu==0.30.0", "build": "Dawn v1",
+                                 "driver": "SwiftShader driver 5.0.0, chromium-common 156",
+                                 "sources": ["wgpu==0.30.0.json"]},
+                                {"package": "wgpu==0.31.0", "build": "Dawn v1",
+                                 "driver": "SwiftShader driver 5.0.0, chromium-common 156",
+                                 "sources": ["wgpu==0.31.0.json"]}]
+    assert data["cases"] == {"q/gemv/ramp@swiftshader-dawn": {"wgpu==0.30.0": {"status": "pass", "max_abs": 1e-7},
+                                                              "wgpu==0.31.0": {"status": "pass", "max_abs": 4e-7}}}
+    (step,) = data["steps"]
+    assert (step["from"], step["to"], step["bench"]) == ("wgpu==0.30.0", "wgpu==0.31.0", None)
+    assert step["counts"]["drift"] == 1 and step["moved"] == [{
+        "case": "q/gemv/ramp@swiftshader-dawn", "kind": "drift",
+        "why": "max |err| 1e-07 -> 4e-07 (4.00x) > factor 3"}]
+    text = markdown([old, new], found).split("\n")
+    assert text[:4] == ["## q4gsw: WebGPU implementation versions", "",
+                        "2 releases; cells: status and max |err|; \"identical\": status and every error measure (max "
+                        "and max relative |err|, NMSE, the |err| histogram) alike.", ""]
+    assert "### wgpu==0.30.0 → wgpu==0.31.0" in text and "Speed (bench JSONs):" not in text
+    alone = markdown([old], [])
+    assert "No two releases of one package: no release is compared with another by the drift rule." in alone
+
+
+def test_wrong_bench_rows_and_benches_that_give_no_step_a_speed_are_said() -> None:
+    from q4gsw.drift.versions import steps, unbenched, wrong_rows
+
+    benches = {"wgpu==0.30.0": {"rows": [{"shape": "1x64x16", "kernel": "gemv", "correct": False, "message": ""},
+                                         {"shape": "1x64x16", "kernel": "tiled", "correct": True}]},
+               "wgpu==0.31.0": {"rows": [{"shape": "4x64x16", "kernel": "gemv", "correct": False,
+                                          "message": "3/64 elements out of tolerance"}]}}
+    assert wrong_rows(benches) == ["WRONG wgpu==0.30.0: 1x64x16 gemv: wrong result",
+                                   "WRONG wgpu==0.31.0: 4x64x16 gemv: 3/64 elements out of tolerance"]
+    old = _release("wgpu==0.30.0", _result("q", "wgpu==0.30.0", 1e-7))
+    new = _release("wgpu==0.31.0", _result("q", "wgpu==0.31.0", 1e-7))
+    found = steps([old, new])
+    assert unbenched(found, {}) == ""
+    assert unbenched(found, {"wgpu==0.30.0": {}}) == (
+        "--bench: no two successive releases of one package both have a bench JSON (benches of wgpu==0.30.0; "
+        "steps: wgpu==0.30.0 -> wgpu==0.31.0): bench each release of a step to compare their speed")
+    assert unbenched([], {"wgpu==0.30.0": {}}).startswith("--bench: no two successive releases of one package both "
+                                                           "have a bench JSON (benches of wgpu==0.30.0; steps: none)")
