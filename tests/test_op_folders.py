@@ -17,7 +17,8 @@ import q4gsw.ops
 from q4gsw.matrix.load import MatrixError, load_matrix
 from q4gsw.ops import OPS_PATH, OpFolderError, registry
 
-SHIPPED = {"linear_q4gsw", "linear_dq8ca_q4gsw", "linear_qcs4w", "embedding_q4gsw", "rms_norm", "sdpa", "add", "rope"}
+SHIPPED = {"linear_q4gsw", "linear_dq8ca_q4gsw", "linear_qcs4w", "embedding_q4gsw", "rms_norm", "sdpa", "add", "rope",
+           "swiglu"}
 
 # The least op that imports: every abstract method written, nothing else (its behaviour is not under test here).
 TINY_OP = '''

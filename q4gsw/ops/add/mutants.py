@@ -28,9 +28,9 @@ CATALOGUE: tuple[Mutant, ...] = (
            (("out[i] = a[ia] + alpha * b[ib];", "out[i] = quantizeToF16(a[ia] + alpha * b[ib]);"),)),
 )
 
-# A small workgroup for the self-test only: T = ceil(numel / 4) workgroups exceed 65535 from numel = 262141, so
-# the 128-row prefill (262144 elements) folds the dispatch onto two dimensions and fold_stride_wg shows; the matrix's
-# reference (wg_size 64) folds only from 4M elements.
+# A small workgroup for the self-test only: T = ceil(numel / 4) workgroups exceed 65535 from numel = 262141, so a
+# small config folds the dispatch onto two dimensions; fold_stride_wg shows where the second row of workgroups cannot
+# reach the last elements (numel > 65535 * 4 + 4). The matrix's reference (wg_size 64) folds from 4M elements.
 SUITE = MutationSuite(reference=REFERENCE,
                       dispatch="min(ceil(numel / wg_size), max_workgroups_per_dimension), "
                                "ceil(ceil(numel / wg_size) / min(ceil(numel / wg_size), max_workgroups_per_dimension))",

@@ -1,0 +1,215 @@
+"""Op swiglu (q4gsw/ops/swiglu/): the SwiGLU ExecuTorch's WebGPU runtime fuses into mul/silu_mul_fused.wgsl.
+
+Offline: when the runtime pass fuses (fusion.py on hand-written delegate chains: the pattern, each orientation, and
+the graphs it leaves unfused, 8da4w's linears among them), the operand packing, the fp64 golden and the error
+model's bound (expected values by hand), the inputs' saturating gates, shape rules, the bindings in the fused
+dispatch's layout, the dispatch fold, the matrix block's tolerances and every mutant's edits. End to end (e2e): the
+export (the delegate's five calls, fused once), the reference kernel and every mutant on SwiftShader through
+`q4gsw mutants`, and ExecuTorch's silu_mul_fused.wgsl through `run --executorch` from a copy of the checkout,
+passing, then failing with a bug planted in it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from q4gsw.matrix.expressions import evaluate, split_dispatch
+from q4gsw.matrix.load import load_matrix
+from q4gsw.matrix.values import Config, Tolerance
+from q4gsw.ops import expression_names, registry
+from q4gsw.ops.swiglu.fusion import LINEAR, MUL, SIGMOID, Fusion, find_fusions
+from q4gsw.ops.swiglu.golden import U, cpu_reference, error_model, golden, operands, relative_bound
+from q4gsw.ops.swiglu.inputs import make_gate_up
+from q4gsw.ops.swiglu.mutants import CATALOGUE, REFERENCE
+from q4gsw.ops.swiglu.recipe import EXPECTED_CALLS
+
+REPO = Path(__file__).resolve().parent.parent
+OP = registry()["swiglu"]
+TOLERANCE = Tolerance(atol=2.4e-38, rtol=1e-4, justification="test: exp and division accuracy")
+
+# The chain the Vulkan partitioner exports for upstream's SwiGluModule (value ids as a real export numbers them):
+# x = 4; gate_proj -> 7, up_proj -> 9, sigmoid(7) -> 10, mul(7, 10) -> 11, mul(11, 9) -> 12 (the graph output).
+CHAIN = [(LINEAR, [4, 0, 1, 5, 6, 7]), (LINEAR, [4, 2, 3, 5, 8, 9]), (SIGMOID, [7, 10]), (MUL, [7, 10, 11]),
+         (MUL, [11, 9, 12])]
+
+
+def make_config(rows: int, width: int, inputs: tuple[str, ...] = ("normal",)) -> Config:
+    return Config(name="t", dims={"rows": rows, "width": width}, tier="required", suite="swiglu-test",
+                  inputs=inputs, weights="none", weight_seed=0, timeout_s=300.0, tolerance=TOLERANCE, op="swiglu")
+
+
+# ---- when the runtime fuses --------------------------------------------------------------------------------------
+
+
+def test_the_exported_chain_is_fused_once_in_every_orientation():
+    assert find_fusions(CHAIN, [12]) == [Fusion(x=4, gate=7, up=9, out=12)]
+    reordered = [*CHAIN[:3], (MUL, [10, 7, 11]), (MUL, [9, 11, 12])]  # sigmoid * gate, up * silu (upstream's
+    assert find_fusions(reordered, [12]) == [Fusion(x=4, gate=7, up=9, out=12)]  # reverse_inner / reverse_outer)
+
+
+@pytest.mark.parametrize("why, chain, outputs", [
+    ("8da4w's linears", [("et_vk.linear_dq8ca_q4gsw.default", [4, 0, 1, 5, 6, 7]), *CHAIN[1:]], [12]),
+    ("separate inputs", [CHAIN[0], (LINEAR, [13, 2, 3, 5, 8, 9]), *CHAIN[2:]], [12]),
+    ("silu also a graph output", CHAIN, [12, 11]),
+    ("gate read again", [*CHAIN, (MUL, [7, 12, 14])], [14]),
+    ("sigmoid of up", [*CHAIN[:2], (SIGMOID, [9, 10]), *CHAIN[3:]], [12]),
+    ("mul before its sigmoid", [CHAIN[0], CHAIN[1], CHAIN[3], CHAIN[2], CHAIN[4]], [12]),
+])
+def test_graphs_the_pass_leaves_unfused(why, chain, outputs):
+    assert find_fusions(chain, outputs) == [], why
+
+
+# ---- golden, error model, inputs ---------------------------------------------------------------------------------
+
+
+def test_golden_by_hand_and_the_saturated_sigmoid():
+    gate = np.array([[0.0, 2.0, -80.0, 80.0]], dtype=np.float32)
+    up = np.array([[5.0, 3.0, 1.0, 0.5]], dtype=np.float32)
+    y = golden(gate, up)
+    assert y[0, 0] == 0.0
+    assert y[0, 1] == pytest.approx(2.0 * 3.0 / (1.0 + math.exp(-2.0)), rel=1e-15)
+    assert y[0, 2] == pytest.approx(-80.0 * math.exp(-80.0), rel=1e-12)  # sigmoid(-80) = e^-80 / (1 + e^-80)
+    assert y[0, 3] == pytest.approx(40.0, rel=1e-30)  # sigmoid(80) = 1 to 1e-35
+    assert np.all(np.abs(cpu_reference(gate, up) - y) <= relative_bound(gate) * np.abs(y))
+
+
+def test_the_bound_is_the_exp_term_for_negative_gates_and_8u_for_positive():
+    bound = relative_bound(np.array([-80.0, 0.0, 80.0]))
+    assert bound[0] == pytest.approx((3 + 160) * 2 * U + 8 * U, rel=1e-9)  # sigmoid(80) = 1
+    assert bound[1] == pytest.approx(3 * U + 8 * U)  # (3 + 0) 2u * 1/2
+    assert bound[2] == pytest.approx(8 * U, rel=1e-9)  # e = exp(-80): its error never reaches y
+    gate, up = operands(make_gate_up("outliers", 4, 64, 0))
+    model = error_model(gate, up)
+    assert model.K == 0 and np.allclose(model.worst, relative_bound(gate) * np.abs(golden(gate, up)))
+    assert np.allclose(model.est, model.worst)
+    assert 3 * model.worst.max() / np.abs(golden(gate, up)).max() < 1e-4  # the configs' rtol keeps a 3x margin
+
+
+def test_outliers_saturate_the_sigmoid_and_are_reproducible():
+    x = make_gate_up("outliers", 8, 8192, 0)
+    assert x.shape == (2, 8, 8192) and x.dtype == np.float32
+    gate = x[0].reshape(-1)
+    saturated = gate[np.arange(gate.size) % 11 == 5]
+    assert np.all((np.abs(saturated) >= 20) & (np.abs(saturated) <= 80))
+    assert (saturated < -70).any() and (saturated > 70).any()
+    assert np.abs(x[1]).max() > 1e5  # a large up in the outlier row (rows // 2, x256)
+    assert np.array_equal(make_gate_up("outliers", 8, 8192, 0), x)
+    with pytest.raises(ValueError, match="no input"):
+        make_gate_up("tiny", 1, 4, 0)
+    with pytest.raises(ValueError, match=r"x\[2, rows, width\]"):
+        operands(np.zeros((1, 2, 2), np.float32))
+
+
+# ---- the Op ------------------------------------------------------------------------------------------------------
+
+
+def test_bindings_are_the_fused_dispatchs_layout():
+    x = make_gate_up("normal", 3, 5, 0)
+    bindings = OP.bindings(x, EXPECTED_CALLS)
+    assert bindings.output_index == 2 and bindings.output_shape == (3, 5)
+    by_index = {b.index: b for b in bindings.inputs}
+    assert np.array_equal(by_index[0].data, x[0].reshape(-1)) and np.array_equal(by_index[1].data, x[1].reshape(-1))
+    assert by_index[3].kind == "uniform" and by_index[3].data.tolist() == [15, 0, 0, 0]  # SiluMulParams, 16 bytes
+    files = OP.constants_to_files(EXPECTED_CALLS)
+    assert OP.constants_from_files(files, make_config(3, 5)) == EXPECTED_CALLS
+    assert OP.shape_problems(make_config(8192, 8192)) == []
+    (problem,) = OP.shape_problems(make_config(8192 * 8 + 1, 8192))
+    assert problem.key == "rows"
+
+
+def test_executorchs_dispatch_folds_from_the_512_row_prefill():
+    (kernel,) = load_matrix(REPO / "matrix.toml").kernel_sets["executorch_swiglu"].kernels
+    config = make_config(1, 8192)
+
+    def grid(rows: int) -> list[int]:
+        names = {**expression_names(make_config(rows, 8192)), "wg_size": 64, "max_workgroups_per_dimension": 65535}
+        return [int(evaluate(part, names)) for part in split_dispatch(", ".join(kernel.dispatch))]
+
+    assert config.dims["width"] == 8192 and grid(1) == [128, 1] and grid(128) == [16384, 1]
+    assert grid(512) == [256, 256]  # 65536 workgroups: one over the limit, folded near-square
+
+
+def test_every_swiglu_config_has_the_exp_tolerance():
+    configs = [c for c in load_matrix(REPO / "matrix.toml").configs if c.op == "swiglu"]
+    assert {c.suite for c in configs} == {"swiglu-llama", "swiglu-edges"}
+    assert {c.dims["rows"] for c in configs if c.suite == "swiglu-llama" and c.tier == "required"} == {1, 128, 512}
+    assert all((c.tolerance.atol, c.tolerance.rtol) == (2.4e-38, 1e-4) for c in configs)
+    assert all("outliers" in c.inputs for c in configs)
+
+
+def test_every_mutant_edits_the_reference_once():
+    reference = REFERENCE.read_text()
+    assert len({m.name for m in CATALOGUE}) == len(CATALOGUE)
+    for mutant in CATALOGUE:
+        assert mutant.source(reference) != reference, mutant.name
+
+
+# ---- e2e ---------------------------------------------------------------------------------------------------------
+
+TOL_TOML = 'tolerance = { atol = 2.4e-38, rtol = 1e-4, justification = "exp 3 + 2|x| ULP, division 2.5 ULP" }'
+# name: (rows, width, inputs): a tail off the workgroup size, and a folded dispatch for the mutation suite's
+# wg_size 4 (33 x 8192: 67584 workgroups as 65535 x 2; with the fold's row stride wrong the second row rewrites
+# elements 4.. and the last 8192 are never written)
+E2E = {"t_tail": (3, 104, '["normal", "outliers"]'), "t_fold": (33, 8192, '["outliers"]')}
+
+
+def e2e_matrix(folder: Path) -> Path:
+    from elementwise_fixtures import matrix_block, write_matrix
+
+    configs = "".join(f'\n[[config]]\nname = "{n}"\nop = "swiglu"\nsuite = "swiglu-test"\nrows = {r}\n'
+                      f'width = {w}\ntier = "required"\ninputs = {x}\n{TOL_TOML}\n' for n, (r, w, x) in E2E.items())
+    return write_matrix(folder, matrix_block(REPO, "[kernel.swiglu_reference]"), configs)
+
+
+@pytest.mark.e2e
+def test_reference_passes_and_every_mutant_is_killed_on_swiftshader(swiftshader_icd, tmp_path):
+    from conftest import run_cli
+
+    matrix = e2e_matrix(tmp_path)
+    done = run_cli("mutants", "--op", "swiglu", "--matrix", str(matrix), "--backend", "swiftshader", "--fixtures",
+                   str(tmp_path / "fixtures"), "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"),
+                   env=swiftshader_icd, timeout=600)
+    summary = json.loads((tmp_path / "out" / "mutants.json").read_text())["summary"]
+    assert done.returncode == 0, (summary["survivors"], done.stdout[-3000:] + done.stderr[-2000:])
+    assert summary["survivors"] == [] and summary["killed"] == len(CATALOGUE)
+    assert set(summary["killed_by"]["fold_stride_wg"]) == {"t_fold/outliers"}
+    assert "t_tail/normal" not in summary["killed_by"]["exp_clamped"]  # |g| < 16 there: the clamp changes nothing
+
+
+@pytest.mark.e2e
+def test_executorchs_kernel_passes_and_fails_with_a_planted_bug(swiftshader_icd, tmp_path):
+    """ExecuTorch's own silu_mul_fused.wgsl, copied from the checkout into a temporary tree (never into q4gsw)."""
+    from conftest import run_cli
+
+    checkout = Path(os.environ.get("Q4GSW_EXECUTORCH", "/work/et"))
+    if not (checkout / OP.executorch_folder / "silu_mul_fused.wgsl").is_file():
+        pytest.skip(f"no ExecuTorch checkout with {OP.executorch_folder} (set Q4GSW_EXECUTORCH)")
+    tree = tmp_path / "executorch"
+    shutil.copytree(checkout / OP.executorch_folder, tree / OP.executorch_folder)
+    matrix = e2e_matrix(tmp_path)
+    kernel = tree / OP.executorch_folder / "silu_mul_fused.wgsl"
+
+    def run(results: str) -> tuple[int, dict[str, dict]]:
+        done = run_cli("run", "--executorch", str(tree), "--backend", "swiftshader-dawn", "--matrix", str(matrix),
+                       "--config", "t_tail", "--fixtures", str(tmp_path / "fixtures"),
+                       "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / results), env=swiftshader_icd)
+        path = tmp_path / results / "results.json"
+        assert path.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+        found = json.loads(path.read_text())["results"]
+        return done.returncode, {f"{r['config']}/{r['input']}": r for r in found if r["status"] != "skip"}
+
+    code, results = run("good")
+    assert code == 0 and set(results) == {"t_tail/normal", "t_tail/outliers"}
+    assert all(r["status"] == "pass" and r["kernel"] == "silu_mul_fused" for r in results.values())
+    assert results["t_tail/normal"]["workgroups"][:2] == [math.ceil(312 / 64), 1]
+    # The sigmoid's exponent with the wrong sign: silu(g) = g * sigmoid(-g).
+    kernel.write_text(kernel.read_text().replace("exp(-g)", "exp(g)"))
+    code, results = run("planted")
+    assert code == 1 and all(r["status"] == "fail" for r in results.values()), results
