@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -38,6 +40,28 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "q4gsw", *args], capture_output=True, text=True, env=full_env,
                           timeout=timeout, cwd=cwd)
+
+
+def cli_in_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m q4gsw ARGS` as run_cli gives it back, but run here (q4gsw.cli.main, stdout and stderr captured,
+    the environment restored after): for the many tests of what a command refuses before any work. A child costs
+    ~0.3 CPU s of imports; the tests about the process itself (signals, a real run, the interpreter's own
+    output) keep run_cli, and test_matrix_errors.test_real_cli_subprocess checks refusals through `python -m`."""
+    from q4gsw import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exc:  # argparse: --help (0) and its own usage errors (2)
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["python", "-m", "q4gsw", *args], code, out.getvalue(), err.getvalue())
 
 
 def provisioned_env(backend: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli
+from conftest import cli_in_process
 from helpers import assert_clean_usage_error, snapshot
 from test_drift import META, case
 
@@ -107,8 +107,9 @@ def test_a_failed_case_may_record_nan_errors(tmp_path: Path) -> None:
 
 def test_run_refuses_a_corrupt_baseline_before_any_work(tmp_path: Path, tiny_matrix: Path) -> None:
     old = corrupt_baseline(tmp_path / "old", setter("errors", "max_abs", value=-1e-6))
-    done = run_cli("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--results", str(tmp_path / "out"),
-                   "--cache", str(tmp_path / "cache"), "--baseline", str(old), "--fail-on-drift", timeout=120)
+    done = cli_in_process("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--results",
+                          str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--baseline", str(old),
+                          "--fail-on-drift")
     assert_clean_usage_error(done, "key '--baseline'", "errors.max_abs is -1e-06 (negative)")
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "out" / "results.json").exists() and not (tmp_path / "cache").exists()

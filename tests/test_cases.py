@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import MATRIX, run_cli, write_fault_matrix
+from conftest import MATRIX, cli_in_process, run_cli, write_fault_matrix
 from helpers import GOOD_KERNEL, assert_clean_usage_error, only, results_json, write_matrix
 
 from q4gsw import cli
@@ -319,7 +319,7 @@ def test_a_selection_matching_nothing_is_a_usage_error(tmp_path: Path, argv: lis
                "mutants": ["--results", str(tmp_path / "r")], "audit": ["--json", str(tmp_path / "r" / "a.json")],
                "bench": ["--json", str(tmp_path / "r" / "b.json")]}.get(argv[0], [])
     cache = tmp_path / "cache"
-    done = run_cli(*argv, "--matrix", str(matrix), *outputs, env={"Q4GSW_CACHE": str(cache)}, timeout=120)
+    done = cli_in_process(*argv, "--matrix", str(matrix), *outputs, env={"Q4GSW_CACHE": str(cache)})
     assert_clean_usage_error(done, says)
     assert not (tmp_path / "r").exists() and not cache.exists()  # nothing run, provisioned or written
 
@@ -328,8 +328,8 @@ def test_an_expression_that_fails_for_a_shape_is_a_usage_error_in_run(tmp_path: 
     """`when` is evaluated while selecting: an expression that raises for a config's shape is exit 2, naming the
     kernel and the key, not a traceback."""
     matrix = write_matrix(tmp_path / "matrix.toml", when="N / (M - 1) > 1")
-    done = run_cli("run", "--matrix", str(matrix), "--backend", "swiftshader", "--results", str(tmp_path / "r"),
-                   env={"Q4GSW_CACHE": str(tmp_path / "cache")}, timeout=60)
+    done = cli_in_process("run", "--matrix", str(matrix), "--backend", "swiftshader", "--results",
+                          str(tmp_path / "r"), env={"Q4GSW_CACHE": str(tmp_path / "cache")})
     assert_clean_usage_error(done, "[kernel.good] with config 'b'", "key 'when'", "ZeroDivisionError")
     assert not (tmp_path / "cache").exists()
 

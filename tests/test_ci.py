@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import MATRIX, REPO, run_cli
+from conftest import MATRIX, REPO, cli_in_process, run_cli
 
 from q4gsw import cli
 from q4gsw.commands import ci
@@ -123,7 +123,7 @@ def test_parse_shard_rejects_bad_specs(text, problem):
 
 @pytest.mark.parametrize("spec", ["0/2", "3/2", "x", "1-2"])
 def test_run_shard_usage_error_names_the_flag(spec):
-    result = run_cli("run", "--backend", "swiftshader", "--shard", spec, timeout=60)
+    result = cli_in_process("run", "--backend", "swiftshader", "--shard", spec)
     assert result.returncode == 2, result.stderr
     assert "argument --shard" in result.stderr
     assert repr(spec) in result.stderr

@@ -1,11 +1,11 @@
 from pathlib import Path
 
 import pytest
-from conftest import MATRIX, run_cli
+from conftest import MATRIX, cli_in_process
 
 
 def test_list_shows_configs_tiers_and_kernels():
-    proc = run_cli("list")
+    proc = cli_in_process("list")
     assert proc.returncode == 0, proc.stderr
     for name in ("q_proj", "kv_proj", "gate_proj", "down_proj", "lm_head", "q_proj_4k", "kv_proj_8k"):
         assert name in proc.stdout
@@ -20,12 +20,12 @@ def test_list_shows_configs_tiers_and_kernels():
 
 
 def test_validate_ok():
-    proc = run_cli("validate", "--matrix", str(MATRIX))
+    proc = cli_in_process("validate", "--matrix", str(MATRIX))
     assert proc.returncode == 0 and "ok" in proc.stdout
 
 
 def test_unknown_backend_is_a_usage_error_with_suggestion(tiny_matrix: Path, tmp_path: Path):
-    proc = run_cli("run", "--matrix", str(tiny_matrix), "--backend", "swiftshadr", "--results", str(tmp_path))
+    proc = cli_in_process("run", "--matrix", str(tiny_matrix), "--backend", "swiftshadr", "--results", str(tmp_path))
     assert proc.returncode == 2
     assert "did you mean 'swiftshader'" in proc.stderr and "key 'backend'" in proc.stderr
     assert not (tmp_path / "results.json").exists()
@@ -33,22 +33,22 @@ def test_unknown_backend_is_a_usage_error_with_suggestion(tiny_matrix: Path, tmp
 
 def test_check_rejects_bad_override_and_dispatch(tiny_matrix: Path, tmp_path: Path):
     kernel = Path(__file__).resolve().parent.parent / "q4gsw" / "ops" / "linear_q4gsw" / "kernels" / "q4gsw_gemv.wgsl"
-    bad_override = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(kernel), "--dispatch", "N",
-                           "--override", "wg_size", "--backend", "swiftshader", "--results", str(tmp_path))
+    bad_override = cli_in_process("check", "--matrix", str(tiny_matrix), "--kernel", str(kernel), "--dispatch", "N",
+                                  "--override", "wg_size", "--backend", "swiftshader", "--results", str(tmp_path))
     assert bad_override.returncode == 2 and bad_override.stderr == (
         "error: command line: check: key '--override': 'wg_size' is not NAME=VALUE — write e.g. --override "
         "wg_size=64\n")
-    bad_dispatch = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(kernel), "--dispatch", "ceil(N/",
-                           "--backend", "swiftshader", "--results", str(tmp_path))
+    bad_dispatch = cli_in_process("check", "--matrix", str(tiny_matrix), "--kernel", str(kernel), "--dispatch",
+                                  "ceil(N/", "--backend", "swiftshader", "--results", str(tmp_path))
     assert bad_dispatch.returncode == 2 and "--dispatch" in bad_dispatch.stderr
-    missing = run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(tmp_path / "nope.wgsl"),
-                      "--dispatch", "N", "--backend", "swiftshader", "--results", str(tmp_path))
+    missing = cli_in_process("check", "--matrix", str(tiny_matrix), "--kernel", str(tmp_path / "nope.wgsl"),
+                             "--dispatch", "N", "--backend", "swiftshader", "--results", str(tmp_path))
     assert missing.returncode == 2 and "no such file" in missing.stderr
 
 
 def test_an_unknown_prewarm_mechanism_is_a_usage_error_before_any_work(tiny_matrix: Path, tmp_path: Path):
-    done = run_cli("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--results", str(tmp_path / "r"),
-                   env={"Q4GSW_PREWARM": "spares,warp"})
+    done = cli_in_process("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--results",
+                          str(tmp_path / "r"), env={"Q4GSW_PREWARM": "spares,warp"})
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: Q4GSW_PREWARM='spares,warp': unknown mechanism 'warp'; use 1 (on), 0 (off) or a comma list of spares"]
@@ -66,7 +66,7 @@ def test_an_empty_shard_says_why_it_runs_nothing(tiny_matrix: Path, capsys):
 
 
 def test_run_in_process_says_what_it_is_for():
-    done = run_cli("run", "--help")
+    done = cli_in_process("run", "--help")
     assert "--in-process" in done.stdout and "debuggers and profilers" in " ".join(done.stdout.split())
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MATRIX_HEAD, run_cli
+from conftest import TINY_MATRIX_HEAD, cli_in_process
 from helpers import MATRIX, REPO
 
 from q4gsw.matrix.load import MatrixError, check_runnable, load_matrix
@@ -107,7 +107,7 @@ def test_an_expression_that_fails_says_the_shape_in_the_ops_names(tmp_path):
 
 
 def test_list_shows_an_embedding_config_in_its_own_dims():
-    done = run_cli("list", "--matrix", str(MATRIX), env={"COLUMNS": "250"})
+    done = cli_in_process("list", "--matrix", str(MATRIX), env={"COLUMNS": "250"})
     assert done.returncode == 0, done.stderr
     row = done.stdout[done.stdout.index("emb_llama_vocab"):].split("\n")[:3]  # the shape cell may wrap
     assert "tokens=128256" in row[0] and "vocab=128256" in "".join(row) and "dim=2048" in "".join(row), row

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import cli_in_process
 from helpers import assert_clean_usage_error, write_matrix
 
 from q4gsw.commands import report
@@ -276,8 +276,8 @@ def test_report_with_a_bad_baseline_is_one_line_and_exit_2(tmp_path: Path, capsy
 
 def test_run_with_a_bad_baseline_is_a_usage_error_before_any_work(tmp_path: Path, tiny_matrix: Path) -> None:
     bench = _bench_json(tmp_path)
-    done = run_cli("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--results",
-                   str(tmp_path / "out"), "--baseline", str(bench), timeout=120)
+    done = cli_in_process("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--results",
+                          str(tmp_path / "out"), "--baseline", str(bench))
     assert done.returncode == 2, done.stdout + done.stderr
     assert_clean_usage_error(done, "--baseline", str(bench), "bench --baseline OLD.json")
     assert not (tmp_path / "out" / "results.json").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import cli_in_process
 from helpers import assert_clean_usage_error
 from test_drift import GOLDEN, TOL, case
 from test_drift_gate import broken, gate, written
@@ -105,8 +105,8 @@ def test_report_gate_options_without_a_baseline_are_a_usage_error(tmp_path, caps
 
 
 def test_run_fail_on_drift_without_a_baseline_is_a_usage_error_before_any_work(tmp_path, tiny_matrix) -> None:
-    done = run_cli("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--results", str(tmp_path / "out"),
-                   "--fail-on-drift", timeout=120)
+    done = cli_in_process("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--results",
+                          str(tmp_path / "out"), "--fail-on-drift")
     assert_clean_usage_error(done, "key '--fail-on-drift': needs --baseline OLD", "add --baseline OLD")
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out" / "results.json").exists()
 

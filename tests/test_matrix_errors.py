@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, cli_in_process, run_cli
 from helpers import assert_clean_usage_error, write_matrix
 
 from q4gsw import cli
@@ -347,7 +347,7 @@ def test_names_that_become_paths_or_arguments_are_rejected(tmp_path: Path, edit:
     matrix = write_matrix(tmp_path / "matrix.toml", replace=(edit,))
     cache = tmp_path / "cache"
     for argv in (["validate"], ["list"], ["run", "--backend", "swiftshader", "--results", str(tmp_path / "r")]):
-        done = run_cli(*argv, "--matrix", str(matrix), env={"Q4GSW_CACHE": str(cache)}, timeout=60)
+        done = cli_in_process(*argv, "--matrix", str(matrix), env={"Q4GSW_CACHE": str(cache)})
         assert_clean_usage_error(done, f"key '{key}'")
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not cache.exists() and not (tmp_path / "r").exists()
@@ -379,7 +379,7 @@ VALIDATE = [  # (id, write_matrix keyword arguments, the key the error names, te
 @pytest.mark.parametrize("edits, key, says", [v[1:] for v in VALIDATE], ids=[v[0] for v in VALIDATE])
 def test_validate_rejects_what_can_never_run(tmp_path: Path, edits: dict, key: str | None, says: str) -> None:
     matrix = write_matrix(tmp_path / "matrix.toml", configs="bh", **edits)
-    done = run_cli("validate", "--matrix", str(matrix), timeout=60)
+    done = cli_in_process("validate", "--matrix", str(matrix))
     if key is None:
         assert done.returncode == 0 and "ok" in done.stdout, done.stderr
         return

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import cli_in_process, run_cli
 from helpers import (
     GOOD_KERNEL,
     assert_clean_usage_error,
@@ -239,7 +239,7 @@ def test_output_locations_are_checked_before_any_work(tmp_path: Path, argv: list
     argv = [places.get(a, a) for a in argv]
     cache = tmp_path / "cache"
     started = time.monotonic()
-    done = run_cli(*argv, "--matrix", str(matrix), env={"Q4GSW_CACHE": str(cache)}, timeout=120)
+    done = cli_in_process(*argv, "--matrix", str(matrix), env={"Q4GSW_CACHE": str(cache)})
     assert_clean_usage_error(done, option)
     assert time.monotonic() - started < 60
     assert file.read_text() == "the user's file"
