@@ -77,7 +77,7 @@ def golden_arrays(shape: tuple[int, int]) -> st.SearchStrategy[np.ndarray]:
     return hnp.arrays(np.float32, shape, elements=f32_values).map(lambda a: a.astype(np.float64))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(data=st.data(), shape=shapes, tolerance=tolerances)
 def test_any_exact_output_passes_with_zero_headroom(data: st.DataObject, shape: tuple[int, int],
                                                 tolerance: Tolerance) -> None:
@@ -88,7 +88,7 @@ def test_any_exact_output_passes_with_zero_headroom(data: st.DataObject, shape: 
     assert result.errors.elements == g.size
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(data=st.data(), shape=shapes, tolerance=tolerances, factor=st.floats(1.5, 1e3), sign=st.sampled_from([-1, 1]))
 def test_one_element_past_the_bound_fails_exactly_there(data: st.DataObject, shape: tuple[int, int],
                                                         tolerance: Tolerance, factor: float, sign: int) -> None:
@@ -108,7 +108,7 @@ def test_one_element_past_the_bound_fails_exactly_there(data: st.DataObject, sha
     assert result.message.startswith(f"1/{g.size} elements out of tolerance")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(data=st.data(), shape=shapes, tolerance=tolerances)
 def test_non_finite_outputs_fail_with_count_and_first_index(data: st.DataObject, shape: tuple[int, int],
                                                              tolerance: Tolerance) -> None:
@@ -126,7 +126,7 @@ def test_non_finite_outputs_fail_with_count_and_first_index(data: st.DataObject,
     assert result.message == f"{len(flat)} non-finite outputs, first at (m, n) = {result.errors.first_nonfinite}"
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(data=st.data(), shape=shapes, tolerance=tolerances)
 def test_headroom_at_most_one_iff_passed(data: st.DataObject, shape: tuple[int, int], tolerance: Tolerance) -> None:
     g = data.draw(golden_arrays(shape))

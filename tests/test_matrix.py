@@ -202,7 +202,7 @@ toml_values = st.recursive(toml_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(any_text, inner, max_size=3)), max_leaves=6)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(configs=valid_configs())
 def test_valid_configs_round_trip(scratch: Path, configs: list[dict[str, Any]]) -> None:
     matrix = load_text(scratch, document(configs))
@@ -229,7 +229,7 @@ def _paths(value: Any, prefix: tuple = ()) -> Iterator[tuple]:
             yield from _paths(inner, (*prefix, index))
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=125, deadline=None)
 @given(configs=valid_configs(), data=st.data())
 def test_any_value_anywhere_is_matrix_error_or_loads(scratch: Path, configs: list[dict[str, Any]],
                                                      data: st.DataObject) -> None:
@@ -257,7 +257,7 @@ def test_any_value_anywhere_is_matrix_error_or_loads(scratch: Path, configs: lis
 INTEGER_KEYS = ("M", "K", "N", "group_size")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(configs=valid_configs(), data=st.data())
 def test_clearly_invalid_config_values_name_their_key(scratch: Path, configs: list[dict[str, Any]],
                                                       data: st.DataObject) -> None:
@@ -295,7 +295,7 @@ def test_clearly_invalid_config_values_name_their_key(scratch: Path, configs: li
     assert f"config '{target['name']}'" in raised.value.where
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(configs=valid_configs(), K=st.integers(1, 4096), N=st.integers(1, 4096), group_size=st.integers(1, 256))
 def test_divisibility_is_enforced_exactly(scratch: Path, configs: list[dict[str, Any]], K: int, N: int,
                                           group_size: int) -> None:
