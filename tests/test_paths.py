@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import cli_in_process, run_cli
+from conftest import cli_in_process
 from helpers import (
     GOOD_KERNEL,
     assert_clean_usage_error,
@@ -141,8 +141,8 @@ def test_export_out_never_replaces_what_q4gsw_did_not_write(tmp_path: Path, make
     make(out / "b")
     before = snapshot(tmp_path)
     cache = tmp_path / "cache"
-    done = run_cli("export", "--matrix", str(matrix), "--config", "b", "--out", str(out), "--cache", str(cache),
-                   env={"Q4GSW_CACHE": str(cache)}, timeout=120)
+    done = cli_in_process("export", "--matrix", str(matrix), "--config", "b", "--out", str(out), "--cache",
+                          str(cache), env={"Q4GSW_CACHE": str(cache)})
     assert_clean_usage_error(done, "config 'b'", "key '--out'", "is not a fixture q4gsw wrote")
     assert "nothing was exported or removed" in done.stderr
     after = snapshot(tmp_path)
@@ -278,7 +278,7 @@ def test_an_unusable_cache_fails_every_selected_config_and_keeps_the_results(
     argv = ["run", "--matrix", str(matrix), "--backend", "swiftshader", "--results", str(tmp_path / "r")]
     argv += ["--cache", fill(option_cache)] if option_cache else []
     argv += ["--fixtures", str(write_fixtures(tmp_path / "fixtures", matrix, "ab"))] if with_fixtures else []
-    done = run_cli(*argv, env=env, timeout=120)
+    done = cli_in_process(*argv, env=env)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     results = results_of(tmp_path / "r")
@@ -290,5 +290,5 @@ def test_an_unusable_cache_fails_every_selected_config_and_keeps_the_results(
     assert file.read_text() == "the user's file"
     # export writes into the cache: there, an unusable one is a usage error before any work
     cache_option = ["--cache", fill(option_cache)] if option_cache else []
-    assert_clean_usage_error(run_cli("export", "--matrix", str(matrix), "--config", "b", *cache_option, env=env,
-                                     timeout=120), "Q4GSW_CACHE / --cache")
+    assert_clean_usage_error(cli_in_process("export", "--matrix", str(matrix), "--config", "b", *cache_option,
+                                            env=env), "Q4GSW_CACHE / --cache")
