@@ -9,7 +9,9 @@ ExecuTorch's own kernel are in test_op_rope_e2e.py.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -181,3 +183,73 @@ def test_every_rope_config_is_in_its_suites_with_a_justified_tolerance():
     for heads in (32, 8):
         assert {(1, heads, 0), (1, heads, 127), (1, heads, 4095), (128, heads, 0), (512, heads, 0)} <= required
         assert any(seq > 1 and start and h == heads for seq, h, start in required)
+
+
+# ------------------------------------------------------------------------------------------------
+# The rows read from the delegate (a fake one: the chain the Llama Rope's step lowers to)
+# ------------------------------------------------------------------------------------------------
+
+TABLE_COS = np.arange(40, dtype=np.float32).reshape(10, 4)  # 10 positions, head_dim 8
+TABLE_SIN = -TABLE_COS
+
+
+class FakeRopeDelegate:
+    """prepack(0 -> 1), prepack(2 -> 3), select_as_symint(input_pos 4 -> 9), add(9, 10 -> 11), slice_copy(1, 7, 9,
+    11, 8 -> 12), slice_copy(3, ... -> 13), apply_rotary_emb(5, 6, 12, 13, 16): the ids of a real export."""
+
+    def __init__(self, seq: int, heads: int, ints: dict[int, int] | None = None, swap: bool = False) -> None:
+        from q4gsw.ops.rope.tables import DELEGATE_CALLS
+
+        calls = [(0, 1), (2, 3), (4, 7, 8, 9), (9, 10, 11), (1, 7, 9, 11, 8, 12), (3, 7, 9, 11, 8, 13),
+                 (5, 6, 13 if swap else 12, 12 if swap else 13, 16)]
+        chain = [SimpleNamespace(name=n, args=list(a)) for n, a in zip(DELEGATE_CALLS, calls, strict=True)]
+        self.graph = SimpleNamespace(chain=chain)
+        self.names = DELEGATE_CALLS
+        ints = {7: 0, 8: 1, 10: seq, **(ints or {})}
+        self.values = {k: SimpleNamespace(int_val=v) for k, v in ints.items()}
+        self.values.update({5: SimpleNamespace(dims=[1, seq, heads, 8]), 12: SimpleNamespace(dims=[seq, 4]),
+                            13: SimpleNamespace(dims=[seq, 4]), 9: SimpleNamespace(value=0)})
+
+    def args(self, operator: str, calls: tuple[str, ...] = ()) -> list[int]:
+        assert calls == self.names and operator == self.names[-1]
+        return list(self.graph.chain[-1].args)
+
+    def value(self, arg: int):
+        return self.values[arg]
+
+    def constant(self, arg: int, dtype: str) -> np.ndarray:
+        assert dtype == "<f4"
+        return {0: TABLE_COS, 2: TABLE_SIN}[arg]
+
+
+def rows_from(monkeypatch, delegate: FakeRopeDelegate, seq: int, heads: int, start_pos: int) -> RopeTables:
+    from q4gsw.export import pte
+    from q4gsw.ops.rope.recipe import rows_from_pte
+
+    monkeypatch.setattr(pte, "read_delegate", lambda data: delegate)
+    return rows_from_pte(b"fake", rope_config(seq, heads, 8, start_pos))
+
+
+def test_rows_are_the_delegates_tables_from_start_pos(monkeypatch):
+    rows = rows_from(monkeypatch, FakeRopeDelegate(3, 2), 3, 2, 6)
+    assert np.array_equal(rows.cos, TABLE_COS[6:9]) and np.array_equal(rows.sin, TABLE_SIN[6:9])
+    assert rows.start_pos == 6
+
+
+@pytest.mark.parametrize("delegate, seq, start_pos, words", [
+    (FakeRopeDelegate(3, 2, ints={7: 1}), 3, 0, "not a step-1 slice along dim 0"),
+    (FakeRopeDelegate(3, 2, ints={8: 2}), 3, 0, "not a step-1 slice along dim 0"),
+    (FakeRopeDelegate(3, 2, ints={10: 4}), 3, 0, "does not run from input_pos to input_pos + S"),
+    (FakeRopeDelegate(3, 2), 3, 8, "has no rows [8, 11)"),
+    (FakeRopeDelegate(3, 4), 3, 0, "binds xq [1, 3, 4, 8]"),
+])
+def test_a_delegate_that_is_not_the_llama_step_is_refused(monkeypatch, delegate, seq, start_pos, words):
+    from q4gsw.export.pte import DelegateLayoutError
+
+    with pytest.raises(DelegateLayoutError, match=re.escape(words)):
+        rows_from(monkeypatch, delegate, seq, 2, start_pos)
+
+
+def test_cos_and_sin_are_read_from_the_rotations_own_arguments(monkeypatch):
+    rows = rows_from(monkeypatch, FakeRopeDelegate(2, 2, swap=True), 2, 2, 0)  # the rotation binds sin's slice first
+    assert np.array_equal(rows.cos, TABLE_SIN[:2]) and np.array_equal(rows.sin, TABLE_COS[:2])

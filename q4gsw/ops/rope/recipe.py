@@ -84,12 +84,11 @@ def export_upstream_pte(config: Config) -> bytes:
 
 
 def _int(delegate: Any, arg: int) -> int:
-    from executorch.backends.vulkan.serialization.vulkan_graph_schema import Int
-
-    value = delegate.value(arg)
-    if not isinstance(value, Int):
-        raise DelegateLayoutError(f"argument {arg} is a {type(value).__name__}, expected an Int")
-    return int(value.int_val)
+    """An Int argument's value (VkGraph's Int holds int_val; a SymInt, a runtime value, has none)."""
+    value = getattr(delegate.value(arg), "int_val", None)
+    if not isinstance(value, int):
+        raise DelegateLayoutError(f"argument {arg} is a {type(delegate.value(arg)).__name__}, expected an Int")
+    return value
 
 
 def _check_rotation_args(delegate: Any, args: list[int], config: Config) -> None:
