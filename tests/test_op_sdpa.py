@@ -154,3 +154,71 @@ def test_the_matrix_chains_the_materialised_route_in_order():
     kernel = next(k for k in load_matrix(REPO_MATRIX).kernels if k.name == "sdpa_ref")
     assert [k.stage for k in kernel.chain()] == ["update_k", "update_v", "attn_weights", "softmax"]
     assert kernel.stage == "compute_out"
+
+
+def _u32(array: np.ndarray) -> list[int]:
+    """An array's bytes as little-endian u32 words, computed here independently of the op's packing."""
+    return np.frombuffer(np.ascontiguousarray(array).tobytes(), dtype="<u4").tolist()
+
+
+def test_every_stages_buffers_and_params_follow_the_layout_in_the_module_docstring():
+    """S = 2, Hq = 4, Hkv = 2, D = 8, start_pos 3, cache 6: context 5, group 2, one FlashDecoding split of 5,
+    scale fp32(1/sqrt 8) = 0x3EB504F3; each stage's bindings (index, kind, shared name, element count) and Params
+    worked out from the docstring's table."""
+    config = sdpa_config(seq=2, heads=4, kv_heads=2, head_dim=8, start_pos=3, cache_len=6)
+    x, cache = OP.make_input("normal", config), OP.synthetic_constants(config, 0)
+    q, k, v = (np.ascontiguousarray(x[:, a:b]) for a, b in ((0, 4), (4, 6), (6, 8)))
+    scale = 0x3EB504F3
+    cache_words = {"k_cache": _u32(cache.k), "v_cache": _u32(cache.v)}
+    expected = {  # stage: (output index, [(index, kind, shared, size, data or None for zeros)])
+        "update_k": (None, [(0, "storage", "k_cache", 96, cache_words["k_cache"]), (1, "read-only-storage", "", 32, k),
+                            (2, "uniform", "", 4, [32, 48, 96, 0])]),
+        "update_v": (None, [(0, "storage", "v_cache", 96, cache_words["v_cache"]), (1, "read-only-storage", "", 32, v),
+                            (2, "uniform", "", 4, [32, 48, 96, 0])]),
+        "attn_weights": (None, [(0, "storage", "attn_weights", 40, None), (1, "read-only-storage", "", 64, q),
+                                (2, "read-only-storage", "k_cache", 96, cache_words["k_cache"]),
+                                (3, "uniform", "", 8, [2, 4, 2, 8, 5, 3, 2, scale])]),
+        "softmax": (None, [(0, "storage", "attn_softmax", 40, None), (1, "read-only-storage", "attn_weights", 40, None),
+                           (2, "uniform", "", 4, [8, 5, 0, 0])]),
+        "compute_out": (0, [(1, "read-only-storage", "attn_softmax", 40, None),
+                            (2, "read-only-storage", "v_cache", 96, cache_words["v_cache"]),
+                            (3, "uniform", "", 8, [2, 4, 2, 8, 5, 2, 0, 0])]),
+        "fd_split": (None, [(0, "storage", "part_o", 4 * 128 * 8, None), (1, "storage", "part_ml", 4 * 128 * 2, None),
+                            (2, "read-only-storage", "", 64, q),
+                            (3, "read-only-storage", "k_cache", 96, cache_words["k_cache"]),
+                            (4, "read-only-storage", "v_cache", 96, cache_words["v_cache"]),
+                            (5, "uniform", "", 8, [0, 2, 8, 5, 2, 1, 5, scale])]),
+        "fd_reduce": (0, [(1, "read-only-storage", "part_o", 4 * 128 * 8, None),
+                          (2, "read-only-storage", "part_ml", 4 * 128 * 2, None), (3, "uniform", "", 4, [8, 1, 0, 0])]),
+        "streaming": (0, [(1, "read-only-storage", "", 64, q),
+                          (2, "read-only-storage", "k_cache", 96, cache_words["k_cache"]),
+                          (3, "read-only-storage", "v_cache", 96, cache_words["v_cache"]),
+                          (4, "uniform", "", 12, [2, 5, 3, 8, 2, 4, 2, 8, 2, 0, 0, 0])]),
+    }
+    for stage, (output_index, bindings) in expected.items():
+        got = OP.stage_bindings(stage, x, cache)
+        assert got.output_index == output_index, stage
+        assert got.output_shape == ((2, 32) if output_index is not None else ()), stage
+        assert [(b.index, b.kind, b.shared, b.data.size) for b in got.inputs] == [b[:4] for b in bindings], stage
+        for binding, (*_, data) in zip(got.inputs, bindings, strict=True):
+            if data is None:
+                assert binding.data.dtype == np.float32 and not binding.data.any(), (stage, binding.index)
+            elif isinstance(data, list):
+                assert binding.data.dtype == np.uint32 and binding.data.tolist() == data, (stage, binding.index)
+            else:
+                assert binding.data.dtype == np.float32 and np.array_equal(binding.data, data), (stage, binding.index)
+
+
+def test_the_geometry_of_a_step():
+    from q4gsw.ops.sdpa.layout import geometry, split_x
+
+    x = np.zeros((3, 4 + 2 * 2, 16), np.float32)
+    g = geometry(x, KvCache(k=np.zeros((70, 2, 16), np.float16), v=np.zeros((70, 2, 16), np.float16), start_pos=62))
+    assert (g.seq, g.heads, g.kv_heads, g.head_dim, g.start_pos, g.cache_len) == (3, 4, 2, 16, 62, 70)
+    assert (g.context_len, g.group, g.num_splits, g.split_len) == (65, 2, 2, 33)
+    assert g.scale == float(np.float32(0.25))
+    assert KvCache(k=np.zeros((70, 2, 16), np.float16), v=np.zeros((1,)), start_pos=0).kv_bits == 16
+    with pytest.raises(ValueError, match=r"^x has shape \(3, 8, 16\); sdpa expects \[S, 4 \+ 2 \* 3, D\]$"):
+        split_x(x, 4, 3)
+    with pytest.raises(ValueError, match="sdpa expects"):
+        split_x(np.zeros((8, 16), np.float32), 4, 2)
