@@ -88,18 +88,22 @@ class Selection:
             order = {name: i for i, name in enumerate(route)}
             # Only the route's variants can be what the runtime dispatches; the others run with --all-variants.
             mine = sorted(self.cases_of(config), key=lambda c: order.get(c.kernel.name, len(order)))
-            runnable = []
+            runnable, why_not = [], {}
             for case in mine:
                 try:
                     resolve_kernel(case.kernel, expression_names(config), info)
-                except KernelUnsupported:
+                except KernelUnsupported as exc:
+                    why_not.setdefault(case.kernel.name, str(exc))
                     continue
                 runnable.append(case.kernel.name)
             routed = next((name for name in runnable if name in order), "")
             if not routed:
+                # Each variant's own reason (a missing feature, a limit, its `when`): what keeps the config from
+                # running.
+                reasons = "; ".join(why_not[name] for name in route if name in why_not)
                 skipped.append(Skip(config, f"no variant of the route ({', '.join(route)}) holds for "
-                                            f"{op_for(config).shape_text(config.dims)} on {info.name}",
-                                    status="unsupported"))
+                                            f"{op_for(config).shape_text(config.dims)} on {info.name}"
+                                            f"{': ' + reasons if reasons else ''}", status="unsupported"))
                 continue
             keep = [c for c in mine if c.kernel.name in runnable and (self.all_variants or c.kernel.name == routed)]
             cases += [replace(c, routed=routed) for c in keep]

@@ -362,6 +362,12 @@ def test_only_a_route_variant_is_routed(tiny):
     assert routed.cases == ()
     assert [s.status for s in routed.skipped] == ["unsupported"]
     assert "no variant of the route" in routed.skipped[0].reason
+    # why each route variant that was selected cannot run is said: the reason a config is unsupported
+    needs_f16 = dataclasses.replace(gemv, name="needs_f16", requires_features=("shader-f16",))
+    f16_only = build_selection(tiny, "swiftshader", names=("tiny_gemv",), kernels=(needs_f16,))
+    (skip,) = dataclasses.replace(f16_only, route={"linear_q4gsw": ("needs_f16",)}).routed(adapter).skipped
+    assert skip.reason.endswith(": kernel 'needs_f16' needs adapter features ['shader-f16'], which SwiftShader "
+                                "Device lacks through wgpu-native"), skip.reason
     both = dataclasses.replace(selection, route={"linear_q4gsw": ("never", "gemv")}).routed(adapter)
     assert {c.routed for c in both.cases} == {"gemv"}
 

@@ -136,12 +136,12 @@ def load_kernel_set(spec: KernelSet, checkout: Path) -> LoadedKernelSet:
         elif not path.with_suffix(".yaml").is_file():
             missing[kernel.name] = f"{relative[:-len(path.suffix)]}.yaml (its variant spec) is not in {checkout}"
         else:
-            _ask_template(templates, path, text, kernel.file, kernel.name)
+            _ask_template(templates, path, text, kernel.file, kernel.variant_name)
         for first in kernel.chain():  # a templated kernel dispatched before it: its variant generated too
             first_path = folder / first.file
             if first.template and first_path.is_file() and first_path.with_suffix(".yaml").is_file():
                 with contextlib.suppress(OSError, ValueError):  # unreadable: said when its chain is resolved
-                    _ask_template(templates, first_path, _text(first_path), first.file, first.name)
+                    _ask_template(templates, first_path, _text(first_path), first.file, first.variant_name)
     generated = _run_generator(checkout, spec, list(templates.values())) if templates else {}
     kernels, notes = [], {}
     for kernel in spec.kernels:
@@ -149,19 +149,19 @@ def load_kernel_set(spec: KernelSet, checkout: Path) -> LoadedKernelSet:
             continue
         path = folder / kernel.file
         if kernel.template:
-            outcome = generated.get(kernel.name, {"error": "the generator returned nothing for it"})
+            outcome = generated.get(kernel.variant_name, {"error": "the generator returned nothing for it"})
             if "text" not in outcome:
                 missing[kernel.name] = str(outcome.get("error"))
                 continue
             text = outcome["text"]
-            origin = f"executorch:{checkout}:{spec.folder}/{kernel.file} variant {kernel.name} (generated)"
+            origin = f"executorch:{checkout}:{spec.folder}/{kernel.file} variant {kernel.variant_name} (generated)"
         else:
             text = texts[kernel.name]
             origin = f"executorch:{checkout}:{spec.folder}/{kernel.file}"
-        committed = committed_header_text(folder, kernel.name)
+        committed = committed_header_text(folder, kernel.variant_name)
         if committed is not None and committed != text:
-            notes[kernel.name] = (f"{kernel.name}_wgsl.h differs from the text generated from {kernel.file}: the "
-                                  "runtime compiles the header; regenerate it with gen_wgsl_headers.py")
+            notes[kernel.name] = (f"{kernel.variant_name}_wgsl.h differs from the text generated from {kernel.file}: "
+                                  "the runtime compiles the header; regenerate it with gen_wgsl_headers.py")
         try:  # the kernels the runtime dispatches first, read from the same tree
             before = _resolve_chain(kernel.before, spec, checkout, generated)
         except LookupError as exc:
@@ -191,10 +191,11 @@ def _resolve_chain(before: Kernel | None, spec: KernelSet, checkout: Path,
     folder = checkout / spec.folder
     relative = f"{spec.folder}/{before.file}"
     if before.template:
-        outcome = generated.get(before.name, {"error": f"{relative} or its .yaml is not in {checkout}"})
+        variant = before.variant_name
+        outcome = generated.get(variant, {"error": f"{relative} or its .yaml is not in {checkout}"})
         if "text" not in outcome:
-            raise LookupError(f"{relative} variant {before.name} (dispatched before it): {outcome.get('error')}")
-        text, origin = outcome["text"], f"executorch:{checkout}:{relative} variant {before.name} (generated)"
+            raise LookupError(f"{relative} variant {variant} (dispatched before it): {outcome.get('error')}")
+        text, origin = outcome["text"], f"executorch:{checkout}:{relative} variant {variant} (generated)"
     else:
         try:
             text, origin = _text(folder / before.file), f"executorch:{checkout}:{relative}"

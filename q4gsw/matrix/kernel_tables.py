@@ -16,21 +16,22 @@ from q4gsw.ops import placeholder_names
 
 DEVICE_TYPES = ("CPU", "GPU")
 _KERNEL_KEYS = ("file", "when", "dispatch", "overrides", "requires_features", "requires_limits", "tolerance",
-                "device_type", "adapter_name", "op", "template", "before", "stage")
+                "device_type", "adapter_name", "op", "template", "before", "stage", "variant")
 
 
 def make_kernel(name: str, file: str, dispatch: str | tuple[str, ...], *, when: str = "1",
                 overrides: Mapping[str, str | int | float] | None = None, requires_features: tuple[str, ...] = (),
                 requires_limits: Mapping[str, int] | None = None, tolerance: Tolerance | None = None,
                 device_type: str = "", adapter_name: str = "", op: str = DEFAULT_OP, text: str | None = None,
-                origin: str = "", template: str = "", before: Kernel | None = None, stage: str = "") -> Kernel:
+                origin: str = "", template: str = "", before: Kernel | None = None, stage: str = "",
+                variant: str = "") -> Kernel:
     """The one constructor for a Kernel: from matrix.toml, from `check --kernel`, a mutant or a kernel set."""
     return Kernel(name=name, file=file, when=when,
                   dispatch=split_dispatch(dispatch) if isinstance(dispatch, str) else tuple(dispatch),
                   overrides=MappingProxyType(dict(overrides or {})), requires_features=tuple(requires_features),
                   requires_limits=MappingProxyType(dict(requires_limits or {})), tolerance=tolerance,
                   device_type=device_type, adapter_name=adapter_name, op=op, text=text, origin=origin or file,
-                  template=template, before=before, stage=stage)
+                  template=template, before=before, stage=stage, variant=variant)
 
 
 def load_kernels(check: Checker, table: Mapping[str, Any], prefix: str, base: Path | None,
@@ -88,15 +89,17 @@ def load_kernels(check: Checker, table: Mapping[str, Any], prefix: str, base: Pa
                                    tolerance=tolerance,
                                    device_type=device_type, adapter_name=adapter_name, op=kernel_op,
                                    template=check.string(raw.get("template", ""), where, "template"),
-                                   before=before, stage=check.stage(raw, where, kernel_op)))
+                                   before=before, stage=check.stage(raw, where, kernel_op),
+                                   variant=check.string(raw.get("variant", ""), where, "variant")))
     return tuple(kernels)
 
 
 def _load_before(check: Checker, raw: Mapping[str, Any], where: str, prefix: str, base: Path | None,
                  op: str) -> Kernel:
     """The kernels the runtime dispatches first: one [X.before] table, or an array [[X.before]] of them in dispatch
-    order (the first dispatched first); each has a kernel's keys, plus `name` (default "before": a kernel set's
-    variant name, for a templated one). Returned as a chain: the last dispatched, whose `before` is the one before."""
+    order (the first dispatched first); each has a kernel's keys, plus `name` (default "before"; a kernel set's
+    templated one without `variant` is expanded as the variant `name`). Returned as a chain: the last dispatched,
+    whose `before` is the one before."""
     check.chains(where, op)
     tables = raw["before"] if isinstance(raw["before"], list) else [raw["before"]]
     if not tables:

@@ -98,6 +98,11 @@ class Kernel:
     before: Kernel | None = None  # a kernel dispatched first whose outputs this one reads, as the runtime chains them
     # (it may have a `before` of its own: a chain of any length, first dispatched first; chain())
     stage: str = ""  # which of the op's dispatches this kernel is (Op.stages; "": the op's bindings/before_bindings)
+    variant: str = ""  # kernel sets: the template variant it is (its generated header's name); "": the kernel's name
+
+    @property
+    def variant_name(self) -> str:
+        return self.variant or self.name
 
     def chain(self) -> tuple[Kernel, ...]:
         """The kernels dispatched before this one, in dispatch order (empty without a `before`)."""

@@ -39,8 +39,18 @@ OUTLIER_EVERY = 7  # outliers: every 7th token (token 0 included) has q and k 6x
 OUTLIER_SCALE = 6.0
 
 
-def _dims(config: Config | Mapping[str, int]) -> Mapping[str, int]:
-    return config.dims if isinstance(config, Config) else config
+def _ramp(n: int, mod: int, off: int, denom: float) -> np.ndarray:
+    return (((np.arange(n) % mod).astype(np.float32) - np.float32(off)) / np.float32(denom)).astype(np.float32)
+
+
+def upstream_ramp(seq: int, heads: int, kv_heads: int, head_dim: int, denom: float) -> np.ndarray:
+    """ExecuTorch's test_sdpa.py inputs: q, k, v the ramps ((i % 17) - 8, (i % 13) - 6, (i % 11) - 5) / denom over
+    each tensor's elements (exact in fp32); denom 16 (`ramp`) or 0.5 (`big_logits`: its mha_biglogit, peak scaled
+    logit ~177, which overflows a softmax that forgets to subtract the row max)."""
+    q = _ramp(seq * heads * head_dim, 17, 8, denom).reshape(seq, heads, head_dim)
+    k = _ramp(seq * kv_heads * head_dim, 13, 6, denom).reshape(seq, kv_heads, head_dim)
+    v = _ramp(seq * kv_heads * head_dim, 11, 5, denom).reshape(seq, kv_heads, head_dim)
+    return np.concatenate([q, k, v], axis=1)
 
 
 class Sdpa(Op):
@@ -48,7 +58,7 @@ class Sdpa(Op):
     operator = "llama.sdpa_with_kv_cache.default"
     executorch_folder = "backends/webgpu/runtime/ops/sdpa"
     constant_files = (K_FILE, V_FILE)
-    input_names = ("normal", "outliers")
+    input_names = ("normal", "outliers", "ramp", "big_logits")
     weight_names = ("normal",)  # the caches' values: seeded standard normal
     stages = STAGES
     recipe = "synthetic KV cache"
@@ -97,6 +107,8 @@ class Sdpa(Op):
 
     def make_input(self, name: str, config: Config) -> np.ndarray:
         d = config.dims
+        if name in ("ramp", "big_logits"):
+            return upstream_ramp(d["seq"], d["heads"], d["kv_heads"], d["head_dim"], 16.0 if name == "ramp" else 0.5)
         rng = np.random.default_rng([config.weight_seed, 1])  # outliers: normal's values, its outlier tokens scaled
         x = rng.standard_normal((d["seq"], d["heads"] + 2 * d["kv_heads"], d["head_dim"])).astype(np.float32)
         if name == "outliers":

@@ -8,17 +8,19 @@ Error model (per output out[s, h, d] = sum_c p_c v[c, d], p = softmax(l), l_c = 
   logits   |dl_c| <= gamma_{D+1} A_c, A_c = scale * sum_d |q_d k_cd| (the dot over D and the scale);
            with an fp16 cache the new rows' k may be either fp16 neighbour (WGSL leaves the f32->f16 rounding to
            the implementation): + 2^-10 A_c for c >= start_pos (the golden rounds to nearest);
-  softmax  p_c relative: 2 max_c |dl_c| (a logit error moves p_c and its normalization), exp to (3 + 2|x_c|) ulp
-           = (3 + 2|x_c|) 2u with x_c = l_c - max l (WGSL's stated exp accuracy; the subtraction's rounding is
-           inside |x| u), the weighted exp error of the normalizing sum, gamma_{n} of its n attended terms, and the
-           division (2.5 ulp = 5u);
-  output   gamma_{n} sum_c p_c |v_cd| for the weighted sum over the n attended positions, plus
-           sum_c |dp_c| |v_cd|, plus (fp16 cache) 2^-10 sum_{c new} p_c |v_cd|.
-worst is their sum. est, what a kernel of sequential sums is expected to err by at most over the config's outputs:
-sqrt(2 ln N) u/sqrt(3) (sqrt(n) S + sqrt(D) max_c A_c S) with S = sum_c p_c |v_cd| (the random-rounding model of
-the two reductions), plus the whole fp16-cache term where there is one (a kernel that always rounds to the
-other neighbour errs by it everywhere). step is what an off-by-one causal bound changes:
-the output with its last attended position dropped, |p_L (v_L - out) / (1 - p_L)|.
+  softmax  each weight's relative error e_c = dl_c + (3 + 2|x_c|) 2u (WGSL's stated exp accuracy, x_c = l_c - max l)
+           moves out_d by sum_c p_c e_c (v_cd - out_d) to first order; the normalization scales every weight alike:
+           |out_d| (gamma_n + 5u) for the sum of the n attended terms and the division (2.5 ulp);
+  output   gamma_n sum_c p_c |v_cd| for the weighted V sum over the n attended positions, plus (fp16 cache)
+           2^-10 sum_c p_c |v_cd| over the new values v that may round to either neighbour.
+worst is their sum (a near one-hot row is insensitive to its logits: the weights |v_cd - out_d| say so). The fp16
+terms count only the new values no fp16 number equals (an exact one converts exactly).
+est, what a kernel of sequential sums is expected to err by at most over the config's N outputs:
+sqrt(2 ln N) u/sqrt(3) [sqrt(n) (S + |out|) + sum_c p_c sqrt(sum_j P_cj^2) |v_cd - out_d|] (the output sum's and
+the dot's random roundings, P_cj the dot's running partial sums) + u sum_c p_c (|l_c| + |x_c| + 1) |v_cd - out_d|
+(the logit, the shifted argument and exp each rounded once at their size) + the whole fp16 term (a kernel that
+always rounds to the other neighbour errs by it everywhere); S = sum_c p_c |v_cd|. step is what an off-by-one
+causal bound changes: the output with its last attended position dropped, |p_L (v_L - out) / (1 - p_L)|.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class Attention:
 
     p: np.ndarray
     A: np.ndarray
+    q: np.ndarray  # [S, Hq, D]
+    k: np.ndarray  # [ctx, Hq, D]: kv head h // group for query head h
+    scale: float
     logits: np.ndarray
     v: np.ndarray
     out: np.ndarray
@@ -75,7 +80,8 @@ def attention(x: np.ndarray, cache: KvCache) -> Attention:
     e = np.exp(logits - logits.max(axis=2, keepdims=True))
     p = e / e.sum(axis=2, keepdims=True)
     out = np.einsum("hsc,chd->shd", p, v)
-    return Attention(p=p, A=np.where(masked, 0.0, A), logits=logits, v=v, out=out, group=g.group)
+    return Attention(p=p, A=np.where(masked, 0.0, A), q=q, k=k, scale=g.scale, logits=logits, v=v, out=out,
+                     group=g.group)
 
 
 def golden(x: np.ndarray, cache: KvCache, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
@@ -103,6 +109,20 @@ class AttentionErrorModel(ErrorModel):
         return self.estimate
 
 
+def _inexact_new_rows(x: np.ndarray, cache: KvCache, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the step writes a k or v value that no fp16 number equals ([ctx, Hq, D], query heads' view): only there
+    can a conversion pick another fp16 neighbour than the golden's nearest one (all zero for an fp32 cache)."""
+    g = geometry(x, cache)
+    _, k, v = split_x(x, g.heads, g.kv_heads)
+    masks = []
+    for new in (k, v):
+        full = np.zeros((g.context_len, g.kv_heads, g.head_dim), dtype=bool)
+        if cache.kv_bits == 16:
+            full[g.start_pos:] = new.astype(np.float16).astype(np.float32) != new
+        masks.append(np.repeat(full, group, axis=1))
+    return masks[0], masks[1]
+
+
 def error_model(x: np.ndarray, cache: KvCache) -> AttentionErrorModel:
     """The module docstring's model, per output [S, Hq * D]."""
     a = attention(x, cache)
@@ -110,25 +130,30 @@ def error_model(x: np.ndarray, cache: KvCache) -> AttentionErrorModel:
     seq, heads, D = a.out.shape
     n = start_pos + 1 + np.arange(seq)  # positions query s attends
     gamma_n = np.array([gamma(int(c)) for c in n])[:, None, None]  # [S, 1, 1]
-    new = (np.arange(a.p.shape[2]) >= start_pos)[None, None, :]
     f16 = cache.kv_bits == 16
-    dl = gamma(D + 1) * a.A + (F16_NEIGHBOUR * a.A * new if f16 else 0.0)  # [Hq, S, ctx]
+    k_inexact, v_inexact = _inexact_new_rows(x, cache, a.group)  # [ctx, Hq, D]: new values no fp16 number equals
+    A_inexact = a.scale * np.einsum("shd,chd->hsc", np.abs(a.q), np.abs(a.k) * k_inexact)
+    dl = gamma(D + 1) * a.A + (F16_NEIGHBOUR * A_inexact if f16 else 0.0)  # [Hq, S, ctx]
     shifted = np.nan_to_num(a.logits - a.logits.max(axis=2, keepdims=True), neginf=0.0)
     exp_err = (3 + 2 * np.abs(shifted)) * 2 * U
     # A relative change e_c of each weight moves out_d by sum_c p_c e_c (v_cd - out_d) to first order: per head, to
     # hold [S, ctx, D] at a time. moved: the deterministic one (e = logit and exp errors), spread: the random one.
-    moved, logit_spread = np.empty_like(a.out), np.empty_like(a.out)
+    moved, logit_spread, logit_last = (np.empty_like(a.out) for _ in range(3))
     for h in range(heads):
         dev = np.abs(a.v[None, :, h, :] - a.out[:, h, None, :])  # [S, ctx, D]
         moved[:, h] = np.einsum("sc,scd->sd", a.p[h] * (dl[h] + exp_err[h]), dev)
-        logit_spread[:, h] = np.einsum("sc,scd->sd", a.p[h] * a.A[h], dev)
+        # the dot's running partial sums P_j: a sequential sum's rounding errors are u/sqrt(3)-sized parts of them
+        partial = np.cumsum(a.scale * a.q[:, None, h, :] * a.k[None, :, h, :], axis=2)  # [S, ctx, D]
+        logit_spread[:, h] = np.einsum("sc,scd->sd", a.p[h] * np.sqrt((partial * partial).sum(axis=2)), dev)
+        # rounded once each, at their size: the logit, the max-shifted argument x and exp (an ulp in practice)
+        typical = np.abs(partial[:, :, -1]) + np.abs(shifted[h]) + 1
+        logit_last[:, h] = np.einsum("sc,scd->sd", a.p[h] * typical, dev)
     pv = np.einsum("hsc,chd->shd", a.p, np.abs(a.v))  # sum_c p_c |v_cd|
-    f16_out = np.einsum("hsc,chd->shd", a.p * new, np.abs(a.v)) * F16_NEIGHBOUR if f16 else 0.0
+    f16_out = np.einsum("hsc,chd->shd", a.p, np.abs(a.v) * v_inexact) * F16_NEIGHBOUR if f16 else 0.0
     bound = gamma_n * pv + moved + (gamma_n + 5 * U) * np.abs(a.out) + f16_out
     outputs = a.out.size
     spread = math.sqrt(2 * math.log(max(outputs, 2))) * U / math.sqrt(3)
-    logit_sigma = math.sqrt(D) * logit_spread
-    estimate = spread * (np.sqrt(n)[:, None, None] * (pv + np.abs(a.out)) + logit_sigma) + f16_out
+    estimate = spread * (np.sqrt(n)[:, None, None] * (pv + np.abs(a.out)) + logit_spread) + U * logit_last + f16_out
     last = start_pos + np.arange(seq)  # the last position query s attends
     p_last = a.p[:, np.arange(seq), last].T[:, :, None]  # [S, Hq, 1]
     v_last = a.v[last]  # [S, Hq, D]

@@ -34,7 +34,12 @@ from q4gsw.ops.base import Binding, Bindings
 
 FD_SPLIT_TILE = 64  # KV positions per FlashDecoding split (SdpaFdDecode.cpp kSdpaFdSplitTile)
 FD_MAX_SPLITS = 128  # kSdpaFdMaxSplits: the partials' stride
-STAGES = ("update_k", "update_v", "attn_weights", "softmax", "compute_out", "fd_split", "fd_reduce", "streaming")
+_STAGES = ("update_k", "update_v", "attn_weights", "softmax", "compute_out", "fd_split", "fd_reduce", "streaming")
+# STAGE@f32: the same stage with the caches widened to fp32 (exact: fp16 values are fp32 values). ExecuTorch's
+# runtime stores an fp16-KV model's caches in fp32 on a device without shader-f16 (WebGPUGraph.cpp, kv_f16_: the
+# opt-in "fail-closed"), and then runs its fp32 kernels on them: its kernel set's *_kv16_fallback variants.
+WIDENED = "@f32"
+STAGES = _STAGES + tuple(s + WIDENED for s in ("update_k", "update_v", "attn_weights", "compute_out", "fd_split"))
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,9 @@ def _cache_bytes(cache: np.ndarray) -> np.ndarray:
 
 def stage_bindings(stage: str, x: np.ndarray, cache: KvCache) -> Bindings:
     """The buffers of one stage (module docstring), x split into q, k, v."""
+    if stage.endswith(WIDENED):
+        stage = stage.removesuffix(WIDENED)
+        cache = KvCache(k=cache.k.astype(np.float32), v=cache.v.astype(np.float32), start_pos=cache.start_pos)
     g = geometry(x, cache)
     start_pos = g.start_pos
     q, k, v = split_x(x, g.heads, g.kv_heads)
