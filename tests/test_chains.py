@@ -215,6 +215,7 @@ def test_a_chain_in_another_order_or_a_step_short_fails(staged, order):
 
 def test_a_kernel_names_the_template_variant_it_is(staged, tmp_path):
     """`variant`: the template variant a kernel set's kernel (or chain member) is expanded as; default its name."""
-    (kernel,) = _load(tmp_path, CHAIN.replace('stage = "finish"\n', 'stage = "finish"\nvariant = "finish_f32"\n')).kernels
+    text = CHAIN.replace('stage = "finish"\n', 'stage = "finish"\nvariant = "finish_f32"\n')
+    (kernel,) = _load(tmp_path, text).kernels
     assert (kernel.variant_name, kernel.chain()[0].variant_name, kernel.chain()[1].variant_name) == \
         ("finish_f32", "load", "before")
