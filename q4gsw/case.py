@@ -111,6 +111,10 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
                            **common)
     bindings = op.stage_bindings(case.kernel.stage, x, problem.constants) if case.kernel.stage else \
         op.bindings(x, problem.constants, chained=bool(before))
+    if bindings.output_index is None:  # a stage that writes no output: nothing to compare (Device.run asserted)
+        return base_result(case, "fail", f"kernel '{case.kernel.name}' is stage '{case.kernel.stage}' of op "
+                           f"'{case.config.op}', which writes no output to compare: give it the stage that writes the "
+                           "op's output in matrix.toml, or dispatch it in a [[before]] chain", **common)
     try:
         for step in before:
             device.pipeline(step.source, step.overrides, step.label, step.bindings)

@@ -162,6 +162,33 @@ def test_a_wrong_stage_or_nested_before_is_one_line_naming_table_and_key(staged,
     assert says in str(caught.value)
 
 
+@pytest.mark.parametrize(("edit", "where", "key", "says"), [
+    # an `op` of its own was ignored (even an op that does not exist): the chain ran in its kernel's op
+    (('name = "load"', 'name = "load"\nop = "linear_q4gsw"'), "[kernel.finish.before] #1", "op",
+     "is 'linear_q4gsw', but this table's kernels run in op 'staged' (its kernel's or kernel set's) — remove op, or "
+     'write op = "staged"'),
+    # a tolerance was kept on a kernel whose output is never compared
+    (('stage = "double"', 'stage = "double"\ntolerance = { atol = 1.0, rtol = 0.0, justification = "loose" }'),
+     "[kernel.finish.before] #2", "tolerance", "a kernel dispatched before is never compared with a golden"),
+])
+def test_a_key_a_before_cannot_honour_is_refused(staged, tmp_path, edit, where, key, says):
+    with pytest.raises(MatrixError) as caught:
+        _load(tmp_path, CHAIN.replace(*edit))
+    assert (caught.value.where, caught.value.key) == (where, key)
+    assert says in str(caught.value)
+    # its own op, said again, is no conflict
+    (kernel,) = _load(tmp_path, CHAIN.replace('name = "load"', 'name = "load"\nop = "staged"')).kernels
+    assert [k.name for k in kernel.chain()] == ["load", "before"]
+
+
+def test_an_empty_before_array_is_refused(staged, tmp_path):
+    """`before = []` (no dispatch before it): without the check, an AssertionError from the loader."""
+    with pytest.raises(MatrixError) as caught:
+        _load(tmp_path, CHAIN[:CHAIN.index("[[kernel.finish.before]]")] + "before = []\n")
+    assert (caught.value.where, caught.value.key) == ("[kernel.finish]", "before")
+    assert "is an empty array — remove it, or add [[kernel.finish.before]] tables" in str(caught.value)
+
+
 def test_a_stage_on_an_op_without_stages_is_refused(tmp_path):
     path = tmp_path / "matrix.toml"
     path.write_text(HEAD.replace('op = "staged"\nrows = 8', "M = 1\nK = 64\nN = 16\ngroup_size = 32") +
@@ -219,3 +246,14 @@ def test_a_kernel_names_the_template_variant_it_is(staged, tmp_path):
     (kernel,) = _load(tmp_path, text).kernels
     assert (kernel.variant_name, kernel.chain()[0].variant_name, kernel.chain()[1].variant_name) == \
         ("finish_f32", "load", "before")
+
+
+def test_a_kernel_under_test_of_a_stage_that_writes_no_output_fails_saying_so(staged):
+    """A kernel whose stage writes no output (load) as the kernel under test failed on Device.run's assert, a
+    message naming no stage and no fix."""
+    config, kernel, x = staged_case(("load", "double"))
+    kernel = dataclasses.replace(kernel, stage="load")
+    result, log = run_case(config, kernel, x, np.zeros(1, np.float32), 4 * x.astype(np.float64) + 1, _kernels())
+    assert result.status == "fail" and log == []
+    assert result.message.startswith("kernel 'finish' is stage 'load' of op 'staged', which writes no output to "
+                                     "compare: give it the stage that writes the op's output in matrix.toml")

@@ -54,6 +54,98 @@ def test_a_missing_or_empty_file_is_one_line_exit_2(tmp_path: Path, capsys: pyte
     assert ("no such file" if content is None else "empty file") in err
 
 
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_a_folder_or_an_unreadable_file_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder said 'no such file'; a file that cannot be read (no permission, an I/O error: /proc/self/mem) was
+    an OSError traceback from read_bytes."""
+    folder = tmp_path / "model.pte"
+    folder.mkdir()
+    assert graph.main([str(folder)]) == 2
+    err = one_error_line(capsys)
+    assert str(folder) in err and "cannot be read" in err and "no such file" not in err
+
+    def refused(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    path = tmp_path / "locked.pte"
+    path.write_bytes(b"x")
+    monkeypatch.setattr(Path, "read_bytes", refused)
+    assert graph.main([str(path)]) == 2
+    err = one_error_line(capsys)
+    assert str(path) in err and "cannot be read (Permission denied)" in err
+
+
+class Delegate:
+    """read_delegate's answer stood in for (offline): a delegate whose chain is `calls`."""
+
+    def __init__(self, calls: tuple[Call, ...]) -> None:
+        self._calls = calls
+
+    def calls(self) -> tuple[Call, ...]:
+        return self._calls
+
+
+LINEAR = Call("et_vk.linear_q4gsw.default", (tensor(0, 5, 96), tensor(1, 40, 48, constant=True), tensor(2, 5, 40)))
+VIEW = Call("aten.view_copy.default", (tensor(2, 5, 40), CallArg(3, "IntList"), tensor(4, 200)))
+
+
+@pytest.mark.parametrize("calls, code, said", [
+    ((LINEAR,), 0, "every call is covered by a q4gsw op"),
+    ((LINEAR, VIEW, VIEW), 1, "2 of 3 calls have no q4gsw op: unsupported: op aten.view_copy.default x2"),
+    ((), 1, "no call: nothing a composed run could check"),
+], ids=["covered", "unsupported", "empty"])
+def test_the_verdict_of_a_delegate(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch, calls: tuple[Call, ...], code: int,
+                                   said: str) -> None:
+    """Exit 0 only when every call has an op; a delegate of no call checks nothing, never a success."""
+    monkeypatch.setattr(graph, "read_delegate", lambda data: Delegate(calls))
+    path = tmp_path / "model.pte"
+    path.write_bytes(b"stand-in")
+    assert graph.main([str(path)]) == code
+    captured = capsys.readouterr()
+    assert said in captured.out + captured.err
+    assert f"{path}: {len(calls)} calls in its Vulkan delegate" in captured.out
+    assert sum(" linear_q4gsw" in line for line in captured.out.splitlines()) == calls.count(LINEAR)
+
+
+def test_a_program_q4gsw_cannot_read_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from q4gsw.export.pte import DelegateLayoutError
+
+    def layout(data: bytes) -> Delegate:
+        raise DelegateLayoutError("expected exactly one VulkanBackend delegate, found ['XnnpackBackend']")
+
+    monkeypatch.setattr(graph, "read_delegate", layout)
+    path = tmp_path / "model.pte"
+    path.write_bytes(b"stand-in")
+    assert graph.main([str(path)]) == 2
+    assert f"{path}: expected exactly one VulkanBackend delegate" in one_error_line(capsys)
+
+
+@pytest.mark.e2e
+def test_a_program_of_no_delegate_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """torch.export + to_edge without a partitioner: ExecuTorch's portable kernels run it, no Vulkan delegate."""
+    import torch
+    from executorch.exir import to_edge
+
+    class AddOne(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+    program = to_edge(torch.export.export(AddOne(), (torch.ones(2, 3),))).to_executorch()
+    (tmp_path / "cpu.pte").write_bytes(program.buffer)
+    capsys.readouterr()
+    assert graph.main([str(tmp_path / "cpu.pte")]) == 2
+    err = one_error_line(capsys)
+    assert "cpu.pte: expected exactly one VulkanBackend delegate, found []" in err and "VulkanPartitioner" in err
+
+
 @pytest.mark.e2e
 def test_a_real_export_is_listed_and_fully_covered(tiny_matrix: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,3 +168,29 @@ def test_a_real_export_is_listed_and_fully_covered(tiny_matrix: Path, tmp_path: 
     (tmp_path / "junk.pte").write_bytes(b"\x00not a pte" * 50)
     assert graph.main([str(tmp_path / "junk.pte")]) == 2
     assert "not a .pte ExecuTorch can read" in capsys.readouterr().err
+
+
+class VkTensor:
+    """Stands in for the Vulkan schema's tensor value (DelegateGraph.calls reads its type's name)."""
+
+    def __init__(self, dims: list[int], constant_id: int) -> None:
+        self.dims, self.constant_id = dims, constant_id
+
+
+class Int:
+    pass
+
+
+def test_the_calls_of_a_delegate_graph_offline() -> None:
+    """Constant id 0 is a constant (the first one), -1 is none; None is Null; other values by their type's name."""
+    from types import SimpleNamespace as Ns
+
+    from q4gsw.export.pte import DelegateGraph
+
+    values = [Ns(value=v) for v in (VkTensor([5, 96], -1), VkTensor([40, 48], 0), VkTensor([3, 40], 1), Int(), None)]
+    chain = [Ns(name="et_vk.linear_q4gsw.default", args=[0, 1, 2, 3, 4]), Ns(name="aten.view_copy.default", args=[0])]
+    delegate = DelegateGraph(pte=None, graph=Ns(chain=chain, values=values), blob=b"", bytes_offset=0)
+    assert delegate.calls() == (
+        Call("et_vk.linear_q4gsw.default", (tensor(0, 5, 96), tensor(1, 40, 48, constant=True),
+                                            tensor(2, 3, 40, constant=True), CallArg(3, "Int"), CallArg(4, "Null"))),
+        Call("aten.view_copy.default", (tensor(0, 5, 96),)))

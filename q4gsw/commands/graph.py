@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m q4gsw graph", description=__doc__.splitlines()[0])
     parser.add_argument("pte", type=Path, help="an ExecuTorch .pte with one Vulkan delegate")
     args = parser.parse_args(argv)
-    if not args.pte.is_file():
+    if not args.pte.exists():
         print(f"q4gsw graph: {args.pte}: no such file: give the path of a .pte", file=sys.stderr)
         return verdict.USAGE
     try:

@@ -28,7 +28,11 @@ class UnreadablePte(RuntimeError):
 def constants_from_foreign_pte(path: Path, read: Callable[[bytes], Any]) -> Any:
     """read(the file's bytes) (an op's constants_from_pte), with anything wrong with the file, including a missing
     executorch package, as one UnreadablePte line naming the file instead of a traceback from the deserializer."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # a folder, no permission, an I/O error: the file's problem, not a traceback
+        raise UnreadablePte(f"{path}: cannot be read ({exc.strerror or type(exc).__name__}): give the path of a "
+                            "readable .pte file") from exc
     if not data:
         raise UnreadablePte(f"{path}: empty file, not a .pte")
     try:
@@ -140,12 +144,14 @@ def read_delegate(pte_bytes: bytes) -> DelegateGraph:
     plan = pte.program.execution_plan[0]
     if len(plan.delegates) != 1 or plan.delegates[0].id != "VulkanBackend":
         found = [d.id for d in plan.delegates]
-        raise DelegateLayoutError(f"expected exactly one VulkanBackend delegate, found {found}")
+        raise DelegateLayoutError(f"expected exactly one VulkanBackend delegate, found {found}: lower the program "
+                                  "with ExecuTorch's VulkanPartitioner (to_edge_transform_and_lower)")
     instructions = [type(i.instr_args).__name__ for chain in plan.chains for i in chain.instructions]
     if plan.operators or any(kind != "DelegateCall" for kind in instructions):
         names = [op.name for op in plan.operators]
         raise DelegateLayoutError(f"graph is not fully delegated: operators outside the delegate {names}, "
-                                  f"instructions {instructions}")
+                                  f"instructions {instructions}: q4gsw reads only a program the VulkanPartitioner "
+                                  "took whole")
     blob = pte.program.backend_delegate_data[plan.delegates[0].processed.index].data
     header = VulkanDelegateHeader.from_bytes(blob[: VulkanDelegateHeader.EXPECTED_LENGTH])
     return DelegateGraph(pte=pte, graph=flatbuffer_to_vk_graph(extract_vk_flatbuffer(blob)), blob=blob,

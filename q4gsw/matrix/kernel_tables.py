@@ -50,6 +50,9 @@ def load_kernels(check: Checker, table: Mapping[str, Any], prefix: str, base: Pa
         kernel_file = check.string(raw["file"], where, "file")
         if base is not None:
             check.kernel_file(where, kernel_file, base)
+        if op is not None and raw.get("op", op) != op:  # it ran as `op` whatever it said: said, never ignored
+            raise check.fail(where, "op", f"is {raw['op']!r}, but this table's kernels run in op '{op}' (its "
+                             "kernel's or kernel set's)", f'remove op, or write op = "{op}"')
         kernel_op = op or check.op(raw.get("op", DEFAULT_OP), where)
         overrides_raw = check.table(raw.get("overrides", {}), where, "overrides")
         names = environment(placeholder_names(kernel_op), None)
@@ -111,6 +114,9 @@ def _load_before(check: Checker, raw: Mapping[str, Any], where: str, prefix: str
         if "before" in table:
             raise check.fail(here, "before", "a `before` cannot have a `before` of its own",
                              f"list every dispatch in order as [[{prefix}.before]] tables instead")
+        if "tolerance" in table:  # only the last kernel's output is compared
+            raise check.fail(here, "tolerance", "a kernel dispatched before is never compared with a golden",
+                             f"remove it (the tolerance of [{prefix}] or its config applies to the chain's output)")
         name = check.string(table.pop("name", "before"), here, "name")
         (loaded,) = load_kernels(check, {name: table}, prefix, base, op, table_name=here)
         before = replace(loaded, before=before)
