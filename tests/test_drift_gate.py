@@ -330,3 +330,22 @@ def test_accept_new_without_a_baseline_is_a_usage_error(tmp_path: Path, capsys: 
     assert report.main([str(written(tmp_path / "new", [case()])), "--accept-new", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "--accept-new needs --baseline" in err
+
+
+def _executorch(result: Result) -> Result:
+    """The case as `run --executorch TREE` records it: its kernel read from an ExecuTorch tree."""
+    return replace(result, provenance=replace(result.provenance, kernel_source="executorch:/et:backends/webgpu/x.wgsl"))
+
+
+def test_accept_new_never_accepts_a_baseline_of_another_kind_of_kernel() -> None:
+    """`run --executorch TREE --baseline (a run of q4gsw's kernels) --accept-new`: scoped to ExecuTorch's kernels the
+    baseline keeps no case, so every case was 'new since a baseline of its backend' and the gate held, comparing
+    nothing with a baseline of another kind."""
+    scope = Scope("swiftshader", frozenset({"kv_proj"}), "executorch")
+    ours = diff_runs([case()], [_executorch(case())], label="old", accept_new=True, scope=scope)
+    assert ours.all_new == 0 and not ours.new_accepted
+    assert ours.gate() == ["NOTHING COMPARED: 0 cases compared with old: the baseline holds backend swiftshader; "
+                           "these results: backend swiftshader; kernels of executorch"]
+    theirs = diff_runs([case(), _executorch(case(config="q_proj"))], [_executorch(case())], label="old",
+                       accept_new=True, scope=scope)
+    assert theirs.all_new == 1 and theirs.gate() == []

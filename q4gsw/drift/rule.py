@@ -18,8 +18,8 @@ The gate (--fail-on-drift) fails on more than drift (Comparison.gate): a case th
 unsupported or skip), a case the baseline measured that this run covered and did not measure (a deleted kernel, a
 kernel whose `when` stopped holding, an empty results file; unless accept_removed), and a comparison of nothing (a
 baseline of another backend or op), unless accept_new and every case of this run is new since a baseline of its
-backend (a CI shard of configs added since main's run). The rule and the gate are documented in docs/results.md,
-with the exit codes.
+backend and kind of kernel (a CI shard of configs added since main's run). The rule and the gate are documented
+in docs/results.md, with the exit codes.
 """
 
 from __future__ import annotations
@@ -156,17 +156,20 @@ class Comparison:
     accept_removed: bool = False  # --accept-removed: cases the baseline measured and this run did not are no loss
     nothing_why: str = ""  # when no case was compared: what each side holds
     accept_new: bool = False  # --accept-new: a run of only new cases (nothing to compare) holds the gate
-    baseline_backends: frozenset[str] = frozenset()  # the backends the baseline measured (read by accept_new)
+    # (backend, kind of kernel: kernel_family) pairs the baseline measured, read by accept_new
+    baseline_kinds: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def all_new(self) -> int:
         """How many cases this run measured, all new since a baseline of their backend, when that is all it holds
         (nothing compared, no measured case missing now); 0 otherwise. A baseline of another backend is never 'all
-        new'. A baseline row that measured nothing (a config skipped there, measured now) is no removal."""
+        new', nor one of another kind of kernel (q4gsw's, a `check` kernel's, an ExecuTorch tree's: `run --executorch`
+        against a run of q4gsw's kernels). A baseline row that measured nothing (a config skipped there, measured
+        now) is no removal."""
         if self.compared or self.removed:
             return 0
         new = [d.new for d in self.of("new") if d.new is not None and d.new.status in MEASURED]
-        return len(new) if new and all(r.backend in self.baseline_backends for r in new) else 0
+        return len(new) if new and all(_kind(r) in self.baseline_kinds for r in new) else 0
 
     @property
     def new_accepted(self) -> bool:
@@ -341,12 +344,18 @@ def _why_not_now(old: Result, new: dict[str, Result]) -> str:
     return f"kernel '{old.kernel}' ran on no config of this run (removed, renamed, or its `when` holds nowhere?)"
 
 
+def _kind(result: Result) -> tuple[str, str]:
+    return result.backend, kernel_family(result.provenance.kernel_source)
+
+
 def _holdings(results: Iterable[Result]) -> str:
     backends = sorted({r.backend for r in results})
     ops = sorted({r.op for r in results if r.op})
     if not backends:
         return "no case"
-    return f"backend {', '.join(backends)}" + (f"; op {', '.join(ops)}" if ops else "")
+    kinds = sorted({kernel_family(r.provenance.kernel_source) for r in results})
+    return f"backend {', '.join(backends)}" + (f"; op {', '.join(ops)}" if ops else "") + \
+        (f"; kernels of {', '.join(kinds)}" if kinds != ["matrix"] else "")  # q4gsw's own: said only beside another
 
 
 def diff_runs(baseline: Sequence[Result], results: Sequence[Result], *, label: str,
@@ -365,5 +374,5 @@ def diff_runs(baseline: Sequence[Result], results: Sequence[Result], *, label: s
                for key, r in old.items() if key not in new]
     ordered = sorted(deltas, key=lambda d: KINDS.index(d.kind))  # stable: each kind keeps the results' order
     nothing_why = f"the baseline holds {_holdings(baseline)}; these results: {_holdings(results)}"
-    backends = frozenset(r.backend for r in baseline if r.status in MEASURED)
-    return Comparison(label, tuple(ordered), factor, not_compared, accept_removed, nothing_why, accept_new, backends)
+    kinds = frozenset(_kind(r) for r in baseline if r.status in MEASURED)
+    return Comparison(label, tuple(ordered), factor, not_compared, accept_removed, nothing_why, accept_new, kinds)
