@@ -222,3 +222,41 @@ def test_the_geometry_of_a_step():
         split_x(x, 4, 3)
     with pytest.raises(ValueError, match="sdpa expects"):
         split_x(np.zeros((8, 16), np.float32), 4, 2)
+
+
+def _adapter(name: str, f16: bool, storage: int = 32768):
+    from q4gsw.matrix.values import AdapterInfo
+
+    return AdapterInfo(name=name, vendor="test", device_type="DiscreteGPU", api="Vulkan", driver="", webgpu="dawn",
+                       features=("shader-f16",) if f16 else (),
+                       limits={"max-compute-invocations-per-workgroup": 256,
+                               "max-compute-workgroups-per-dimension": 65535,
+                               "max-compute-workgroup-storage-size": storage, "max-compute-workgroup-size-x": 256})
+
+
+F16, NO_F16, SMALL_STORAGE = _adapter("f16", True), _adapter("no f16", False), _adapter("8 KiB", True, 8192)
+SDPA_ROUTES = {  # config -> the route on (shader-f16, no shader-f16, shader-f16 with 8 KiB of workgroup storage)
+    "sdpa_decode_127": ("sdpa_fd_reduce",) * 3,  # S == 1, D <= 128: FlashDecoding
+    "sdpa_prefill_512": ("sdpa_compute_out",) * 3,
+    "sdpa_gqa31_decode": ("sdpa_compute_out",) * 3,  # S = 2: no FlashDecoding
+    "sdpa_decode_127_f16": ("sdpa_fd_reduce_kv16", "sdpa_fd_reduce_kv16_fallback", "sdpa_fd_reduce_kv16"),
+    "sdpa_prefill_128_f16": ("streaming_attention_k16_causal_bound", "sdpa_compute_out_kv16_fallback",
+                             "sdpa_compute_out_half"),  # the streaming kernel needs 14720 bytes of storage
+    "sdpa_qwen3_prefill": ("streaming_attention_qwen3_k16_causal_bound", "sdpa_compute_out_kv16_fallback",
+                           "sdpa_compute_out_half"),
+}
+
+
+def test_the_kernel_set_routes_as_sdpa_cpp():
+    """Sdpa.cpp at cff6f4dd for static shapes: the streaming k16 kernels for their fp16-KV geometries on devices with
+    shader-f16 and the storage, FlashDecoding for decode, else the materialised route; an fp16-KV model without
+    shader-f16 runs the fp32 kernels on fp32 caches (WebGPUGraph.cpp's fail-closed kv_f16_)."""
+    from q4gsw.cases import build_selection
+
+    matrix = load_matrix(REPO_MATRIX)
+    spec = matrix.kernel_sets["executorch_sdpa"]
+    for column, adapter in enumerate((F16, NO_F16, SMALL_STORAGE)):
+        selection = build_selection(matrix, "native-dawn", names=tuple(SDPA_ROUTES), kernels=spec.kernels,
+                                    route={"sdpa": spec.route}).routed(adapter)
+        got = {c.config.name: c.routed for c in selection.cases}
+        assert got == {name: routes[column] for name, routes in SDPA_ROUTES.items()}, adapter.name
