@@ -218,10 +218,9 @@ def test_executorchs_kernel_passes_and_fails_with_a_planted_bug(swiftshader_icd,
     kernel = tree / OP.executorch_folder / "binary_add.wgsl"
 
     def run(results: str) -> tuple[int, dict[str, dict]]:
-        done = run_cli("run", "--executorch", str(tree), "--backend", "swiftshader-dawn", "--matrix", str(matrix),
-                       "--config", "t_same", "--config", "t_col", "--fixtures", str(tmp_path / "fixtures"),
-                       "--cache", str(tmp_path / "cache"),
-                       "--results", str(tmp_path / results), env=swiftshader_icd)
+        done = run_cli("run", "--in-process", "--executorch", str(tree), "--backend", "swiftshader-dawn", "--matrix",
+                       str(matrix), "--config", "t_same", "--config", "t_col", "--fixtures", str(tmp_path / "fixtures"),
+                       "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / results), env=swiftshader_icd)
         path = tmp_path / results / "results.json"
         assert path.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
         results_ = json.loads(path.read_text())["results"]

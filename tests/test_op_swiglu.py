@@ -197,8 +197,8 @@ def test_executorchs_kernel_passes_and_fails_with_a_planted_bug(swiftshader_icd,
     kernel = tree / OP.executorch_folder / "silu_mul_fused.wgsl"
 
     def run(results: str) -> tuple[int, dict[str, dict]]:
-        done = run_cli("run", "--executorch", str(tree), "--backend", "swiftshader-dawn", "--matrix", str(matrix),
-                       "--config", "t_tail", "--fixtures", str(tmp_path / "fixtures"),
+        done = run_cli("run", "--in-process", "--executorch", str(tree), "--backend", "swiftshader-dawn", "--matrix",
+                       str(matrix), "--config", "t_tail", "--fixtures", str(tmp_path / "fixtures"),
                        "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / results), env=swiftshader_icd)
         path = tmp_path / results / "results.json"
         assert path.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
