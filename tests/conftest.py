@@ -36,8 +36,9 @@ _keep_bytecode()
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
             cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    """Run `python -m q4gsw ARGS` in a child process, as a user would."""
-    full_env = {**os.environ, **(env or {})}
+    """Run `python -m q4gsw ARGS` in a child process, as a user would; without plots (Q4GSW_PLOTS=0: ~0.7 CPU s of
+    each run) unless `env` asks for them (test_tiny_matrix_runs_required_and_skips_heavy checks a run's plots)."""
+    full_env = {"Q4GSW_PLOTS": "0", **os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "q4gsw", *args], capture_output=True, text=True, env=full_env,
                           timeout=timeout, cwd=cwd)
 

@@ -22,9 +22,11 @@ def test_tiny_matrix_runs_required_and_skips_heavy(swiftshader_env, fixture_cach
                                                    tmp_path: Path):
     out = tmp_path / "results"
     proc = run_cli("run", "--matrix", str(tiny_matrix), "--backend", "swiftshader", "--results", str(out),
-                   env={"Q4GSW_CACHE": str(fixture_cache)})
+                   env={"Q4GSW_CACHE": str(fixture_cache), "Q4GSW_PLOTS": "1"})  # the one run whose plots are checked
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "2 passed, 0 failed, 1 skipped"
+    assert {p.name for p in (out / "plots").glob("*.png")} == {"headroom.png", "error-hist-tiny_gemv.png",
+                                                              "error-hist-tiny_gemm.png"}
     assert "heavy: run `nox -s heavy`" in proc.stdout
     results = {r["config"]: r for r in _results(out)}
     assert results["tiny_gemv"]["kernel"] == "gemv" and results["tiny_gemm"]["kernel"] == "tiled"

@@ -312,6 +312,23 @@ def test_plots_are_pngs(tmp_path):
     assert "no error histogram" not in (tmp_path / "summary.md").read_text()
 
 
+def test_plots_switched_off_draw_nothing_and_still_clear_an_earlier_runs(tmp_path, monkeypatch):
+    """Q4GSW_PLOTS=0: no PNG and pyplot never loaded, yet an earlier run's plots there go (never mixed with this
+    run's results); results.json, junit.xml and summary.md as usual."""
+    from q4gsw.report import plots
+
+    def unavailable() -> None:
+        raise AssertionError("pyplot loaded although Q4GSW_PLOTS=0")
+
+    monkeypatch.setattr(plots, "_load_pyplot", unavailable)
+    monkeypatch.setenv(plots.PLOTS_ENV, "0")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "headroom.png").write_bytes(b"stale plot of an earlier run here")
+    write_run_outputs(tmp_path, [*_all(), passing(kernel="tiled", headroom=0.0)], META)
+    assert [p.name for p in (tmp_path / "plots").iterdir()] == [".q4gsw-partial"]
+    assert {"results.json", "junit.xml", "summary.md"} <= {p.name for p in tmp_path.iterdir()}
+
+
 def test_plots_of_long_names_leak_no_matplotlib_warning(tmp_path, capsys):
     """Issue 29: fig.tight_layout() could not fit long case names in the headroom chart and said so with
     "UserWarning: Tight layout not applied" and a source path, in the middle of a run's output. The image now

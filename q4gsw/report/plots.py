@@ -25,6 +25,13 @@ from q4gsw.report.result import Result
 # fig.tight_layout() cannot fit long case names and says so with a UserWarning naming this file, which leaked
 # into the run's output.
 MISSING_MATPLOTLIB = "plots skipped: matplotlib is not installed (pip install 'q4gsw[report]')"
+PLOTS_ENV = "Q4GSW_PLOTS"  # "0": no PNGs drawn (matplotlib not even loaded); the other reports are unchanged
+
+
+def plots_switched_off() -> bool:
+    """Q4GSW_PLOTS=0: the user asked for no plots (a CI job that keeps only results.json; the test suite's many
+    runs, whose plots nobody looks at, each spent ~0.7 CPU s loading pyplot and drawing)."""
+    return os.environ.get(PLOTS_ENV, "").strip() == "0"
 
 
 def _load_pyplot() -> ModuleType:
@@ -118,9 +125,10 @@ def write_plots(out_dir: Path, results: Sequence[Result],
     if ahead is not None:
         ahead.finish()
     plt: ModuleType | None = None
-    # A run that compared nothing (every config failed before its comparison) draws nothing: it does not load
-    # pyplot (~0.7 CPU s of every such run, and of the tests' many), yet still removes an earlier run's plots.
-    if any(r.errors is not None for r in results):
+    # A run that compared nothing (every config failed before its comparison), or one told Q4GSW_PLOTS=0, draws
+    # nothing: it does not load pyplot (~0.7 CPU s of every such run, and of the tests' many), yet still removes
+    # an earlier run's plots.
+    if any(r.errors is not None for r in results) and not plots_switched_off():
         try:
             plt = _load_pyplot()
         except ImportError:
@@ -136,8 +144,8 @@ def write_plots(out_dir: Path, results: Sequence[Result],
         return [], [f"plots not written: {exc}"]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / OWNED_MARKER).write_text("plots written by q4gsw; the next run here replaces the plots in it\n")
-    if plt is None:
-        return [], []  # nothing was compared: no histogram, no headroom, and no note (each FAIL line says why)
+    if plt is None:  # nothing was compared (each FAIL line says why), or Q4GSW_PLOTS=0: nothing drawn, no note
+        return [], []
     configs = list(dict.fromkeys(r.config for r in results))
     for config in configs:
         mine = [r for r in results if r.config == config]

@@ -30,7 +30,7 @@ def run_and_report(selection: Selection, options: RunOptions, root: Path, result
     from q4gsw.drift.baseline import diff_with
     from q4gsw.drift.report import show_comparison
     from q4gsw.drift.rule import Scope
-    from q4gsw.report.plots import HistogramsAhead
+    from q4gsw.report.plots import HistogramsAhead, plots_switched_off
     from q4gsw.report.write import make_console, print_report, write_run_outputs
     from q4gsw.webgpu.adapter import package_of
 
@@ -43,11 +43,12 @@ def run_and_report(selection: Selection, options: RunOptions, root: Path, result
         raise KeyboardInterrupt
 
     previous_sigterm = signal.signal(signal.SIGTERM, terminate)
-    ahead = HistogramsAhead()
+    ahead = None if plots_switched_off() else HistogramsAhead()
 
     def recorded(result: Result) -> None:
         collected.append(result)
-        ahead.add(result)
+        if ahead is not None:
+            ahead.add(result)
 
     try:
         run_selection(selection, options, root, on_result=recorded, matrix_order=matrix_order)
