@@ -194,3 +194,44 @@ def test_the_calls_of_a_delegate_graph_offline() -> None:
         Call("et_vk.linear_q4gsw.default", (tensor(0, 5, 96), tensor(1, 40, 48, constant=True),
                                             tensor(2, 3, 40, constant=True), CallArg(3, "Int"), CallArg(4, "Null"))),
         Call("aten.view_copy.default", (tensor(0, 5, 96),)))
+
+
+def _plan(delegates: tuple[str, ...], operators: tuple[str, ...] = (), instructions: tuple[str, ...] = ()) -> object:
+    """An ExecuTorch program's execution plan, as deserialize_pte_binary gives it, built offline."""
+    from types import SimpleNamespace as Ns
+
+    kinds = {name: type(name, (), {}) for name in set(instructions)}
+    chain = Ns(instructions=[Ns(instr_args=kinds[name]()) for name in instructions])
+    return Ns(program=Ns(execution_plan=[Ns(delegates=[Ns(id=d) for d in delegates],
+                                             operators=[Ns(name=o) for o in operators], chains=[chain])]))
+
+
+@pytest.mark.parametrize("plan, says", [
+    (_plan(()), "expected exactly one VulkanBackend delegate, found []: lower the program with ExecuTorch's "
+                "VulkanPartitioner"),
+    (_plan(("XnnpackBackend",), (), ("DelegateCall",)), "found ['XnnpackBackend']"),
+    (_plan(("VulkanBackend", "VulkanBackend")), "found ['VulkanBackend', 'VulkanBackend']"),
+    (_plan(("VulkanBackend",), ("aten::cumsum",), ("DelegateCall", "KernelCall")),
+     "graph is not fully delegated: operators outside the delegate ['aten::cumsum'], instructions ['DelegateCall', "
+     "'KernelCall']: q4gsw reads only a program the VulkanPartitioner took whole"),
+    # an instruction besides the delegate's call (a move, a jump) or an operator listed with none: either refuses it
+    (_plan(("VulkanBackend",), (), ("DelegateCall", "MoveCall")), "operators outside the delegate [], instructions "
+                                                                  "['DelegateCall', 'MoveCall']"),
+    (_plan(("VulkanBackend",), ("aten::add",), ("DelegateCall",)), "operators outside the delegate ['aten::add']"),
+], ids=["no-delegate", "xnnpack", "two-delegates", "partly-delegated", "a-move", "an-operator"])
+def test_a_program_not_wholly_in_one_vulkan_delegate_is_refused(monkeypatch: pytest.MonkeyPatch, plan: object,
+                                                                 says: str) -> None:
+    """read_delegate's refusals, with ExecuTorch's deserializer stood in for (offline; the e2e test exports one)."""
+    import sys
+    from types import ModuleType
+
+    from q4gsw.export.pte import DelegateLayoutError, read_delegate
+
+    vulkan, program = ModuleType("vulkan_graph_serialize"), ModuleType("_program")
+    vulkan.VulkanDelegateHeader = vulkan.extract_vk_flatbuffer = vulkan.flatbuffer_to_vk_graph = None
+    program.deserialize_pte_binary = lambda data: plan
+    monkeypatch.setitem(sys.modules, "executorch.backends.vulkan.serialization.vulkan_graph_serialize", vulkan)
+    monkeypatch.setitem(sys.modules, "executorch.exir._serialize._program", program)
+    with pytest.raises(DelegateLayoutError) as caught:
+        read_delegate(b"stand-in")
+    assert says in str(caught.value)
