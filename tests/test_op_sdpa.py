@@ -260,3 +260,22 @@ def test_the_kernel_set_routes_as_sdpa_cpp():
                                     route={"sdpa": spec.route}).routed(adapter)
         got = {c.config.name: c.routed for c in selection.cases}
         assert got == {name: routes[column] for name, routes in SDPA_ROUTES.items()}, adapter.name
+
+
+def test_each_mutant_edits_one_kernel_of_the_chain():
+    """A mutant's edits match its kernel exactly once (mutant_sources raises otherwise) and change it; the chain of
+    every mutant kernel is the reference chain, in dispatch order, with only the named kernel edited."""
+    from q4gsw.commands.mutants import mutant_kernels, mutant_sources
+
+    suite = OP.mutation_suite()
+    sources = mutant_sources(op_name="sdpa")
+    texts = {b.name: b.file.read_text() for b in suite.chain}
+    for mutant in suite.mutants:
+        edited = mutant.in_before or None
+        assert sources[mutant.name] != (texts[edited] if edited else suite.reference.read_text()), mutant.name
+    kernels = {k.name: k for k in mutant_kernels(op_name="sdpa")}
+    reference = kernels.pop("reference")
+    assert [k.stage for k in reference.chain()] == ["update_k", "update_v", "attn_weights", "softmax"]
+    late = kernels["k_written_a_row_late"]
+    assert [k.text == r.text for k, r in zip(late.chain(), reference.chain(), strict=True)] == [False, True, True, True]
+    assert late.text == reference.text and kernels["last_position_dropped"].chain()[0].text == reference.chain()[0].text

@@ -45,8 +45,8 @@ def mutant_sources(reference: str | None = None, op_name: str = DEFAULT_OP) -> d
     for Mutant.in_before); raises if an edit no longer matches its kernel."""
     suite = suite_of(op_name)
     reference = suite.reference.read_text() if reference is None else reference
-    before = suite.before.file.read_text() if suite.before is not None else ""
-    return {m.name: m.source(before if m.in_before else reference) for m in suite.mutants}
+    chain = [b.file.read_text() for b in suite.chain]
+    return {m.name: m.source(reference if (i := suite.edited(m)) is None else chain[i]) for m in suite.mutants}
 
 
 def mutant_kernels(wanted: tuple[str, ...] = (), op_name: str = DEFAULT_OP) -> list[Any]:
@@ -58,22 +58,27 @@ def mutant_kernels(wanted: tuple[str, ...] = (), op_name: str = DEFAULT_OP) -> l
     reference = suite.reference.read_text()
     path = str(suite.reference)
 
-    def before(text: str | None, origin: str) -> Any:
-        if suite.before is None:
-            return None
-        return make_kernel(f"{origin}-before", str(suite.before.file), suite.before.dispatch,
-                           overrides=suite.before.overrides, op=op_name, text=text, origin=origin)
+    def before(texts: list[str], origin: str) -> Any:
+        """The chain's kernels (these texts), each the `before` of the next; the last one's returned."""
+        last = None
+        for first, text in zip(suite.chain, texts, strict=True):
+            suffix = "-before" if len(suite.chain) == 1 else f"-{first.name}"
+            last = make_kernel(f"{origin}{suffix}", str(first.file), first.dispatch, overrides=first.overrides,
+                               op=op_name, text=text, origin=origin, before=last, stage=first.stage)
+        return last
 
-    first = suite.before.file.read_text() if suite.before is not None else None
+    chain = [b.file.read_text() for b in suite.chain]
     kernels = [make_kernel("reference", path, suite.dispatch, overrides=suite.overrides, op=op_name,
                            text=reference, origin=f"mutant-reference:{suite.reference.name}",
-                           before=before(first, "mutant-reference"))]
+                           before=before(chain, "mutant-reference"), stage=suite.stage)]
     for mutant in suite.mutants:
         if not wanted or mutant.name in wanted:
-            chained = before(mutant.source(first) if mutant.in_before else first, f"mutant:{mutant.name}")
+            edited = suite.edited(mutant)
+            texts = [mutant.source(t) if i == edited else t for i, t in enumerate(chain)]
             kernels.append(make_kernel(mutant.name, path, suite.dispatch, overrides=suite.overrides, op=op_name,
-                                       text=reference if mutant.in_before else mutant.source(reference),
-                                       origin=f"mutant:{mutant.name}", before=chained))
+                                       text=reference if edited is not None else mutant.source(reference),
+                                       origin=f"mutant:{mutant.name}", before=before(texts, f"mutant:{mutant.name}"),
+                                       stage=suite.stage))
     return kernels
 
 

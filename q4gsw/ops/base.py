@@ -77,7 +77,7 @@ class Mutant:
     name: str
     bug: str  # what the kernel author got wrong
     edits: tuple[tuple[str, str], ...]  # (exact text in the reference kernel, replacement)
-    in_before: bool = False  # the edits apply to the suite's `before` reference (the kernel dispatched first)
+    in_before: bool | str = False  # the edits apply to a `before` reference of the suite: True its first, or its name
     # (adapter-name regex, why): where the adapter's compiler makes this mutant compute the reference's very
     # numbers, so no input can expose it there; a survivor only on such adapters is reported equivalent, not missed.
     equivalent_on: tuple[tuple[str, str], ...] = ()
@@ -104,6 +104,8 @@ class BeforeReference:
     file: Path
     dispatch: str
     overrides: Mapping[str, str]
+    name: str = "before"  # what a Mutant's in_before names, in a chain of several
+    stage: str = ""  # its stage, for an op with stages (Op.stages)
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,21 @@ class MutationSuite:
     dispatch: str
     overrides: Mapping[str, str]
     mutants: tuple[Mutant, ...]
-    before: BeforeReference | None = None
+    before: BeforeReference | tuple[BeforeReference, ...] | None = None  # one, or a chain in dispatch order
+    stage: str = ""  # the reference's stage, for an op with stages
+
+    @property
+    def chain(self) -> tuple[BeforeReference, ...]:
+        """The `before` references in dispatch order (empty without)."""
+        return () if self.before is None else (self.before,) if isinstance(self.before, BeforeReference) \
+            else tuple(self.before)
+
+    def edited(self, mutant: Mutant) -> int | None:
+        """Which of the chain a mutant edits (its index), None for the reference."""
+        if mutant.in_before is False:
+            return None
+        names = [b.name for b in self.chain]
+        return 0 if mutant.in_before is True else names.index(str(mutant.in_before))
 
 
 class Op(ABC):

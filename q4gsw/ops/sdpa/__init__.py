@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from q4gsw.matrix.values import Config, Dim, Tolerance
-from q4gsw.ops.base import Bindings, Op, ShapeProblem
+from q4gsw.ops.base import Bindings, MutationSuite, Op, ShapeProblem
 from q4gsw.ops.sdpa.golden import error_model, golden
 from q4gsw.ops.sdpa.layout import FD_MAX_SPLITS, FD_SPLIT_TILE, STAGES, KvCache, split_x, stage_bindings
 
@@ -174,6 +174,11 @@ class Sdpa(Op):
 
     def stage_bindings(self, stage: str, x: np.ndarray, constants: KvCache) -> Bindings:
         return stage_bindings(stage, x, constants)
+
+    def mutation_suite(self) -> MutationSuite:
+        from q4gsw.ops.sdpa.mutants import SUITE
+
+        return SUITE
 
     def warm_up_problem(self) -> tuple[np.ndarray, Any]:
         rng = np.random.default_rng(0)

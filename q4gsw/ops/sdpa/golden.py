@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from q4gsw.ops.error_model import ErrorModel, U, gamma
+from q4gsw.ops.error_model import CHUNK_ELEMENTS, ErrorModel, U, gamma
 from q4gsw.ops.sdpa.layout import KvCache, geometry, split_x
 
 F16_NEIGHBOUR = 2.0**-10  # the other fp16 neighbour of a value is at most one fp16 ulp away: 2^-10 relative
@@ -139,15 +139,18 @@ def error_model(x: np.ndarray, cache: KvCache) -> AttentionErrorModel:
     # A relative change e_c of each weight moves out_d by sum_c p_c e_c (v_cd - out_d) to first order: per head, to
     # hold [S, ctx, D] at a time. moved: the deterministic one (e = logit and exp errors), spread: the random one.
     moved, logit_spread, logit_last = (np.empty_like(a.out) for _ in range(3))
+    block = max(1, CHUNK_ELEMENTS // (a.p.shape[2] * D))  # queries at a time: [block, ctx, D] fp64 arrays
     for h in range(heads):
-        dev = np.abs(a.v[None, :, h, :] - a.out[:, h, None, :])  # [S, ctx, D]
-        moved[:, h] = np.einsum("sc,scd->sd", a.p[h] * (dl[h] + exp_err[h]), dev)
-        # the dot's running partial sums P_j: a sequential sum's rounding errors are u/sqrt(3)-sized parts of them
-        partial = np.cumsum(a.scale * a.q[:, None, h, :] * a.k[None, :, h, :], axis=2)  # [S, ctx, D]
-        logit_spread[:, h] = np.einsum("sc,scd->sd", a.p[h] * np.sqrt((partial * partial).sum(axis=2)), dev)
-        # rounded once each, at their size: the logit, the max-shifted argument x and exp (an ulp in practice)
-        typical = np.abs(partial[:, :, -1]) + np.abs(shifted[h]) + 1
-        logit_last[:, h] = np.einsum("sc,scd->sd", a.p[h] * typical, dev)
+        for s0 in range(0, seq, block):
+            r = slice(s0, s0 + block)
+            dev = np.abs(a.v[None, :, h, :] - a.out[r, h, None, :])  # [block, ctx, D]
+            moved[r, h] = np.einsum("sc,scd->sd", a.p[h, r] * (dl[h, r] + exp_err[h, r]), dev)
+            # the dot's running partial sums P_j: a sequential sum's rounding errors are u/sqrt(3)-sized parts of them
+            partial = np.cumsum(a.scale * a.q[r, None, h, :] * a.k[None, :, h, :], axis=2)  # [block, ctx, D]
+            logit_spread[r, h] = np.einsum("sc,scd->sd", a.p[h, r] * np.sqrt((partial * partial).sum(axis=2)), dev)
+            # rounded once each, at their size: the logit, the max-shifted argument x and exp (an ulp in practice)
+            typical = np.abs(partial[:, :, -1]) + np.abs(shifted[h, r]) + 1
+            logit_last[r, h] = np.einsum("sc,scd->sd", a.p[h, r] * typical, dev)
     pv = np.einsum("hsc,chd->shd", a.p, np.abs(a.v))  # sum_c p_c |v_cd|
     f16_out = np.einsum("hsc,chd->shd", a.p, np.abs(a.v) * v_inexact) * F16_NEIGHBOUR if f16 else 0.0
     bound = gamma_n * pv + moved + (gamma_n + 5 * U) * np.abs(a.out) + f16_out
