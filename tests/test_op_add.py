@@ -23,10 +23,11 @@ from q4gsw.matrix.expressions import evaluate, split_dispatch
 from q4gsw.matrix.load import load_matrix
 from q4gsw.matrix.values import Config, Tolerance
 from q4gsw.ops import expression_names, registry
-from q4gsw.ops.add.golden import AddGraph, cpu_reference, error_model, golden, operands, tensor_meta
+from q4gsw.ops.add.golden import AddGraph, cpu_reference, error_model, golden, operands
 from q4gsw.ops.add.inputs import make_operands
 from q4gsw.ops.add.mutants import CATALOGUE, REFERENCE
 from q4gsw.ops.error_model import gamma
+from q4gsw.ops.tensor_meta import tensor_meta
 
 REPO = Path(__file__).resolve().parent.parent
 OP = registry()["add"]

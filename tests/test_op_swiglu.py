@@ -124,8 +124,29 @@ def test_bindings_are_the_fused_dispatchs_layout():
     assert problem.key == "rows"
 
 
+def test_the_unfused_routes_stages_hand_their_buffers_on():
+    x = make_gate_up("normal", 2, 3, 0)
+    sigmoid, mul_silu, mul_up = (OP.stage_bindings(s, x, EXPECTED_CALLS) for s in ("sigmoid", "mul_silu", "mul_up"))
+    # sigmoid.wgsl: b0 gate, b1 s (written: storage), b2 UnaryParams {num_elements, min, max, pad}
+    assert [(b.index, b.kind, b.shared) for b in sigmoid.inputs] == [
+        (0, "read-only-storage", ""), (1, "storage", "sigmoid"), (2, "uniform", "")]
+    assert sigmoid.output_index is None and sigmoid.inputs[2].data.tolist() == [6, 0, 0, 0]
+    # binary mul(gate, s) -> t, then mul(t, up) -> out: s and t one buffer each across the dispatches
+    assert [(b.index, b.shared) for b in mul_silu.inputs[:3]] == [(0, ""), (1, "sigmoid"), (2, "silu")]
+    assert mul_silu.output_index is None and mul_silu.inputs[2].kind == "storage"
+    assert [(b.index, b.shared) for b in mul_up.inputs[:2]] == [(0, "silu"), (1, "")] and mul_up.output_index == 2
+    assert np.array_equal(mul_up.inputs[1].data, x[1].reshape(-1)) and np.array_equal(sigmoid.inputs[0].data,
+                                                                                         x[0].reshape(-1))
+    assert mul_up.inputs[2].data[:6].tolist() == [2, 6, 0, 0, 2, 3]  # TensorMeta of [2, 3]
+    fused = OP.stage_bindings("fused", x, EXPECTED_CALLS)
+    assert [b.index for b in fused.inputs] == [0, 1, 3] and fused.output_index == 2  # silu_mul_fused's layout
+    with pytest.raises(ValueError, match="no stage"):
+        OP.stage_bindings("relu", x, EXPECTED_CALLS)
+
+
 def test_executorchs_dispatch_folds_from_the_512_row_prefill():
-    (kernel,) = load_matrix(REPO / "matrix.toml").kernel_sets["executorch_swiglu"].kernels
+    kernel = next(k for k in load_matrix(REPO / "matrix.toml").kernel_sets["executorch_swiglu"].kernels
+                  if k.name == "silu_mul_fused")
     config = make_config(1, 8192)
 
     def grid(rows: int) -> list[int]:
@@ -192,24 +213,29 @@ def test_executorchs_kernel_passes_and_fails_with_a_planted_bug(swiftshader_icd,
     if not (checkout / OP.executorch_folder / "silu_mul_fused.wgsl").is_file():
         pytest.skip(f"no ExecuTorch checkout with {OP.executorch_folder} (set Q4GSW_EXECUTORCH)")
     tree = tmp_path / "executorch"
-    shutil.copytree(checkout / OP.executorch_folder, tree / OP.executorch_folder)
+    ops = Path(OP.executorch_folder).parent
+    for folder in (Path(OP.executorch_folder), ops / "sigmoid", ops / "binary_op", ops.parent.parent / "scripts"):
+        shutil.copytree(checkout / folder, tree / folder)  # the fused kernel, the unfused route's, the generator
     matrix = e2e_matrix(tmp_path)
     kernel = tree / OP.executorch_folder / "silu_mul_fused.wgsl"
 
     def run(results: str) -> tuple[int, dict[str, dict]]:
         done = run_cli("run", "--in-process", "--executorch", str(tree), "--backend", "swiftshader-dawn", "--matrix",
-                       str(matrix), "--config", "t_tail", "--fixtures", str(tmp_path / "fixtures"),
+                       str(matrix), "--all-variants", "--config", "t_tail", "--fixtures", str(tmp_path / "fixtures"),
                        "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / results), env=swiftshader_icd)
         path = tmp_path / results / "results.json"
         assert path.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
         found = json.loads(path.read_text())["results"]
-        return done.returncode, {f"{r['config']}/{r['input']}": r for r in found if r["status"] != "skip"}
+        return done.returncode, {f"{r['kernel']}/{r['input']}": r for r in found if r["status"] != "skip"}
 
-    code, results = run("good")
-    assert code == 0 and set(results) == {"t_tail/normal", "t_tail/outliers"}
-    assert all(r["status"] == "pass" and r["kernel"] == "silu_mul_fused" for r in results.values())
-    assert results["t_tail/normal"]["workgroups"][:2] == [math.ceil(312 / 64), 1]
-    # The sigmoid's exponent with the wrong sign: silu(g) = g * sigmoid(-g).
+    code, results = run("good")  # the fused route (routed) and the unfused chain (sigmoid, mul, mul)
+    assert code == 0 and set(results) == {f"{k}/{i}" for k in ("silu_mul_fused", "binary_mul")
+                                          for i in ("normal", "outliers")}
+    assert all(r["status"] == "pass" and r["routed"] == "silu_mul_fused" for r in results.values())
+    assert results["silu_mul_fused/normal"]["workgroups"][:2] == [math.ceil(312 / 64), 1]
+    # The sigmoid's exponent with the wrong sign in the fused kernel: silu(g) = g * sigmoid(-g).
     kernel.write_text(kernel.read_text().replace("exp(-g)", "exp(g)"))
     code, results = run("planted")
-    assert code == 1 and all(r["status"] == "fail" for r in results.values()), results
+    assert code == 1 and {k: r["status"] for k, r in results.items()} == {
+        "silu_mul_fused/normal": "fail", "silu_mul_fused/outliers": "fail",
+        "binary_mul/normal": "pass", "binary_mul/outliers": "pass"}

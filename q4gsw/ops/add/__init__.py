@@ -29,6 +29,7 @@ from q4gsw.ops.add.golden import AddGraph
 from q4gsw.ops.add.inputs import ADD_INPUTS, make_operands
 from q4gsw.ops.add.recipe import ADD_OPERATOR
 from q4gsw.ops.base import Binding, Bindings, MutationSuite, Op, ShapeProblem
+from q4gsw.ops.tensor_meta import tensor_meta
 
 ALPHA_FILE = "alpha.npy"
 B_SHAPE_FILE = "b_shape.npy"
@@ -127,14 +128,14 @@ class Add(Op):
 
     def bindings(self, x: np.ndarray, constants: AddGraph, chained: bool = False) -> Bindings:
         """ExecuTorch's layout (add/BinaryOp.cpp): b0 a, b1 b, b2 out (read-write), b3/b4/b5 the TensorMeta of out,
-        a and b (golden.tensor_meta). alpha is the kernel's override (1, the .pte's)."""
+        a and b (q4gsw/ops/tensor_meta.py). alpha is the kernel's override (1, the .pte's)."""
         a, b = operands(x, constants)
         out_shape = a.shape
         return Bindings(output_index=2, output_shape=out_shape, inputs=(
             Binding(0, a.reshape(-1)), Binding(1, b.reshape(-1)),
-            Binding(3, golden_module.tensor_meta(out_shape, 2), "uniform"),
-            Binding(4, golden_module.tensor_meta(a.shape, 2), "uniform"),
-            Binding(5, golden_module.tensor_meta(b.shape, 2), "uniform")))
+            Binding(3, tensor_meta(out_shape, 2), "uniform"),
+            Binding(4, tensor_meta(a.shape, 2), "uniform"),
+            Binding(5, tensor_meta(b.shape, 2), "uniform")))
 
     def mutation_suite(self) -> MutationSuite:
         from q4gsw.ops.add.mutants import SUITE

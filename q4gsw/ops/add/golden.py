@@ -17,8 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 
 U = 2.0**-24
-TENSOR_META_WORDS = 20  # TensorMeta (TensorMeta.h): ndim, numel, pad[2], sizes[8], strides[8]: 80 bytes, std140
-MAX_NDIM = 8
 
 
 @dataclass(frozen=True)
@@ -48,21 +46,6 @@ def golden(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
 def cpu_reference(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
     """fp32, as torch's eager add computes it (one rounding; alpha = 1 multiplies exactly)."""
     return (a + np.float32(alpha) * b).astype(np.float32)
-
-
-def tensor_meta(shape: tuple[int, ...], out_ndim: int) -> np.ndarray:
-    """ExecuTorch's broadcast TensorMeta of a tensor of `shape` right-aligned into out_ndim dims: sizes of the
-    missing leading dims 1, contiguous strides, the unused slots size 1 stride 0 (fill_tensor_meta_broadcast)."""
-    if not len(shape) <= out_ndim <= MAX_NDIM:
-        raise ValueError(f"rank {len(shape)} into {out_ndim} dims (at most {MAX_NDIM})")
-    sizes = [1] * MAX_NDIM
-    strides = [0] * MAX_NDIM
-    stride = 1
-    for i in range(len(shape) - 1, -1, -1):
-        slot = out_ndim - len(shape) + i
-        sizes[slot], strides[slot] = shape[i], stride
-        stride *= shape[i]
-    return np.array([out_ndim, math.prod(shape), 0, 0, *sizes, *strides], dtype=np.uint32)
 
 
 def error_model(a: np.ndarray, b: np.ndarray, alpha: float) -> object:

@@ -27,6 +27,7 @@ from q4gsw.ops.base import Binding, Bindings, MutationSuite, Op, ShapeProblem
 from q4gsw.ops.swiglu import golden as golden_module
 from q4gsw.ops.swiglu.fusion import FUSED_DISPATCH
 from q4gsw.ops.swiglu.inputs import SWIGLU_INPUTS, make_gate_up
+from q4gsw.ops.tensor_meta import tensor_meta
 
 CALLS_FILE = "delegate_calls.npy"
 MAX_BINDING_BYTES = 2**31  # the largest storage binding of any adapter seen (H100, H200: 2 GiB)
@@ -119,6 +120,31 @@ class Swiglu(Op):
         params = np.array([gate.size, 0, 0, 0], dtype=np.uint32)
         return Bindings(output_index=2, output_shape=gate.shape, inputs=(
             Binding(0, gate.reshape(-1)), Binding(1, up.reshape(-1)), Binding(3, params, "uniform")))
+
+    # The runtime's two routes, each a chain of dispatches: fused (silu_mul_fused: gate, up -> out) and unfused, what
+    # it runs when SwiGLU.cpp does not fuse (8da4w projections): sigmoid (gate -> s), mul_silu (gate * s -> t),
+    # mul_up (t * up -> out), each of ExecuTorch's own layout (unary/UnaryOp.cpp, mul/BinaryOp.cpp).
+    stages = ("fused", "sigmoid", "mul_silu", "mul_up")
+
+    def stage_bindings(self, stage: str, x: np.ndarray, constants: tuple[str, ...]) -> Bindings:
+        if stage == "fused":
+            return self.bindings(x, constants)
+        gate, up = golden_module.operands(x)
+        n, shape = gate.size, gate.shape
+        meta = tensor_meta(shape, 2)
+        if stage == "sigmoid":  # UnaryParams {num_elements, min, max, pad}
+            return Bindings(output_index=None, output_shape=shape, inputs=(
+                Binding(0, gate.reshape(-1)), Binding(1, np.zeros(n, np.float32), "storage", shared="sigmoid"),
+                Binding(2, np.array([n, 0, 0, 0], dtype=np.uint32), "uniform")))
+        metas = (Binding(3, meta, "uniform"), Binding(4, meta, "uniform"), Binding(5, meta, "uniform"))
+        if stage == "mul_silu":  # the graph's mul(gate, sigmoid)
+            return Bindings(output_index=None, output_shape=shape, inputs=(
+                Binding(0, gate.reshape(-1)), Binding(1, np.zeros(n, np.float32), shared="sigmoid"),
+                Binding(2, np.zeros(n, np.float32), "storage", shared="silu"), *metas))
+        if stage == "mul_up":  # the graph's mul(silu, up)
+            return Bindings(output_index=2, output_shape=shape, inputs=(
+                Binding(0, np.zeros(n, np.float32), shared="silu"), Binding(1, up.reshape(-1)), *metas))
+        raise ValueError(f"swiglu has no stage {stage!r} (it has {', '.join(self.stages)})")
 
     def mutation_suite(self) -> MutationSuite:
         from q4gsw.ops.swiglu.mutants import SUITE
