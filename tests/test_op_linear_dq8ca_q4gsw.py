@@ -421,10 +421,10 @@ DIVERGENCE_CONFIGS = ("dq8ca_up_basic", "dq8ca_up_n32", "dq8ca_tiny_rows")
 
 
 @pytest.mark.e2e
-def test_reference_kernels_pass_on_every_row_kind(swiftshader_env, tmp_path):
+def test_reference_kernels_pass_on_every_row_kind(swiftshader_env, fixture_cache, tmp_path):
     args = [a for c in DIVERGENCE_CONFIGS for a in ("--config", c)]
-    done = run_cli("run", "--backend", "swiftshader", *args, "--results", str(tmp_path), env=swiftshader_env,
-                   timeout=900)
+    done = run_cli("run", "--backend", "swiftshader", *args, "--results", str(tmp_path),
+                   env={**swiftshader_env, "Q4GSW_CACHE": str(fixture_cache)}, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())["results"]
     ran = {(r["config"], r["kernel"]) for r in results if r["status"] == "pass"}
@@ -432,7 +432,7 @@ def test_reference_kernels_pass_on_every_row_kind(swiftshader_env, tmp_path):
 
 
 @pytest.mark.e2e
-def test_executorch_diverges_on_tiny_rows_only(swiftshader_env, tmp_path):
+def test_executorch_diverges_on_tiny_rows_only(swiftshader_env, fixture_cache, tmp_path):
     """ExecuTorch's SMALL_SCALE_THRESHOLD: its chained kernel fails on tiny rows, its exact-qparams variant and
     every other config pass (a test of its own: without a checkout it is a skip, never half a pass)."""
     checkout = Path(os.environ.get("Q4GSW_EXECUTORCH", "/work/et-checkout"))
@@ -440,7 +440,8 @@ def test_executorch_diverges_on_tiny_rows_only(swiftshader_env, tmp_path):
         pytest.skip(f"no ExecuTorch checkout with {op.executorch_folder} (set Q4GSW_EXECUTORCH)")
     args = [a for c in DIVERGENCE_CONFIGS for a in ("--config", c)]
     done = run_cli("run", "--backend", "swiftshader-dawn", "--executorch", str(checkout), "--all-variants",
-                   *args, "--results", str(tmp_path), env=swiftshader_env, timeout=900)
+                   *args, "--results", str(tmp_path), env={**swiftshader_env, "Q4GSW_CACHE": str(fixture_cache)},
+                   timeout=900)
     results = json.loads((tmp_path / "results.json").read_text())["results"]
     status = {(r["config"], r["kernel"]): r["status"] for r in results if r["kernel"]}
     assert done.returncode == 1
@@ -450,7 +451,7 @@ def test_executorch_diverges_on_tiny_rows_only(swiftshader_env, tmp_path):
 
 
 @pytest.mark.e2e
-def test_audit_of_a_dq8ca_config_reproduces_its_justification(tmp_path):
+def test_audit_of_a_dq8ca_config_reproduces_its_justification(fixture_cache, tmp_path):
     """`audit` on dq8ca_up_basic's real fixture: the op's error model (rounding.py) through the audit, no flag
     (--strict), and the sequential estimate and est the justification quotes per input (2 digits) are what the
     model computes now: a change of the model's terms (the chained scale's 6u |y|, the tie window) moves them."""
@@ -458,7 +459,7 @@ def test_audit_of_a_dq8ca_config_reproduces_its_justification(tmp_path):
 
     (tmp_path / "none").mkdir()
     done = run_cli("audit", "--config", "dq8ca_up_basic", "--strict", "--results", str(tmp_path / "none"),
-                   "--json", str(tmp_path / "audit.json"), timeout=900)
+                   "--json", str(tmp_path / "audit.json"), env={"Q4GSW_CACHE": str(fixture_cache)}, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = {r["input"]: r for r in json.loads((tmp_path / "audit.json").read_text())["rows"]}
     justification = load_matrix(REPO / "matrix.toml").config("dq8ca_up_basic").tolerance.justification
@@ -470,11 +471,11 @@ def test_audit_of_a_dq8ca_config_reproduces_its_justification(tmp_path):
 
 
 @pytest.mark.e2e
-def test_every_mutant_is_killed_without_false_alarms(swiftshader_env, tmp_path):
+def test_every_mutant_is_killed_without_false_alarms(swiftshader_env, fixture_cache, tmp_path):
     configs = ("dq8ca_up_basic", "dq8ca_up_n32", "dq8ca_m128_k64", "dq8ca_tiny_rows")
     args = [a for c in configs for a in ("--config", c)]
     done = run_cli("mutants", "--op", OP, "--backend", "swiftshader", *args, "--results", str(tmp_path),
-                           env=swiftshader_env, timeout=1800)
+                           env={**swiftshader_env, "Q4GSW_CACHE": str(fixture_cache)}, timeout=1800)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     summary = json.loads((tmp_path / "mutants.json").read_text())["summary"]
     assert summary["ok"] and summary["killed"] == summary["mutants"] == len(op.mutation_suite().mutants)
