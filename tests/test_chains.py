@@ -257,3 +257,71 @@ def test_a_kernel_under_test_of_a_stage_that_writes_no_output_fails_saying_so(st
     assert result.status == "fail" and log == []
     assert result.message.startswith("kernel 'finish' is stage 'load' of op 'staged', which writes no output to "
                                      "compare: give it the stage that writes the op's output in matrix.toml")
+
+
+def test_a_kernel_sets_chain_of_two_is_read_whole_from_the_checkout(tmp_path):
+    """A kernel set's kernel after two plain kernels: both read from the checkout, in order (only the last of a
+    chain was resolved, the earlier ones dropped, and no offline test saw it)."""
+    from q4gsw.export.kernel_sets import load_kernel_set
+    from q4gsw.matrix.values import KernelSet
+
+    folder = tmp_path / "et" / "ops"
+    folder.mkdir(parents=True)
+    for name in ("load", "double", "finish"):
+        (folder / f"{name}.wgsl").write_text(_fake(name))
+    first = make_kernel("load", "load.wgsl", "1", op="staged", stage="load")
+    second = make_kernel("double", "double.wgsl", "1", op="staged", stage="double", before=first)
+    spec = KernelSet("et", "ops", "gen.py", ("finish",),
+                     (make_kernel("finish", "finish.wgsl", "1", op="staged", stage="finish", before=second),),
+                     op="staged")
+    loaded = load_kernel_set(spec, tmp_path / "et")
+    assert loaded.missing == {}
+    (kernel,) = loaded.kernels
+    assert [(k.name, k.text, k.origin) for k in kernel.chain()] == [
+        (name, _fake(name), f"executorch:{(tmp_path / 'et').resolve()}:ops/{name}.wgsl") for name in ("load", "double")]
+    (folder / "load.wgsl").unlink()
+    assert load_kernel_set(spec, tmp_path / "et").missing == {
+        "finish": f"ops/load.wgsl (dispatched before it) is not in {(tmp_path / 'et').resolve()}"}
+
+
+STAND_IN_GENERATOR = '''
+def parse_template_spec(path):
+    return {"load": [{"NAME": "load_f32", "DTYPE": "f32"}, {"NAME": "load_f16", "DTYPE": "f16"}]}
+
+
+def preprocess(text, variables, input_path="codegen"):
+    return text.replace("DTYPE", variables["DTYPE"])
+'''
+
+
+@pytest.mark.parametrize("variant", ["load_f16", "load_f64"])
+def test_a_kernel_sets_templated_chain_member_is_generated_as_its_variant(tmp_path, variant):
+    """The first of a chain of two is a template: the checkout's generator (a stand-in here) expands the variant it
+    names; a variant its .yaml does not declare is that kernel's `missing` reason, naming the file and variant.
+    (Only the last member of a chain was asked of the generator: the first read as 'not in the checkout'.)"""
+    from q4gsw.export.kernel_sets import load_kernel_set
+    from q4gsw.matrix.values import KernelSet
+
+    checkout = tmp_path / "et"
+    folder = checkout / "ops"
+    folder.mkdir(parents=True)
+    (checkout / "gen.py").write_text(STAND_IN_GENERATOR)
+    (folder / "load.wgsl").write_text("// load as DTYPE\n")
+    (folder / "load.yaml").write_text("load: {}\n")  # read by the stand-in's parse_template_spec only by name
+    for name in ("double", "finish"):
+        (folder / f"{name}.wgsl").write_text(_fake(name))
+    first = make_kernel("load", "load.wgsl", "1", op="staged", stage="load", template="load", variant=variant)
+    second = make_kernel("double", "double.wgsl", "1", op="staged", stage="double", before=first)
+    spec = KernelSet("et", "ops", "gen.py", ("finish",),
+                     (make_kernel("finish", "finish.wgsl", "1", op="staged", stage="finish", before=second),),
+                     op="staged")
+    loaded = load_kernel_set(spec, checkout)
+    if variant == "load_f64":
+        assert loaded.kernels == () and loaded.missing == {
+            "finish": "ops/load.wgsl variant load_f64 (dispatched before it): load.yaml declares no variant NAME: "
+                      "load_f64"}
+        return
+    assert loaded.missing == {}
+    (kernel,) = loaded.kernels
+    assert [k.text for k in kernel.chain()] == ["// load as f16\n", _fake("double")]
+    assert kernel.chain()[0].origin.endswith("ops/load.wgsl variant load_f16 (generated)")
