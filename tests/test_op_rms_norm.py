@@ -211,3 +211,27 @@ def test_the_kernel_set_routes_as_rmsnorm_cpp():
     for kernel in kernel_set.kernels:
         assert [evaluate(d, {"rows": 7, "width": 8}) for d in kernel.dispatch] == [7]  # 1-D: one workgroup a row
         assert evaluate(kernel.overrides["wg_size"], {"max_invocations_per_workgroup": 256}) == 64
+
+
+def test_error_model_terms_by_hand_for_rows_of_unequal_squares():
+    # row [1, 2], eps 2.5: t = 1, 4; s = 5, m = 2.5, share m/d = 1/2; running sums 1, 5: sigma_s = u/sqrt3 sqrt(26 + 17)
+    # row [3, 0]: t = 9, 0; running sums 9, 9: sigma_s = u/sqrt3 sqrt(162 + 81) = 9u; m = 4.5, share 4.5/7
+    # row [0, 0]: s = 0, no sum error; share 0
+    x = np.array([[1.0, 2.0], [3.0, 0.0], [0.0, 0.0]], np.float32)
+    terms = relative_terms(x, 2.5)
+    share = np.array([0.5, 4.5 / 7, 0.0])
+    fixed = 2.5 * U * share + 0.5 * U + 4 * U + 2 * U / (1 - 2 * U)
+    assert np.allclose(terms["fixed"], fixed, rtol=1e-12)
+    assert np.allclose(terms["worst"], 0.5 * 2 * U / (1 - 2 * U) * share + fixed, rtol=1e-12)
+    sigma_s = np.array([U / math.sqrt(3) * math.sqrt(43), 9 * U, 0.0])
+    assert np.allclose(terms["sigma"], 0.5 * np.array([sigma_s[0] / 5, sigma_s[1] / 9, 0.0]) * share, rtol=1e-12,
+                       atol=0)
+    assert np.allclose(terms["step"], 0.5 * share / 2, rtol=1e-12)
+
+
+def test_golden_reports_its_progress_per_chunk_of_rows():
+    x = make_input("normal", 2050, 3, 0)
+    said: list[tuple[int, int]] = []
+    golden(x, NormWeights(weight=np.ones(3, np.float32), eps=1e-5), progress=lambda done, total: said.append(
+        (done, total)))
+    assert said == [(1024, 2050), (2048, 2050), (2050, 2050)]
