@@ -189,6 +189,23 @@ def test_an_empty_before_array_is_refused(staged, tmp_path):
     assert "is an empty array — remove it, or add [[kernel.finish.before]] tables" in str(caught.value)
 
 
+def test_a_chain_of_two_on_an_op_without_stages_is_refused(tmp_path):
+    """linear_dq8ca_q4gsw binds one kernel before its own (before_bindings): a second [[before]] was bound the same
+    way, silently."""
+    path = tmp_path / "matrix.toml"
+    before = f'[[kernel.dq8ca.before]]\nfile = {GOOD}\nwhen = "1"\ndispatch = "1"\n'
+    path.write_text(HEAD.replace('op = "staged"\nrows = 8', 'op = "linear_dq8ca_q4gsw"\nM = 1\nK = 64\nN = 16\n'
+                                 'group_size = 32') +
+                    f'\n[kernel.dq8ca]\nop = "linear_dq8ca_q4gsw"\nfile = {GOOD}\nwhen = "1"\ndispatch = "1"\n\n'
+                    + before + "\n" + before)
+    with pytest.raises(MatrixError) as caught:
+        load_matrix(path)
+    assert (caught.value.where, caught.value.key) == ("[kernel.dq8ca]", "before")
+    assert "is a chain of 2, but op 'linear_dq8ca_q4gsw' binds one kernel before its own" in str(caught.value)
+    path.write_text(path.read_text().replace("\n" + before, "", 1))  # one [[before]]: the op's chain
+    assert [k.name for k in load_matrix(path).kernels[0].chain()] == ["before"]
+
+
 def test_a_stage_on_an_op_without_stages_is_refused(tmp_path):
     path = tmp_path / "matrix.toml"
     path.write_text(HEAD.replace('op = "staged"\nrows = 8', "M = 1\nK = 64\nN = 16\ngroup_size = 32") +

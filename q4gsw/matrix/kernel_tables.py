@@ -12,7 +12,7 @@ from typing import Any
 from q4gsw.matrix.checker import Checker, suggest
 from q4gsw.matrix.expressions import LIMIT_NAMES, environment, split_dispatch
 from q4gsw.matrix.values import DEFAULT_OP, Kernel, Tolerance
-from q4gsw.ops import placeholder_names
+from q4gsw.ops import placeholder_names, registry
 
 DEVICE_TYPES = ("CPU", "GPU")
 _KERNEL_KEYS = ("file", "when", "dispatch", "overrides", "requires_features", "requires_limits", "tolerance",
@@ -107,6 +107,10 @@ def _load_before(check: Checker, raw: Mapping[str, Any], where: str, prefix: str
     tables = raw["before"] if isinstance(raw["before"], list) else [raw["before"]]
     if not tables:
         raise check.fail(where, "before", "is an empty array", f"remove it, or add [[{prefix}.before]] tables")
+    if len(tables) > 1 and not registry()[op].stages:  # before_bindings: the buffers of one kernel, each bound alike
+        raise check.fail(where, "before", f"is a chain of {len(tables)}, but op '{op}' binds one kernel before its "
+                         "own (before_bindings; no stages)", f"keep one [{prefix}.before] table, or give the op "
+                         "stages (Op.stages, docs/ops.md, Chains)")
     before = None
     for index, table in enumerate(tables, start=1):
         here = f"[{prefix}.before]" if len(tables) == 1 else f"[{prefix}.before] #{index}"
