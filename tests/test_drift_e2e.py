@@ -35,9 +35,10 @@ def test_kv_proj_twice_is_no_drift(swiftshader_env, fixture_cache: Path, tmp_pat
 
 
 def _check(kernel: Path, tiny_matrix: Path, results: Path, env: dict[str, str], *extra: str):
+    """One config is enough for the baseline's rules (each check costs a child per config)."""
     return run_cli("check", "--matrix", str(tiny_matrix), "--kernel", str(kernel), "--dispatch",
                    "ceil(N / wg_size), M", "--override", "wg_size=64", "--backend", "swiftshader",
-                   "--config", "tiny_gemv", "--config", "tiny_gemm", "--results", str(results), *extra, env=env)
+                   "--config", "tiny_gemv", "--results", str(results), *extra, env=env)
 
 
 def test_a_kernel_variant_with_a_larger_error_inside_the_tolerance_is_drift(swiftshader_env, fixture_cache: Path,
@@ -64,11 +65,11 @@ def test_a_kernel_variant_with_a_larger_error_inside_the_tolerance_is_drift(swif
                    str(tmp_path / "r-old"))
     assert moved.returncode == 0, moved.stdout + moved.stderr  # reported, not failed
     assert set(_statuses(tmp_path / "r-new")) == {"pass"}  # every case still inside its tolerance
-    assert "DRIFT tiny_gemv/reference/" in moved.stdout and "baseline: 2 drifted" in moved.stdout
+    assert "DRIFT tiny_gemv/reference/" in moved.stdout and "baseline: 1 drifted" in moved.stdout
 
     failing = _check(kernels["perturbed"], tiny_matrix, tmp_path / "r-new", env, "--baseline",
                      str(tmp_path / "r-old"), "--fail-on-drift")
     assert failing.returncode == 1, failing.stdout + failing.stderr
     kinds = [f.get("type") for f in ET.parse(tmp_path / "r-new" / "junit.xml").getroot().iter("failure")]
-    assert kinds == ["AccuracyDrift", "AccuracyDrift"], failing.stdout + failing.stderr
+    assert kinds == ["AccuracyDrift"], failing.stdout + failing.stderr
     assert "📈 DRIFT" in (tmp_path / "r-new" / "summary.md").read_text()
