@@ -211,7 +211,9 @@ def test_run_baseline_turns_a_bad_baseline_into_a_usage_error_naming_the_option(
     assert (error.problem, error.fix) == (f"{tmp_path / 'nowhere'}: no such file or folder", FIX)
     with pytest.raises(MatrixError) as raised:
         run_baseline(_args(fail_on_drift=True))
-    assert (raised.value.where, raised.value.key) == ("run", "--fail-on-drift")
+    assert (raised.value.path, raised.value.where, raised.value.key) == ("command line", "run", "--fail-on-drift")
+    assert raised.value.problem == "needs --baseline OLD (the run to compare with): without one nothing is " \
+                                   "compared, no gate runs"
     assert raised.value.fix == "add --baseline OLD, or drop --fail-on-drift"
     assert run_baseline(_args()) is None
 

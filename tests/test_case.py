@@ -461,3 +461,60 @@ def test_warm_up_builds_the_first_kernels_pipeline_on_the_ops_tiny_problem_and_n
     warmed.clear()
     warm_up(Warming(), needy, tmp_path)
     assert warmed == []  # a kernel the adapter cannot run is not warmed
+
+
+def test_execute_config_opens_its_own_device_and_passes_the_seed_repeats_and_warm_up_on(tmp_path, monkeypatch):
+    from q4gsw import case as case_module
+
+    case, _, _ = _case_and_problem(tmp_path)
+    device = CheckingDevice()
+    opened: list[list[Case]] = []
+    loaded: list[tuple[Any, ...]] = []
+    executed: list[tuple[Any, ...]] = []
+    real_load = case_module.load_problem
+
+    def open_device(cases: list[Case]) -> tuple[Any, str]:
+        opened.append(cases)
+        return device, ""
+
+    def load_problem(config: Any, inputs: tuple[str, ...], fixture: Any, seed: Any) -> Problem:
+        loaded.append((config.name, inputs, fixture, seed))
+        return real_load(config, inputs, fixture, seed)
+
+    def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats: int = 1,
+                     warmup_s: float | None = None, batch: int = 1) -> str:
+        executed.append((case.input, root, repeats, warmup_s))
+        return case.id
+
+    monkeypatch.setattr(case_module, "open_device", open_device)
+    monkeypatch.setattr(case_module, "load_problem", load_problem)
+    monkeypatch.setattr(case_module, "execute_case", execute_case)
+    cases = [case, replace(case, input="normal"), replace(case, kernel=replace(case.kernel, name="other"))]
+    ids = list(case_module.execute_config(cases, None, 7, tmp_path, repeats=3, warmup_s=0.5))
+    assert ids == [c.id for c in cases] and opened == [cases]
+    assert loaded == [("fake_gemv", ("ramp", "normal"), None, 7)]  # each input once, in order
+    assert executed == [("ramp", tmp_path, 3, 0.5), ("normal", tmp_path, 3, 0.5), ("ramp", tmp_path, 3, 0.5)]
+
+
+def test_warm_up_binds_a_staged_kernel_by_its_stage(tmp_path, monkeypatch):
+    from q4gsw.case import warm_up
+
+    case = _case_and_problem(tmp_path)[0]
+    (tmp_path / "k.wgsl").write_text(KERNEL_TEXT)
+    staged = replace(case, kernel=replace(case.kernel, stage="second"))
+    asked: list[tuple[str, Any, Any]] = []
+    stage_bindings = Bindings(output_index=0, output_shape=(2,), inputs=())
+
+    def bindings_of(self: Any, stage: str, x: Any, constants: Any) -> Bindings:
+        asked.append((stage, x.shape, constants.group_size))
+        return stage_bindings
+
+    monkeypatch.setattr(type(op_for("linear_q4gsw")), "stage_bindings", bindings_of)
+    warmed: list[Any] = []
+
+    class Warming(FakeDevice):
+        def warm_up(self, source: str, overrides: dict[str, Any], label: str, bindings: Bindings) -> None:
+            warmed.append((source, bindings))
+
+    warm_up(Warming(), staged, tmp_path)
+    assert asked == [("second", (1, 8), 8)] and warmed == [(KERNEL_TEXT, stage_bindings)]  # the tiny 1x8x8 problem

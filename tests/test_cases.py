@@ -537,3 +537,26 @@ def test_backend_and_adapter_from_plain_rebuild_tuples_and_tolerances():
     adapter = adapter_from_plain({"name": "A", "device_type": "CPU", "api": "Vulkan", "webgpu": "dawn",
                                   "features": ["subgroup", "shader-f16"], "limits": {"x": 1}})
     assert adapter.features == ("subgroup", "shader-f16") and adapter.name == "A" and adapter.limits == {"x": 1}
+
+
+def test_routing_goes_on_past_an_unsupported_config_and_keeps_every_configs_cases(tiny):
+    gemv = next(k for k in tiny.kernels if k.name == "gemv")
+    tiled = next(k for k in tiny.kernels if k.name == "tiled")
+    needy = dataclasses.replace(tiled, name="needy", requires_features=("shader-f16",))
+    selection = build_selection(tiny, "swiftshader", kernels=(needy, gemv, tiled))  # tiny_gemv, then tiny_gemm
+    routed = dataclasses.replace(selection, route={"linear_q4gsw": ("needy", "gemv")}).routed(SWIFTSHADER)
+    assert [(c.config.name, c.kernel.name, c.routed) for c in routed.cases] == [("tiny_gemv", "gemv", "gemv")]
+    (unsupported,) = [s for s in routed.skipped if s.status == "unsupported"]
+    assert unsupported.config.name == "tiny_gemm"
+    assert unsupported.reason.startswith("no variant of the route (needy, gemv) holds for 5x96x40 gs=32 on "
+                                         "SwiftShader Device")
+    both = dataclasses.replace(selection, route={"linear_q4gsw": ("gemv", "tiled")}).routed(SWIFTSHADER)
+    assert [(c.config.name, c.routed) for c in both.cases] == [("tiny_gemv", "gemv"), ("tiny_gemm", "tiled")]
+    every = dataclasses.replace(selection, route={"linear_q4gsw": ("gemv", "tiled")}, all_variants=True)
+    assert [s.reason for s in every.routed(SWIFTSHADER).skipped if s.kernel == "other-variants"] == [
+        "preconditions do not hold on SwiftShader Device (features, limits or `when`): needy"]
+    needs = dataclasses.replace(gemv, name="needy", requires_features=("shader-f16",))  # `when` M == 1 holds
+    two_unable = build_selection(tiny, "swiftshader", names=("tiny_gemv",), kernels=(
+        needs, dataclasses.replace(needs, name="needier"), gemv))
+    said = dataclasses.replace(two_unable, route={"linear_q4gsw": ("gemv",)}, all_variants=True).routed(SWIFTSHADER)
+    assert said.skipped[-1].reason.endswith("(features, limits or `when`): needy, needier")
