@@ -134,11 +134,15 @@ def test_bindings_follow_rotary_embeddings_layout():
 
 @pytest.mark.parametrize("dims, weights, key", [((1, 1, 3, 0), "llama3", "head_dim"),
                                                 ((2, 1, 4, 3), "upstream", "start_pos"),
-                                                ((70000, 1, 2, 0), "llama3", "seq")])
+                                                ((70000, 1, 2, 0), "llama3", "seq"),
+                                                ((1, 8, 64, 131072), "llama3", "start_pos"),
+                                                ((2, 8, 64, 131071), "llama3", "start_pos"),
+                                                ((1, 8, 64, 2_000_000_000), "llama3", "start_pos")])
 def test_shape_problems_name_the_key(dims, weights, key):
     problems = OP.shape_problems(rope_config(*dims, weights=weights))
     assert [p.key for p in problems] == [key] and all(p.fix for p in problems)
     assert OP.shape_problems(rope_config(8192, 32, 64)) == []
+    assert OP.shape_problems(rope_config(1, 8, 64, 131071)) == []  # the last position of the context
 
 
 def test_constants_files_round_trip_with_the_configs_start_pos():

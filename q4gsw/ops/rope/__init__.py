@@ -29,6 +29,9 @@ COS_FILE = "freqs_cos.npy"
 SIN_FILE = "freqs_sin.npy"
 MAX_BINDING_BYTES = 2**31  # the largest storage binding of any adapter seen (H100, H200: 2 GiB)
 MAX_GRID = 65535  # the reference kernel's grid y (tokens): WebGPU's default max workgroups per dimension
+# Llama-3.2-1B's context (max_position_embeddings): a later position is no Llama step, and the export's tables
+# hold 2 (start_pos + seq) rows (recipe.py), so a start_pos of 2e9 would ask torch for ~0.5 TB.
+MAX_POSITIONS = 131072
 
 
 def _dims(dims: Mapping[str, int]) -> tuple[int, int, int, int]:
@@ -61,6 +64,10 @@ class Rope(Op):
             problems.append(ShapeProblem("start_pos", f"start_pos={start_pos} with weights 'upstream': test_rope.py's "
                                          "ramps are the step's own rows, there is no table to start into",
                                          "use start_pos = 0, or weights 'llama3'"))
+        if start_pos + seq > MAX_POSITIONS:
+            problems.append(ShapeProblem("start_pos", f"positions [{start_pos}, {start_pos + seq}) run past "
+                                         f"Llama-3.2-1B's {MAX_POSITIONS}-token context",
+                                         f"use start_pos + seq <= {MAX_POSITIONS}"))
         if seq > MAX_GRID:
             problems.append(ShapeProblem("seq", f"seq={seq} is over {MAX_GRID} (the reference kernel's grid y)",
                                          "split the step"))
