@@ -127,6 +127,10 @@ def test_bindings_are_binary_adds_layout():
     assert np.array_equal(by_index[0].data, x[0].reshape(-1)) and np.array_equal(by_index[1].data, x[1, 0])
     assert [by_index[i].kind for i in (3, 4, 5)] == ["uniform"] * 3
     assert by_index[5].data[:2].tolist() == [2, 5] and by_index[3].data[:2].tolist() == [2, 15]
+    # TensorMeta {ndim, numel, pad x2, sizes[8], strides[8]}: out and a [3, 5], b [1, 5] (its row stride 5)
+    same = [2, 15, 0, 0, 3, 5, 1, 1, 1, 1, 1, 1, 5, 1, 0, 0, 0, 0, 0, 0]
+    assert by_index[3].data.tolist() == same and by_index[4].data.tolist() == same
+    assert by_index[5].data.tolist() == [2, 5, 0, 0, 1, 5, 1, 1, 1, 1, 1, 1, 5, 1, 0, 0, 0, 0, 0, 0]
     files = OP.constants_to_files(graph)
     assert OP.constants_from_files(files, make_config(3, 5, 1, 5)) == graph
     assert OP.synthetic_constants(make_config(3, 5, 1, 5), 0) == graph
@@ -235,3 +239,16 @@ def test_executorchs_kernel_passes_and_fails_with_a_planted_bug(swiftshader_icd,
     code, results = run("planted")
     assert code == 1
     assert results["t_col/ramp"]["status"] == "fail" and results["t_same/outliers"]["status"] == "pass"
+
+
+def test_cross_check_refuses_other_operand_dims_or_another_alpha(monkeypatch):
+    from q4gsw.export.pte import DelegateLayoutError
+    from q4gsw.ops.add import recipe
+
+    monkeypatch.setattr(recipe, "operand_dims", lambda pte: [[4, 8], [1, 8], [4, 8]])
+    recipe.cross_check(b"fake", AddGraph(alpha=1.0, b_shape=(1, 8)), 1.0, make_config(4, 8, 1, 8))
+    with pytest.raises(DelegateLayoutError, match=r"alpha 2.0, the module 1.0"):
+        recipe.cross_check(b"fake", AddGraph(alpha=2.0, b_shape=(1, 8)), 1.0, make_config(4, 8, 1, 8))
+    with pytest.raises(DelegateLayoutError, match=r"operands \[\[4, 8\], \[1, 8\], \[4, 8\]\], expected "
+                       r"\[\[4, 8\], \[4, 1\], \[4, 8\]\]"):
+        recipe.cross_check(b"fake", AddGraph(alpha=1.0, b_shape=(4, 1)), 1.0, make_config(4, 8, 4, 1))

@@ -235,3 +235,33 @@ def test_golden_reports_its_progress_per_chunk_of_rows():
     golden(x, NormWeights(weight=np.ones(3, np.float32), eps=1e-5), progress=lambda done, total: said.append(
         (done, total)))
     assert said == [(1024, 2050), (2048, 2050), (2050, 2050)]
+
+
+def test_a_shape_over_the_largest_binding_is_refused_by_its_bytes():
+    # 4 * 65535 * 8193 = 2 147 713 020 bytes, just over 2^31 = 2 147 483 648; 8192 wide fits (2 147 352 576)
+    problems = OP.shape_problems(config(65535, 8193))
+    assert [p.key for p in problems] == ["rows"] and "2.0 GiB binding" in problems[0].problem
+    assert OP.shape_problems(config(65535, 8192)) == []
+
+
+def test_cross_check_refuses_a_delegate_weight_or_eps_that_is_not_the_modules():
+    from q4gsw.export.pte import DelegateLayoutError
+    from q4gsw.ops.rms_norm.recipe import cross_check
+
+    own = NormWeights(weight=np.array([1.0, -0.5, 2.0, 0.25], np.float32), eps=1e-5)
+    cross_check(NormWeights(weight=own.weight.copy(), eps=1e-5), own, config(1, 4))  # the same: accepted
+    one_ulp = own.weight.copy()
+    one_ulp[2] = np.nextafter(one_ulp[2], np.float32(3.0))
+    for delegate, words in ((NormWeights(weight=one_ulp, eps=1e-5), "differs from the module's weight"),
+                            (NormWeights(weight=own.weight.copy(), eps=1e-6), "eps 1e-06 is not the module's 1e-05"),
+                            (NormWeights(weight=np.ones(5, np.float32), eps=1e-5),
+                             "has 5 elements; config has width 4")):
+        with pytest.raises(DelegateLayoutError, match=words):
+            cross_check(delegate, own, config(1, 4))
+
+
+def test_synthetic_constants_carry_the_eps_of_the_module_the_weights_name():
+    upstream = OP.synthetic_constants(config(2, 8, weights="linspace"), 0)
+    assert upstream.eps == 1e-6 and np.array_equal(upstream.weight, np.linspace(0.5, 1.5, 8, dtype=np.float32))
+    llama = OP.synthetic_constants(config(2, 8), 3)
+    assert llama.eps == 1e-5 and np.array_equal(llama.weight, weight_pattern("llama", 8, 3))

@@ -201,18 +201,19 @@ class FakeRopeDelegate:
     """prepack(0 -> 1), prepack(2 -> 3), select_as_symint(input_pos 4 -> 9), add(9, 10 -> 11), slice_copy(1, 7, 9,
     11, 8 -> 12), slice_copy(3, ... -> 13), apply_rotary_emb(5, 6, 12, 13, 16): the ids of a real export."""
 
-    def __init__(self, seq: int, heads: int, ints: dict[int, int] | None = None, swap: bool = False) -> None:
+    def __init__(self, seq: int, heads: int, ints: dict[int, int] | None = None, swap: bool = False,
+                 add_from: int = 9, half: int = 4) -> None:
         from q4gsw.ops.rope.tables import DELEGATE_CALLS
 
-        calls = [(0, 1), (2, 3), (4, 7, 8, 9), (9, 10, 11), (1, 7, 9, 11, 8, 12), (3, 7, 9, 11, 8, 13),
+        calls = [(0, 1), (2, 3), (4, 7, 8, 9), (add_from, 10, 11), (1, 7, 9, 11, 8, 12), (3, 7, 9, 11, 8, 13),
                  (5, 6, 13 if swap else 12, 12 if swap else 13, 16)]
         chain = [SimpleNamespace(name=n, args=list(a)) for n, a in zip(DELEGATE_CALLS, calls, strict=True)]
         self.graph = SimpleNamespace(chain=chain)
         self.names = DELEGATE_CALLS
         ints = {7: 0, 8: 1, 10: seq, **(ints or {})}
         self.values = {k: SimpleNamespace(int_val=v) for k, v in ints.items()}
-        self.values.update({5: SimpleNamespace(dims=[1, seq, heads, 8]), 12: SimpleNamespace(dims=[seq, 4]),
-                            13: SimpleNamespace(dims=[seq, 4]), 9: SimpleNamespace(value=0)})
+        self.values.update({5: SimpleNamespace(dims=[1, seq, heads, 8]), 12: SimpleNamespace(dims=[seq, half]),
+                            13: SimpleNamespace(dims=[seq, half]), 9: SimpleNamespace(value=0)})
 
     def args(self, operator: str, calls: tuple[str, ...] = ()) -> list[int]:
         assert calls == self.names and operator == self.names[-1]
@@ -246,6 +247,8 @@ def test_rows_are_the_delegates_tables_from_start_pos(monkeypatch):
     (FakeRopeDelegate(3, 2, ints={10: 4}), 3, 0, "does not run from input_pos to input_pos + S"),
     (FakeRopeDelegate(3, 2), 3, 8, "has no rows [8, 11)"),
     (FakeRopeDelegate(3, 4), 3, 0, "binds xq [1, 3, 4, 8]"),
+    (FakeRopeDelegate(3, 2, add_from=4), 3, 0, "does not run from input_pos to input_pos + S"),  # end = pos + S
+    (FakeRopeDelegate(3, 2, half=3), 3, 0, "freqs [[3, 3], [3, 3]]"),
 ])
 def test_a_delegate_that_is_not_the_llama_step_is_refused(monkeypatch, delegate, seq, start_pos, words):
     from q4gsw.export.pte import DelegateLayoutError
@@ -257,3 +260,48 @@ def test_a_delegate_that_is_not_the_llama_step_is_refused(monkeypatch, delegate,
 def test_cos_and_sin_are_read_from_the_rotations_own_arguments(monkeypatch):
     rows = rows_from(monkeypatch, FakeRopeDelegate(2, 2, swap=True), 2, 2, 0)  # the rotation binds sin's slice first
     assert np.array_equal(rows.cos, TABLE_SIN[:2]) and np.array_equal(rows.sin, TABLE_COS[:2])
+
+
+def test_cross_check_compares_the_rows_with_the_models_table_at_start_pos():
+    from q4gsw.export.pte import DelegateLayoutError
+    from q4gsw.ops.rope.recipe import cross_check
+
+    config = rope_config(3, 2, 8, start_pos=6)
+    cross_check(RopeTables(cos=TABLE_COS[6:9], sin=TABLE_SIN[6:9], start_pos=6), (TABLE_COS, TABLE_SIN), config)
+    off = TABLE_SIN[6:9].copy()
+    off[1, 2] = np.nextafter(off[1, 2], np.float32(0))
+    for rows, tables, words in (
+            (RopeTables(cos=TABLE_COS[:3], sin=TABLE_SIN[:3], start_pos=6), (TABLE_COS, TABLE_SIN),
+             "freqs_cos rows [6, 9)"),
+            (RopeTables(cos=TABLE_COS[6:9], sin=off, start_pos=6), (TABLE_COS, TABLE_SIN), "freqs_sin rows [6, 9)"),
+            (RopeTables(cos=TABLE_COS[6:9], sin=TABLE_SIN[6:9], start_pos=6),
+             (TABLE_COS.astype(np.float64), TABLE_SIN), "freqs_cos rows")):  # a model table not in fp32
+        with pytest.raises(DelegateLayoutError, match=re.escape(words)):
+            cross_check(rows, tables, config)
+
+
+def test_a_slice_whose_start_is_not_input_pos_is_refused(monkeypatch):
+    from q4gsw.export.pte import DelegateLayoutError
+
+    delegate = FakeRopeDelegate(3, 2)
+    delegate.graph.chain[2].name = "aten.sym_size.int"  # start = another symint than the select of input_pos
+    with pytest.raises(DelegateLayoutError, match="does not run from input_pos to input_pos"):
+        rows_from(monkeypatch, delegate, 3, 2, 0)
+
+
+def test_the_upstream_export_must_pass_its_tables_as_inputs(monkeypatch):
+    from q4gsw.export import pte
+    from q4gsw.export.pte import DelegateLayoutError
+    from q4gsw.ops.rope.recipe import check_upstream_pte
+
+    def delegate(cos_constant: int) -> SimpleNamespace:
+        values = {0: SimpleNamespace(dims=[1, 3, 2, 8], constant_id=-1),
+                  2: SimpleNamespace(dims=[3, 4], constant_id=cos_constant),
+                  3: SimpleNamespace(dims=[3, 4], constant_id=-1)}
+        return SimpleNamespace(args=lambda operator: [0, 1, 2, 3, 4], value=values.__getitem__)
+
+    monkeypatch.setattr(pte, "read_delegate", lambda data: delegate(-1))
+    check_upstream_pte(b"fake", rope_config(3, 2, 8, weights="upstream"))
+    monkeypatch.setattr(pte, "read_delegate", lambda data: delegate(0))
+    with pytest.raises(DelegateLayoutError, match=re.escape("freqs arguments [2] are constants")):
+        check_upstream_pte(b"fake", rope_config(3, 2, 8, weights="upstream"))

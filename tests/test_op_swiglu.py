@@ -61,6 +61,11 @@ def test_the_exported_chain_is_fused_once_in_every_orientation():
     ("gate read again", [*CHAIN, (MUL, [7, 12, 14])], [14]),
     ("sigmoid of up", [*CHAIN[:2], (SIGMOID, [9, 10]), *CHAIN[3:]], [12]),
     ("mul before its sigmoid", [CHAIN[0], CHAIN[1], CHAIN[3], CHAIN[2], CHAIN[4]], [12]),
+    ("up read again", [*CHAIN, (MUL, [9, 12, 14])], [14]),
+    ("sigmoid read again", [*CHAIN, (MUL, [10, 12, 14])], [14]),
+    ("silu read again", [*CHAIN, (MUL, [11, 12, 14])], [14]),
+    ("out defined twice", [*CHAIN, (SIGMOID, [4, 12])], [12]),
+    ("a sigmoid of three arguments", [*CHAIN[:2], (SIGMOID, [7, 10, 15]), *CHAIN[3:]], [12]),
 ])
 def test_graphs_the_pass_leaves_unfused(why, chain, outputs):
     assert find_fusions(chain, outputs) == [], why
@@ -89,6 +94,9 @@ def test_the_bound_is_the_exp_term_for_negative_gates_and_8u_for_positive():
     model = error_model(gate, up)
     assert model.K == 0 and np.allclose(model.worst, relative_bound(gate) * np.abs(golden(gate, up)))
     assert np.allclose(model.est, model.worst)
+    # step: sigmoid(-g) for sigmoid(g) changes y by |g up| |sigmoid(g) - sigmoid(-g)| = |g up tanh(g / 2)|
+    step = error_model(np.array([[2.0, -3.0]], np.float32), np.array([[3.0, 0.5]], np.float32)).step
+    assert step[0].tolist() == pytest.approx([6 * math.tanh(1.0), 1.5 * math.tanh(1.5)], rel=1e-12)
     assert 3 * model.worst.max() / np.abs(golden(gate, up)).max() < 1e-4  # the configs' rtol keeps a 3x margin
 
 
@@ -239,3 +247,25 @@ def test_executorchs_kernel_passes_and_fails_with_a_planted_bug(swiftshader_icd,
     assert code == 1 and {k: r["status"] for k, r in results.items()} == {
         "silu_mul_fused/normal": "fail", "silu_mul_fused/outliers": "fail",
         "binary_mul/normal": "pass", "binary_mul/outliers": "pass"}
+
+
+
+
+def test_cross_check_wants_the_five_calls_one_fusion_and_rows_x_width_operands(monkeypatch):
+    from q4gsw.export.pte import DelegateLayoutError
+    from q4gsw.ops.swiglu import recipe
+
+    dims = {i: [3, 16] for i in (7, 9, 10, 11, 12)}
+    monkeypatch.setattr(recipe, "delegate_chain", lambda pte: (CHAIN, [12], dims))
+    recipe.cross_check(b"fake", EXPECTED_CALLS, EXPECTED_CALLS, make_config(3, 16))
+    with pytest.raises(DelegateLayoutError, match="expected"):
+        recipe.cross_check(b"fake", EXPECTED_CALLS[:4], EXPECTED_CALLS, make_config(3, 16))
+    with pytest.raises(DelegateLayoutError, match=r"gate, up, out are \[\[3, 16\], \[3, 16\], \[3, 16\]\], "
+                       r"expected \[3, 8\] each"):
+        recipe.cross_check(b"fake", EXPECTED_CALLS, EXPECTED_CALLS, make_config(3, 8))
+    dims[12] = [3, 8]  # the output alone of another shape
+    with pytest.raises(DelegateLayoutError, match="out are"):
+        recipe.cross_check(b"fake", EXPECTED_CALLS, EXPECTED_CALLS, make_config(3, 16))
+    monkeypatch.setattr(recipe, "delegate_chain", lambda pte: (CHAIN, [12, 11], dims))  # silu a graph output too
+    with pytest.raises(DelegateLayoutError, match="would fuse 0 patterns"):
+        recipe.cross_check(b"fake", EXPECTED_CALLS, EXPECTED_CALLS, make_config(3, 16))
