@@ -145,6 +145,7 @@ def test_the_unfused_routes_stages_hand_their_buffers_on():
     assert [(b.index, b.shared) for b in mul_up.inputs[:2]] == [(0, "silu"), (1, "")] and mul_up.output_index == 2
     assert np.array_equal(mul_up.inputs[1].data, x[1].reshape(-1)) and np.array_equal(sigmoid.inputs[0].data,
                                                                                          x[0].reshape(-1))
+    assert np.array_equal(mul_silu.inputs[0].data, x[0].reshape(-1))  # silu = gate * s, not up * s
     assert mul_up.inputs[2].data[:6].tolist() == [2, 6, 0, 0, 2, 3]  # TensorMeta of [2, 3]
     fused = OP.stage_bindings("fused", x, EXPECTED_CALLS)
     assert [b.index for b in fused.inputs] == [0, 1, 3] and fused.output_index == 2  # silu_mul_fused's layout
