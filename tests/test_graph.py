@@ -3,6 +3,7 @@ a composed run stops on `unsupported: op NAME`, never skips a call in silence)."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,26 @@ def test_a_program_not_wholly_in_one_vulkan_delegate_is_refused(monkeypatch: pyt
     with pytest.raises(DelegateLayoutError) as caught:
         read_delegate(b"stand-in")
     assert says in str(caught.value)
+
+
+def test_a_delegate_that_does_not_run_exactly_the_ops_calls_is_refused() -> None:
+    """An rms_norm the partitioner left unfused (its aten chain), the op beside another call, or twice: refused, so
+    a recipe never reads the constants of a graph whose kernel is not the one under test."""
+    from types import SimpleNamespace as Ns
+
+    from q4gsw.export.pte import DelegateGraph, DelegateLayoutError
+
+    def delegate(*names: str) -> DelegateGraph:
+        chain = [Ns(name=n, args=[i]) for i, n in enumerate(names)]
+        return DelegateGraph(pte=None, graph=Ns(chain=chain, values=[]), blob=b"", bytes_offset=0)
+
+    norm = "et_vk.rms_norm.default"
+    assert delegate(norm).args(norm) == [0]
+    assert delegate("et_vk.choose_qparams.default", norm).args(norm, ("et_vk.choose_qparams.default", norm)) == [1]
+    unfused = ("aten.pow.Tensor_Scalar", "aten.mean.dim", "aten.add.Tensor", "aten.rsqrt.default", "aten.mul.Tensor",
+               "aten.mul.Tensor")
+    for names in (unfused, (norm, "aten.add.Tensor"), (norm, norm)):
+        with pytest.raises(DelegateLayoutError, match=re.escape(f"delegate runs {list(names)}, expected ['{norm}']")):
+            delegate(*names).args(norm)
+    with pytest.raises(DelegateLayoutError, match="expected"):  # the expected chain names the operator twice
+        delegate(norm, norm).args(norm, (norm, norm))
