@@ -362,3 +362,60 @@ def test_min_slowdown_must_be_a_fraction(text: str, says: str) -> None:
         _fraction(text)
     assert str(raised.value).startswith(says)
     assert _fraction("0") == 0.0 and _fraction("0.25") == 0.25
+
+
+def test_the_rule_is_strict_at_both_bounds() -> None:
+    # binary fractions: the differences are exact
+    assert judge(2.0, 2.5, 0.25, 0.25, 0.1) == "same"  # + 0.5 == both spreads: not beyond them
+    assert judge(2.0, 2.5, 0.0, 0.0, 0.25) == "same"  # 2.5 == 1.25 * 2.0: not beyond the margin
+    assert judge(2.5, 2.0, 0.25, 0.25, 0.1) == "same"
+    assert judge(2.5, 2.0, 0.0, 0.0, 0.25) == "same"
+    assert judge(2.0, 1.875, 0.0, 0.0, 0.125) == "same"  # 2.0 < 1.125 * 1.875: faster needs the margin too
+    assert judge(2.0, 1.75, 0.0, 0.0, 0.125) == "faster"
+
+
+def test_op_problem_needs_both_ops_known_and_different() -> None:
+    from q4gsw.drift.bench import op_problem
+
+    path = Path("old.json")
+    assert op_problem({"op": "linear_q4gsw"}, path, None) == ""  # an op unknown on either side: nothing to say
+    assert op_problem({}, path, "sdpa") == "" and op_problem({"op": "sdpa"}, path, "sdpa") == ""
+    assert op_problem({"op": "linear_q4gsw"}, path, "sdpa") == (
+        "--baseline old.json: times op linear_q4gsw, this bench op sdpa: compare bench JSONs of one op (bench --op "
+        "linear_q4gsw, or a baseline bench of --op sdpa)")
+
+
+@pytest.mark.parametrize("compare, repeats, warned", [(None, 1, True), (None, 2, False), ("b.json", 1, False)])
+def test_a_bench_of_one_repeat_is_warned_that_only_the_margin_applies(capsys, compare, repeats, warned) -> None:
+    from q4gsw.drift.bench import report_bench_drift
+
+    run = {"op": "linear_q4gsw", "rows": [row()]}
+    args = SimpleNamespace(baseline=Path("old.json"), min_slowdown=MIN_SLOWDOWN, compare=compare, repeats=repeats,
+                           accept_removed=False, fail_on_drift=False)
+    assert report_bench_drift(run, run, args, 0) == 0
+    err = capsys.readouterr().err
+    assert ("warning: --repeats 1 measures no spread: only the margin tells a slower kernel from noise\n" in err) \
+        is warned
+
+
+def test_repeats_are_timed_with_the_kernels_own_arguments() -> None:
+    from q4gsw.case import _time_dispatches
+
+    calls: list[tuple[Any, ...]] = []
+
+    class Recording(_Device):
+        def run(self, *args: Any, repeats: int = 1, before: Any = None, warmup_s: float = 0.0,
+                batch: int = 1) -> _Timed:
+            calls.append((*args, repeats, before, warmup_s, batch))
+            return _Timed(None, 0.0, (0.002,), warmup_s)
+
+    case = SimpleNamespace(kernel=SimpleNamespace(name="k"))
+    chain = ("the dispatch before",)
+    _time_dispatches(Recording(True, ()), _Timed(0.004, 0.5), "src", case, {"wg": 64}, (3, 1), "bindings", 2, chain,
+                     0.25, 4)
+    assert calls == [("src", "k", {"wg": 64}, (3, 1), "bindings", 2, chain, 0.25, 4)]
+    calls.clear()
+    _time_dispatches(Recording(True, ()), _Timed(0.004, 0.5), "src", case, {}, (1,), "bindings", 2)
+    assert calls[0][-1] == 1 and calls[0][-3] == ()  # one dispatch per submit, no chain, unless asked
+    # two repeats are timed again; one dispatch alone is the first's own time
+    assert _time_dispatches(Recording(True, ()), _Timed(0.004, 0.5), "src", case, {}, (1,), "b", 2)[0] == 0.002
