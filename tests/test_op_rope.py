@@ -145,6 +145,14 @@ def test_shape_problems_name_the_key(dims, weights, key):
     assert OP.shape_problems(rope_config(1, 8, 64, 131071)) == []  # the last position of the context
 
 
+def test_shape_rules_hold_at_their_bounds():
+    assert OP.shape_problems(rope_config(65535, 1, 2)) == []  # the grid's last row of tokens
+    assert [p.key for p in OP.shape_problems(rope_config(65536, 1, 2))] == ["seq"]
+    assert OP.shape_problems(rope_config(1, 1, 2**29)) == []  # x of exactly 2 GiB
+    (problem,) = OP.shape_problems(rope_config(1, 1, 2**29 + 2))
+    assert problem.key == "seq" and "2.0 GiB" in problem.problem
+
+
 def test_constants_files_round_trip_with_the_configs_start_pos():
     tables = llama3_tables(4, 16, 9)
     files = OP.constants_to_files(tables)
