@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -252,3 +253,36 @@ def test_cross_check_refuses_other_operand_dims_or_another_alpha(monkeypatch):
     with pytest.raises(DelegateLayoutError, match=r"operands \[\[4, 8\], \[1, 8\], \[4, 8\]\], expected "
                        r"\[\[4, 8\], \[4, 1\], \[4, 8\]\]"):
         recipe.cross_check(b"fake", AddGraph(alpha=1.0, b_shape=(4, 1)), 1.0, make_config(4, 8, 4, 1))
+
+
+def test_graph_from_pte_reads_alpha_and_bs_dims_and_refuses_others(monkeypatch):
+    """ExecuTorch's VkGraph types stood in for (importing them costs the test process torch: ~13 CPU s)."""
+    import sys
+    from types import ModuleType, SimpleNamespace
+
+    from q4gsw.export import pte
+    from q4gsw.export.pte import DelegateLayoutError
+    from q4gsw.ops.add.recipe import ADD_OPERATOR, graph_from_pte
+
+    schema = ModuleType("vulkan_graph_schema")
+    schema.Int = type("Int", (SimpleNamespace,), {})
+    schema.Double = type("Double", (SimpleNamespace,), {})
+    monkeypatch.setitem(sys.modules, "executorch.backends.vulkan.serialization.vulkan_graph_schema", schema)
+
+    def reader(alpha: object, b_dims: list[int]) -> object:
+        values = {0: SimpleNamespace(dims=[4, 8]), 1: SimpleNamespace(dims=b_dims), 2: alpha,
+                  3: SimpleNamespace(dims=[4, 8])}
+        delegate = SimpleNamespace(args=lambda operator: [0, 1, 2, 3] if operator == ADD_OPERATOR else [],
+                                   value=values.__getitem__)
+        return lambda data: delegate
+
+    for alpha, b_dims, expected in ((schema.Int(int_val=2), [1, 8], AddGraph(alpha=2.0, b_shape=(1, 8))),
+                                    (schema.Double(double_val=0.5), [4, 1], AddGraph(alpha=0.5, b_shape=(4, 1)))):
+        monkeypatch.setattr(pte, "read_delegate", reader(alpha, b_dims))
+        assert graph_from_pte(b"fake") == expected
+    for alpha, b_dims, words in ((SimpleNamespace(int_val=1), [1, 8], "alpha is a SimpleNamespace, not an Int or a "
+                                                                      "Double"),
+                                 (schema.Int(int_val=1), [1, 1, 8], "second operand has dims [1, 1, 8]")):
+        monkeypatch.setattr(pte, "read_delegate", reader(alpha, b_dims))
+        with pytest.raises(DelegateLayoutError, match=re.escape(words)):
+            graph_from_pte(b"fake")
