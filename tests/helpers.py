@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -61,12 +61,13 @@ def random_packed(N: int, K: int, group_size: int, rng: np.random.Generator, *, 
     return PackedLinear(weight_packed=pack_int4(q), scales=scales, group_size=group_size)
 
 
-def write_fixture(folder: Path, config: Config, packed: PackedLinear,
+def write_fixture(folder: Path, config: Config, packed: Any,
                   goldens: Mapping[str, np.ndarray] | None = None) -> Path:
-    """folder/<config.name>: a fixture verify_fixture accepts for `config`, built without torch.
+    """folder/<config.name>: a fixture verify_fixture accepts for `config`, built without torch from the op's
+    constants `packed` (any op's: a PackedLinear, an embedding table, an op's synthetic_constants).
 
     The golden of each of the config's inputs is the fp64 reference of the input the engine regenerates
-    (inputs.make_input(name, M, K, weight_seed)), unless `goldens` gives it (the gate tests use their own)."""
+    (op.make_input(name, config)), unless `goldens` gives it (the gate tests use their own)."""
     path = fixtures.find_fixture(folder, config)
     path.mkdir(parents=True)
     op = op_for(config)
@@ -85,6 +86,13 @@ def write_fixture(folder: Path, config: Config, packed: PackedLinear,
                            "inputs": list(config.inputs)}}
     (path / fixtures.MANIFEST).write_text(json.dumps(manifest))
     return path
+
+
+# Both SwiftShader backends (wgpu-native and Dawn), the header of the ops' small end-to-end matrices.
+SWIFTSHADER_BACKENDS = ('[backend.swiftshader]\napi = "Vulkan"\nadapter_name = "SwiftShader"\ndevice_type = "CPU"\n'
+                        'provision = "swiftshader"\n\n[backend.swiftshader-dawn]\napi = "Vulkan"\n'
+                        'adapter_name = "SwiftShader"\ndevice_type = "CPU"\nprovision = "swiftshader"\n'
+                        'webgpu = "dawn"\n')
 
 
 def run_cases(cases: Iterable[Case], fixtures: Path, cache: Path, *, backend: Backend | None = None,

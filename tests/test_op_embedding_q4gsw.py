@@ -11,15 +11,14 @@ declaration through `run --executorch` on a stand-in tree with a planted bug.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SWIFTSHADER_BACKENDS, write_fixture
 
-from q4gsw.export import fixtures
 from q4gsw.matrix.load import load_matrix
 from q4gsw.matrix.values import Config, Tolerance
 from q4gsw.ops import op_for, registry
@@ -330,27 +329,6 @@ def test_export_equals_the_quantizer_and_the_golden_equals_the_wheels(shape_name
     assert from_pte.tobytes() == theirs.tobytes()
 
 
-def write_synthetic_fixture(folder: Path, config: Config, table: PackedEmbedding) -> Path:
-    """folder/<config.name>: a fixture verify_fixture accepts, built from constants without torch."""
-    op = op_for(config)
-    path = folder / config.name
-    path.mkdir(parents=True)
-    for name, array in op.constants_to_files(table).items():
-        np.save(path / name, array)
-    input_sha = {}
-    for input_name in config.inputs:
-        x = op.make_input(input_name, config)
-        input_sha[input_name] = hashlib.sha256(x.tobytes()).hexdigest()
-        np.save(path / fixtures.golden_file(input_name), op.golden(x, table))
-    files = {p.name: {"sha256": fixtures.sha256_file(p), "size": p.stat().st_size} for p in sorted(path.iterdir())}
-    manifest = {"key": f"synthetic-{config.name}", "op": op.name, "operator": op.operator, "files": files,
-                "input_sha256": input_sha,
-                "config": {"dims": dict(config.dims), "weights": config.weights, "weight_seed": config.weight_seed,
-                           "inputs": list(config.inputs)}}
-    (path / fixtures.MANIFEST).write_text(json.dumps(manifest))
-    return path
-
-
 TOLERANCE_TOML = ('tolerance = { atol = 1.18e-38, rtol = 2.4e-7, justification = "one correctly rounded fp32 '
                   'product per output" }')
 # name: (M, K, N, group_size, input, is_linear_weight)
@@ -369,16 +347,13 @@ def write_gpu_matrix(folder: Path, kernel_tables: str = "") -> Path:
                       f'{TOLERANCE_TOML}\n'
                       for name, (M, K, N, gs, x, _) in GPU_CONFIGS.items())
     path = folder / "matrix.toml"
-    path.write_text(f'schema_version = 1\n\n[backend.swiftshader]\napi = "Vulkan"\nadapter_name = "SwiftShader"\n'
-                    f'device_type = "CPU"\nprovision = "swiftshader"\n\n[backend.swiftshader-dawn]\napi = "Vulkan"\n'
-                    f'adapter_name = "SwiftShader"\ndevice_type = "CPU"\nprovision = "swiftshader"\nwebgpu = "dawn"\n'
-                    f'{REFERENCE_TABLE}{kernel_tables}{configs}')
+    path.write_text(f'schema_version = 1\n\n{SWIFTSHADER_BACKENDS}{REFERENCE_TABLE}{kernel_tables}{configs}')
     matrix = load_matrix(path)
     for name, (*_, is_linear) in GPU_CONFIGS.items():
         config = matrix.config(name)
         vocab, dim = config.dims["vocab"], config.dims["dim"]
         table = random_table(vocab, dim, config.dims["group_size"], seed=vocab, is_linear_weight=is_linear)
-        write_synthetic_fixture(folder / "fixtures", config, table)
+        write_fixture(folder / "fixtures", config, table)
     return path
 
 

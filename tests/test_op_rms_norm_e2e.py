@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_fixture
+from helpers import SWIFTSHADER_BACKENDS, write_fixture
 
 from q4gsw.matrix.load import load_matrix
 from q4gsw.ops.rms_norm import RmsNorm
@@ -86,10 +86,7 @@ def write_gpu_matrix(folder: Path, kernel_tables: str = "") -> Path:
     reference = (f'\n[kernel.rms_norm_reference]\nop = "rms_norm"\nfile = "{REFERENCE}"\nwhen = "1"\n'
                  f'dispatch = "rows"\noverrides = {{ wg_size = 64 }}\n')
     path = folder / "matrix.toml"
-    path.write_text('schema_version = 1\n\n[backend.swiftshader]\napi = "Vulkan"\nadapter_name = "SwiftShader"\n'
-                    'device_type = "CPU"\nprovision = "swiftshader"\n\n[backend.swiftshader-dawn]\napi = "Vulkan"\n'
-                    'adapter_name = "SwiftShader"\ndevice_type = "CPU"\nprovision = "swiftshader"\nwebgpu = "dawn"\n'
-                    f'{reference}{kernel_tables}{configs}')
+    path.write_text(f'schema_version = 1\n\n{SWIFTSHADER_BACKENDS}{reference}{kernel_tables}{configs}')
     matrix = load_matrix(path)
     for name in GPU_CONFIGS:
         config = matrix.config(name)

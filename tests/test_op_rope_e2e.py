@@ -7,7 +7,6 @@ The kernel tests run from synthetic fixtures (no torch): only the export test pa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SWIFTSHADER_BACKENDS, write_fixture
 
-from q4gsw.export import fixtures
 from q4gsw.matrix.load import load_matrix
 from q4gsw.matrix.values import Config, Tolerance
 from q4gsw.ops import op_for, registry
@@ -56,25 +55,6 @@ def test_export_reads_the_models_rows_and_the_golden_is_its_eager_output():
     assert np.all(err <= error_model(x, rows).est)
 
 
-def write_synthetic_fixture(folder: Path, config: Config) -> None:
-    op = op_for(config)
-    path = folder / config.name
-    path.mkdir(parents=True)
-    constants = op.synthetic_constants(config, config.weight_seed)
-    for name, array in op.constants_to_files(constants).items():
-        np.save(path / name, array)
-    input_sha = {}
-    for input_name in config.inputs:
-        x = op.make_input(input_name, config)
-        input_sha[input_name] = hashlib.sha256(x.tobytes()).hexdigest()
-        np.save(path / fixtures.golden_file(input_name), op.golden(x, constants))
-    files = {p.name: {"sha256": fixtures.sha256_file(p), "size": p.stat().st_size} for p in sorted(path.iterdir())}
-    (path / fixtures.MANIFEST).write_text(json.dumps({
-        "key": f"synthetic-{config.name}", "op": op.name, "operator": op.operator, "files": files,
-        "input_sha256": input_sha, "config": {"dims": dict(config.dims), "weights": config.weights,
-                                              "weight_seed": config.weight_seed, "inputs": list(config.inputs)}}))
-
-
 def write_matrix(folder: Path, kernel_tables: str = "") -> Path:
     """A matrix of CONFIGS with the reference kernel (and `kernel_tables`), and their synthetic fixtures."""
     configs = "".join(f'\n[[config]]\nname = "{name}"\nop = "{OP}"\nsuite = "rope-test"\nseq = {s}\nheads = {h}\n'
@@ -83,13 +63,11 @@ def write_matrix(folder: Path, kernel_tables: str = "") -> Path:
     reference = (f'\n[kernel.rope_reference]\nop = "{OP}"\nfile = "{REFERENCE}"\nwhen = "1"\n'
                  f'dispatch = "{SUITE.dispatch}"\noverrides = {{ wg_size = 64 }}\n')
     path = folder / "matrix.toml"
-    path.write_text('schema_version = 1\n\n[backend.swiftshader]\napi = "Vulkan"\nadapter_name = "SwiftShader"\n'
-                    'device_type = "CPU"\nprovision = "swiftshader"\n\n[backend.swiftshader-dawn]\napi = "Vulkan"\n'
-                    'adapter_name = "SwiftShader"\ndevice_type = "CPU"\nprovision = "swiftshader"\nwebgpu = "dawn"\n'
-                    f'{reference}{kernel_tables}{configs}')
+    path.write_text(f'schema_version = 1\n\n{SWIFTSHADER_BACKENDS}{reference}{kernel_tables}{configs}')
     matrix = load_matrix(path)
     for name in CONFIGS:
-        write_synthetic_fixture(folder / "fixtures", matrix.config(name))
+        config = matrix.config(name)
+        write_fixture(folder / "fixtures", config, op_for(config).synthetic_constants(config, config.weight_seed))
     return path
 
 
