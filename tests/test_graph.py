@@ -40,6 +40,11 @@ def test_the_shipped_ops_cover_their_operators_and_their_chains() -> None:
     assert covered["et_vk.linear_dq8ca_q4gsw.default"] == "linear_dq8ca_q4gsw"
     assert covered["torchao.choose_qparams_affine.default"] == "linear_dq8ca_q4gsw"  # its chain's first call
     assert covered["et_vk.embedding_q4gsw.default"] == "embedding_q4gsw"
+    # the names the delegate of ExecuTorch's Llama layer calls them by (docs/layer.md)
+    assert covered["sdpa_with_kv_cache.default"] == "sdpa"
+    assert covered["et_vk.rms_norm.default"] == "rms_norm"
+    assert covered["et_vk.apply_rotary_emb.default"] == "rope"
+    assert covered["aten.add.Tensor"] == "add"
     assert "aten.view_copy.default" not in covered
 
 

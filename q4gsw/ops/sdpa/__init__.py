@@ -55,7 +55,7 @@ def upstream_ramp(seq: int, heads: int, kv_heads: int, head_dim: int, denom: flo
 
 class Sdpa(Op):
     name = "sdpa"
-    operator = "llama.sdpa_with_kv_cache.default"
+    operator = "sdpa_with_kv_cache.default"  # the Vulkan delegate's name of llama::sdpa_with_kv_cache (docs/layer.md)
     executorch_folder = "backends/webgpu/runtime/ops/sdpa"
     constant_files = (K_FILE, V_FILE)
     input_names = ("normal", "outliers", "ramp", "big_logits")
