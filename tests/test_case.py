@@ -518,3 +518,28 @@ def test_warm_up_binds_a_staged_kernel_by_its_stage(tmp_path, monkeypatch):
 
     warm_up(Warming(), staged, tmp_path)
     assert asked == [("second", (1, 8), 8)] and warmed == [(KERNEL_TEXT, stage_bindings)]  # the tiny 1x8x8 problem
+
+
+def test_open_device_reuses_a_device_opened_with_the_same_features(tmp_path, monkeypatch):
+    from q4gsw.case import open_device
+    from q4gsw.webgpu import adapter as adapter_module
+    from q4gsw.webgpu import execute
+
+    made: list[tuple[Any, ...]] = []
+
+    class Opened:
+        def __init__(self, adapter: Any, info: AdapterInfo, want_features: tuple[str, ...] = ()) -> None:
+            made.append((adapter, info, want_features))
+
+    info = replace(ADAPTER, features=("subgroup", "shader-f16"))
+    monkeypatch.setattr(adapter_module, "select_adapter", lambda backend: ("the adapter", info))
+    monkeypatch.setattr(execute, "Device", Opened)
+    case = _case_and_problem(tmp_path)[0]
+    subgroup = replace(case, kernel=replace(case.kernel, requires_features=("subgroup",)))
+    opened: dict[tuple[str, ...], Any] = {}
+    first, why = open_device([subgroup], opened)
+    again, _ = open_device([subgroup], opened)
+    other, _ = open_device([case], opened)
+    assert why == "" and again is first and other is not first
+    assert made == [("the adapter", info, ("subgroup",)), ("the adapter", info, ())]
+    assert opened == {("subgroup",): first, (): other}
