@@ -279,3 +279,99 @@ def test_each_mutant_edits_one_kernel_of_the_chain():
     late = kernels["k_written_a_row_late"]
     assert [k.text == r.text for k, r in zip(late.chain(), reference.chain(), strict=True)] == [False, True, True, True]
     assert late.text == reference.text and kernels["last_position_dropped"].chain()[0].text == reference.chain()[0].text
+
+
+# ---- hostile pass: each test below failed against a one-line mutation of the op that the tests above let through
+
+
+def test_an_fp16_cache_holds_the_new_k_rounded_to_fp16_too():
+    """hand_case with an fp16 cache: the new k, 2 ln 3, is held as its nearest fp16 kk (2 ln 3 is no fp16 number),
+    so the new row's logit is kk / 2 and p1 = e^(kk/2) / (1 + e^(kk/2)); out = (4 (1 - p1), 8 p1, 0, 0). An fp32
+    k (4e-5 off) moves out by ~3e-5. The fp32 cpu_reference rounds the same way (within its fp32 roundings)."""
+    x, cache = hand_case(np.float16)
+    kk = float(np.float16(np.float32(2 * math.log(3))))
+    assert abs(kk - 2 * math.log(3)) > 4e-5
+    p1 = math.exp(kk / 2) / (1 + math.exp(kk / 2))
+    expected = [[4 * (1 - p1), 8 * p1, 0, 0]]
+    np.testing.assert_allclose(OP.golden(x, cache), expected, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(OP.cpu_reference(x, cache), expected, rtol=0, atol=2e-6)
+
+
+def test_the_fp32_cpu_reference_rounds_the_new_v_into_an_fp16_cache():
+    x, cache = hand_case(np.float16)
+    x[0, 0, 0] = 0  # p = (1/2, 1/2)
+    x[0, 2, 1] = 1 + 2.0**-12  # held as 1: an unrounded v gives 0.5 + 2^-13
+    assert OP.cpu_reference(x, cache).tolist() == [[2, 0.5, 0, 0]]
+
+
+def test_the_scale_is_the_hosts_fp32_one_over_sqrt_d():
+    """D = 8: fp32(1/sqrt 8) = 0x3EB504F3, 2.4e-8 relative from the real 1/sqrt 8 (a golden in fp64 1/sqrt(D) would
+    be another op than the one the kernels receive)."""
+    from q4gsw.ops.sdpa.layout import geometry
+
+    cache = KvCache(k=np.zeros((2, 1, 8), np.float32), v=np.zeros((2, 1, 8), np.float32), start_pos=0)
+    scale = geometry(np.zeros((1, 3, 8), np.float32), cache).scale
+    assert scale == float(np.array([0x3EB504F3], np.uint32).view(np.float32)[0]) != 1 / math.sqrt(8)
+
+
+def test_widened_stages_bind_fp32_caches_of_the_fp16_values():
+    """STAGE@f32: the fp16 config's caches as fp32 words (4 bytes an element), the same values."""
+    config = sdpa_config(head_dim=8, cache_len=6, kv_bits=16)
+    x, cache = OP.make_input("normal", config), OP.synthetic_constants(config, 0)
+    for stage, index in (("update_k@f32", 0), ("update_v@f32", 0), ("attn_weights@f32", 2), ("compute_out@f32", 1),
+                         ("fd_split@f32", 3)):  # the list position (compute_out binds its output, b0, apart)
+        words = OP.stage_bindings(stage, x, cache).inputs[index].data
+        source = cache.v if stage.startswith(("update_v", "compute_out")) else cache.k
+        assert words.dtype == np.uint32 and words.size == 6 * 8, stage
+        assert np.array_equal(words.view(np.float32).reshape(6, 1, 8), source.astype(np.float32)), stage
+
+
+def test_the_derived_names_are_the_hosts_counts():
+    """S = 3, Hq 4, Hkv 2, D 8 at start_pos 5 with an fp16 cache: context 8; worked out by hand from layout.py's
+    docstring and the kernels' 4x4 tiles."""
+    names = expression_names(sdpa_config(seq=3, heads=4, kv_heads=2, head_dim=8, start_pos=5, cache_len=16,
+                                         kv_bits=16))
+    expected = {"context_len": 8, "group": 2, "kv_numel": 48, "kv_words": 24, "attn_elems": 96, "out_elems": 96,
+                "softmax_rows": 12, "qk_tiles": 4 * 1 * 2, "av_tiles": 4 * 1 * 2, "num_splits": 1, "split_len": 8,
+                "scale_is_eighth": 0}
+    assert {k: names[k] for k in expected} == expected
+    names = expression_names(sdpa_config(seq=5, heads=2, kv_heads=1, head_dim=64, start_pos=2, cache_len=8))
+    assert (names["kv_words"], names["qk_tiles"], names["av_tiles"], names["scale_is_eighth"]) == (
+        320, 2 * 2 * 2, 2 * 2 * 16, 1)
+
+
+def test_the_attention_weights_over_2_gib_are_refused_at_the_boundary():
+    """4 Hq S ctx bytes > 2^31: Hq 4, S = ctx = 11586 needs 2^31 + 70672 bytes; 11585 fits (2^31 - 21012)."""
+    def keys(seq: int) -> list[str]:
+        return [p.key for p in OP.shape_problems(sdpa_config(seq=seq, heads=4, kv_heads=2, head_dim=8,
+                                                             cache_len=seq))]
+
+    assert keys(11586) == ["seq"] and keys(11585) == []
+
+
+def _first_route(dims: dict[str, int]) -> str:
+    """The first kernel of executorch_sdpa's route whose `when` holds on a shader-f16 device with ample limits."""
+    from q4gsw.matrix.expressions import evaluate
+
+    spec = load_matrix(REPO_MATRIX).kernel_sets["executorch_sdpa"]
+    kernels = {k.name: k for k in spec.kernels}
+    names = {**expression_names(sdpa_config(**dims)), "max_workgroups_per_dimension": 65535}
+    return next(name for name in spec.route if evaluate(kernels[name].when, names))
+
+
+@pytest.mark.parametrize(("dims", "route"), [
+    ({"head_dim": 128, "start_pos": 5}, "sdpa_fd_reduce"),  # Sdpa.cpp: fd_eligible = D <= kSdpaFdMaxHeadDim (128)
+    ({"head_dim": 132, "start_pos": 5}, "sdpa_compute_out"),
+    ({"head_dim": 128, "start_pos": 5, "kv_bits": 16}, "sdpa_fd_reduce_kv16"),
+    ({"seq": 2, "head_dim": 128, "start_pos": 5}, "sdpa_compute_out"),  # use_fd = fd_eligible && S == 1
+    # the k16 streaming geometry needs Hkv == 8 and g == 4 (Sdpa.cpp: Hq 32, Hkv 8, g 4, D 64) and fp16 KV
+    ({"seq": 4, "heads": 32, "kv_heads": 8, "head_dim": 64}, "sdpa_compute_out"),
+    ({"seq": 4, "heads": 32, "kv_heads": 8, "head_dim": 64, "kv_bits": 16}, "streaming_attention_k16_causal_bound"),
+    ({"seq": 4, "heads": 32, "kv_heads": 4, "head_dim": 64, "kv_bits": 16}, "sdpa_compute_out_half"),
+    ({"seq": 4, "heads": 32, "kv_heads": 8, "head_dim": 32, "kv_bits": 16}, "sdpa_compute_out_half"),
+    ({"seq": 4, "heads": 16, "kv_heads": 8, "head_dim": 128, "kv_bits": 16},
+     "streaming_attention_qwen3_k16_causal_bound"),
+    ({"seq": 4, "heads": 16, "kv_heads": 4, "head_dim": 128, "kv_bits": 16}, "sdpa_compute_out_half"),
+])
+def test_the_route_at_each_boundary_of_sdpa_cpp(dims, route):
+    assert _first_route({"cache_len": 16, **dims}) == route
