@@ -73,3 +73,37 @@ def test_executorchs_kernels_pass_as_routed_and_a_planted_bug_fails(swiftshader_
     update.write_text(text.replace("t_cache[params.dst_offset + i]", "t_cache[params.dst_offset + params.numel + i]"))
     code, results, out = run("planted")
     assert code == 1 and len(results) == 4 and all(r["status"] == "fail" for r in results), out[-3000:]
+
+
+def test_the_golden_is_torchs_float64_sdpa_after_the_cache_write():
+    """An independent golden: torch.nn.functional.scaled_dot_product_attention in float64 with an explicit causal
+    mask (query s attends positions <= start_pos + s), kv head h // (Hq / Hkv) for query head h and the host's fp32
+    scale, after writing k, v into the cache at start_pos (rounded to fp16 for kv_bits 16). Tiny shapes: no GPU."""
+    import numpy as np
+
+    torch = pytest.importorskip("torch")
+    from q4gsw.matrix.values import Config, Tolerance
+    from q4gsw.ops import op_for
+
+    op = op_for("sdpa")
+    for seq, heads, kv_heads, head_dim, start_pos, kv_bits in ((3, 4, 2, 8, 5, 16), (3, 4, 2, 8, 5, 32),
+                                                               (1, 6, 2, 8, 70, 16), (5, 8, 4, 4, 0, 16)):
+        dims = {"seq": seq, "heads": heads, "kv_heads": kv_heads, "head_dim": head_dim, "start_pos": start_pos,
+                "cache_len": start_pos + seq + 3, "kv_bits": kv_bits}
+        config = Config(name="t", dims=dims, tier="required", suite="t", inputs=op.input_names, weights="normal",
+                        weight_seed=0, timeout_s=60, tolerance=Tolerance(atol=0, rtol=0, justification="t"), op="sdpa")
+        cache = op.synthetic_constants(config, 0)
+        for name in op.input_names:
+            x = op.make_input(name, config)
+            k_cache, v_cache = cache.k.copy(), cache.v.copy()
+            k_cache[start_pos:start_pos + seq] = x[:, heads:heads + kv_heads]  # numpy rounds to nearest (fp16)
+            v_cache[start_pos:start_pos + seq] = x[:, heads + kv_heads:]
+            ctx, heads_of = start_pos + seq, torch.arange(heads) // (heads // kv_heads)
+            q = torch.from_numpy(x[:, :heads].astype(np.float64)).transpose(0, 1)
+            k, v = (torch.from_numpy(c[:ctx].astype(np.float64))[:, heads_of].transpose(0, 1)
+                    for c in (k_cache, v_cache))
+            mask = torch.arange(ctx)[None, :] <= start_pos + torch.arange(seq)[:, None]
+            scale = float(np.float32(1) / np.sqrt(np.float32(head_dim)))
+            expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+            np.testing.assert_allclose(op.golden(x, cache), expected.transpose(0, 1).reshape(seq, -1).numpy(),
+                                       rtol=0, atol=1e-12, err_msg=f"{dims} {name}")
