@@ -165,3 +165,42 @@ def test_all_variants_are_only_the_routes_of_the_configs_kv_dtype(dims, variants
     spec = load_matrix(REPO_MATRIX).kernel_sets["executorch_sdpa"]
     names = {**expression_names(sdpa_config(**{"cache_len": 16, **dims})), "max_workgroups_per_dimension": 65535}
     assert {k.name for k in spec.kernels if evaluate(k.when, names)} == variants
+
+
+def _buggy_attention(x: np.ndarray, cache: KvCache, bug: str) -> np.ndarray:
+    """fp64 attention with one realistic kernel bug, written here apart from golden.py: `scale` 1/D for 1/sqrt(D),
+    `causal+1` each query attends one more position, `strict` not its own, `gqa` kv head h % Hkv, `k_late` and
+    `v_late` the step's k or v written one row past start_pos (the cache then read at the right rows)."""
+    kv_heads = cache.k.shape[1]
+    seq, width, head_dim = x.shape
+    heads, pos = width - 2 * kv_heads, cache.start_pos
+    k_cache, v_cache = cache.k.copy(), cache.v.copy()
+    k_at, v_at = pos + (bug == "k_late"), pos + (bug == "v_late")
+    k_cache[k_at:k_at + seq] = x[:, heads:heads + kv_heads][:len(k_cache) - k_at]
+    v_cache[v_at:v_at + seq] = x[:, heads + kv_heads:][:len(v_cache) - v_at]
+    ctx = min(pos + seq + (bug == "causal+1"), len(k_cache))
+    kv_of = np.arange(heads) % kv_heads if bug == "gqa" else np.arange(heads) // (heads // kv_heads)
+    k, v = k_cache[:ctx, kv_of].astype(np.float64), v_cache[:ctx, kv_of].astype(np.float64)
+    scale = 1 / head_dim if bug == "scale" else float(np.float32(1) / np.sqrt(np.float32(head_dim)))
+    logits = scale * np.einsum("shd,chd->hsc", x[:, :heads].astype(np.float64), k)
+    last = pos + np.arange(seq) + (bug == "causal+1") - (bug == "strict")
+    logits = np.where(np.arange(ctx)[None, None, :] > last[None, :, None], -np.inf, logits)
+    e = np.nan_to_num(np.exp(logits - logits.max(axis=2, keepdims=True)))  # strict: query 0 at position 0 sees none
+    p = e / np.maximum(e.sum(axis=2, keepdims=True), 1e-300)
+    return np.einsum("hsc,chd->shd", p, v).reshape(seq, -1)
+
+
+@pytest.mark.parametrize("name", ["sdpa_tiny_f16", "sdpa_decode_127_f16", "sdpa_decode_4095_f16", "sdpa_tiny_decode"])
+def test_the_fp16_kv_tolerances_fail_realistic_bugs(name):
+    """Each bug moves some output by more than the config's atol (the fp16 configs' atol admits the other fp16
+    neighbour of every new value, so it is the loosest): >= 50x measured in fp64. At decode_4095 the context ends at
+    the cache's last row, so attending one position more reads past the cache (undefined, not simulated here):
+    sdpa_decode_127 and sdpa_tiny_decode check that bound."""
+    config = load_matrix(REPO_MATRIX).config(name)
+    cache = OP.synthetic_constants(config, config.weight_seed)
+    bugs = ("scale", "causal+1", "strict", "gqa", "k_late", "v_late")
+    at_cache_end = config.dims["start_pos"] + config.dims["seq"] == config.dims["cache_len"]
+    for bug in (b for b in bugs if not (at_cache_end and b == "causal+1")):
+        moved = max(np.abs(_buggy_attention(x, cache, bug) - OP.golden(x, cache)).max()
+                    for x in (OP.make_input(i, config) for i in config.inputs))
+        assert moved > 50 * config.tolerance.atol, (bug, moved)
