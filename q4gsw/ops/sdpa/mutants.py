@@ -21,9 +21,12 @@ CHAIN = (
 )
 
 MUTANTS = (
-    Mutant("k_written_a_row_late", "the step's k written one row past start_pos (a cache written at the wrong "
-           "position; step 0 of a decode from position 0 cannot see it)",
+    Mutant("k_written_a_row_late", "the step's k written numel elements late: S rows past start_pos, one at a "
+           "decode step (a cache written at the wrong position; step 0 of a decode from position 0 cannot see it)",
            (("cache[params.dst_offset + word] =", "cache[params.dst_offset + params.numel + word] ="),), "update_k"),
+    Mutant("k16_written_a_row_late", "the fp16 path of the same bug: the step's k pairs written S rows late",
+           (("cache[(params.dst_offset + i) / 2u] =", "cache[(params.dst_offset + params.numel + i) / 2u] ="),),
+           "update_k"),
     Mutant("v_pairs_swapped", "fp16 v written with the pair's halves swapped (element 2i in the high half)",
            (("vec2<f32>(value[i], value[i + 1u])", "vec2<f32>(value[i + 1u], value[i])"),), "update_v"),
     Mutant("causal_off_by_one", "each query also attends the next position (c <= s + input_pos + 1)",
