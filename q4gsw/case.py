@@ -109,8 +109,7 @@ def execute_case(case: Case, device: Any, problem: Problem, root: Path, repeats:
     except KernelUnsupported as exc:
         return base_result(case, "fail" if case.kernel.origin.startswith("check:") else "unsupported", str(exc),
                            **common)
-    bindings = op.stage_bindings(case.kernel.stage, x, problem.constants) if case.kernel.stage else \
-        op.bindings(x, problem.constants, chained=bool(before))
+    bindings = op.kernel_bindings(case.kernel.stage, x, problem.constants, chained=bool(before))
     if bindings.output_index is None:  # a stage that writes no output: nothing to compare (Device.run asserted)
         return base_result(case, "fail", f"kernel '{case.kernel.name}' is stage '{case.kernel.stage}' of op "
                            f"'{case.config.op}', which writes no output to compare: give it the stage that writes the "
@@ -278,9 +277,8 @@ def warm_up(device: Any, case: Case, root: Path) -> None:
         overrides, _ = resolve_kernel(case.kernel, expression_names(case.config), device.info)
         op = op_for(case.config)
         x, constants = op.warm_up_problem()
-        bindings = op.stage_bindings(case.kernel.stage, x, constants) if case.kernel.stage else \
-            op.bindings(x, constants)
-        device.warm_up(case.kernel.source(root), overrides, case.kernel.name, bindings)
+        device.warm_up(case.kernel.source(root), overrides, case.kernel.name,
+                       op.kernel_bindings(case.kernel.stage, x, constants))
 
 
 def execute_config(cases: Sequence[Case], fixture: Path | None, seed: int | None, root: Path, repeats: int = 1,

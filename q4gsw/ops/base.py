@@ -286,6 +286,11 @@ class Op(ABC):
         are Binding(shared=NAME), one buffer per run; the stage under test binds the output."""
         raise NotImplementedError(f"op '{self.name}' has no stages")
 
+    def kernel_bindings(self, stage: str, x: np.ndarray, constants: Any, chained: bool = False) -> Bindings:
+        """The buffers of a kernel under test: its stage's (stage_bindings) when it names one, else the op's own
+        (bindings; `chained`: a chain ran before it)."""
+        return self.stage_bindings(stage, x, constants) if stage else self.bindings(x, constants, chained=chained)
+
     @property
     def chains(self) -> bool:
         """Whether a kernel of this op may declare a `before` (the op defines its buffers: before_bindings or
