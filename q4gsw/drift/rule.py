@@ -320,8 +320,7 @@ class Scope:
     family: str = "matrix"
 
     def covers(self, result: Result) -> bool:
-        return result.backend == self.backend and result.config in self.configs and \
-            kernel_family(result.provenance.kernel_source) == self.family
+        return result.config in self.configs and _kind(result) == (self.backend, self.family)
 
 
 def kernel_family(source: str) -> str:
