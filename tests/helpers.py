@@ -95,6 +95,19 @@ SWIFTSHADER_BACKENDS = ('[backend.swiftshader]\napi = "Vulkan"\nadapter_name = "
                         'webgpu = "dawn"\n')
 
 
+def run_mutants_on_swiftshader(tmp_path: Path, matrix: Path, op: str, env: Mapping[str, str],
+                               *extra: str) -> tuple[Any, dict[str, Any]]:
+    """`mutants --op OP` on SwiftShader over a test's matrix and its fixtures (tmp_path/fixtures), results in
+    tmp_path/out: (the finished process, mutants.json's payload, {} when none was written)."""
+    from conftest import run_cli
+
+    done = run_cli("mutants", "--op", op, *extra, "--matrix", str(matrix), "--backend", "swiftshader", "--fixtures",
+                   str(tmp_path / "fixtures"), "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"),
+                   env=env, timeout=600)
+    written = tmp_path / "out" / "mutants.json"
+    return done, json.loads(written.read_text()) if written.is_file() else {}
+
+
 def run_cases(cases: Iterable[Case], fixtures: Path, cache: Path, *, backend: Backend | None = None,
               matrix_path: Path = MATRIX, root: Path = REPO, in_process: bool = False) -> dict[str, Result]:
     """Run the cases through the engine (provision, probe, one child per config); Results by case id.

@@ -191,15 +191,13 @@ def e2e_matrix(folder: Path, tables: str) -> Path:
 
 @pytest.mark.e2e
 def test_reference_passes_and_every_mutant_is_killed_on_swiftshader(swiftshader_icd, tmp_path):
-    from conftest import run_cli
     from elementwise_fixtures import matrix_block
+    from helpers import run_mutants_on_swiftshader
 
     matrix = e2e_matrix(tmp_path, matrix_block(REPO, "[kernel.add_reference]"))
-    done = run_cli("mutants", "--op", "add", "--matrix", str(matrix), "--backend", "swiftshader", "--fixtures",
-                   str(tmp_path / "fixtures"), "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"),
-                   env=swiftshader_icd, timeout=600)
+    done, payload = run_mutants_on_swiftshader(tmp_path, matrix, "add", swiftshader_icd)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    summary = json.loads((tmp_path / "out" / "mutants.json").read_text())["summary"]
+    summary = payload["summary"]
     assert summary["survivors"] == [] and summary["killed"] == len(CATALOGUE)
     assert set(summary["killed_by"]["fold_stride_wg"]) == {"t_fold/normal"}
     assert "t_same/outliers" not in summary["killed_by"]["broadcast_ignored"]  # no broadcast, no difference

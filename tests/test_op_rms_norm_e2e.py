@@ -95,14 +95,10 @@ def write_gpu_matrix(folder: Path, kernel_tables: str = "") -> Path:
 
 
 def test_reference_passes_and_every_mutant_is_killed_on_swiftshader(swiftshader_icd, tmp_path):
-    from conftest import run_cli
+    from helpers import run_mutants_on_swiftshader
 
     matrix = write_gpu_matrix(tmp_path)
-    done = run_cli("mutants", "--op", "rms_norm", "--config", "t_odd", "--matrix", str(matrix), "--backend",
-                   "swiftshader", "--fixtures",
-                   str(tmp_path / "fixtures"), "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"),
-                   env=swiftshader_icd, timeout=600)
-    payload = json.loads((tmp_path / "out" / "mutants.json").read_text())
+    done, payload = run_mutants_on_swiftshader(tmp_path, matrix, "rms_norm", swiftshader_icd, "--config", "t_odd")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     summary = payload["summary"]
     assert summary["survivors"] == [] and summary["killed"] == len(CATALOGUE)

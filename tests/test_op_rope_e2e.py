@@ -72,14 +72,12 @@ def write_matrix(folder: Path, kernel_tables: str = "") -> Path:
 
 
 def test_reference_passes_and_every_mutant_is_killed_on_swiftshader(swiftshader_icd, tmp_path):
-    from conftest import run_cli
+    from helpers import run_mutants_on_swiftshader
 
     matrix = write_matrix(tmp_path)
-    done = run_cli("mutants", "--op", OP, "--matrix", str(matrix), "--backend", "swiftshader", "--fixtures",
-                   str(tmp_path / "fixtures"), "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"),
-                   env=swiftshader_icd, timeout=600)
+    done, payload = run_mutants_on_swiftshader(tmp_path, matrix, OP, swiftshader_icd)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    summary = json.loads((tmp_path / "out" / "mutants.json").read_text())["summary"]
+    summary = payload["summary"]
     assert summary["survivors"] == [] and summary["killed"] == len(CATALOGUE)
     # f16 products round |x| <= 0.5 ramps times k/16 exactly: only the normal inputs expose them
     assert "t_multi/ramp" not in summary["killed_by"]["f16_products"]

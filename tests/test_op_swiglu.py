@@ -200,13 +200,11 @@ def e2e_matrix(folder: Path) -> Path:
 
 @pytest.mark.e2e
 def test_reference_passes_and_every_mutant_is_killed_on_swiftshader(swiftshader_icd, tmp_path):
-    from conftest import run_cli
+    from helpers import run_mutants_on_swiftshader
 
     matrix = e2e_matrix(tmp_path)
-    done = run_cli("mutants", "--op", "swiglu", "--matrix", str(matrix), "--backend", "swiftshader", "--fixtures",
-                   str(tmp_path / "fixtures"), "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"),
-                   env=swiftshader_icd, timeout=600)
-    summary = json.loads((tmp_path / "out" / "mutants.json").read_text())["summary"]
+    done, payload = run_mutants_on_swiftshader(tmp_path, matrix, "swiglu", swiftshader_icd)
+    summary = payload["summary"]
     assert done.returncode == 0, (summary["survivors"], done.stdout[-3000:] + done.stderr[-2000:])
     assert summary["survivors"] == [] and summary["killed"] == len(CATALOGUE)
     assert set(summary["killed_by"]["fold_stride_wg"]) == {"t_fold/outliers"}
